@@ -1,0 +1,2 @@
+"""asv benchmarks for fastsuper (``make bench``) and the PyTorch comparison
+(``make compare``, :mod:`benchmarks.compare_torch`)."""

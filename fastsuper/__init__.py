@@ -1,0 +1,51 @@
+"""fastsuper: compiled kernels for the loss of toy superposition autoencoders.
+
+The model is ``x_hat = phi(W.T @ W @ x + b)`` on sparse random inputs; see
+``THEORY.md`` (the docs' theory page) for every formula.
+
+Main entry points
+-----------------
+SparseInputs, ValueLaw, sample
+    The input law and its counter-based sampler.
+Model, forward
+    The autoencoder and its forward pass.
+estimate_loss
+    Monte-Carlo loss and gain (fused, parallel, deterministic).
+exact_loss, exact_gain
+    Closed forms for ``power`` activations.
+low_order_terms
+    Exact k = 0 and k = 1 terms (any activation): a rigorous lower bound.
+check
+    Monte Carlo against the exact value (or the lower bound).
+"""
+
+from __future__ import annotations
+
+from .decomposition import LowOrderTerms, low_order_terms
+from .estimators import LossEstimate, estimate_loss
+from .exact import exact_gain, exact_loss, exact_loss_and_gain
+from .forward import forward
+from .model import Model
+from .sampling import SparseBatch, SparseInputs, ValueLaw, sample
+from .verify import CheckReport, check
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CheckReport",
+    "LossEstimate",
+    "LowOrderTerms",
+    "Model",
+    "SparseBatch",
+    "SparseInputs",
+    "ValueLaw",
+    "check",
+    "estimate_loss",
+    "exact_gain",
+    "exact_loss",
+    "exact_loss_and_gain",
+    "forward",
+    "low_order_terms",
+    "sample",
+    "__version__",
+]

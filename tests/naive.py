@@ -1,0 +1,87 @@
+"""Plain NumPy references of every kernel (slow, obviously correct).
+
+Nothing here imports fastsuper's compiled code: these are the independent
+references the tests compare against.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+
+
+def phi_numpy(t, activation, a):
+    """Activation of THEORY §1 applied entrywise with NumPy."""
+    t = np.asarray(t)
+    if activation == "power":
+        return t ** int(a)
+    if activation == "signed_power":
+        return np.sign(t) * np.abs(t) ** a
+    if activation == "relu_power":
+        return np.where(t > 0, np.abs(t) ** a, 0.0).astype(t.dtype)
+    raise ValueError(activation)
+
+
+def dphi_numpy(t, activation, a):
+    t = np.asarray(t)
+    if activation == "power":
+        return a * t ** (int(a) - 1)
+    if activation == "signed_power":
+        return a * np.abs(t) ** (a - 1)
+    if activation == "relu_power":
+        return np.where(t > 0, a * np.abs(t) ** (a - 1), 0.0)
+    raise ValueError(activation)
+
+
+def forward_numpy(W, b, activation, a, X):
+    """x_hat = phi(X W^T W + b) for a dense batch X of shape (N, n)."""
+    W = np.asarray(W, dtype=np.float64)
+    Z = (np.asarray(X, dtype=np.float64) @ W.T) @ W
+    if b is not None:
+        Z = Z + np.asarray(b, dtype=np.float64)
+    return phi_numpy(Z, activation, a)
+
+
+def loss_numpy(W, b, activation, a, X, importance=None):
+    """Per-sample loss sum_j I_j (x_j - x_hat_j)^2 (float64)."""
+    X = np.asarray(X, dtype=np.float64)
+    I = np.ones(X.shape[1]) if importance is None else np.asarray(importance)
+    R = forward_numpy(W, b, activation, a, X)
+    return ((X - R) ** 2 * I).sum(axis=1)
+
+
+def gain_numpy(W, b, activation, a, X, importance=None):
+    X = np.asarray(X, dtype=np.float64)
+    I = np.ones(X.shape[1]) if importance is None else np.asarray(importance)
+    return (X**2 * I).sum(axis=1) - loss_numpy(W, b, activation, a, X, importance)
+
+
+def enumerate_inputs(p, support, probs, max_active=None):
+    """Every input vector of a discrete law with its probability.
+
+    ``p`` per feature (length n), values from ``support`` with ``probs``.
+    Returns (X of shape (M, n), weights of shape (M,)), weights summing to 1
+    (or to P(K <= max_active) when ``max_active`` is given).
+    """
+    p = np.asarray(p, dtype=np.float64)
+    n = p.size
+    support = np.asarray(support, dtype=np.float64)
+    probs = np.asarray(probs, dtype=np.float64)
+    choices = [(0.0, None)] + list(zip(support, probs))
+    rows, weights = [], []
+    for combo in itertools.product(range(len(choices)), repeat=n):
+        active = sum(1 for c in combo if c)
+        if max_active is not None and active > max_active:
+            continue
+        w = 1.0
+        x = np.zeros(n)
+        for i, c in enumerate(combo):
+            if c == 0:
+                w *= 1.0 - p[i]
+            else:
+                x[i] = choices[c][0]
+                w *= p[i] * choices[c][1]
+        rows.append(x)
+        weights.append(w)
+    return np.array(rows), np.array(weights)
