@@ -11,8 +11,8 @@ Model, forward
     The autoencoder and its forward pass.
 estimate_loss
     Monte-Carlo loss and gain (fused, parallel, deterministic).
-exact_loss, exact_gain
-    Closed forms for ``power`` activations.
+exact_loss, exact_gain, exact_loss_grad
+    Closed forms (and exact gradients) for ``power`` activations.
 low_order_terms
     Exact k = 0 and k = 1 terms (any activation): a rigorous lower bound.
 check
@@ -23,7 +23,13 @@ from __future__ import annotations
 
 from .decomposition import LowOrderTerms, low_order_terms
 from .estimators import LossEstimate, estimate_loss
-from .exact import exact_gain, exact_loss, exact_loss_and_gain
+from .exact import (
+    exact_gain,
+    exact_gain_grad,
+    exact_loss,
+    exact_loss_and_gain,
+    exact_loss_grad,
+)
 from .forward import forward
 from .model import Model
 from .sampling import SparseBatch, SparseInputs, ValueLaw, sample
@@ -42,8 +48,10 @@ __all__ = [
     "check",
     "estimate_loss",
     "exact_gain",
+    "exact_gain_grad",
     "exact_loss",
     "exact_loss_and_gain",
+    "exact_loss_grad",
     "forward",
     "low_order_terms",
     "sample",

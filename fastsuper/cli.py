@@ -10,6 +10,7 @@ import time
 
 import numpy as np
 
+from .analysis import random_frame, random_frame_norm
 from .sampling import SparseInputs, ValueLaw
 
 
@@ -20,34 +21,10 @@ def _positive_int(text: str) -> int:
     return int(value)
 
 
-def random_frame(n: int, d: int, norm: float, seed: int, dtype=np.float64) -> np.ndarray:
-    """``W`` (d, n) whose columns are independent uniform random directions of length ``norm``."""
-    rng = np.random.default_rng(seed)
-    W = rng.standard_normal((d, n))
-    W *= norm / np.linalg.norm(W, axis=0)
-    return W.astype(dtype)
-
-
-def sphere_dimension(d: int, m: int) -> float:
-    """``D(d, m) = d (d+2) ... (d+2m-2) / (2m-1)!!`` (THEORY §5.3)."""
-    num = math.prod(d + 2 * i for i in range(m))
-    return num / math.prod(range(2 * m - 1, 0, -2))
-
-
 def default_norm(law: ValueLaw, exponent: float, n: int, d: int) -> float:
-    """Best common column norm of a random frame to first order in p (THEORY §5.3).
-
-    With ``A_ii = c`` and random directions, ``F = n (2 mu_{m+1} c^m - mu_{2m} c^{2m}
-    (1 + (n-1)/D))`` is largest at ``c^m = mu_{m+1} / (mu_{2m} (1 + (n-1)/D(d,m)))``;
-    the column norm is ``sqrt(c)``.  Falls back to 1 where this is not defined
-    (non-integer exponent, or ``mu_{m+1} <= 0``).
-    """
+    """Best common column norm of a random frame (THEORY §5.3); 1 for real exponents."""
     if float(exponent).is_integer():
-        m = int(exponent)
-        num, den = law.moment(m + 1), law.moment(2 * m)
-        if num > 0 and den > 0:
-            c_m = num / (den * (1.0 + (n - 1) / sphere_dimension(d, m)))
-            return float(c_m ** (1.0 / (2 * m)))
+        return random_frame_norm(n, d, int(exponent), law)
     return 1.0
 
 

@@ -1,0 +1,602 @@
+"""Geometry of learned weights and the first-order theory (THEORY §5.3, §6).
+
+Quantities of a weight matrix ``W`` (d, n) with ``A = W.T @ W``:
+
+* :func:`feature_dimensionality` -- Elhage et al.'s ``D_i`` (THEORY §6);
+* :func:`first_order_objective` -- ``F(A)``, the coefficient of ``p`` in the
+  exact gain of the ``power`` model as ``p -> 0`` (THEORY §5.3);
+
+the constants of THEORY §5.3 (:func:`kappa`, :func:`sphere_dimension`,
+:func:`first_order_cap`, :func:`random_frame_value`,
+:func:`random_frame_norm`), and plotting helpers that write PNG files
+(:func:`plot_gram`, :func:`plot_features`, :func:`plot_loss_history`; they
+need matplotlib, imported only when called, with the Agg backend).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from pathlib import Path
+
+import numpy as np
+
+from . import _validation as v
+from .sampling import ValueLaw
+
+__all__ = [
+    "feature_dimensionality",
+    "first_order_cap",
+    "first_order_objective",
+    "kappa",
+    "plot_features",
+    "plot_gram",
+    "plot_loss_history",
+    "random_frame_norm",
+    "random_frame_value",
+    "sphere_dimension",
+]
+
+#: Entries of ``W.T @ W`` formed at a time (row blocks), bounding the memory.
+_BLOCK_ELEMS = 1 << 20
+
+
+# --------------------------------------------------------------------------
+# argument checks
+
+
+def _check_int(func: str, name: str, value, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        if not (isinstance(value, float) and value.is_integer()):
+            raise TypeError(f"{func}: {name} must be an integer >= {minimum}, got {value!r}")
+    value = int(value)
+    if value < minimum:
+        raise ValueError(f"{func}: {name} must be an integer >= {minimum}, got {value}")
+    return value
+
+
+def _law(func: str, law) -> ValueLaw:
+    if isinstance(law, ValueLaw):
+        return law
+    if isinstance(law, str):
+        try:
+            return ValueLaw(law)
+        except ValueError as exc:
+            raise ValueError(f"{func}: law: {exc}") from None
+    raise TypeError(
+        f"{func}: law must be a ValueLaw or one of 'gaussian', 'rademacher', 'uniform_sym', "
+        f"'uniform', 'constant', got {law!r}"
+    )
+
+
+def _weights(func: str, W) -> np.ndarray:
+    try:
+        W = v.as_float_array("W", W, ndim=2, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(f"{func}: {exc} (W has shape (d, n))") from None
+    if W.shape[0] < 1 or W.shape[1] < 1:
+        raise ValueError(f"{func}: W must have shape (d, n) with d, n >= 1, got {W.shape}")
+    return W
+
+
+def _gram_blocks(W: np.ndarray):
+    """Yield ``(lo, hi, G)`` with ``G = W[:, lo:hi].T @ W`` for row blocks of ``A``."""
+    n = W.shape[1]
+    block = max(1, _BLOCK_ELEMS // n)
+    for lo in range(0, n, block):
+        hi = min(lo + block, n)
+        yield lo, hi, W[:, lo:hi].T @ W
+
+
+# --------------------------------------------------------------------------
+# geometry
+
+
+def feature_dimensionality(W) -> np.ndarray:
+    """Feature dimensionality ``D_i = |w_i|**2 / sum_j (w_i_hat . w_j)**2`` (THEORY §6).
+
+    Elhage et al.'s measure of the share of a dimension that feature ``i``
+    gets: 1 for a feature orthogonal to all others, ``d/n`` for every
+    feature of a tight frame of ``n`` unit vectors in ``R^d`` (pentagon 2/5,
+    antipodal pair 1/2), and 0 for a zero column (a dropped feature).
+
+    Parameters
+    ----------
+    W : array_like of shape (d, n)
+        Weights; column ``i`` is feature ``i``'s direction ``w_i``.
+
+    Returns
+    -------
+    ndarray of shape (n,), float64
+        ``D_i = |w_i|**4 / sum_j (w_i . w_j)**2`` (the sum includes
+        ``j = i``), 0 where ``w_i = 0``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastsuper.analysis import feature_dimensionality
+    >>> feature_dimensionality([[1.0, -1.0, 0.0], [0.0, 0.0, 0.0]])  # antipodal pair, zero
+    array([0.5, 0.5, 0. ])
+    >>> t = 2 * np.pi * np.arange(5) / 5  # pentagon
+    >>> np.round(feature_dimensionality(np.stack([np.cos(t), np.sin(t)])), 12)
+    array([0.4, 0.4, 0.4, 0.4, 0.4])
+    """
+    W = _weights("feature_dimensionality", W)
+    n = W.shape[1]
+    sq = np.einsum("ij,ij->j", W, W)  # |w_i|**2
+    out = np.zeros(n)
+    for lo, hi, G in _gram_blocks(W):
+        denom = np.einsum("ij,ij->i", G, G)  # sum_j (w_i . w_j)**2 >= |w_i|**4
+        nz = sq[lo:hi] > 0
+        out[lo:hi][nz] = sq[lo:hi][nz] ** 2 / denom[nz]
+    return out
+
+
+def first_order_objective(W, law, m) -> float:
+    """First-order coefficient ``F(A)`` of the exact gain in ``p`` (THEORY §5.3).
+
+    For the ``power`` model ``x_hat = (A x)**m`` without bias, unit
+    importances and independent features with one probability ``p``, the
+    exact gain is ``p F(A) + O(p**2)`` with
+
+        F(A) = 2 mu_{m+1} tr(A^∘m) - mu_{2m} |A^∘m|_F**2,
+
+    ``A = W.T @ W`` and ``A^∘m`` its entrywise power (only one feature is
+    active at first order).  ``sup_W F = kappa min(n, D(d, m))`` where equality
+    holds (see :func:`first_order_cap`).
+
+    Parameters
+    ----------
+    W : array_like of shape (d, n)
+        Weights.
+    law : ValueLaw or str
+        Value law of the active features (``mu_r`` its raw moments).
+    m : int
+        The exponent, an integer ``>= 1``.
+
+    Returns
+    -------
+    float
+        ``F(A)``, computed in float64 by row blocks of ``A`` (``O(n**2 d)``
+        time, ``O(n)`` extra memory per block row).
+
+    Examples
+    --------
+    Unsuperposed optimum (``A_ii**m = mu_{m+1} / mu_{2m}`` = 1/5 for Gaussian
+    values and ``m = 3``) on two features: ``F = 2 kappa = 2 * 0.6``.
+
+    >>> import numpy as np
+    >>> from fastsuper.analysis import first_order_objective
+    >>> round(first_order_objective(0.2 ** (1 / 6) * np.eye(2), "gaussian", 3), 12)
+    1.2
+    """
+    func = "first_order_objective"
+    W = _weights(func, W)
+    law = _law(func, law)
+    m = _check_int(func, "m", m, 1)
+    mu_a, mu_b = law.moment(m + 1), law.moment(2 * m)
+    sq = np.einsum("ij,ij->j", W, W)
+    trace = math.fsum((sq**m).tolist())
+    frob = 0.0
+    for _, _, G in _gram_blocks(W):
+        frob += float(np.sum(G ** (2 * m)))
+    return 2.0 * mu_a * trace - mu_b * frob
+
+
+# --------------------------------------------------------------------------
+# the constants of THEORY §5.3
+
+
+def kappa(law, m) -> float:
+    """``kappa = mu_{m+1}**2 / mu_{2m}``, the best first-order gain per feature.
+
+    Without superposition a feature contributes at most ``p kappa`` to the
+    gain (THEORY §5.1).
+
+    Parameters
+    ----------
+    law : ValueLaw or str
+        Value law.
+    m : int
+        The exponent, an integer ``>= 1``.
+
+    Returns
+    -------
+    float
+        ``mu_{m+1}**2 / mu_{2m}`` (0 when ``mu_{2m} = 0``).
+
+    Examples
+    --------
+    >>> from fastsuper.analysis import kappa
+    >>> kappa("gaussian", 3), kappa("rademacher", 3), kappa("gaussian", 1)
+    (0.6, 1.0, 1.0)
+    """
+    func = "kappa"
+    law = _law(func, law)
+    m = _check_int(func, "m", m, 1)
+    mu_b = law.moment(2 * m)
+    return law.moment(m + 1) ** 2 / mu_b if mu_b > 0 else 0.0
+
+
+def sphere_dimension(d, m) -> float:
+    """``D(d, m) = d (d+2) ... (d+2m-2) / (2m-1)!!`` (THEORY §5.3).
+
+    ``1 / D(d, m)`` is the mean of ``u_1**(2m)`` over the unit sphere of
+    ``R^d``; ``D(d, 1) = d``, ``D(1, m) = 1`` and ``D(d, m) <= d**m``.
+
+    Parameters
+    ----------
+    d, m : int
+        Dimension and exponent, integers ``>= 1``.
+
+    Returns
+    -------
+    float
+
+    Examples
+    --------
+    >>> from fastsuper.analysis import sphere_dimension
+    >>> sphere_dimension(10, 3), sphere_dimension(15, 3), sphere_dimension(2, 3)
+    (112.0, 323.0, 3.2)
+    """
+    func = "sphere_dimension"
+    d = _check_int(func, "d", d, 1)
+    m = _check_int(func, "m", m, 1)
+    num = math.prod(d + 2 * i for i in range(m))
+    return num / math.prod(range(2 * m - 1, 0, -2))
+
+
+def first_order_cap(d, m, law, n=None) -> float:
+    """Upper bound ``kappa D(d, m)`` on ``F`` (THEORY §5.3); ``kappa min(n, D)`` with ``n``.
+
+    So the exact gain of any ``W`` (no bias, unit importances) is at most
+    ``p kappa min(n, D(d, m)) + O(p**2)``.
+
+    Parameters
+    ----------
+    d, m : int
+        Hidden dimension and exponent (integers ``>= 1``).
+    law : ValueLaw or str
+        Value law.
+    n : int, optional
+        Number of features; the cap is then ``kappa min(n, D(d, m))``.
+
+    Returns
+    -------
+    float
+
+    Examples
+    --------
+    >>> from fastsuper.analysis import first_order_cap
+    >>> round(first_order_cap(10, 3, "gaussian"), 12)  # 0.6 * 112
+    67.2
+    >>> first_order_cap(10, 3, "rademacher", n=50)
+    50.0
+    """
+    cap = kappa(law, m) * sphere_dimension(d, m)
+    if n is not None:
+        n = _check_int("first_order_cap", "n", n, 1)
+        cap = min(cap, kappa(law, m) * n)
+    return cap
+
+
+def random_frame_value(n, d, m, law) -> float:
+    """Expected ``F`` of a random frame: ``kappa n D / (n + D - 1)`` (THEORY §5.3).
+
+    The lower bound of THEORY §5.3: ``n`` independent uniform unit directions
+    ``u_i`` have ``E sum_{i,j} (u_i . u_j)**(2m) = n + n (n-1) / D(d, m)``, so
+    with the common norm of :func:`random_frame_norm` the expectation of
+    ``F`` is exactly this value, and ``sup_W F`` is at least it.
+
+    Parameters
+    ----------
+    n, d, m : int
+        Features, hidden dimension and exponent (integers ``>= 1``).
+    law : ValueLaw or str
+        Value law.
+
+    Returns
+    -------
+    float
+
+    Examples
+    --------
+    >>> from fastsuper.analysis import random_frame_value
+    >>> round(random_frame_value(60, 4, 3, "gaussian"), 6)  # 0.6 * 60 * 12.8 / 71.8
+    6.417827
+    """
+    n = _check_int("random_frame_value", "n", n, 1)
+    D = sphere_dimension(d, m)
+    return kappa(law, m) * n * D / (n + D - 1.0)
+
+
+def random_frame_norm(n, d, m, law) -> float:
+    """Best common column norm of ``n`` random unit directions (THEORY §5.3).
+
+    With ``A_ii = c`` and ``E (u_i . u_j)**(2m) = 1/D`` the expected ``F`` is
+    ``n (2 mu_{m+1} c**m - mu_{2m} c**(2m) (1 + (n-1)/D))``, largest at
+    ``c**m = mu_{m+1} / (mu_{2m} (1 + (n-1)/D(d, m)))``; the column norm is
+    ``sqrt(c)``.
+
+    Parameters
+    ----------
+    n, d, m : int
+        Features, hidden dimension and exponent (integers ``>= 1``).
+    law : ValueLaw or str
+        Value law.
+
+    Returns
+    -------
+    float
+        ``sqrt(c)``; 1.0 where ``mu_{m+1} <= 0`` or ``mu_{2m} = 0`` (no
+        positive optimum: nothing is reconstructed to first order).
+
+    Examples
+    --------
+    >>> from fastsuper.analysis import random_frame_norm
+    >>> round(random_frame_norm(1, 4, 3, "gaussian") ** 6, 12)  # one feature: mu_4 / mu_6
+    0.2
+    """
+    func = "random_frame_norm"
+    n = _check_int(func, "n", n, 1)
+    law = _law(func, law)
+    D = sphere_dimension(d, m)
+    num, den = law.moment(m + 1), law.moment(2 * m)
+    if num <= 0 or den <= 0:
+        return 1.0
+    c_m = num / (den * (1.0 + (n - 1) / D))
+    return float(c_m ** (1.0 / (2 * m)))
+
+
+def random_frame(n: int, d: int, norm: float, seed=0, dtype=np.float64) -> np.ndarray:
+    """``W`` (d, n) with independent uniformly random column directions of length ``norm``.
+
+    ``seed`` is anything :func:`numpy.random.default_rng` takes (an int or a
+    list of ints).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastsuper.analysis import random_frame
+    >>> W = random_frame(5, 3, 2.0, seed=1)
+    >>> W.shape, np.allclose(np.linalg.norm(W, axis=0), 2.0)
+    ((3, 5), True)
+    """
+    rng = np.random.default_rng(seed)
+    W = rng.standard_normal((d, n))
+    nrm = np.linalg.norm(W, axis=0)
+    nrm[nrm == 0] = 1.0
+    return (W * (norm / nrm)).astype(dtype)
+
+
+# --------------------------------------------------------------------------
+# plots
+
+
+def _pyplot():
+    """matplotlib.pyplot with the Agg backend (a clear error if matplotlib is missing)."""
+    try:
+        import matplotlib
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "the plotting helpers need matplotlib: pip install matplotlib "
+            "(or the 'plot' extra: pip install fastsuper[plot])"
+        ) from exc
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _out_path(func: str, path) -> Path:
+    if not isinstance(path, (str, Path)):
+        raise TypeError(f"{func}: path must be a str or pathlib.Path, got {path!r}")
+    return Path(path)
+
+
+def plot_gram(W, path, *, title: str | None = None) -> Path:
+    """Heatmap of ``A = W.T @ W`` written to a PNG file.
+
+    Diverging colour map centred at 0 (red positive, blue negative); the
+    diagonal holds the squared column norms.
+
+    Parameters
+    ----------
+    W : array_like of shape (d, n)
+        Weights.
+    path : str or pathlib.Path
+        Output file (PNG).
+    title : str, optional
+        Figure title (default ``"W^T W (d = .., n = ..)"``).
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+    """
+    func = "plot_gram"
+    W = _weights(func, W)
+    path = _out_path(func, path)
+    plt = _pyplot()
+    d, n = W.shape
+    A = W.T @ W
+    vmax = float(np.max(np.abs(A))) or 1.0
+    size = min(8.0, 3.0 + 0.1 * n)
+    fig, ax = plt.subplots(figsize=(size + 1.2, size))
+    try:
+        im = ax.imshow(A, cmap="RdBu_r", vmin=-vmax, vmax=vmax, interpolation="nearest")
+        fig.colorbar(im, ax=ax, shrink=0.85)
+        ax.set_xlabel("feature j")
+        ax.set_ylabel("feature i")
+        ax.set_title(title if title is not None else f"$W^T W$ (d = {d}, n = {n})")
+        fig.tight_layout()
+        fig.savefig(path, format="png", dpi=100)
+    finally:
+        plt.close(fig)
+    return path
+
+
+def plot_features(W, path, *, title: str | None = None) -> Path:
+    """Picture of the feature directions written to a PNG file.
+
+    For ``d = 2`` the columns ``w_i`` are drawn as arrows from the origin.
+    Otherwise two panels: a bar chart of the column norms ``|w_i|`` and the
+    columns projected on the top two left singular vectors of ``W`` (the
+    best 2-D view in the least-squares sense), drawn as arrows.
+
+    Parameters
+    ----------
+    W : array_like of shape (d, n)
+        Weights.
+    path : str or pathlib.Path
+        Output file (PNG).
+    title : str, optional
+        Figure title.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+    """
+    func = "plot_features"
+    W = _weights(func, W)
+    path = _out_path(func, path)
+    plt = _pyplot()
+    d, n = W.shape
+    colours = plt.get_cmap("viridis")(np.linspace(0.0, 0.9, n))
+
+    def arrows(ax, P, label):
+        lim = float(np.max(np.abs(P))) * 1.15 or 1.0
+        for i in range(n):
+            ax.annotate(
+                "",
+                xy=(P[0, i], P[1, i]),
+                xytext=(0.0, 0.0),
+                arrowprops={"arrowstyle": "->", "color": colours[i], "lw": 1.5},
+            )
+        if n <= 20:  # label the features (not the zero columns, all at the origin)
+            for i in np.flatnonzero(np.hypot(P[0], P[1]) > 1e-3 * lim):
+                ax.text(1.06 * P[0, i], 1.06 * P[1, i], str(i), fontsize=8, ha="center")
+        ax.set_xlim(-lim, lim)
+        ax.set_ylim(-lim, lim)
+        ax.set_aspect("equal")
+        ax.axhline(0.0, color="0.85", lw=0.8, zorder=0)
+        ax.axvline(0.0, color="0.85", lw=0.8, zorder=0)
+        ax.set_title(label)
+
+    if d == 2:
+        fig, ax = plt.subplots(figsize=(5.5, 5.5))
+        axes = [ax]
+        arrows(ax, W, "columns of W")
+    else:
+        fig, axes = plt.subplots(1, 2, figsize=(11.0, 5.0))
+        norms = np.linalg.norm(W, axis=0)
+        axes[0].bar(np.arange(n), norms, color=colours)
+        axes[0].set_xlabel("feature i")
+        axes[0].set_ylabel("$|w_i|$")
+        axes[0].set_title("column norms")
+        U, s, _ = np.linalg.svd(W, full_matrices=False)
+        P = np.zeros((2, n))
+        k = min(2, d)
+        P[:k] = U[:, :k].T @ W
+        share = float(np.sum(s[:k] ** 2) / np.sum(s**2)) if np.any(s > 0) else 0.0
+        arrows(axes[1], P, f"projection on the top {k} singular vectors ({share:.0%} of |W|²)")
+    if title is not None:
+        fig.suptitle(title)
+    try:
+        fig.tight_layout()
+        fig.savefig(path, format="png", dpi=100)
+    finally:
+        plt.close(fig)
+    return path
+
+
+def _histories(func: str, history) -> dict:
+    """Normalise ``history`` to ``{label: 1-D float array}``."""
+    if hasattr(history, "history") and not isinstance(history, (dict, np.ndarray)):
+        history = history.history
+    if isinstance(history, dict):
+        items = list(history.items())
+    else:
+        arr = np.asarray(history, dtype=object if _ragged(history) else np.float64)
+        if arr.dtype == object:
+            items = [(f"run {k}", h) for k, h in enumerate(history)]
+        elif arr.ndim == 1:
+            items = [("", arr)]
+        elif arr.ndim == 2:
+            items = [(f"run {k}", h) for k, h in enumerate(arr)]
+        else:
+            raise ValueError(
+                f"{func}: history must be 1-D, 2-D (one row per run) or a dict of 1-D "
+                f"sequences, got shape {arr.shape}"
+            )
+    out = {}
+    for label, h in items:
+        h = np.asarray(h, dtype=np.float64)
+        if h.ndim != 1 or h.size == 0:
+            raise ValueError(
+                f"{func}: every history must be a non-empty 1-D sequence; {label or 'history'} "
+                f"has shape {h.shape}"
+            )
+        out[str(label)] = h
+    if not out:
+        raise ValueError(f"{func}: history is empty")
+    return out
+
+
+def _ragged(history) -> bool:
+    try:
+        lengths = {len(h) for h in history}
+    except TypeError:
+        return False
+    return len(lengths) > 1
+
+
+def plot_loss_history(history, path, *, ylabel: str = "loss", title: str | None = None) -> Path:
+    """Curve(s) of a loss (or gain) against the iteration, written to a PNG file.
+
+    The vertical axis is logarithmic when every value is positive and they
+    span more than a factor of 10.
+
+    Parameters
+    ----------
+    history : array_like, dict or object with a ``history`` attribute
+        One 1-D sequence of values, a 2-D array (one row per run), a list of
+        sequences (one per run, lengths may differ), a dict
+        ``{label: sequence}``, or a fit result carrying ``.history``.
+    path : str or pathlib.Path
+        Output file (PNG).
+    ylabel : str, default "loss"
+        Label of the vertical axis (say "gain" for a gain history).
+    title : str, optional
+        Figure title.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+    """
+    func = "plot_loss_history"
+    curves = _histories(func, history)
+    path = _out_path(func, path)
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7.0, 4.5))
+    try:
+        allv = np.concatenate(list(curves.values()))
+        finite = allv[np.isfinite(allv)]
+        for label, h in curves.items():
+            ax.plot(np.arange(h.size), h, label=label or None, lw=1.5)
+        if finite.size and finite.min() > 0 and finite.max() > 10 * finite.min():
+            ax.set_yscale("log")
+        ax.set_xlabel("iteration")
+        ax.set_ylabel(ylabel)
+        if any(curves):  # some curve has a label
+            ax.legend(fontsize=8)
+        if title is not None:
+            ax.set_title(title)
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(path, format="png", dpi=100)
+    finally:
+        plt.close(fig)
+    return path
