@@ -24,7 +24,7 @@ demo: $(STAMP)
 # the CUDA simulator (pytest exit code 5, "no tests collected", is accepted).
 test: $(STAMP)
 	$(BIN)/ruff check fastsuper tests benchmarks
-	NUMBA_NUM_THREADS=$(THREADS) $(BIN)/python -m pytest -q tests --doctest-modules fastsuper
+	OPENBLAS_NUM_THREADS=1 NUMBA_NUM_THREADS=$(THREADS) $(BIN)/python -m pytest -q tests --doctest-modules fastsuper
 	NUMBA_ENABLE_CUDASIM=1 NUMBA_NUM_THREADS=$(THREADS) $(BIN)/python -m pytest -q -m cudasim tests; \
 		rc=$$?; if [ $$rc -eq 5 ]; then echo "no cudasim tests collected"; rc=0; fi; exit $$rc
 
