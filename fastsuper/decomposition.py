@@ -17,30 +17,44 @@ and ``sigma = -1`` (``signed_power``), ``0`` (``relu_power``) or ``(-1)**m``
 is ``|c|**s |xi - t0|**s`` times a polynomial in ``xi`` (``s`` in ``{a, 2a}``),
 which is what makes the integrals exact:
 
-* discrete laws (rademacher, constant, discrete): a finite sum;
-* uniform laws: each piece ``int u**s (t0 + u)**k du`` (``k <= 1``) in closed
-  form -- the one-node Gauss-Jacobi rule with weight ``u**s``, exact for any
-  real exponent.  When the kink lies outside the support at a distance of at
-  least the support's length, Gauss-Legendre on the support evaluates ``phi``
-  directly (exact for integer exponents, ~1e-15 relative otherwise);
+* discrete laws (rademacher, constant, discrete): a finite sum (exact);
+* uniform laws, kink inside the support or less than the support's length
+  outside it: each piece ``int u**s (t0 + u)**k du`` (``k <= 1``) in closed
+  form -- the one-node Gauss-Jacobi rule for the weight ``u**s``, which is
+  exact for every real exponent; kink farther out (or any integer exponent
+  with the kink outside): Gauss-Legendre on the support evaluating ``phi``
+  directly -- ``a + 1`` nodes for an integer exponent (exact), otherwise
+  enough nodes for the Bernstein-ellipse bound to reach round-off (<= 24);
 * Gaussian values with ``power`` (or ``signed_power`` with an odd integer
-  exponent): the polynomial moments ``E xi**r = (r-1)!!`` (exact; the terms
-  of ``E phi**2`` are all non-negative, so there is no cancellation);
-* Gaussian values otherwise: split at the kink; each half-line with
-  Gauss-Jacobi (weight ``(xi - t0)**s`` at the kink, 50 nodes) on an interval
-  truncated where the integrand has fallen by ``e**-50``; for ``|t0| > 9``
-  Gauss-Hermite (40 nodes) over the side that holds the mass plus the
-  Gauss-Jacobi value of the far side.  Measured against 40-digit references:
-  <= 1e-14 relative for exponents 0.35 ... 20, integer or not.
+  exponent, the same function): the polynomial moments ``E xi**r = (r-1)!!``
+  (exact; the terms of ``E phi**2`` are all >= 0, so nothing cancels);
+* Gaussian values otherwise (``relu_power``, ``signed_power``; integer or
+  real exponent): split at the kink.  Each half-line ``int_t^inf (xi - t)**s
+  xi**k phi_N(xi) dxi`` by Gauss-Jacobi with the weight ``(xi - t)**s`` at
+  the kink (``max(50, s + 10)`` nodes) on ``[t, t + U]``, ``U`` past the
+  integrand's peak by the distance over which it falls by ``e**-50``; for
+  ``t > 0`` the density is factored as ``phi_N(t) exp(-t u - u**2/2)`` with
+  ``t**2`` split exactly.  When ``|t0| > 9`` the side holding the mass is
+  done by 40-node Gauss-Hermite (``phi`` evaluated directly; nodes beyond the
+  kink dropped) and the other side as above.  This is a quadrature, not a
+  closed form, also for integer exponents: against 30-digit references
+  (parabolic-cylinder functions) every half-line is within 1e-14 relative for
+  ``s`` in 0.35 ... 80 and ``|t| <= 30`` (beyond, the values approach the
+  denormals), and every pair term within 1.2e-14.
 
-``A_ji = 0`` (no dependence on ``xi``) is handled exactly.  The ``n**2``
-pairs are looped over in a compiled kernel (``prange`` over ``i``); cost
-``O(n**2)`` times the number of quadrature nodes (at most ~100 per pair).
+``A_ji = 0`` (no dependence on ``xi``) is handled exactly.  The diagonal term
+is ``mu_2 - 2 E[xi phi] + E[phi**2]`` wherever ``phi`` has a kink, so when
+the reconstruction is good its error is ~1e-16 *absolute* (times ``mu_2``),
+not relative.  The ``n**2`` pairs are looped over in a compiled kernel
+(``prange`` over ``i``); cost ``O(n**2)`` times the nodes used per pair.
+
 """
 
 from __future__ import annotations
 
+import functools
 import math
+from collections import namedtuple
 from dataclasses import dataclass, replace
 
 import numba
@@ -64,6 +78,15 @@ _R_FAR = 9.0  # |t0| beyond which the Gaussian kink counts as far
 _DROP = 50.0  # truncate a half-line where the integrand fell by e**-_DROP
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 _SPLIT = 134217729.0  # 2**27 + 1, Dekker's splitter
+
+#: Everything the kernels need to know about the activation and the value law:
+#: codes and constants, then the quadrature rules and moment tables (unused
+#: ones are length-1 placeholders).
+_LawPack = namedtuple(
+    "_LawPack",
+    "kind act a ia sneg mu1 mu2 lo hi sup prb ga_v ga_w gb_v gb_w gh_x gh_w gl_v gl_w "
+    "binom2m binomm mom",
+)
 
 
 # --------------------------------------------------------------------------
@@ -290,67 +313,24 @@ def _pair_gauss_quad(c, b, want1, act, a, ia, sneg, ga_v, ga_w, gb_v, gb_w, gh_x
 
 @njit
 def _e2_e1(c, b, P):
-    """``(E phi(c xi + b)**2, E xi phi(c xi + b))`` for any law kind (``P``: the law pack)."""
-    (
-        kind,
-        act,
-        a,
-        ia,
-        sneg,
-        mu1,
-        _,
-        lo,
-        hi,
-        sup,
-        prb,
-        ga_v,
-        ga_w,
-        gb_v,
-        gb_w,
-        gh_x,
-        gh_w,
-        gl_v,
-        gl_w,
-        binom2m,
-        binomm,
-        mom,
-    ) = P
+    """``(E phi(c xi + b)**2, E xi phi(c xi + b))`` for any law kind (``P``: a ``_LawPack``)."""
+    kind, act, a, ia, sneg = P.kind, P.act, P.a, P.ia, P.sneg
     if kind == _DISCRETE:
-        return _pair_discrete(c, b, True, act, a, ia, sup, prb)
+        return _pair_discrete(c, b, True, act, a, ia, P.sup, P.prb)
     if kind == _UNIFORM:
-        return _pair_uniform(c, b, True, act, a, ia, sneg, mu1, lo, hi, gl_v, gl_w)
+        return _pair_uniform(c, b, True, act, a, ia, sneg, P.mu1, P.lo, P.hi, P.gl_v, P.gl_w)
     if kind == _GAUSS_POLY:
-        return _pair_gauss_poly(c, b, True, ia, binom2m, binomm, mom)
-    return _pair_gauss_quad(c, b, True, act, a, ia, sneg, ga_v, ga_w, gb_v, gb_w, gh_x, gh_w)
+        return _pair_gauss_poly(c, b, True, ia, P.binom2m, P.binomm, P.mom)
+    return _pair_gauss_quad(
+        c, b, True, act, a, ia, sneg, P.ga_v, P.ga_w, P.gb_v, P.gb_w, P.gh_x, P.gh_w
+    )
 
 
 @njit
 def _diag(c, b, P):
     """``(E(xi - phi)**2, E(xi**2 - (xi - phi)**2))`` with ``phi = phi(c xi + b)``."""
-    (
-        kind,
-        act,
-        a,
-        ia,
-        _,
-        _,
-        mu2,
-        lo,
-        hi,
-        sup,
-        prb,
-        _,
-        _,
-        _,
-        _,
-        _,
-        _,
-        gl_v,
-        gl_w,
-        _,
-        binomm,
-        mom,
-    ) = P
+    kind, act, a, ia, mu2, lo, hi = P.kind, P.act, P.a, P.ia, P.mu2, P.lo, P.hi
+    sup, prb, gl_v, gl_w, binomm, mom = P.sup, P.prb, P.gl_v, P.gl_w, P.binomm, P.mom
     if kind == _DISCRETE:
         loss = 0.0
         gain = 0.0
@@ -401,67 +381,63 @@ def _diag(c, b, P):
     return mu2 - 2.0 * e1 + e2, 2.0 * e1 - e2
 
 
-@parallel_njit
-def _k1_kernel(AT, bias, imp, P, loss1, gain1, mat, store):
-    """``loss1[i]``, ``gain1[i]`` (and ``mat[j, i]`` if ``store``) for every ``i``.
+@njit
+def _column(i, AT, bias, imp, P, mat, store):
+    """``(loss1[i], gain1[i])``, writing ``mat[:, i]`` if ``store``.
 
     ``AT[i, j] = A_ji`` (row ``i`` of ``A.T`` is column ``i`` of ``A``); ``P``
-    is the law pack of :func:`_kernel_args`.  Each branch on the (loop
-    invariant) law kind calls one small, inlinable function; no accumulator is
-    shared between the ``i`` of ``prange``.
+    is a ``_LawPack``.  Each branch on the (loop invariant) law kind calls one
+    small, inlinable function.
     """
-    (
-        kind,
-        act,
-        a,
-        ia,
-        sneg,
-        mu1,
-        _,
-        lo,
-        hi,
-        sup,
-        prb,
-        ga_v,
-        ga_w,
-        gb_v,
-        gb_w,
-        gh_x,
-        gh_w,
-        gl_v,
-        gl_w,
-        binom2m,
-        binomm,
-        mom,
-    ) = P
-    n = AT.shape[0]
-    for i in numba.prange(n):
-        off = 0.0  # sum_{j != i} I_j E phi(A_ji xi + b_j)**2
-        for j in range(n):
-            if j == i:
-                continue
-            c = AT[i, j]
-            if kind == _DISCRETE:
-                e2, _ = _pair_discrete(c, bias[j], False, act, a, ia, sup, prb)
-            elif kind == _UNIFORM:
-                e2, _ = _pair_uniform(c, bias[j], False, act, a, ia, sneg, mu1, lo, hi, gl_v, gl_w)
-            elif kind == _GAUSS_POLY:
-                e2, _ = _pair_gauss_poly(c, bias[j], False, ia, binom2m, binomm, mom)
-            else:
-                e2, _ = _pair_gauss_quad(
-                    c, bias[j], False, act, a, ia, sneg, ga_v, ga_w, gb_v, gb_w, gh_x, gh_w
-                )
-            e2 *= imp[j]
-            off += e2
-            if store:
-                mat[j, i] = e2
-        ld, gd = _diag(AT[i, i], bias[i], P)
-        ld *= imp[i]
-        gd *= imp[i]
+    kind, act, a, ia, sneg = P.kind, P.act, P.a, P.ia, P.sneg
+    off = 0.0  # sum_{j != i} I_j E phi(A_ji xi + b_j)**2
+    for j in range(AT.shape[0]):
+        if j == i:
+            continue
+        c = AT[i, j]
+        if kind == _DISCRETE:
+            e2, _ = _pair_discrete(c, bias[j], False, act, a, ia, P.sup, P.prb)
+        elif kind == _UNIFORM:
+            e2, _ = _pair_uniform(
+                c, bias[j], False, act, a, ia, sneg, P.mu1, P.lo, P.hi, P.gl_v, P.gl_w
+            )
+        elif kind == _GAUSS_POLY:
+            e2, _ = _pair_gauss_poly(c, bias[j], False, ia, P.binom2m, P.binomm, P.mom)
+        else:
+            e2, _ = _pair_gauss_quad(
+                c, bias[j], False, act, a, ia, sneg, P.ga_v, P.ga_w, P.gb_v, P.gb_w, P.gh_x, P.gh_w
+            )
+        e2 *= imp[j]
+        off += e2
         if store:
-            mat[i, i] = ld
-        loss1[i] = ld + off
-        gain1[i] = gd - off
+            mat[j, i] = e2
+    ld, gd = _diag(AT[i, i], bias[i], P)
+    ld *= imp[i]
+    gd *= imp[i]
+    if store:
+        mat[i, i] = ld
+    return ld + off, gd - off
+
+
+@parallel_njit
+def _k1_kernel(AT, bias, imp, P, loss1, gain1, mat, store):
+    """``loss1[i]``, ``gain1[i]`` for every ``i`` (``prange``; nothing shared between ``i``)."""
+    for i in numba.prange(AT.shape[0]):
+        li, gi = _column(i, AT, bias, imp, P, mat, store)
+        loss1[i] = li
+        gain1[i] = gi
+
+
+@njit
+def _k1_serial(AT, bias, imp, P, loss1, gain1, mat, store):
+    """Serial twin of :func:`_k1_kernel` for small ``n`` (no thread-pool start-up)."""
+    for i in range(AT.shape[0]):
+        li, gi = _column(i, AT, bias, imp, P, mat, store)
+        loss1[i] = li
+        gain1[i] = gi
+
+
+_SERIAL_BELOW = 64  # n below which the serial twin is used
 
 
 @njit
@@ -523,7 +499,8 @@ class LowOrderTerms:
     loss1 : numpy.ndarray of shape (n,)
         ``E[loss | only i active]``.
     gain1 : numpy.ndarray of shape (n,)
-        ``E[gain | only i active] = I_i mu_2 - loss1[i]``.
+        ``E[gain | only i active] = I_i mu_2 - loss1[i]`` (computed directly as
+        ``I_i E phi (2 xi - phi) - sum_{j != i} ...``, not by that subtraction).
     p_ge2 : float
         ``P(K >= 2)``, computed without cancellation.
     """
@@ -612,6 +589,7 @@ def _jacobi_pn(n: int, beta: float, x: np.ndarray):
     return p, p_prev
 
 
+@functools.lru_cache(maxsize=64)
 def _jacobi01(n_nodes: int, s: float):
     """Gauss-Jacobi rule ``(v, w)`` for ``int_0^1 u**s f(u) du ~ sum_k w_k f(v_k)``.
 
@@ -632,6 +610,25 @@ def _jacobi01(n_nodes: int, s: float):
     w = 1.0 / ((1.0 - x * x) * dp * dp)
     w = w / math.fsum(w) / (s + 1.0)
     return np.ascontiguousarray((1.0 + x) / 2.0), np.ascontiguousarray(w)
+
+
+@functools.lru_cache(maxsize=8)
+def _legendre_table(nmax: int):
+    """Row ``nq`` (1 <= nq <= nmax): the ``nq``-node Gauss-Legendre rule on [0, 1]."""
+    gl_v = np.zeros((nmax + 1, nmax))
+    gl_w = np.zeros((nmax + 1, nmax))
+    for nq in range(1, nmax + 1):
+        x, w = roots_legendre(nq)
+        gl_v[nq, :nq] = (1.0 + x) / 2.0
+        gl_w[nq, :nq] = w / 2.0
+    return gl_v, gl_w
+
+
+@functools.lru_cache(maxsize=1)
+def _hermite_rule():
+    """Gauss-Hermite rule for ``int f(x) phi_N(x) dx`` (standard normal density)."""
+    x, w = roots_hermitenorm(_N_GH)
+    return np.ascontiguousarray(x), np.ascontiguousarray(w * _INV_SQRT_2PI)
 
 
 def _kernel_args(model: Model, inputs: SparseInputs):
@@ -657,13 +654,7 @@ def _kernel_args(model: Model, inputs: SparseInputs):
         lo = hi = 0.0
     elif law.code in (UNIFORM, UNIFORM_SYM):
         kind = _UNIFORM
-        nmax = max(_N_GL, ia + 1)
-        gl_v = np.zeros((nmax + 1, nmax))
-        gl_w = np.zeros((nmax + 1, nmax))
-        for nq in range(1, nmax + 1):  # row nq: the nq-node rule on [0, 1]
-            x, w = roots_legendre(nq)
-            gl_v[nq, :nq] = (1.0 + x) / 2.0
-            gl_w[nq, :nq] = w / 2.0
+        gl_v, gl_w = _legendre_table(max(_N_GL, ia + 1))
     elif law.code == GAUSSIAN:
         lo = hi = 0.0
         if act == POWER or (act == SIGNED_POWER and ia >= 1 and ia % 2 == 1):
@@ -675,15 +666,14 @@ def _kernel_args(model: Model, inputs: SparseInputs):
             kind = _GAUSS_QUAD
             ga_v, ga_w = _jacobi01(max(_N_GJ, math.ceil(a) + 10), a)
             gb_v, gb_w = _jacobi01(max(_N_GJ, math.ceil(2.0 * a) + 10), 2.0 * a)
-            gh_x, gh_w = roots_hermitenorm(_N_GH)
-            gh_w = gh_w * _INV_SQRT_2PI
+            gh_x, gh_w = _hermite_rule()
     else:  # pragma: no cover - every ValueLaw is one of the above
         raise ValueError(f"unsupported value law {law!r}")
     arrs = [
         np.ascontiguousarray(z, dtype=np.float64)
         for z in (sup, prb, ga_v, ga_w, gb_v, gb_w, gh_x, gh_w, gl_v, gl_w, binom2m, binomm, mom)
     ]
-    return (kind, act, a, ia, sneg, float(mu1), float(mu2), float(lo), float(hi), *arrs)
+    return _LawPack(kind, act, a, ia, sneg, float(mu1), float(mu2), float(lo), float(hi), *arrs)
 
 
 @njit
@@ -705,7 +695,8 @@ def _run_k1(model: Model, inputs: SparseInputs, store: bool):
     loss1 = np.empty(n)
     gain1 = np.empty(n)
     mat = np.zeros((n, n) if store else (1, 1))
-    _k1_kernel(AT, bias, imp, _kernel_args(model, inputs), loss1, gain1, mat, store)
+    kernel = _k1_serial if n < _SERIAL_BELOW else _k1_kernel
+    kernel(AT, bias, imp, _kernel_args(model, inputs), loss1, gain1, mat, store)
     bad = ~(np.isfinite(loss1) & np.isfinite(gain1))
     if bad.any():
         i = int(np.argmax(bad))
@@ -716,7 +707,9 @@ def _run_k1(model: Model, inputs: SparseInputs, store: bool):
     return loss1, gain1, (mat if store else None)
 
 
-def k1_conditional_loss(model: Model, inputs: SparseInputs, *, per_output: bool = False):
+def k1_conditional_loss(
+    model: Model, inputs: SparseInputs, *, per_output: bool = False
+) -> np.ndarray:
     """Conditional loss given that exactly one feature is active.
 
     Parameters
@@ -774,12 +767,17 @@ def low_order_terms(model: Model, inputs: SparseInputs) -> LowOrderTerms:
 
     Notes
     -----
-    Exact (to round-off) for discrete and uniform laws and for Gaussian
-    values with ``power`` activations; for Gaussian values with
-    ``signed_power``/``relu_power`` the half-line integrals use truncated
-    Gauss-Jacobi and Gauss-Hermite rules, measured at <= 1e-14 relative (see
-    the module docstring).  Cost ``O(n**2)`` times at most ~100 quadrature
-    nodes per pair, compiled and parallel over features.
+    Exact (finite sums, closed forms or exact Gauss rules) for discrete
+    laws, for uniform laws and for Gaussian values with ``power``
+    activations -- except that a uniform law with a real exponent and the
+    kink at least the support's length outside the support uses
+    Gauss-Legendre converged to round-off.  Gaussian values with
+    ``signed_power``/``relu_power`` (integer exponents included) use
+    truncated Gauss-Jacobi and Gauss-Hermite rules, measured within 1.2e-14
+    relative of 30-digit references (see the module docstring).  Cost
+    ``O(n**2)`` times at most ~100 quadrature nodes per pair, compiled and
+    parallel over features (about 1 s of one core at n = 1000 in the slowest,
+    Gaussian case; 0.1-0.3 s otherwise).
 
     Examples
     --------
@@ -799,6 +797,11 @@ def low_order_terms(model: Model, inputs: SparseInputs) -> LowOrderTerms:
     bias = np.ascontiguousarray(model.bias, dtype=np.float64)
     imp = np.ascontiguousarray(inputs.importance, dtype=np.float64)
     loss0 = float(_loss0(bias, imp, model.act_code, float(model.exponent), model.int_exponent))
+    if not math.isfinite(loss0):
+        raise FloatingPointError(
+            f"the k = 0 loss sum_j I_j phi(b_j)**2 overflowed ({loss0}); the bias or exponent "
+            "is too large for float64"
+        )
     loss1, gain1, _ = _run_k1(model, inputs, False)
     n = model.n
     if inputs.pattern == "exactly_k":
