@@ -18,7 +18,8 @@ DEFAULT_BLOCK = 2048
 #: largest A = W^T W (bytes) the column path may allocate
 MAX_A_BYTES = 1 << 30
 PATHS = ("auto", "dense", "columns")
-BACKENDS = ("cpu",)
+BACKENDS = ("cpu", "cuda")
+METHODS = ("naive", "stratified")
 
 
 @dataclass(frozen=True)
@@ -102,6 +103,7 @@ def estimate_loss(
     backend: str = "cpu",
     block_size: int = DEFAULT_BLOCK,
     start: int = 0,
+    method: str = "naive",
 ) -> LossEstimate:
     """Monte-Carlo estimate of the loss and gain of ``model`` on ``inputs``.
 
@@ -126,14 +128,22 @@ def estimate_loss(
         ``"columns"`` adds rows of ``A = W^T W`` (cheap when few features are
         active); ``"dense"`` computes ``W^T (W x)``; ``"auto"`` picks the
         cheaper by a cost model.  Both give the same numbers to round-off.
-    backend : {"cpu"}
-        Where to run.
+    backend : {"cpu", "cuda"}
+        Where to run.  ``"cuda"`` needs the ``cuda`` extra (numba-cuda) and a
+        GPU, or ``NUMBA_ENABLE_CUDASIM=1`` (the simulator); it draws the same
+        samples and gives the same numbers to round-off.
     block_size : int, default 2048
         Samples per parallel work item and per partial sum.  Results are
         identical for any thread count; changing ``block_size`` changes only
         the order of float64 additions.
     start : int, default 0
         Index of the first sample (to continue or split a run).
+    method : {"naive", "stratified"}, default "naive"
+        ``"naive"``: plain Monte Carlo over the input law.  ``"stratified"``
+        (THEORY §4): the ``K <= 1`` strata exactly (:func:`low_order_terms`)
+        and only ``K >= 2`` sampled, ``n_samples`` samples drawn given
+        ``K >= 2`` (see :func:`fastsuper.stratified.stratified_estimate`); far
+        smaller standard errors when ``E K`` is small.
 
     Returns
     -------
@@ -157,6 +167,22 @@ def estimate_loss(
     >>> bool(abs(est.mean - exact) < 5 * est.stderr)
     True
     """
+    if not isinstance(method, str) or method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if method == "stratified":
+        from .stratified import stratified_estimate  # lazy: that module imports this one
+
+        return stratified_estimate(
+            model,
+            inputs,
+            n_samples,
+            seed,
+            per_feature=per_feature,
+            path=path,
+            backend=backend,
+            block_size=block_size,
+            start=start,
+        )
     n_samples, seed = _check_common(model, inputs, n_samples, seed)
     block_size = v.check_int("block_size", block_size, minimum=1)
     start = v.check_int("start", start, minimum=0)
@@ -164,6 +190,12 @@ def estimate_loss(
         raise ValueError(f"path must be one of {PATHS}, got {path!r}")
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "cuda":
+        from .backend_cuda import estimate_loss_cuda  # lazy: needs numba-cuda
+
+        return estimate_loss_cuda(
+            model, inputs, n_samples, seed, path, block_size, start, per_feature
+        )
     if path == "auto":
         path = choose_path(model, inputs, n_samples)
     t0 = time.perf_counter()

@@ -299,3 +299,18 @@ def test_bad_threads_per_block(monkeypatch):
     monkeypatch.setattr(bc, "MC_THREADS", 12)
     with pytest.raises(ValueError, match="power of two"):
         bc.estimate_loss_cuda(_model(4, 2), fs.SparseInputs(4, p=0.5), 10, path="dense")
+
+
+@pytest.mark.cudasim
+def test_estimate_loss_dispatches_to_cuda():
+    """``fastsuper.estimate_loss(backend="cuda")`` is the CUDA backend."""
+    rng = np.random.default_rng(3)
+    model = fs.Model(rng.normal(size=(3, 9)) / 2, activation="relu_power", exponent=2)
+    inputs = fs.SparseInputs(9, p=0.2, values="uniform")
+    cpu = fs.estimate_loss(model, inputs, 300, seed=4, block_size=100)
+    gpu = fs.estimate_loss(model, inputs, 300, seed=4, block_size=100, backend="cuda")
+    assert gpu.backend == "cuda"
+    assert gpu.mean == pytest.approx(cpu.mean, rel=1e-12)
+    assert gpu.gain_mean == pytest.approx(cpu.gain_mean, rel=1e-12)
+    with pytest.raises(NotImplementedError, match="CPU only"):
+        fs.estimate_loss(model, inputs, 300, backend="cuda", method="stratified")
