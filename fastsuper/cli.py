@@ -1,10 +1,11 @@
-"""Command line: ``fastsuper estimate`` (more subcommands follow)."""
+"""Command line: ``fastsuper estimate`` and ``fastsuper train``."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import math
+import os
 import sys
 import time
 
@@ -80,6 +81,73 @@ def _build_parser() -> argparse.ArgumentParser:
     est.add_argument("--threads", type=_positive_int, default=None, help="Numba threads")
     est.add_argument("--path", default="auto", choices=["auto", "dense", "columns"])
     est.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+
+    tr = sub.add_parser(
+        "train",
+        help="train toy models (Adam over many instances, or exact-gradient L-BFGS)",
+        description="Train tied-weight toy autoencoders and write the weights (.npz) and plots "
+        "(PNG). Defaults: Elhage et al.'s n=5, d=2 ReLU models, importance 0.9^i, 8 instances "
+        "with feature probabilities 50^-linspace(0, 1, 8).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    tr.add_argument(
+        "--method",
+        default="adam",
+        choices=["adam", "exact"],
+        help="adam: stochastic, many instances; exact: L-BFGS on the exact loss of a power model",
+    )
+    tr.add_argument("--n", type=_positive_int, default=5, help="number of features")
+    tr.add_argument("--d", type=_positive_int, default=2, help="hidden dimension")
+    tr.add_argument("--instances", type=_positive_int, default=8, help="instances (adam)")
+    tr.add_argument(
+        "--p",
+        type=float,
+        default=None,
+        help="feature probability (default: adam, 50^-linspace(0,1,instances); exact, 1e-3)",
+    )
+    tr.add_argument(
+        "--importance-decay",
+        type=float,
+        default=None,
+        help="importance I_i = decay^i (default: 0.9 for adam, as Elhage et al.; 1 for exact, "
+        "as the paper)",
+    )
+    tr.add_argument(
+        "--activation",
+        default=None,
+        choices=["power", "signed_power", "relu_power"],
+        help="default: relu_power (adam), power (exact)",
+    )
+    tr.add_argument(
+        "--exponent", "-m", type=float, default=None, help="default: 1 (adam), 3 (exact)"
+    )
+    tr.add_argument(
+        "--values",
+        default=None,
+        choices=["gaussian", "rademacher", "uniform_sym", "uniform", "constant"],
+        help="default: uniform (adam), gaussian (exact)",
+    )
+    tr.add_argument(
+        "--bias",
+        default=None,
+        choices=["yes", "no"],
+        help="train a bias (default: yes for adam, as Elhage et al.; no for exact, as the paper)",
+    )
+    tr.add_argument("--steps", type=_positive_int, default=10_000, help="Adam steps")
+    tr.add_argument("--batch", type=_positive_int, default=1024, help="batch size (adam)")
+    tr.add_argument("--lr", type=float, default=1e-3, help="learning rate (adam)")
+    tr.add_argument("--restarts", type=_positive_int, default=4, help="random starts (exact)")
+    tr.add_argument("--maxiter", type=_positive_int, default=2000, help="L-BFGS iterations")
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--dtype", default="float64", choices=["float64", "float32"])
+    tr.add_argument(
+        "--out",
+        default="fastsuper-train",
+        metavar="PREFIX",
+        help="writes PREFIX.npz and PREFIX-*.png",
+    )
+    tr.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    tr.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
 
@@ -174,6 +242,95 @@ def _estimate(args) -> int:
     return 0
 
 
+def _train(args) -> int:
+    from .analysis import feature_dimensionality, plot_features, plot_gram, plot_loss_history
+
+    exact = args.method == "exact"
+    parent = os.path.dirname(args.out)
+    if parent:
+        os.makedirs(parent, exist_ok=True)
+    activation = args.activation or ("power" if exact else "relu_power")
+    exponent = args.exponent if args.exponent is not None else (3.0 if exact else 1.0)
+    values = args.values or ("gaussian" if exact else "uniform")
+    decay = args.importance_decay
+    if decay is None:
+        decay = 1.0 if exact else 0.9
+    importance = decay ** np.arange(args.n)
+    bias = (not exact) if args.bias is None else args.bias == "yes"
+    t0 = time.perf_counter()
+    if exact:
+        from .optim_exact import fit_exact
+
+        if activation != "power" or not float(exponent).is_integer():
+            raise ValueError(
+                f"--method exact needs --activation power with an integer exponent, got "
+                f"{activation} {exponent:g}"
+            )
+        res = fit_exact(
+            args.n,
+            args.d,
+            m=int(exponent),
+            p=1e-3 if args.p is None else args.p,
+            values=values,
+            importance=importance,
+            bias=bias,
+            restarts=args.restarts,
+            seed=args.seed,
+            maxiter=args.maxiter,
+        )
+        Ws, history = [res.W], {"gain": res.history}
+        print(
+            f"exact fit: n={args.n} d={args.d} m={int(exponent)} p={res.p:g} values={values}: "
+            f"gain {res.gain:.8g}, loss {res.loss:.8g} (best of {len(res.gains)} starts: "
+            f"{np.round(res.gains, 8).tolist()})"
+        )
+    else:
+        from .optim import fit
+
+        res = fit(
+            args.n,
+            args.d,
+            n_instances=args.instances,
+            p=args.p,
+            importance=importance,
+            activation=activation,
+            exponent=exponent,
+            values=values,
+            bias=bias,
+            steps=args.steps,
+            batch_size=args.batch,
+            lr=args.lr,
+            seed=args.seed,
+            dtype=np.dtype(args.dtype),
+            progress=not args.quiet,
+        )
+        Ws, history = list(res.W), res.loss_history
+        print(
+            f"adam fit: n={args.n} d={args.d} instances={args.instances} steps={args.steps} "
+            f"batch={args.batch} activation={activation} exponent={exponent:g}"
+        )
+        p = np.asarray(res.settings["p"])
+        for k in range(args.instances):
+            pk = p[k] if p.ndim else p
+            pk = float(np.mean(pk))
+            print(
+                f"  instance {k}: p={pk:.4g} final loss {res.final_loss[k]:.6g}  "
+                f"dimensionality {np.round(feature_dimensionality(res.W[k]), 3).tolist()}"
+            )
+    wall = time.perf_counter() - t0
+    path = args.out + ".npz"
+    res.save(path)
+    print(f"wrote {path} ({wall:.2f} s)")
+    if not args.no_plots:
+        written = [plot_loss_history(history, args.out + "-loss.png")]
+        for k, W in enumerate(Ws):
+            tag = f"-{k}" if len(Ws) > 1 else ""
+            written.append(plot_gram(W, f"{args.out}-gram{tag}.png"))
+            written.append(plot_features(W, f"{args.out}-features{tag}.png"))
+        print("wrote " + ", ".join(str(w) for w in written))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``fastsuper`` command."""
     parser = _build_parser()
@@ -184,6 +341,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "estimate":
             return _estimate(args)
+        if args.command == "train":
+            return _train(args)
     except (ValueError, TypeError, FloatingPointError, OSError) as exc:
         print(f"fastsuper {args.command}: error: {exc}", file=sys.stderr)
         return 2
