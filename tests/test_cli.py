@@ -1,0 +1,131 @@
+"""The command line: `fastsuper estimate` and `fastsuper train`."""
+
+import json
+
+import numpy as np
+import pytest
+
+import fastsuper as fs
+from fastsuper.cli import main
+
+
+def test_estimate_power_reports_exact_and_json(tmp_path, capsys):
+    out = tmp_path / "r.json"
+    rc = main(
+        [
+            "estimate",
+            "--n",
+            "40",
+            "--d",
+            "4",
+            "--p",
+            "0.05",
+            "--samples",
+            "20000",
+            "--json",
+            str(out),
+        ]
+    )
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "exact" in text and "z-score" in text and "samples/s" in text
+    res = json.loads(out.read_text())
+    # the table's numbers are the library's numbers for the same model and seed
+    from fastsuper.analysis import random_frame, random_frame_norm
+
+    W = random_frame(40, 4, random_frame_norm(40, 4, 3, "gaussian"), 0)
+    model = fs.Model(W, exponent=3)
+    inputs = fs.SparseInputs(40, p=0.05, values="gaussian")
+    assert res["loss_exact"] == pytest.approx(fs.exact_loss(model, inputs), rel=1e-12)
+    est = fs.estimate_loss(model, inputs, 20000, seed=0)
+    assert res["loss_mc"] == pytest.approx(est.mean, rel=1e-12)
+    assert abs(res["z"]) < 5
+
+
+def test_estimate_other_activation_and_weights_file(tmp_path, capsys):
+    W = np.random.default_rng(0).normal(size=(3, 12)) / 2
+    np.save(tmp_path / "W.npy", W)
+    rc = main(
+        [
+            "estimate",
+            "--weights",
+            str(tmp_path / "W.npy"),
+            "--activation",
+            "relu_power",
+            "--exponent",
+            "2",
+            "--values",
+            "uniform",
+            "--p",
+            "0.1",
+            "--samples",
+            "1e4",
+        ]
+    )
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "k<=1 bound" in text and "n=12 d=3" in text
+
+
+def test_estimate_bad_input_is_a_clear_error(capsys):
+    assert main(["estimate", "--n", "10", "--p", "1.5", "--samples", "100"]) == 2
+    assert "p must lie in [0, 1]" in capsys.readouterr().err
+
+
+def test_train_adam_and_exact_write_results(tmp_path, capsys):
+    prefix = str(tmp_path / "adam")
+    assert (
+        main(
+            [
+                "train",
+                "--n",
+                "5",
+                "--d",
+                "2",
+                "--instances",
+                "2",
+                "--steps",
+                "50",
+                "--out",
+                prefix,
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    from fastsuper.optim import FitResult
+
+    res = FitResult.load(prefix + ".npz")
+    assert res.W.shape == (2, 2, 5)
+    for name in ("-loss.png", "-gram-0.png", "-features-1.png"):
+        assert (tmp_path / ("adam" + name)).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    prefix = str(tmp_path / "exact")
+    assert (
+        main(
+            [
+                "train",
+                "--method",
+                "exact",
+                "--n",
+                "4",
+                "--d",
+                "4",
+                "--p",
+                "0.01",
+                "--restarts",
+                "1",
+                "--maxiter",
+                "50",
+                "--out",
+                prefix,
+                "--no-plots",
+            ]
+        )
+        == 0
+    )
+    from fastsuper.optim_exact import ExactFit
+
+    fit = ExactFit.load(prefix + ".npz")
+    # n <= d: no superposition needed, the optimum is p kappa n (THEORY §5.1)
+    assert fit.gain == pytest.approx(0.01 * 0.6 * 4, rel=1e-6)
+    assert "exact fit" in capsys.readouterr().out
