@@ -17,6 +17,9 @@ low_order_terms
     Exact k = 0 and k = 1 terms (any activation): a rigorous lower bound.
 check
     Monte Carlo against the exact value (or the lower bound).
+fit, fit_exact, loss_grad
+    Training: Adam over many instances (sampled gradients), L-BFGS on the
+    exact loss of power models.
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ from .exact import (
 )
 from .forward import forward
 from .model import Model
+from .optim import FitResult, fit, loss_grad
+from .optim_exact import ExactFit, fit_exact
 from .sampling import SparseBatch, SparseInputs, ValueLaw, sample
 from .verify import CheckReport, check
 
@@ -39,6 +44,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CheckReport",
+    "ExactFit",
+    "FitResult",
     "LossEstimate",
     "LowOrderTerms",
     "Model",
@@ -52,7 +59,10 @@ __all__ = [
     "exact_loss",
     "exact_loss_and_gain",
     "exact_loss_grad",
+    "fit",
+    "fit_exact",
     "forward",
+    "loss_grad",
     "low_order_terms",
     "sample",
     "__version__",
