@@ -76,6 +76,11 @@ def gap_tables(n: int, log1mp: float) -> tuple[np.ndarray, np.ndarray]:
 # the independent (Bernoulli) pattern, with the same counters, so the numbers
 # are the same bit for bit (tests/test_train.py checks it against
 # :func:`fastsuper.sample`); the "exactly k" pattern calls ``draw_sample``.
+# Two changes of form, not of value: most logarithms of the geometric
+# skipping are replaced by comparisons (:func:`gap_tables`), and the
+# rademacher and constant laws go through the discrete law's inverse
+# distribution function (their support and probabilities), which gives the
+# same values.
 
 
 @kernel_njit
@@ -192,9 +197,10 @@ def run_grad(
                         if clo == chi and clo < _SCAN:
                             gap = clo
                         else:  # w near a threshold, or a long gap: the formula decides
-                            gap = int(math.floor(math.log(w) / log1mp))
-                        if gap >= m:
-                            break
+                            ratio = math.log(w) / log1mp  # floor(ratio) >= m iff ratio >= m
+                            if ratio >= m:
+                                break
+                            gap = int(math.floor(ratio))
                         pos += gap + 1
                     if pos >= n:
                         break
@@ -437,9 +443,10 @@ def run_grad_blas(
                     if clo == chi and clo < _SCAN:
                         gap = clo
                     else:  # w near a threshold, or a long gap: the formula decides
-                        gap = int(math.floor(math.log(w) / log1mp))
-                    if gap >= m:
-                        break
+                        ratio = math.log(w) / log1mp  # floor(ratio) >= m iff ratio >= m
+                        if ratio >= m:
+                            break
+                        gap = int(math.floor(ratio))
                     pos += gap + 1
                 if pos >= n:
                     break

@@ -84,6 +84,21 @@ def test_loss_grad_exactly_k_and_no_bias(d):
     np.testing.assert_allclose(got.db, db, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("values", ["rademacher", "constant", "uniform_sym"])
+@pytest.mark.parametrize("d", [2, 7])
+def test_loss_grad_other_value_laws(values, d):
+    """The value laws not in SHAPES, on the same samples as fastsuper.sample."""
+    n, N = 9, 1500
+    model = _model(n, d, "relu_power", 1)
+    inputs = fs.SparseInputs(n, p=0.3, values=values, importance=0.9 ** np.arange(n))
+    got = loss_grad(model, inputs, N, seed=8)
+    X = fs.sample(inputs, N, seed=8).to_dense()
+    loss, dW, db = loss_grad_numpy(model.W, model.b, "relu_power", 1, X, inputs.importance)
+    assert got.loss == pytest.approx(loss, rel=1e-10)
+    np.testing.assert_allclose(got.dW, dW, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(got.db, db, rtol=1e-10, atol=1e-12)
+
+
 def test_loss_grad_loss_is_estimate_loss():
     """Same seed, same samples: the loss is estimate_loss's mean (sum over features)."""
     model = _model(30, 4, "relu_power", 1)
@@ -192,19 +207,22 @@ def _adam_reference(res: FitResult, steps: int, lr: float):
 
 
 @pytest.mark.parametrize(
-    "n,d,p,act,a",
+    "n,d,p,act,a,values",
     [
-        (5, 2, [1.0, 0.2], "relu_power", 1),  # scalar path, d <= 2
-        (6, 3, [0.5, 0.05], "power", 3),  # scalar path, d <= 4
-        (100, 60, [0.5, 0.02], "relu_power", 1),  # BLAS sub-batches (40 rows), dense and sparse x
-        (200, 90, [0.05], "signed_power", 1.5),  # per-sample row loops (n d too large for BLAS)
+        (5, 2, [1.0, 0.2], "relu_power", 1, "uniform"),  # scalar path, d <= 2
+        (6, 3, [0.5, 0.05], "power", 3, "gaussian"),  # scalar path, d <= 4
+        # BLAS sub-batches (40 rows), dense and sparse x
+        (100, 60, [0.5, 0.02], "relu_power", 1, "rademacher"),
+        # per-sample row loops (n d too large for BLAS)
+        (200, 90, [0.05], "signed_power", 1.5, "uniform_sym"),
     ],
 )
-def test_adam_steps_match_numpy(n, d, p, act, a):
+def test_adam_steps_match_numpy(n, d, p, act, a, values):
     """Three Adam steps against NumPy on the same batches: equal to 1e-12 relative."""
     steps, lr = 3, 1e-2
     res = fit(n, d, n_instances=len(p), p=p, importance=0.9 ** np.arange(n), activation=act,
-              exponent=a, steps=steps, batch_size=96, lr=lr, seed=5, log_every=1)  # fmt: skip
+              exponent=a, values=values, steps=steps, batch_size=96, lr=lr, seed=5,
+              log_every=1)  # fmt: skip
     W, b, hist = _adam_reference(res, steps, lr)
     np.testing.assert_allclose(res.W, W, rtol=1e-12, atol=1e-12 * np.abs(W).max())
     np.testing.assert_allclose(res.b, b, rtol=1e-12, atol=1e-12 * np.abs(b).max())
