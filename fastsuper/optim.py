@@ -531,8 +531,12 @@ def fit(
         Law of an active feature's value.
     bias : bool, default True
         Train a bias ``b`` (else ``b = 0``).
-    method : {"adam"}
-        Optimiser; see :data:`FITTERS`.
+    method : {"adam", "exact"}
+        ``"adam"``: stochastic training of many instances.  ``"exact"``:
+        L-BFGS on the exact population loss of a ``power`` model (one
+        instance; pass ``activation="power"``, an integer ``exponent`` and
+        ``p``; ``steps`` is L-BFGS's iteration limit; returns an
+        :class:`~fastsuper.optim_exact.ExactFit`); see :data:`FITTERS`.
     steps : int, default 10000
         Number of optimiser steps.
     batch_size : int, default 1024
@@ -786,4 +790,54 @@ def _progress_bar(done: int, total: int, hist: np.ndarray, log_every: int, elaps
 
 #: optimisers of :func:`fit`: ``method`` name -> function ``(n, d, **kwargs) -> FitResult``
 #: taking every keyword argument of :func:`fit` except ``method``.
-FITTERS: dict[str, Any] = {"adam": _fit_adam}
+def _fit_exact(
+    n,
+    d,
+    *,
+    n_instances=1,
+    p=None,
+    importance=None,
+    activation="power",
+    exponent=3,
+    values="gaussian",
+    bias=False,
+    steps=2000,
+    seed=0,
+    W0=None,
+    b0=None,
+    **ignored,
+):
+    """``fit(method="exact")``: L-BFGS on the exact population loss (``fit_exact``).
+
+    Needs ``activation="power"`` with an integer exponent and one instance;
+    ``steps`` is L-BFGS's ``maxiter``.  Adam's settings (``batch_size``,
+    ``lr``, ...) do not apply and are ignored.
+    """
+    from .optim_exact import fit_exact
+
+    if activation != "power" or not float(exponent).is_integer():
+        raise ValueError(
+            "method='exact' needs activation='power' with an integer exponent (the closed form "
+            f"of THEORY §3), got activation={activation!r}, exponent={exponent!r}"
+        )
+    if n_instances != 1:
+        raise ValueError(f"method='exact' fits one instance, got n_instances={n_instances!r}")
+    if b0 is not None:
+        raise ValueError("method='exact' takes no b0 (it starts from b = 0)")
+    if p is None:
+        raise ValueError("method='exact' needs p (the feature probability)")
+    return fit_exact(
+        n,
+        d,
+        m=int(exponent),
+        p=p,
+        values=values,
+        importance=importance,
+        bias=bias,
+        seed=seed,
+        maxiter=steps,
+        W0=W0,
+    )
+
+
+FITTERS: dict[str, Any] = {"adam": _fit_adam, "exact": _fit_exact}

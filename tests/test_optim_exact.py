@@ -282,3 +282,25 @@ def test_overflowing_starts():
     assert fit.starts == ("W0", "unsuperposed") and fit.best == 1
     assert not fit.converged[0] and fit.gains[0] < 0
     assert fit.gain == pytest.approx(0.1 * 0.6 * 2, rel=1e-14)
+
+
+def test_fit_dispatches_method_exact():
+    import fastsuper as fs
+
+    res = fs.fit(
+        4,
+        4,
+        method="exact",
+        activation="power",
+        exponent=3,
+        values="gaussian",
+        p=0.01,
+        bias=False,
+        steps=200,
+    )
+    assert isinstance(res, fs.ExactFit)
+    assert res.gain == pytest.approx(0.01 * 0.6 * 4, rel=1e-6)  # p kappa n (THEORY §5.1)
+    with pytest.raises(ValueError, match="needs activation='power'"):
+        fs.fit(4, 2, method="exact", p=0.01)
+    with pytest.raises(ValueError, match="method must be one of"):
+        fs.fit(4, 2, method="sgd")
