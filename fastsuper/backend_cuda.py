@@ -15,7 +15,7 @@ sample block, in sample order, with the CPU's Welford recursion.
 
 Tunables (module constants, read at each call)
 ----------------------------------------------
-SAMPLE_THREADS, MC_THREADS, POWER_THREADS, GRAM_THREADS
+SAMPLE_THREADS, MC_THREADS, POWER_THREADS, GRAM_THREADS, GRAD_THREADS
     Threads per block of the kernels (``MC_THREADS`` a power of two at most
     :data:`fastsuper.kernels_cuda.MAX_THREADS`).
 CHUNK_SAMPLES, SCRATCH_BYTES
@@ -42,6 +42,7 @@ __all__ = [
     "CUDA_REQUIRED_MESSAGE",
     "estimate_loss_cuda",
     "exact_power_sums_cuda",
+    "loss_grad_cuda",
     "require_cuda",
     "sample_cuda",
     "to_device_array",
@@ -62,6 +63,8 @@ MC_THREADS = 128
 POWER_THREADS = 128
 #: threads per block of the A = W^T W kernel (one thread per entry)
 GRAM_THREADS = 128
+#: most threads per block of the sampled-gradient kernel (a thread block per sample block)
+GRAD_THREADS = 128
 #: samples per chunk (whole sample blocks; at least one block)
 CHUNK_SAMPLES = 1 << 20
 #: device scratch a chunk may use (sampler sink, CSR arrays, per-sample results)
@@ -662,3 +665,135 @@ def exact_power_sums_cuda(A, c, *, symmetric: bool = True, to_host: bool = True)
     threads = int(POWER_THREADS)
     kc.power_sums_kernel[_grid(cuda, kc, n, threads), threads](A_d, c_d, bool(symmetric), out)
     return out.copy_to_host() if to_host else out
+
+
+@_quiet
+def loss_grad_cuda(
+    model: Model,
+    inputs: SparseInputs,
+    n_samples: int = 100_000,
+    seed: int = 0,
+    *,
+    start: int = 0,
+    block_size: int | None = None,
+):
+    """Sampled loss and gradient on the GPU (``loss_grad(..., backend="cuda")``).
+
+    The samples of :func:`fastsuper.optim.loss_grad` (drawn on the device
+    by the sampler kernels), the CPU's per-sample formulas and its sum
+    order: :func:`kernels_cuda.grad_kernel` runs one CUDA thread block per
+    block of ``block_size`` samples (its threads over features and hidden
+    units), summing the block's samples in order into its own float64
+    partial gradient in device memory; the partial sums are then added on
+    the host in block order (:func:`kernels_cpu_train.merge_blocks`), as the
+    CPU does.  The result equals the CPU's to float round-off (the
+    CPU kernels may fuse multiply-adds, and for ``d > 4`` they add the
+    encoder terms in a separate accumulator).
+
+    Parallelism is ``min(GRAD_THREADS, max(n, d))`` threads per sample
+    block: for large runs use a ``block_size`` small enough to give the GPU
+    many blocks.
+
+    Parameters and result: those of :func:`fastsuper.optim.loss_grad`
+    (``block_size=None`` means :data:`fastsuper.optim.DEFAULT_BLOCK`).
+
+    Raises
+    ------
+    FloatingPointError
+        If the loss of a sample, or the gradient, is not finite.
+    RuntimeError
+        If CUDA is unavailable.
+    """
+    from . import optim
+    from .kernels_cpu_train import merge_blocks
+
+    cuda, kc = _kernels()
+    optim._check_model_inputs(model, inputs)
+    n_samples = v.check_int("n_samples", n_samples, minimum=1)
+    seed = v.check_int("seed", seed)
+    start = v.check_int("start", start, minimum=0)
+    if block_size is None:
+        block_size = optim.DEFAULT_BLOCK
+    block = v.check_int("block_size", block_size, minimum=1)
+    dtype = np.dtype(model.dtype)
+    act, a, ia = model._act_args()
+    d, n = model.d, model.n
+    W_d = cuda.to_device(np.ascontiguousarray(model.W))
+    b_d = cuda.to_device(np.ascontiguousarray(model.bias, dtype=dtype))
+    imp = np.ascontiguousarray(inputs.importance, dtype=np.float64)
+    imp_d = cuda.to_device(imp)
+    imp2_d = cuda.to_device((2.0 * imp).astype(dtype))
+    dev = _DeviceInputs(cuda, inputs)
+    seed_u64 = np.uint64(seed & ((1 << 64) - 1))
+    per_sample = dev.bytes_per_sample(dtype.itemsize)
+    per_block = 8 * (d * n + 2 * n + 3) + dtype.itemsize * (2 * d + n)
+    chunk = _chunk_samples(block, per_sample + -(-per_block // block))
+    threads = max(1, min(int(GRAD_THREADS), max(n, d)))
+    tot_gW = np.zeros((d, n))
+    tot_gb = np.zeros(n)
+    loss_sum = 0.0
+    n_bad = 0
+    first_bad = -1
+    for lo in range(0, n_samples, chunk):
+        ns = min(chunk, n_samples - lo)
+        nbc = -(-ns // block)
+        _, indptr_d, indices_d, values_d = _draw_chunk(
+            cuda, kc, dev, seed_u64, start + lo, ns, dtype
+        )
+        gW = cuda.to_device(np.zeros((nbc, d, n)))
+        gb = cuda.to_device(np.zeros((nbc, n)))
+        loss = cuda.device_array(nbc, dtype=np.float64)
+        bad = cuda.device_array((nbc, 2), dtype=np.float64)
+        hbuf = cuda.device_array((nbc, d), dtype=dtype)
+        ubuf = cuda.device_array((nbc, d), dtype=dtype)
+        gbuf = cuda.device_array((nbc, n), dtype=dtype)
+        lbuf = cuda.device_array((nbc, n), dtype=np.float64)
+        kc.grad_kernel[_grid(cuda, kc, nbc, 1), threads](
+            W_d,
+            b_d,
+            imp_d,
+            imp2_d,
+            act,
+            a,
+            ia,
+            dtype.type(0),
+            block,
+            ns,
+            start + lo,
+            indptr_d,
+            indices_d,
+            values_d,
+            hbuf,
+            gbuf,
+            ubuf,
+            lbuf,
+            loss,
+            bad,
+            gW,
+            gb,
+        )
+        bad_h = bad.copy_to_host()
+        for c in range(nbc):
+            if bad_h[c, 0] > 0:
+                if n_bad == 0:
+                    first_bad = int(bad_h[c, 1])
+                n_bad += int(bad_h[c, 0])
+        loss_sum += merge_blocks(
+            loss.copy_to_host(), gW.copy_to_host(), gb.copy_to_host(), tot_gW, tot_gb
+        )
+    if n_bad:
+        raise FloatingPointError(
+            f"the loss overflowed (inf or NaN) in {n_bad} samples, first at sample index "
+            f"{first_bad} (seed {seed}); the model's pre-activations are too large for "
+            f"{model.dtype} with exponent {model.exponent:g}: scale W down"
+            + (" or use float64" if model.dtype == np.float32 else "")
+        )
+    if not (np.all(np.isfinite(tot_gW)) and np.all(np.isfinite(tot_gb))):
+        raise FloatingPointError(
+            f"the gradient is not finite (the loss is {loss_sum / n_samples:g}): phi' is "
+            f"unbounded where the loss is not differentiable ({model.activation} with exponent "
+            f"{model.exponent:g}) or the products overflowed; scale W down or use another "
+            "exponent"
+        )
+    inv = 1.0 / n_samples
+    return optim.SampledLossGrad(loss_sum * inv, tot_gW * inv, tot_gb * inv)

@@ -163,6 +163,15 @@ def _check(func: str, model, inputs) -> int:
     return m
 
 
+BACKENDS = ("cpu", "cuda")
+
+
+def _check_backend(func: str, backend) -> str:
+    if not isinstance(backend, str) or backend not in BACKENDS:
+        raise ValueError(f"{func}: backend must be one of {BACKENDS}, got {backend!r}")
+    return backend
+
+
 def _check_flag(func: str, name: str, value) -> bool:
     if not isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{func}: {name} must be True or False, got {value!r}")
@@ -190,8 +199,12 @@ class _Forward(NamedTuple):
     imp: np.ndarray  # (n,) importances I_j
 
 
-def _forward(model: Model, inputs: SparseInputs, m: int) -> _Forward:
-    """The forward moments of THEORY §3 (unchecked; see :func:`_check_terms`)."""
+def _forward(model: Model, inputs: SparseInputs, m: int, backend: str = "cpu") -> _Forward:
+    """The forward moments of THEORY §3 (unchecked; see :func:`_check_terms`).
+
+    With ``backend="cuda"`` the row-wise power sums ``ky`` are computed by
+    :func:`fastsuper.backend_cuda.exact_power_sums_cuda`; the rest is the same.
+    """
     n = model.n
     R = 2 * m
     binom = _binomials(R)
@@ -211,15 +224,20 @@ def _forward(model: Model, inputs: SparseInputs, m: int) -> _Forward:
         np.fill_diagonal(A, 0.0)  # A is now the off-diagonal part
 
         # ky[r, j] = sum_{i != j} A_ji**r kappa_r(x_i), by row blocks
-        ky = np.zeros((R + 1, n))
-        block = _block_rows(n)
-        for lo in range(0, n, block):
-            rows = A[lo : lo + block]
-            power = rows.copy()
-            for r in range(1, R + 1):
-                if r > 1:
-                    power *= rows
-                ky[r, lo : lo + block] = power @ kx[r]
+        if backend == "cuda":
+            from .backend_cuda import exact_power_sums_cuda
+
+            ky = exact_power_sums_cuda(A, kx, symmetric=True)
+        else:
+            ky = np.zeros((R + 1, n))
+            block = _block_rows(n)
+            for lo in range(0, n, block):
+                rows = A[lo : lo + block]
+                power = rows.copy()
+                for r in range(1, R + 1):
+                    if r > 1:
+                        power *= rows
+                    ky[r, lo : lo + block] = power @ kx[r]
         if b is not None:
             ky[1] += b
         my = _moments_from_cumulants(ky, binom)  # my[s, j] = E y_j**s
@@ -257,9 +275,9 @@ def _check_terms(func: str, fw: _Forward, m: int) -> None:
             )
 
 
-def _terms(model: Model, inputs: SparseInputs, m: int, func: str):
+def _terms(model: Model, inputs: SparseInputs, m: int, func: str, backend: str = "cpu"):
     """Per-feature ``(E x_j**2, E[x_j z_j**m], E z_j**(2m))`` and the importances."""
-    fw = _forward(model, inputs, m)
+    fw = _forward(model, inputs, m, backend)
     _check_terms(func, fw, m)
     return fw.ex2, fw.exzm, fw.ez2m, fw.imp
 
@@ -366,7 +384,7 @@ def _finish(func: str, per: np.ndarray, per_feature: bool):
 
 
 def exact_loss_and_gain(
-    model: Model, inputs: SparseInputs, *, per_feature: bool = False
+    model: Model, inputs: SparseInputs, *, per_feature: bool = False, backend: str = "cpu"
 ) -> tuple[float, float] | tuple[np.ndarray, np.ndarray]:
     """Exact population loss and gain together (one pass; THEORY §3).
 
@@ -380,6 +398,11 @@ def exact_loss_and_gain(
         ``inputs.n == model.n``; any value law and importances.
     per_feature : bool, default False
         Return the per-feature terms instead of their sums.
+    backend : {"cpu", "cuda"}, default "cpu"
+        Where the ``O(n**2 m)`` row-wise power sums run: ``"cuda"`` computes
+        them on the GPU (:func:`fastsuper.backend_cuda.exact_power_sums_cuda`;
+        needs numba-cuda and a GPU, or ``NUMBA_ENABLE_CUDASIM=1``), the rest
+        on the CPU.  Same value to float round-off.
 
     Returns
     -------
@@ -397,6 +420,9 @@ def exact_loss_and_gain(
         sparsity pattern is "exactly k active".
     FloatingPointError
         If a moment overflows float64.
+    RuntimeError
+        With ``backend="cuda"``, if CUDA is unavailable (ValueError for an
+        unknown backend).
 
     See Also
     --------
@@ -416,14 +442,17 @@ def exact_loss_and_gain(
     func = "exact_loss_and_gain"
     m = _check(func, model, inputs)
     per_feature = _check_flag(func, "per_feature", per_feature)
-    ex2, exzm, ez2m, imp = _terms(model, inputs, m, func)
+    backend = _check_backend(func, backend)
+    ex2, exzm, ez2m, imp = _terms(model, inputs, m, func, backend)
     with np.errstate(over="ignore", invalid="ignore"):
         loss = imp * (ex2 - 2.0 * exzm + ez2m)
         gain = imp * (2.0 * exzm - ez2m)
     return _finish(func, loss, per_feature), _finish(func, gain, per_feature)
 
 
-def exact_loss(model: Model, inputs: SparseInputs, *, per_feature: bool = False):
+def exact_loss(
+    model: Model, inputs: SparseInputs, *, per_feature: bool = False, backend: str = "cpu"
+):
     """Exact population loss ``L = E sum_j I_j (x_j - x_hat_j)**2`` (THEORY §3).
 
     Closed form for ``x_hat = (W.T @ W @ x + b)**m`` (activation ``"power"``,
@@ -441,6 +470,11 @@ def exact_loss(model: Model, inputs: SparseInputs, *, per_feature: bool = False)
     per_feature : bool, default False
         Return the ``n`` per-feature terms ``I_j E (x_j - x_hat_j)**2``
         instead of their sum (the mean over features is ``.mean()`` of them).
+    backend : {"cpu", "cuda"}, default "cpu"
+        Where the ``O(n**2 m)`` row-wise power sums run: ``"cuda"`` computes
+        them on the GPU (:func:`fastsuper.backend_cuda.exact_power_sums_cuda`;
+        needs numba-cuda and a GPU, or ``NUMBA_ENABLE_CUDASIM=1``), the rest
+        on the CPU.  Same value to float round-off.
 
     Returns
     -------
@@ -458,6 +492,9 @@ def exact_loss(model: Model, inputs: SparseInputs, *, per_feature: bool = False)
         k <= 1 lower bound); if ``inputs`` has the "exactly k" pattern.
     FloatingPointError
         If a moment overflows float64.
+    RuntimeError
+        With ``backend="cuda"``, if CUDA is unavailable (ValueError for an
+        unknown backend).
 
     See Also
     --------
@@ -480,13 +517,16 @@ def exact_loss(model: Model, inputs: SparseInputs, *, per_feature: bool = False)
     func = "exact_loss"
     m = _check(func, model, inputs)
     per_feature = _check_flag(func, "per_feature", per_feature)
-    ex2, exzm, ez2m, imp = _terms(model, inputs, m, func)
+    backend = _check_backend(func, backend)
+    ex2, exzm, ez2m, imp = _terms(model, inputs, m, func, backend)
     with np.errstate(over="ignore", invalid="ignore"):
         loss = imp * (ex2 - 2.0 * exzm + ez2m)
     return _finish(func, loss, per_feature)
 
 
-def exact_gain(model: Model, inputs: SparseInputs, *, per_feature: bool = False):
+def exact_gain(
+    model: Model, inputs: SparseInputs, *, per_feature: bool = False, backend: str = "cpu"
+):
     """Exact population gain ``L~ = E sum_j I_j x_j**2 - L`` (the paper's quantity).
 
     Computed directly as ``sum_j I_j (2 E[x_j z_j**m] - E z_j**(2m))`` with
@@ -502,6 +542,11 @@ def exact_gain(model: Model, inputs: SparseInputs, *, per_feature: bool = False)
         Independent Bernoulli inputs with ``inputs.n == model.n``.
     per_feature : bool, default False
         Return the ``n`` per-feature terms instead of their sum.
+    backend : {"cpu", "cuda"}, default "cpu"
+        Where the ``O(n**2 m)`` row-wise power sums run: ``"cuda"`` computes
+        them on the GPU (:func:`fastsuper.backend_cuda.exact_power_sums_cuda`;
+        needs numba-cuda and a GPU, or ``NUMBA_ENABLE_CUDASIM=1``), the rest
+        on the CPU.  Same value to float round-off.
 
     Returns
     -------
@@ -518,6 +563,9 @@ def exact_gain(model: Model, inputs: SparseInputs, *, per_feature: bool = False)
         sparsity pattern is "exactly k active".
     FloatingPointError
         If a moment overflows float64.
+    RuntimeError
+        With ``backend="cuda"``, if CUDA is unavailable (ValueError for an
+        unknown backend).
 
     See Also
     --------
@@ -541,22 +589,26 @@ def exact_gain(model: Model, inputs: SparseInputs, *, per_feature: bool = False)
     func = "exact_gain"
     m = _check(func, model, inputs)
     per_feature = _check_flag(func, "per_feature", per_feature)
-    _, exzm, ez2m, imp = _terms(model, inputs, m, func)
+    backend = _check_backend(func, backend)
+    _, exzm, ez2m, imp = _terms(model, inputs, m, func, backend)
     with np.errstate(over="ignore", invalid="ignore"):
         gain = imp * (2.0 * exzm - ez2m)
     return _finish(func, gain, per_feature)
 
 
-def _loss_grad(func: str, model, inputs, wrt_bias):
+def _loss_grad(func: str, model, inputs, wrt_bias, backend: str = "cpu"):
     m = _check(func, model, inputs)
     wrt_bias = _check_flag(func, "wrt_bias", wrt_bias)
-    fw = _forward(model, inputs, m)
+    backend = _check_backend(func, backend)
+    fw = _forward(model, inputs, m, backend)
     _check_terms(func, fw, m)
     dW, db = _backward(func, fw, m)
     return fw, dW, (db if wrt_bias else None)
 
 
-def exact_loss_grad(model: Model, inputs: SparseInputs, *, wrt_bias: bool = True):
+def exact_loss_grad(
+    model: Model, inputs: SparseInputs, *, wrt_bias: bool = True, backend: str = "cpu"
+):
     """Exact population loss and its exact gradient in ``W`` and ``b`` (THEORY §3).
 
     The loss is the value of :func:`exact_loss` (the same computation); the
@@ -577,6 +629,12 @@ def exact_loss_grad(model: Model, inputs: SparseInputs, *, wrt_bias: bool = True
     wrt_bias : bool, default True
         Also return ``dL/db``.  For a model without bias this is the
         gradient at ``b = 0``.  With ``False`` the third element is ``None``.
+    backend : {"cpu", "cuda"}, default "cpu"
+        Where the ``O(n**2 m)`` row-wise power sums run: ``"cuda"`` computes
+        them on the GPU (:func:`fastsuper.backend_cuda.exact_power_sums_cuda`;
+        needs numba-cuda and a GPU, or ``NUMBA_ENABLE_CUDASIM=1``), the rest
+        on the CPU.  The backward pass stays on
+        the CPU.  Same values to float round-off.
 
     Returns
     -------
@@ -598,6 +656,9 @@ def exact_loss_grad(model: Model, inputs: SparseInputs, *, wrt_bias: bool = True
         sparsity pattern is "exactly k active".
     FloatingPointError
         If a moment or a gradient entry overflows float64.
+    RuntimeError
+        With ``backend="cuda"``, if CUDA is unavailable (ValueError for an
+        unknown backend).
 
     See Also
     --------
@@ -622,7 +683,7 @@ def exact_loss_grad(model: Model, inputs: SparseInputs, *, wrt_bias: bool = True
     array([0.5])
     """
     func = "exact_loss_grad"
-    fw, dW, db = _loss_grad(func, model, inputs, wrt_bias)
+    fw, dW, db = _loss_grad(func, model, inputs, wrt_bias, backend)
     with np.errstate(over="ignore", invalid="ignore"):
         loss = fw.imp * (fw.ex2 - 2.0 * fw.exzm + fw.ez2m)
     return _finish(func, loss, False), dW, db

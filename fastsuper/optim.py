@@ -102,6 +102,7 @@ def loss_grad(
     *,
     start: int = 0,
     block_size: int = DEFAULT_BLOCK,
+    backend: str = "cpu",
 ) -> SampledLossGrad:
     """Monte-Carlo loss and its gradient in ``W`` and ``b``, on numbered samples.
 
@@ -131,6 +132,12 @@ def loss_grad(
     block_size : int, default 2048
         Samples per parallel work item and per partial sum; changes only the
         order of float64 additions, never the samples.
+    backend : {"cpu", "cuda"}, default "cpu"
+        ``"cuda"`` runs the sampler and the gradient on the GPU
+        (:func:`fastsuper.backend_cuda.loss_grad_cuda`: a CUDA thread block
+        per block of samples, merged in block order); the same samples and, to
+        float round-off, the same numbers.  Needs numba-cuda and a GPU, or
+        ``NUMBA_ENABLE_CUDASIM=1``.
 
     Returns
     -------
@@ -155,6 +162,12 @@ def loss_grad(
     >>> bool(abs(loss - fs.estimate_loss(model, inputs, 20_000, seed=1).mean) < 1e-12)
     True
     """
+    if not isinstance(backend, str) or backend not in ("cpu", "cuda"):
+        raise ValueError(f"backend must be 'cpu' or 'cuda', got {backend!r}")
+    if backend == "cuda":
+        from .backend_cuda import loss_grad_cuda
+
+        return loss_grad_cuda(model, inputs, n_samples, seed, start=start, block_size=block_size)
     _check_model_inputs(model, inputs)
     n_samples = v.check_int("n_samples", n_samples, minimum=1)
     seed = v.check_int("seed", seed)

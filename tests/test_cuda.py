@@ -314,3 +314,111 @@ def test_estimate_loss_dispatches_to_cuda():
     assert gpu.gain_mean == pytest.approx(cpu.gain_mean, rel=1e-12)
     with pytest.raises(NotImplementedError, match="CPU only"):
         fs.estimate_loss(model, inputs, 300, backend="cuda", method="stratified")
+
+
+# --------------------------------------------------------------------------
+# exact loss, gain and gradient with the power sums on the GPU
+
+EXACT_SETTINGS = [
+    dict(n=7, d=3, m=3, bias=True, inputs=dict(p=np.linspace(0.05, 0.4, 7), values="gaussian")),
+    dict(n=5, d=2, m=2, bias=False,
+         inputs=dict(p=0.3, values="uniform", importance=0.8 ** np.arange(5))),
+    dict(n=4, d=4, m=1, bias=True, inputs=dict(p=0.5, values="rademacher")),
+]  # fmt: skip
+
+
+def _close(got, ref, rtol=1e-12):
+    got, ref = np.asarray(got, dtype=np.float64), np.asarray(ref, dtype=np.float64)
+    scale = max(float(np.max(np.abs(ref))), 1e-300)
+    assert float(np.max(np.abs(got - ref))) <= rtol * scale, (got, ref)
+
+
+@pytest.mark.parametrize("cfg", EXACT_SETTINGS, ids=lambda c: f"n{c['n']}-m{c['m']}")
+def test_exact_backend_cuda_matches_cpu(cfg):
+    from fastsuper import exact
+
+    model = _model(cfg["n"], cfg["d"], "power", cfg["m"], bias=cfg["bias"])
+    inputs = fs.SparseInputs(cfg["n"], **cfg["inputs"])
+    for func in (exact.exact_loss, exact.exact_gain):
+        for pf in (False, True):
+            got = func(model, inputs, per_feature=pf, backend="cuda")
+            ref = func(model, inputs, per_feature=pf)
+            _close(got, ref)
+    got = exact.exact_loss_and_gain(model, inputs, backend="cuda")
+    ref = exact.exact_loss_and_gain(model, inputs, backend="cpu")
+    _close(got, ref)
+    (lg, dWg, dbg), (lc, dWc, dbc) = (
+        exact.exact_loss_grad(model, inputs, backend=bk) for bk in ("cuda", "cpu")
+    )
+    _close(lg, lc)
+    _close(dWg, dWc)
+    _close(dbg, dbc)
+
+
+def test_exact_backend_is_validated():
+    from fastsuper import exact
+
+    model = _model(3, 2, "power", 2)
+    inputs = fs.SparseInputs(3, p=0.5)
+    for func in (exact.exact_loss, exact.exact_gain, exact.exact_loss_and_gain):
+        with pytest.raises(ValueError, match="backend must be one of"):
+            func(model, inputs, backend="gpu")
+    with pytest.raises(ValueError, match="backend must be one of"):
+        exact.exact_loss_grad(model, inputs, backend=None)
+
+
+# --------------------------------------------------------------------------
+# sampled loss gradient against the CPU backend
+
+GRAD_SETTINGS = [
+    # per-feature p, importances, bias; 3 chunks, a partial last block
+    dict(n=12, d=3, act="power", a=3, N=300, block=64, dtype=np.float64,
+         inputs=dict(p=np.linspace(0.05, 0.4, 12), values="gaussian",
+                     importance=0.9 ** np.arange(12))),
+    # exactly k active, relu, no bias
+    dict(n=10, d=2, act="relu_power", a=1, N=200, block=50, bias=False, dtype=np.float64,
+         inputs=dict(k=3, values="uniform")),
+    # non-integer exponent, one row
+    dict(n=6, d=1, act="signed_power", a=1.5, N=150, block=32, dtype=np.float64,
+         inputs=dict(p=0.5, values="rademacher")),
+    # float32 compute, float64 sums
+    dict(n=8, d=3, act="relu_power", a=2, N=200, block=40, dtype=np.float32,
+         inputs=dict(p=0.3, values="uniform")),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("threads", [128, 4, 1])
+@pytest.mark.parametrize("cfg", GRAD_SETTINGS, ids=lambda c: f"n{c['n']}-{c['act']}")
+def test_loss_grad_matches_cpu(cfg, threads, monkeypatch):
+    """Threads over features: one feature each (128 > n), several (4), or all (1)."""
+    from fastsuper.optim import loss_grad
+
+    monkeypatch.setattr(bc, "GRAD_THREADS", threads)
+
+    model = _model(
+        cfg["n"], cfg["d"], cfg["act"], cfg["a"], bias=cfg.get("bias", True), dtype=cfg["dtype"]
+    )
+    inputs = fs.SparseInputs(cfg["n"], **cfg["inputs"])
+    kw = dict(seed=5, start=3, block_size=cfg["block"])
+    ref = loss_grad(model, inputs, cfg["N"], **kw)
+    got = loss_grad(model, inputs, cfg["N"], backend="cuda", **kw)
+    assert got.dW.shape == ref.dW.shape and got.db.shape == ref.db.shape
+    if cfg["dtype"] == np.float64:
+        _close(got.loss, ref.loss)
+        _close(got.dW, ref.dW)
+        _close(got.db, ref.db)
+    else:
+        _close(got.loss, ref.loss, 1e-6)
+        _close(got.dW, ref.dW, 1e-5)
+        _close(got.db, ref.db, 1e-5)
+
+
+def test_loss_grad_cuda_errors():
+    from fastsuper.optim import loss_grad
+
+    inputs = fs.SparseInputs(4, p=0.5)
+    with pytest.raises(ValueError, match="backend must be"):
+        loss_grad(_model(4, 2), inputs, 10, backend="gpu")
+    big = fs.Model(np.full((2, 4), 1e30), activation="power", exponent=9)
+    with pytest.raises(FloatingPointError, match="first at sample index"):
+        loss_grad(big, fs.SparseInputs(4, p=1.0), 10, backend="cuda", block_size=4)

@@ -357,7 +357,7 @@ def test_fit_defaults_and_progress(capsys):
         (dict(values="cauchy"), ValueError, "values must be one of"),
         (dict(values=3), TypeError, "values must be a value-law name"),
         (dict(bias="yes"), TypeError, "bias must be True or False"),
-        (dict(method="sgd"), ValueError, r"method must be one of \['adam'\], got 'sgd'"),
+        (dict(method="sgd"), ValueError, r"method must be one of \['adam', 'exact'\], got 'sgd'"),
         (dict(steps=-1), ValueError, "steps must be an integer >= 0"),
         (dict(batch_size=0), ValueError, "batch_size must be an integer >= 1"),
         (dict(lr=0.0), ValueError, "lr must be > 0"),
