@@ -121,7 +121,7 @@ MC_SETTINGS = [
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize("path", ["columns", "dense"])
+@pytest.mark.parametrize("path", ["columns"])
 @pytest.mark.parametrize("cfg", MC_SETTINGS, ids=lambda c: f"n{c['n']}-{c['act']}")
 def test_estimate_matches_cpu_float64(cfg, path, monkeypatch):
     if "threads" in cfg:
@@ -142,7 +142,7 @@ def test_estimate_matches_cpu_float64(cfg, path, monkeypatch):
         np.testing.assert_allclose(got.per_feature_stderr, ref.per_feature_stderr, rtol=1e-10)
 
 
-@pytest.mark.parametrize("path", ["columns", "dense"])
+@pytest.mark.parametrize("path", ["columns"])
 def test_estimate_matches_cpu_float32(path):
     n = 16
     model = _model(n, 4, "relu_power", 2, dtype=np.float32)
@@ -159,9 +159,9 @@ def test_estimate_overflow_reports_first_bad_sample():
     model = fs.Model(np.full((2, 6), 300.0, dtype=np.float32), exponent=7)
     inputs = fs.SparseInputs(6, p=0.3, values="gaussian")
     with pytest.raises(FloatingPointError) as cpu_err:
-        fs.estimate_loss(model, inputs, 60, seed=1, block_size=16, path="dense")
+        fs.estimate_loss(model, inputs, 60, seed=1, block_size=16, path="columns")
     with pytest.raises(FloatingPointError) as gpu_err:
-        bc.estimate_loss_cuda(model, inputs, 60, 1, "dense", 16)
+        bc.estimate_loss_cuda(model, inputs, 60, 1, "columns", 16)
     assert str(gpu_err.value) == str(cpu_err.value)
 
 
@@ -173,7 +173,8 @@ def test_estimate_accepts_device_A_and_auto_path():
     got = bc.estimate_loss_cuda(model, inputs, 64, 4, "columns", 32, A=cuda.to_device(model.A))
     assert _rel(got.mean, ref.mean) < 1e-12
     auto = bc.estimate_loss_cuda(model, inputs, 64, 4, "auto", 32)
-    assert auto.path == fs.estimators.choose_path(model, inputs, 64)
+    assert auto.path == "columns"  # the only GPU path for now
+    assert _rel(auto.mean, ref.mean) < 1e-12
     with pytest.raises(TypeError, match="dtype float32, expected float64"):
         A32 = cuda.to_device(model.A.astype(np.float32))
         bc.estimate_loss_cuda(model, inputs, 64, 4, "columns", 32, A=A32)
@@ -298,6 +299,11 @@ def test_import_fastsuper_does_not_import_numba_cuda():
 def test_bad_threads_per_block(monkeypatch):
     monkeypatch.setattr(bc, "MC_THREADS", 12)
     with pytest.raises(ValueError, match="power of two"):
+        bc.estimate_loss_cuda(_model(4, 2), fs.SparseInputs(4, p=0.5), 10, path="columns")
+
+
+def test_dense_path_is_disabled_on_the_gpu():
+    with pytest.raises(NotImplementedError, match="path='dense' is disabled"):
         bc.estimate_loss_cuda(_model(4, 2), fs.SparseInputs(4, p=0.5), 10, path="dense")
 
 
