@@ -34,7 +34,7 @@ import warnings
 import numpy as np
 
 from . import _validation as v
-from .estimators import DEFAULT_BLOCK, PATHS, LossEstimate, _check_common, _finish
+from .estimators import DEFAULT_BLOCK, PATHS, LossEstimate, _check_common, _finish, choose_path
 from .model import Model
 from .sampling import SparseBatch, SparseInputs
 
@@ -575,16 +575,8 @@ def estimate_loss_cuda(
         raise TypeError(f"per_feature must be True or False, got {per_feature!r}")
     want_pf = bool(per_feature)
     if path == "auto":
-        path = "columns"
-    if path == "dense":
-        # Disabled: an intermittent mismatch with the CPU backend was seen on this path under
-        # the CUDA simulator (2 of 8 float64 cases in one run, passing on a rerun), i.e. a
-        # race not yet found.  Until it is, the GPU runs the columns path only.
-        raise NotImplementedError(
-            "path='dense' is disabled on the CUDA backend (an intermittent mismatch with the CPU "
-            "is under investigation); use path='columns' or 'auto'"
-        )
-    use_cols = True
+        path = choose_path(model, inputs, n_samples)
+    use_cols = path == "columns"
     t0 = time.perf_counter()
 
     plan = _MCPlan(cuda, kc, model, inputs, use_cols, want_pf, block, A)

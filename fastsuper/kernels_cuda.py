@@ -114,7 +114,53 @@ def _kernel(func):
     return cuda.jit(**CUDA_JIT_OPTIONS)(func)
 
 
+def _patch_simulator_shared_arrays() -> None:
+    """Make the simulator's ``cuda.shared.array`` allocation atomic.
+
+    The simulator (numba-cuda 0.30.4) runs a thread block as Python threads
+    and gives every thread the array first created for the calling source
+    line: ``FakeCUDAShared.array`` looks the line up in a dict and, if absent,
+    creates and stores a new array -- without a lock.  When the GIL switches
+    threads between the look-up and the store, two threads of one block get
+    different "shared" arrays and a shared-memory reduction silently loses
+    terms (seen as an intermittent mismatch between the simulated and the CPU
+    Monte-Carlo loss).  This replacement does the look-up and the store under
+    a lock; it keys arrays by (file, line) of the caller as the original does.
+    """
+    import sys
+    import threading
+
+    from numba.cuda.simulator import kernelapi
+
+    numpy_support = kernelapi.numpy_support
+    types = kernelapi.types
+
+    shared_cls = kernelapi.FakeCUDAShared
+    if getattr(shared_cls, "_fastsuper_locked", False):
+        return
+    original = shared_cls.array
+    lock = threading.Lock()
+
+    def array(self, shape, dtype, alignment=None):
+        if alignment is not None or shape == 0:
+            return original(self, shape, dtype, alignment)  # no per-line cache on these paths
+        frame = sys._getframe(1)
+        caller = (frame.f_code.co_filename, frame.f_lineno)
+        with lock:
+            res = self._allocations.get(caller)
+            if res is None:
+                if isinstance(dtype, types.Type):
+                    dtype = numpy_support.as_dtype(dtype)
+                res = np.empty(shape, dtype)
+                self._allocations[caller] = res
+        return res
+
+    shared_cls.array = array
+    shared_cls._fastsuper_locked = True
+
+
 if SIMULATOR:
+    _patch_simulator_shared_arrays()
 
     def _view(arr):
         """The NumPy array behind a simulated device array.

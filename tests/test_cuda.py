@@ -121,7 +121,7 @@ MC_SETTINGS = [
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize("path", ["columns"])
+@pytest.mark.parametrize("path", ["columns", "dense"])
 @pytest.mark.parametrize("cfg", MC_SETTINGS, ids=lambda c: f"n{c['n']}-{c['act']}")
 def test_estimate_matches_cpu_float64(cfg, path, monkeypatch):
     if "threads" in cfg:
@@ -142,7 +142,7 @@ def test_estimate_matches_cpu_float64(cfg, path, monkeypatch):
         np.testing.assert_allclose(got.per_feature_stderr, ref.per_feature_stderr, rtol=1e-10)
 
 
-@pytest.mark.parametrize("path", ["columns"])
+@pytest.mark.parametrize("path", ["columns", "dense"])
 def test_estimate_matches_cpu_float32(path):
     n = 16
     model = _model(n, 4, "relu_power", 2, dtype=np.float32)
@@ -159,9 +159,9 @@ def test_estimate_overflow_reports_first_bad_sample():
     model = fs.Model(np.full((2, 6), 300.0, dtype=np.float32), exponent=7)
     inputs = fs.SparseInputs(6, p=0.3, values="gaussian")
     with pytest.raises(FloatingPointError) as cpu_err:
-        fs.estimate_loss(model, inputs, 60, seed=1, block_size=16, path="columns")
+        fs.estimate_loss(model, inputs, 60, seed=1, block_size=16, path="dense")
     with pytest.raises(FloatingPointError) as gpu_err:
-        bc.estimate_loss_cuda(model, inputs, 60, 1, "columns", 16)
+        bc.estimate_loss_cuda(model, inputs, 60, 1, "dense", 16)
     assert str(gpu_err.value) == str(cpu_err.value)
 
 
@@ -173,8 +173,7 @@ def test_estimate_accepts_device_A_and_auto_path():
     got = bc.estimate_loss_cuda(model, inputs, 64, 4, "columns", 32, A=cuda.to_device(model.A))
     assert _rel(got.mean, ref.mean) < 1e-12
     auto = bc.estimate_loss_cuda(model, inputs, 64, 4, "auto", 32)
-    assert auto.path == "columns"  # the only GPU path for now
-    assert _rel(auto.mean, ref.mean) < 1e-12
+    assert auto.path == fs.estimators.choose_path(model, inputs, 64)
     with pytest.raises(TypeError, match="dtype float32, expected float64"):
         A32 = cuda.to_device(model.A.astype(np.float32))
         bc.estimate_loss_cuda(model, inputs, 64, 4, "columns", 32, A=A32)
@@ -299,11 +298,6 @@ def test_import_fastsuper_does_not_import_numba_cuda():
 def test_bad_threads_per_block(monkeypatch):
     monkeypatch.setattr(bc, "MC_THREADS", 12)
     with pytest.raises(ValueError, match="power of two"):
-        bc.estimate_loss_cuda(_model(4, 2), fs.SparseInputs(4, p=0.5), 10, path="columns")
-
-
-def test_dense_path_is_disabled_on_the_gpu():
-    with pytest.raises(NotImplementedError, match="path='dense' is disabled"):
         bc.estimate_loss_cuda(_model(4, 2), fs.SparseInputs(4, p=0.5), 10, path="dense")
 
 
@@ -428,3 +422,46 @@ def test_loss_grad_cuda_errors():
     big = fs.Model(np.full((2, 4), 1e30), activation="power", exponent=9)
     with pytest.raises(FloatingPointError, match="first at sample index"):
         loss_grad(big, fs.SparseInputs(4, p=1.0), 10, backend="cuda", block_size=4)
+
+
+@pytest.mark.skipif(not kc.SIMULATOR, reason="a fix of the CUDA simulator")
+def test_simulator_shared_array_is_one_array_per_line(monkeypatch):
+    """Threads of a block calling ``cuda.shared.array`` on one line share one array.
+
+    numba-cuda's simulator creates the array for a line without a lock; a
+    thread switch between its look-up and its store gave two threads
+    different arrays (and the Monte-Carlo reduction lost terms).
+    ``fastsuper.kernels_cuda`` makes the allocation atomic; ``np.empty`` is
+    slowed here (it yields the GIL) to widen the old race window.
+    """
+    import threading
+    import time
+
+    from numba.cuda.simulator import kernelapi
+
+    empty = np.empty
+
+    def slow_empty(*args, **kwargs):
+        time.sleep(1e-4)
+        return empty(*args, **kwargs)
+
+    monkeypatch.setattr(np, "empty", slow_empty)
+    for _ in range(10):  # fresh "blocks"
+        shared = kernelapi.FakeCUDAShared(0)
+        got_a, got_b = [], []
+        start = threading.Barrier(16)
+
+        def thread(shared=shared, got_a=got_a, got_b=got_b, start=start):
+            start.wait()
+            got_a.append(shared.array(8, np.float64))
+            got_b.append(shared.array(8, np.float64))
+
+        threads = [threading.Thread(target=thread) for _ in range(16)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(got_a) == len(got_b) == 16
+        assert len({id(a) for a in got_a}) == 1
+        assert len({id(b) for b in got_b}) == 1
+        assert got_a[0] is not got_b[0]
