@@ -42,6 +42,7 @@ __all__ = [
     "CUDA_REQUIRED_MESSAGE",
     "estimate_loss_cuda",
     "exact_power_sums_cuda",
+    "fit_adam_cuda",
     "loss_grad_cuda",
     "require_cuda",
     "sample_cuda",
@@ -797,3 +798,102 @@ def loss_grad_cuda(
         )
     inv = 1.0 / n_samples
     return optim.SampledLossGrad(loss_sum * inv, tot_gW * inv, tot_gb * inv)
+
+
+def fit_adam_cuda(
+    W: np.ndarray,
+    B: np.ndarray,
+    P: np.ndarray,
+    imp: np.ndarray,
+    law,
+    *,
+    activation: str,
+    exponent: float,
+    bias: bool,
+    seed: int,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    betas: tuple[float, float],
+    eps: float,
+    log_every: int,
+    progress: bool = False,
+):
+    """Adam training of ``fit(..., backend="cuda")``: gradients on the GPU, updates on the host.
+
+    Validated arguments come from :func:`fastsuper.fit`, which is the public
+    entry point.  Step ``t`` of instance ``k`` draws samples ``t *
+    batch_size .. (t + 1) * batch_size - 1`` of seed
+    :func:`~fastsuper.optim.instance_seed` ``(seed, k)`` and computes the
+    batch's loss and gradient with :func:`loss_grad_cuda` (the CPU's samples
+    and per-sample formulas); the float64 Adam update is the CPU kernel's
+    (:func:`fastsuper.kernels_cpu_train.adam_update`).  The trajectory
+    therefore equals ``fit(..., backend="cpu")``'s up to float round-off in
+    the gradient sums.  Instances are trained one after the other, one
+    kernel launch per step: a GPU pays off for large ``n``, ``d`` and
+    ``batch_size``.
+
+    Parameters
+    ----------
+    W, B : ndarray
+        Initial weights (n_instances, d, n) and bias (n_instances, n) in the
+        compute dtype; updated in place.
+    P, imp : ndarray of shape (n_instances, n)
+        Feature probabilities and importances.
+    law : ValueLaw
+        Law of an active feature's value.
+    activation, exponent, bias, seed, steps, batch_size, lr, betas, eps, log_every, progress
+        As in :func:`fastsuper.fit`.
+
+    Returns
+    -------
+    hist : ndarray of shape (ceil(steps / log_every), n_instances)
+        Batch loss (mean over samples and features) every ``log_every`` steps.
+    status : ndarray of int64
+        ``-1`` per instance, or the step at which its loss or gradient stopped
+        being finite (training of that instance stopped there).
+    elapsed : float
+        Wall time in seconds.
+    """
+    from . import optim
+    from .kernels_cpu_train import OK, adam_update
+
+    require_cuda()
+    n_inst, d, n = W.shape
+    beta1, beta2 = float(betas[0]), float(betas[1])
+    n_log = (steps + log_every - 1) // log_every
+    hist = np.full((n_log, n_inst), np.nan)
+    status = np.full(n_inst, OK, dtype=np.int64)
+    total = steps * n_inst
+    t0 = time.perf_counter()
+    for k in range(n_inst):
+        pk = P[k]
+        inputs = SparseInputs(
+            n, p=float(pk[0]) if np.all(pk == pk[0]) else pk, values=law, importance=imp[k]
+        )
+        skey = optim.instance_seed(seed, k)
+        mW = np.zeros((d, n))
+        vW = np.zeros((d, n))
+        mb = np.zeros(n)
+        vb = np.zeros(n)
+        scale = 1.0 / n  # loss_grad_cuda averages over samples; fit's loss also over features
+        for t in range(steps):
+            model = Model(W[k], B[k] if bias else None, activation=activation, exponent=exponent)
+            try:
+                loss, gW, gb = loss_grad_cuda(model, inputs, batch_size, skey, start=t * batch_size)
+            except FloatingPointError:
+                status[k] = t
+                break
+            if t % log_every == 0:
+                hist[t // log_every, k] = loss * scale
+            step = np.float64(t + 1)
+            step_size = lr / (1.0 - beta1**step)
+            bc2s = math.sqrt(1.0 - beta2**step)
+            adam_update(W[k], mW, vW, gW, scale, step_size, bc2s, beta1, beta2, eps)
+            if bias:
+                adam_update(B[k], mb, vb, gb, scale, step_size, bc2s, beta1, beta2, eps)
+            if progress and (t + 1) % max(1, steps // 20) == 0:
+                from .optim import _progress_bar
+
+                _progress_bar(k * steps + t + 1, total, hist, log_every, time.perf_counter() - t0)
+    return hist, status, time.perf_counter() - t0

@@ -80,6 +80,12 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     est.add_argument("--threads", type=_positive_int, default=None, help="Numba threads")
     est.add_argument("--path", default="auto", choices=["auto", "dense", "columns"])
+    est.add_argument(
+        "--backend",
+        default="cpu",
+        choices=["cpu", "cuda"],
+        help="where the Monte-Carlo kernel runs (cuda: numba-cuda and a GPU, or the simulator)",
+    )
     est.add_argument("--json", metavar="PATH", help="also write the results as JSON")
 
     tr = sub.add_parser(
@@ -148,6 +154,12 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     tr.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     tr.add_argument("--quiet", action="store_true", help="no progress bar")
+    tr.add_argument(
+        "--backend",
+        default="cpu",
+        choices=["cpu", "cuda"],
+        help="where Adam's sampled gradients are computed (adam only)",
+    )
     return parser
 
 
@@ -176,9 +188,10 @@ def _estimate(args) -> int:
     model = Model(W, b, activation=args.activation, exponent=args.exponent)
     inputs = SparseInputs(model.n, p=args.p, values=law)
 
-    est = estimate_loss(model, inputs, 20_000, args.seed, path=args.path)  # compile / warm up
+    kw = dict(path=args.path, backend=args.backend)
+    est = estimate_loss(model, inputs, min(20_000, args.samples), args.seed, **kw)  # warm up
     t0 = time.perf_counter()
-    est = estimate_loss(model, inputs, args.samples, args.seed, path=args.path)
+    est = estimate_loss(model, inputs, args.samples, args.seed, **kw)
     wall = time.perf_counter() - t0
     low = low_order_terms(model, inputs)
     exact = None
@@ -246,6 +259,8 @@ def _train(args) -> int:
     from .analysis import feature_dimensionality, plot_features, plot_gram, plot_loss_history
 
     exact = args.method == "exact"
+    if exact and args.backend != "cpu":
+        raise ValueError("--backend cuda applies to --method adam; the exact fit runs on the CPU")
     parent = os.path.dirname(args.out)
     if parent:
         os.makedirs(parent, exist_ok=True)
@@ -303,6 +318,7 @@ def _train(args) -> int:
             seed=args.seed,
             dtype=np.dtype(args.dtype),
             progress=not args.quiet,
+            backend=args.backend,
         )
         Ws, history = list(res.W), res.loss_history
         print(

@@ -689,7 +689,9 @@ def exact_loss_grad(
     return _finish(func, loss, False), dW, db
 
 
-def exact_gain_grad(model: Model, inputs: SparseInputs, *, wrt_bias: bool = True):
+def exact_gain_grad(
+    model: Model, inputs: SparseInputs, *, wrt_bias: bool = True, backend: str = "cpu"
+):
     """Exact population gain ``L~ = E sum_j I_j x_j**2 - L`` and its gradient.
 
     The gain is :func:`exact_gain`'s value; since ``E sum_j I_j x_j**2``
@@ -705,6 +707,8 @@ def exact_gain_grad(model: Model, inputs: SparseInputs, *, wrt_bias: bool = True
     wrt_bias : bool, default True
         Also return ``dL~/db`` (at ``b = 0`` for a model without bias);
         ``None`` in its place with ``False``.
+    backend : {"cpu", "cuda"}, default "cpu"
+        Where the row-wise power sums run, as in :func:`exact_loss_grad`.
 
     Returns
     -------
@@ -748,7 +752,7 @@ def exact_gain_grad(model: Model, inputs: SparseInputs, *, wrt_bias: bool = True
     (True, True)
     """
     func = "exact_gain_grad"
-    fw, dW, db = _loss_grad(func, model, inputs, wrt_bias)
+    fw, dW, db = _loss_grad(func, model, inputs, wrt_bias, backend)
     with np.errstate(over="ignore", invalid="ignore"):
         gain = fw.imp * (2.0 * fw.exzm - fw.ez2m)
     return _finish(func, gain, False), -dW, (None if db is None else -db)

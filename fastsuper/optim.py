@@ -505,6 +505,7 @@ def fit(
     W0=None,
     b0=None,
     progress: bool = False,
+    backend: str = "cpu",
 ) -> FitResult:
     """Train ``n_instances`` independent tied-weight autoencoders at once.
 
@@ -574,6 +575,14 @@ def fit(
         Initial bias, shape ``(n,)`` or ``(n_instances, n)``; default 0.
     progress : bool, default False
         Print a progress bar with the mean batch loss to stderr.
+    backend : {"cpu", "cuda"}, default "cpu"
+        Where the sampled loss and gradient of each step are computed.
+        ``"cuda"`` (``method="adam"`` only) draws each batch and computes its
+        gradient on the GPU (:func:`fastsuper.backend_cuda.fit_adam_cuda`,
+        one :func:`~fastsuper.backend_cuda.loss_grad_cuda` call per step and
+        instance) and applies the same Adam update on the host: the same
+        samples and, to float round-off, the same trajectory as the CPU.
+        Needs numba-cuda and a GPU, or ``NUMBA_ENABLE_CUDASIM=1``.
 
     Returns
     -------
@@ -601,6 +610,8 @@ def fit(
     """
     if method not in FITTERS:
         raise ValueError(f"method must be one of {sorted(FITTERS)}, got {method!r}")
+    if not isinstance(backend, str) or backend not in ("cpu", "cuda"):
+        raise ValueError(f"backend must be 'cpu' or 'cuda', got {backend!r}")
     return FITTERS[method](
         n,
         d,
@@ -622,6 +633,7 @@ def fit(
         W0=W0,
         b0=b0,
         progress=progress,
+        backend=backend,
     )
 
 
@@ -707,9 +719,9 @@ def _blas_rows(n: int, d: int, batch: int) -> int:
 
 def _fit_adam(
     n, d, *, n_instances, p, importance, activation, exponent, values, bias, steps,
-    batch_size, lr, betas, eps, seed, dtype, log_every, W0, b0, progress,
+    batch_size, lr, betas, eps, seed, dtype, log_every, W0, b0, progress, backend="cpu",
 ) -> FitResult:  # fmt: skip
-    """``fit(method="adam")``: the compiled multi-instance Adam loop."""
+    """``fit(method="adam")``: the compiled multi-instance Adam loop (or its GPU version)."""
     settings, P, imp, law, W, B, progress = _check_fit_args(
         n, d, n_instances, p, importance, activation, exponent, values, bias, steps,
         batch_size, lr, seed, dtype, log_every, W0, b0, progress,
@@ -727,6 +739,16 @@ def _fit_adam(
     n, d, n_inst = settings["n"], settings["d"], settings["n_instances"]
     steps, batch, log_every = settings["steps"], settings["batch_size"], settings["log_every"]
     W0_copy = W.copy()
+    if backend == "cuda":
+        from .backend_cuda import fit_adam_cuda
+
+        hist, status, elapsed = fit_adam_cuda(
+            W, B, P, imp, law, activation=activation, exponent=exponent, bias=bias,
+            seed=settings["seed"], steps=steps, batch_size=batch, lr=lr, betas=(beta1, beta2),
+            eps=eps, log_every=log_every, progress=progress,
+        )  # fmt: skip
+        _raise_diverged(status, lr, W.dtype, exponent)
+        return FitResult(W, B, hist, settings, "adam", W0_copy, elapsed)
     model = Model(W[0], B[0], activation=activation, exponent=exponent)
     act, a, ia = model._act_args()
     # sampler parameters per instance (SparseInputs._kernel_params for each row of P)
@@ -768,21 +790,26 @@ def _fit_adam(
         if progress:
             _progress_bar(hi, steps, hist, log_every, time.perf_counter() - t0)
     elapsed = time.perf_counter() - t0
+    _raise_diverged(status, lr, W.dtype, exponent)
+    return FitResult(W, B, hist, settings, "adam", W0_copy, elapsed)
+
+
+def _raise_diverged(status: np.ndarray, lr: float, dtype, exponent: float) -> None:
+    """Raise FloatingPointError naming the first diverged instance (``status[k] != OK``)."""
     if np.any(status != OK):
         bad = np.flatnonzero(status != OK)
         k = int(bad[0])
         raise FloatingPointError(
             f"training diverged: the batch loss or gradient of instance {k} became inf or NaN "
-            f"at step {int(status[k])} ({len(bad)} of {n_inst} instances diverged); lower lr "
-            f"(now {lr:g})"
-            + (" or use dtype=np.float64" if W.dtype == np.float32 else "")
+            f"at step {int(status[k])} ({len(bad)} of {len(status)} instances diverged); lower "
+            f"lr (now {lr:g})"
+            + (" or use dtype=np.float64" if np.dtype(dtype) == np.float32 else "")
             + (
                 f"; with exponent {exponent:g} < 1, phi' is infinite at z = 0"
                 if float(exponent) < 1
                 else ""
             )
         )
-    return FitResult(W, B, hist, settings, "adam", W0_copy, elapsed)
 
 
 def _progress_bar(done: int, total: int, hist: np.ndarray, log_every: int, elapsed: float):
@@ -818,6 +845,7 @@ def _fit_exact(
     seed=0,
     W0=None,
     b0=None,
+    backend="cpu",
     **ignored,
 ):
     """``fit(method="exact")``: L-BFGS on the exact population loss (``fit_exact``).
@@ -832,6 +860,11 @@ def _fit_exact(
         raise ValueError(
             "method='exact' needs activation='power' with an integer exponent (the closed form "
             f"of THEORY §3), got activation={activation!r}, exponent={exponent!r}"
+        )
+    if backend != "cpu":
+        raise ValueError(
+            "method='exact' runs on the CPU (backend='cpu'); for the GPU use method='adam', or "
+            "exact_loss_grad(..., backend='cuda') for the exact gradient's power sums"
         )
     if n_instances != 1:
         raise ValueError(f"method='exact' fits one instance, got n_instances={n_instances!r}")

@@ -353,6 +353,12 @@ def test_exact_backend_cuda_matches_cpu(cfg):
     _close(lg, lc)
     _close(dWg, dWc)
     _close(dbg, dbc)
+    (gg, dWg, dbg), (gc, dWc, dbc) = (
+        exact.exact_gain_grad(model, inputs, backend=bk) for bk in ("cuda", "cpu")
+    )
+    _close(gg, gc)
+    _close(dWg, dWc)
+    _close(dbg, dbc)
 
 
 def test_exact_backend_is_validated():
@@ -465,3 +471,52 @@ def test_simulator_shared_array_is_one_array_per_line(monkeypatch):
         assert len({id(a) for a in got_a}) == 1
         assert len({id(b) for b in got_b}) == 1
         assert got_a[0] is not got_b[0]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_fit_adam_matches_cpu(dtype, monkeypatch):
+    """``fit(backend="cuda")``: same samples, same Adam steps as the CPU, to round-off."""
+    monkeypatch.setattr(bc, "GRAD_THREADS", 4)
+    kw = dict(
+        n_instances=2, p=[0.5, 0.2], importance=0.9 ** np.arange(6), steps=4, batch_size=24,
+        lr=1e-2, seed=5, log_every=2, dtype=dtype,
+    )  # fmt: skip
+    cpu = fs.fit(6, 2, **kw)
+    gpu = fs.fit(6, 2, backend="cuda", **kw)
+    tol = 1e-10 if dtype == np.float64 else 1e-4
+    assert gpu.W.dtype == cpu.W.dtype
+    np.testing.assert_allclose(gpu.W, cpu.W, rtol=tol, atol=tol)
+    np.testing.assert_allclose(gpu.b, cpu.b, rtol=tol, atol=tol)
+    np.testing.assert_allclose(gpu.loss_history, cpu.loss_history, rtol=tol)
+    assert np.any(gpu.W != gpu.W0)  # it trained
+
+
+def test_fit_backend_errors():
+    with pytest.raises(ValueError, match="backend must be 'cpu' or 'cuda', got 'gpu'"):
+        fs.fit(4, 2, steps=1, backend="gpu")
+    with pytest.raises(ValueError, match="method='exact' runs on the CPU"):
+        fs.fit(4, 2, method="exact", activation="power", exponent=3, p=0.1, backend="cuda")
+
+
+def test_cli_backend_cuda(tmp_path, capsys):
+    """``fastsuper estimate --backend cuda`` and ``train --backend cuda`` give the CPU's numbers."""
+    import json
+
+    from fastsuper.cli import main
+
+    res = {}
+    for bk in ("cpu", "cuda"):
+        out = tmp_path / f"{bk}.json"
+        argv = ["estimate", "--n", "12", "--d", "3", "--p", "0.2", "--samples", "300"]
+        assert main([*argv, "--backend", bk, "--json", str(out)]) == 0
+        res[bk] = json.loads(out.read_text())
+    assert res["cuda"]["loss_mc"] == pytest.approx(res["cpu"]["loss_mc"], rel=1e-12)
+    fits = {}
+    for bk in ("cpu", "cuda"):
+        argv = ["train", "--n", "5", "--d", "2", "--instances", "1", "--steps", "3", "--batch"]
+        argv += ["16", "--no-plots", "--quiet", "--out", str(tmp_path / bk), "--backend", bk]
+        assert main(argv) == 0
+        fits[bk] = fs.FitResult.load(tmp_path / f"{bk}.npz")
+    np.testing.assert_allclose(fits["cuda"].W, fits["cpu"].W, rtol=1e-10, atol=1e-12)
+    assert main(["train", "--method", "exact", "--backend", "cuda", "--out", "x"]) == 2
+    assert "applies to --method adam" in capsys.readouterr().err
