@@ -53,10 +53,18 @@ def as_float_array(name: str, value, *, ndim: int, dtype=None, shape=None) -> np
     """A finite float32/float64 array with ``ndim`` dimensions.
 
     Integer and boolean inputs are rejected (say ``W.astype(float)``); lists of
-    Python floats are accepted as float64.
+    Python floats are accepted as float64.  GPU arrays (numba device arrays and
+    objects with ``__cuda_array_interface__``: CuPy arrays, PyTorch CUDA
+    tensors) are copied to host memory (this imports numba-cuda).
     """
     if isinstance(value, np.ndarray):
         arr = value
+    elif hasattr(value, "__cuda_array_interface__") or (
+        hasattr(value, "copy_to_host") and hasattr(value, "dtype")
+    ):
+        from .backend_cuda import to_host_array
+
+        arr = to_host_array(value, name=name)
     else:
         try:
             arr = np.asarray(value)

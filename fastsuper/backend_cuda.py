@@ -47,6 +47,7 @@ __all__ = [
     "require_cuda",
     "sample_cuda",
     "to_device_array",
+    "to_host_array",
 ]
 
 #: The error raised when CUDA is unavailable (the reason is appended).
@@ -220,6 +221,38 @@ def to_device_array(x, dtype=None, *, name: str = "array"):
             f"convert it on the device first (e.g. .astype({want.name}))"
         )
     return arr
+
+
+def to_host_array(x, *, name: str = "array") -> np.ndarray:
+    """A NumPy copy of a GPU array (numba device array or ``__cuda_array_interface__``).
+
+    Used where fastsuper keeps parameters in host memory (:class:`fastsuper.Model`);
+    the GPU kernels copy them back to the device, ``O(d n)`` per call.
+
+    Parameters
+    ----------
+    x : device array
+        A numba device array, or any object exposing ``__cuda_array_interface__``.
+    name : str, default "array"
+        Name used in error messages.
+
+    Returns
+    -------
+    ndarray
+
+    Raises
+    ------
+    RuntimeError
+        If CUDA is unavailable (see :func:`require_cuda`).
+    """
+    cuda = require_cuda()
+    if _is_numba_device_array(x):
+        return x.copy_to_host()
+    if not hasattr(x, "__cuda_array_interface__"):
+        raise TypeError(f"{name} is not a GPU array (no __cuda_array_interface__)")
+    if hasattr(cuda, "as_cuda_array"):
+        return cuda.as_cuda_array(x).copy_to_host()
+    return np.array(_HostInterface(x.__cuda_array_interface__))  # simulator: host memory
 
 
 # --------------------------------------------------------------------------

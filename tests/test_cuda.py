@@ -520,3 +520,18 @@ def test_cli_backend_cuda(tmp_path, capsys):
     np.testing.assert_allclose(fits["cuda"].W, fits["cpu"].W, rtol=1e-10, atol=1e-12)
     assert main(["train", "--method", "exact", "--backend", "cuda", "--out", "x"]) == 2
     assert "applies to --method adam" in capsys.readouterr().err
+
+
+def test_model_accepts_gpu_arrays():
+    """``Model(W, b)`` with device arrays (numba, or ``__cuda_array_interface__``) copies them."""
+    rng = np.random.default_rng(9)
+    W = rng.normal(size=(3, 7))
+    b = rng.normal(size=7) * 0.1
+    for wrap in (cuda.to_device, lambda x: _CAI(cuda.to_device(x))):
+        model = fs.Model(wrap(W), wrap(b), activation="relu_power", exponent=2)
+        np.testing.assert_array_equal(model.W, W)
+        np.testing.assert_array_equal(model.b, b)
+    with pytest.raises(ValueError, match="W must be 2-dimensional"):
+        fs.Model(cuda.to_device(b))
+    with pytest.raises(ValueError, match=r"W must be finite; W\[0, 0\] = nan"):
+        fs.Model(cuda.to_device(np.full((2, 3), np.nan)))
