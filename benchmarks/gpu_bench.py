@@ -1,8 +1,9 @@
-"""Throughput of fastsuper's CUDA Monte-Carlo loss on a GPU, against the card's peaks.
+"""Throughput of fastsuper's CUDA Monte-Carlo loss and training kernels, against the card's peaks.
 
 Usage (on a machine with an NVIDIA GPU and numba-cuda)::
 
     python benchmarks/gpu_bench.py                      # n=1000, d=64, p=0.01, relu^2, U[0,1]
+    python benchmarks/gpu_bench.py --kernel train       # sampled loss + gradient (training)
     python benchmarks/gpu_bench.py --n 6000 --d 15 --p 1e-3 --activation power --exponent 3 \\
         --values gaussian --samples 20000000
     python benchmarks/gpu_bench.py --path dense --dtype float32 --check
@@ -24,6 +25,15 @@ model (K = expected number of active features, s = bytes per value):
   plus the CSR input ``K (4 + s) + 8`` and the outputs ``16``.  A or W is
   often resident in L2, so the DRAM fraction is an upper bound of the real
   DRAM traffic (it can exceed 100%).
+
+* Training (``--kernel train``: :func:`fastsuper.backend_cuda.loss_grad_cuda`,
+  the gradient kernel of ``fit(backend="cuda")``), per sample:
+  ``2 d K`` (``h = W x``) ``+ 2 d n`` (``z``) ``+ 2 d n`` (decoder term
+  ``h g^T``) ``+ 2 d n`` (``u = W g``) ``+ 2 d K`` (encoder term) FLOPs plus
+  ``n (2 c_phi + 8)`` for the activation, its derivative and the loss; bytes
+  ``3 d n s`` (W read three times) plus ``16 d n`` (the float64 partial
+  gradient read and written), again without reuse.  Also prints Adam steps
+  per second of ``fit(..., backend="cuda")`` at the same size.
 
 Peaks come from the device attributes (SM count, SM clock, memory clock and
 bus width) and a table of FP32/FP64 lanes per SM by compute capability
@@ -118,6 +128,12 @@ def cost_model(n, d, k, itemsize, path, activation, exponent) -> tuple[float, fl
     return flops, main + k * (4 + itemsize) + 8 + 16
 
 
+def train_cost_model(n, d, k, itemsize, activation, exponent) -> tuple[float, float]:
+    """(FLOPs, bytes) per sample of the gradient kernel (see the module docstring)."""
+    flops = 4.0 * d * k + 6.0 * d * n + n * (2 * _phi_mults(activation, exponent) + 8)
+    return flops, 3.0 * d * n * itemsize + 16.0 * d * n + k * (4 + itemsize) + 8
+
+
 def _best(func, repeats):
     best = math.inf
     for _ in range(repeats):
@@ -129,6 +145,7 @@ def _best(func, repeats):
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--kernel", choices=["mc", "train"], default="mc")
     ap.add_argument("--n", type=int, default=1000)
     ap.add_argument("--d", type=int, default=64)
     ap.add_argument("--p", type=float, default=0.01)
@@ -192,6 +209,9 @@ def main(argv=None) -> int:
         f"{args.exponent:g}, {args.values} values, {args.dtype}, {path} path, "
         f"{args.samples:,} samples, block {block}" + (", per-feature" if args.per_feature else "")
     )
+
+    if args.kernel == "train":
+        return _train(args, fs, bc, model, inputs, peaks, pf, bw, k, dtype, simulated)
 
     # compile every kernel (not timed), then optionally check against the CPU
     bc.estimate_loss_cuda(model, inputs, 2 * block, 0, **kw)
@@ -260,6 +280,58 @@ def main(argv=None) -> int:
             bytes_per_sample=nbytes,
             loss_kernel_flops=achieved_f,
             loss_kernel_bytes_per_s=achieved_b,
+        )
+        with open(args.json, "w") as fh:
+            json.dump(res, fh, indent=1, default=str)
+    return 0
+
+
+def _train(args, fs, bc, model, inputs, peaks, pf, bw, k, dtype, simulated) -> int:
+    """``--kernel train``: sampled loss and gradient, and Adam steps of fit(backend="cuda")."""
+    from fastsuper.optim import DEFAULT_BLOCK as GRAD_BLOCK
+    from fastsuper.optim import loss_grad
+
+    block = args.block_size or GRAD_BLOCK
+    bc.loss_grad_cuda(model, inputs, 2 * block, 0, block_size=block)  # compile
+    if args.check:
+        m = min(args.samples, 100_000)
+        cpu = loss_grad(model, inputs, m, 1, block_size=block)
+        gpu = bc.loss_grad_cuda(model, inputs, m, 1, block_size=block)
+        rel = abs(gpu.loss - cpu.loss) / abs(cpu.loss)
+        grel = np.abs(gpu.dW - cpu.dW).max() / np.abs(cpu.dW).max()
+        print(f"check vs CPU ({m:,} samples): loss rel. diff {rel:.2e}, dW {grel:.2e}")
+    t = _best(
+        lambda: bc.loss_grad_cuda(model, inputs, args.samples, 1, block_size=block), args.repeats
+    )
+    rate = args.samples / (1.0 if simulated else t)
+    flops, nbytes = train_cost_model(
+        args.n, args.d, k, dtype.itemsize, args.activation, args.exponent
+    )
+    print(f"loss + gradient: {rate:.4g} samples/s end to end (best of {args.repeats}: {t:.4g} s)")
+    print(f"gradient kernel model: {flops:.4g} FLOP and {nbytes:.4g} B per sample")
+    af, ab = rate * flops, rate * nbytes
+    print(
+        f"  {af / 1e12:.4g} TFLOP/s"
+        + (f" = {100 * af / pf:.3g}% of the {args.dtype} peak" if pf else "")
+        + f"; {ab / 1e9:.4g} GB/s"
+        + (f" = {100 * ab / bw:.3g}% of DRAM bandwidth (no-reuse upper bound)" if bw else "")
+    )
+    steps, batch = (2, 8) if simulated else (20, 1024)
+    fit_kw = dict(
+        n_instances=1, p=args.p, activation=args.activation, exponent=args.exponent,
+        values=args.values, steps=steps, batch_size=batch, dtype=dtype, backend="cuda",
+    )  # fmt: skip
+    fs.fit(args.n, args.d, **dict(fit_kw, steps=2))  # compile
+    t_fit = _best(lambda: fs.fit(args.n, args.d, **fit_kw), args.repeats)
+    print(f"fit(backend='cuda'): {steps / t_fit:.4g} Adam steps/s at batch {batch}")
+    if args.json:
+        res = dict(
+            vars(args),
+            device=peaks,
+            end_to_end_samples_per_s=rate,
+            flops_per_sample=flops,
+            bytes_per_sample=nbytes,
+            adam_steps_per_s=steps / t_fit,
         )
         with open(args.json, "w") as fh:
             json.dump(res, fh, indent=1, default=str)
