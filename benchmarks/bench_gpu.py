@@ -127,3 +127,35 @@ class ExactPowerSumsCUDA:
 
     def time_power_sums(self):
         self.bc.exact_power_sums_cuda(self.A_d, self.c_d)
+
+
+class LossGradCUDA:
+    """``loss_grad_cuda`` (training's backward pass) at the same configuration."""
+
+    params = (["float64", "float32"],)
+    param_names = ["dtype"]
+    timeout = 600
+    n_samples = 200_000
+
+    def setup(self, dtype):
+        from fastsuper.optim import loss_grad
+
+        self.bc = _backend()
+        self.model = fs.Model(_frame(N, D, dtype), activation="relu_power", exponent=2)
+        self.inputs = fs.SparseInputs(N, p=P, values="uniform")
+        cpu = loss_grad(self.model, self.inputs, 8192, 0, block_size=256)
+        gpu = self.bc.loss_grad_cuda(self.model, self.inputs, 8192, 0, block_size=256)
+        rtol = 1e-10 if dtype == "float64" else 1e-4
+        if abs(gpu.loss - cpu.loss) > rtol * abs(cpu.loss):
+            raise AssertionError(f"GPU loss {gpu.loss!r} != CPU loss {cpu.loss!r}")
+
+    def _run(self):
+        return self.bc.loss_grad_cuda(self.model, self.inputs, self.n_samples, 1, block_size=256)
+
+    def time_loss_grad(self, dtype):
+        self._run()
+
+    def track_samples_per_second(self, dtype):
+        return _best_rate(self._run, self.n_samples)
+
+    track_samples_per_second.unit = "samples/s"
