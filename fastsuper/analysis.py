@@ -93,7 +93,7 @@ def _gram_blocks(W: np.ndarray):
 
 
 def feature_dimensionality(W) -> np.ndarray:
-    """Feature dimensionality ``D_i = |w_i|**2 / sum_j (w_i_hat . w_j)**2`` (THEORY §6).
+    """Feature dimensionality ``D_i = |w_i|**2 / sum_j (w_i_hat @ w_j)**2`` (THEORY §6).
 
     Elhage et al.'s measure of the share of a dimension that feature ``i``
     gets: 1 for a feature orthogonal to all others, ``d/n`` for every
