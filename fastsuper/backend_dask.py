@@ -137,6 +137,7 @@ def local_client(n_workers: int | None = None, **cluster_kwargs):
         threads_per_worker=1,
         processes=True,
         dashboard_address=None,
+        scheduler_kwargs={"dashboard_address": ":0"},  # no dashboard, HTTP routes on a free port
         env={"NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"},
     )
     opts.update(cluster_kwargs)
