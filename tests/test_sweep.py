@@ -238,3 +238,24 @@ def test_dask_executor_resumes_to_the_local_table(tmp_path, reference):
     assert second.complete and second.n_new == 5
     _assert_same_table(second, reference)
     assert len(_csv_rows(out)) == 1 + 12
+
+
+def test_command_line_sweep_resumes(tmp_path, capsys):
+    from fastsuper.cli import main
+
+    out = tmp_path / "cli.csv"
+    argv = ["sweep", "exact", "--grid", "p=0.01,0.1", "--grid", "d=2,3", "--set", "n=8",
+            "--seeds", "0:2", "-o", str(out), "--quiet"]  # fmt: skip
+    assert main([*argv, "--max-points", "3"]) == 0
+    assert "3 rows (3 new), incomplete" in capsys.readouterr().out
+    assert main(argv) == 0
+    assert "8 rows (5 new), complete" in capsys.readouterr().out
+    ref = fs.sweep("exact", {"p": [0.01, 0.1], "d": [2, 3]}, fixed={"n": 8}, seeds=[0, 1],
+                   progress=False)  # fmt: skip
+    _assert_same_table(fs.sweep("exact", {"p": [0.01, 0.1], "d": [2, 3]}, fixed={"n": 8},
+                                seeds=[0, 1], output=out, progress=False), ref)  # fmt: skip
+    assert main(["sweep", "exact", "--grid", "p=0.01", "--set", "n=8", "--set", "d=2"]) == 0
+    text = capsys.readouterr().out.splitlines()
+    assert text[0] == "p,n,d,seed,loss,gain,elapsed,error" and len(text) == 2
+    assert main(["sweep", "exact", "--grid", "p"]) == 2
+    assert "--grid expects NAME=VALUE, got 'p'" in capsys.readouterr().err
