@@ -20,10 +20,17 @@ check
 fit, fit_exact, loss_grad
     Training: Adam over many instances (sampled gradients), L-BFGS on the
     exact loss of power models.
+sweep, SweepResult
+    Many estimates or fits over a parameter grid, resumable, on local cores
+    or a Dask cluster (``estimate_loss(..., backend="dask")`` for one big run).
+kernels
+    ``@njit`` functions to call from your own Numba code (sample one input,
+    forward one sample, loss and gradient of one sample).
 """
 
 from __future__ import annotations
 
+from . import kernels
 from .decomposition import LowOrderTerms, low_order_terms
 from .estimators import LossEstimate, estimate_loss
 from .exact import (
@@ -38,6 +45,7 @@ from .model import Model
 from .optim import FitResult, fit, loss_grad
 from .optim_exact import ExactFit, fit_exact
 from .sampling import SparseBatch, SparseInputs, ValueLaw, sample
+from .sweep import SweepResult, sweep
 from .verify import CheckReport, check
 
 __version__ = "0.1.0"
@@ -51,6 +59,7 @@ __all__ = [
     "Model",
     "SparseBatch",
     "SparseInputs",
+    "SweepResult",
     "ValueLaw",
     "check",
     "estimate_loss",
@@ -60,10 +69,12 @@ __all__ = [
     "exact_loss_and_gain",
     "exact_loss_grad",
     "fit",
+    "kernels",
     "fit_exact",
     "forward",
     "loss_grad",
     "low_order_terms",
     "sample",
+    "sweep",
     "__version__",
 ]

@@ -1,4 +1,4 @@
-"""Command line: ``fastsuper estimate`` and ``fastsuper train``."""
+"""Command line: ``fastsuper estimate``, ``fastsuper train`` and ``fastsuper sweep``."""
 
 from __future__ import annotations
 
@@ -160,6 +160,42 @@ def _build_parser() -> argparse.ArgumentParser:
         choices=["cpu", "cuda"],
         help="where Adam's sampled gradients are computed (adam only)",
     )
+
+    sw = sub.add_parser(
+        "sweep",
+        help="many estimates, exact values or fits over a parameter grid (resumable, Dask)",
+        description="Run fastsuper.sweep: one row per grid point and seed, appended to a CSV "
+        "file as rows finish; run the same command again to resume after an interruption. "
+        "Parameters of each kind: see fastsuper.sweep.KINDS.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    sw.add_argument("kind", choices=["estimate", "exact", "fit"], help="row function")
+    sw.add_argument(
+        "--grid",
+        action="append",
+        default=[],
+        metavar="NAME=V1,V2,...",
+        help="a grid parameter and its values (repeat for more parameters)",
+    )
+    sw.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a fixed parameter (repeat for more)",
+    )
+    sw.add_argument("--seeds", default="0", help="seeds: a list '0,3,7' or a range 'START:STOP'")
+    sw.add_argument("--output", "-o", metavar="FILE.csv", help="CSV file (resumable)")
+    sw.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="run rows on a Dask scheduler at ADDRESS, or 'local' for a local cluster",
+    )
+    sw.add_argument("--jobs", type=_positive_int, help="run rows in this many processes")
+    sw.add_argument("--max-points", type=int, default=None, help="stop after this many rows")
+    sw.add_argument("--on-error", default="raise", choices=["raise", "record"])
+    sw.add_argument("--weights-dir", metavar="DIR", help="fit: save the trained weights here")
+    sw.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
 
@@ -347,6 +383,65 @@ def _train(args) -> int:
     return 0
 
 
+def _assignment(text: str, option: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise ValueError(f"{option} expects NAME=VALUE, got {text!r}")
+    return name.strip(), value
+
+
+def _seeds(text: str) -> list[int]:
+    try:
+        if ":" in text:
+            lo, hi = text.split(":")
+            return list(range(int(lo), int(hi)))
+        return [int(x) for x in text.split(",")]
+    except ValueError:
+        raise ValueError(f"--seeds expects '0,3,7' or 'START:STOP', got {text!r}") from None
+
+
+def _sweep(args) -> int:
+    import contextlib
+
+    from .sweep import _parse, sweep
+
+    grid = {}
+    for item in args.grid:
+        name, values = _assignment(item, "--grid")
+        grid[name] = [_parse(x.strip()) for x in values.split(",")]
+    fixed = dict((n, _parse(x.strip())) for n, x in (_assignment(i, "--set") for i in args.set))
+    if args.scheduler and args.jobs:
+        raise ValueError("give --scheduler or --jobs, not both")
+    kw = dict(seeds=_seeds(args.seeds), fixed=fixed, output=args.output,
+              progress=not args.quiet, on_error=args.on_error, max_points=args.max_points,
+              weights_dir=args.weights_dir)  # fmt: skip
+    with contextlib.ExitStack() as stack:
+        if args.scheduler == "local":
+            from .backend_dask import local_client
+
+            kw["client"] = stack.enter_context(local_client())
+        elif args.scheduler:
+            from .backend_dask import require_distributed
+
+            kw["client"] = stack.enter_context(require_distributed().Client(args.scheduler))
+        elif args.jobs:
+            kw.update(executor="processes", n_jobs=args.jobs)
+        res = sweep(args.kind, grid, **kw)
+    state = "complete" if res.complete else "incomplete (run again to resume)"
+    if args.output:
+        print(f"{len(res)} rows ({res.n_new} new), {state}: {args.output}")
+    else:
+        import csv
+
+        from .sweep import _fmt
+
+        w = csv.writer(sys.stdout)
+        w.writerow(res.columns)
+        for r in res.rows:
+            w.writerow([_fmt(r[c]) for c in res.columns])
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``fastsuper`` command."""
     parser = _build_parser()
@@ -359,7 +454,9 @@ def main(argv: list[str] | None = None) -> int:
             return _estimate(args)
         if args.command == "train":
             return _train(args)
-    except (ValueError, TypeError, FloatingPointError, OSError) as exc:
+        if args.command == "sweep":
+            return _sweep(args)
+    except (ValueError, TypeError, FloatingPointError, OSError, ImportError) as exc:
         print(f"fastsuper {args.command}: error: {exc}", file=sys.stderr)
         return 2
     parser.error(f"unknown command {args.command!r}")  # pragma: no cover

@@ -18,7 +18,7 @@ DEFAULT_BLOCK = 2048
 #: largest A = W^T W (bytes) the column path may allocate
 MAX_A_BYTES = 1 << 30
 PATHS = ("auto", "dense", "columns")
-BACKENDS = ("cpu", "cuda")
+BACKENDS = ("cpu", "cuda", "dask")
 METHODS = ("naive", "stratified")
 
 
@@ -104,6 +104,8 @@ def estimate_loss(
     block_size: int = DEFAULT_BLOCK,
     start: int = 0,
     method: str = "naive",
+    client=None,
+    chunk_size: int | None = None,
 ) -> LossEstimate:
     """Monte-Carlo estimate of the loss and gain of ``model`` on ``inputs``.
 
@@ -131,7 +133,10 @@ def estimate_loss(
     backend : {"cpu", "cuda"}
         Where to run.  ``"cuda"`` needs the ``cuda`` extra (numba-cuda) and a
         GPU, or ``NUMBA_ENABLE_CUDASIM=1`` (the simulator); it draws the same
-        samples and gives the same numbers to round-off.
+        samples and gives the same numbers to round-off.  ``"dask"`` runs
+        chunks of blocks as tasks on a ``dask.distributed`` cluster
+        (:func:`fastsuper.backend_dask.estimate_loss_dask`; needs the
+        ``distributed`` extra) and gives the CPU's numbers bit for bit.
     block_size : int, default 2048
         Samples per parallel work item and per partial sum.  Results are
         identical for any thread count; changing ``block_size`` changes only
@@ -144,6 +149,12 @@ def estimate_loss(
         and only ``K >= 2`` sampled, ``n_samples`` samples drawn given
         ``K >= 2`` (see :func:`fastsuper.stratified.stratified_estimate`); far
         smaller standard errors when ``E K`` is small.
+    client : distributed.Client, optional
+        ``backend="dask"`` only: the cluster (default: a local cluster started
+        and closed for this call, which costs seconds).
+    chunk_size : int, optional
+        ``backend="dask"`` only: samples per task, a multiple of
+        ``block_size``; never changes the result.
 
     Returns
     -------
@@ -169,6 +180,15 @@ def estimate_loss(
     """
     if not isinstance(method, str) or method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if backend != "dask" and (client is not None or chunk_size is not None):
+        raise ValueError(
+            f"client and chunk_size are for backend='dask' only, got backend={backend!r}"
+        )
+    if method == "stratified" and backend == "dask":
+        raise NotImplementedError(
+            "method='stratified' has no Dask backend; use method='naive' with backend='dask', "
+            "or method='stratified' with backend='cpu'"
+        )
     if method == "stratified":
         from .stratified import stratified_estimate  # lazy: that module imports this one
 
@@ -196,6 +216,13 @@ def estimate_loss(
         return estimate_loss_cuda(
             model, inputs, n_samples, seed, path, block_size, start, per_feature
         )
+    if backend == "dask":
+        from .backend_dask import estimate_loss_dask  # lazy: needs dask.distributed
+
+        return estimate_loss_dask(
+            model, inputs, n_samples, seed, path, block_size, start, per_feature,
+            client=client, chunk_size=chunk_size,
+        )  # fmt: skip
     if path == "auto":
         path = choose_path(model, inputs, n_samples)
     t0 = time.perf_counter()
