@@ -300,9 +300,14 @@ def figure3(
 
     Examples
     --------
+    A tiny run (``--quick`` is the seconds-long version of the paper's):
+
     >>> import tempfile
     >>> from fastsuper.reproduce import figure3
-    >>> res = figure3(tempfile.mkdtemp(), quick=True, progress=False)  # doctest: +SKIP
+    >>> tiny = {"dims": (3,), "n": 20, "exponents": (-5.0, "half"), "maxiter": 5}
+    >>> res = figure3(tempfile.mkdtemp(), settings=tiny, progress=False)
+    >>> res["monotone"], round(res["check"]["3"]["points"][0]["gain_over_cap"], 2)
+    ({'3': True}, 0.95)
     """
     s = dict(figure3_settings(quick))
     if settings:
@@ -503,7 +508,7 @@ def capacity(
     p : float, optional
         The small probability (default ``1e-6``).
     dims : sequence of int, optional
-        Hidden dimensions (default ``(4, 6)``, quick ``(3, 4)``).
+        Hidden dimensions (default ``(4, 6, 10)``, quick ``(3, 4)``).
     m : int, default 3
         Exponent.
     values : str, default "gaussian"
@@ -519,12 +524,20 @@ def capacity(
     -------
     dict
         ``rows`` (``d, n, gain_over_p, random_frame, cap, frame_start``) and the settings.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from fastsuper.reproduce import capacity
+    >>> res = capacity(tempfile.mkdtemp(), dims=(3,), ns=(3, 14), progress=False)
+    >>> [(r["n"], round(r["gain_over_p"] / r["cap"], 3)) for r in res["rows"]]  # cap reached
+    [(3, 1.0), (14, 1.0)]
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     law = ValueLaw(values)
     p = 1e-6 if p is None else float(p)
-    dims = tuple(dims) if dims is not None else ((3, 4) if quick else (4, 6))
+    dims = tuple(dims) if dims is not None else ((3, 4) if quick else (4, 6, 10))
     if quick:
         maxiter = min(maxiter, 60)
     kap = kappa(law, m)
