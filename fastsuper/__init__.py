@@ -15,8 +15,12 @@ exact_loss, exact_gain, exact_loss_grad
     Closed forms (and exact gradients) for ``power`` activations.
 low_order_terms
     Exact k = 0 and k = 1 terms (any activation): a rigorous lower bound.
+loss_bounds
+    Rigorous lower (any law) and upper (bounded laws) bounds of the loss.
 check
-    Monte Carlo against the exact value (or the lower bound).
+    Monte Carlo against the exact value (or the bounds).
+theory
+    Bounds and extremal constructions of THEORY §5 (``fastsuper.theory``).
 fit, fit_exact, loss_grad
     Training: Adam over many instances (sampled gradients), L-BFGS on the
     exact loss of power models.
@@ -30,7 +34,8 @@ kernels
 
 from __future__ import annotations
 
-from . import kernels
+from . import kernels, theory
+from .bounds import LossBounds, loss_bounds
 from .decomposition import LowOrderTerms, low_order_terms
 from .estimators import LossEstimate, estimate_loss
 from .exact import (
@@ -54,6 +59,7 @@ __all__ = [
     "CheckReport",
     "ExactFit",
     "FitResult",
+    "LossBounds",
     "LossEstimate",
     "LowOrderTerms",
     "Model",
@@ -72,9 +78,11 @@ __all__ = [
     "kernels",
     "fit_exact",
     "forward",
+    "loss_bounds",
     "loss_grad",
     "low_order_terms",
     "sample",
     "sweep",
+    "theory",
     "__version__",
 ]

@@ -137,7 +137,7 @@ def first_order_objective(W, law, m) -> float:
 
     For the ``power`` model ``x_hat = (A x)**m`` without bias, unit
     importances and independent features with one probability ``p``, the
-    exact gain is ``p F(A) + O(p**2)`` with
+    exact gain is ``p F(A) + O(p**2)`` with::
 
         F(A) = 2 mu_{m+1} tr(A^∘m) - mu_{2m} |A^∘m|_F**2,
 
@@ -219,7 +219,7 @@ def kappa(law, m) -> float:
 
 
 def sphere_dimension(d, m) -> float:
-    """``D(d, m) = d (d+2) ... (d+2m-2) / (2m-1)!!`` (THEORY §5.3).
+    """``D(d, m) = d (d+2) (d+4) ··· (d+2m-2) / (2m-1)!!`` (THEORY §5.3).
 
     ``1 / D(d, m)`` is the mean of ``u_1**(2m)`` over the unit sphere of
     ``R^d``; ``D(d, 1) = d``, ``D(1, m) = 1`` and ``D(d, m) <= d**m``.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .decomposition import low_order_terms
+from .bounds import loss_bounds
 from .estimators import LossEstimate, estimate_loss
 from .exact import exact_loss
 from .model import Model
@@ -20,7 +20,13 @@ class CheckReport:
     independent features): the test is two-sided, ``|z| < z_max`` with
     ``z = (MC - exact) / stderr``.  Otherwise ``kind`` is ``"lower_bound"``:
     the exact k <= 1 part of the loss bounds it from below, and the test is
-    one-sided, ``z > -z_max`` with ``z = (MC - bound) / stderr``.
+    one-sided, ``z > -z_max`` with ``z = (MC - bound) / stderr`` -- unless
+    the value law is bounded, when ``kind`` is ``"bounds"``: the rigorous
+    upper bound of :func:`fastsuper.loss_bounds` is also finite and the
+    estimate may lie significantly neither below ``lower_bound`` nor above
+    ``upper_bound`` (``z`` is then the more extreme of the two z-scores:
+    ``(MC - lower) / stderr`` if the estimate is nearer the lower bound in
+    standard errors, else ``(MC - upper) / stderr``).
     """
 
     estimate: LossEstimate
@@ -30,20 +36,25 @@ class CheckReport:
     z: float
     z_max: float
     passed: bool
+    upper_bound: float = math.inf
 
     def __str__(self) -> str:
         e = self.estimate
-        ref = "exact loss" if self.kind == "exact" else "k<=1 lower bound"
+        ref = {"exact": "exact loss", "bounds": "nearest bound"}.get(self.kind, "k<=1 lower bound")
         verdict = "PASS" if self.passed else "FAIL"
-        cond = f"|z| < {self.z_max:g}" if self.kind == "exact" else f"z > -{self.z_max:g}"
-        return "\n".join(
-            [
-                f"Monte Carlo   {e.mean:.10g} ± {e.stderr:.3g}  ({e.n_samples} samples)",
-                f"{ref:<13} {self.reference:.10g}",
-                f"k<=1 part     {self.lower_bound:.10g}",
-                f"z-score       {self.z:+.3f}   {verdict} ({cond})",
-            ]
-        )
+        cond = {
+            "exact": f"|z| < {self.z_max:g}",
+            "bounds": f"-{self.z_max:g} < z_lower, z_upper < {self.z_max:g}",
+        }.get(self.kind, f"z > -{self.z_max:g}")
+        lines = [
+            f"Monte Carlo   {e.mean:.10g} ± {e.stderr:.3g}  ({e.n_samples} samples)",
+            f"{ref:<13} {self.reference:.10g}",
+            f"k<=1 part     {self.lower_bound:.10g}",
+        ]
+        if math.isfinite(self.upper_bound):
+            lines.append(f"upper bound   {self.upper_bound:.10g}")
+        lines.append(f"z-score       {self.z:+.3f}   {verdict} ({cond})")
+        return "\n".join(lines)
 
 
 def check(
@@ -62,7 +73,10 @@ def check(
     :func:`fastsuper.exact_loss` and the check is two-sided.  For other
     activations (or the exactly-k pattern) the reference is the exact
     k <= 1 part of the loss (:func:`fastsuper.low_order_terms`), a rigorous
-    lower bound: the estimate may not lie significantly below it.
+    lower bound: the estimate may not lie significantly below it; for
+    bounded value laws also the rigorous upper bound of
+    :func:`fastsuper.loss_bounds` (``kind="bounds"``): the estimate may not
+    lie significantly above it either.
 
     Parameters
     ----------
@@ -89,18 +103,38 @@ def check(
     ('exact', True)
     """
     est = estimate_loss(model, inputs, n_samples, seed, **estimate_kwargs)
-    lower = low_order_terms(model, inputs).lower_bound
+    bounds = loss_bounds(model, inputs)
+    lower, upper = bounds.lower, bounds.upper
     if model.activation == "power" and inputs.pattern == "bernoulli":
         kind, ref = "exact", exact_loss(model, inputs)
+    elif math.isfinite(upper):
+        kind = "bounds"
+        z_lo, z_up = _z(est, lower), _z(est, upper)
+        if z_lo < 0 or (z_up <= 0 and z_lo <= -z_up):
+            ref = lower  # below the lower bound, or nearer it in standard errors
+        else:
+            ref = upper
     else:
         kind, ref = "lower_bound", lower
-    diff = est.mean - ref
-    if est.stderr > 0:
-        z = diff / est.stderr
-    else:  # deterministic loss (e.g. p in {0, 1} with constant values)
-        z = 0.0 if abs(diff) <= 1e-9 * max(1.0, abs(ref)) else math.copysign(math.inf, diff)
-    passed = abs(z) < z_max if kind == "exact" else z > -z_max
-    report = CheckReport(est, kind, float(ref), float(lower), float(z), float(z_max), passed)
+    z = _z(est, ref)
+    if kind == "exact":
+        passed = abs(z) < z_max
+    elif kind == "bounds":
+        passed = _z(est, lower) > -z_max and _z(est, upper) < z_max
+    else:
+        passed = z > -z_max
+    report = CheckReport(
+        est, kind, float(ref), float(lower), float(z), float(z_max), passed, float(upper)
+    )
     if strict and not passed:
         raise AssertionError(f"fastsuper.check failed:\n{report}")
     return report
+
+
+def _z(est: LossEstimate, ref: float) -> float:
+    """``(MC - ref) / stderr`` (0 or ±inf for a deterministic loss)."""
+    diff = est.mean - ref
+    if est.stderr > 0:
+        return diff / est.stderr
+    # deterministic loss (e.g. p in {0, 1} with constant values)
+    return 0.0 if abs(diff) <= 1e-9 * max(1.0, abs(ref)) else math.copysign(math.inf, diff)

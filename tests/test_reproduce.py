@@ -1,0 +1,117 @@
+"""fastsuper reproduce: the quick figure3 and capacity runs, resuming, the CLI."""
+
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+
+import fastsuper as fs
+from fastsuper import theory as th
+from fastsuper.cli import main
+from fastsuper.reproduce import capacity, figure3, figure3_settings
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("fig3")
+    rc = main(["reproduce", "figure3", "--quick", "--out", str(out), "--quiet"])
+    assert rc == 0
+    with open(out / "figure3.json") as fh:
+        return out, json.load(fh)
+
+
+def _rows(out):
+    with open(out / "figure3.csv", newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_quick_figure3_writes_its_files(quick_run, capsys):
+    out, res = quick_run
+    s = figure3_settings(quick=True)
+    assert (out / "figure3.png").stat().st_size > 10_000
+    assert sorted(res["curves"]) == sorted(str(d) for d in s["dims"])
+    rows = _rows(out)
+    n_points = len(s["exponents"])
+    # one forward row per point and one backward row per point but the last, per d
+    assert len(rows) == len(s["dims"]) * (2 * n_points - 1)
+
+
+def test_quick_figure3_gains_are_exact_and_beat_the_constructions(quick_run):
+    out, res = quick_run
+    s = figure3_settings(quick=True)
+    m, n = s["m"], s["n"]
+    kap = th.kappa("gaussian", m)
+    for ds, c in res["curves"].items():
+        d = int(ds)
+        D = th.sphere_dimension(d, m)
+        gains = np.array(c["gain"])
+        ps = np.array(c["p"])
+        assert np.all(np.diff(gains) >= 0) and res["monotone"][ds]  # non-decreasing in p
+        # never below the unsuperposed optimum (exact at every p)
+        assert np.all(gains >= ps * kap * min(n, d) * (1 - 1e-12))
+        # very sparse points: within 6% below the first-order cap, never above it
+        small = ps <= d**-4.0 * (1 + 1e-12)
+        ratio = gains[small] / (ps[small] * kap * D)
+        assert np.all(ratio <= 1.0) and np.all(ratio >= 0.94)
+        # the stored weights give the stored gain (independent recomputation)
+        for idx, (p, g) in enumerate(zip(ps, gains)):
+            back = out / "weights" / f"W_d{d}_i{idx:02d}_backward.npy"
+            fwd = out / "weights" / f"W_d{d}_i{idx:02d}_forward.npy"
+            W = np.load(back if back.exists() else fwd)
+            inputs = fs.SparseInputs(W.shape[1], p=float(p), values="gaussian")
+            assert fs.exact_gain(fs.Model(W), inputs) == pytest.approx(g, rel=1e-10)
+    for row in _rows(out):
+        assert float(row["gain"]) >= float(row["construction_gain"]) * (1 - 1e-12)
+
+
+def test_figure3_resumes_after_an_interruption(quick_run, tmp_path):
+    out, res = quick_run
+    # copy the run, then cut the CSV after the first 4 rows (an interrupted run)
+    (tmp_path / "weights").mkdir()
+    for f in (out / "weights").iterdir():
+        (tmp_path / "weights" / f.name).write_bytes(f.read_bytes())
+    rows = _rows(out)
+    with open(tmp_path / "figure3.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, list(rows[0]))
+        w.writeheader()
+        w.writerows(rows[:4])
+    res2 = figure3(tmp_path, quick=True, progress=False)
+    rows2 = _rows(tmp_path)
+    assert rows2[:4] == rows[:4]  # kept, not recomputed
+    assert len(rows2) == len(rows)
+    for ds in res["curves"]:
+        np.testing.assert_allclose(res2["curves"][ds]["gain"], res["curves"][ds]["gain"], rtol=1e-9)
+
+
+def test_figure3_progress_and_check_with_custom_settings(tmp_path, capsys):
+    settings = {"dims": (4,), "n": 30, "exponents": (-4.0, -1.0, "half"), "maxiter": 10}
+    res = figure3(tmp_path, settings=settings, progress=True)
+    err = capsys.readouterr().err
+    assert "[1/3" in err and "d=4" in err  # progress lines
+    assert set(res["check"]) == {"4"}
+    (pt,) = res["check"]["4"]["points"]
+    assert pt["log_d_p"] == pytest.approx(-4.0)
+    assert pt["gain_over_cap"] <= 1.0
+
+
+def test_capacity_quick_between_the_lines(tmp_path):
+    res = capacity(tmp_path, quick=True, progress=False)
+    assert (tmp_path / "capacity.png").exists() and (tmp_path / "capacity.csv").exists()
+    kap = res["kappa"]
+    for r in res["rows"]:
+        d, n = r["d"], r["n"]
+        D = th.sphere_dimension(d, 3)
+        assert r["cap"] == pytest.approx(kap * min(n, D))
+        assert r["random_frame"] == pytest.approx(kap * n * D / (n + D - 1))
+        assert kap * min(n, d) * (1 - 1e-9) <= r["gain_over_p"] <= r["cap"] * (1 + 1e-6)
+        if n >= 2 * D:  # enough features: the optimum reaches the cap (THEORY §5.3)
+            assert r["gain_over_p"] >= 0.995 * r["cap"]
+
+
+def test_reproduce_bad_experiment_is_an_error(capsys):
+    with pytest.raises(SystemExit):
+        main(["reproduce", "figure4"])
+    assert "invalid choice" in capsys.readouterr().err
+    assert math.isfinite(th.first_order_cap(4, 3, "gaussian"))
