@@ -65,7 +65,7 @@ def parse_args(argv=None):
     ap.add_argument("--repeats", type=int, default=3, help="timed runs (best is kept)")
     ap.add_argument(
         "--path",
-        choices=("auto", "columns", "dense"),
+        choices=("auto", "columns", "columns_blocked", "blocked", "dense"),
         default="auto",
         help="fastsuper's estimate_loss path",
     )

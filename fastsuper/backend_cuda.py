@@ -57,6 +57,9 @@ CUDA_REQUIRED_MESSAGE = (
     "simulator (slow, for testing)"
 )
 
+#: Monte-Carlo paths of the GPU kernel (the CPU's "blocked" paths are CPU-only)
+GPU_PATHS = ("auto", "dense", "columns")
+
 #: threads per block of the sampler kernels (one thread per sample)
 SAMPLE_THREADS = 128
 #: threads per block of the Monte-Carlo kernel (power of two, <= kernels_cuda.MAX_THREADS)
@@ -575,7 +578,9 @@ def estimate_loss_cuda(
     seed : int, default 0
         Seed.
     path : {"auto", "dense", "columns"}
-        As in :func:`fastsuper.estimate_loss`.
+        As in :func:`fastsuper.estimate_loss`; ``"auto"`` takes ``"columns"``
+        where the CPU cost model picks a column path, else ``"dense"``.  The
+        CPU's ``"blocked"`` and ``"columns_blocked"`` do not exist on the GPU.
     block_size : int, default DEFAULT_BLOCK
         Samples per block of statistics (the CPU's unit; same block size,
         same numbers).
@@ -603,13 +608,17 @@ def estimate_loss_cuda(
     n_samples, seed = _check_common(model, inputs, n_samples, seed)
     block = v.check_int("block_size", block_size, minimum=1)
     start = v.check_int("start", start, minimum=0)
-    if path not in PATHS:
-        raise ValueError(f"path must be one of {PATHS}, got {path!r}")
+    if path not in GPU_PATHS:
+        raise ValueError(
+            f"path must be one of {GPU_PATHS} on the CUDA backend, got {path!r}"
+            + (" (a CPU-only path)" if path in PATHS else "")
+        )
     if not isinstance(per_feature, (bool, np.bool_)):
         raise TypeError(f"per_feature must be True or False, got {per_feature!r}")
     want_pf = bool(per_feature)
-    if path == "auto":
-        path = choose_path(model, inputs, n_samples)
+    if path == "auto":  # the CPU cost model's family: rows of A, or W then W^T
+        cpu_path = choose_path(model, inputs, n_samples)
+        path = "columns" if cpu_path in ("columns", "columns_blocked") else "dense"
     use_cols = path == "columns"
     t0 = time.perf_counter()
 

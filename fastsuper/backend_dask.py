@@ -8,7 +8,14 @@ blocks and returns their per-block statistics (and per-feature sums).  The
 client puts the blocks back in sample order and merges them serially, exactly
 as the CPU backend does, so the result equals ``backend="cpu"``'s bit for bit
 (on workers with the same CPU type and libraries as the caller: the kernels
-are compiled per machine).
+are compiled per machine).  One more condition, found in testing: the caller
+and the workers must run the same *compiled* kernel.  A fastmath kernel that a
+process compiles afresh can differ in the last bit from the same kernel loaded
+from Numba's cache (the compiler's choices about fused multiply-adds and
+reassociation are not the same in the two cases), so the very first run in a
+fresh environment -- the caller compiles, the workers load what it cached --
+may differ from the workers' chunks in the last bit of the mean.  Later runs,
+or a caller that loaded the cache too, agree bit for bit.
 
 Fault tolerance comes from Dask: a chunk lost with a worker is recomputed
 from its task (same key, same samples, same numbers).  The model, the input
@@ -43,8 +50,16 @@ import time
 import numpy as np
 
 from . import _validation as v
-from .estimators import DEFAULT_BLOCK, PATHS, LossEstimate, _check_common, _finish, choose_path
-from .kernels_cpu import N_STATS, mc_blocks
+from .estimators import (
+    DEFAULT_BLOCK,
+    PATHS,
+    LossEstimate,
+    _check_common,
+    _finish,
+    choose_path,
+    path_shape,
+)
+from .kernels_cpu import N_STATS, PATH_CODES, mc_blocks
 from .model import Model
 from .sampling import SparseInputs
 
@@ -173,7 +188,9 @@ def default_chunk_size(
     0
     """
     k = inputs.expected_active
-    per_sample = model.n * max(k, 1.0) if path == "columns" else model.d * (k + model.n)
+    per_sample = (
+        model.n * max(k, 1.0) if path in ("columns", "columns_blocked") else model.d * (k + model.n)
+    )
     work_blocks = max(1, int(TASK_WORK / (per_sample * block_size)))
     n_blocks = -(-n_samples // block_size)
     spread_blocks = max(1, -(-n_blocks // (TASKS_PER_THREAD * max(n_threads, 1))))
@@ -226,7 +243,7 @@ def _as_on_caller(x: np.ndarray, writeable: bool) -> np.ndarray:
     return x
 
 
-def _payload(model: Model, inputs: SparseInputs, A, use_cols: bool, flags: tuple):
+def _payload(model: Model, inputs: SparseInputs, A, path: str, flags: tuple):
     """Everything a chunk needs, as one task result (recomputed if a worker is lost).
 
     ``flags`` are the caller's writeable flags of the arrays of :data:`_ARRAYS`.
@@ -235,7 +252,9 @@ def _payload(model: Model, inputs: SparseInputs, A, use_cols: bool, flags: tuple
     for (o, a), w in zip(_ARRAYS, flags):
         if w is not None:
             setattr(owners[o], a, _as_on_caller(getattr(owners[o], a), w))
-    if not use_cols:
+    if path == "blocked":
+        A = np.ascontiguousarray(model.W.T)  # the CPU backend's operand of the blocked path
+    elif path not in ("columns", "columns_blocked"):
         A = np.zeros((1, 1), model.dtype)
     elif A is None:
         A = model.A  # the caller's expression (NumPy's matmul)
@@ -244,9 +263,10 @@ def _payload(model: Model, inputs: SparseInputs, A, use_cols: bool, flags: tuple
     return model, inputs, A
 
 
-def _chunk_stats(payload, seed_u64, first, count, block, use_cols, want_pf):
+def _chunk_stats(payload, seed_u64, first, count, block, path, want_pf):
     """Per-block statistics of samples ``first .. first + count - 1`` (a Dask task)."""
     model, inputs, A = payload
+    tile, sub = path_shape(path, model.n, model.d, model.dtype.itemsize, inputs.expected_active)
     act, a, ia = model._act_args()
     n, kfix, pmax, log1mp, thin, p, code, support, cum = inputs._kernel_params()
     with _kernel_lock():
@@ -258,7 +278,7 @@ def _chunk_stats(payload, seed_u64, first, count, block, use_cols, want_pf):
             act,
             a,
             ia,
-            use_cols,
+            PATH_CODES[path],
             want_pf,
             np.uint64(seed_u64),
             first,
@@ -273,6 +293,8 @@ def _chunk_stats(payload, seed_u64, first, count, block, use_cols, want_pf):
             code,
             support,
             cum,
+            tile,
+            sub,
         )
 
 
@@ -288,7 +310,7 @@ class _Run:
         self.n_samples, self.seed, self.path = n_samples, seed, path
         self.block, self.start, self.want_pf = block, start, want_pf
         self.chunk = chunk
-        self.use_cols = path == "columns"
+        self.use_cols = path in ("columns", "columns_blocked")
         self.bounds = [
             (lo, min(chunk, n_samples - lo)) for lo in range(0, n_samples, chunk)
         ]  # (offset, count) of each chunk
@@ -305,7 +327,7 @@ class _Run:
             inp.importance,
             inp._kernel_params(),
             _writeable_flags(m, inp),
-            self.use_cols,
+            self.path,
             self.want_pf,
             self.block,
         )
@@ -321,7 +343,7 @@ class _Run:
             self.model,
             self.inputs,
             A,
-            self.use_cols,
+            self.path,
             _writeable_flags(self.model, self.inputs),
             key=f"fastsuper-data-{token}",
         )
@@ -334,7 +356,7 @@ class _Run:
                 self.start + lo,
                 count,
                 self.block,
-                self.use_cols,
+                self.path,
                 self.want_pf,
                 key=f"fastsuper-mc-{token}-{seed_u64}-{self.start + lo}-{count}",
                 pure=True,

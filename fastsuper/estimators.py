@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import _validation as v
-from .kernels_cpu import mc_blocks, merge_block_stats
+from .kernels_cpu import PATH_CODES, mc_blocks, merge_block_stats
 from .model import Model
 from .sampling import SparseInputs
 
@@ -17,7 +17,7 @@ from .sampling import SparseInputs
 DEFAULT_BLOCK = 2048
 #: largest A = W^T W (bytes) the column path may allocate
 MAX_A_BYTES = 1 << 30
-PATHS = ("auto", "dense", "columns")
+PATHS = ("auto", "dense", "columns", "blocked", "columns_blocked")
 BACKENDS = ("cpu", "cuda", "dask")
 METHODS = ("naive", "stratified")
 
@@ -62,19 +62,104 @@ class LossEstimate:
         )
 
 
-def choose_path(model: Model, inputs: SparseInputs, n_samples: int) -> str:
-    """Cost model: ``"columns"`` (rows of A = W^T W) or ``"dense"`` (W, then W^T).
+#: bytes of the ``n x tile`` slice of A that path "columns_blocked" keeps in L2
+COLUMN_TILE_BYTES = 1 << 20
+#: CSR entries (about) that path "columns_blocked" draws at once
+COLUMN_SUB_ENTRIES = 1 << 15
+#: samples per matrix product of path "blocked"
+GEMM_ROWS = 32
+#: OpenBLAS multiplies on one thread when m*n*k is at most this
+#: (``SMP_THRESHOLD_MIN * GEMM_MULTITHREAD_THRESHOLD`` in its interface/gemm.c): the
+#: blocked path's products stay below it, so BLAS never starts threads of its own
+#: inside the parallel kernel (whatever OPENBLAS_NUM_THREADS says)
+BLAS_SINGLE_THREAD_MNK = 65536 * 4
 
-    Per sample the dense path costs about ``d (K + n)`` multiply-adds and the
-    column path ``n K``, plus ``n^2 d`` once to form A.
+# Cost model (:func:`choose_path`): nanoseconds per unit of work on one thread,
+# fitted to the scaling study (benchmarks/scaling.py, docs/benchmarks.md) on the
+# project's 2-core VM; only their ratios matter for the choice.
+#: per sample (key, loop, statistics) and per active feature (drawing it)
+COST_SAMPLE, COST_ACTIVE = 60.0, 50.0
+#: per output: activation, loss term, bias
+COST_OUTPUT = 2.0
+#: per multiply-add of a row of A added to z: rows from L2 (A, or its tile, within
+#: :data:`L2_BYTES`), from L3 (A within :data:`L3_BYTES`), from memory
+COST_COLUMN_FMA, COST_COLUMN_FMA_L3, COST_COLUMN_FMA_MEM = 0.5, 0.8, 2.0
+#: per sample and tile of path "columns_blocked"
+COST_TILE = 150.0
+#: per multiply-add of the matrix products of "blocked", and of the per-sample "dense" path
+COST_GEMM_FMA, COST_DENSE_FMA = 0.14, 0.6
+#: cache sizes (per core, and the share of L3 one sample stream can count on)
+L2_BYTES, L3_BYTES = 2 << 20, 16 << 20
+
+
+def path_shape(path: str, n: int, d: int, itemsize: int, expected_k: float) -> tuple[int, int]:
+    """``(tile, sub)`` of :func:`fastsuper.kernels_cpu.mc_blocks` for ``path``.
+
+    * ``"columns_blocked"``: ``tile`` outputs per tile, the widest multiple of
+      16 whose ``n x tile`` slice of ``A`` fits :data:`COLUMN_TILE_BYTES`
+      (all ``n`` when ``A`` fits), ``sub`` samples drawn at once (about
+      :data:`COLUMN_SUB_ENTRIES` active entries);
+    * ``"blocked"``: ``sub = GEMM_ROWS`` samples per matrix product, ``tile``
+      outputs per product with ``sub * tile * d <=`` :data:`BLAS_SINGLE_THREAD_MNK`.
+
+    These shapes fix the order of a sample's float additions; they depend on
+    the sizes only, never on the thread count.
     """
-    k = inputs.expected_active
+    if path == "columns_blocked":
+        tile = COLUMN_TILE_BYTES // max(1, n * itemsize) // 16 * 16
+        tile = n if tile >= n else max(32, tile)
+        sub = int(min(4096, max(16, COLUMN_SUB_ENTRIES // max(1.0, expected_k))))
+        return tile, sub
+    if path == "blocked":
+        tile = BLAS_SINGLE_THREAD_MNK // (GEMM_ROWS * max(1, d)) // 16 * 16
+        return max(16, min(tile, n)), GEMM_ROWS
+    return 0, 0
+
+
+def path_costs(n: int, d: int, expected_k: float, itemsize: int, n_samples: int) -> dict:
+    """Modelled time per sample (ns, one thread) of each path; see :func:`choose_path`."""
+    k = expected_k
+    base = COST_SAMPLE + COST_ACTIVE * k + COST_OUTPUT * n
+    a_bytes = n * n * itemsize
+    if a_bytes <= L2_BYTES:
+        col_fma = COST_COLUMN_FMA
+    elif a_bytes <= L3_BYTES:
+        col_fma = COST_COLUMN_FMA_L3
+    else:
+        col_fma = COST_COLUMN_FMA_MEM
+    tile = path_shape("columns_blocked", n, d, itemsize, k)[0]
+    tiled_fma = COST_COLUMN_FMA if n * tile * itemsize <= L2_BYTES else col_fma
+    form_a = COST_GEMM_FMA * n * n * d / max(1, n_samples)
+    return {
+        "columns": base + col_fma * n * k + form_a,
+        "columns_blocked": base + tiled_fma * n * k + COST_TILE * -(-n // tile) + form_a,
+        "dense": base + COST_DENSE_FMA * d * (k + n),
+        "blocked": base + COST_COLUMN_FMA * d * k + COST_GEMM_FMA * n * d,
+    }
+
+
+def choose_path(model: Model, inputs: SparseInputs, n_samples: int) -> str:
+    """Cost model: the path of least modelled time per sample (:func:`path_costs`).
+
+    Per sample, with ``K`` the expected number of active features: the
+    column paths add ``K`` rows of ``A = W^T W`` (``n K`` multiply-adds,
+    plus ``n^2 d`` once to form ``A``), at a cost per multiply-add that
+    depends on where the rows come from (L2, L3 or memory; "columns_blocked"
+    reads tiles that fit L2 but pays per tile); "blocked" computes ``h = W x``
+    (``d K``) and ``W^T h`` inside a matrix product over a group of samples
+    (``n d``, at matrix-product speed); "dense" does the same one sample at a
+    time.  All pay for drawing the sample and for the activation and loss
+    over ``n`` outputs.  Measured constants are the ``COST_*`` of this
+    module.  The column paths are ruled out when ``A`` would exceed
+    :data:`MAX_A_BYTES`.  "dense" (one sample at a time) is never chosen:
+    "blocked" does the same work faster.
+    """
     n, d = model.n, model.d
-    dense = n_samples * d * (k + n)
-    cols = n * n * d + n_samples * n * k
+    costs = path_costs(n, d, inputs.expected_active, model.dtype.itemsize, n_samples)
+    del costs["dense"]
     if n * n * model.dtype.itemsize > MAX_A_BYTES:
-        return "dense"
-    return "columns" if cols < dense else "dense"
+        return "blocked"
+    return min(costs, key=costs.get)
 
 
 def _check_common(model, inputs, n_samples, seed):
@@ -126,10 +211,14 @@ def estimate_loss(
         Seed; the same seed gives the same numbers for any thread count.
     per_feature : bool, default False
         Also return each feature's loss term ``E I_j (x_j - x_hat_j)^2``.
-    path : {"auto", "dense", "columns"}
-        ``"columns"`` adds rows of ``A = W^T W`` (cheap when few features are
-        active); ``"dense"`` computes ``W^T (W x)``; ``"auto"`` picks the
-        cheaper by a cost model.  Both give the same numbers to round-off.
+    path : {"auto", "columns", "columns_blocked", "blocked", "dense"}
+        ``"columns"`` adds rows of ``A = W^T W`` per sample (cheap when few
+        features are active); ``"columns_blocked"`` does so for a block of
+        samples one tile of outputs at a time (the tile of ``A`` stays in
+        cache); ``"blocked"`` computes ``W x`` and then ``W^T h`` for a group
+        of samples as one matrix product (BLAS); ``"dense"`` computes
+        ``W^T (W x)`` one sample at a time; ``"auto"`` picks by a cost model
+        (:func:`choose_path`).  All give the same numbers to round-off.
     backend : {"cpu", "cuda"}
         Where to run.  ``"cuda"`` needs the ``cuda`` extra (numba-cuda) and a
         GPU, or ``NUMBA_ENABLE_CUDASIM=1`` (the simulator); it draws the same
@@ -226,7 +315,13 @@ def estimate_loss(
     if path == "auto":
         path = choose_path(model, inputs, n_samples)
     t0 = time.perf_counter()
-    A = model.A if path == "columns" else np.zeros((1, 1), model.dtype)
+    tile, sub = path_shape(path, model.n, model.d, model.dtype.itemsize, inputs.expected_active)
+    if path in ("columns", "columns_blocked"):
+        A = model.A
+    elif path == "blocked":
+        A = np.ascontiguousarray(model.W.T)
+    else:
+        A = np.zeros((1, 1), model.dtype)
     act, a, ia = model._act_args()
     n, kfix, pmax, log1mp, thin, p, code, support, cum = inputs._kernel_params()
     stats, pf1, pf2 = mc_blocks(
@@ -237,7 +332,7 @@ def estimate_loss(
         act,
         a,
         ia,
-        path == "columns",
+        PATH_CODES[path],
         bool(per_feature),
         np.uint64(seed & ((1 << 64) - 1)),
         start,
@@ -252,6 +347,8 @@ def estimate_loss(
         code,
         support,
         cum,
+        tile,
+        sub,
     )
     return _finish(
         stats,

@@ -14,7 +14,7 @@ import numba
 import numpy as np
 
 from ._jit import kernel_njit, njit, parallel_njit
-from .activations import phi_inplace
+from .activations import POWER, RELU_POWER, SIGNED_POWER, _relu, phi_inplace
 from .rng import sample_key, seed_key
 from .sampling import draw_sample
 
@@ -94,6 +94,347 @@ def _sample_loss(z, imp, act, a, ia, idx, xv, k, want_pf, pf_loss, pf_loss2):
     return loss, x2
 
 
+# --------------------------------------------------------------------------
+# Monte-Carlo paths
+#
+# Every path computes, for each sample, z = A x + b (A = W^T W), phi(z) and
+# loss = sum_j I_j (x_j - phi(z_j))^2 as sum_j I_j phi_j^2 plus corrections
+# I_i (x_i^2 - 2 x_i phi_i) at the active features; only the order of the
+# floating-point additions differs between paths (same numbers to round-off).
+
+#: path codes of :func:`mc_blocks` (``False``/``True`` are dense/columns, as before)
+PATH_DENSE, PATH_COLUMNS, PATH_BLOCKED, PATH_COLUMNS_BLOCKED = range(4)
+PATH_CODES = {
+    "dense": PATH_DENSE,
+    "columns": PATH_COLUMNS,
+    "blocked": PATH_BLOCKED,
+    "columns_blocked": PATH_COLUMNS_BLOCKED,
+}
+
+
+@kernel_njit(inline="always")
+def _welford_add(st, loss, x2, index):
+    """Add one sample (its loss, ``sum_j I_j x_j^2`` and index) to the row ``st``.
+
+    A non-finite loss is counted (the first one's index kept), not added.
+    """
+    if not math.isfinite(loss):
+        if st[ST_NONFINITE] == 0.0:
+            st[ST_FIRST_BAD] = float(index)
+        st[ST_NONFINITE] += 1.0
+        return
+    gain = x2 - loss
+    cnt = st[ST_COUNT] + 1.0
+    st[ST_COUNT] = cnt
+    lm = st[ST_LOSS_MEAN]
+    dl = loss - lm
+    lm += dl / cnt
+    st[ST_LOSS_MEAN] = lm
+    st[ST_LOSS_M2] += dl * (loss - lm)
+    gm = st[ST_GAIN_MEAN]
+    dg = gain - gm
+    gm += dg / cnt
+    st[ST_GAIN_MEAN] = gm
+    st[ST_GAIN_M2] += dg * (gain - gm)
+
+
+@kernel_njit(inline="always")
+def _phi_loss(z, it, act, a, ia):
+    """``z = phi(z)`` in place; returns ``sum_j it[j] z[j]^2`` in float64.
+
+    The activation and the sum in one pass, the family dispatched outside
+    the loop and small integer exponents in straight-line code (the values
+    of :func:`fastsuper.activations.phi`).
+    """
+    acc = 0.0
+    w = z.shape[0]
+    if act == RELU_POWER and ia == 2:
+        for j in range(w):
+            u = _relu(z[j])
+            u = u * u
+            z[j] = u
+            f = np.float64(u)
+            acc += it[j] * (f * f)
+    elif act == RELU_POWER and ia == 1:
+        for j in range(w):
+            u = _relu(z[j])
+            z[j] = u
+            f = np.float64(u)
+            acc += it[j] * (f * f)
+    elif (act == POWER or act == SIGNED_POWER) and ia == 3:
+        for j in range(w):
+            u = z[j] * z[j] * z[j]
+            z[j] = u
+            f = np.float64(u)
+            acc += it[j] * (f * f)
+    else:
+        phi_inplace(z, act, a, ia)
+        for j in range(w):
+            f = np.float64(z[j])
+            acc += it[j] * (f * f)
+    return acc
+
+
+@kernel_njit(inline="always")
+def _phi_loss_pf(z, it, p1, p2):
+    """:func:`_phi_loss`, also adding each term to ``p1`` and its square to ``p2``."""
+    acc = 0.0
+    for j in range(z.shape[0]):
+        f = np.float64(z[j])
+        t = it[j] * (f * f)
+        acc += t
+        p1[j] += t
+        p2[j] += t * t
+    return acc
+
+
+@kernel_njit(inline="always")
+def _corrections(z, j0, j1, imp, cidx, cval, e, e1, want_pf, pf1, pf2):
+    """Corrections ``I_i (x_i^2 - 2 x_i phi_i)`` of the active ``i`` in ``[j0, j1)``.
+
+    ``z`` holds phi of outputs ``j0 ..``; entries ``e ..`` of the sorted CSR
+    row are consumed while their index is below ``j1``.  Returns ``(sum, e)``.
+    """
+    acc = 0.0
+    while e < e1 and cidx[e] < j1:
+        i = cidx[e]
+        x = np.float64(cval[e])
+        f = np.float64(z[i - j0])
+        corr = imp[i] * (x * x - 2.0 * x * f)
+        acc += corr
+        if want_pf:
+            old = imp[i] * f * f
+            new = imp[i] * (x - f) * (x - f)
+            pf1[i] += corr
+            pf2[i] += new * new - old * old
+        e += 1
+    return acc, e
+
+
+@njit
+def _grown(arr, used, cap):
+    """A copy of ``arr`` with room for ``cap`` entries (the first ``used`` kept)."""
+    out = np.empty(cap, dtype=arr.dtype)
+    for i in range(used):
+        out[i] = arr[i]
+    return out
+
+
+@kernel_njit
+def _draw_csr(
+    skey, first, m, imp, n, kfix, pmax, log1mp, thin, p, code, support, cum, idx, val, ptr,
+    cidx, cval, x2,
+):  # fmt: skip
+    """Samples ``first .. first+m-1`` as CSR rows (``ptr``, ``cidx``, ``cval``).
+
+    ``x2[s] = sum_i I_i x_i^2`` (values rounded to the compute dtype of
+    ``cval`` first, as in :func:`_sample_loss`).  Returns ``(cidx, cval)``:
+    new, larger arrays when the given ones were too small.
+    """
+    e = 0
+    ptr[0] = 0
+    for s in range(m):
+        key = sample_key(skey, first + s)
+        k = draw_sample(key, n, kfix, pmax, log1mp, thin, p, code, support, cum, idx, val)
+        if e + k > cidx.shape[0]:
+            cap = max(2 * cidx.shape[0], e + k)
+            cidx = _grown(cidx, e, cap)
+            cval = _grown(cval, e, cap)
+        t = 0.0
+        for q in range(k):
+            i = idx[q]
+            cidx[e] = i
+            cval[e] = val[q]
+            x = np.float64(cval[e])
+            t += imp[i] * x * x
+            e += 1
+        x2[s] = t
+        ptr[s + 1] = e
+    return cidx, cval
+
+
+@kernel_njit
+def _block_per_sample(
+    W, A, b, imp, act, a, ia, use_cols, want_pf, skey, start, lo, hi, n, kfix, pmax, log1mp,
+    thin, p, code, support, cum, st, row1, row2,
+):  # fmt: skip
+    """Paths "dense" and "columns": samples ``lo .. hi-1`` one at a time into ``st``."""
+    d = W.shape[0]
+    idx = np.empty(n, dtype=np.int64)
+    val = np.empty(n, dtype=np.float64)
+    xv = np.empty(n, dtype=W.dtype)
+    z = np.empty(n, dtype=W.dtype)
+    h = np.empty(d, dtype=W.dtype)
+    for s in range(lo, hi):
+        key = sample_key(skey, start + s)
+        k = draw_sample(key, n, kfix, pmax, log1mp, thin, p, code, support, cum, idx, val)
+        for q in range(k):
+            xv[q] = val[q]
+        if use_cols:
+            _z_columns(A, b, idx, xv, k, z)
+        else:
+            _z_dense(W, b, idx, xv, k, h, z)
+        loss, x2 = _sample_loss(z, imp, act, a, ia, idx, xv, k, want_pf, row1, row2)
+        _welford_add(st, loss, x2, start + s)
+
+
+@kernel_njit(inline="always")
+def _z_tile(A, bt, j0, j1, cidx, cval, e0, e1, z):
+    """``z = b[j0:j1] + sum_e A[cidx[e], j0:j1] cval[e]`` over entries ``e0 .. e1-1``.
+
+    The rows are added in the order of the entries (as :func:`_z_columns`),
+    four per pass over ``z``.
+    """
+    w = j1 - j0
+    for j in range(w):
+        z[j] = bt[j]
+    e = e0
+    while e + 4 <= e1:
+        r0 = A[cidx[e], j0:j1]
+        r1 = A[cidx[e + 1], j0:j1]
+        r2 = A[cidx[e + 2], j0:j1]
+        r3 = A[cidx[e + 3], j0:j1]
+        x0 = cval[e]
+        x1 = cval[e + 1]
+        x2 = cval[e + 2]
+        x3 = cval[e + 3]
+        for j in range(w):
+            z[j] = (((z[j] + r0[j] * x0) + r1[j] * x1) + r2[j] * x2) + r3[j] * x3
+        e += 4
+    while e < e1:
+        r0 = A[cidx[e], j0:j1]
+        x0 = cval[e]
+        for j in range(w):
+            z[j] += r0[j] * x0
+        e += 1
+
+
+@kernel_njit
+def _block_columns_tiled(
+    A, b, imp, act, a, ia, want_pf, skey, start, lo, hi, tile, sub, n, kfix, pmax, log1mp,
+    thin, p, code, support, cum, st, row1, row2,
+):  # fmt: skip
+    """Path "columns_blocked": samples ``lo .. hi-1`` into ``st``.
+
+    ``sub`` samples at a time are drawn into CSR rows; then, one tile of
+    ``tile`` outputs at a time, each sample's ``z`` over the tile (rows of
+    ``A`` restricted to the tile), its activation, loss terms and the
+    corrections of its active features in the tile.  The ``n x tile`` slice
+    of ``A`` is read from memory or L3 once per ``sub`` samples and then from
+    L2; the tile of ``z`` stays in L1.  A sample's loss is the sum of its
+    tiles' terms; statistics run over the samples in index order.
+    """
+    dt = A.dtype
+    m_max = max(1, min(sub, hi - lo))
+    idx = np.empty(n, dtype=np.int64)
+    val = np.empty(n, dtype=np.float64)
+    ptr = np.empty(m_max + 1, dtype=np.int64)
+    cidx = np.empty(4 * m_max + n, dtype=np.int64)
+    cval = np.empty(4 * m_max + n, dtype=dt)
+    x2 = np.empty(m_max)
+    lsum = np.empty(m_max)
+    cur = np.empty(m_max, dtype=np.int64)
+    zb = np.empty(tile, dtype=dt)
+    for s0 in range(lo, hi, m_max):
+        m = min(m_max, hi - s0)
+        cidx, cval = _draw_csr(
+            skey, start + s0, m, imp, n, kfix, pmax, log1mp, thin, p, code, support, cum, idx,
+            val, ptr, cidx, cval, x2,
+        )  # fmt: skip
+        for s in range(m):
+            lsum[s] = 0.0
+            cur[s] = ptr[s]
+        for j0 in range(0, n, tile):
+            j1 = min(j0 + tile, n)
+            z = zb[: j1 - j0]
+            bt = b[j0:j1]
+            it = imp[j0:j1]
+            for s in range(m):
+                _z_tile(A, bt, j0, j1, cidx, cval, ptr[s], ptr[s + 1], z)
+                if want_pf:
+                    phi_inplace(z, act, a, ia)
+                    acc = _phi_loss_pf(z, it, row1[j0:j1], row2[j0:j1])
+                else:
+                    acc = _phi_loss(z, it, act, a, ia)
+                corr, e = _corrections(
+                    z, j0, j1, imp, cidx, cval, cur[s], ptr[s + 1], want_pf, row1, row2
+                )
+                lsum[s] += acc + corr
+                cur[s] = e
+        for s in range(m):
+            _welford_add(st, lsum[s], x2[s], start + s0 + s)
+
+
+@kernel_njit
+def _block_gemm(
+    WT, b, imp, act, a, ia, want_pf, skey, start, lo, hi, chunk, rows, n, kfix, pmax, log1mp,
+    thin, p, code, support, cum, st, row1, row2,
+):  # fmt: skip
+    """Path "blocked": samples ``lo .. hi-1`` into ``st``, ``rows`` samples per matrix product.
+
+    ``WT`` is ``W^T`` (n x d, C-contiguous).  For a group of ``rows``
+    samples: ``H = X W^T`` over the active entries (rows of ``W^T``), then
+    ``Z = H W`` (rows x n) as matrix products (BLAS gemm through ``np.dot``)
+    of ``chunk`` outputs each, each followed, while in cache, by the bias,
+    the activation, the loss terms and the corrections of the active
+    features.  Statistics run over the samples in index order.
+    """
+    dt = WT.dtype
+    d = WT.shape[1]
+    m_max = max(1, min(rows, hi - lo))
+    idx = np.empty(n, dtype=np.int64)
+    val = np.empty(n, dtype=np.float64)
+    ptr = np.empty(m_max + 1, dtype=np.int64)
+    cidx = np.empty(4 * m_max + n, dtype=np.int64)
+    cval = np.empty(4 * m_max + n, dtype=dt)
+    x2 = np.empty(m_max)
+    lsum = np.empty(m_max)
+    cur = np.empty(m_max, dtype=np.int64)
+    H = np.empty((m_max, d), dtype=dt)
+    zbuf = np.empty(m_max * chunk, dtype=dt)
+    for s0 in range(lo, hi, m_max):
+        m = min(m_max, hi - s0)
+        cidx, cval = _draw_csr(
+            skey, start + s0, m, imp, n, kfix, pmax, log1mp, thin, p, code, support, cum, idx,
+            val, ptr, cidx, cval, x2,
+        )  # fmt: skip
+        for s in range(m):
+            hs = H[s]
+            for r in range(d):
+                hs[r] = 0
+            for e in range(ptr[s], ptr[s + 1]):
+                wr = WT[cidx[e]]
+                x = cval[e]
+                for r in range(d):
+                    hs[r] += wr[r] * x
+            lsum[s] = 0.0
+            cur[s] = ptr[s]
+        Hm = H[:m]
+        for j0 in range(0, n, chunk):
+            j1 = min(j0 + chunk, n)
+            w = j1 - j0
+            Z = zbuf[: m * w].reshape((m, w))
+            np.dot(Hm, WT[j0:j1].T, Z)
+            bt = b[j0:j1]
+            it = imp[j0:j1]
+            for s in range(m):
+                z = Z[s]
+                for j in range(w):
+                    z[j] += bt[j]
+                if want_pf:
+                    phi_inplace(z, act, a, ia)
+                    acc = _phi_loss_pf(z, it, row1[j0:j1], row2[j0:j1])
+                else:
+                    acc = _phi_loss(z, it, act, a, ia)
+                corr, e = _corrections(
+                    z, j0, j1, imp, cidx, cval, cur[s], ptr[s + 1], want_pf, row1, row2
+                )
+                lsum[s] += acc + corr
+                cur[s] = e
+        for s in range(m):
+            _welford_add(st, lsum[s], x2[s], start + s0 + s)
+
+
 @parallel_njit
 def mc_blocks(
     W,
@@ -103,7 +444,7 @@ def mc_blocks(
     act,
     a,
     ia,
-    use_cols,
+    path,
     want_pf,
     seed,
     start,
@@ -118,68 +459,55 @@ def mc_blocks(
     code,
     support,
     cum,
+    tile=0,
+    sub=0,
 ):
     """Monte-Carlo loss statistics of samples ``start .. start+n_samples-1``.
+
+    ``path`` is a code of :data:`PATH_CODES` (``False``/``True`` mean
+    "dense"/"columns").  ``A`` is ``W^T W`` for the column paths, ``W^T``
+    (n x d, C-contiguous) for "blocked", unused for "dense".  ``tile`` and
+    ``sub``: outputs per tile and samples drawn at once ("columns_blocked"),
+    outputs per matrix product and samples per product ("blocked"); 0 means
+    all outputs and 256 samples.  Blocks of ``block`` samples are the
+    parallel work items.
 
     Returns ``stats`` of shape (n_blocks, N_STATS) (Welford count/mean/M2 of
     loss and gain per block, non-finite count, first bad sample index) and,
     with ``want_pf``, per-block sums of each feature's loss term and of its
     square, shape (n_blocks, n) each.
     """
-    d = W.shape[0]
     nb = (n_samples + block - 1) // block
     stats = np.zeros((nb, N_STATS))
+    for bi in range(nb):
+        stats[bi, ST_FIRST_BAD] = -1.0
     npf = nb if want_pf else 0
     pf1 = np.zeros((npf, n))
     pf2 = np.zeros((npf, n))
     skey = seed_key(seed)
+    tl = n if tile <= 0 else min(tile, n)
+    sb = 256 if sub <= 0 else sub
     for bi in numba.prange(nb):
-        idx = np.empty(n, dtype=np.int64)
-        val = np.empty(n, dtype=np.float64)
-        xv = np.empty(n, dtype=W.dtype)
-        z = np.empty(n, dtype=W.dtype)
-        h = np.empty(d, dtype=W.dtype)
         row1 = pf1[bi] if want_pf else pf1.reshape(-1)
         row2 = pf2[bi] if want_pf else pf2.reshape(-1)
         lo = bi * block
         hi = min(lo + block, n_samples)
-        cnt = 0.0
-        lm = 0.0
-        l2 = 0.0
-        gm = 0.0
-        g2 = 0.0
-        bad = 0.0
-        first_bad = -1.0
-        for s in range(lo, hi):
-            key = sample_key(skey, start + s)
-            k = draw_sample(key, n, kfix, pmax, log1mp, thin, p, code, support, cum, idx, val)
-            for q in range(k):
-                xv[q] = val[q]
-            if use_cols:
-                _z_columns(A, b, idx, xv, k, z)
-            else:
-                _z_dense(W, b, idx, xv, k, h, z)
-            loss, x2 = _sample_loss(z, imp, act, a, ia, idx, xv, k, want_pf, row1, row2)
-            if not math.isfinite(loss):
-                if bad == 0.0:
-                    first_bad = float(start + s)
-                bad += 1.0
-                continue
-            gain = x2 - loss
-            cnt += 1.0
-            dl = loss - lm
-            lm += dl / cnt
-            l2 += dl * (loss - lm)
-            dg = gain - gm
-            gm += dg / cnt
-            g2 += dg * (gain - gm)
-        stats[bi, ST_COUNT] = cnt
-        stats[bi, ST_LOSS_MEAN] = lm
-        stats[bi, ST_LOSS_M2] = l2
-        stats[bi, ST_GAIN_MEAN] = gm
-        stats[bi, ST_GAIN_M2] = g2
-        stats[bi, ST_NONFINITE] = bad
-        stats[bi, ST_FIRST_BAD] = first_bad
+        st = stats[bi]
+        if path == PATH_COLUMNS_BLOCKED:
+            _block_columns_tiled(
+                A, b, imp, act, a, ia, want_pf, skey, start, lo, hi, tl, sb, n, kfix, pmax,
+                log1mp, thin, p, code, support, cum, st, row1, row2,
+            )  # fmt: skip
+        elif path == PATH_BLOCKED:
+            _block_gemm(
+                A, b, imp, act, a, ia, want_pf, skey, start, lo, hi, tl, sb, n, kfix, pmax,
+                log1mp, thin, p, code, support, cum, st, row1, row2,
+            )  # fmt: skip
+        else:
+            _block_per_sample(
+                W, A, b, imp, act, a, ia, path == PATH_COLUMNS, want_pf, skey, start, lo, hi, n,
+                kfix, pmax, log1mp, thin, p, code, support, cum, st, row1, row2,
+            )  # fmt: skip
     return stats, pf1, pf2
 
 

@@ -173,7 +173,10 @@ def test_estimate_accepts_device_A_and_auto_path():
     got = bc.estimate_loss_cuda(model, inputs, 64, 4, "columns", 32, A=cuda.to_device(model.A))
     assert _rel(got.mean, ref.mean) < 1e-12
     auto = bc.estimate_loss_cuda(model, inputs, 64, 4, "auto", 32)
-    assert auto.path == fs.estimators.choose_path(model, inputs, 64)
+    cpu_auto = fs.estimators.choose_path(model, inputs, 64)
+    assert auto.path == ("columns" if cpu_auto in ("columns", "columns_blocked") else "dense")
+    with pytest.raises(ValueError, match="a CPU-only path"):
+        bc.estimate_loss_cuda(model, inputs, 64, 4, "blocked", 32)
     with pytest.raises(TypeError, match="dtype float32, expected float64"):
         A32 = cuda.to_device(model.A.astype(np.float32))
         bc.estimate_loss_cuda(model, inputs, 64, 4, "columns", 32, A=A32)

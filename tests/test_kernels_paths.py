@@ -1,0 +1,194 @@
+"""Every Monte-Carlo path against the NumPy reference and against each other.
+
+The paths ("dense", "columns", "blocked", "columns_blocked") draw the same
+samples and differ only in the order of float additions; small tiles, small
+matrix products and small sub-blocks are forced (monkeypatched shapes) so that
+every branch of the blocked kernels runs on tiny sizes.
+"""
+
+import numba
+import numpy as np
+import pytest
+from naive import gain_numpy, loss_numpy
+
+import fastsuper as fs
+import fastsuper.estimators as E
+
+PATHS = ("dense", "columns", "blocked", "columns_blocked")
+
+
+@pytest.fixture
+def small_shapes(monkeypatch):
+    """Tiles of 16 outputs, products of 8 samples x 16 outputs, sub-blocks of ~8 samples."""
+    monkeypatch.setattr(E, "COLUMN_TILE_BYTES", 1)  # -> the smallest tile (32 outputs)
+    monkeypatch.setattr(E, "COLUMN_SUB_ENTRIES", 16)
+    monkeypatch.setattr(E, "GEMM_ROWS", 8)
+    monkeypatch.setattr(E, "BLAS_SINGLE_THREAD_MNK", 8 * 16 * 4)
+
+
+def _model(n, d, act, a, bias, dtype, seed=0, scale=0.5):
+    rng = np.random.default_rng(seed)
+    W = (rng.normal(size=(d, n)) * scale).astype(dtype)
+    b = (rng.normal(size=n) * 0.2).astype(dtype) if bias else None
+    return fs.Model(W, b, activation=act, exponent=a)
+
+
+CASES = [
+    # activation, exponent, bias, pattern
+    ("power", 3, True, "per_feature_p"),
+    ("relu_power", 2, False, "per_feature_p"),
+    ("relu_power", 1, True, "k"),
+    ("signed_power", 1.5, True, "p"),
+    ("signed_power", 2, False, "k"),
+    ("relu_power", 2.5, True, "p"),
+]
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_every_path_matches_numpy_reference(case, dtype, small_shapes):
+    act, a, bias, pattern = case
+    n, d, N = 70, 5, 3000
+    model = _model(n, d, act, a, bias, dtype)
+    imp = 0.95 ** np.arange(n)
+    if pattern == "k":
+        inputs = fs.SparseInputs(n, k=4, values="gaussian", importance=imp)
+    elif pattern == "p":
+        inputs = fs.SparseInputs(n, p=0.05, values="uniform", importance=imp)
+    else:
+        inputs = fs.SparseInputs(
+            n, p=np.linspace(0.01, 0.2, n), values="uniform_sym", importance=imp
+        )
+    X = fs.sample(inputs, N, seed=3, dtype=dtype).to_dense()
+    loss = loss_numpy(model.W, model.b, act, a, X, imp)
+    gain = gain_numpy(model.W, model.b, act, a, X, imp)
+    rtol = 1e-10 if dtype == np.float64 else 2e-4
+    ests = {}
+    for path in PATHS:
+        est = fs.estimate_loss(
+            model, inputs, N, seed=3, path=path, per_feature=True, block_size=700
+        )
+        assert est.path == path and est.n_samples == N
+        assert est.mean == pytest.approx(loss.mean(), rel=rtol)
+        assert est.gain_mean == pytest.approx(gain.mean(), rel=rtol, abs=rtol * loss.mean())
+        assert est.stderr == pytest.approx(loss.std(ddof=1) / np.sqrt(N), rel=10 * rtol)
+        assert est.per_feature.sum() == pytest.approx(est.mean, rel=1e-9)
+        ests[path] = est
+    ref = ests["columns"]
+    for est in ests.values():  # the paths agree with each other to round-off
+        assert est.mean == pytest.approx(ref.mean, rel=1e-12 if dtype == np.float64 else 1e-5)
+        np.testing.assert_allclose(
+            est.per_feature, ref.per_feature, rtol=1e-5, atol=1e-7 * ref.mean
+        )
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_thread_count_invariance_bitwise(path, small_shapes):
+    model = _model(90, 6, "relu_power", 2, True, np.float64)
+    inputs = fs.SparseInputs(90, p=0.05, values="uniform")
+    old = numba.get_num_threads()
+    res = []
+    try:
+        for t in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
+            numba.set_num_threads(t)
+            res.append(
+                fs.estimate_loss(
+                    model, inputs, 9000, seed=5, path=path, per_feature=True, block_size=1000
+                )
+            )
+    finally:
+        numba.set_num_threads(old)
+    a, b = res
+    assert (a.mean, a.stderr, a.gain_mean, a.gain_stderr) == (
+        b.mean,
+        b.stderr,
+        b.gain_mean,
+        b.gain_stderr,
+    )
+    assert np.array_equal(a.per_feature, b.per_feature)
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_block_size_changes_only_roundoff(path):
+    model = _model(120, 8, "signed_power", 3, False, np.float64)
+    inputs = fs.SparseInputs(120, p=0.04, values="gaussian")
+    ests = [
+        fs.estimate_loss(model, inputs, 6000, seed=2, path=path, block_size=bs)
+        for bs in (37, 1000, 6000)
+    ]
+    for e in ests[1:]:
+        assert e.mean == pytest.approx(ests[0].mean, rel=1e-12)
+        assert e.stderr == pytest.approx(ests[0].stderr, rel=1e-9)
+    # a continuation (start) reproduces the second half exactly
+    first = fs.estimate_loss(model, inputs, 3000, seed=2, path=path, block_size=1000)
+    second = fs.estimate_loss(model, inputs, 3000, seed=2, path=path, block_size=1000, start=3000)
+    assert ests[1].mean == pytest.approx((first.mean + second.mean) / 2, rel=1e-13)
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_overflow_reported_on_every_path(path, small_shapes):
+    W = np.full((2, 40), 1e30)
+    model = fs.Model(W, activation="power", exponent=5)
+    inputs = fs.SparseInputs(40, p=0.2, values="gaussian")
+    with pytest.raises(FloatingPointError, match=r"overflowed .* first at sample index \d+"):
+        fs.estimate_loss(model, inputs, 500, path=path)
+    model32 = fs.Model(np.full((2, 40), 1e6, dtype=np.float32), activation="power", exponent=3)
+    with pytest.raises(FloatingPointError, match="float32"):
+        fs.estimate_loss(model32, inputs, 500, path=path)
+
+
+@pytest.mark.parametrize("path", ("blocked", "columns_blocked"))
+def test_first_bad_sample_index_is_the_first(path):
+    """The reported index is the first non-finite sample, as on the per-sample path."""
+    rng = np.random.default_rng(1)
+    W = rng.normal(size=(3, 30))
+    W[:, 7] = 1e60  # only samples with feature 7 active overflow
+    model = fs.Model(W, activation="power", exponent=3)
+    inputs = fs.SparseInputs(30, p=0.02, values="uniform")
+    msgs = []
+    for p in ("columns", path):
+        with pytest.raises(FloatingPointError) as err:
+            fs.estimate_loss(model, inputs, 5000, seed=4, path=p, block_size=512)
+        msgs.append(str(err.value))
+    assert msgs[0] == msgs[1]
+
+
+def test_float32_accumulates_in_float64():
+    """A float32 model's loss sums over n = 3000 outputs are float64 (no float32 drift)."""
+    n = 3000
+    W = np.random.default_rng(2).normal(size=(8, n)) / 4
+    inputs = fs.SparseInputs(n, p=0.002, values="uniform")
+    m64 = fs.Model(W, activation="relu_power", exponent=2)
+    m32 = fs.Model(W.astype(np.float32), activation="relu_power", exponent=2)
+    ref = fs.estimate_loss(
+        m64.with_params(m32.W.astype(np.float64), None), inputs, 4000, seed=1, path="columns"
+    )
+    for path in PATHS:
+        est = fs.estimate_loss(m32, inputs, 4000, seed=1, path=path)
+        assert est.mean == pytest.approx(ref.mean, rel=1e-5)
+
+
+@pytest.mark.parametrize(
+    "n,d,p,dtype,expected",
+    [
+        (1000, 64, 0.01, np.float64, "columns_blocked"),  # sparse: tiles of rows of A
+        (1000, 64, 0.001, np.float64, "columns"),  # E K = 1: tiles do not pay
+        (100, 20, 0.05, np.float64, "columns"),  # A fits L2
+        (1000, 64, 0.2, np.float64, "blocked"),  # E K = 200 > d: matrix products
+        (1000, 8, 0.01, np.float64, "blocked"),  # small d: W^T h is cheap
+        (1000, 256, 0.003, np.float32, "columns_blocked"),
+        (20000, 16, 0.0005, np.float64, "blocked"),  # A would be 3.2 GB
+    ],
+)
+def test_cost_model_choices(n, d, p, dtype, expected):
+    model = fs.Model(np.zeros((d, n), dtype=dtype))
+    inputs = fs.SparseInputs(n, p=p)
+    assert E.choose_path(model, inputs, 1_000_000) == expected
+
+
+def test_path_shapes_do_not_depend_on_threads():
+    assert E.path_shape("blocked", 1000, 64, 8, 10.0) == (128, 32)
+    tile, sub = E.path_shape("columns_blocked", 1000, 64, 8, 10.0)
+    assert tile == 128 and sub == 3276
+    assert E.path_shape("columns_blocked", 100, 64, 8, 10.0)[0] == 100
+    assert E.path_shape("columns", 100, 64, 8, 10.0) == (0, 0)
