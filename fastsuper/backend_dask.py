@@ -57,9 +57,10 @@ from .estimators import (
     _check_common,
     _finish,
     choose_path,
-    path_shape,
+    path_operand,
+    run_blocks,
 )
-from .kernels_cpu import N_STATS, PATH_CODES, mc_blocks
+from .kernels_cpu import N_STATS
 from .model import Model
 from .sampling import SparseInputs
 
@@ -252,12 +253,8 @@ def _payload(model: Model, inputs: SparseInputs, A, path: str, flags: tuple):
     for (o, a), w in zip(_ARRAYS, flags):
         if w is not None:
             setattr(owners[o], a, _as_on_caller(getattr(owners[o], a), w))
-    if path == "blocked":
-        A = np.ascontiguousarray(model.W.T)  # the CPU backend's operand of the blocked path
-    elif path not in ("columns", "columns_blocked"):
-        A = np.zeros((1, 1), model.dtype)
-    elif A is None:
-        A = model.A  # the caller's expression (NumPy's matmul)
+    if A is None or path not in ("columns", "columns_blocked"):
+        A = path_operand(model, path)  # the CPU backend's operand (A: NumPy's matmul)
     else:
         A = _as_on_caller(A, True)
     return model, inputs, A
@@ -266,36 +263,8 @@ def _payload(model: Model, inputs: SparseInputs, A, path: str, flags: tuple):
 def _chunk_stats(payload, seed_u64, first, count, block, path, want_pf):
     """Per-block statistics of samples ``first .. first + count - 1`` (a Dask task)."""
     model, inputs, A = payload
-    tile, sub = path_shape(path, model.n, model.d, model.dtype.itemsize, inputs.expected_active)
-    act, a, ia = model._act_args()
-    n, kfix, pmax, log1mp, thin, p, code, support, cum = inputs._kernel_params()
     with _kernel_lock():
-        return mc_blocks(
-            model.W,
-            A,
-            model.bias,
-            inputs.importance,
-            act,
-            a,
-            ia,
-            PATH_CODES[path],
-            want_pf,
-            np.uint64(seed_u64),
-            first,
-            count,
-            block,
-            n,
-            kfix,
-            pmax,
-            log1mp,
-            thin,
-            p,
-            code,
-            support,
-            cum,
-            tile,
-            sub,
-        )
+        return run_blocks(model, inputs, A, path, want_pf, seed_u64, first, count, block)
 
 
 # --------------------------------------------------------------------------

@@ -162,6 +162,47 @@ def choose_path(model: Model, inputs: SparseInputs, n_samples: int) -> str:
     return min(costs, key=costs.get)
 
 
+def path_operand(model: Model, path: str) -> np.ndarray:
+    """The second matrix :func:`~fastsuper.kernels_cpu.mc_blocks` reads on ``path``.
+
+    ``A = W^T W`` on the column paths, ``W^T`` (contiguous) on ``"blocked"``,
+    a dummy on ``"dense"``.
+    """
+    if path in ("columns", "columns_blocked"):
+        return model.A
+    if path == "blocked":
+        return np.ascontiguousarray(model.W.T)
+    return np.zeros((1, 1), model.dtype)
+
+
+def run_blocks(
+    model: Model,
+    inputs: SparseInputs,
+    A: np.ndarray,
+    path: str,
+    per_feature: bool,
+    seed: int,
+    first: int,
+    count: int,
+    block_size: int,
+):
+    """Per-block statistics of samples ``first .. first + count - 1`` on ``path``.
+
+    The one call of :func:`~fastsuper.kernels_cpu.mc_blocks` shared by the
+    CPU and Dask backends (``A`` from :func:`path_operand`); blocks start at
+    ``first``, so a run cut into chunks of whole blocks gives the same blocks.
+    Returns ``(stats, pf1, pf2)``.
+    """
+    tile, sub = path_shape(path, model.n, model.d, model.dtype.itemsize, inputs.expected_active)
+    act, a, ia = model._act_args()
+    n, kfix, pmax, log1mp, thin, p, code, support, cum = inputs._kernel_params()
+    return mc_blocks(
+        model.W, A, model.bias, inputs.importance, act, a, ia, PATH_CODES[path],
+        bool(per_feature), np.uint64(seed & ((1 << 64) - 1)), first, count, block_size, n,
+        kfix, pmax, log1mp, thin, p, code, support, cum, tile, sub,
+    )  # fmt: skip
+
+
 def _check_common(model, inputs, n_samples, seed):
     if not isinstance(model, Model):
         raise TypeError(f"model must be a fastsuper.Model, got {type(model).__name__}")
@@ -315,41 +356,10 @@ def estimate_loss(
     if path == "auto":
         path = choose_path(model, inputs, n_samples)
     t0 = time.perf_counter()
-    tile, sub = path_shape(path, model.n, model.d, model.dtype.itemsize, inputs.expected_active)
-    if path in ("columns", "columns_blocked"):
-        A = model.A
-    elif path == "blocked":
-        A = np.ascontiguousarray(model.W.T)
-    else:
-        A = np.zeros((1, 1), model.dtype)
-    act, a, ia = model._act_args()
-    n, kfix, pmax, log1mp, thin, p, code, support, cum = inputs._kernel_params()
-    stats, pf1, pf2 = mc_blocks(
-        model.W,
-        A,
-        model.bias,
-        inputs.importance,
-        act,
-        a,
-        ia,
-        PATH_CODES[path],
-        bool(per_feature),
-        np.uint64(seed & ((1 << 64) - 1)),
-        start,
-        n_samples,
-        block_size,
-        n,
-        kfix,
-        pmax,
-        log1mp,
-        thin,
-        p,
-        code,
-        support,
-        cum,
-        tile,
-        sub,
-    )
+    stats, pf1, pf2 = run_blocks(
+        model, inputs, path_operand(model, path), path, bool(per_feature), seed, start,
+        n_samples, block_size,
+    )  # fmt: skip
     return _finish(
         stats,
         pf1,
