@@ -211,6 +211,25 @@ def _corrections(z, j0, j1, imp, cidx, cval, e, e1, want_pf, pf1, pf2):
     return acc, e
 
 
+@kernel_njit(inline="always")
+def _tile_loss(z, it, act, a, ia, j0, j1, imp, cidx, cval, cur, s, e1, want_pf, row1, row2):
+    """Loss terms of outputs ``j0 .. j1 - 1`` of sample ``s`` from its pre-activations ``z``.
+
+    The activation and ``sum_j I_j phi(z_j)**2`` (per-feature sums into
+    ``row1``/``row2`` with ``want_pf``), plus the corrections of the sample's
+    active entries in the tile; ``cur[s]`` advances past them.  Shared by the
+    tiled paths ("columns_blocked" and "blocked").
+    """
+    if want_pf:
+        phi_inplace(z, act, a, ia)
+        acc = _phi_loss_pf(z, it, row1[j0:j1], row2[j0:j1])
+    else:
+        acc = _phi_loss(z, it, act, a, ia)
+    corr, e = _corrections(z, j0, j1, imp, cidx, cval, cur[s], e1, want_pf, row1, row2)
+    cur[s] = e
+    return acc + corr
+
+
 @njit
 def _grown(arr, used, cap):
     """A copy of ``arr`` with room for ``cap`` entries (the first ``used`` kept)."""
@@ -351,16 +370,10 @@ def _block_columns_tiled(
             it = imp[j0:j1]
             for s in range(m):
                 _z_tile(A, bt, j0, j1, cidx, cval, ptr[s], ptr[s + 1], z)
-                if want_pf:
-                    phi_inplace(z, act, a, ia)
-                    acc = _phi_loss_pf(z, it, row1[j0:j1], row2[j0:j1])
-                else:
-                    acc = _phi_loss(z, it, act, a, ia)
-                corr, e = _corrections(
-                    z, j0, j1, imp, cidx, cval, cur[s], ptr[s + 1], want_pf, row1, row2
-                )
-                lsum[s] += acc + corr
-                cur[s] = e
+                lsum[s] += _tile_loss(
+                    z, it, act, a, ia, j0, j1, imp, cidx, cval, cur, s, ptr[s + 1], want_pf,
+                    row1, row2,
+                )  # fmt: skip
         for s in range(m):
             _welford_add(st, lsum[s], x2[s], start + s0 + s)
 
@@ -421,16 +434,10 @@ def _block_gemm(
                 z = Z[s]
                 for j in range(w):
                     z[j] += bt[j]
-                if want_pf:
-                    phi_inplace(z, act, a, ia)
-                    acc = _phi_loss_pf(z, it, row1[j0:j1], row2[j0:j1])
-                else:
-                    acc = _phi_loss(z, it, act, a, ia)
-                corr, e = _corrections(
-                    z, j0, j1, imp, cidx, cval, cur[s], ptr[s + 1], want_pf, row1, row2
-                )
-                lsum[s] += acc + corr
-                cur[s] = e
+                lsum[s] += _tile_loss(
+                    z, it, act, a, ia, j0, j1, imp, cidx, cval, cur, s, ptr[s + 1], want_pf,
+                    row1, row2,
+                )  # fmt: skip
         for s in range(m):
             _welford_add(st, lsum[s], x2[s], start + s0 + s)
 
