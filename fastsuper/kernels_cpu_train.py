@@ -72,6 +72,11 @@ def gap_tables(n: int, log1mp: float) -> tuple[np.ndarray, np.ndarray]:
 # Everything per sample is written out in this one function: in Numba a call
 # per sample to a helper with array arguments (even an inlined one) costs
 # reference counting, which is more than the arithmetic at small n and d.
+# Measured (2026-11-22, 2 threads, fit n=5, d=2, 8 instances, best of 5,
+# three alternating pairs): moving the Bernoulli sampler below into one
+# ``inline="always"`` helper shared by run_grad and run_grad_blas gave the
+# same numbers bit for bit but 1.1e7 instead of 1.8-2.0e7 samples/s, so the
+# two kernels keep their own written-out copy of it.
 # The sampler is ``draw_sample`` of :mod:`fastsuper.sampling` written out for
 # the independent (Bernoulli) pattern, with the same counters, so the numbers
 # are the same bit for bit (tests/test_train.py checks it against

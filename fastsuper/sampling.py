@@ -312,10 +312,22 @@ def draw_active(key, n, kfix, pmax, log1mp, thin, p, out_idx):
                 r -= 1
             out_idx[r + 1] = x
         return count
+    return draw_bernoulli_tail(key, 0, -1, n, pmax, log1mp, thin, p, out_idx, 0)
+
+
+@njit
+def draw_bernoulli_tail(key, c, pos, n, pmax, log1mp, thin, p, out_idx, count):
+    """Independent features after position ``pos``: geometric skipping, then thinning.
+
+    Gaps between active features are ``floor(log(u) / log(1 - pmax))`` with
+    ``u`` from counter ``c`` on; with per-feature ``p`` (``thin``) a candidate
+    at ``pos`` is kept with probability ``p[pos] / pmax``.  Appends to
+    ``out_idx[count:]`` and returns the new count.  The Bernoulli pattern of
+    :func:`draw_active` is ``(c, pos, count) = (0, -1, 0)``; the stratified
+    sampler continues from its first two active features.
+    """
     if pmax <= 0.0:
-        return 0
-    c = 0
-    pos = -1
+        return count
     while True:
         if pmax >= 1.0:
             pos += 1

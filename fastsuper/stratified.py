@@ -86,7 +86,14 @@ from .kernels_cpu import (
 )
 from .model import Model
 from .rng import sample_key, seed_key, uniform
-from .sampling import VALUE_BASE, SparseBatch, SparseInputs, draw_active, draw_value
+from .sampling import (
+    VALUE_BASE,
+    SparseBatch,
+    SparseInputs,
+    draw_active,
+    draw_bernoulli_tail,
+    draw_value,
+)
 
 __all__ = ["StratifiedSampler", "stratified_estimate", "draw_active_ge2", "sample_ge2"]
 
@@ -226,37 +233,6 @@ def _next_active(h, ones, i, n, u):
 
 
 @njit
-def _bernoulli_tail(key, c, pos, n, pmax, log1mp, thin, p, out_idx, count):
-    """Independent features after ``pos``: geometric skipping (and thinning).
-
-    The same rule as :func:`fastsuper.sampling.draw_active`, from position
-    ``pos`` and counter ``c`` on; appends to ``out_idx[count:]`` and returns
-    the new count.
-    """
-    if pmax <= 0.0:
-        return count
-    while True:
-        if pmax >= 1.0:
-            pos += 1
-        else:
-            g = math.floor(math.log(uniform(key, c)) / log1mp)
-            c += 1
-            if g >= n - pos - 1:
-                break
-            pos += int(g) + 1
-        if pos >= n:
-            break
-        if thin:
-            u = uniform(key, c)
-            c += 1
-            if u * pmax >= p[pos]:
-                continue
-        out_idx[count] = pos
-        count += 1
-    return count
-
-
-@njit
 def draw_active_ge2(key, mode, n, kfix, pmax, log1mp, thin, p, kcdf, h1, h2, ones, out_idx):
     """Sorted active set of one sample drawn given ``K >= 2``; returns its size.
 
@@ -275,7 +251,7 @@ def draw_active_ge2(key, mode, n, kfix, pmax, log1mp, thin, p, kcdf, h1, h2, one
     out_idx[0] = j
     j = _next_active(h1, ones, j + 1, n, uniform(key, 1))
     out_idx[1] = j
-    return _bernoulli_tail(key, 2, j, n, pmax, log1mp, thin, p, out_idx, 2)
+    return draw_bernoulli_tail(key, 2, j, n, pmax, log1mp, thin, p, out_idx, 2)
 
 
 @njit
