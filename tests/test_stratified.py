@@ -6,6 +6,7 @@ from fractions import Fraction
 import numba
 import numpy as np
 import pytest
+from checks import assert_same_estimate
 from naive import enumerate_inputs, gain_numpy, loss_numpy
 from scipy import stats
 
@@ -487,13 +488,7 @@ def test_bit_identical_for_any_thread_count(p):
     finally:
         numba.set_num_threads(old)
     a, b = out
-    assert (a.mean, a.stderr, a.gain_mean, a.gain_stderr) == (
-        b.mean,
-        b.stderr,
-        b.gain_mean,
-        b.gain_stderr,
-    )
-    np.testing.assert_array_equal(a.per_feature, b.per_feature)
+    assert_same_estimate(a, b)
     batch1 = sample_ge2(inputs, 3000, seed=5, start=100)
     batch2 = sample_ge2(inputs, 3000, seed=5, start=100, chunk_size=7)
     np.testing.assert_array_equal(batch1.indices, batch2.indices)
