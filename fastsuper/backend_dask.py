@@ -253,11 +253,11 @@ def _payload(model: Model, inputs: SparseInputs, A, path: str, flags: tuple):
     for (o, a), w in zip(_ARRAYS, flags):
         if w is not None:
             setattr(owners[o], a, _as_on_caller(getattr(owners[o], a), w))
-    if A is None or path not in ("columns", "columns_blocked"):
-        A = path_operand(model, path)  # the CPU backend's operand (A: NumPy's matmul)
-    else:
+    if A is not None and path in ("columns", "columns_blocked"):
         A = _as_on_caller(A, True)
-    return model, inputs, A
+    else:
+        A = None
+    return model, inputs, path_operand(model, path, A)  # the CPU backend's operand
 
 
 def _chunk_stats(payload, seed_u64, first, count, block, path, want_pf):

@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import _validation as v
-from .kernels_cpu import PATH_CODES, mc_blocks, merge_block_stats
+from ._simd import NARROW_TILE_BYTES, TILE_BYTES
+from .kernels_cpu import PATH_CODES, column_panels, mc_blocks, merge_block_stats
 from .model import Model
 from .sampling import SparseInputs
 
@@ -62,8 +63,9 @@ class LossEstimate:
         )
 
 
-#: bytes of the ``n x tile`` slice of A that path "columns_blocked" keeps in L2
-COLUMN_TILE_BYTES = 1 << 20
+#: largest ``n x tile`` panel of A for which path "columns_blocked" uses its wide
+#: tiles (512-byte rows; narrower tiles measured slower even past L2's size)
+COLUMN_TILE_BYTES = 1 << 22
 #: CSR entries (about) that path "columns_blocked" draws at once
 COLUMN_SUB_ENTRIES = 1 << 15
 #: samples per matrix product of path "blocked"
@@ -78,14 +80,16 @@ BLAS_SINGLE_THREAD_MNK = 65536 * 4
 # fitted to the scaling study (benchmarks/scaling.py, docs/benchmarks.md) on the
 # project's 2-core VM; only their ratios matter for the choice.
 #: per sample (key, loop, statistics) and per active feature (drawing it)
-COST_SAMPLE, COST_ACTIVE = 60.0, 50.0
+COST_SAMPLE, COST_ACTIVE = 50.0, 30.0
 #: per output: activation, loss term, bias
-COST_OUTPUT = 2.0
+COST_OUTPUT = 0.8
 #: per multiply-add of a row of A added to z: rows from L2 (A, or its tile, within
 #: :data:`L2_BYTES`), from L3 (A within :data:`L3_BYTES`), from memory
 COST_COLUMN_FMA, COST_COLUMN_FMA_L3, COST_COLUMN_FMA_MEM = 0.5, 0.8, 2.0
-#: per sample and tile of path "columns_blocked"
-COST_TILE = 150.0
+#: path "columns_blocked": per byte of the panel rows added (the panel within
+#: :data:`L2_BYTES`, or beyond), and per sample and tile
+COST_PANEL_BYTE, COST_PANEL_BYTE_L3 = 0.053, 0.085
+COST_TILE = 10.0
 #: per multiply-add of the matrix products of "blocked", and of the per-sample "dense" path
 COST_GEMM_FMA, COST_DENSE_FMA = 0.14, 0.6
 #: cache sizes (per core, and the share of L3 one sample stream can count on)
@@ -95,9 +99,10 @@ L2_BYTES, L3_BYTES = 2 << 20, 16 << 20
 def path_shape(path: str, n: int, d: int, itemsize: int, expected_k: float) -> tuple[int, int]:
     """``(tile, sub)`` of :func:`fastsuper.kernels_cpu.mc_blocks` for ``path``.
 
-    * ``"columns_blocked"``: ``tile`` outputs per tile, the widest multiple of
-      16 whose ``n x tile`` slice of ``A`` fits :data:`COLUMN_TILE_BYTES`
-      (all ``n`` when ``A`` fits), ``sub`` samples drawn at once (about
+    * ``"columns_blocked"``: ``tile`` outputs per tile, 512 bytes of them
+      (:data:`fastsuper._simd.TILE_BYTES`: 64 float64 or 128 float32) when
+      the ``n x tile`` panel of ``A`` fits :data:`COLUMN_TILE_BYTES`, else
+      128 bytes; ``sub`` samples drawn at once (about
       :data:`COLUMN_SUB_ENTRIES` active entries);
     * ``"blocked"``: ``sub = GEMM_ROWS`` samples per matrix product, ``tile``
       outputs per product with ``sub * tile * d <=`` :data:`BLAS_SINGLE_THREAD_MNK`.
@@ -106,8 +111,8 @@ def path_shape(path: str, n: int, d: int, itemsize: int, expected_k: float) -> t
     the sizes only, never on the thread count.
     """
     if path == "columns_blocked":
-        tile = COLUMN_TILE_BYTES // max(1, n * itemsize) // 16 * 16
-        tile = n if tile >= n else max(32, tile)
+        wide = n * TILE_BYTES <= COLUMN_TILE_BYTES
+        tile = (TILE_BYTES if wide else NARROW_TILE_BYTES) // itemsize
         sub = int(min(4096, max(16, COLUMN_SUB_ENTRIES // max(1.0, expected_k))))
         return tile, sub
     if path == "blocked":
@@ -128,11 +133,14 @@ def path_costs(n: int, d: int, expected_k: float, itemsize: int, n_samples: int)
     else:
         col_fma = COST_COLUMN_FMA_MEM
     tile = path_shape("columns_blocked", n, d, itemsize, k)[0]
-    tiled_fma = COST_COLUMN_FMA if n * tile * itemsize <= L2_BYTES else col_fma
+    panel_byte = COST_PANEL_BYTE if n * tile * itemsize <= L2_BYTES else COST_PANEL_BYTE_L3
     form_a = COST_GEMM_FMA * n * n * d / max(1, n_samples)
     return {
         "columns": base + col_fma * n * k + form_a,
-        "columns_blocked": base + tiled_fma * n * k + COST_TILE * -(-n // tile) + form_a,
+        "columns_blocked": base
+        + panel_byte * itemsize * n * k
+        + COST_TILE * -(-n // tile)
+        + form_a,
         "dense": base + COST_DENSE_FMA * d * (k + n),
         "blocked": base + COST_COLUMN_FMA * d * k + COST_GEMM_FMA * n * d,
     }
@@ -145,7 +153,8 @@ def choose_path(model: Model, inputs: SparseInputs, n_samples: int) -> str:
     column paths add ``K`` rows of ``A = W^T W`` (``n K`` multiply-adds,
     plus ``n^2 d`` once to form ``A``), at a cost per multiply-add that
     depends on where the rows come from (L2, L3 or memory; "columns_blocked"
-    reads tiles that fit L2 but pays per tile); "blocked" computes ``h = W x``
+    reads them from panels of 512-byte rows, in vector registers, per byte
+    and per tile); "blocked" computes ``h = W x``
     (``d K``) and ``W^T h`` inside a matrix product over a group of samples
     (``n d``, at matrix-product speed); "dense" does the same one sample at a
     time.  All pay for drawing the sample and for the activation and loss
@@ -162,14 +171,21 @@ def choose_path(model: Model, inputs: SparseInputs, n_samples: int) -> str:
     return min(costs, key=costs.get)
 
 
-def path_operand(model: Model, path: str) -> np.ndarray:
+def path_operand(model: Model, path: str, A: np.ndarray | None = None) -> np.ndarray:
     """The second matrix :func:`~fastsuper.kernels_cpu.mc_blocks` reads on ``path``.
 
-    ``A = W^T W`` on the column paths, ``W^T`` (contiguous) on ``"blocked"``,
-    a dummy on ``"dense"``.
+    ``A = W^T W`` on ``"columns"`` and, as tile panels
+    (:func:`~fastsuper.kernels_cpu.column_panels`), on ``"columns_blocked"``;
+    ``W^T`` (contiguous) on ``"blocked"``; a dummy on ``"dense"``.  ``A``: an
+    already computed ``W^T W`` to use.
     """
     if path in ("columns", "columns_blocked"):
-        return model.A
+        if A is None:
+            A = model.A
+        if path == "columns":
+            return A
+        tile = path_shape(path, model.n, model.d, model.dtype.itemsize, 1.0)[0]
+        return column_panels(A, tile)
     if path == "blocked":
         return np.ascontiguousarray(model.W.T)
     return np.zeros((1, 1), model.dtype)

@@ -14,9 +14,30 @@ import numba
 import numpy as np
 
 from ._jit import kernel_njit, njit, parallel_njit
+from ._simd import (
+    MODE_POW2,
+    MODE_POW3,
+    MODE_RELU1,
+    MODE_RELU2,
+    MODE_RELU3,
+    MODE_Z,
+    TILE_BYTES,
+    narrow_pow2,
+    narrow_pow3,
+    narrow_relu1,
+    narrow_relu2,
+    narrow_relu3,
+    narrow_z,
+    tile_pow2,
+    tile_pow3,
+    tile_relu1,
+    tile_relu2,
+    tile_relu3,
+    tile_z,
+)
 from .activations import POWER, RELU_POWER, SIGNED_POWER, _relu, phi_inplace
 from .rng import sample_key, seed_key
-from .sampling import draw_sample
+from .sampling import draw_active, draw_sample, draw_value
 
 #: columns of the per-block statistics array
 ST_COUNT, ST_LOSS_MEAN, ST_LOSS_M2, ST_GAIN_MEAN, ST_GAIN_M2, ST_NONFINITE, ST_FIRST_BAD = range(7)
@@ -241,31 +262,29 @@ def _grown(arr, used, cap):
 
 @kernel_njit
 def _draw_csr(
-    skey, first, m, imp, n, kfix, pmax, log1mp, thin, p, code, support, cum, idx, val, ptr,
-    cidx, cval, x2,
+    skey, first, m, imp, n, kfix, pmax, log1mp, thin, p, code, support, cum, ptr, cidx, cval, x2,
 ):  # fmt: skip
     """Samples ``first .. first+m-1`` as CSR rows (``ptr``, ``cidx``, ``cval``).
 
-    ``x2[s] = sum_i I_i x_i^2`` (values rounded to the compute dtype of
-    ``cval`` first, as in :func:`_sample_loss`).  Returns ``(cidx, cval)``:
-    new, larger arrays when the given ones were too small.
+    The samples of :func:`fastsuper.sampling.draw_sample`, drawn straight
+    into the CSR arrays.  ``x2[s] = sum_i I_i x_i^2`` (values rounded to the
+    compute dtype of ``cval`` first, as in :func:`_sample_loss`).  Returns
+    ``(cidx, cval)``: new, larger arrays when the given ones were too small.
     """
     e = 0
     ptr[0] = 0
     for s in range(m):
         key = sample_key(skey, first + s)
-        k = draw_sample(key, n, kfix, pmax, log1mp, thin, p, code, support, cum, idx, val)
-        if e + k > cidx.shape[0]:
-            cap = max(2 * cidx.shape[0], e + k)
+        if e + n > cidx.shape[0]:
+            cap = max(2 * cidx.shape[0], e + n)
             cidx = _grown(cidx, e, cap)
             cval = _grown(cval, e, cap)
+        k = draw_active(key, n, kfix, pmax, log1mp, thin, p, cidx[e:])
         t = 0.0
         for q in range(k):
-            i = idx[q]
-            cidx[e] = i
-            cval[e] = val[q]
+            cval[e] = draw_value(key, q, code, support, cum)
             x = np.float64(cval[e])
-            t += imp[i] * x * x
+            t += imp[cidx[e]] * x * x
             e += 1
         x2[s] = t
         ptr[s + 1] = e
@@ -328,54 +347,135 @@ def _z_tile(A, bt, j0, j1, cidx, cval, e0, e1, z):
         e += 1
 
 
+@kernel_njit(inline="always")
+def _tile_call(wide, mode, P, poff, b, j0, cidx, cval, e0, e1, z, imp):
+    """One sample's tile through the :mod:`fastsuper._simd` kernel for ``mode``.
+
+    ``z`` receives ``z`` (``MODE_Z``) or ``phi(z)`` of the tile; the return is
+    ``sum_j imp_j phi_j^2`` over the tile (0 for ``MODE_Z``).
+    """
+    if wide:
+        if mode == MODE_RELU2:
+            return tile_relu2(P, poff, b, j0, cidx, cval, e0, e1, z, imp)
+        if mode == MODE_RELU1:
+            return tile_relu1(P, poff, b, j0, cidx, cval, e0, e1, z, imp)
+        if mode == MODE_RELU3:
+            return tile_relu3(P, poff, b, j0, cidx, cval, e0, e1, z, imp)
+        if mode == MODE_POW2:
+            return tile_pow2(P, poff, b, j0, cidx, cval, e0, e1, z, imp)
+        if mode == MODE_POW3:
+            return tile_pow3(P, poff, b, j0, cidx, cval, e0, e1, z, imp)
+        return tile_z(P, poff, b, j0, cidx, cval, e0, e1, z, imp)
+    if mode == MODE_RELU2:
+        return narrow_relu2(P, poff, b, j0, cidx, cval, e0, e1, z, imp)
+    if mode == MODE_RELU1:
+        return narrow_relu1(P, poff, b, j0, cidx, cval, e0, e1, z, imp)
+    if mode == MODE_RELU3:
+        return narrow_relu3(P, poff, b, j0, cidx, cval, e0, e1, z, imp)
+    if mode == MODE_POW2:
+        return narrow_pow2(P, poff, b, j0, cidx, cval, e0, e1, z, imp)
+    if mode == MODE_POW3:
+        return narrow_pow3(P, poff, b, j0, cidx, cval, e0, e1, z, imp)
+    return narrow_z(P, poff, b, j0, cidx, cval, e0, e1, z, imp)
+
+
+@njit
+def _fused_mode(act, ia, want_pf):
+    """The :mod:`fastsuper._simd` mode of an activation (``MODE_Z``: activation applied after)."""
+    if want_pf:
+        return MODE_Z
+    if act == RELU_POWER and ia >= 1 and ia <= 3:
+        return MODE_RELU1 + ia - 1
+    if (act == POWER or (act == SIGNED_POWER and ia % 2 == 1)) and (ia == 2 or ia == 3):
+        return MODE_POW2 if ia == 2 else MODE_POW3
+    return MODE_Z
+
+
 @kernel_njit
 def _block_columns_tiled(
-    A, b, imp, act, a, ia, want_pf, skey, start, lo, hi, tile, sub, n, kfix, pmax, log1mp,
+    P, b, imp, act, a, ia, want_pf, skey, start, lo, hi, sub, n, kfix, pmax, log1mp,
     thin, p, code, support, cum, st, row1, row2,
 ):  # fmt: skip
     """Path "columns_blocked": samples ``lo .. hi-1`` into ``st``.
 
-    ``sub`` samples at a time are drawn into CSR rows; then, one tile of
-    ``tile`` outputs at a time, each sample's ``z`` over the tile (rows of
-    ``A`` restricted to the tile), its activation, loss terms and the
-    corrections of its active features in the tile.  The ``n x tile`` slice
-    of ``A`` is read from memory or L3 once per ``sub`` samples and then from
-    L2; the tile of ``z`` stays in L1.  A sample's loss is the sum of its
-    tiles' terms; statistics run over the samples in index order.
+    ``P`` holds ``A = W^T W`` as panels (:func:`column_panels`): rows
+    ``t n .. t n + n - 1`` are the ``width = P.shape[1]`` columns of tile
+    ``t``, zero-padded.  ``sub`` samples at a time are drawn into CSR rows;
+    then, one tile at a time, each sample's pre-activations over the tile are
+    accumulated in vector registers (:mod:`fastsuper._simd`), the activation
+    and ``sum_j I_j phi_j^2`` applied there for the common activations (else
+    stored and finished by :func:`_tile_loss`), then the corrections of the
+    active features in the tile added.  The ``n x width`` panel is read from
+    L3 or memory once per ``sub`` samples and then from L2.  A sample's loss
+    is the sum of its tiles' terms; statistics run over the samples in index
+    order.
     """
-    dt = A.dtype
+    dt = P.dtype
+    width = P.shape[1]
+    nt = P.shape[0] // n
+    wide = width * P.itemsize == TILE_BYTES
+    npad = nt * width
+    bp = np.zeros(npad, dtype=dt)  # bias and importances, zero-padded to whole tiles
+    ip = np.zeros(npad)
+    for j in range(n):
+        bp[j] = b[j]
+        ip[j] = imp[j]
+    mode = _fused_mode(act, ia, want_pf)
     m_max = max(1, min(sub, hi - lo))
-    idx = np.empty(n, dtype=np.int64)
-    val = np.empty(n, dtype=np.float64)
     ptr = np.empty(m_max + 1, dtype=np.int64)
     cidx = np.empty(4 * m_max + n, dtype=np.int64)
     cval = np.empty(4 * m_max + n, dtype=dt)
     x2 = np.empty(m_max)
     lsum = np.empty(m_max)
     cur = np.empty(m_max, dtype=np.int64)
-    zb = np.empty(tile, dtype=dt)
+    zb = np.empty(width, dtype=dt)
     for s0 in range(lo, hi, m_max):
         m = min(m_max, hi - s0)
         cidx, cval = _draw_csr(
-            skey, start + s0, m, imp, n, kfix, pmax, log1mp, thin, p, code, support, cum, idx,
-            val, ptr, cidx, cval, x2,
+            skey, start + s0, m, imp, n, kfix, pmax, log1mp, thin, p, code, support, cum, ptr,
+            cidx, cval, x2,
         )  # fmt: skip
         for s in range(m):
             lsum[s] = 0.0
             cur[s] = ptr[s]
-        for j0 in range(0, n, tile):
-            j1 = min(j0 + tile, n)
+        for t in range(nt):
+            j0 = t * width
+            j1 = min(j0 + width, n)
+            poff = t * n * width
             z = zb[: j1 - j0]
-            bt = b[j0:j1]
             it = imp[j0:j1]
             for s in range(m):
-                _z_tile(A, bt, j0, j1, cidx, cval, ptr[s], ptr[s + 1], z)
-                lsum[s] += _tile_loss(
-                    z, it, act, a, ia, j0, j1, imp, cidx, cval, cur, s, ptr[s + 1], want_pf,
-                    row1, row2,
-                )  # fmt: skip
+                e1 = ptr[s + 1]
+                acc = _tile_call(wide, mode, P, poff, bp, j0, cidx, cval, ptr[s], e1, zb, ip)
+                if mode == MODE_Z:
+                    lsum[s] += _tile_loss(
+                        z, it, act, a, ia, j0, j1, imp, cidx, cval, cur, s, e1, want_pf,
+                        row1, row2,
+                    )  # fmt: skip
+                else:
+                    corr, e = _corrections(
+                        z, j0, j1, imp, cidx, cval, cur[s], e1, False, row1, row2
+                    )
+                    cur[s] = e
+                    lsum[s] += acc + corr
         for s in range(m):
             _welford_add(st, lsum[s], x2[s], start + s0 + s)
+
+
+def column_panels(A: np.ndarray, width: int) -> np.ndarray:
+    """``A`` (n x n) as the panels of path "columns_blocked": shape ``(n_tiles * n, width)``.
+
+    Rows ``t n + i`` hold ``A[i, t width : (t + 1) width]``, zero-padded past
+    column ``n``; the values are those of ``A``, bit for bit.
+    """
+    n = A.shape[0]
+    nt = -(-n // width)
+    P = np.zeros((nt, n, width), dtype=A.dtype)
+    for t in range(nt):
+        j0 = t * width
+        j1 = min(j0 + width, n)
+        P[t, :, : j1 - j0] = A[:, j0:j1]
+    return P.reshape(nt * n, width)
 
 
 @kernel_njit
@@ -395,8 +495,6 @@ def _block_gemm(
     dt = WT.dtype
     d = WT.shape[1]
     m_max = max(1, min(rows, hi - lo))
-    idx = np.empty(n, dtype=np.int64)
-    val = np.empty(n, dtype=np.float64)
     ptr = np.empty(m_max + 1, dtype=np.int64)
     cidx = np.empty(4 * m_max + n, dtype=np.int64)
     cval = np.empty(4 * m_max + n, dtype=dt)
@@ -408,8 +506,8 @@ def _block_gemm(
     for s0 in range(lo, hi, m_max):
         m = min(m_max, hi - s0)
         cidx, cval = _draw_csr(
-            skey, start + s0, m, imp, n, kfix, pmax, log1mp, thin, p, code, support, cum, idx,
-            val, ptr, cidx, cval, x2,
+            skey, start + s0, m, imp, n, kfix, pmax, log1mp, thin, p, code, support, cum, ptr,
+            cidx, cval, x2,
         )  # fmt: skip
         for s in range(m):
             hs = H[s]
@@ -472,12 +570,13 @@ def mc_blocks(
     """Monte-Carlo loss statistics of samples ``start .. start+n_samples-1``.
 
     ``path`` is a code of :data:`PATH_CODES` (``False``/``True`` mean
-    "dense"/"columns").  ``A`` is ``W^T W`` for the column paths, ``W^T``
-    (n x d, C-contiguous) for "blocked", unused for "dense".  ``tile`` and
-    ``sub``: outputs per tile and samples drawn at once ("columns_blocked"),
-    outputs per matrix product and samples per product ("blocked"); 0 means
-    all outputs and 256 samples.  Blocks of ``block`` samples are the
-    parallel work items.
+    "dense"/"columns").  ``A`` is ``W^T W`` for "columns", its tile panels
+    (:func:`column_panels`) for "columns_blocked", ``W^T`` (n x d,
+    C-contiguous) for "blocked", unused for "dense".  ``sub``: samples drawn
+    at once ("columns_blocked"), samples per matrix product ("blocked");
+    ``tile``: outputs per matrix product ("blocked"; a "columns_blocked" tile
+    is the panel width); 0 means all outputs and 256 samples.  Blocks of
+    ``block`` samples are the parallel work items.
 
     Returns ``stats`` of shape (n_blocks, N_STATS) (Welford count/mean/M2 of
     loss and gain per block, non-finite count, first bad sample index) and,
@@ -502,8 +601,8 @@ def mc_blocks(
         st = stats[bi]
         if path == PATH_COLUMNS_BLOCKED:
             _block_columns_tiled(
-                A, b, imp, act, a, ia, want_pf, skey, start, lo, hi, tl, sb, n, kfix, pmax,
-                log1mp, thin, p, code, support, cum, st, row1, row2,
+                A, b, imp, act, a, ia, want_pf, skey, start, lo, hi, sb, n, kfix, pmax, log1mp,
+                thin, p, code, support, cum, st, row1, row2,
             )  # fmt: skip
         elif path == PATH_BLOCKED:
             _block_gemm(

@@ -20,8 +20,8 @@ PATHS = ("dense", "columns", "blocked", "columns_blocked")
 
 @pytest.fixture
 def small_shapes(monkeypatch):
-    """Tiles of 16 outputs, products of 8 samples x 16 outputs, sub-blocks of ~8 samples."""
-    monkeypatch.setattr(E, "COLUMN_TILE_BYTES", 1)  # -> the smallest tile (32 outputs)
+    """Narrow tiles (16/32 outputs), products of 8 x 16, sub-blocks of ~8 samples."""
+    monkeypatch.setattr(E, "COLUMN_TILE_BYTES", 1)  # -> narrow tiles: 128-byte panel rows
     monkeypatch.setattr(E, "COLUMN_SUB_ENTRIES", 16)
     monkeypatch.setattr(E, "GEMM_ROWS", 8)
     monkeypatch.setattr(E, "BLAS_SINGLE_THREAD_MNK", 8 * 16 * 4)
@@ -132,6 +132,15 @@ def test_overflow_reported_on_every_path(path, small_shapes):
         fs.estimate_loss(model32, inputs, 500, path=path)
 
 
+@pytest.mark.parametrize("act,a", [("relu_power", 2), ("power", 3), ("relu_power", 1)])
+def test_overflow_reported_in_fused_wide_tiles(act, a):
+    """float32 overflow inside the SIMD tile (A = 2e38 is finite, z is not) is reported."""
+    model = fs.Model(np.full((2, 150), 1e19, dtype=np.float32), activation=act, exponent=a)
+    inputs = fs.SparseInputs(150, p=0.05, values="uniform")
+    with pytest.raises(FloatingPointError, match="float32"):
+        fs.estimate_loss(model, inputs, 500, path="columns_blocked")
+
+
 @pytest.mark.parametrize("path", ("blocked", "columns_blocked"))
 def test_first_bad_sample_index_is_the_first(path):
     """The reported index is the first non-finite sample, as on the per-sample path."""
@@ -167,8 +176,8 @@ def test_float32_accumulates_in_float64():
     "n,d,p,dtype,expected",
     [
         (1000, 64, 0.01, np.float64, "columns_blocked"),  # sparse: tiles of rows of A
-        (1000, 64, 0.001, np.float64, "columns"),  # E K = 1: tiles do not pay
-        (100, 20, 0.05, np.float64, "columns"),  # A fits L2
+        (1000, 64, 0.001, np.float64, "columns_blocked"),  # E K = 1: still fewer bytes
+        (100, 20, 0.05, np.float64, "columns_blocked"),  # A fits L2: one wide tile, padded
         (1000, 64, 0.2, np.float64, "blocked"),  # E K = 200 > d: matrix products
         (1000, 8, 0.01, np.float64, "blocked"),  # small d: W^T h is cheap
         (1000, 256, 0.003, np.float32, "columns_blocked"),
@@ -184,6 +193,39 @@ def test_cost_model_choices(n, d, p, dtype, expected):
 def test_path_shapes_do_not_depend_on_threads():
     assert E.path_shape("blocked", 1000, 64, 8, 10.0) == (128, 32)
     tile, sub = E.path_shape("columns_blocked", 1000, 64, 8, 10.0)
-    assert tile == 128 and sub == 3276
-    assert E.path_shape("columns_blocked", 100, 64, 8, 10.0)[0] == 100
+    assert tile == 64 and sub == 3276  # 512-byte panel rows
+    assert E.path_shape("columns_blocked", 1000, 64, 4, 10.0)[0] == 128
+    assert E.path_shape("columns_blocked", 100000, 64, 8, 10.0)[0] == 16  # narrow tiles
     assert E.path_shape("columns", 100, 64, 8, 10.0) == (0, 0)
+
+
+@pytest.mark.parametrize(
+    "act,a",
+    [
+        ("relu_power", 1),
+        ("relu_power", 2),
+        ("relu_power", 3),
+        ("power", 2),
+        ("power", 3),
+        ("signed_power", 3),  # odd: the power kernel
+        ("signed_power", 2),  # even: z stored, activation applied after
+        ("relu_power", 2.5),
+    ],
+)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_wide_tiles_every_fused_activation(act, a, dtype):
+    """Wide SIMD tiles (64 float64 / 128 float32 outputs), several of them and a
+    padded last one (n = 150), each fused activation and the stored-z fallback,
+    against the NumPy reference; with ``per_feature`` (stored z) as well."""
+    n, d, N = 150, 6, 2000
+    model = _model(n, d, act, a, True, dtype, scale=0.4)
+    imp = 0.97 ** np.arange(n)
+    inputs = fs.SparseInputs(n, p=0.04, values="uniform_sym", importance=imp)
+    assert E.path_shape("columns_blocked", n, d, np.dtype(dtype).itemsize, 6.0)[0] in (64, 128)
+    X = fs.sample(inputs, N, seed=5, dtype=dtype).to_dense()
+    loss = loss_numpy(model.W, model.b, act, a, X, imp)
+    rtol = 1e-10 if dtype == np.float64 else 2e-4
+    for pf in (False, True):
+        est = fs.estimate_loss(model, inputs, N, seed=5, path="columns_blocked", per_feature=pf)
+        assert est.mean == pytest.approx(loss.mean(), rel=rtol)
+        assert est.stderr == pytest.approx(loss.std(ddof=1) / np.sqrt(N), rel=10 * rtol)

@@ -1,0 +1,155 @@
+"""Explicit SIMD for the CPU column kernels: LLVM vector code through Numba intrinsics.
+
+The "columns_blocked" Monte-Carlo path spends its time adding a few rows of
+``A = W^T W`` (restricted to a tile of outputs) into a sample's
+pre-activations and squaring the result.  Written as plain Numba loops, the
+tile of pre-activations lives in memory and is loaded and stored again for
+every row added; LLVM cannot keep it in registers because it cannot prove
+that the tile and ``A`` do not overlap.  The intrinsics below emit the loop
+directly as LLVM vector IR: the tile of pre-activations is a handful of
+vector registers (``<8 x double>`` / ``<16 x float>`` each, 64 bytes, which
+LLVM maps onto whatever vector width the CPU has), each row of the tile is
+one vector load and fused multiply-add per register, and the activation and
+the loss terms are applied while the tile is still in registers.
+
+Everything is generic LLVM IR (``llvm.fma`` on vector types, ``select``,
+``fpext``), so the code is portable across x86-64 (SSE2 to AVX-512) and
+AArch64; CPU code only (the CUDA kernels do not use it).
+
+The order of the floating-point operations is fixed by the code (rows in the
+order given, one accumulator per vector register), so results are
+reproducible bit for bit; they agree with the other paths to round-off.
+"""
+
+from __future__ import annotations
+
+from llvmlite import ir
+from numba.core import cgutils, types
+from numba.core.extending import intrinsic
+
+#: bytes of one tile row; a tile is ``TILE_BYTES // itemsize`` outputs wide
+#: (64 float64 or 128 float32 outputs, eight 64-byte vectors), or
+#: ``NARROW_TILE_BYTES // itemsize`` (two vectors) when ``n`` is large
+TILE_BYTES, NARROW_TILE_BYTES = 512, 128
+_VEC_BYTES = 64
+
+#: modes: store ``z`` only (any activation), or apply one of these activations,
+#: store ``phi(z)`` and return ``sum_j imp_j phi_j^2`` in float64
+MODE_Z, MODE_RELU1, MODE_RELU2, MODE_RELU3, MODE_POW2, MODE_POW3 = range(6)
+
+_I32 = ir.IntType(32)
+_I64 = ir.IntType(64)
+
+
+def tile_mode(act: int, ia: int, relu_code: int, power_code: int) -> int:
+    """The fused mode for activation code ``act`` with integer exponent ``ia`` (else MODE_Z)."""
+    if act == relu_code and ia in (1, 2, 3):
+        return (MODE_RELU1, MODE_RELU2, MODE_RELU3)[ia - 1]
+    if act == power_code and ia in (2, 3):
+        return MODE_POW2 if ia == 2 else MODE_POW3
+    return MODE_Z
+
+
+def _make_tile_kernel(tile_bytes: int, mode: int):
+    """An intrinsic for tiles of ``tile_bytes`` bytes per row applying activation ``mode``."""
+
+    @intrinsic
+    def tile_kernel(typingctx, P, poff, b, j0, cidx, cval, e0, e1, out, imp):
+        sig = types.float64(P, poff, b, j0, cidx, cval, e0, e1, out, imp)
+
+        def codegen(context, builder, signature, args):
+            tys = signature.args
+
+            def array(i):
+                return context.make_array(tys[i])(context, builder, args[i])
+
+            def as_i64(i):
+                return context.cast(builder, args[i], tys[i], types.int64)
+
+            pa, ba, ca, va, oa, ia = array(0), array(2), array(4), array(5), array(8), array(9)
+            poff_, j0_, e0_, e1_ = as_i64(1), as_i64(3), as_i64(6), as_i64(7)
+            dt = tys[0].dtype
+            isz = 4 if dt == types.float32 else 8
+            elty = context.get_value_type(dt)
+            lanes = _VEC_BYTES // isz
+            width = tile_bytes // isz
+            nvec = width // lanes
+            vty = ir.VectorType(elty, lanes)
+            dvty = ir.VectorType(ir.DoubleType(), lanes)
+            fma = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(vty, [vty] * 3), f"llvm.fma.v{lanes}f{8 * isz}"
+            )
+
+            def vec_ptr(ptr, k, ty=vty):
+                elem = builder.gep(ptr, [ir.Constant(_I64, k * lanes)])
+                return builder.bitcast(elem, ty.as_pointer())
+
+            def splat(x):
+                v = builder.insert_element(ir.Constant(vty, ir.Undefined), x, ir.Constant(_I32, 0))
+                mask = ir.Constant(ir.VectorType(_I32, lanes), [0] * lanes)
+                return builder.shuffle_vector(v, ir.Constant(vty, ir.Undefined), mask)
+
+            # z = b[j0 : j0 + width], one accumulator per vector (allocas in the entry
+            # block: LLVM promotes them to registers)
+            bptr = builder.gep(ba.data, [j0_])
+            acc = [cgutils.alloca_once(builder, vty) for _ in range(nvec)]
+            for k in range(nvec):
+                builder.store(builder.load(vec_ptr(bptr, k), align=isz), acc[k])
+            row_len = ir.Constant(_I64, width)
+            with cgutils.for_range(builder, builder.sub(e1_, e0_)) as loop:
+                e = builder.add(e0_, loop.index)
+                i = builder.load(builder.gep(ca.data, [e]))
+                i = context.cast(builder, i, tys[4].dtype, types.int64)
+                x = splat(builder.load(builder.gep(va.data, [e])))
+                row = builder.gep(pa.data, [builder.add(poff_, builder.mul(i, row_len))])
+                for k in range(nvec):
+                    r = builder.load(vec_ptr(row, k), align=isz)
+                    builder.store(builder.call(fma, [r, x, builder.load(acc[k])]), acc[k])
+            if mode == MODE_Z:
+                for k in range(nvec):
+                    builder.store(builder.load(acc[k]), vec_ptr(oa.data, k), align=isz)
+                return context.get_constant(types.float64, 0.0)
+            zero = ir.Constant(vty, [ir.Constant(elty, 0.0)] * lanes)
+            iptr = builder.gep(ia.data, [j0_])
+            total = None
+            for k in range(nvec):
+                z = builder.load(acc[k])
+                if mode in (MODE_RELU1, MODE_RELU2, MODE_RELU3):
+                    # relu(t) = t if t > 0 else t - t  (NaN stays NaN, as in activations._relu)
+                    z = builder.select(builder.fcmp_ordered(">", z, zero), z, builder.fsub(z, z))
+                power = {MODE_RELU1: 1, MODE_RELU2: 2, MODE_RELU3: 3, MODE_POW2: 2, MODE_POW3: 3}
+                u = z
+                for _ in range(power[mode] - 1):
+                    u = builder.fmul(u, z)
+                builder.store(u, vec_ptr(oa.data, k), align=isz)
+                ud = builder.fpext(u, dvty) if isz == 4 else u
+                w = builder.load(vec_ptr(iptr, k, dvty), align=8)
+                t = builder.fmul(w, builder.fmul(ud, ud))
+                total = t if total is None else builder.fadd(total, t)
+            h = lanes  # pairwise horizontal sum
+            while h > 1:
+                h //= 2
+                lo = ir.Constant(ir.VectorType(_I32, h), list(range(h)))
+                hi = ir.Constant(ir.VectorType(_I32, h), list(range(h, 2 * h)))
+                left = builder.shuffle_vector(total, total, lo)
+                total = builder.fadd(left, builder.shuffle_vector(total, total, hi))
+            return builder.extract_element(total, ir.Constant(_I32, 0))
+
+        return sig, codegen
+
+    return tile_kernel
+
+
+def _kernels(tile_bytes):
+    return tuple(_make_tile_kernel(tile_bytes, mode) for mode in range(6))
+
+
+(tile_z, tile_relu1, tile_relu2, tile_relu3, tile_pow2, tile_pow3) = _kernels(TILE_BYTES)
+(
+    narrow_z,
+    narrow_relu1,
+    narrow_relu2,
+    narrow_relu3,
+    narrow_pow2,
+    narrow_pow3,
+) = _kernels(NARROW_TILE_BYTES)
