@@ -415,8 +415,8 @@ def _block_columns_tiled(
     nt = P.shape[0] // n
     wide = width * P.itemsize == TILE_BYTES
     npad = nt * width
-    bp = np.zeros(npad, dtype=dt)  # bias and importances, zero-padded to whole tiles
-    ip = np.zeros(npad)
+    bp = np.zeros(npad, dtype=dt)  # bias and importances, zero-padded to whole tiles,
+    ip = np.zeros(npad, dtype=dt)  # in the compute dtype (fastsuper._simd)
     for j in range(n):
         bp[j] = b[j]
         ip[j] = imp[j]
