@@ -86,9 +86,9 @@ COST_OUTPUT = 0.8
 #: per multiply-add of a row of A added to z: rows from L2 (A, or its tile, within
 #: :data:`L2_BYTES`), from L3 (A within :data:`L3_BYTES`), from memory
 COST_COLUMN_FMA, COST_COLUMN_FMA_L3, COST_COLUMN_FMA_MEM = 0.5, 0.8, 2.0
-#: path "columns_blocked": per byte of the panel rows added (the panel within
-#: :data:`L2_BYTES`, or beyond), and per sample and tile
-COST_PANEL_BYTE, COST_PANEL_BYTE_L3 = 0.053, 0.085
+#: path "columns_blocked": per byte of the panel rows added (the panel within half
+#: of :data:`L2_BYTES`, or beyond), and per sample and tile
+COST_PANEL_BYTE, COST_PANEL_BYTE_L3 = 0.053, 0.15
 COST_TILE = 10.0
 #: per multiply-add of the matrix products of "blocked", and of the per-sample "dense" path
 COST_GEMM_FMA, COST_DENSE_FMA = 0.14, 0.6
@@ -133,7 +133,8 @@ def path_costs(n: int, d: int, expected_k: float, itemsize: int, n_samples: int)
     else:
         col_fma = COST_COLUMN_FMA_MEM
     tile = path_shape("columns_blocked", n, d, itemsize, k)[0]
-    panel_byte = COST_PANEL_BYTE if n * tile * itemsize <= L2_BYTES else COST_PANEL_BYTE_L3
+    # the panel shares L2 with the CSR rows and the other thread's work: half of it counts
+    panel_byte = COST_PANEL_BYTE if n * tile * itemsize <= L2_BYTES // 2 else COST_PANEL_BYTE_L3
     form_a = COST_GEMM_FMA * n * n * d / max(1, n_samples)
     return {
         "columns": base + col_fma * n * k + form_a,

@@ -182,6 +182,7 @@ def test_float32_accumulates_in_float64():
         (1000, 8, 0.01, np.float64, "blocked"),  # small d: W^T h is cheap
         (1000, 256, 0.003, np.float32, "columns_blocked"),
         (20000, 16, 0.0005, np.float64, "blocked"),  # A would be 3.2 GB
+        (4000, 64, 0.003, np.float64, "blocked"),  # the 2 MB panel does not stay in L2
     ],
 )
 def test_cost_model_choices(n, d, p, dtype, expected):
