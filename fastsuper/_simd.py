@@ -50,17 +50,17 @@ _I32 = ir.IntType(32)
 _I64 = ir.IntType(64)
 
 
-def tile_mode(act: int, ia: int, relu_code: int, power_code: int) -> int:
-    """The fused mode for activation code ``act`` with integer exponent ``ia`` (else MODE_Z)."""
-    if act == relu_code and ia in (1, 2, 3):
-        return (MODE_RELU1, MODE_RELU2, MODE_RELU3)[ia - 1]
-    if act == power_code and ia in (2, 3):
-        return MODE_POW2 if ia == 2 else MODE_POW3
-    return MODE_Z
+def _make_tile_kernel(mode: int):
+    """The intrinsic applying activation ``mode`` to one sample's tile.
 
-
-def _make_tile_kernel(tile_bytes: int, mode: int):
-    """An intrinsic for tiles of ``tile_bytes`` bytes per row applying activation ``mode``."""
+    ``tile(P, poff, b, j0, cidx, cval, e0, e1, out, imp)``: ``P`` the panels
+    (rows of :data:`TILE_BYTES` or :data:`NARROW_TILE_BYTES`), ``poff`` the
+    first element of the tile's panel, ``b``/``imp`` zero-padded bias and
+    importances, ``j0`` the tile's first output, entries ``e0 .. e1-1`` of
+    the CSR arrays ``cidx``/``cval`` the sample's active features; writes
+    ``z`` or ``phi(z)`` of the tile to ``out`` and returns
+    ``sum_j imp_j phi_j^2`` (0 for :data:`MODE_Z`).
+    """
 
     @intrinsic
     def tile_kernel(typingctx, P, poff, b, j0, cidx, cval, e0, e1, out, imp):
@@ -81,8 +81,6 @@ def _make_tile_kernel(tile_bytes: int, mode: int):
             isz = 4 if dt == types.float32 else 8
             elty = context.get_value_type(dt)
             lanes = _VEC_BYTES // isz
-            width = tile_bytes // isz
-            nvec = width // lanes
             vty = ir.VectorType(elty, lanes)
             dvty = ir.VectorType(ir.DoubleType(), lanes)
             narrow_sum = isz == 4 and tys[9].dtype == types.float32
@@ -99,73 +97,87 @@ def _make_tile_kernel(tile_bytes: int, mode: int):
                 mask = ir.Constant(ir.VectorType(_I32, lanes), [0] * lanes)
                 return builder.shuffle_vector(v, ir.Constant(vty, ir.Undefined), mask)
 
-            # z = b[j0 : j0 + width], one accumulator per vector (allocas in the entry
-            # block: LLVM promotes them to registers)
-            bptr = builder.gep(ba.data, [j0_])
-            acc = [cgutils.alloca_once(builder, vty) for _ in range(nvec)]
-            for k in range(nvec):
-                builder.store(builder.load(vec_ptr(bptr, k), align=isz), acc[k])
-            row_len = ir.Constant(_I64, width)
-            with cgutils.for_range(builder, builder.sub(e1_, e0_)) as loop:
-                e = builder.add(e0_, loop.index)
-                i = builder.load(builder.gep(ca.data, [e]))
-                i = context.cast(builder, i, tys[4].dtype, types.int64)
-                x = splat(builder.load(builder.gep(va.data, [e])))
-                row = builder.gep(pa.data, [builder.add(poff_, builder.mul(i, row_len))])
+            def emit(tile_bytes):
+                """The tile's code for rows of ``tile_bytes``; returns the float64 sum."""
+                width = tile_bytes // isz
+                nvec = width // lanes
+                # z = b[j0 : j0 + width], one accumulator per vector (allocas in the entry
+                # block: LLVM promotes them to registers)
+                bptr = builder.gep(ba.data, [j0_])
+                acc = [cgutils.alloca_once(builder, vty) for _ in range(nvec)]
                 for k in range(nvec):
-                    r = builder.load(vec_ptr(row, k), align=isz)
-                    builder.store(builder.call(fma, [r, x, builder.load(acc[k])]), acc[k])
-            if mode == MODE_Z:
+                    builder.store(builder.load(vec_ptr(bptr, k), align=isz), acc[k])
+                row_len = ir.Constant(_I64, width)
+                with cgutils.for_range(builder, builder.sub(e1_, e0_)) as loop:
+                    e = builder.add(e0_, loop.index)
+                    i = builder.load(builder.gep(ca.data, [e]))
+                    i = context.cast(builder, i, tys[4].dtype, types.int64)
+                    x = splat(builder.load(builder.gep(va.data, [e])))
+                    row = builder.gep(pa.data, [builder.add(poff_, builder.mul(i, row_len))])
+                    for k in range(nvec):
+                        r = builder.load(vec_ptr(row, k), align=isz)
+                        builder.store(builder.call(fma, [r, x, builder.load(acc[k])]), acc[k])
+                if mode == MODE_Z:
+                    for k in range(nvec):
+                        builder.store(builder.load(acc[k]), vec_ptr(oa.data, k), align=isz)
+                    return context.get_constant(types.float64, 0.0)
+                zero = ir.Constant(vty, [ir.Constant(elty, 0.0)] * lanes)
+                iptr = builder.gep(ia.data, [j0_])
+                total = None
                 for k in range(nvec):
-                    builder.store(builder.load(acc[k]), vec_ptr(oa.data, k), align=isz)
-                return context.get_constant(types.float64, 0.0)
-            zero = ir.Constant(vty, [ir.Constant(elty, 0.0)] * lanes)
-            iptr = builder.gep(ia.data, [j0_])
-            total = None
-            for k in range(nvec):
-                z = builder.load(acc[k])
-                if mode in (MODE_RELU1, MODE_RELU2, MODE_RELU3):
-                    # relu(t) = t if t > 0 else t - t  (NaN stays NaN, as in activations._relu)
-                    z = builder.select(builder.fcmp_ordered(">", z, zero), z, builder.fsub(z, z))
-                power = {MODE_RELU1: 1, MODE_RELU2: 2, MODE_RELU3: 3, MODE_POW2: 2, MODE_POW3: 3}
-                u = z
-                for _ in range(power[mode] - 1):
-                    u = builder.fmul(u, z)
-                builder.store(u, vec_ptr(oa.data, k), align=isz)
-                if narrow_sum:  # float32 terms, summed in float32 over the tile's vectors
-                    w = builder.load(vec_ptr(iptr, k), align=isz)
-                    t = builder.fmul(w, builder.fmul(u, u))
-                else:
-                    ud = builder.fpext(u, dvty) if isz == 4 else u
-                    w = builder.load(vec_ptr(iptr, k, dvty), align=8)
-                    t = builder.fmul(w, builder.fmul(ud, ud))
-                total = t if total is None else builder.fadd(total, t)
-            if narrow_sum:
-                total = builder.fpext(total, dvty)
-            h = lanes  # pairwise horizontal sum
-            while h > 1:
-                h //= 2
-                lo = ir.Constant(ir.VectorType(_I32, h), list(range(h)))
-                hi = ir.Constant(ir.VectorType(_I32, h), list(range(h, 2 * h)))
-                left = builder.shuffle_vector(total, total, lo)
-                total = builder.fadd(left, builder.shuffle_vector(total, total, hi))
-            return builder.extract_element(total, ir.Constant(_I32, 0))
+                    z = builder.load(acc[k])
+                    if mode in (MODE_RELU1, MODE_RELU2, MODE_RELU3):
+                        # relu(t) = t if t > 0 else t - t  (NaN stays NaN, as in activations._relu)
+                        z = builder.select(
+                            builder.fcmp_ordered(">", z, zero), z, builder.fsub(z, z)
+                        )
+                    power = {
+                        MODE_RELU1: 1,
+                        MODE_RELU2: 2,
+                        MODE_RELU3: 3,
+                        MODE_POW2: 2,
+                        MODE_POW3: 3,
+                    }
+                    u = z
+                    for _ in range(power[mode] - 1):
+                        u = builder.fmul(u, z)
+                    builder.store(u, vec_ptr(oa.data, k), align=isz)
+                    if narrow_sum:  # float32 terms, summed in float32 over the tile's vectors
+                        w = builder.load(vec_ptr(iptr, k), align=isz)
+                        t = builder.fmul(w, builder.fmul(u, u))
+                    else:
+                        ud = builder.fpext(u, dvty) if isz == 4 else u
+                        w = builder.load(vec_ptr(iptr, k, dvty), align=8)
+                        t = builder.fmul(w, builder.fmul(ud, ud))
+                    total = t if total is None else builder.fadd(total, t)
+                if narrow_sum:
+                    total = builder.fpext(total, dvty)
+                h = lanes  # pairwise horizontal sum
+                while h > 1:
+                    h //= 2
+                    lo = ir.Constant(ir.VectorType(_I32, h), list(range(h)))
+                    hi = ir.Constant(ir.VectorType(_I32, h), list(range(h, 2 * h)))
+                    left = builder.shuffle_vector(total, total, lo)
+                    total = builder.fadd(left, builder.shuffle_vector(total, total, hi))
+                return builder.extract_element(total, ir.Constant(_I32, 0))
+
+            # one intrinsic for both panel widths: the branch on P.shape[1] is taken
+            # once per call and predicted
+            result = cgutils.alloca_once(builder, ir.DoubleType())
+            ncols = cgutils.unpack_tuple(builder, pa.shape, 2)[1]
+            wide = builder.icmp_signed("==", ncols, ir.Constant(ncols.type, TILE_BYTES // isz))
+            with builder.if_else(wide) as (then, otherwise):
+                with then:
+                    builder.store(emit(TILE_BYTES), result)
+                with otherwise:
+                    builder.store(emit(NARROW_TILE_BYTES), result)
+            return builder.load(result)
 
         return sig, codegen
 
     return tile_kernel
 
 
-def _kernels(tile_bytes):
-    return tuple(_make_tile_kernel(tile_bytes, mode) for mode in range(6))
-
-
-(tile_z, tile_relu1, tile_relu2, tile_relu3, tile_pow2, tile_pow3) = _kernels(TILE_BYTES)
-(
-    narrow_z,
-    narrow_relu1,
-    narrow_relu2,
-    narrow_relu3,
-    narrow_pow2,
-    narrow_pow3,
-) = _kernels(NARROW_TILE_BYTES)
+(tile_z, tile_relu1, tile_relu2, tile_relu3, tile_pow2, tile_pow3) = (
+    _make_tile_kernel(mode) for mode in range(6)
+)

@@ -21,13 +21,6 @@ from ._simd import (
     MODE_RELU2,
     MODE_RELU3,
     MODE_Z,
-    TILE_BYTES,
-    narrow_pow2,
-    narrow_pow3,
-    narrow_relu1,
-    narrow_relu2,
-    narrow_relu3,
-    narrow_z,
     tile_pow2,
     tile_pow3,
     tile_relu1,
@@ -348,35 +341,23 @@ def _z_tile(A, bt, j0, j1, cidx, cval, e0, e1, z):
 
 
 @kernel_njit(inline="always")
-def _tile_call(wide, mode, P, poff, b, j0, cidx, cval, e0, e1, z, imp):
+def _tile_call(mode, P, poff, b, j0, cidx, cval, e0, e1, z, imp):
     """One sample's tile through the :mod:`fastsuper._simd` kernel for ``mode``.
 
     ``z`` receives ``z`` (``MODE_Z``) or ``phi(z)`` of the tile; the return is
     ``sum_j imp_j phi_j^2`` over the tile (0 for ``MODE_Z``).
     """
-    if wide:
-        if mode == MODE_RELU2:
-            return tile_relu2(P, poff, b, j0, cidx, cval, e0, e1, z, imp)
-        if mode == MODE_RELU1:
-            return tile_relu1(P, poff, b, j0, cidx, cval, e0, e1, z, imp)
-        if mode == MODE_RELU3:
-            return tile_relu3(P, poff, b, j0, cidx, cval, e0, e1, z, imp)
-        if mode == MODE_POW2:
-            return tile_pow2(P, poff, b, j0, cidx, cval, e0, e1, z, imp)
-        if mode == MODE_POW3:
-            return tile_pow3(P, poff, b, j0, cidx, cval, e0, e1, z, imp)
-        return tile_z(P, poff, b, j0, cidx, cval, e0, e1, z, imp)
     if mode == MODE_RELU2:
-        return narrow_relu2(P, poff, b, j0, cidx, cval, e0, e1, z, imp)
+        return tile_relu2(P, poff, b, j0, cidx, cval, e0, e1, z, imp)
     if mode == MODE_RELU1:
-        return narrow_relu1(P, poff, b, j0, cidx, cval, e0, e1, z, imp)
+        return tile_relu1(P, poff, b, j0, cidx, cval, e0, e1, z, imp)
     if mode == MODE_RELU3:
-        return narrow_relu3(P, poff, b, j0, cidx, cval, e0, e1, z, imp)
+        return tile_relu3(P, poff, b, j0, cidx, cval, e0, e1, z, imp)
     if mode == MODE_POW2:
-        return narrow_pow2(P, poff, b, j0, cidx, cval, e0, e1, z, imp)
+        return tile_pow2(P, poff, b, j0, cidx, cval, e0, e1, z, imp)
     if mode == MODE_POW3:
-        return narrow_pow3(P, poff, b, j0, cidx, cval, e0, e1, z, imp)
-    return narrow_z(P, poff, b, j0, cidx, cval, e0, e1, z, imp)
+        return tile_pow3(P, poff, b, j0, cidx, cval, e0, e1, z, imp)
+    return tile_z(P, poff, b, j0, cidx, cval, e0, e1, z, imp)
 
 
 @njit
@@ -413,7 +394,6 @@ def _block_columns_tiled(
     dt = P.dtype
     width = P.shape[1]
     nt = P.shape[0] // n
-    wide = width * P.itemsize == TILE_BYTES
     npad = nt * width
     bp = np.zeros(npad, dtype=dt)  # bias and importances, zero-padded to whole tiles,
     ip = np.zeros(npad, dtype=dt)  # in the compute dtype (fastsuper._simd)
@@ -446,7 +426,7 @@ def _block_columns_tiled(
             it = imp[j0:j1]
             for s in range(m):
                 e1 = ptr[s + 1]
-                acc = _tile_call(wide, mode, P, poff, bp, j0, cidx, cval, ptr[s], e1, zb, ip)
+                acc = _tile_call(mode, P, poff, bp, j0, cidx, cval, ptr[s], e1, zb, ip)
                 if mode == MODE_Z:
                     lsum[s] += _tile_loss(
                         z, it, act, a, ia, j0, j1, imp, cidx, cval, cur, s, e1, want_pf,
