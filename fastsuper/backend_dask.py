@@ -57,6 +57,7 @@ from .estimators import (
     _check_common,
     _finish,
     choose_path,
+    gram,
     path_operand,
     run_blocks,
 )
@@ -306,7 +307,7 @@ class _Run:
         token = self._token()
         A = None
         if self.use_cols and self.model.n**2 * self.model.dtype.itemsize <= MAX_EMBEDDED_A_BYTES:
-            A = self.model.A  # the CPU backend's A, bit for bit
+            A = gram(self.model)  # the CPU backend's A, bit for bit
         payload = client.submit(
             _payload,
             self.model,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from dataclasses import dataclass, field
@@ -10,7 +11,7 @@ import numpy as np
 
 from . import _validation as v
 from ._simd import NARROW_TILE_BYTES, TILE_BYTES
-from .kernels_cpu import PATH_CODES, column_panels, mc_blocks, merge_block_stats
+from .kernels_cpu import PATH_CODES, aligned, column_panels, mc_blocks, merge_block_stats
 from .model import Model
 from .sampling import SparseInputs
 
@@ -75,6 +76,12 @@ GEMM_ROWS = 32
 #: blocked path's products stay below it, so BLAS never starts threads of its own
 #: inside the parallel kernel (whatever OPENBLAS_NUM_THREADS says)
 BLAS_SINGLE_THREAD_MNK = 65536 * 4
+#: ``A = W^T W`` is formed on one BLAS thread when it takes at most this many
+#: multiply-adds (about 20 ms): BLAS threads woken for it go on spinning (OpenBLAS
+#: waits about 2**28 cycles for more work) while the Monte-Carlo threads run, which
+#: measured 2.48e6 instead of 2.98e6 samples/s (n = 1000, d = 64, float32, 2
+#: threads, 400000 samples); on one thread A took 2.0-2.8 ms, as on two
+GRAM_SINGLE_THREAD_FMA = 1 << 31
 
 # Cost model (:func:`choose_path`): nanoseconds per unit of work on one thread,
 # fitted to the scaling study (benchmarks/scaling.py, docs/benchmarks.md) on the
@@ -172,6 +179,26 @@ def choose_path(model: Model, inputs: SparseInputs, n_samples: int) -> str:
     return min(costs, key=costs.get)
 
 
+@functools.cache
+def _blas_controller():
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
+
+
+def gram(model: Model) -> np.ndarray:
+    """``A = W^T W`` for the Monte-Carlo kernels (the values of :attr:`Model.A`).
+
+    Formed on one BLAS thread up to :data:`GRAM_SINGLE_THREAD_FMA`
+    multiply-adds, so that no idle BLAS thread spins beside the kernel's
+    threads; larger products use BLAS's own threads.
+    """
+    if model.n * model.n * model.d > GRAM_SINGLE_THREAD_FMA:
+        return model.A
+    with _blas_controller().limit(limits=1, user_api="blas"):
+        return model.A
+
+
 def path_operand(model: Model, path: str, A: np.ndarray | None = None) -> np.ndarray:
     """The second matrix :func:`~fastsuper.kernels_cpu.mc_blocks` reads on ``path``.
 
@@ -182,7 +209,7 @@ def path_operand(model: Model, path: str, A: np.ndarray | None = None) -> np.nda
     """
     if path in ("columns", "columns_blocked"):
         if A is None:
-            A = model.A
+            A = gram(model)
         if path == "columns":
             return A
         tile = path_shape(path, model.n, model.d, model.dtype.itemsize, 1.0)[0]
@@ -211,6 +238,8 @@ def run_blocks(
     Returns ``(stats, pf1, pf2)``.
     """
     tile, sub = path_shape(path, model.n, model.d, model.dtype.itemsize, inputs.expected_active)
+    if path == "columns_blocked":  # panels that travelled (Dask) may have lost their alignment
+        A = aligned(A)
     act, a, ia = model._act_args()
     n, kfix, pmax, log1mp, thin, p, code, support, cum = inputs._kernel_params()
     return mc_blocks(

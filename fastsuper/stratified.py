@@ -70,6 +70,7 @@ from .estimators import (
     LossEstimate,
     _check_common,
     _finish,
+    gram,
 )
 from .kernels_cpu import (
     N_STATS,
@@ -764,7 +765,7 @@ def stratified_estimate(
         )
     if path == "auto":
         path = _choose_path(model, smp.expected_active, n_samples)
-    A = model.A if path == "columns" else np.zeros((1, 1), model.dtype)
+    A = gram(model) if path == "columns" else np.zeros((1, 1), model.dtype)
     act, a, ia = model._act_args()
     code, support, cum = inputs.law.code, inputs.law.support, inputs.law.cumprobs
     mode, n, kfix, pmax, log1mp, thin, p, kcdf, h1, h2, ones = smp.kernel_args()
