@@ -30,7 +30,12 @@ from ._simd import (
 )
 from .activations import POWER, RELU_POWER, SIGNED_POWER, _relu, phi_inplace
 from .rng import sample_key, seed_key
-from .sampling import draw_active, draw_sample, draw_value
+from .sampling import (
+    draw_active,
+    draw_bernoulli_tail_inline,
+    draw_sample,
+    draw_value_inline,
+)
 
 #: columns of the per-block statistics array
 ST_COUNT, ST_LOSS_MEAN, ST_LOSS_M2, ST_GAIN_MEAN, ST_GAIN_M2, ST_NONFINITE, ST_FIRST_BAD = range(7)
@@ -272,10 +277,13 @@ def _draw_csr(
             cap = max(2 * cidx.shape[0], e + n)
             cidx = _grown(cidx, e, cap)
             cval = _grown(cval, e, cap)
-        k = draw_active(key, n, kfix, pmax, log1mp, thin, p, cidx[e:])
+        if kfix >= 0:
+            k = draw_active(key, n, kfix, pmax, log1mp, thin, p, cidx[e:])
+        else:  # draw_active's Bernoulli branch, inlined, writing at cidx[e:]
+            k = draw_bernoulli_tail_inline(key, 0, -1, n, pmax, log1mp, thin, p, cidx, e) - e
         t = 0.0
         for q in range(k):
-            cval[e] = draw_value(key, q, code, support, cum)
+            cval[e] = draw_value_inline(key, q, code, support, cum)
             x = np.float64(cval[e])
             t += imp[cidx[e]] * x * x
             e += 1

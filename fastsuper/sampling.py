@@ -349,6 +349,15 @@ def draw_bernoulli_tail(key, c, pos, n, pmax, log1mp, thin, p, out_idx, count):
     return count
 
 
+#: The same two functions, inlined into the CPU kernels that draw many samples
+#: (Numba IR inlining: no call and no reference counting of the array arguments
+#: per sample): same code, same numbers bit for bit.  Drawing CSR rows with them
+#: measured 0.151 instead of 0.198 us per sample (n = 1000, p = 0.01).  The CUDA
+#: kernels call the originals.
+draw_bernoulli_tail_inline = njit(inline="always")(draw_bernoulli_tail.py_func)
+draw_value_inline = njit(inline="always")(draw_value.py_func)
+
+
 @njit
 def draw_sample(key, n, kfix, pmax, log1mp, thin, p, code, support, cum, out_idx, out_val):
     """Active indices (sorted) and values of one sample; returns how many."""
