@@ -407,10 +407,12 @@ def _block_columns_tiled(
     ``t n .. t n + n - 1`` are the ``width = P.shape[1]`` columns of tile
     ``t``, zero-padded.  ``sub`` samples at a time are drawn into CSR rows;
     then, one tile at a time, each sample's pre-activations over the tile are
-    accumulated in vector registers (:mod:`fastsuper._simd`), the activation
-    and ``sum_j I_j phi_j^2`` applied there for the common activations (else
-    stored and finished by :func:`_tile_loss`), then the corrections of the
-    active features in the tile added.  The ``n x width`` panel is read from
+    accumulated in vector registers (:mod:`fastsuper._simd`) and, for the
+    common activations, the tile's loss ``sum_j I_j (phi_j - x_j)^2`` formed
+    there (the sample's ``x`` scattered into a dense tile buffer on the way);
+    other activations store ``z`` and are finished by :func:`_tile_loss`
+    (activation, ``sum_j I_j phi_j^2`` and the corrections of the active
+    features in the tile).  The ``n x width`` panel is read from
     L3 or memory once per ``sub`` samples and then from L2.  A sample's loss
     is the sum of its tiles' terms; statistics run over the samples in index
     order.
@@ -432,7 +434,7 @@ def _block_columns_tiled(
     x2 = np.empty(m_max)
     lsum = np.empty(m_max)
     cur = np.empty(m_max, dtype=np.int64)
-    zb = _aligned_buffer(width, dt)
+    zb = _aligned_buffer(width + 1, dt)  # z of a tile, or its dense x (+ guard slot)
     for s0 in range(lo, hi, m_max):
         m = min(m_max, hi - s0)
         cidx, cval = _draw_csr(
@@ -456,12 +458,8 @@ def _block_columns_tiled(
                         z, it, act, a, ia, j0, j1, imp, cidx, cval, cur, s, e1, want_pf,
                         row1, row2,
                     )  # fmt: skip
-                else:
-                    corr, e = _corrections(
-                        z, j0, j1, imp, cidx, cval, cur[s], e1, False, row1, row2
-                    )
-                    cur[s] = e
-                    lsum[s] += acc + corr
+                else:  # the tile's whole loss, corrections included
+                    lsum[s] += acc
         for s in range(m):
             _welford_add(st, lsum[s], x2[s], start + s0 + s)
 
