@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import math
 import time
 from dataclasses import dataclass, field
@@ -10,6 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import _validation as v
+from ._blas import single_thread_if_small
 from ._simd import NARROW_TILE_BYTES, TILE_BYTES
 from .kernels_cpu import PATH_CODES, aligned, column_panels, mc_blocks, merge_block_stats
 from .model import Model
@@ -76,12 +76,6 @@ GEMM_ROWS = 32
 #: blocked path's products stay below it, so BLAS never starts threads of its own
 #: inside the parallel kernel (whatever OPENBLAS_NUM_THREADS says)
 BLAS_SINGLE_THREAD_MNK = 65536 * 4
-#: ``A = W^T W`` is formed on one BLAS thread when it takes at most this many
-#: multiply-adds (about 20 ms): BLAS threads woken for it go on spinning (OpenBLAS
-#: waits about 2**28 cycles for more work) while the Monte-Carlo threads run, which
-#: measured 2.48e6 instead of 2.98e6 samples/s (n = 1000, d = 64, float32, 2
-#: threads, 400000 samples); on one thread A took 2.0-2.8 ms, as on two
-GRAM_SINGLE_THREAD_FMA = 1 << 31
 
 # Cost model (:func:`choose_path`): nanoseconds per unit of work on one thread,
 # fitted to the scaling study (benchmarks/scaling.py, docs/benchmarks.md) on the
@@ -179,23 +173,15 @@ def choose_path(model: Model, inputs: SparseInputs, n_samples: int) -> str:
     return min(costs, key=costs.get)
 
 
-@functools.cache
-def _blas_controller():
-    from threadpoolctl import ThreadpoolController
-
-    return ThreadpoolController()
-
-
 def gram(model: Model) -> np.ndarray:
     """``A = W^T W`` for the Monte-Carlo kernels (the values of :attr:`Model.A`).
 
-    Formed on one BLAS thread up to :data:`GRAM_SINGLE_THREAD_FMA`
-    multiply-adds, so that no idle BLAS thread spins beside the kernel's
-    threads; larger products use BLAS's own threads.
+    Formed on one BLAS thread when small (:func:`fastsuper._blas.single_thread_if_small`:
+    spinning BLAS threads measured 2.48e6 instead of 2.98e6 samples/s of the
+    kernel that follows, n = 1000, d = 64, float32, 2 threads, 400000 samples;
+    on one thread A took 2.0-2.8 ms, as on two).
     """
-    if model.n * model.n * model.d > GRAM_SINGLE_THREAD_FMA:
-        return model.A
-    with _blas_controller().limit(limits=1, user_api="blas"):
+    with single_thread_if_small(float(model.n) * model.n * model.d):
         return model.A
 
 

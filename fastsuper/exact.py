@@ -37,6 +37,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ._blas import single_thread_if_small
+from .kernels_cpu_exact import exact_grad_w, exact_power_sums
 from .model import Model
 from .sampling import SparseInputs
 
@@ -47,18 +49,6 @@ __all__ = [
     "exact_loss_and_gain",
     "exact_loss_grad",
 ]
-
-#: Entries of ``A`` processed at a time: row blocks of about ``_BLOCK_ELEMS``
-#: float64 values (at least 4 rows), small enough that the few scratch arrays
-#: of a block stay in a per-core cache (measured fastest near 2**16 at
-#: n = 6000) and bound the memory beside ``A`` itself.
-_BLOCK_ELEMS = 1 << 16
-
-
-def _block_rows(n: int) -> int:
-    """Rows of ``A`` per block."""
-    return max(4, _BLOCK_ELEMS // n)
-
 
 # --------------------------------------------------------------------------
 # moment <-> cumulant recursions (vectorised over the last axis)
@@ -208,7 +198,7 @@ def _forward(model: Model, inputs: SparseInputs, m: int, backend: str = "cpu") -
     n = model.n
     R = 2 * m
     binom = _binomials(R)
-    W = np.asarray(model.W, dtype=np.float64)
+    W = np.ascontiguousarray(model.W, dtype=np.float64)
     b = None if model.b is None else np.asarray(model.b, dtype=np.float64)
     p = np.asarray(inputs.p, dtype=np.float64)
     mu = np.array([inputs.law.moment(r) for r in range(R + 2)], dtype=np.float64)
@@ -219,25 +209,18 @@ def _forward(model: Model, inputs: SparseInputs, m: int, backend: str = "cpu") -
         ex[0] = 1.0
         kx = _cumulants_from_moments(ex[: R + 1], binom)  # kx[r, i] = kappa_r(x_i)
 
-        A = W.T @ W
+        with single_thread_if_small(float(n) * n * W.shape[0]):  # no BLAS thread spinning
+            A = W.T @ W  # beside the kernels
         diag = np.diagonal(A).copy()
         np.fill_diagonal(A, 0.0)  # A is now the off-diagonal part
 
-        # ky[r, j] = sum_{i != j} A_ji**r kappa_r(x_i), by row blocks
+        # ky[r, j] = sum_{i != j} A_ji**r kappa_r(x_i), one parallel pass over the rows
         if backend == "cuda":
             from .backend_cuda import exact_power_sums_cuda
 
             ky = exact_power_sums_cuda(A, kx, symmetric=True)
         else:
-            ky = np.zeros((R + 1, n))
-            block = _block_rows(n)
-            for lo in range(0, n, block):
-                rows = A[lo : lo + block]
-                power = rows.copy()
-                for r in range(1, R + 1):
-                    if r > 1:
-                        power *= rows
-                    ky[r, lo : lo + block] = power @ kx[r]
+            ky = exact_power_sums(A, kx)
         if b is not None:
             ky[1] += b
         my = _moments_from_cumulants(ky, binom)  # my[s, j] = E y_j**s
@@ -282,14 +265,6 @@ def _terms(model: Model, inputs: SparseInputs, m: int, func: str, backend: str =
     return fw.ex2, fw.exzm, fw.ez2m, fw.imp
 
 
-def _entrywise_power(powers: dict, k: int) -> np.ndarray:
-    """``powers[1] ** k`` entrywise, memoised in ``powers`` (by repeated squaring)."""
-    if k not in powers:
-        h = k // 2
-        powers[k] = _entrywise_power(powers, h) * _entrywise_power(powers, k - h)
-    return powers[k]
-
-
 def _backward(func: str, fw: _Forward, m: int) -> tuple[np.ndarray, np.ndarray]:
     """Exact gradient ``(dL/dW, dL/db)`` of the loss from the forward state (THEORY §3).
 
@@ -306,8 +281,9 @@ def _backward(func: str, fw: _Forward, m: int) -> tuple[np.ndarray, np.ndarray]:
       depend on ``a_j``: ``y_j`` does not contain ``x_j``);
     * ``dL/db_j = dL/dkappa_1(y_j)`` and ``dL/dW = W (Gamma + Gamma.T)``.
 
-    ``Gamma`` is built and consumed by row blocks (never stored whole), by
-    Horner's rule over the orders ``r`` with ``kappa_r(x) != 0``.
+    ``Gamma`` is never stored: :func:`fastsuper.kernels_cpu_exact.exact_grad_w`
+    forms its rows and columns on the fly, by Horner's rule over the orders
+    ``r`` with ``kappa_r(x) != 0``.
     """
     binom, W, ex, kx, A, ad, my, imp = fw.binom, fw.W, fw.ex, fw.kx, fw.A, fw.ad, fw.my, fw.imp
     d, n = W.shape
@@ -335,31 +311,10 @@ def _backward(func: str, fw: _Forward, m: int) -> tuple[np.ndarray, np.ndarray]:
 
         # Gamma_ji = sum_r c_r[j] kx[r, i] A_ji**(r-1) with c_r = r dL/dkappa_r(y_j),
         # over the orders whose cumulant of x does not vanish (odd ones do for
-        # symmetric laws), evaluated by Horner's rule in row blocks.
+        # symmetric laws), evaluated by Horner's rule row by row.
         orders = [r for r in range(R, 0, -1) if np.any(kx[r] != 0.0)]
         coef = np.arange(R + 1)[:, None] * g_kap
-        dW = np.zeros((d, n))
-        block = _block_rows(n)
-        for lo in range(0, n, block):
-            hi = min(lo + block, n)
-            rows = A[lo:hi]
-            if orders:
-                powers = {1: rows}  # entrywise powers of the block, the Horner steps
-                G = np.multiply(coef[orders[0], lo:hi, None], kx[orders[0]][None, :])
-                tmp = np.empty_like(G)
-                for prev, r in zip(orders[:-1], orders[1:]):
-                    G *= _entrywise_power(powers, prev - r)
-                    np.multiply(coef[r, lo:hi, None], kx[r][None, :], out=tmp)
-                    G += tmp
-                if orders[-1] > 1:
-                    G *= _entrywise_power(powers, orders[-1] - 1)
-                del tmp, powers
-            else:
-                G = np.zeros((hi - lo, n))
-            idx = np.arange(lo, hi)
-            G[idx - lo, idx] = g_diag[lo:hi]
-            dW += W[:, lo:hi] @ G  # W Gamma, the rows lo:hi of Gamma
-            dW[:, lo:hi] += W @ G.T  # W Gamma.T, its columns lo:hi
+        dW = exact_grad_w(A, W, coef, kx, np.array(orders, dtype=np.int64), g_diag)
         db = g_kap[1].copy()
 
     for name, arr in (("dL/dW", dW), ("dL/db", db)):
@@ -616,7 +571,7 @@ def exact_loss_grad(
     to the cumulants of ``y_j = sum_{i != j} A_ji x_i + b_j`` with
     ``dM_s/dkappa_r = C(s, r) M_{s-r}``, then to ``Gamma_ji = dL/dA_ji`` and
     ``dL/dW = W (Gamma + Gamma.T)``.  Cost ``O(n**2 (d + m))`` time, like the
-    loss, with scratch memory of a few row blocks beside ``W.T @ W``.
+    loss, with scratch memory of a few rows per thread beside ``W.T @ W``.
 
     Parameters
     ----------

@@ -85,3 +85,25 @@ def enumerate_inputs(p, support, probs, max_active=None):
         rows.append(x)
         weights.append(w)
     return np.array(rows), np.array(weights)
+
+
+def power_sums_numpy(A, c):
+    """``S[r, j] = sum_{i != j} A[j, i]**r c[r, i]`` (row 0 zero), dense NumPy."""
+    A = np.array(A, dtype=np.float64)
+    np.fill_diagonal(A, 0.0)
+    R = c.shape[0] - 1
+    S = np.zeros((R + 1, A.shape[0]))
+    for r in range(1, R + 1):
+        S[r] = (A**r) @ c[r]
+    return S
+
+
+def grad_w_numpy(A, W, coef, c, orders, g_diag):
+    """``W (Gamma + Gamma^T)`` with ``Gamma`` stored: ``Gamma_ji = sum_r coef[r, j]
+    c[r, i] A_ji**(r-1)`` off the diagonal, ``Gamma_jj = g_diag[j]``."""
+    n = A.shape[0]
+    G = np.zeros((n, n))
+    for r in orders:
+        G += coef[r][:, None] * c[r][None, :] * A ** (r - 1)
+    G[np.arange(n), np.arange(n)] = g_diag
+    return W @ (G + G.T)

@@ -198,19 +198,6 @@ def test_per_feature_sums_and_gain_plus_loss(values):
     np.testing.assert_array_equal(both[1], gain_j)
 
 
-def test_large_n_blocks_agree_with_small_blocks(monkeypatch):
-    """Row blocking of A does not change the result."""
-    import fastsuper.exact as ex
-
-    n, d, m = 300, 20, 3
-    rng = np.random.default_rng(2)
-    model = _random_model(rng, n, d, m, bias=True)
-    inputs = SparseInputs(n, p=0.02, values="gaussian")
-    full = exact_loss(model, inputs, per_feature=True)
-    monkeypatch.setattr(ex, "_BLOCK_ELEMS", 7 * n)
-    _close(exact_loss(model, inputs, per_feature=True), full, rtol=1e-13)
-
-
 def test_cumulant_moment_recursions_invert():
     import fastsuper.exact as ex
 

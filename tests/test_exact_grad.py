@@ -226,22 +226,6 @@ def test_large_runs():
     assert np.all(np.isfinite(dW)) and np.all(np.isfinite(db))
 
 
-def test_row_blocks_agree(monkeypatch):
-    """Several row blocks (4 rows each) give the one-block result."""
-    import fastsuper.exact as exact_module
-
-    for law_name in ("gaussian", "uniform"):
-        model, inputs = _setup(law_name, 3, True, n=11, d=3, seed=9)
-        loss, dW, db = exact_loss_grad(model, inputs)
-        with monkeypatch.context() as mp:
-            mp.setattr(exact_module, "_BLOCK_ELEMS", 1)
-            assert exact_module._block_rows(11) == 4
-            loss2, dW2, db2 = exact_loss_grad(model, inputs)
-        assert loss2 == loss
-        _assert_grad_close(dW2, dW, np.max(np.abs(dW)), 1e-14)
-        _assert_grad_close(db2, db, np.max(np.abs(db)), 1e-14)
-
-
 def test_no_active_features():
     """p = 0: x = 0, L = sum_j I_j b_j**(2m), dL/dW = 0, dL/db = 2m I b**(2m-1)."""
     n, m = 4, 3
