@@ -78,21 +78,27 @@ GEMM_ROWS = 32
 BLAS_SINGLE_THREAD_MNK = 65536 * 4
 
 # Cost model (:func:`choose_path`): nanoseconds per unit of work on one thread,
-# fitted to the scaling study (benchmarks/scaling.py, docs/benchmarks.md) on the
-# project's 2-core VM; only their ratios matter for the choice.
+# fitted (non-negative least squares on relative errors) to 162 timings of the
+# three paths at 54 shapes (benchmarks/cost_model.py, docs/_static/cost_model.json) on the
+# project's 2-core VM, 2026-12-06; only their ratios matter for the choice.
 #: per sample (key, loop, statistics) and per active feature (drawing it)
-COST_SAMPLE, COST_ACTIVE = 50.0, 30.0
+COST_SAMPLE, COST_ACTIVE = 58.0, 17.0
 #: per output: activation, loss term, bias
-COST_OUTPUT = 0.8
+COST_OUTPUT = 0.18
 #: per multiply-add of a row of A added to z: rows from L2 (A, or its tile, within
 #: :data:`L2_BYTES`), from L3 (A within :data:`L3_BYTES`), from memory
-COST_COLUMN_FMA, COST_COLUMN_FMA_L3, COST_COLUMN_FMA_MEM = 0.5, 0.8, 2.0
+COST_COLUMN_FMA, COST_COLUMN_FMA_L3, COST_COLUMN_FMA_MEM = 0.14, 0.13, 0.23
 #: path "columns_blocked": per byte of the panel rows added (the panel within half
-#: of :data:`L2_BYTES`, or beyond), and per sample and tile
-COST_PANEL_BYTE, COST_PANEL_BYTE_L3 = 0.053, 0.15
-COST_TILE = 10.0
-#: per multiply-add of the matrix products of "blocked", and of the per-sample "dense" path
-COST_GEMM_FMA, COST_DENSE_FMA = 0.14, 0.6
+#: of :data:`L2_BYTES`, or beyond), and per sample and tile (fitted as 0: the
+#: per-tile work is counted in the per-output cost)
+COST_PANEL_BYTE, COST_PANEL_BYTE_L3 = 0.0036, 0.0105
+COST_TILE = 0.0
+#: per multiply-add of the matrix products of "blocked" (and of the per-sample
+#: "dense" path, never chosen: not refitted, scaled with the others)
+COST_GEMM_FMA, COST_DENSE_FMA = 0.041, 0.18
+#: per byte of A = W^T W written once per call (the column paths; twice for
+#: "columns_blocked", which also copies it into panels), page faults included
+COST_A_BYTE = 0.93
 #: cache sizes (per core, and the share of L3 one sample stream can count on)
 L2_BYTES, L3_BYTES = 2 << 20, 16 << 20
 
@@ -136,13 +142,14 @@ def path_costs(n: int, d: int, expected_k: float, itemsize: int, n_samples: int)
     tile = path_shape("columns_blocked", n, d, itemsize, k)[0]
     # the panel shares L2 with the CSR rows and the other thread's work: half of it counts
     panel_byte = COST_PANEL_BYTE if n * tile * itemsize <= L2_BYTES // 2 else COST_PANEL_BYTE_L3
-    form_a = COST_GEMM_FMA * n * n * d / max(1, n_samples)
+    form_a = (COST_GEMM_FMA * n * n * d + COST_A_BYTE * a_bytes) / max(1, n_samples)
     return {
         "columns": base + col_fma * n * k + form_a,
         "columns_blocked": base
         + panel_byte * itemsize * n * k
         + COST_TILE * -(-n // tile)
-        + form_a,
+        + form_a
+        + COST_A_BYTE * a_bytes / max(1, n_samples),
         "dense": base + COST_DENSE_FMA * d * (k + n),
         "blocked": base + COST_COLUMN_FMA * d * k + COST_GEMM_FMA * n * d,
     }
@@ -153,7 +160,8 @@ def choose_path(model: Model, inputs: SparseInputs, n_samples: int) -> str:
 
     Per sample, with ``K`` the expected number of active features: the
     column paths add ``K`` rows of ``A = W^T W`` (``n K`` multiply-adds,
-    plus ``n^2 d`` once to form ``A``), at a cost per multiply-add that
+    plus ``n^2 d`` once to form ``A`` and writing its bytes, twice for the
+    panels of "columns_blocked"), at a cost per multiply-add that
     depends on where the rows come from (L2, L3 or memory; "columns_blocked"
     reads them from panels of 512-byte rows, in vector registers, per byte
     and per tile); "blocked" computes ``h = W x``
@@ -174,15 +182,19 @@ def choose_path(model: Model, inputs: SparseInputs, n_samples: int) -> str:
 
 
 def gram(model: Model) -> np.ndarray:
-    """``A = W^T W`` for the Monte-Carlo kernels (the values of :attr:`Model.A`).
+    """``A = W^T W`` for the Monte-Carlo kernels (:attr:`Model.A`, from an aligned ``W``).
 
     Formed on one BLAS thread when small (:func:`fastsuper._blas.single_thread_if_small`:
     spinning BLAS threads measured 2.48e6 instead of 2.98e6 samples/s of the
     kernel that follows, n = 1000, d = 64, float32, 2 threads, 400000 samples;
     on one thread A took 2.0-2.8 ms, as on two).
     """
+    # NumPy multiplies arrays that are not aligned to their itemsize (as W can be after
+    # unpickling on a Dask worker) with its own loops, not BLAS: other round-off.  An
+    # aligned copy gives every process the same A, bit for bit.
+    W = aligned(model.W)
     with single_thread_if_small(float(model.n) * model.n * model.d):
-        return model.A
+        return W.T @ W
 
 
 def path_operand(model: Model, path: str, A: np.ndarray | None = None) -> np.ndarray:
