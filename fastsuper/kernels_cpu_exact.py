@@ -25,10 +25,19 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from ._jit import parallel_njit
+from ._jit import njit, parallel_njit
 
 #: rows of ``A`` per parallel work item
 ROWS_PER_ITEM = 16
+
+
+@njit(inline="always")
+def _ipow(t, k):
+    """``t**k`` for an integer ``k >= 1``, by repeated multiplication."""
+    u = t
+    for _ in range(k - 1):
+        u *= t
+    return u
 
 
 @parallel_njit
@@ -113,10 +122,7 @@ def exact_grad_w(A, W, coef, c, orders, g_diag):
                             h[i] = h[i] * t + b_j * coef[r, i]
                     else:
                         for i in range(n):
-                            t = row[i]
-                            u = t
-                            for _ in range(step - 1):
-                                u *= t
+                            u = _ipow(row[i], step)
                             g[i] = g[i] * u + a_j * c[r, i]
                             h[i] = h[i] * u + b_j * coef[r, i]
                 last = orders[no - 1] - 1  # the final factor A_ji**(r_min - 1)
@@ -128,11 +134,7 @@ def exact_grad_w(A, W, coef, c, orders, g_diag):
                         g[i] = (g[i] + h[i]) * row[i]
                 else:
                     for i in range(n):
-                        t = row[i]
-                        u = t
-                        for _ in range(last - 1):
-                            u *= t
-                        g[i] = (g[i] + h[i]) * u
+                        g[i] = (g[i] + h[i]) * _ipow(row[i], last)
             g[j] = 2.0 * g_diag[j]
             for k in range(d):
                 wk = W[k]

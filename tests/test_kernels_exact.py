@@ -10,10 +10,13 @@ from naive import grad_w_numpy, power_sums_numpy
 from fastsuper.kernels_cpu_exact import ROWS_PER_ITEM, exact_grad_w, exact_power_sums
 
 
-def _symmetric(n, d, seed):
+def _gamma_problem(n, d, seed, R=7):
+    """W, A = W^T W with a zero diagonal, and random coef, c (R + 1 rows), g_diag."""
     rng = np.random.default_rng(seed)
     W = rng.normal(size=(d, n)) / np.sqrt(d)
-    return W, W.T @ W
+    A = W.T @ W
+    np.fill_diagonal(A, 0.0)
+    return W, A, rng.normal(size=(R + 1, n)), rng.normal(size=(R + 1, n)), rng.normal(size=n)
 
 
 @pytest.mark.parametrize("n", [1, 5, ROWS_PER_ITEM + 3])
@@ -39,26 +42,14 @@ def test_power_sums_match_numpy_and_skip_the_diagonal(n):
     ],
 )
 def test_grad_w_matches_stored_gamma(orders):
-    n, d = ROWS_PER_ITEM * 2 + 5, 4
-    W, A = _symmetric(n, d, 1)
-    np.fill_diagonal(A, 0.0)
-    rng = np.random.default_rng(2)
-    coef = rng.normal(size=(8, n))
-    c = rng.normal(size=(8, n))
-    g_diag = rng.normal(size=n)
+    W, A, coef, c, g_diag = _gamma_problem(ROWS_PER_ITEM * 2 + 5, 4, 1)
     got = exact_grad_w(A, W, coef, c, np.array(orders, dtype=np.int64), g_diag)
     ref = grad_w_numpy(A, W, coef, c, orders, g_diag)
     np.testing.assert_allclose(got, ref, rtol=1e-11, atol=1e-12 * np.abs(ref).max())
 
 
 def test_exact_kernels_do_not_depend_on_the_thread_count():
-    n, d = 3 * ROWS_PER_ITEM + 1, 3
-    W, A = _symmetric(n, d, 5)
-    np.fill_diagonal(A, 0.0)
-    rng = np.random.default_rng(6)
-    c = rng.normal(size=(7, n))
-    coef = rng.normal(size=(7, n))
-    g_diag = rng.normal(size=n)
+    W, A, coef, c, g_diag = _gamma_problem(3 * ROWS_PER_ITEM + 1, 3, 5, R=6)
     orders = np.array([6, 4, 2], dtype=np.int64)
     before = numba.get_num_threads()
     try:
