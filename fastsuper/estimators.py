@@ -304,6 +304,7 @@ def estimate_loss(
         of samples as one matrix product (BLAS); ``"dense"`` computes
         ``W^T (W x)`` one sample at a time; ``"auto"`` picks by a cost model
         (:func:`choose_path`).  All give the same numbers to round-off.
+        ``method="stratified"`` has all but ``"blocked"``.
     backend : {"cpu", "cuda"}
         Where to run.  ``"cuda"`` needs the ``cuda`` extra (numba-cuda) and a
         GPU, or ``NUMBA_ENABLE_CUDASIM=1`` (the simulator); it draws the same

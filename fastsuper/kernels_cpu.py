@@ -273,23 +273,42 @@ def _draw_csr(
     ptr[0] = 0
     for s in range(m):
         key = sample_key(skey, first + s)
-        if e + n > cidx.shape[0]:
-            cap = max(2 * cidx.shape[0], e + n)
-            cidx = _grown(cidx, e, cap)
-            cval = _grown(cval, e, cap)
+        cidx, cval = csr_room(cidx, cval, e, n)
         if kfix >= 0:
             k = draw_active(key, n, kfix, pmax, log1mp, thin, p, cidx[e:])
         else:  # draw_active's Bernoulli branch, inlined, writing at cidx[e:]
             k = draw_bernoulli_tail_inline(key, 0, -1, n, pmax, log1mp, thin, p, cidx, e) - e
-        t = 0.0
-        for q in range(k):
-            cval[e] = draw_value_inline(key, q, code, support, cum)
-            x = np.float64(cval[e])
-            t += imp[cidx[e]] * x * x
-            e += 1
-        x2[s] = t
-        ptr[s + 1] = e
+        e = csr_values(key, k, e, code, support, cum, imp, cidx, cval, x2, s, ptr)
     return cidx, cval
+
+
+@kernel_njit(inline="always")
+def csr_room(cidx, cval, e, n):
+    """``(cidx, cval)``, grown (copies) when fewer than ``n`` entries are free after ``e``."""
+    if e + n > cidx.shape[0]:
+        cap = max(2 * cidx.shape[0], e + n)
+        cidx = _grown(cidx, e, cap)
+        cval = _grown(cval, e, cap)
+    return cidx, cval
+
+
+@kernel_njit(inline="always")
+def csr_values(key, k, e, code, support, cum, imp, cidx, cval, x2, s, ptr):
+    """Values of the ``k`` active features at ``cidx[e:e+k]`` into ``cval``; closes row ``s``.
+
+    ``x2[s] = sum_i I_i x_i^2`` (values rounded to the compute dtype of
+    ``cval`` first, as in :func:`_sample_loss`), ``ptr[s + 1]`` the row's
+    end, which is returned.
+    """
+    t = 0.0
+    for q in range(k):
+        cval[e] = draw_value_inline(key, q, code, support, cum)
+        x = np.float64(cval[e])
+        t += imp[cidx[e]] * x * x
+        e += 1
+    x2[s] = t
+    ptr[s + 1] = e
+    return e
 
 
 @kernel_njit
@@ -396,6 +415,63 @@ def _aligned_buffer(size, dt):
     return buf[off : off + size]
 
 
+@kernel_njit(inline="always")
+def tile_buffers(P, b, imp, n):
+    """``(bp, ip, zb)`` for :func:`tile_losses` with the panels ``P``.
+
+    Bias and importances zero-padded to whole tiles in the compute dtype,
+    and the tile buffer (``z`` of a tile, or its dense ``x`` plus a guard
+    slot), all aligned to :data:`VECTOR_ALIGN` bytes.
+    """
+    dt = P.dtype
+    width = P.shape[1]
+    npad = (P.shape[0] // n) * width
+    bp = _aligned_buffer(npad, dt)
+    ip = _aligned_buffer(npad, dt)
+    for j in range(n):
+        bp[j] = b[j]
+        ip[j] = imp[j]
+    return bp, ip, _aligned_buffer(width + 1, dt)
+
+
+@kernel_njit(inline="always")
+def tile_losses(
+    P, bp, ip, zb, mode, act, a, ia, want_pf, imp, n, m, ptr, cidx, cval, lsum, cur, row1, row2
+):
+    """``lsum[s]``: the loss of CSR sample ``s < m`` from the panels, tile by tile.
+
+    Each sample's pre-activations over a tile are accumulated in vector
+    registers (:mod:`fastsuper._simd`); for the common activations
+    (``mode`` from :func:`_fused_mode`) the tile's loss
+    ``sum_j I_j (phi_j - x_j)^2`` is formed there, the sample's ``x``
+    scattered into the dense tile buffer ``zb`` on the way; other activations
+    store ``z`` and are finished by :func:`_tile_loss` (activation,
+    ``sum_j I_j phi_j^2``, the corrections of the active features in the
+    tile; per-feature sums into ``row1``/``row2``).  A sample's loss is the
+    sum of its tiles' terms.
+    """
+    width = P.shape[1]
+    nt = P.shape[0] // n
+    for s in range(m):
+        lsum[s] = 0.0
+        cur[s] = ptr[s]
+    for t in range(nt):
+        j0 = t * width
+        j1 = min(j0 + width, n)
+        poff = t * n * width
+        z = zb[: j1 - j0]
+        it = imp[j0:j1]
+        for s in range(m):
+            e1 = ptr[s + 1]
+            acc = _tile_call(mode, P, poff, bp, j0, cidx, cval, ptr[s], e1, zb, ip)
+            if mode == MODE_Z:
+                lsum[s] += _tile_loss(
+                    z, it, act, a, ia, j0, j1, imp, cidx, cval, cur, s, e1, want_pf, row1, row2
+                )
+            else:  # the tile's whole loss, corrections included
+                lsum[s] += acc
+
+
 @kernel_njit
 def _block_columns_tiled(
     P, b, imp, act, a, ia, want_pf, skey, start, lo, hi, sub, n, kfix, pmax, log1mp,
@@ -405,61 +481,30 @@ def _block_columns_tiled(
 
     ``P`` holds ``A = W^T W`` as panels (:func:`column_panels`): rows
     ``t n .. t n + n - 1`` are the ``width = P.shape[1]`` columns of tile
-    ``t``, zero-padded.  ``sub`` samples at a time are drawn into CSR rows;
-    then, one tile at a time, each sample's pre-activations over the tile are
-    accumulated in vector registers (:mod:`fastsuper._simd`) and, for the
-    common activations, the tile's loss ``sum_j I_j (phi_j - x_j)^2`` formed
-    there (the sample's ``x`` scattered into a dense tile buffer on the way);
-    other activations store ``z`` and are finished by :func:`_tile_loss`
-    (activation, ``sum_j I_j phi_j^2`` and the corrections of the active
-    features in the tile).  The ``n x width`` panel is read from
-    L3 or memory once per ``sub`` samples and then from L2.  A sample's loss
-    is the sum of its tiles' terms; statistics run over the samples in index
-    order.
+    ``t``, zero-padded.  ``sub`` samples at a time are drawn into CSR rows,
+    then their losses computed one tile at a time (:func:`tile_losses`): the
+    ``n x width`` panel is read from L3 or memory once per ``sub`` samples
+    and then from L2.  Statistics run over the samples in index order.
     """
-    dt = P.dtype
-    width = P.shape[1]
-    nt = P.shape[0] // n
-    npad = nt * width
-    bp = _aligned_buffer(npad, dt)  # bias and importances, zero-padded to whole tiles,
-    ip = _aligned_buffer(npad, dt)  # in the compute dtype (fastsuper._simd)
-    for j in range(n):
-        bp[j] = b[j]
-        ip[j] = imp[j]
+    bp, ip, zb = tile_buffers(P, b, imp, n)
     mode = _fused_mode(act, ia, want_pf)
     m_max = max(1, min(sub, hi - lo))
     ptr = np.empty(m_max + 1, dtype=np.int64)
     cidx = np.empty(4 * m_max + n, dtype=np.int64)
-    cval = np.empty(4 * m_max + n, dtype=dt)
+    cval = np.empty(4 * m_max + n, dtype=P.dtype)
     x2 = np.empty(m_max)
     lsum = np.empty(m_max)
     cur = np.empty(m_max, dtype=np.int64)
-    zb = _aligned_buffer(width + 1, dt)  # z of a tile, or its dense x (+ guard slot)
     for s0 in range(lo, hi, m_max):
         m = min(m_max, hi - s0)
         cidx, cval = _draw_csr(
             skey, start + s0, m, imp, n, kfix, pmax, log1mp, thin, p, code, support, cum, ptr,
             cidx, cval, x2,
         )  # fmt: skip
-        for s in range(m):
-            lsum[s] = 0.0
-            cur[s] = ptr[s]
-        for t in range(nt):
-            j0 = t * width
-            j1 = min(j0 + width, n)
-            poff = t * n * width
-            z = zb[: j1 - j0]
-            it = imp[j0:j1]
-            for s in range(m):
-                e1 = ptr[s + 1]
-                acc = _tile_call(mode, P, poff, bp, j0, cidx, cval, ptr[s], e1, zb, ip)
-                if mode == MODE_Z:
-                    lsum[s] += _tile_loss(
-                        z, it, act, a, ia, j0, j1, imp, cidx, cval, cur, s, e1, want_pf,
-                        row1, row2,
-                    )  # fmt: skip
-                else:  # the tile's whole loss, corrections included
-                    lsum[s] += acc
+        tile_losses(
+            P, bp, ip, zb, mode, act, a, ia, want_pf, imp, n, m, ptr, cidx, cval, lsum, cur,
+            row1, row2,
+        )  # fmt: skip
         for s in range(m):
             _welford_add(st, lsum[s], x2[s], start + s0 + s)
 

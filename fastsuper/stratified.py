@@ -71,6 +71,9 @@ from .estimators import (
     _check_common,
     _finish,
     gram,
+    path_costs,
+    path_operand,
+    path_shape,
 )
 from .kernels_cpu import (
     N_STATS,
@@ -81,9 +84,15 @@ from .kernels_cpu import (
     ST_LOSS_M2,
     ST_LOSS_MEAN,
     ST_NONFINITE,
+    _fused_mode,
     _sample_loss,
+    _welford_add,
     _z_columns,
     _z_dense,
+    csr_room,
+    csr_values,
+    tile_buffers,
+    tile_losses,
 )
 from .model import Model
 from .rng import sample_key, seed_key, uniform
@@ -374,6 +383,42 @@ def _ge2_block(
     stats[ST_FIRST_BAD] = first_bad
 
 
+@kernel_njit
+def _ge2_block_tiled(
+    P, b, imp, act, a, ia, want_pf, skey, start, lo, hi, sub, mode, n, kfix, pmax, log1mp,
+    thin, p, kcdf, h1, h2, ones, code, support, cum, st, row1, row2,
+):  # fmt: skip
+    """Path "columns_blocked" of :func:`_ge2_block`: ``sub`` samples at a time drawn
+    given ``K >= 2`` into CSR rows, their losses from the panels ``P`` of ``A``
+    (:func:`fastsuper.kernels_cpu.tile_losses`), statistics into ``st``."""
+    bp, ip, zb = tile_buffers(P, b, imp, n)
+    fused = _fused_mode(act, ia, want_pf)
+    m_max = max(1, min(sub, hi - lo))
+    ptr = np.empty(m_max + 1, dtype=np.int64)
+    cidx = np.empty(4 * m_max + n, dtype=np.int64)
+    cval = np.empty(4 * m_max + n, dtype=P.dtype)
+    x2 = np.empty(m_max)
+    lsum = np.empty(m_max)
+    cur = np.empty(m_max, dtype=np.int64)
+    for s0 in range(lo, hi, m_max):
+        m = min(m_max, hi - s0)
+        e = 0
+        ptr[0] = 0
+        for s in range(m):
+            key = sample_key(skey, start + s0 + s)
+            cidx, cval = csr_room(cidx, cval, e, n)
+            k = draw_active_ge2(
+                key, mode, n, kfix, pmax, log1mp, thin, p, kcdf, h1, h2, ones, cidx[e:]
+            )
+            e = csr_values(key, k, e, code, support, cum, imp, cidx, cval, x2, s, ptr)
+        tile_losses(
+            P, bp, ip, zb, fused, act, a, ia, want_pf, imp, n, m, ptr, cidx, cval, lsum, cur,
+            row1, row2,
+        )  # fmt: skip
+        for s in range(m):
+            _welford_add(st, lsum[s], x2[s], start + s0 + s)
+
+
 @parallel_njit
 def stratified_blocks(
     W,
@@ -389,6 +434,7 @@ def stratified_blocks(
     start,
     n_samples,
     block,
+    sub,
     mode,
     n,
     kfix,
@@ -410,7 +456,9 @@ def stratified_blocks(
     (n_blocks, N_STATS), per-feature block sums ``pf1``, ``pf2``), merged by
     :func:`fastsuper.kernels_cpu.merge_block_stats`: each block writes its own
     rows, the blocks are fixed by sample index, so the result is bit-identical
-    for any number of threads.
+    for any number of threads.  ``sub > 0`` selects path "columns_blocked"
+    (``A`` its panels, ``sub`` samples drawn at once); else ``use_cols``
+    chooses "columns" (``A = W^T W``) or "dense".
     """
     nb = (n_samples + block - 1) // block
     stats = np.zeros((nb, N_STATS))
@@ -423,10 +471,18 @@ def stratified_blocks(
         row2 = pf2[bi] if want_pf else pf2.reshape(-1)
         lo = bi * block
         hi = min(lo + block, n_samples)
-        _ge2_block(
-            W, A, b, imp, act, a, ia, use_cols, want_pf, skey, start, lo, hi, mode, n, kfix,
-            pmax, log1mp, thin, p, kcdf, h1, h2, ones, code, support, cum, stats[bi], row1, row2,
-        )  # fmt: skip
+        if sub > 0:  # path "columns_blocked": A holds the panels
+            stats[bi, ST_FIRST_BAD] = -1.0
+            _ge2_block_tiled(
+                A, b, imp, act, a, ia, want_pf, skey, start, lo, hi, sub, mode, n, kfix, pmax,
+                log1mp, thin, p, kcdf, h1, h2, ones, code, support, cum, stats[bi], row1, row2,
+            )  # fmt: skip
+        else:
+            _ge2_block(
+                W, A, b, imp, act, a, ia, use_cols, want_pf, skey, start, lo, hi, mode, n, kfix,
+                pmax, log1mp, thin, p, kcdf, h1, h2, ones, code, support, cum, stats[bi], row1,
+                row2,
+            )  # fmt: skip
     return stats, pf1, pf2
 
 
@@ -648,13 +704,14 @@ def sample_ge2(
 
 
 def _choose_path(model: Model, k: float, n_samples: int) -> str:
-    """The cost model of :func:`fastsuper.estimators.choose_path` with ``k = E[K | K>=2]``."""
-    n, d = model.n, model.d
-    if n * n * model.dtype.itemsize > MAX_A_BYTES:
+    """The cost model of :func:`fastsuper.estimators.choose_path` with ``k = E[K | K>=2]``,
+    over the paths of the stratified sampler ("columns_blocked", "columns", "dense")."""
+    n, d, itemsize = model.n, model.d, model.dtype.itemsize
+    if n * n * itemsize > MAX_A_BYTES:
         return "dense"
-    dense = n_samples * d * (k + n)
-    cols = n * n * d + n_samples * n * k
-    return "columns" if cols < dense else "dense"
+    costs = path_costs(n, d, k, itemsize, n_samples)
+    del costs["blocked"]
+    return min(costs, key=costs.get)
 
 
 def _check_terms(terms, smp: StratifiedSampler, inputs: SparseInputs) -> None:
@@ -765,7 +822,19 @@ def stratified_estimate(
         )
     if path == "auto":
         path = _choose_path(model, smp.expected_active, n_samples)
-    A = gram(model) if path == "columns" else np.zeros((1, 1), model.dtype)
+    if path == "blocked":
+        raise ValueError(
+            "path='blocked' is not available with method='stratified' (its samples have "
+            "K >= 2 active features, few for matrix products); use 'auto', 'columns', "
+            "'columns_blocked' or 'dense'"
+        )
+    if path in ("columns", "columns_blocked"):
+        A = path_operand(model, path, gram(model))
+    else:
+        A = np.zeros((1, 1), model.dtype)
+    sub = 0
+    if path == "columns_blocked":
+        _, sub = path_shape(path, model.n, model.d, model.dtype.itemsize, smp.expected_active)
     act, a, ia = model._act_args()
     code, support, cum = inputs.law.code, inputs.law.support, inputs.law.cumprobs
     mode, n, kfix, pmax, log1mp, thin, p, kcdf, h1, h2, ones = smp.kernel_args()
@@ -783,6 +852,7 @@ def stratified_estimate(
         start,
         n_samples,
         block_size,
+        sub,
         mode,
         n,
         kfix,

@@ -303,6 +303,48 @@ def test_paths_agree_and_precomputed_terms():
     assert (c.mean, c.stderr) == (b.mean, b.stderr)
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize(
+    "act,a,law",
+    [
+        ("relu_power", 2, dict(p=np.linspace(1e-3, 0.05, 150))),  # fused tile, MODE_SEQ
+        ("power", 3, dict(p=0.01)),  # fused tile, MODE_BINOM
+        ("signed_power", 1.5, dict(k=3)),  # stored z, MODE_PLAIN
+    ],
+)
+def test_columns_blocked_agrees_with_columns(dtype, act, a, law):
+    """The tiled path of the K >= 2 sampler (n = 150: several tiles, a padded one):
+    the same samples as "columns", the same numbers to round-off, per feature too;
+    bit for bit whatever the thread count."""
+    n = 150
+    rng = np.random.default_rng(3)
+    W = (rng.normal(size=(6, n)) * 0.4).astype(dtype)
+    model = fs.Model(W, (rng.normal(size=n) * 0.1).astype(dtype), activation=act, exponent=a)
+    inputs = fs.SparseInputs(n, values="uniform_sym", importance=0.98 ** np.arange(n), **law)
+    terms = fs.low_order_terms(model, inputs)
+    rtol = 1e-12 if dtype == np.float64 else 1e-5
+    for pf in (False, True):
+        kw = dict(seed=2, terms=terms, per_feature=pf, block_size=700)
+        ref = stratified_estimate(model, inputs, 3000, path="columns", **kw)
+        got = stratified_estimate(model, inputs, 3000, path="columns_blocked", **kw)
+        assert got.path == "columns_blocked"
+        assert got.mean == pytest.approx(ref.mean, rel=rtol)
+        assert got.stderr == pytest.approx(ref.stderr, rel=50 * rtol)
+        assert got.gain_mean == pytest.approx(ref.gain_mean, rel=rtol, abs=rtol * ref.mean)
+        if pf:
+            np.testing.assert_allclose(got.per_feature, ref.per_feature, rtol=rtol, atol=rtol)
+    before = numba.get_num_threads()
+    try:
+        runs = []
+        for t in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
+            numba.set_num_threads(t)
+            runs.append(stratified_estimate(model, inputs, 3000, path="columns_blocked", **kw))
+    finally:
+        numba.set_num_threads(before)
+    assert (runs[0].mean, runs[0].stderr) == (runs[1].mean, runs[1].stderr)
+    np.testing.assert_array_equal(runs[0].per_feature, runs[1].per_feature)
+
+
 # --------------------------------------------------------------------------
 # (c) unbiasedness where the naive estimator is noisy
 
@@ -325,7 +367,7 @@ def test_unbiased_with_small_batches():
     act = model._act_args()
     st, _, _ = stratified_blocks(
         model.W, model.A, model.bias, inputs.importance, *act, True, False, np.uint64(4), 0,
-        R * N, N, *smp.kernel_args(), law.code, law.support, law.cumprobs,
+        R * N, N, 0, *smp.kernel_args(), law.code, law.support, law.cumprobs,
     )  # fmt: skip
     P2 = terms.p_ge2
     means = terms.lower_bound + P2 * st[:, ST_LOSS_MEAN]
@@ -509,6 +551,8 @@ def test_bad_inputs_raise_clear_errors():
         fs.estimate_loss(model, inputs, 100, method=None)
     with pytest.raises(ValueError, match="path must be one of"):
         fs.estimate_loss(model, inputs, 100, method="stratified", path="rows")
+    with pytest.raises(ValueError, match="path='blocked' is not available with method="):
+        fs.estimate_loss(model, inputs, 100, method="stratified", path="blocked")
     with pytest.raises(ValueError, match="n_samples must be an integer >= 2"):
         fs.estimate_loss(model, inputs, 1, method="stratified")
     with pytest.raises(ValueError, match="does not match the model's n"):
