@@ -416,12 +416,14 @@ def _aligned_buffer(size, dt):
 
 
 @kernel_njit(inline="always")
-def tile_buffers(P, b, imp, n):
-    """``(bp, ip, zb)`` for :func:`tile_losses` with the panels ``P``.
+def tile_workspace(P, b, imp, n, m_max):
+    """Buffers of :func:`tile_stats` for blocks of up to ``m_max`` samples.
 
-    Bias and importances zero-padded to whole tiles in the compute dtype,
-    and the tile buffer (``z`` of a tile, or its dense ``x`` plus a guard
-    slot), all aligned to :data:`VECTOR_ALIGN` bytes.
+    ``(bp, ip, zb, ptr, cidx, cval, x2, lsum, cur)``: bias and importances
+    zero-padded to whole tiles in the compute dtype, and the tile buffer
+    (``z`` of a tile, or its dense ``x`` plus a guard slot), aligned to
+    :data:`VECTOR_ALIGN` bytes; CSR rows (grown by :func:`csr_room`) with
+    each sample's ``sum_i I_i x_i^2``; per-sample loss sums and cursors.
     """
     dt = P.dtype
     width = P.shape[1]
@@ -431,18 +433,25 @@ def tile_buffers(P, b, imp, n):
     for j in range(n):
         bp[j] = b[j]
         ip[j] = imp[j]
-    return bp, ip, _aligned_buffer(width + 1, dt)
+    zb = _aligned_buffer(width + 1, dt)
+    ptr = np.empty(m_max + 1, dtype=np.int64)
+    cidx = np.empty(4 * m_max + n, dtype=np.int64)
+    cval = np.empty(4 * m_max + n, dtype=dt)
+    return bp, ip, zb, ptr, cidx, cval, np.empty(m_max), np.empty(m_max), np.empty(m_max, np.int64)
 
 
 @kernel_njit(inline="always")
-def tile_losses(
-    P, bp, ip, zb, mode, act, a, ia, want_pf, imp, n, m, ptr, cidx, cval, lsum, cur, row1, row2
-):
-    """``lsum[s]``: the loss of CSR sample ``s < m`` from the panels, tile by tile.
+def tile_stats(
+    P, bp, ip, zb, act, a, ia, want_pf, imp, n, m, ptr, cidx, cval, x2, lsum, cur, first, st,
+    row1, row2,
+):  # fmt: skip
+    """Losses of the CSR samples ``s < m`` (sample indices ``first + s``) into ``st``.
+
+    ``lsum[s]``, the loss of sample ``s``, is computed from the panels, tile by tile.
 
     Each sample's pre-activations over a tile are accumulated in vector
     registers (:mod:`fastsuper._simd`); for the common activations
-    (``mode`` from :func:`_fused_mode`) the tile's loss
+    (:func:`_fused_mode`) the tile's loss
     ``sum_j I_j (phi_j - x_j)^2`` is formed there, the sample's ``x``
     scattered into the dense tile buffer ``zb`` on the way; other activations
     store ``z`` and are finished by :func:`_tile_loss` (activation,
@@ -450,6 +459,7 @@ def tile_losses(
     tile; per-feature sums into ``row1``/``row2``).  A sample's loss is the
     sum of its tiles' terms.
     """
+    mode = _fused_mode(act, ia, want_pf)
     width = P.shape[1]
     nt = P.shape[0] // n
     for s in range(m):
@@ -470,6 +480,8 @@ def tile_losses(
                 )
             else:  # the tile's whole loss, corrections included
                 lsum[s] += acc
+    for s in range(m):
+        _welford_add(st, lsum[s], x2[s], first + s)
 
 
 @kernel_njit
@@ -482,31 +494,22 @@ def _block_columns_tiled(
     ``P`` holds ``A = W^T W`` as panels (:func:`column_panels`): rows
     ``t n .. t n + n - 1`` are the ``width = P.shape[1]`` columns of tile
     ``t``, zero-padded.  ``sub`` samples at a time are drawn into CSR rows,
-    then their losses computed one tile at a time (:func:`tile_losses`): the
+    then their losses computed one tile at a time (:func:`tile_stats`): the
     ``n x width`` panel is read from L3 or memory once per ``sub`` samples
     and then from L2.  Statistics run over the samples in index order.
     """
-    bp, ip, zb = tile_buffers(P, b, imp, n)
-    mode = _fused_mode(act, ia, want_pf)
     m_max = max(1, min(sub, hi - lo))
-    ptr = np.empty(m_max + 1, dtype=np.int64)
-    cidx = np.empty(4 * m_max + n, dtype=np.int64)
-    cval = np.empty(4 * m_max + n, dtype=P.dtype)
-    x2 = np.empty(m_max)
-    lsum = np.empty(m_max)
-    cur = np.empty(m_max, dtype=np.int64)
+    bp, ip, zb, ptr, cidx, cval, x2, lsum, cur = tile_workspace(P, b, imp, n, m_max)
     for s0 in range(lo, hi, m_max):
         m = min(m_max, hi - s0)
         cidx, cval = _draw_csr(
             skey, start + s0, m, imp, n, kfix, pmax, log1mp, thin, p, code, support, cum, ptr,
             cidx, cval, x2,
         )  # fmt: skip
-        tile_losses(
-            P, bp, ip, zb, mode, act, a, ia, want_pf, imp, n, m, ptr, cidx, cval, lsum, cur,
-            row1, row2,
+        tile_stats(
+            P, bp, ip, zb, act, a, ia, want_pf, imp, n, m, ptr, cidx, cval, x2, lsum, cur,
+            start + s0, st, row1, row2,
         )  # fmt: skip
-        for s in range(m):
-            _welford_add(st, lsum[s], x2[s], start + s0 + s)
 
 
 def aligned_zeros(shape, dtype, align: int = VECTOR_ALIGN) -> np.ndarray:

@@ -84,15 +84,13 @@ from .kernels_cpu import (
     ST_LOSS_M2,
     ST_LOSS_MEAN,
     ST_NONFINITE,
-    _fused_mode,
     _sample_loss,
-    _welford_add,
     _z_columns,
     _z_dense,
     csr_room,
     csr_values,
-    tile_buffers,
-    tile_losses,
+    tile_stats,
+    tile_workspace,
 )
 from .model import Model
 from .rng import sample_key, seed_key, uniform
@@ -390,16 +388,9 @@ def _ge2_block_tiled(
 ):  # fmt: skip
     """Path "columns_blocked" of :func:`_ge2_block`: ``sub`` samples at a time drawn
     given ``K >= 2`` into CSR rows, their losses from the panels ``P`` of ``A``
-    (:func:`fastsuper.kernels_cpu.tile_losses`), statistics into ``st``."""
-    bp, ip, zb = tile_buffers(P, b, imp, n)
-    fused = _fused_mode(act, ia, want_pf)
+    (:func:`fastsuper.kernels_cpu.tile_stats`), statistics into ``st``."""
     m_max = max(1, min(sub, hi - lo))
-    ptr = np.empty(m_max + 1, dtype=np.int64)
-    cidx = np.empty(4 * m_max + n, dtype=np.int64)
-    cval = np.empty(4 * m_max + n, dtype=P.dtype)
-    x2 = np.empty(m_max)
-    lsum = np.empty(m_max)
-    cur = np.empty(m_max, dtype=np.int64)
+    bp, ip, zb, ptr, cidx, cval, x2, lsum, cur = tile_workspace(P, b, imp, n, m_max)
     for s0 in range(lo, hi, m_max):
         m = min(m_max, hi - s0)
         e = 0
@@ -411,12 +402,10 @@ def _ge2_block_tiled(
                 key, mode, n, kfix, pmax, log1mp, thin, p, kcdf, h1, h2, ones, cidx[e:]
             )
             e = csr_values(key, k, e, code, support, cum, imp, cidx, cval, x2, s, ptr)
-        tile_losses(
-            P, bp, ip, zb, fused, act, a, ia, want_pf, imp, n, m, ptr, cidx, cval, lsum, cur,
-            row1, row2,
+        tile_stats(
+            P, bp, ip, zb, act, a, ia, want_pf, imp, n, m, ptr, cidx, cval, x2, lsum, cur,
+            start + s0, st, row1, row2,
         )  # fmt: skip
-        for s in range(m):
-            _welford_add(st, lsum[s], x2[s], start + s0 + s)
 
 
 @parallel_njit
