@@ -29,7 +29,7 @@ def _backend():
     """fastsuper.backend_cuda when a real GPU is usable; else NotImplementedError (skip)."""
     if os.environ.get("NUMBA_ENABLE_CUDASIM", "0") not in ("", "0"):
         raise NotImplementedError("the CUDA simulator is not a GPU")
-    from fastsuper import backend_cuda as bc
+    from fastsuper.mc import cuda as bc
 
     try:
         bc.require_cuda()
@@ -138,7 +138,7 @@ class LossGradCUDA:
     n_samples = 200_000
 
     def setup(self, dtype):
-        from fastsuper.optim import loss_grad
+        from fastsuper.train.adam import loss_grad
 
         self.bc = _backend()
         self.model = fs.Model(_frame(N, D, dtype), activation="relu_power", exponent=2)

@@ -119,7 +119,7 @@ class Forward:
 
 
 class Backward:
-    """``fastsuper.optim.loss_grad``: sampled loss and gradient in W and b."""
+    """``fastsuper.train.adam.loss_grad``: sampled loss and gradient in W and b."""
 
     params = (DTYPES, ["1000,64,0.01", "100,20,0.1"])
     param_names = ["dtype", "n,d,p"]
@@ -127,9 +127,9 @@ class Backward:
 
     def setup(self, dtype, shape):
         try:
-            from fastsuper.optim import loss_grad
+            from fastsuper.train.adam import loss_grad
         except ImportError as exc:  # not in this version of the package
-            raise NotImplementedError("fastsuper.optim.loss_grad is not available") from exc
+            raise NotImplementedError("fastsuper.train.adam.loss_grad is not available") from exc
         n, d, p = _shape(shape)
         W = _frame(n, d, dtype)
         self.model = fs.Model(W, np.zeros(n, dtype), activation="relu_power", exponent=2)

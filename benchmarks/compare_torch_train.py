@@ -87,7 +87,7 @@ def run_fastsuper(n, d, inst, steps, batch, dtype, repeats):
     """Best steps/s of ``fit`` (after a compiling call) and the final batch losses."""
     import numpy as np
 
-    from fastsuper.optim import fit
+    from fastsuper.train.adam import fit
 
     kw = dict(
         n_instances=inst,

@@ -8,7 +8,7 @@ rounds (best of 3, ``--threads`` threads, sample counts sized to about
 
 * fits the ``COST_*`` constants of :mod:`fastsuper.estimators` by
   non-negative least squares on relative errors (every term of
-  :func:`fastsuper.estimators.path_costs` is linear in one constant);
+  :func:`fastsuper.mc.api.path_costs` is linear in one constant);
 * reports, for the fitted constants and for the ones in the package, how
   often the modelled choice is not the fastest measured path and what that
   costs.
@@ -30,7 +30,7 @@ import numpy as np
 from scipy.optimize import nnls
 
 import fastsuper as fs
-from fastsuper import estimators as E
+from fastsuper.mc import api as E
 
 PATHS = ("columns", "columns_blocked", "blocked")
 NAMES = (

@@ -26,7 +26,7 @@ model (K = expected number of active features, s = bytes per value):
   often resident in L2, so the DRAM fraction is an upper bound of the real
   DRAM traffic (it can exceed 100%).
 
-* Training (``--kernel train``: :func:`fastsuper.backend_cuda.loss_grad_cuda`,
+* Training (``--kernel train``: :func:`fastsuper.mc.cuda.loss_grad_cuda`,
   the gradient kernel of ``fit(backend="cuda")``), per sample:
   ``2 d K`` (``h = W x``) ``+ 2 d n`` (``z``) ``+ 2 d n`` (decoder term
   ``h g^T``) ``+ 2 d n`` (``u = W g``) ``+ 2 d K`` (encoder term) FLOPs plus
@@ -174,14 +174,14 @@ def main(argv=None) -> int:
         _skip("NUMBA_ENABLE_CUDASIM is set: the CUDA simulator is not a GPU")
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     import fastsuper as fs
-    from fastsuper import backend_cuda as bc
+    from fastsuper.mc import cuda as bc
 
     try:
         cuda = bc.require_cuda()
     except RuntimeError as exc:
         _skip(str(exc))
-    from fastsuper import kernels_cuda as kc
-    from fastsuper.estimators import DEFAULT_BLOCK, choose_path
+    from fastsuper.mc import kernels_cuda as kc
+    from fastsuper.mc.api import DEFAULT_BLOCK, choose_path
 
     dtype = np.dtype(args.dtype)
     block = args.block_size or DEFAULT_BLOCK
@@ -288,8 +288,8 @@ def main(argv=None) -> int:
 
 def _train(args, fs, bc, model, inputs, peaks, pf, bw, k, dtype, simulated) -> int:
     """``--kernel train``: sampled loss and gradient, and Adam steps of fit(backend="cuda")."""
-    from fastsuper.optim import DEFAULT_BLOCK as GRAD_BLOCK
-    from fastsuper.optim import loss_grad
+    from fastsuper.train.adam import DEFAULT_BLOCK as GRAD_BLOCK
+    from fastsuper.train.adam import loss_grad
 
     block = args.block_size or GRAD_BLOCK
     bc.loss_grad_cuda(model, inputs, 2 * block, 0, block_size=block)  # compile

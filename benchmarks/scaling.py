@@ -128,7 +128,7 @@ def main(argv=None) -> int:
     import numpy as np
 
     import fastsuper as fs
-    import fastsuper.estimators  # noqa: F401  (choose_path)
+    import fastsuper.mc.api  # noqa: F401  (choose_path)
 
     rows = []
     for sweep, n, d, p, dtype, threads in points(args.quick):

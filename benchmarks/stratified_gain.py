@@ -32,7 +32,7 @@ import numba
 import numpy as np
 
 import fastsuper as fs
-from fastsuper.stratified import stratified_estimate
+from fastsuper.mc.stratified import stratified_estimate
 
 
 def _frame(n, d, seed=0):

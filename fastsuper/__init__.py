@@ -34,24 +34,25 @@ kernels
 
 from __future__ import annotations
 
-from . import kernels, theory
-from .bounds import LossBounds, loss_bounds
-from .decomposition import LowOrderTerms, low_order_terms
-from .estimators import LossEstimate, estimate_loss
-from .exact import (
+from fastsuper import njit_api as kernels
+from fastsuper import theory
+from fastsuper.apps.sweep import SweepResult, sweep
+from fastsuper.core.laws import SparseBatch, SparseInputs, ValueLaw, sample
+from fastsuper.core.model import Model
+from fastsuper.exact.api import (
     exact_gain,
     exact_gain_grad,
     exact_loss,
     exact_loss_and_gain,
     exact_loss_grad,
 )
-from .forward import forward
-from .model import Model
-from .optim import FitResult, fit, loss_grad
-from .optim_exact import ExactFit, fit_exact
-from .sampling import SparseBatch, SparseInputs, ValueLaw, sample
-from .sweep import SweepResult, sweep
-from .verify import CheckReport, check
+from fastsuper.exact.bounds import LossBounds, loss_bounds
+from fastsuper.exact.low_order import LowOrderTerms, low_order_terms
+from fastsuper.mc.api import LossEstimate, estimate_loss
+from fastsuper.mc.forward import forward
+from fastsuper.train.adam import FitResult, fit, loss_grad
+from fastsuper.train.lbfgs import ExactFit, fit_exact
+from fastsuper.verify import CheckReport, check
 
 __version__ = "0.1.0"
 

@@ -21,8 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from . import _validation as v
-from .sampling import ValueLaw
+from fastsuper.core import config
+from fastsuper.core import validation as v
+from fastsuper.core.laws import ValueLaw
 
 __all__ = [
     "feature_dimensionality",
@@ -37,8 +38,6 @@ __all__ = [
     "sphere_dimension",
 ]
 
-#: Entries of ``W.T @ W`` formed at a time (row blocks), bounding the memory.
-_BLOCK_ELEMS = 1 << 20
 
 
 # --------------------------------------------------------------------------
@@ -82,7 +81,7 @@ def _weights(func: str, W) -> np.ndarray:
 def _gram_blocks(W: np.ndarray):
     """Yield ``(lo, hi, G)`` with ``G = W[:, lo:hi].T @ W`` for row blocks of ``A``."""
     n = W.shape[1]
-    block = max(1, _BLOCK_ELEMS // n)
+    block = max(1, config.GEOMETRY_BLOCK_ELEMS // n)
     for lo in range(0, n, block):
         hi = min(lo + block, n)
         yield lo, hi, W[:, lo:hi].T @ W

@@ -27,7 +27,7 @@ import math
 
 import numpy as np
 
-from .analysis import (
+from fastsuper.analysis import (
     _check_int,
     _law,
     _weights,
@@ -183,9 +183,9 @@ def best_scale(W, p, *, m=3, values="gaussian"):
     >>> round(g, 12), round(float(W[0, 0]) ** 6, 12)  # p kappa d; A_ii**3 = mu_4 / mu_6
     (0.018, 0.2)
     """
-    from .exact import _terms
-    from .model import Model
-    from .sampling import SparseInputs
+    from fastsuper.core.laws import SparseInputs
+    from fastsuper.core.model import Model
+    from fastsuper.exact.api import _terms
 
     func = "best_scale"
     W = _weights(func, W)

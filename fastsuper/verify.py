@@ -5,11 +5,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .bounds import loss_bounds
-from .estimators import LossEstimate, estimate_loss
-from .exact import exact_loss
-from .model import Model
-from .sampling import SparseInputs
+from fastsuper.core.laws import SparseInputs
+from fastsuper.core.model import Model
+from fastsuper.exact.api import exact_loss
+from fastsuper.exact.bounds import loss_bounds
+from fastsuper.mc.api import LossEstimate, estimate_loss
 
 
 @dataclass(frozen=True)

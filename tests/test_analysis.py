@@ -20,9 +20,10 @@ from fastsuper.analysis import (
     random_frame_value,
     sphere_dimension,
 )
-from fastsuper.exact import exact_gain
-from fastsuper.model import Model
-from fastsuper.sampling import SparseInputs, ValueLaw
+from fastsuper.core import config
+from fastsuper.core.laws import SparseInputs, ValueLaw
+from fastsuper.core.model import Model
+from fastsuper.exact.api import exact_gain
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -102,12 +103,11 @@ def test_dimensionality_tight_frame_and_scale_invariance(n, d):
 
 
 def test_dimensionality_blocks_match_whole(monkeypatch):
-    import fastsuper.analysis as an
 
     W = np.random.default_rng(1).normal(size=(3, 50))
     W[:, 7] = 0.0
     whole = feature_dimensionality(W)
-    monkeypatch.setattr(an, "_BLOCK_ELEMS", 120)  # blocks of 2 rows
+    monkeypatch.setattr(config, "GEOMETRY_BLOCK_ELEMS", 120)  # blocks of 2 rows
     np.testing.assert_allclose(feature_dimensionality(W), whole, rtol=1e-14)
     assert whole[7] == 0.0
     A = W.T @ W
@@ -140,11 +140,10 @@ def test_first_order_objective_is_the_p_coefficient_of_the_exact_gain(law_name, 
 
 
 def test_first_order_objective_blocks_match_whole(monkeypatch):
-    import fastsuper.analysis as an
 
     W = np.random.default_rng(3).normal(size=(4, 33)) * 0.7
     whole = first_order_objective(W, "gaussian", 3)
-    monkeypatch.setattr(an, "_BLOCK_ELEMS", 100)
+    monkeypatch.setattr(config, "GEOMETRY_BLOCK_ELEMS", 100)
     assert first_order_objective(W, "gaussian", 3) == pytest.approx(whole, rel=1e-13)
 
 
@@ -241,7 +240,7 @@ def test_random_frame_value_and_norm():
     assert random_frame_value(60, 4, 3, law) == pytest.approx(0.6 * 60 * 12.8 / 71.8)
     assert random_frame_value(10**9, 4, 3, law) == pytest.approx(0.6 * 12.8, rel=1e-7)
     # matches the CLI's default init norm (same formula, THEORY §5.3) while it has its own
-    import fastsuper.cli as cli
+    import fastsuper.apps.cli as cli
 
     for n, d in [(5, 2), (100, 10), (6000, 15)]:
         if hasattr(cli, "default_norm"):

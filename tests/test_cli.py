@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import fastsuper as fs
-from fastsuper.cli import main
+from fastsuper.apps.cli import main
 
 
 def test_estimate_power_reports_exact_and_json(tmp_path, capsys):
@@ -93,7 +93,7 @@ def test_train_adam_and_exact_write_results(tmp_path, capsys):
         )
         == 0
     )
-    from fastsuper.optim import FitResult
+    from fastsuper.train.adam import FitResult
 
     res = FitResult.load(prefix + ".npz")
     assert res.W.shape == (2, 2, 5)
@@ -123,7 +123,7 @@ def test_train_adam_and_exact_write_results(tmp_path, capsys):
         )
         == 0
     )
-    from fastsuper.optim_exact import ExactFit
+    from fastsuper.train.lbfgs import ExactFit
 
     fit = ExactFit.load(prefix + ".npz")
     # n <= d: no superposition needed, the optimum is p kappa n (THEORY §5.1)

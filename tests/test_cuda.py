@@ -28,8 +28,11 @@ if not _CUDA:
     )
 
 import fastsuper as fs  # noqa: E402
-from fastsuper import backend_cuda as bc  # noqa: E402
-from fastsuper import kernels_cuda as kc  # noqa: E402
+from fastsuper.core import config  # noqa: E402
+from fastsuper.core import cuda as cc  # noqa: E402
+from fastsuper.exact import cuda as exc  # noqa: E402
+from fastsuper.mc import cuda as bc  # noqa: E402
+from fastsuper.mc.paths import choose_path  # noqa: E402
 
 pytestmark = pytest.mark.cudasim
 
@@ -41,10 +44,10 @@ SMALL_THREADS = 8
 def _small_launches(monkeypatch):
     """Few threads per block, small chunks (several per run), fast thread switches."""
     for name in ("SAMPLE_THREADS", "POWER_THREADS", "GRAM_THREADS"):
-        monkeypatch.setattr(bc, name, SMALL_THREADS)
-    monkeypatch.setattr(bc, "MC_THREADS", 4)
-    monkeypatch.setattr(bc, "CHUNK_SAMPLES", 128)
-    if kc.SIMULATOR:  # the simulator's scheduler polls: switch threads often
+        monkeypatch.setattr(config, name, SMALL_THREADS)
+    monkeypatch.setattr(config, "MC_THREADS", 4)
+    monkeypatch.setattr(config, "CHUNK_SAMPLES", 128)
+    if cc.simulator():  # the simulator's scheduler polls: switch threads often
         old = sys.getswitchinterval()
         sys.setswitchinterval(1e-5)
         yield
@@ -87,7 +90,7 @@ def test_samples_identical_to_cpu(law, dtype):
     np.testing.assert_array_equal(got.indptr, ref.indptr)
     np.testing.assert_array_equal(got.indices, ref.indices)
     assert got.values.dtype == ref.values.dtype and got.n == ref.n
-    if kc.SIMULATOR or law["values"] != "gaussian":
+    if cc.simulator() or law["values"] != "gaussian":
         np.testing.assert_array_equal(got.values, ref.values)
     else:  # the GPU's log/cos (libdevice) may differ from libm in the last bit
         np.testing.assert_allclose(got.values, ref.values, rtol=1e-14, atol=1e-300)
@@ -125,7 +128,7 @@ MC_SETTINGS = [
 @pytest.mark.parametrize("cfg", MC_SETTINGS, ids=lambda c: f"n{c['n']}-{c['act']}")
 def test_estimate_matches_cpu_float64(cfg, path, monkeypatch):
     if "threads" in cfg:
-        monkeypatch.setattr(bc, "MC_THREADS", cfg["threads"])
+        monkeypatch.setattr(config, "MC_THREADS", cfg["threads"])
     model = _model(cfg["n"], cfg["d"], cfg["act"], cfg["a"], bias=cfg.get("bias", True))
     inputs = fs.SparseInputs(cfg["n"], **cfg["inputs"])
     pf = cfg["n"] == 20
@@ -173,7 +176,7 @@ def test_estimate_accepts_device_A_and_auto_path():
     got = bc.estimate_loss_cuda(model, inputs, 64, 4, "columns", 32, A=cuda.to_device(model.A))
     assert _rel(got.mean, ref.mean) < 1e-12
     auto = bc.estimate_loss_cuda(model, inputs, 64, 4, "auto", 32)
-    cpu_auto = fs.estimators.choose_path(model, inputs, 64)
+    cpu_auto = choose_path(model, inputs, 64)
     assert auto.path == ("columns" if cpu_auto in ("columns", "columns_blocked") else "dense")
     with pytest.raises(ValueError, match="a CPU-only path"):
         bc.estimate_loss_cuda(model, inputs, 64, 4, "blocked", 32)
@@ -202,7 +205,7 @@ class _CAI:
 
     def __init__(self, dev):
         self._dev = dev  # keep the memory alive
-        if kc.SIMULATOR:  # simulated device memory is host memory
+        if cc.simulator():  # simulated device memory is host memory
             host = dev.copy_to_host()
             self._host = host
             iface = host.__array_interface__
@@ -224,7 +227,7 @@ def test_power_sums_match_numpy(symmetric):
     W = rng.normal(size=(4, n)) * 0.6
     A = W.T @ W if symmetric else rng.normal(size=(n, n))
     c = rng.normal(size=(R + 1, n))
-    got = bc.exact_power_sums_cuda(A, c, symmetric=symmetric)
+    got = exc.exact_power_sums_cuda(A, c, symmetric=symmetric)
     np.testing.assert_allclose(got, _power_sums_numpy(A, c), rtol=1e-12, atol=1e-14)
     assert np.all(got[0] == 0.0)
 
@@ -237,28 +240,28 @@ def test_power_sums_accept_device_and_foreign_arrays():
     c = rng.normal(size=(5, n))
     ref = _power_sums_numpy(A, c)
     A_d, c_d = cuda.to_device(A), cuda.to_device(c)
-    out_d = bc.exact_power_sums_cuda(A_d, c_d, to_host=False)
+    out_d = exc.exact_power_sums_cuda(A_d, c_d, to_host=False)
     np.testing.assert_allclose(out_d.copy_to_host(), ref, rtol=1e-12, atol=1e-14)
-    got = bc.exact_power_sums_cuda(_CAI(A_d), _CAI(c_d))
+    got = exc.exact_power_sums_cuda(_CAI(A_d), _CAI(c_d))
     np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-14)
     with pytest.raises(ValueError, match="square"):
-        bc.exact_power_sums_cuda(A[:, :4], c)
+        exc.exact_power_sums_cuda(A[:, :4], c)
     with pytest.raises(ValueError, match="1 <= R"):
-        bc.exact_power_sums_cuda(A, c[:1])
+        exc.exact_power_sums_cuda(A, c[:1])
     with pytest.raises(TypeError, match="c is a device array of dtype float32"):
-        bc.exact_power_sums_cuda(A_d, cuda.to_device(c.astype(np.float32)))
+        exc.exact_power_sums_cuda(A_d, cuda.to_device(c.astype(np.float32)))
 
 
 def test_power_sums_are_the_exact_loss_cumulants():
     """What exact.py's row-block loop computes: kappa_r(y_j) - [r = 1] b_j."""
-    from fastsuper import exact
+    from fastsuper.exact import api as exact
 
     n, m = 11, 3
     model = _model(n, 4, bias=False)
     inputs = fs.SparseInputs(n, p=np.linspace(0.05, 0.4, n), values="gaussian")
     fw = exact._forward(model, inputs, m)
     ky = exact._cumulants_from_moments(fw.my, fw.binom)
-    got = bc.exact_power_sums_cuda(fw.A, fw.kx)
+    got = exc.exact_power_sums_cuda(fw.A, fw.kx)
     np.testing.assert_allclose(got[1:], ky[1:], rtol=1e-9, atol=1e-12)
 
 
@@ -270,9 +273,9 @@ def test_require_cuda_without_numba_cuda(monkeypatch):
     def missing():
         raise ImportError("No module named 'numba.cuda'")
 
-    monkeypatch.setattr(bc, "_import_cuda", missing)
+    monkeypatch.setattr(cc, "_import_cuda", missing)
     with pytest.raises(RuntimeError, match="needs a CUDA GPU") as err:
-        bc.require_cuda()
+        cc.require_cuda()
     msg = str(err.value)
     assert "pip install 'fastsuper[cuda]'" in msg and "NUMBA_ENABLE_CUDASIM=1" in msg
     assert "No module named" in msg
@@ -285,12 +288,12 @@ def test_require_cuda_without_gpu(monkeypatch):
     with pytest.raises(RuntimeError, match="NUMBA_ENABLE_CUDASIM=1.*is_available"):
         bc.sample_cuda(fs.SparseInputs(4, p=0.5), 10)
     with pytest.raises(RuntimeError, match="needs a CUDA GPU"):
-        bc.to_device_array(np.zeros(3))
+        cc.to_device_array(np.zeros(3))
 
 
 def test_import_fastsuper_does_not_import_numba_cuda():
     code = (
-        "import sys, fastsuper, fastsuper.backend_cuda\n"
+        "import sys, fastsuper, fastsuper.core.cuda\n"
         "assert 'numba.cuda' not in sys.modules, sorted(m for m in sys.modules if 'cuda' in m)\n"
     )
     root = os.path.dirname(os.path.dirname(os.path.abspath(fs.__file__)))
@@ -299,7 +302,7 @@ def test_import_fastsuper_does_not_import_numba_cuda():
 
 
 def test_bad_threads_per_block(monkeypatch):
-    monkeypatch.setattr(bc, "MC_THREADS", 12)
+    monkeypatch.setattr(config, "MC_THREADS", 12)
     with pytest.raises(ValueError, match="power of two"):
         bc.estimate_loss_cuda(_model(4, 2), fs.SparseInputs(4, p=0.5), 10, path="dense")
 
@@ -338,7 +341,7 @@ def _close(got, ref, rtol=1e-12):
 
 @pytest.mark.parametrize("cfg", EXACT_SETTINGS, ids=lambda c: f"n{c['n']}-m{c['m']}")
 def test_exact_backend_cuda_matches_cpu(cfg):
-    from fastsuper import exact
+    from fastsuper.exact import api as exact
 
     model = _model(cfg["n"], cfg["d"], "power", cfg["m"], bias=cfg["bias"])
     inputs = fs.SparseInputs(cfg["n"], **cfg["inputs"])
@@ -365,7 +368,7 @@ def test_exact_backend_cuda_matches_cpu(cfg):
 
 
 def test_exact_backend_is_validated():
-    from fastsuper import exact
+    from fastsuper.exact import api as exact
 
     model = _model(3, 2, "power", 2)
     inputs = fs.SparseInputs(3, p=0.5)
@@ -400,9 +403,9 @@ GRAD_SETTINGS = [
 @pytest.mark.parametrize("cfg", GRAD_SETTINGS, ids=lambda c: f"n{c['n']}-{c['act']}")
 def test_loss_grad_matches_cpu(cfg, threads, monkeypatch):
     """Threads over features: one feature each (128 > n), several (4), or all (1)."""
-    from fastsuper.optim import loss_grad
+    from fastsuper.train.adam import loss_grad
 
-    monkeypatch.setattr(bc, "GRAD_THREADS", threads)
+    monkeypatch.setattr(config, "GRAD_THREADS", threads)
 
     model = _model(
         cfg["n"], cfg["d"], cfg["act"], cfg["a"], bias=cfg.get("bias", True), dtype=cfg["dtype"]
@@ -423,7 +426,7 @@ def test_loss_grad_matches_cpu(cfg, threads, monkeypatch):
 
 
 def test_loss_grad_cuda_errors():
-    from fastsuper.optim import loss_grad
+    from fastsuper.train.adam import loss_grad
 
     inputs = fs.SparseInputs(4, p=0.5)
     with pytest.raises(ValueError, match="backend must be"):
@@ -433,7 +436,7 @@ def test_loss_grad_cuda_errors():
         loss_grad(big, fs.SparseInputs(4, p=1.0), 10, backend="cuda", block_size=4)
 
 
-@pytest.mark.skipif(not kc.SIMULATOR, reason="a fix of the CUDA simulator")
+@pytest.mark.skipif(not cc.simulator(), reason="a fix of the CUDA simulator")
 def test_simulator_shared_array_is_one_array_per_line(monkeypatch):
     """Threads of a block calling ``cuda.shared.array`` on one line share one array.
 
@@ -479,7 +482,7 @@ def test_simulator_shared_array_is_one_array_per_line(monkeypatch):
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_fit_adam_matches_cpu(dtype, monkeypatch):
     """``fit(backend="cuda")``: same samples, same Adam steps as the CPU, to round-off."""
-    monkeypatch.setattr(bc, "GRAD_THREADS", 4)
+    monkeypatch.setattr(config, "GRAD_THREADS", 4)
     kw = dict(
         n_instances=2, p=[0.5, 0.2], importance=0.9 ** np.arange(6), steps=4, batch_size=24,
         lr=1e-2, seed=5, log_every=2, dtype=dtype,
@@ -505,7 +508,7 @@ def test_cli_backend_cuda(tmp_path, capsys):
     """``fastsuper estimate --backend cuda`` and ``train --backend cuda`` give the CPU's numbers."""
     import json
 
-    from fastsuper.cli import main
+    from fastsuper.apps.cli import main
 
     res = {}
     for bk in ("cpu", "cuda"):

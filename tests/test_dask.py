@@ -20,8 +20,8 @@ import fastsuper as fs
 
 distributed = pytest.importorskip("distributed")
 
-from fastsuper import backend_dask  # noqa: E402
-from fastsuper.estimators import choose_path  # noqa: E402
+from fastsuper.mc import dask as backend_dask  # noqa: E402
+from fastsuper.mc.paths import choose_path  # noqa: E402
 
 
 @pytest.fixture(scope="module")

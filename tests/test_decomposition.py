@@ -14,9 +14,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from naive import enumerate_inputs, gain_numpy, loss_numpy
 
-from fastsuper.decomposition import LowOrderTerms, k1_conditional_loss, low_order_terms
-from fastsuper.model import Model
-from fastsuper.sampling import SparseInputs, ValueLaw
+from fastsuper.core.laws import SparseInputs, ValueLaw
+from fastsuper.core.model import Model
+from fastsuper.exact.low_order import LowOrderTerms, k1_conditional_loss, low_order_terms
 
 RTOL = 1e-12
 

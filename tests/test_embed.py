@@ -15,7 +15,7 @@ from naive_train import loss_grad_numpy
 
 import fastsuper as fs
 from fastsuper import kernels as K
-from fastsuper.optim import loss_grad
+from fastsuper.train.adam import loss_grad
 
 
 @numba.njit(cache=True)  # as a user would: compiled once, cached

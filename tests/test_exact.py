@@ -14,9 +14,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from naive import enumerate_inputs, forward_numpy, gain_numpy, loss_numpy
 
-from fastsuper.exact import exact_gain, exact_loss, exact_loss_and_gain
-from fastsuper.model import Model
-from fastsuper.sampling import SparseInputs, ValueLaw
+from fastsuper.core.laws import SparseInputs, ValueLaw
+from fastsuper.core.model import Model
+from fastsuper.exact.api import exact_gain, exact_loss, exact_loss_and_gain
 
 RTOL = 1e-12
 
@@ -199,7 +199,7 @@ def test_per_feature_sums_and_gain_plus_loss(values):
 
 
 def test_cumulant_moment_recursions_invert():
-    import fastsuper.exact as ex
+    import fastsuper.exact.api as ex
 
     binom = ex._binomials(8)
     gaussian = np.array([1.0, 0, 1, 0, 3, 0, 15, 0, 105])
@@ -222,7 +222,7 @@ def ok():
 @pytest.mark.parametrize("func", [exact_loss, exact_gain, exact_loss_and_gain])
 def test_bad_arguments(func, ok):
     model, inputs = ok
-    with pytest.raises(TypeError, match=r"model must be a fastsuper\.model\.Model, got ndarray"):
+    with pytest.raises(TypeError, match=r"model must be a fastsuper\.Model, got ndarray"):
         func(np.eye(3), inputs)
     with pytest.raises(TypeError, match=r"inputs must be a .*SparseInputs, got float"):
         func(model, 0.1)

@@ -1,4 +1,4 @@
-"""Tests of fastsuper.exact.exact_loss_grad: the exact gradient of THEORY §3."""
+"""Tests of fastsuper.exact.api.exact_loss_grad: the exact gradient of THEORY §3."""
 
 from __future__ import annotations
 
@@ -13,7 +13,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from naive import enumerate_inputs
 
-from fastsuper.exact import (
+from fastsuper.core.laws import SparseInputs, ValueLaw
+from fastsuper.core.model import Model
+from fastsuper.exact.api import (
     _binomials,
     _moments_from_cumulants,
     exact_gain,
@@ -21,8 +23,6 @@ from fastsuper.exact import (
     exact_loss,
     exact_loss_grad,
 )
-from fastsuper.model import Model
-from fastsuper.sampling import SparseInputs, ValueLaw
 
 # value laws: symmetric and not, continuous and discrete
 LAWS = {

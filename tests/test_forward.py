@@ -5,7 +5,7 @@ import pytest
 from naive import dphi_numpy, forward_numpy, phi_numpy
 
 import fastsuper as fs
-from fastsuper.activations import ACTIVATIONS, dphi, phi
+from fastsuper.core.activations import ACTIVATIONS, dphi, phi
 
 CASES = [
     ("power", 1),

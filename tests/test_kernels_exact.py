@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from naive import grad_w_numpy, power_sums_numpy
 
-from fastsuper.kernels_cpu_exact import ROWS_PER_ITEM, exact_grad_w, exact_power_sums
+from fastsuper.core.config import EXACT_ROWS_PER_ITEM as ROWS_PER_ITEM
+from fastsuper.exact.kernels_cpu import exact_grad_w, exact_power_sums
 
 
 def _gamma_problem(n, d, seed, R=7):

@@ -13,8 +13,10 @@ from checks import assert_same_estimate
 from naive import gain_numpy, loss_numpy
 
 import fastsuper as fs
-import fastsuper.estimators as E
-import fastsuper.kernels_cpu as kc
+import fastsuper.mc.cpu as mcpu
+import fastsuper.mc.kernels_cpu as kc
+import fastsuper.mc.paths as E
+from fastsuper.core import config
 
 PATHS = ("dense", "columns", "blocked", "columns_blocked")
 
@@ -22,10 +24,10 @@ PATHS = ("dense", "columns", "blocked", "columns_blocked")
 @pytest.fixture
 def small_shapes(monkeypatch):
     """Narrow tiles (16/32 outputs), products of 8 x 16, sub-blocks of ~8 samples."""
-    monkeypatch.setattr(E, "COLUMN_TILE_BYTES", 1)  # -> narrow tiles: 128-byte panel rows
-    monkeypatch.setattr(E, "COLUMN_SUB_ENTRIES", 16)
-    monkeypatch.setattr(E, "GEMM_ROWS", 8)
-    monkeypatch.setattr(E, "BLAS_SINGLE_THREAD_MNK", 8 * 16 * 4)
+    monkeypatch.setattr(config, "COLUMN_TILE_BYTES", 1)  # -> narrow tiles: 128-byte panel rows
+    monkeypatch.setattr(config, "COLUMN_SUB_ENTRIES", 16)
+    monkeypatch.setattr(config, "GEMM_ROWS", 8)
+    monkeypatch.setattr(config, "BLAS_SINGLE_THREAD_MNK", 8 * 16 * 4)
 
 
 def _model(n, d, act, a, bias, dtype, seed=0, scale=0.5):
@@ -244,7 +246,7 @@ def test_panels_are_aligned_and_exact(dtype):
     A = rng.normal(size=(n, n)).astype(dtype)
     for width in (16, 32, 64, 128):
         P = kc.column_panels(A, width)
-        assert P.ctypes.data % kc.VECTOR_ALIGN == 0
+        assert P.ctypes.data % config.VECTOR_ALIGN == 0
         nt = -(-n // width)
         assert P.shape == (nt * n, width)
         dense = P.reshape(nt, n, width).transpose(1, 0, 2).reshape(n, nt * width)
@@ -276,8 +278,8 @@ def test_misaligned_panels_give_the_same_numbers(dtype):
     Pm[...] = P
     assert Pm.ctypes.data % 64 != 0
     args = (inputs, "columns_blocked", False, 7, 0, 3000, 512)
-    ref = E.run_blocks(model, inputs, P, *args[1:])
-    got = E.run_blocks(model, inputs, Pm, *args[1:])
+    ref = mcpu.run_blocks(model, inputs, P, *args[1:])
+    got = mcpu.run_blocks(model, inputs, Pm, *args[1:])
     for r, g in zip(ref, got):
         np.testing.assert_array_equal(r, g)
 

@@ -1,4 +1,4 @@
-"""Tests of fastsuper.optim_exact.fit_exact: L-BFGS-B on the exact gain (THEORY §3, §5)."""
+"""Tests of fastsuper.train.lbfgs.fit_exact: L-BFGS-B on the exact gain (THEORY §3, §5)."""
 
 from __future__ import annotations
 
@@ -16,10 +16,10 @@ from fastsuper.analysis import (
     random_frame_value,
     sphere_dimension,
 )
-from fastsuper.exact import exact_gain, exact_gain_grad, exact_loss_and_gain
-from fastsuper.model import Model
-from fastsuper.optim_exact import ExactFit, fit_exact
-from fastsuper.sampling import SparseInputs, ValueLaw
+from fastsuper.core.laws import SparseInputs, ValueLaw
+from fastsuper.core.model import Model
+from fastsuper.exact.api import exact_gain, exact_gain_grad, exact_loss_and_gain
+from fastsuper.train.lbfgs import ExactFit, fit_exact
 
 # ------------------------------------------------ (i) superposition reaches the cap
 

@@ -9,8 +9,8 @@ import pytest
 
 import fastsuper as fs
 from fastsuper import theory as th
-from fastsuper.cli import main
-from fastsuper.reproduce import capacity, figure3, figure3_settings
+from fastsuper.apps.cli import main
+from fastsuper.apps.reproduce import capacity, figure3, figure3_settings
 
 
 @pytest.fixture(scope="module")

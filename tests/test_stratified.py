@@ -11,8 +11,8 @@ from naive import enumerate_inputs, gain_numpy, loss_numpy
 from scipy import stats
 
 import fastsuper as fs
-from fastsuper.kernels_cpu import ST_LOSS_M2, ST_LOSS_MEAN
-from fastsuper.stratified import (
+from fastsuper.mc.kernels_cpu import ST_LOSS_M2, ST_LOSS_MEAN
+from fastsuper.mc.stratified import (
     K_TAIL,
     MODE_BINOM,
     MODE_PLAIN,

@@ -11,7 +11,7 @@ import pytest
 
 import fastsuper as fs
 from fastsuper.analysis import random_frame, random_frame_norm
-from fastsuper.optim import FitResult, fit
+from fastsuper.train.adam import FitResult, fit
 
 GRID = {"p": [0.02, 0.2], "d": [2, 3]}
 FIXED = {"n": 16, "n_samples": 4000, "exact": True}
@@ -241,7 +241,7 @@ def test_dask_executor_resumes_to_the_local_table(tmp_path, reference):
 
 
 def test_command_line_sweep_resumes(tmp_path, capsys):
-    from fastsuper.cli import main
+    from fastsuper.apps.cli import main
 
     out = tmp_path / "cli.csv"
     argv = ["sweep", "exact", "--grid", "p=0.01,0.1", "--grid", "d=2,3", "--set", "n=8",

@@ -10,8 +10,8 @@ import pytest
 from naive_train import adam_step_numpy, feature_dimensionality, loss_grad_numpy
 
 import fastsuper as fs
-from fastsuper.exact import exact_loss_grad
-from fastsuper.optim import FitResult, fit, initial_weights, instance_seed, loss_grad
+from fastsuper.exact.api import exact_loss_grad
+from fastsuper.train.adam import FitResult, fit, initial_weights, instance_seed, loss_grad
 
 # every activation family, integer and real exponents
 ACTIVATIONS = [

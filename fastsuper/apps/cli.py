@@ -1,0 +1,515 @@
+"""Command line: ``fastsuper estimate``, ``train``, ``sweep`` and ``reproduce``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+
+import numpy as np
+
+from fastsuper.analysis import random_frame, random_frame_norm
+from fastsuper.core.laws import SparseInputs, ValueLaw
+
+
+def _positive_int(text: str) -> int:
+    value = float(text)
+    if not value.is_integer() or value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return int(value)
+
+
+def default_norm(law: ValueLaw, exponent: float, n: int, d: int) -> float:
+    """Best common column norm of a random frame (THEORY §5.3); 1 for real exponents."""
+    if float(exponent).is_integer():
+        return random_frame_norm(n, d, int(exponent), law)
+    return 1.0
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fastsuper",
+        description="Fast, exact-where-possible loss of toy superposition autoencoders.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    est = sub.add_parser(
+        "estimate",
+        help="Monte-Carlo loss of x_hat = phi(W^T W x + b), beside the exact value",
+        description="Estimate the loss by Monte Carlo and compare it with the exact value "
+        "(power activation) or the exact k<=1 lower bound (other activations). Defaults: the "
+        "paper's setting at a quick size.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    est.add_argument("--n", type=_positive_int, default=1000, help="number of features")
+    est.add_argument("--d", type=_positive_int, default=10, help="hidden dimension")
+    est.add_argument("--p", type=float, default=1e-3, help="feature probability")
+    est.add_argument("--exponent", "-m", type=float, default=3.0, help="activation exponent")
+    est.add_argument(
+        "--activation", default="power", choices=["power", "signed_power", "relu_power"]
+    )
+    est.add_argument(
+        "--values",
+        default="gaussian",
+        choices=["gaussian", "rademacher", "uniform_sym", "uniform", "constant"],
+    )
+    est.add_argument(
+        "--samples",
+        type=_positive_int,
+        default=2_000_000,
+        help="Monte-Carlo samples (1e6 notation accepted)",
+    )
+    est.add_argument("--seed", type=int, default=0, help="sampling seed")
+    est.add_argument("--dtype", default="float64", choices=["float64", "float32"])
+    est.add_argument(
+        "--weights",
+        metavar="W.npy",
+        help="weights of shape (d, n) from a .npy file "
+        "(overrides --n/--d); default: a seeded random frame",
+    )
+    est.add_argument("--bias", metavar="b.npy", help="bias of shape (n,) from a .npy file")
+    est.add_argument("--weight-seed", type=int, default=0, help="seed of the random init")
+    est.add_argument(
+        "--norm",
+        type=float,
+        default=None,
+        help="column norm of the random init (default: the best common norm of a random "
+        "frame, THEORY §5.3)",
+    )
+    est.add_argument("--threads", type=_positive_int, default=None, help="Numba threads")
+    est.add_argument("--path", default="auto", choices=["auto", "dense", "columns"])
+    est.add_argument(
+        "--backend",
+        default="cpu",
+        choices=["cpu", "cuda"],
+        help="where the Monte-Carlo kernel runs (cuda: numba-cuda and a GPU, or the simulator)",
+    )
+    est.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+
+    tr = sub.add_parser(
+        "train",
+        help="train toy models (Adam over many instances, or exact-gradient L-BFGS)",
+        description="Train tied-weight toy autoencoders and write the weights (.npz) and plots "
+        "(PNG). Defaults: Elhage et al.'s n=5, d=2 ReLU models, importance 0.9^i, 8 instances "
+        "with feature probabilities 50^-linspace(0, 1, 8).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    rep = sub.add_parser(
+        "reproduce",
+        help="regenerate the paper's experiments (figure3, capacity) with the sharp theory lines",
+        description="figure3: the paper's Figure 3 (d = 10 and 15, m = 3, n = 6000, Gaussian "
+        "values), the exact gain optimised at each p, beside the first-order cap p kappa D(d, m) "
+        "and the unsuperposed line p kappa d; resumes an interrupted run from its output folder "
+        "(tens of minutes on 2 cores; --quick: seconds). capacity: gain/p at small p against n, "
+        "beside kappa n D/(n + D - 1) and kappa min(n, D).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    rep.add_argument("experiment", choices=["figure3", "capacity"], help="which experiment")
+    rep.add_argument("--out", default=None, help="output folder (default: ./EXPERIMENT)")
+    rep.add_argument("--quick", action="store_true", help="a small version that runs in seconds")
+    rep.add_argument(
+        "--no-resume",
+        action="store_true",
+        help="figure3: start afresh instead of reusing the points already in --out",
+    )
+    rep.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    tr.add_argument(
+        "--method",
+        default="adam",
+        choices=["adam", "exact"],
+        help="adam: stochastic, many instances; exact: L-BFGS on the exact loss of a power model",
+    )
+    tr.add_argument("--n", type=_positive_int, default=5, help="number of features")
+    tr.add_argument("--d", type=_positive_int, default=2, help="hidden dimension")
+    tr.add_argument("--instances", type=_positive_int, default=8, help="instances (adam)")
+    tr.add_argument(
+        "--p",
+        type=float,
+        default=None,
+        help="feature probability (default: adam, 50^-linspace(0,1,instances); exact, 1e-3)",
+    )
+    tr.add_argument(
+        "--importance-decay",
+        type=float,
+        default=None,
+        help="importance I_i = decay^i (default: 0.9 for adam, as Elhage et al.; 1 for exact, "
+        "as the paper)",
+    )
+    tr.add_argument(
+        "--activation",
+        default=None,
+        choices=["power", "signed_power", "relu_power"],
+        help="default: relu_power (adam), power (exact)",
+    )
+    tr.add_argument(
+        "--exponent", "-m", type=float, default=None, help="default: 1 (adam), 3 (exact)"
+    )
+    tr.add_argument(
+        "--values",
+        default=None,
+        choices=["gaussian", "rademacher", "uniform_sym", "uniform", "constant"],
+        help="default: uniform (adam), gaussian (exact)",
+    )
+    tr.add_argument(
+        "--bias",
+        default=None,
+        choices=["yes", "no"],
+        help="train a bias (default: yes for adam, as Elhage et al.; no for exact, as the paper)",
+    )
+    tr.add_argument("--steps", type=_positive_int, default=10_000, help="Adam steps")
+    tr.add_argument("--batch", type=_positive_int, default=1024, help="batch size (adam)")
+    tr.add_argument("--lr", type=float, default=1e-3, help="learning rate (adam)")
+    tr.add_argument("--restarts", type=_positive_int, default=4, help="random starts (exact)")
+    tr.add_argument("--maxiter", type=_positive_int, default=2000, help="L-BFGS iterations")
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--dtype", default="float64", choices=["float64", "float32"])
+    tr.add_argument(
+        "--out",
+        default="fastsuper-train",
+        metavar="PREFIX",
+        help="writes PREFIX.npz and PREFIX-*.png",
+    )
+    tr.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    tr.add_argument("--quiet", action="store_true", help="no progress bar")
+    tr.add_argument(
+        "--backend",
+        default="cpu",
+        choices=["cpu", "cuda"],
+        help="where Adam's sampled gradients are computed (adam only)",
+    )
+
+    sw = sub.add_parser(
+        "sweep",
+        help="many estimates, exact values or fits over a parameter grid (resumable, Dask)",
+        description="Run fastsuper.sweep: one row per grid point and seed, appended to a CSV "
+        "file as rows finish; run the same command again to resume after an interruption. "
+        "Parameters of each kind: see fastsuper.apps.sweep.KINDS.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    sw.add_argument("kind", choices=["estimate", "exact", "fit"], help="row function")
+    sw.add_argument(
+        "--grid",
+        action="append",
+        default=[],
+        metavar="NAME=V1,V2,...",
+        help="a grid parameter and its values (repeat for more parameters)",
+    )
+    sw.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a fixed parameter (repeat for more)",
+    )
+    sw.add_argument("--seeds", default="0", help="seeds: a list '0,3,7' or a range 'START:STOP'")
+    sw.add_argument("--output", "-o", metavar="FILE.csv", help="CSV file (resumable)")
+    sw.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="run rows on a Dask scheduler at ADDRESS, or 'local' for a local cluster",
+    )
+    sw.add_argument("--jobs", type=_positive_int, help="run rows in this many processes")
+    sw.add_argument("--max-points", type=int, default=None, help="stop after this many rows")
+    sw.add_argument("--on-error", default="raise", choices=["raise", "record"])
+    sw.add_argument("--weights-dir", metavar="DIR", help="fit: save the trained weights here")
+    sw.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def _estimate(args) -> int:
+    import numba
+
+    from fastsuper.core.model import Model
+    from fastsuper.exact.api import exact_loss_and_gain
+    from fastsuper.exact.low_order import low_order_terms
+    from fastsuper.mc.api import estimate_loss
+
+    if args.threads:
+        numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
+    law = ValueLaw(args.values)
+    if args.weights:
+        W = np.load(args.weights)
+        if W.ndim != 2:
+            raise ValueError(f"--weights must hold a 2-D array (d, n), got shape {W.shape}")
+        W = W.astype(args.dtype)
+    else:
+        norm = args.norm
+        if norm is None:
+            norm = default_norm(law, args.exponent, args.n, args.d)
+        W = random_frame(args.n, args.d, norm, args.weight_seed, args.dtype)
+    b = np.load(args.bias) if args.bias else None
+    model = Model(W, b, activation=args.activation, exponent=args.exponent)
+    inputs = SparseInputs(model.n, p=args.p, values=law)
+
+    kw = dict(path=args.path, backend=args.backend)
+    est = estimate_loss(model, inputs, min(20_000, args.samples), args.seed, **kw)  # warm up
+    t0 = time.perf_counter()
+    est = estimate_loss(model, inputs, args.samples, args.seed, **kw)
+    wall = time.perf_counter() - t0
+    low = low_order_terms(model, inputs)
+    exact = None
+    if model.activation == "power":
+        exact = exact_loss_and_gain(model, inputs)
+
+    print(
+        f"fastsuper estimate: n={model.n} d={model.d} activation={model.activation} "
+        f"exponent={model.exponent:g} values={law.name} p={args.p:g} dtype={model.dtype} "
+        f"bias={'yes' if b is not None else 'no'}"
+    )
+    rows = [
+        (
+            "Monte Carlo",
+            f"{est.mean:.8g} ± {est.stderr:.2g}",
+            f"{est.gain_mean:.8g} ± {est.gain_stderr:.2g}",
+        )
+    ]
+    result = {
+        "n": model.n,
+        "d": model.d,
+        "activation": model.activation,
+        "exponent": model.exponent,
+        "values": law.name,
+        "p": args.p,
+        "dtype": str(model.dtype),
+        "samples": est.n_samples,
+        "seed": args.seed,
+        "loss_mc": est.mean,
+        "loss_stderr": est.stderr,
+        "gain_mc": est.gain_mean,
+        "gain_stderr": est.gain_stderr,
+        "seconds": wall,
+        "samples_per_second": est.n_samples / wall,
+        "threads": numba.get_num_threads(),
+        "path": est.path,
+        "loss_k_le_1": low.lower_bound,
+    }
+    if exact is not None:
+        z = (est.mean - exact[0]) / est.stderr if est.stderr > 0 else math.nan
+        zg = (est.gain_mean - exact[1]) / est.gain_stderr if est.gain_stderr > 0 else math.nan
+        rows.append(("exact", f"{exact[0]:.8g}", f"{exact[1]:.8g}"))
+        rows.append(("z-score", f"{z:+.2f}", f"{zg:+.2f}"))
+        result.update(loss_exact=exact[0], gain_exact=exact[1], z=z, z_gain=zg)
+    else:
+        z = (est.mean - low.lower_bound) / est.stderr if est.stderr > 0 else math.nan
+        rows.append(("k<=1 bound", f">= {low.lower_bound:.8g}", ""))
+        rows.append(("z vs bound", f"{z:+.2f}", ""))
+        result.update(z_vs_lower_bound=z)
+    rows.append(("k<=1 part", f"{low.lower_bound:.8g}", ""))
+    print(f"{'':<12} {'loss':>24} {'gain':>24}")
+    for name, a, g in rows:
+        print(f"{name:<12} {a:>24} {g:>24}")
+    print(
+        f"{est.n_samples:,} samples in {wall:.3f} s: {est.n_samples / wall:,.0f} samples/s "
+        f"({numba.get_num_threads()} threads, {est.path} path)"
+    )
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(result, fh, indent=2)
+    return 0
+
+
+def _train(args) -> int:
+    from fastsuper.analysis import (
+        feature_dimensionality,
+        plot_features,
+        plot_gram,
+        plot_loss_history,
+    )
+
+    exact = args.method == "exact"
+    if exact and args.backend != "cpu":
+        raise ValueError("--backend cuda applies to --method adam; the exact fit runs on the CPU")
+    parent = os.path.dirname(args.out)
+    if parent:
+        os.makedirs(parent, exist_ok=True)
+    activation = args.activation or ("power" if exact else "relu_power")
+    exponent = args.exponent if args.exponent is not None else (3.0 if exact else 1.0)
+    values = args.values or ("gaussian" if exact else "uniform")
+    decay = args.importance_decay
+    if decay is None:
+        decay = 1.0 if exact else 0.9
+    importance = decay ** np.arange(args.n)
+    bias = (not exact) if args.bias is None else args.bias == "yes"
+    t0 = time.perf_counter()
+    if exact:
+        from fastsuper.train.lbfgs import fit_exact
+
+        if activation != "power" or not float(exponent).is_integer():
+            raise ValueError(
+                f"--method exact needs --activation power with an integer exponent, got "
+                f"{activation} {exponent:g}"
+            )
+        res = fit_exact(
+            args.n,
+            args.d,
+            m=int(exponent),
+            p=1e-3 if args.p is None else args.p,
+            values=values,
+            importance=importance,
+            bias=bias,
+            restarts=args.restarts,
+            seed=args.seed,
+            maxiter=args.maxiter,
+        )
+        Ws, history = [res.W], {"gain": res.history}
+        print(
+            f"exact fit: n={args.n} d={args.d} m={int(exponent)} p={res.p:g} values={values}: "
+            f"gain {res.gain:.8g}, loss {res.loss:.8g} (best of {len(res.gains)} starts: "
+            f"{np.round(res.gains, 8).tolist()})"
+        )
+    else:
+        from fastsuper.train.adam import fit
+
+        res = fit(
+            args.n,
+            args.d,
+            n_instances=args.instances,
+            p=args.p,
+            importance=importance,
+            activation=activation,
+            exponent=exponent,
+            values=values,
+            bias=bias,
+            steps=args.steps,
+            batch_size=args.batch,
+            lr=args.lr,
+            seed=args.seed,
+            dtype=np.dtype(args.dtype),
+            progress=not args.quiet,
+            backend=args.backend,
+        )
+        Ws, history = list(res.W), res.loss_history
+        print(
+            f"adam fit: n={args.n} d={args.d} instances={args.instances} steps={args.steps} "
+            f"batch={args.batch} activation={activation} exponent={exponent:g}"
+        )
+        p = np.asarray(res.settings["p"])
+        for k in range(args.instances):
+            pk = p[k] if p.ndim else p
+            pk = float(np.mean(pk))
+            print(
+                f"  instance {k}: p={pk:.4g} final loss {res.final_loss[k]:.6g}  "
+                f"dimensionality {np.round(feature_dimensionality(res.W[k]), 3).tolist()}"
+            )
+    wall = time.perf_counter() - t0
+    path = args.out + ".npz"
+    res.save(path)
+    print(f"wrote {path} ({wall:.2f} s)")
+    if not args.no_plots:
+        written = [plot_loss_history(history, args.out + "-loss.png")]
+        for k, W in enumerate(Ws):
+            tag = f"-{k}" if len(Ws) > 1 else ""
+            written.append(plot_gram(W, f"{args.out}-gram{tag}.png"))
+            written.append(plot_features(W, f"{args.out}-features{tag}.png"))
+        print("wrote " + ", ".join(str(w) for w in written))
+    return 0
+
+
+def _assignment(text: str, option: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise ValueError(f"{option} expects NAME=VALUE, got {text!r}")
+    return name.strip(), value
+
+
+def _seeds(text: str) -> list[int]:
+    try:
+        if ":" in text:
+            lo, hi = text.split(":")
+            return list(range(int(lo), int(hi)))
+        return [int(x) for x in text.split(",")]
+    except ValueError:
+        raise ValueError(f"--seeds expects '0,3,7' or 'START:STOP', got {text!r}") from None
+
+
+def _sweep(args) -> int:
+    import contextlib
+
+    from fastsuper.apps.sweep import _parse, sweep
+
+    grid = {}
+    for item in args.grid:
+        name, values = _assignment(item, "--grid")
+        grid[name] = [_parse(x.strip()) for x in values.split(",")]
+    fixed = dict((n, _parse(x.strip())) for n, x in (_assignment(i, "--set") for i in args.set))
+    if args.scheduler and args.jobs:
+        raise ValueError("give --scheduler or --jobs, not both")
+    kw = dict(seeds=_seeds(args.seeds), fixed=fixed, output=args.output,
+              progress=not args.quiet, on_error=args.on_error, max_points=args.max_points,
+              weights_dir=args.weights_dir)  # fmt: skip
+    with contextlib.ExitStack() as stack:
+        if args.scheduler == "local":
+            from fastsuper.mc.dask import local_client
+
+            kw["client"] = stack.enter_context(local_client())
+        elif args.scheduler:
+            from fastsuper.mc.dask import require_distributed
+
+            kw["client"] = stack.enter_context(require_distributed().Client(args.scheduler))
+        elif args.jobs:
+            kw.update(executor="processes", n_jobs=args.jobs)
+        res = sweep(args.kind, grid, **kw)
+    state = "complete" if res.complete else "incomplete (run again to resume)"
+    if args.output:
+        print(f"{len(res)} rows ({res.n_new} new), {state}: {args.output}")
+    else:
+        import csv
+
+        from fastsuper.apps.sweep import _fmt
+
+        w = csv.writer(sys.stdout)
+        w.writerow(res.columns)
+        for r in res.rows:
+            w.writerow([_fmt(r[c]) for c in res.columns])
+    return 0
+
+
+def _reproduce(args) -> int:
+    from fastsuper.apps.reproduce import capacity, figure3
+
+    out = args.out if args.out is not None else args.experiment
+    t0 = time.perf_counter()
+    if args.experiment == "figure3":
+        res = figure3(out, quick=args.quick, resume=not args.no_resume, progress=not args.quiet)
+        for d, c in res["check"].items():
+            pts = ", ".join(
+                f"p = d^{r['log_d_p']:.2f}: {r['gain_over_cap']:.4f}" for r in c["points"]
+            )
+            verdict = "within 5% below" if c["within_5pct_below_cap"] else "NOT within 5% below"
+            print(f"d = {d}: gain / (p kappa D) at p <= d^-4: {pts} ({verdict} the cap)")
+        names = ["figure3.csv", "figure3.json", "figure3.png"]
+    else:
+        res = capacity(out, quick=args.quick, progress=not args.quiet)
+        names = ["capacity.csv", "capacity.json", "capacity.png"]
+    print(f"{args.experiment}: {time.perf_counter() - t0:.1f} s")
+    print("wrote " + ", ".join(os.path.join(out, n) for n in names))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``fastsuper`` command."""
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    try:
+        if args.command == "estimate":
+            return _estimate(args)
+        if args.command == "train":
+            return _train(args)
+        if args.command == "sweep":
+            return _sweep(args)
+        if args.command == "reproduce":
+            return _reproduce(args)
+    except (ValueError, TypeError, FloatingPointError, OSError, ImportError) as exc:
+        print(f"fastsuper {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    parser.error(f"unknown command {args.command!r}")  # pragma: no cover
+    return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

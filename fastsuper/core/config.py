@@ -1,0 +1,102 @@
+"""Tunables of fastsuper: every block size, threshold, tile size and thread count.
+
+The kernels read these module attributes when they are called (the CUDA
+kernels' compile-time sizes ``CUDA_MAX_THREADS`` and ``CUDA_MAX_POWER`` when
+their module is imported), so a test or an experiment may change one with
+``monkeypatch.setattr(config, NAME, value)``.  Results never depend on the
+thread count; they do depend on the sample block sizes, which fix the order
+of the sums (``DEFAULT_BLOCK``, ``GRAD_BLOCK``).  The Monte-Carlo path cost
+model's fitted constants live beside it in :mod:`fastsuper.mc.paths`.
+"""
+
+from __future__ import annotations
+
+# --------------------------------------------------------------------------
+# Monte-Carlo estimation (CPU)
+
+#: samples per block: the unit of parallel work and of the fixed reduction order
+DEFAULT_BLOCK = 2048
+#: largest A = W^T W (bytes) the column paths may allocate
+MAX_A_BYTES = 1 << 30
+#: largest ``n x tile`` panel of A for which path "columns_blocked" uses its wide
+#: tiles (512-byte rows; see docs/benchmarks.md for the tile-width measurement)
+COLUMN_TILE_BYTES = 1 << 22
+#: CSR entries (about) that path "columns_blocked" draws at once
+COLUMN_SUB_ENTRIES = 1 << 15
+#: samples per matrix product of path "blocked"
+GEMM_ROWS = 32
+#: bytes of one SIMD tile row; a tile is ``TILE_BYTES // itemsize`` outputs wide,
+#: ``NARROW_TILE_BYTES // itemsize`` (two vectors) when ``n`` is large
+TILE_BYTES, NARROW_TILE_BYTES = 512, 128
+#: bytes of one vector register the SIMD tile kernel targets
+VECTOR_BYTES = 64
+#: alignment (bytes) of the panels and tile buffers
+VECTOR_ALIGN = 64
+
+# --------------------------------------------------------------------------
+# BLAS threads
+
+#: OpenBLAS multiplies on one thread when m*n*k is at most this
+#: (``SMP_THRESHOLD_MIN * GEMM_MULTITHREAD_THRESHOLD`` in its interface/gemm.c):
+#: products inside parallel kernels are sized to stay below it, so BLAS never
+#: starts threads of its own there (whatever OPENBLAS_NUM_THREADS says)
+BLAS_SINGLE_THREAD_MNK = 65536 * 4
+#: products of at most this many multiply-adds run on one BLAS thread when a
+#: parallel kernel follows
+SINGLE_THREAD_FMA = 1 << 31
+
+# --------------------------------------------------------------------------
+# exact loss, low-order terms, bounds, geometry
+
+#: rows of A per parallel work item of the exact power-sum and gradient kernels
+EXACT_ROWS_PER_ITEM = 16
+#: n below which the k = 1 terms run on the serial twin of their kernel
+LOW_ORDER_SERIAL_BELOW = 64
+#: entries of A formed at once by :func:`fastsuper.loss_bounds`
+BOUNDS_BLOCK_ELEMS = 1 << 22
+#: entries of the Gram matrix formed at once by the geometry functions
+GEOMETRY_BLOCK_ELEMS = 1 << 20
+
+# --------------------------------------------------------------------------
+# training
+
+#: samples per block of the sampled gradient (the unit of parallel work and of the sum order)
+GRAD_BLOCK = 2048
+#: blocks whose partial gradients are held in memory at once by the sampled gradient
+GRAD_BLOCKS_PER_WAVE = 64
+
+# --------------------------------------------------------------------------
+# Dask
+
+#: multiply-adds per chunk aimed at by the default chunk size
+DASK_TASK_WORK = 2e8
+#: chunks per worker thread aimed at for small runs
+DASK_TASKS_PER_THREAD = 4
+#: largest A = W^T W (bytes) sent inside the task graph
+DASK_MAX_EMBEDDED_A_BYTES = 4 << 20
+
+# --------------------------------------------------------------------------
+# CUDA
+
+#: threads per block of the sampler kernels (one thread per sample)
+SAMPLE_THREADS = 128
+#: threads per block of the Monte-Carlo kernel (power of two, <= CUDA_MAX_THREADS)
+MC_THREADS = 128
+#: threads per block of the power-sum and Welford kernels (one thread per row / block)
+POWER_THREADS = 128
+#: threads per block of the A = W^T W kernel (one thread per entry)
+GRAM_THREADS = 128
+#: most threads per block of the sampled-gradient kernel (a thread block per sample block)
+GRAD_THREADS = 128
+#: samples per chunk (whole sample blocks; at least one block)
+CHUNK_SAMPLES = 1 << 20
+#: device scratch a chunk may use (sampler sink, CSR arrays, per-sample results)
+SCRATCH_BYTES = 512 << 20
+#: resident threads per multiprocessor assumed when sizing grid-stride grids
+THREADS_PER_SM = 2048
+#: blocks of a grid-stride grid on the simulator (which runs blocks one by one)
+SIMULATOR_MAX_BLOCKS = 2
+#: largest thread block of the Monte-Carlo kernel (size of its shared buffers; compile time)
+CUDA_MAX_THREADS = 256
+#: largest order R of the power-sum kernel (size of its per-thread accumulators; compile time)
+CUDA_MAX_POWER = 64

@@ -1,0 +1,82 @@
+"""The tied-weight autoencoder ``x_hat = phi(W^T W x + b)`` (THEORY §1)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from fastsuper.core import validation as v
+from fastsuper.core.activations import ACTIVATIONS, POWER
+
+
+class Model:
+    """Tied-weight autoencoder ``x_hat = phi(W.T @ W @ x + b)``.
+
+    Parameters
+    ----------
+    W : array_like of shape (d, n), float32 or float64
+        Weights; column ``i`` is feature ``i``'s direction.  The dtype of
+        ``W`` is the compute dtype of every kernel.
+    b : array_like of shape (n,), optional
+        Output bias (default none, as in the paper).
+    activation : {"power", "signed_power", "relu_power"}, default "power"
+        Activation family (THEORY §1).
+    exponent : float, default 3
+        Exponent ``a > 0``; an integer ``m >= 1`` for ``"power"``.
+
+    Examples
+    --------
+    >>> import numpy as np, fastsuper as fs
+    >>> model = fs.Model(np.eye(2, 3), activation="relu_power", exponent=1)
+    >>> model.d, model.n, model.dtype
+    (2, 3, dtype('float64'))
+    """
+
+    def __init__(self, W, b=None, activation: str = "power", exponent: float = 3):
+        self.W = v.as_float_array("W", W, ndim=2)
+        self.d, self.n = self.W.shape
+        if self.d < 1 or self.n < 1:
+            raise ValueError(f"W must have shape (d, n) with d, n >= 1, got {self.W.shape}")
+        self.dtype = self.W.dtype
+        if b is None:
+            self.b = None
+        else:
+            self.b = v.as_float_array("b", b, ndim=1, shape=(self.n,)).astype(self.dtype)
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
+        self.activation = activation
+        self.act_code = ACTIVATIONS[activation]
+        self.exponent = v.check_real("exponent", exponent, positive=True)
+        is_int = float(self.exponent).is_integer()
+        if self.act_code == POWER and not is_int:
+            raise ValueError(
+                f"exponent must be an integer >= 1 for activation='power', got {exponent!r}; "
+                "use activation='signed_power' or 'relu_power' for real exponents"
+            )
+        self.int_exponent = int(self.exponent) if is_int else -1
+
+    @property
+    def bias(self) -> np.ndarray:
+        """The bias as an array (zeros when the model has none)."""
+        return np.zeros(self.n, self.dtype) if self.b is None else self.b
+
+    @property
+    def A(self) -> np.ndarray:
+        """``W.T @ W`` (n x n), in the compute dtype."""
+        return self.W.T @ self.W
+
+    def _act_args(self):
+        """(code, exponent in the compute dtype, integer exponent or -1)."""
+        return self.act_code, self.dtype.type(self.exponent), self.int_exponent
+
+    def with_params(self, W=None, b=None) -> Model:
+        """A copy with other weights or bias (same activation)."""
+        return Model(
+            self.W if W is None else W, self.b if b is None else b, self.activation, self.exponent
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"Model(d={self.d}, n={self.n}, activation={self.activation!r}, "
+            f"exponent={self.exponent:g}, bias={'yes' if self.b is not None else 'no'}, "
+            f"dtype={self.dtype})"
+        )

@@ -1,0 +1,113 @@
+"""What every Monte-Carlo backend shares: the result type, the argument checks, the merge."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from fastsuper.core import validation as v
+from fastsuper.core.laws import SparseInputs
+from fastsuper.core.model import Model
+from fastsuper.mc.kernels_cpu import merge_block_stats
+
+__all__ = ["BACKENDS", "METHODS", "PATHS", "LossEstimate", "check_common", "finish"]
+
+PATHS = ("auto", "dense", "columns", "blocked", "columns_blocked")
+BACKENDS = ("cpu", "cuda", "dask")
+METHODS = ("naive", "stratified")
+
+
+
+@dataclass(frozen=True)
+class LossEstimate:
+    """Result of :func:`estimate_loss`.
+
+    ``mean``/``stderr`` are for the loss ``L = E sum_j I_j (x_j - x_hat_j)^2``
+    (a sum over features, as in the paper); ``gain_mean``/``gain_stderr`` for
+    the gain ``E sum_j I_j x_j^2 - L``.  Divide by ``n`` for Elhage et al.'s
+    mean over features (:attr:`mean_over_features`).
+    """
+
+    mean: float
+    stderr: float
+    gain_mean: float
+    gain_stderr: float
+    n_samples: int
+    seed: int
+    n: int
+    path: str
+    method: str = "naive"
+    backend: str = "cpu"
+    elapsed: float = 0.0
+    per_feature: np.ndarray | None = field(default=None, repr=False)
+    per_feature_stderr: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def samples_per_second(self) -> float:
+        return self.n_samples / self.elapsed if self.elapsed > 0 else math.inf
+
+    @property
+    def mean_over_features(self) -> float:
+        """Loss as a mean over features (Elhage et al.'s convention)."""
+        return self.mean / self.n
+
+    def __str__(self) -> str:
+        return (
+            f"loss {self.mean:.6g} ± {self.stderr:.3g}, gain {self.gain_mean:.6g} ± "
+            f"{self.gain_stderr:.3g} ({self.n_samples} samples, {self.path} path)"
+        )
+
+
+
+def check_common(model, inputs, n_samples, seed):
+    if not isinstance(model, Model):
+        raise TypeError(f"model must be a fastsuper.Model, got {type(model).__name__}")
+    if not isinstance(inputs, SparseInputs):
+        raise TypeError(f"inputs must be a fastsuper.SparseInputs, got {type(inputs).__name__}")
+    if inputs.n != model.n:
+        raise ValueError(
+            f"inputs.n = {inputs.n} does not match the model's n = {model.n} (W has shape "
+            f"{model.W.shape})"
+        )
+    n_samples = v.check_int("n_samples", n_samples, minimum=2)
+    seed = v.check_int("seed", seed)
+    return n_samples, seed
+
+
+def finish(
+    stats, pf1, pf2, model, inputs, n_samples, seed, path, per_feature, elapsed, *, method, backend
+):
+    cnt, lm, l2, gm, g2, bad, first = merge_block_stats(stats)
+    if bad > 0:
+        raise FloatingPointError(
+            f"the loss overflowed (inf or NaN) in {int(bad)} of {n_samples} samples, first at "
+            f"sample index {int(first)} (seed {seed}); the model's pre-activations are too large "
+            f"for {model.dtype} with exponent {model.exponent:g}: scale W down"
+            + (" or use float64" if model.dtype == np.float32 else "")
+        )
+    N = cnt
+    se = math.sqrt(l2 / (N - 1) / N)
+    gse = math.sqrt(g2 / (N - 1) / N)
+    pf = pfse = None
+    if per_feature:
+        s1 = pf1.sum(axis=0)
+        s2 = pf2.sum(axis=0)
+        pf = s1 / N
+        pfse = np.sqrt(np.maximum(s2 / N - pf**2, 0.0) / (N - 1))
+    return LossEstimate(
+        float(lm),
+        se,
+        float(gm),
+        gse,
+        int(N),
+        seed,
+        model.n,
+        path,
+        method,
+        backend,
+        elapsed,
+        pf,
+        pfse,
+    )

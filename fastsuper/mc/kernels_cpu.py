@@ -1,0 +1,741 @@
+"""CPU kernels: ``parallel=True`` Numba code over blocks of samples.
+
+Reductions follow one rule: each parallel work item (a *block* of samples)
+writes its own row of a results array, and rows are merged serially in block
+order afterwards.  There is no shared accumulator, and the blocks are fixed by
+sample index, so results are bit-identical for any number of threads.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+
+from fastsuper.core import config
+from fastsuper.core.activations import POWER, RELU_POWER, SIGNED_POWER, _relu, phi_inplace
+from fastsuper.core.jit import kernel_njit, njit, parallel_njit
+from fastsuper.core.laws import (
+    draw_active,
+    draw_bernoulli_tail_inline,
+    draw_sample,
+    draw_value_inline,
+)
+from fastsuper.core.rng import sample_key, seed_key
+from fastsuper.mc.simd import (
+    MODE_POW2,
+    MODE_POW3,
+    MODE_RELU1,
+    MODE_RELU2,
+    MODE_RELU3,
+    MODE_Z,
+    tile_pow2,
+    tile_pow3,
+    tile_relu1,
+    tile_relu2,
+    tile_relu3,
+    tile_z,
+)
+
+#: columns of the per-block statistics array
+ST_COUNT, ST_LOSS_MEAN, ST_LOSS_M2, ST_GAIN_MEAN, ST_GAIN_M2, ST_NONFINITE, ST_FIRST_BAD = range(7)
+N_STATS = 7
+
+
+@kernel_njit
+def _z_columns(A, b, idx, xv, k, z):
+    """z = b + sum_q A[idx[q], :] * xv[q]  (A = W^T W is symmetric)."""
+    n = z.shape[0]
+    for j in range(n):
+        z[j] = b[j]
+    for q in range(k):
+        row = A[idx[q]]
+        x = xv[q]
+        for j in range(n):
+            z[j] += row[j] * x
+
+
+@kernel_njit
+def _z_dense(W, b, idx, xv, k, h, z):
+    """h = W x over active entries, then z = W^T h + b."""
+    d, n = W.shape
+    for r in range(d):
+        h[r] = 0
+    for q in range(k):
+        i = idx[q]
+        x = xv[q]
+        for r in range(d):
+            h[r] += W[r, i] * x
+    for j in range(n):
+        z[j] = b[j]
+    for r in range(d):
+        wr = W[r]
+        hr = h[r]
+        for j in range(n):
+            z[j] += wr[j] * hr
+
+
+@kernel_njit
+def _sample_loss(z, imp, act, a, ia, idx, xv, k, want_pf, pf_loss, pf_loss2):
+    """Loss and sum_j I_j x_j^2 of one sample whose pre-activations are z.
+
+    With ``want_pf`` the per-feature terms are added to ``pf_loss`` and their
+    squares to ``pf_loss2`` (both float64).
+    """
+    n = z.shape[0]
+    phi_inplace(z, act, a, ia)
+    loss = 0.0
+    if want_pf:
+        for j in range(n):
+            f = np.float64(z[j])
+            t = imp[j] * (f * f)
+            loss += t
+            pf_loss[j] += t
+            pf_loss2[j] += t * t
+    else:
+        for j in range(n):
+            f = np.float64(z[j])
+            loss += imp[j] * (f * f)
+    x2 = 0.0
+    for q in range(k):
+        i = idx[q]
+        x = np.float64(xv[q])
+        f = np.float64(z[i])
+        sq = imp[i] * x * x
+        x2 += sq
+        corr = imp[i] * (x * x - 2.0 * x * f)
+        loss += corr
+        if want_pf:
+            old = imp[i] * f * f
+            new = imp[i] * (x - f) * (x - f)
+            pf_loss[i] += corr
+            pf_loss2[i] += new * new - old * old
+    return loss, x2
+
+
+# --------------------------------------------------------------------------
+# Monte-Carlo paths
+#
+# Every path computes, for each sample, z = A x + b (A = W^T W), phi(z) and
+# loss = sum_j I_j (x_j - phi(z_j))^2 as sum_j I_j phi_j^2 plus corrections
+# I_i (x_i^2 - 2 x_i phi_i) at the active features; only the order of the
+# floating-point additions differs between paths (same numbers to round-off).
+
+#: path codes of :func:`mc_blocks` (``False``/``True`` are dense/columns, as before)
+PATH_DENSE, PATH_COLUMNS, PATH_BLOCKED, PATH_COLUMNS_BLOCKED = range(4)
+PATH_CODES = {
+    "dense": PATH_DENSE,
+    "columns": PATH_COLUMNS,
+    "blocked": PATH_BLOCKED,
+    "columns_blocked": PATH_COLUMNS_BLOCKED,
+}
+
+
+@kernel_njit(inline="always")
+def _welford_add(st, loss, x2, index):
+    """Add one sample (its loss, ``sum_j I_j x_j^2`` and index) to the row ``st``.
+
+    A non-finite loss is counted (the first one's index kept), not added.
+    """
+    if not math.isfinite(loss):
+        if st[ST_NONFINITE] == 0.0:
+            st[ST_FIRST_BAD] = float(index)
+        st[ST_NONFINITE] += 1.0
+        return
+    gain = x2 - loss
+    cnt = st[ST_COUNT] + 1.0
+    st[ST_COUNT] = cnt
+    lm = st[ST_LOSS_MEAN]
+    dl = loss - lm
+    lm += dl / cnt
+    st[ST_LOSS_MEAN] = lm
+    st[ST_LOSS_M2] += dl * (loss - lm)
+    gm = st[ST_GAIN_MEAN]
+    dg = gain - gm
+    gm += dg / cnt
+    st[ST_GAIN_MEAN] = gm
+    st[ST_GAIN_M2] += dg * (gain - gm)
+
+
+@kernel_njit(inline="always")
+def _phi_loss(z, it, act, a, ia):
+    """``z = phi(z)`` in place; returns ``sum_j it[j] z[j]^2`` in float64.
+
+    The activation and the sum in one pass, the family dispatched outside
+    the loop and small integer exponents in straight-line code (the values
+    of :func:`fastsuper.core.activations.phi`).
+    """
+    acc = 0.0
+    w = z.shape[0]
+    if act == RELU_POWER and ia == 2:
+        for j in range(w):
+            u = _relu(z[j])
+            u = u * u
+            z[j] = u
+            f = np.float64(u)
+            acc += it[j] * (f * f)
+    elif act == RELU_POWER and ia == 1:
+        for j in range(w):
+            u = _relu(z[j])
+            z[j] = u
+            f = np.float64(u)
+            acc += it[j] * (f * f)
+    elif (act == POWER or act == SIGNED_POWER) and ia == 3:
+        for j in range(w):
+            u = z[j] * z[j] * z[j]
+            z[j] = u
+            f = np.float64(u)
+            acc += it[j] * (f * f)
+    else:
+        phi_inplace(z, act, a, ia)
+        for j in range(w):
+            f = np.float64(z[j])
+            acc += it[j] * (f * f)
+    return acc
+
+
+@kernel_njit(inline="always")
+def _phi_loss_pf(z, it, p1, p2):
+    """:func:`_phi_loss`, also adding each term to ``p1`` and its square to ``p2``."""
+    acc = 0.0
+    for j in range(z.shape[0]):
+        f = np.float64(z[j])
+        t = it[j] * (f * f)
+        acc += t
+        p1[j] += t
+        p2[j] += t * t
+    return acc
+
+
+@kernel_njit(inline="always")
+def _corrections(z, j0, j1, imp, cidx, cval, e, e1, want_pf, pf1, pf2):
+    """Corrections ``I_i (x_i^2 - 2 x_i phi_i)`` of the active ``i`` in ``[j0, j1)``.
+
+    ``z`` holds phi of outputs ``j0 ..``; entries ``e ..`` of the sorted CSR
+    row are consumed while their index is below ``j1``.  Returns ``(sum, e)``.
+    """
+    acc = 0.0
+    while e < e1 and cidx[e] < j1:
+        i = cidx[e]
+        x = np.float64(cval[e])
+        f = np.float64(z[i - j0])
+        corr = imp[i] * (x * x - 2.0 * x * f)
+        acc += corr
+        if want_pf:
+            old = imp[i] * f * f
+            new = imp[i] * (x - f) * (x - f)
+            pf1[i] += corr
+            pf2[i] += new * new - old * old
+        e += 1
+    return acc, e
+
+
+@kernel_njit(inline="always")
+def _tile_loss(z, it, act, a, ia, j0, j1, imp, cidx, cval, cur, s, e1, want_pf, row1, row2):
+    """Loss terms of outputs ``j0 .. j1 - 1`` of sample ``s`` from its pre-activations ``z``.
+
+    The activation and ``sum_j I_j phi(z_j)**2`` (per-feature sums into
+    ``row1``/``row2`` with ``want_pf``), plus the corrections of the sample's
+    active entries in the tile; ``cur[s]`` advances past them.  Shared by the
+    tiled paths ("columns_blocked" and "blocked").
+    """
+    if want_pf:
+        phi_inplace(z, act, a, ia)
+        acc = _phi_loss_pf(z, it, row1[j0:j1], row2[j0:j1])
+    else:
+        acc = _phi_loss(z, it, act, a, ia)
+    corr, e = _corrections(z, j0, j1, imp, cidx, cval, cur[s], e1, want_pf, row1, row2)
+    cur[s] = e
+    return acc + corr
+
+
+@njit
+def _grown(arr, used, cap):
+    """A copy of ``arr`` with room for ``cap`` entries (the first ``used`` kept)."""
+    out = np.empty(cap, dtype=arr.dtype)
+    for i in range(used):
+        out[i] = arr[i]
+    return out
+
+
+@kernel_njit
+def _draw_csr(
+    skey, first, m, imp, n, kfix, pmax, log1mp, thin, p, code, support, cum, ptr, cidx, cval, x2,
+):  # fmt: skip
+    """Samples ``first .. first+m-1`` as CSR rows (``ptr``, ``cidx``, ``cval``).
+
+    The samples of :func:`fastsuper.core.laws.draw_sample`, drawn straight
+    into the CSR arrays.  ``x2[s] = sum_i I_i x_i^2`` (values rounded to the
+    compute dtype of ``cval`` first, as in :func:`_sample_loss`).  Returns
+    ``(cidx, cval)``: new, larger arrays when the given ones were too small.
+    """
+    e = 0
+    ptr[0] = 0
+    for s in range(m):
+        key = sample_key(skey, first + s)
+        cidx, cval = csr_room(cidx, cval, e, n)
+        if kfix >= 0:
+            k = draw_active(key, n, kfix, pmax, log1mp, thin, p, cidx[e:])
+        else:  # draw_active's Bernoulli branch, inlined, writing at cidx[e:]
+            k = draw_bernoulli_tail_inline(key, 0, -1, n, pmax, log1mp, thin, p, cidx, e) - e
+        e = csr_values(key, k, e, code, support, cum, imp, cidx, cval, x2, s, ptr)
+    return cidx, cval
+
+
+@kernel_njit(inline="always")
+def csr_room(cidx, cval, e, n):
+    """``(cidx, cval)``, grown (copies) when fewer than ``n`` entries are free after ``e``."""
+    if e + n > cidx.shape[0]:
+        cap = max(2 * cidx.shape[0], e + n)
+        cidx = _grown(cidx, e, cap)
+        cval = _grown(cval, e, cap)
+    return cidx, cval
+
+
+@kernel_njit(inline="always")
+def csr_values(key, k, e, code, support, cum, imp, cidx, cval, x2, s, ptr):
+    """Values of the ``k`` active features at ``cidx[e:e+k]`` into ``cval``; closes row ``s``.
+
+    ``x2[s] = sum_i I_i x_i^2`` (values rounded to the compute dtype of
+    ``cval`` first, as in :func:`_sample_loss`), ``ptr[s + 1]`` the row's
+    end, which is returned.
+    """
+    t = 0.0
+    for q in range(k):
+        cval[e] = draw_value_inline(key, q, code, support, cum)
+        x = np.float64(cval[e])
+        t += imp[cidx[e]] * x * x
+        e += 1
+    x2[s] = t
+    ptr[s + 1] = e
+    return e
+
+
+@kernel_njit
+def _block_per_sample(
+    W, A, b, imp, act, a, ia, use_cols, want_pf, skey, start, lo, hi, n, kfix, pmax, log1mp,
+    thin, p, code, support, cum, st, row1, row2,
+):  # fmt: skip
+    """Paths "dense" and "columns": samples ``lo .. hi-1`` one at a time into ``st``."""
+    d = W.shape[0]
+    idx = np.empty(n, dtype=np.int64)
+    val = np.empty(n, dtype=np.float64)
+    xv = np.empty(n, dtype=W.dtype)
+    z = np.empty(n, dtype=W.dtype)
+    h = np.empty(d, dtype=W.dtype)
+    for s in range(lo, hi):
+        key = sample_key(skey, start + s)
+        k = draw_sample(key, n, kfix, pmax, log1mp, thin, p, code, support, cum, idx, val)
+        for q in range(k):
+            xv[q] = val[q]
+        if use_cols:
+            _z_columns(A, b, idx, xv, k, z)
+        else:
+            _z_dense(W, b, idx, xv, k, h, z)
+        loss, x2 = _sample_loss(z, imp, act, a, ia, idx, xv, k, want_pf, row1, row2)
+        _welford_add(st, loss, x2, start + s)
+
+
+@kernel_njit(inline="always")
+def _z_tile(A, bt, j0, j1, cidx, cval, e0, e1, z):
+    """``z = b[j0:j1] + sum_e A[cidx[e], j0:j1] cval[e]`` over entries ``e0 .. e1-1``.
+
+    The rows are added in the order of the entries (as :func:`_z_columns`),
+    four per pass over ``z``.
+    """
+    w = j1 - j0
+    for j in range(w):
+        z[j] = bt[j]
+    e = e0
+    while e + 4 <= e1:
+        r0 = A[cidx[e], j0:j1]
+        r1 = A[cidx[e + 1], j0:j1]
+        r2 = A[cidx[e + 2], j0:j1]
+        r3 = A[cidx[e + 3], j0:j1]
+        x0 = cval[e]
+        x1 = cval[e + 1]
+        x2 = cval[e + 2]
+        x3 = cval[e + 3]
+        for j in range(w):
+            z[j] = (((z[j] + r0[j] * x0) + r1[j] * x1) + r2[j] * x2) + r3[j] * x3
+        e += 4
+    while e < e1:
+        r0 = A[cidx[e], j0:j1]
+        x0 = cval[e]
+        for j in range(w):
+            z[j] += r0[j] * x0
+        e += 1
+
+
+@kernel_njit(inline="always")
+def _tile_call(mode, P, poff, b, j0, cidx, cval, e0, e1, z, imp):
+    """One sample's tile through the :mod:`fastsuper._simd` kernel for ``mode``.
+
+    ``z`` receives ``z`` (``MODE_Z``) or ``phi(z)`` of the tile; the return is
+    ``sum_j imp_j phi_j^2`` over the tile (0 for ``MODE_Z``).
+    """
+    if mode == MODE_RELU2:
+        return tile_relu2(P, poff, b, j0, cidx, cval, e0, e1, z, imp)
+    if mode == MODE_RELU1:
+        return tile_relu1(P, poff, b, j0, cidx, cval, e0, e1, z, imp)
+    if mode == MODE_RELU3:
+        return tile_relu3(P, poff, b, j0, cidx, cval, e0, e1, z, imp)
+    if mode == MODE_POW2:
+        return tile_pow2(P, poff, b, j0, cidx, cval, e0, e1, z, imp)
+    if mode == MODE_POW3:
+        return tile_pow3(P, poff, b, j0, cidx, cval, e0, e1, z, imp)
+    return tile_z(P, poff, b, j0, cidx, cval, e0, e1, z, imp)
+
+
+@njit
+def _fused_mode(act, ia, want_pf):
+    """The :mod:`fastsuper._simd` mode of an activation (``MODE_Z``: activation applied after)."""
+    if want_pf:
+        return MODE_Z
+    if act == RELU_POWER and ia >= 1 and ia <= 3:
+        return MODE_RELU1 + ia - 1
+    if (act == POWER or (act == SIGNED_POWER and ia % 2 == 1)) and (ia == 2 or ia == 3):
+        return MODE_POW2 if ia == 2 else MODE_POW3
+    return MODE_Z
+
+
+
+
+@njit
+def _aligned_buffer(size, dt):
+    """Zeros of dtype ``dt`` whose data starts on a :data:`config.VECTOR_ALIGN`-byte boundary."""
+    buf = np.zeros(size + config.VECTOR_ALIGN, dtype=dt)
+    off = (-buf.ctypes.data % config.VECTOR_ALIGN) // buf.itemsize
+    return buf[off : off + size]
+
+
+@kernel_njit(inline="always")
+def tile_workspace(P, b, imp, n, m_max):
+    """Buffers of :func:`tile_stats` for blocks of up to ``m_max`` samples.
+
+    ``(bp, ip, zb, ptr, cidx, cval, x2, lsum, cur)``: bias and importances
+    zero-padded to whole tiles in the compute dtype, and the tile buffer
+    (``z`` of a tile, or its dense ``x`` plus a guard slot), aligned to
+    :data:`config.VECTOR_ALIGN` bytes; CSR rows (grown by :func:`csr_room`) with
+    each sample's ``sum_i I_i x_i^2``; per-sample loss sums and cursors.
+    """
+    dt = P.dtype
+    width = P.shape[1]
+    npad = (P.shape[0] // n) * width
+    bp = _aligned_buffer(npad, dt)
+    ip = _aligned_buffer(npad, dt)
+    for j in range(n):
+        bp[j] = b[j]
+        ip[j] = imp[j]
+    zb = _aligned_buffer(width + 1, dt)
+    ptr = np.empty(m_max + 1, dtype=np.int64)
+    cidx = np.empty(4 * m_max + n, dtype=np.int64)
+    cval = np.empty(4 * m_max + n, dtype=dt)
+    return bp, ip, zb, ptr, cidx, cval, np.empty(m_max), np.empty(m_max), np.empty(m_max, np.int64)
+
+
+@kernel_njit(inline="always")
+def tile_stats(
+    P, bp, ip, zb, act, a, ia, want_pf, imp, n, m, ptr, cidx, cval, x2, lsum, cur, first, st,
+    row1, row2,
+):  # fmt: skip
+    """Losses of the CSR samples ``s < m`` (sample indices ``first + s``) into ``st``.
+
+    ``lsum[s]``, the loss of sample ``s``, is computed from the panels, tile by tile.
+
+    Each sample's pre-activations over a tile are accumulated in vector
+    registers (:mod:`fastsuper._simd`); for the common activations
+    (:func:`_fused_mode`) the tile's loss
+    ``sum_j I_j (phi_j - x_j)^2`` is formed there, the sample's ``x``
+    scattered into the dense tile buffer ``zb`` on the way; other activations
+    store ``z`` and are finished by :func:`_tile_loss` (activation,
+    ``sum_j I_j phi_j^2``, the corrections of the active features in the
+    tile; per-feature sums into ``row1``/``row2``).  A sample's loss is the
+    sum of its tiles' terms.
+    """
+    mode = _fused_mode(act, ia, want_pf)
+    width = P.shape[1]
+    nt = P.shape[0] // n
+    for s in range(m):
+        lsum[s] = 0.0
+        cur[s] = ptr[s]
+    for t in range(nt):
+        j0 = t * width
+        j1 = min(j0 + width, n)
+        poff = t * n * width
+        z = zb[: j1 - j0]
+        it = imp[j0:j1]
+        for s in range(m):
+            e1 = ptr[s + 1]
+            acc = _tile_call(mode, P, poff, bp, j0, cidx, cval, ptr[s], e1, zb, ip)
+            if mode == MODE_Z:
+                lsum[s] += _tile_loss(
+                    z, it, act, a, ia, j0, j1, imp, cidx, cval, cur, s, e1, want_pf, row1, row2
+                )
+            else:  # the tile's whole loss, corrections included
+                lsum[s] += acc
+    for s in range(m):
+        _welford_add(st, lsum[s], x2[s], first + s)
+
+
+@kernel_njit
+def _block_columns_tiled(
+    P, b, imp, act, a, ia, want_pf, skey, start, lo, hi, sub, n, kfix, pmax, log1mp,
+    thin, p, code, support, cum, st, row1, row2,
+):  # fmt: skip
+    """Path "columns_blocked": samples ``lo .. hi-1`` into ``st``.
+
+    ``P`` holds ``A = W^T W`` as panels (:func:`column_panels`): rows
+    ``t n .. t n + n - 1`` are the ``width = P.shape[1]`` columns of tile
+    ``t``, zero-padded.  ``sub`` samples at a time are drawn into CSR rows,
+    then their losses computed one tile at a time (:func:`tile_stats`): the
+    ``n x width`` panel is read from L3 or memory once per ``sub`` samples
+    and then from L2.  Statistics run over the samples in index order.
+    """
+    m_max = max(1, min(sub, hi - lo))
+    bp, ip, zb, ptr, cidx, cval, x2, lsum, cur = tile_workspace(P, b, imp, n, m_max)
+    for s0 in range(lo, hi, m_max):
+        m = min(m_max, hi - s0)
+        cidx, cval = _draw_csr(
+            skey, start + s0, m, imp, n, kfix, pmax, log1mp, thin, p, code, support, cum, ptr,
+            cidx, cval, x2,
+        )  # fmt: skip
+        tile_stats(
+            P, bp, ip, zb, act, a, ia, want_pf, imp, n, m, ptr, cidx, cval, x2, lsum, cur,
+            start + s0, st, row1, row2,
+        )  # fmt: skip
+
+
+def aligned_zeros(shape, dtype, align: int = config.VECTOR_ALIGN) -> np.ndarray:
+    """A zero-filled C-contiguous array whose data starts on an ``align``-byte boundary."""
+    dtype = np.dtype(dtype)
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    buf = np.zeros(nbytes + align, dtype=np.uint8)
+    off = -buf.ctypes.data % align
+    return buf[off : off + nbytes].view(dtype).reshape(shape)
+
+
+def aligned(P: np.ndarray, align: int = config.VECTOR_ALIGN) -> np.ndarray:
+    """``P`` itself when C-contiguous and ``align``-byte aligned, else an aligned copy."""
+    if P.flags.c_contiguous and P.ctypes.data % align == 0:
+        return P
+    out = aligned_zeros(P.shape, P.dtype, align)
+    out[...] = P
+    return out
+
+
+def column_panels(A: np.ndarray, width: int) -> np.ndarray:
+    """``A`` (n x n) as the panels of path "columns_blocked": shape ``(n_tiles * n, width)``.
+
+    Rows ``t n + i`` hold ``A[i, t width : (t + 1) width]``, zero-padded past
+    column ``n``; the values are those of ``A``, bit for bit.  The data is
+    aligned to :data:`config.VECTOR_ALIGN` bytes (each row starts a cache line).
+    """
+    n = A.shape[0]
+    nt = -(-n // width)
+    P = aligned_zeros((nt, n, width), A.dtype)
+    for t in range(nt):
+        j0 = t * width
+        j1 = min(j0 + width, n)
+        P[t, :, : j1 - j0] = A[:, j0:j1]
+    return P.reshape(nt * n, width)
+
+
+@kernel_njit
+def _block_gemm(
+    WT, b, imp, act, a, ia, want_pf, skey, start, lo, hi, chunk, rows, n, kfix, pmax, log1mp,
+    thin, p, code, support, cum, st, row1, row2,
+):  # fmt: skip
+    """Path "blocked": samples ``lo .. hi-1`` into ``st``, ``rows`` samples per matrix product.
+
+    ``WT`` is ``W^T`` (n x d, C-contiguous).  For a group of ``rows``
+    samples: ``H = X W^T`` over the active entries (rows of ``W^T``), then
+    ``Z = H W`` (rows x n) as matrix products (BLAS gemm through ``np.dot``)
+    of ``chunk`` outputs each, each followed, while in cache, by the bias,
+    the activation, the loss terms and the corrections of the active
+    features.  Statistics run over the samples in index order.
+    """
+    dt = WT.dtype
+    d = WT.shape[1]
+    m_max = max(1, min(rows, hi - lo))
+    ptr = np.empty(m_max + 1, dtype=np.int64)
+    cidx = np.empty(4 * m_max + n, dtype=np.int64)
+    cval = np.empty(4 * m_max + n, dtype=dt)
+    x2 = np.empty(m_max)
+    lsum = np.empty(m_max)
+    cur = np.empty(m_max, dtype=np.int64)
+    H = np.empty((m_max, d), dtype=dt)
+    zbuf = np.empty(m_max * chunk, dtype=dt)
+    for s0 in range(lo, hi, m_max):
+        m = min(m_max, hi - s0)
+        cidx, cval = _draw_csr(
+            skey, start + s0, m, imp, n, kfix, pmax, log1mp, thin, p, code, support, cum, ptr,
+            cidx, cval, x2,
+        )  # fmt: skip
+        for s in range(m):
+            hs = H[s]
+            for r in range(d):
+                hs[r] = 0
+            for e in range(ptr[s], ptr[s + 1]):
+                wr = WT[cidx[e]]
+                x = cval[e]
+                for r in range(d):
+                    hs[r] += wr[r] * x
+            lsum[s] = 0.0
+            cur[s] = ptr[s]
+        Hm = H[:m]
+        for j0 in range(0, n, chunk):
+            j1 = min(j0 + chunk, n)
+            w = j1 - j0
+            Z = zbuf[: m * w].reshape((m, w))
+            np.dot(Hm, WT[j0:j1].T, Z)
+            bt = b[j0:j1]
+            it = imp[j0:j1]
+            for s in range(m):
+                z = Z[s]
+                for j in range(w):
+                    z[j] += bt[j]
+                lsum[s] += _tile_loss(
+                    z, it, act, a, ia, j0, j1, imp, cidx, cval, cur, s, ptr[s + 1], want_pf,
+                    row1, row2,
+                )  # fmt: skip
+        for s in range(m):
+            _welford_add(st, lsum[s], x2[s], start + s0 + s)
+
+
+@parallel_njit
+def mc_blocks(
+    W,
+    A,
+    b,
+    imp,
+    act,
+    a,
+    ia,
+    path,
+    want_pf,
+    seed,
+    start,
+    n_samples,
+    block,
+    n,
+    kfix,
+    pmax,
+    log1mp,
+    thin,
+    p,
+    code,
+    support,
+    cum,
+    tile=0,
+    sub=0,
+):
+    """Monte-Carlo loss statistics of samples ``start .. start+n_samples-1``.
+
+    ``path`` is a code of :data:`PATH_CODES` (``False``/``True`` mean
+    "dense"/"columns").  ``A`` is ``W^T W`` for "columns", its tile panels
+    (:func:`column_panels`) for "columns_blocked", ``W^T`` (n x d,
+    C-contiguous) for "blocked", unused for "dense".  ``sub``: samples drawn
+    at once ("columns_blocked"), samples per matrix product ("blocked");
+    ``tile``: outputs per matrix product ("blocked"; a "columns_blocked" tile
+    is the panel width); 0 means all outputs and 256 samples.  Blocks of
+    ``block`` samples are the parallel work items.
+
+    Returns ``stats`` of shape (n_blocks, N_STATS) (Welford count/mean/M2 of
+    loss and gain per block, non-finite count, first bad sample index) and,
+    with ``want_pf``, per-block sums of each feature's loss term and of its
+    square, shape (n_blocks, n) each.
+    """
+    nb = (n_samples + block - 1) // block
+    stats = np.zeros((nb, N_STATS))
+    for bi in range(nb):
+        stats[bi, ST_FIRST_BAD] = -1.0
+    npf = nb if want_pf else 0
+    pf1 = np.zeros((npf, n))
+    pf2 = np.zeros((npf, n))
+    skey = seed_key(seed)
+    tl = n if tile <= 0 else min(tile, n)
+    sb = 256 if sub <= 0 else sub
+    for bi in numba.prange(nb):
+        row1 = pf1[bi] if want_pf else pf1.reshape(-1)
+        row2 = pf2[bi] if want_pf else pf2.reshape(-1)
+        lo = bi * block
+        hi = min(lo + block, n_samples)
+        st = stats[bi]
+        if path == PATH_COLUMNS_BLOCKED:
+            _block_columns_tiled(
+                A, b, imp, act, a, ia, want_pf, skey, start, lo, hi, sb, n, kfix, pmax, log1mp,
+                thin, p, code, support, cum, st, row1, row2,
+            )  # fmt: skip
+        elif path == PATH_BLOCKED:
+            _block_gemm(
+                A, b, imp, act, a, ia, want_pf, skey, start, lo, hi, tl, sb, n, kfix, pmax,
+                log1mp, thin, p, code, support, cum, st, row1, row2,
+            )  # fmt: skip
+        else:
+            _block_per_sample(
+                W, A, b, imp, act, a, ia, path == PATH_COLUMNS, want_pf, skey, start, lo, hi, n,
+                kfix, pmax, log1mp, thin, p, code, support, cum, st, row1, row2,
+            )  # fmt: skip
+    return stats, pf1, pf2
+
+
+@njit
+def merge_block_stats(stats):
+    """Merge per-block Welford statistics serially (Chan et al.), in block order.
+
+    Returns (count, loss mean, loss M2, gain mean, gain M2, non-finite count,
+    first bad sample index or -1).
+    """
+    cnt = 0.0
+    lm = 0.0
+    l2 = 0.0
+    gm = 0.0
+    g2 = 0.0
+    bad = 0.0
+    first = -1.0
+    for r in range(stats.shape[0]):
+        nb = stats[r, ST_COUNT]
+        if stats[r, ST_NONFINITE] > 0:
+            if first < 0:
+                first = stats[r, ST_FIRST_BAD]
+            bad += stats[r, ST_NONFINITE]
+        if nb == 0:
+            continue
+        tot = cnt + nb
+        dl = stats[r, ST_LOSS_MEAN] - lm
+        lm += dl * nb / tot
+        l2 += stats[r, ST_LOSS_M2] + dl * dl * cnt * nb / tot
+        dg = stats[r, ST_GAIN_MEAN] - gm
+        gm += dg * nb / tot
+        g2 += stats[r, ST_GAIN_M2] + dg * dg * cnt * nb / tot
+        cnt = tot
+    return cnt, lm, l2, gm, g2, bad, first
+
+
+# --------------------------------------------------------------------------
+# forward pass
+
+
+@parallel_njit
+def apply_phi_rows(Z, act, a, ia):
+    """Apply the activation to a 2-D array in place, parallel over rows."""
+    for r in numba.prange(Z.shape[0]):
+        phi_inplace(Z[r], act, a, ia)
+
+
+@parallel_njit
+def forward_csr(W, b, act, a, ia, indptr, indices, values, out):
+    """x_hat of every sample of a CSR batch into ``out`` (N, n)."""
+    d = W.shape[0]
+    n_samples = indptr.shape[0] - 1
+    for s in numba.prange(n_samples):
+        h = np.zeros(d, dtype=W.dtype)
+        lo = indptr[s]
+        k = indptr[s + 1] - lo
+        idx = indices[lo : lo + k]
+        xv = values[lo : lo + k]
+        z = out[s]
+        _z_dense(W, b, idx, xv, k, h, z)
+        phi_inplace(z, act, a, ia)

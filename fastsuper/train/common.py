@@ -1,0 +1,80 @@
+"""What the CPU and CUDA training backends share: the result type, instance seeds, checks."""
+
+from __future__ import annotations
+
+import sys
+from typing import NamedTuple
+
+import numpy as np
+
+from fastsuper.core import validation as v
+from fastsuper.core.laws import SparseInputs
+from fastsuper.core.model import Model
+from fastsuper.core.rng import mix64, seed_key
+
+__all__ = ["SampledLossGrad", "check_model_inputs", "instance_seed", "progress_bar"]
+
+MASK64 = (1 << 64) - 1
+_INSTANCE_SALT = 0x452821E638D01377  # digits of pi, after those of fastsuper.rng
+
+
+class SampledLossGrad(NamedTuple):
+    """Result of :func:`loss_grad`; unpacks as ``loss, dW, db``.
+
+    ``loss`` is the mean over samples of ``sum_j I_j (x_j - x_hat_j)^2`` (a
+    sum over features, like :attr:`fastsuper.LossEstimate.mean`); ``dW``
+    (d, n) and ``db`` (n) are its gradient, float64.
+    """
+
+    loss: float
+    dW: np.ndarray
+    db: np.ndarray
+
+
+def check_model_inputs(model, inputs):
+    if not isinstance(model, Model):
+        raise TypeError(f"model must be a fastsuper.Model, got {type(model).__name__}")
+    if not isinstance(inputs, SparseInputs):
+        raise TypeError(f"inputs must be a fastsuper.SparseInputs, got {type(inputs).__name__}")
+    if inputs.n != model.n:
+        raise ValueError(
+            f"inputs.n = {inputs.n} does not match the model's n = {model.n} (W has shape "
+            f"{model.W.shape})"
+        )
+
+
+def instance_seed(seed: int, k: int) -> int:
+    """Seed of the sampler of instance ``k`` in :func:`fit` with ``seed``.
+
+    Row ``s`` of the batch of step ``t`` of instance ``k`` is sample number
+    ``t * batch_size + s`` of this seed, so ``fastsuper.sample(inputs,
+    batch_size, instance_seed(seed, k), start=t * batch_size)`` is that batch.
+
+    Examples
+    --------
+    >>> from fastsuper.train.adam import instance_seed
+    >>> instance_seed(0, 1) == instance_seed(0, 1) != instance_seed(0, 2)
+    True
+    """
+    seed = v.check_int("seed", seed)
+    k = v.check_int("k", k, minimum=0)
+    return int(
+        mix64(np.uint64(int(seed_key(np.uint64(seed & MASK64))) ^ _INSTANCE_SALT))
+        ^ int(mix64(np.uint64(k)))
+    )
+
+
+def progress_bar(done: int, total: int, hist: np.ndarray, log_every: int, elapsed: float):
+    width = 30
+    frac = done / total if total else 1.0
+    filled = int(round(width * frac))
+    row = min((done - 1) // log_every, hist.shape[0] - 1) if done else -1
+    finite = hist[row][np.isfinite(hist[row])] if row >= 0 else hist[:0, 0]
+    loss = f"{finite.mean():.5g}" if finite.size else "-"
+    sys.stderr.write(
+        f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} steps, "
+        f"mean batch loss {loss}, {elapsed:.1f} s"
+    )
+    if done >= total:
+        sys.stderr.write("\n")
+    sys.stderr.flush()

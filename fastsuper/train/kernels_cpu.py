@@ -1,0 +1,814 @@
+"""CPU training kernels: the sampled gradient and a multi-instance Adam loop.
+
+Per sample (THEORY §1), with the active set ``S`` of ``x``::
+
+    h   = W x                      over i in S only        (d)
+    z   = W^T h + b                                         (n)
+    e_j = phi(z_j) - x_j,   loss = sum_j I_j e_j^2
+    g_j = 2 I_j e_j phi'(z_j)      (dloss/dz_j)
+    db += g                        (bias)
+    dW += h g^T                    (decoder: W^T in z = W^T h)
+    dW[:, i] += (W g) x_i          for i in S only          (encoder: h = W x)
+
+Computation is in the dtype of ``W`` (float32 or float64), every sum over
+samples (loss and gradient) in float64.  Three code paths, same formulas:
+
+* ``d <= 4`` (:func:`run_grad`): ``h`` and ``W g`` live in scalars (``W^T``
+  zero-padded to 2 or 4 columns), one fused loop over features per sample;
+* any ``d`` (:func:`run_grad`): loops over rows of ``W``, vectorised over
+  features;
+* training with ``d > 4`` and small enough ``n d`` (:func:`run_grad_blas`):
+  sub-batches of samples, the three dense products ``H W``, ``H^T G`` and
+  ``G W^T`` by BLAS (``np.dot``), sized so that OpenBLAS stays on one thread.
+
+Determinism follows the rule of :mod:`fastsuper.kernels_cpu`: samples are
+numbered, a parallel work item is a fixed block of sample numbers (or, for
+training, whole instances) with its own buffers, and buffers are merged
+serially in block order.  Results are bit-identical for any thread count.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+
+from fastsuper.core.activations import RELU_POWER, dphi, phi
+from fastsuper.core.jit import kernel_njit, njit, parallel_njit
+from fastsuper.core.laws import GAUSSIAN, UNIFORM, UNIFORM_SYM, VALUE_BASE, draw_sample
+from fastsuper.core.rng import sample_key, uniform
+
+#: codes of the per-instance status array of :func:`adam_kernel`
+OK = -1
+_TWO_PI = 2.0 * math.pi
+#: thresholds tried before the logarithm in the geometric skipping (see gap_tables)
+_SCAN = 8
+#: relative half-width of the band around each threshold where the formula decides
+_BAND = 1e-9
+
+
+def gap_tables(n: int, log1mp: float) -> tuple[np.ndarray, np.ndarray]:
+    """Thresholds that replace most logarithms of the geometric skipping.
+
+    The sampler's gap is ``floor(log(u) / log(1 - p))``, which is ``>= g``
+    exactly when ``u <= (1 - p)^g``.  With ``tlo[g] = (1 - p)^g (1 - 1e-9)``
+    and ``thi[g] = (1 - p)^g (1 + 1e-9)`` (g = 0 .. n + _SCAN), ``u < tlo[g]``
+    and ``u > thi[g]`` decide the comparison for sure: the formula's rounding
+    error is about 1e-16 relative, far inside the band.  The kernels count
+    the thresholds below ``u`` (no branches to mispredict); a ``u`` inside a
+    band (probability about 2e-9 per threshold) or a gap of ``_SCAN`` or more
+    is decided by the formula itself, so the samples are those of
+    :func:`fastsuper.core.laws.draw_sample` bit for bit.
+    """
+    size = n + _SCAN + 1
+    t = np.exp(np.arange(size) * log1mp) if math.isfinite(log1mp) else np.zeros(size)
+    return t * (1.0 - _BAND), t * (1.0 + _BAND)
+
+
+# --------------------------------------------------------------------------
+# a run of samples: sampling and gradient in one loop
+#
+# Everything per sample is written out in this one function: in Numba a call
+# per sample to a helper with array arguments (even an inlined one) costs
+# reference counting, which is more than the arithmetic at small n and d.
+# Measured (2026-11-22, 2 threads, fit n=5, d=2, 8 instances, best of 5,
+# three alternating pairs): moving the Bernoulli sampler below into one
+# ``inline="always"`` helper shared by run_grad and run_grad_blas gave the
+# same numbers bit for bit but 1.1e7 instead of 1.8-2.0e7 samples/s, so the
+# two kernels keep their own written-out copy of it.
+# The sampler is ``draw_sample`` of :mod:`fastsuper.sampling` written out for
+# the independent (Bernoulli) pattern, with the same counters, so the numbers
+# are the same bit for bit (tests/test_train.py checks it against
+# :func:`fastsuper.sample`); the "exactly k" pattern calls ``draw_sample``.
+# Two changes of form, not of value: most logarithms of the geometric
+# skipping are replaced by comparisons (:func:`gap_tables`), and the
+# rademacher and constant laws go through the discrete law's inverse
+# distribution function (their support and probabilities), which gives the
+# same values.
+
+
+@kernel_njit
+def _residual_relu(zj, xj, impj, imp2j):
+    """:func:`_residual` for ReLU, without branches (z's sign is unpredictable).
+
+    ``relu(z) = z * [z > 0]``: NaN stays NaN, so an overflow is never hidden.
+    """
+    on = (zj - zj) + (zj > 0)  # 1 or 0 in the compute dtype (NaN for z = +-inf or NaN)
+    f = zj * on
+    e = f - xj
+    e64 = np.float64(f) - np.float64(xj)
+    return impj * (e64 * e64), imp2j * e * on
+
+
+@kernel_njit
+def _residual(zj, xj, impj, imp2j, act, a, ia):
+    """(``I_j e_j^2`` in float64, ``g_j = 2 I_j e_j phi'(z_j)``) with ``e_j = phi(z_j) - x_j``.
+
+    ``g_j = 0`` when ``e_j = 0``, also where ``phi'`` is infinite (``signed_power``
+    with an exponent ``a < 1`` at ``z = 0``): the limit of ``d e^2 / dz`` for ``a > 1/2``.
+    """
+    f = phi(zj, act, a, ia)
+    e = f - xj
+    e64 = np.float64(f) - np.float64(xj)
+    gj = imp2j * e * dphi(zj, act, a, ia) if e != 0 else e
+    return impj * (e64 * e64), gj
+
+
+@kernel_njit
+def run_grad(
+    W,
+    Wt,
+    b,
+    imp,
+    imp2,
+    act,
+    a,
+    ia,
+    skey,
+    first,
+    count,
+    kfix,
+    pmax,
+    log1mp,
+    tlo,
+    thi,
+    thin,
+    p,
+    code,
+    support,
+    cum,
+    idx,
+    val,
+    xv,
+    xd,
+    h,
+    z,
+    g,
+    u,
+    gW,
+    gWt,
+    gb,
+):
+    """Loss and gradient sums of samples ``first .. first+count-1`` of key ``skey``.
+
+    ``W`` (d, n) and ``Wt`` (n, D) in the compute dtype, where ``Wt`` is
+    ``W.T`` zero-padded to ``D = padded_width(d)`` columns; ``b`` (n) the bias,
+    ``imp`` (n, float64) the importances and ``imp2 = 2 * imp`` in the compute
+    dtype.  Adds the gradient of ``sum_s loss_s`` to the float64 accumulators
+    ``gW`` (d, n), ``gWt`` (n, D, transposed; merge with
+    :func:`add_transposed`) and ``gb`` (n).  ``idx``, ``val`` (float64),
+    ``xv``, ``xd`` (zeros on entry and exit), ``h``, ``z``, ``g``, ``u`` are
+    scratch.  Returns ``(loss sum, number of non-finite losses, first such
+    sample or -1)``.
+
+    For ``d <= 4`` (``D`` = 2 or 4) the hidden vector lives in scalars (the
+    padding columns are zero and contribute nothing); otherwise the loops run
+    over rows of ``W`` and vectorise over features.
+    """
+    d, n = W.shape
+    D = Wt.shape[1]
+    relu = act == RELU_POWER and ia == 1
+    vscale, vshift = (2.0, -1.0) if code == UNIFORM_SYM else (1.0, 0.0)
+    last = cum.shape[0] - 1
+    zero = Wt[0, 0] - Wt[0, 0]
+    loss_sum = 0.0
+    nbad = 0
+    first_bad = -1
+    for s in range(first, first + count):
+        key = sample_key(skey, s)
+        # ---- sample: active set (sorted) and values
+        k = 0
+        if kfix >= 0:
+            k = draw_sample(key, n, kfix, pmax, log1mp, thin, p, code, support, cum, idx, val)
+        else:
+            if pmax > 0.0:
+                c = 0
+                pos = -1
+                while True:
+                    if pmax >= 1.0:
+                        pos += 1
+                    else:
+                        w = uniform(key, c)
+                        c += 1
+                        m = n - pos - 1  # a gap of m or more ends the sample
+                        if w < tlo[m]:  # (1 - p)^m > w for sure: gap >= m
+                            break
+                        clo = 0  # thresholds (1 - p)^g, g = 1 .. _SCAN, that w is below for sure
+                        chi = 0  # ... or may be below
+                        for q2 in range(1, _SCAN + 1):
+                            clo += w < tlo[q2]
+                            chi += w <= thi[q2]
+                        if clo == chi and clo < _SCAN:
+                            gap = clo
+                        else:  # w near a threshold, or a long gap: the formula decides
+                            ratio = math.log(w) / log1mp  # floor(ratio) >= m iff ratio >= m
+                            if ratio >= m:
+                                break
+                            gap = int(math.floor(ratio))
+                        pos += gap + 1
+                    if pos >= n:
+                        break
+                    if thin:
+                        t = uniform(key, c)
+                        c += 1
+                        if t * pmax >= p[pos]:
+                            continue
+                    idx[k] = pos
+                    k += 1
+            if code == GAUSSIAN:  # Box-Muller
+                for q in range(k):
+                    cv = VALUE_BASE + 2 * q
+                    r1 = math.sqrt(-2.0 * math.log(uniform(key, cv)))
+                    val[q] = r1 * math.cos(_TWO_PI * uniform(key, cv + 1))
+            elif code == UNIFORM or code == UNIFORM_SYM:  # u or 2 u - 1
+                for q in range(k):
+                    val[q] = vscale * uniform(key, VALUE_BASE + 2 * q) + vshift
+            else:  # rademacher, constant, discrete: inverse of the cumulative distribution
+                for q in range(k):
+                    w = uniform(key, VALUE_BASE + 2 * q)
+                    j = 0
+                    while j < last and w >= cum[j]:
+                        j += 1
+                    val[q] = support[j]
+        for q in range(k):
+            xd[idx[q]] = val[q]  # rounded to the compute dtype
+            xv[q] = xd[idx[q]]
+        loss = 0.0
+        if D == 2:  # ---- d <= 2: h and u in scalars
+            h0 = zero
+            h1 = zero
+            for q in range(k):
+                i = idx[q]
+                x = xv[q]
+                h0 += Wt[i, 0] * x
+                h1 += Wt[i, 1] * x
+            f0 = np.float64(h0)
+            f1 = np.float64(h1)
+            u0 = zero
+            u1 = zero
+            for j in range(n):
+                w0 = Wt[j, 0]
+                w1 = Wt[j, 1]
+                zj = b[j] + w0 * h0 + w1 * h1
+                if relu:
+                    lj, gj = _residual_relu(zj, xd[j], imp[j], imp2[j])
+                else:
+                    lj, gj = _residual(zj, xd[j], imp[j], imp2[j], act, a, ia)
+                loss += lj
+                g64 = np.float64(gj)
+                gb[j] += g64
+                gWt[j, 0] += f0 * g64
+                gWt[j, 1] += f1 * g64
+                u0 += w0 * gj
+                u1 += w1 * gj
+            v0 = np.float64(u0)
+            v1 = np.float64(u1)
+            for q in range(k):
+                i = idx[q]
+                x = np.float64(xv[q])
+                gWt[i, 0] += v0 * x
+                gWt[i, 1] += v1 * x
+        elif D == 4:  # ---- d <= 4: h and u in scalars
+            h0 = zero
+            h1 = zero
+            h2 = zero
+            h3 = zero
+            for q in range(k):
+                i = idx[q]
+                x = xv[q]
+                h0 += Wt[i, 0] * x
+                h1 += Wt[i, 1] * x
+                h2 += Wt[i, 2] * x
+                h3 += Wt[i, 3] * x
+            f0 = np.float64(h0)
+            f1 = np.float64(h1)
+            f2 = np.float64(h2)
+            f3 = np.float64(h3)
+            u0 = zero
+            u1 = zero
+            u2 = zero
+            u3 = zero
+            for j in range(n):
+                w0 = Wt[j, 0]
+                w1 = Wt[j, 1]
+                w2 = Wt[j, 2]
+                w3 = Wt[j, 3]
+                zj = b[j] + w0 * h0 + w1 * h1 + w2 * h2 + w3 * h3
+                if relu:
+                    lj, gj = _residual_relu(zj, xd[j], imp[j], imp2[j])
+                else:
+                    lj, gj = _residual(zj, xd[j], imp[j], imp2[j], act, a, ia)
+                loss += lj
+                g64 = np.float64(gj)
+                gb[j] += g64
+                gWt[j, 0] += f0 * g64
+                gWt[j, 1] += f1 * g64
+                gWt[j, 2] += f2 * g64
+                gWt[j, 3] += f3 * g64
+                u0 += w0 * gj
+                u1 += w1 * gj
+                u2 += w2 * gj
+                u3 += w3 * gj
+            v0 = np.float64(u0)
+            v1 = np.float64(u1)
+            v2 = np.float64(u2)
+            v3 = np.float64(u3)
+            for q in range(k):
+                i = idx[q]
+                x = np.float64(xv[q])
+                gWt[i, 0] += v0 * x
+                gWt[i, 1] += v1 * x
+                gWt[i, 2] += v2 * x
+                gWt[i, 3] += v3 * x
+        else:  # ---- any d: rows of W, vectorised over features
+            for r in range(d):
+                h[r] = 0
+            for q in range(k):  # h = W x over the active entries (rows of W^T)
+                i = idx[q]
+                x = xv[q]
+                for r in range(d):
+                    h[r] += Wt[i, r] * x
+            for j in range(n):  # z = W^T h + b
+                z[j] = b[j]
+            for r in range(d):
+                hr = h[r]
+                for j in range(n):
+                    z[j] += W[r, j] * hr
+            for j in range(n):
+                if relu:
+                    lj, gj = _residual_relu(z[j], xd[j], imp[j], imp2[j])
+                else:
+                    lj, gj = _residual(z[j], xd[j], imp[j], imp2[j], act, a, ia)
+                loss += lj
+                g[j] = gj
+                gb[j] += gj
+            for r in range(d):  # decoder term h g^T, and u = W g
+                hr = np.float64(h[r])
+                acc = zero
+                for j in range(n):
+                    gj = g[j]
+                    gW[r, j] += hr * gj
+                    acc += W[r, j] * gj
+                u[r] = acc
+            for q in range(k):  # encoder term: dW[:, i] += u x_i over the active entries
+                i = idx[q]
+                x = np.float64(xv[q])
+                for r in range(d):
+                    gWt[i, r] += np.float64(u[r]) * x
+        for q in range(k):
+            xd[idx[q]] = 0
+        if not math.isfinite(loss):
+            if nbad == 0:
+                first_bad = s
+            nbad += 1
+        loss_sum += loss
+    return loss_sum, nbad, first_bad
+
+
+@kernel_njit
+def run_grad_blas(
+    W,
+    Wt,
+    b,
+    imp,
+    imp2,
+    act,
+    a,
+    ia,
+    skey,
+    first,
+    count,
+    pmax,
+    log1mp,
+    tlo,
+    thi,
+    thin,
+    p,
+    code,
+    support,
+    cum,
+    dense_x,
+    idx,
+    val,
+    ptr,
+    cidx,
+    cval,
+    X,
+    H,
+    Z,
+    U,
+    T,
+    gW,
+    gWt,
+    gb,
+):
+    """:func:`run_grad` for a sub-batch of ``count <= X.shape[0]`` samples, with BLAS.
+
+    The sub-batch is sampled into the dense ``X`` (rows, n; zeros on entry
+    and exit) and a CSR copy (``ptr``, ``cidx``, ``cval``), then ``Z = H W``,
+    ``dW += H^T G`` and ``U = G W^T`` are matrix products (``np.dot``, BLAS).
+    ``H = X W^T`` and the encoder term ``dW += U^T X`` are products too when
+    ``dense_x``, else loops over the active entries.  Products run in the
+    compute dtype, sums over sub-batches in float64 (``gW``, ``gWt``, ``gb``
+    as in :func:`run_grad`; ``T`` (d, n) is scratch).  Bernoulli pattern only.
+    """
+    d, n = W.shape
+    relu = act == RELU_POWER and ia == 1
+    vscale, vshift = (2.0, -1.0) if code == UNIFORM_SYM else (1.0, 0.0)
+    last = cum.shape[0] - 1
+    zero = Wt[0, 0] - Wt[0, 0]
+    Xc = X[:count]
+    Hc = H[:count]
+    Zc = Z[:count]
+    Uc = U[:count]
+    # ---- sample the rows (the sampler of run_grad, bit for bit)
+    nnz = 0
+    for row in range(count):
+        key = sample_key(skey, first + row)
+        ptr[row] = nnz
+        k = 0
+        if pmax > 0.0:
+            c = 0
+            pos = -1
+            while True:
+                if pmax >= 1.0:
+                    pos += 1
+                else:
+                    w = uniform(key, c)
+                    c += 1
+                    m = n - pos - 1  # a gap of m or more ends the sample
+                    if w < tlo[m]:  # (1 - p)^m > w for sure: gap >= m
+                        break
+                    clo = 0  # thresholds (1 - p)^g, g = 1 .. _SCAN, that w is below for sure
+                    chi = 0  # ... or may be below
+                    for q2 in range(1, _SCAN + 1):
+                        clo += w < tlo[q2]
+                        chi += w <= thi[q2]
+                    if clo == chi and clo < _SCAN:
+                        gap = clo
+                    else:  # w near a threshold, or a long gap: the formula decides
+                        ratio = math.log(w) / log1mp  # floor(ratio) >= m iff ratio >= m
+                        if ratio >= m:
+                            break
+                        gap = int(math.floor(ratio))
+                    pos += gap + 1
+                if pos >= n:
+                    break
+                if thin:
+                    t = uniform(key, c)
+                    c += 1
+                    if t * pmax >= p[pos]:
+                        continue
+                idx[k] = pos
+                k += 1
+        if code == GAUSSIAN:  # Box-Muller
+            for q in range(k):
+                cv = VALUE_BASE + 2 * q
+                r1 = math.sqrt(-2.0 * math.log(uniform(key, cv)))
+                val[q] = r1 * math.cos(_TWO_PI * uniform(key, cv + 1))
+        elif code == UNIFORM or code == UNIFORM_SYM:  # u or 2 u - 1
+            for q in range(k):
+                val[q] = vscale * uniform(key, VALUE_BASE + 2 * q) + vshift
+        else:  # rademacher, constant, discrete: inverse of the cumulative distribution
+            for q in range(k):
+                w = uniform(key, VALUE_BASE + 2 * q)
+                j = 0
+                while j < last and w >= cum[j]:
+                    j += 1
+                val[q] = support[j]
+        for q in range(k):
+            i = idx[q]
+            Xc[row, i] = val[q]  # rounded to the compute dtype
+            cidx[nnz] = i
+            cval[nnz] = Xc[row, i]
+            nnz += 1
+    ptr[count] = nnz
+    # ---- h = W x
+    if dense_x:
+        np.dot(Xc, Wt, Hc)
+    else:
+        for row in range(count):
+            for r in range(d):
+                Hc[row, r] = zero
+            for e in range(ptr[row], ptr[row + 1]):
+                i = cidx[e]
+                x = cval[e]
+                for r in range(d):
+                    Hc[row, r] += Wt[i, r] * x
+    # ---- z = W^T h + b, loss and g (in place of z)
+    np.dot(Hc, W, Zc)
+    loss_sum = 0.0
+    nbad = 0
+    first_bad = -1
+    for row in range(count):
+        loss = 0.0
+        for j in range(n):
+            if relu:
+                lj, gj = _residual_relu(Zc[row, j] + b[j], Xc[row, j], imp[j], imp2[j])
+            else:
+                lj, gj = _residual(Zc[row, j] + b[j], Xc[row, j], imp[j], imp2[j], act, a, ia)
+            loss += lj
+            Zc[row, j] = gj
+        for j in range(n):
+            gb[j] += Zc[row, j]
+        if not math.isfinite(loss):
+            if nbad == 0:
+                first_bad = first + row
+            nbad += 1
+        loss_sum += loss
+    # ---- decoder term h g^T; u = W g; encoder term u x^T
+    np.dot(Hc.T, Zc, T)
+    for r in range(d):
+        for j in range(n):
+            gW[r, j] += T[r, j]
+    np.dot(Zc, Wt, Uc)
+    if dense_x:
+        np.dot(Uc.T, Xc, T)
+        for r in range(d):
+            for j in range(n):
+                gW[r, j] += T[r, j]
+    else:
+        for row in range(count):
+            for e in range(ptr[row], ptr[row + 1]):
+                i = cidx[e]
+                x = np.float64(cval[e])
+                for r in range(d):
+                    gWt[i, r] += np.float64(Uc[row, r]) * x
+    # ---- reset X
+    for row in range(count):
+        for e in range(ptr[row], ptr[row + 1]):
+            Xc[row, cidx[e]] = 0
+    return loss_sum, nbad, first_bad
+
+
+@kernel_njit
+def add_transposed(gW, gWt):
+    """``gW += gWt[:, :d].T`` and zero ``gWt`` (n, D)."""
+    d, n = gW.shape
+    for i in range(n):
+        for r in range(d):
+            gW[r, i] += gWt[i, r]
+        for r in range(gWt.shape[1]):
+            gWt[i, r] = 0.0
+
+
+@kernel_njit
+def all_finite(x):
+    """Whether every entry of the array ``x`` is finite."""
+    s = 0.0
+    for v in x.reshape(-1):
+        s += v - v  # NaN for inf or NaN entries, else 0
+    return s == 0.0
+
+
+@njit
+def padded_width(d):
+    """Columns of the transposed weights: 2 or 4 for small ``d`` (scalar code paths), else d."""
+    if d <= 2:
+        return 2
+    if d <= 4:
+        return 4
+    return d
+
+
+@kernel_njit
+def fill_transposed(W, Wt):
+    """``Wt[:, :d] = W.T`` (the padding columns are left as they are: zeros)."""
+    d, n = W.shape
+    for i in range(n):
+        for r in range(d):
+            Wt[i, r] = W[r, i]
+
+
+# --------------------------------------------------------------------------
+# sampled loss and gradient of one block of samples
+#
+# fastsuper.train.adam.loss_grad runs blocks on a pool of threads (the kernels
+# release the GIL), each block into its own buffers, merged in block order.
+# A ``prange`` kernel would do the same with the same numbers, but Numba
+# re-optimises the whole per-sample body inside every parallel kernel, which
+# costs about ten seconds of compilation per dtype on a small machine.
+
+
+@kernel_njit
+def _scratch(W, D):
+    """Per-sample scratch of :func:`run_grad` for weights ``W`` (d, n) and width ``D``."""
+    d, n = W.shape
+    dt = W.dtype
+    return (
+        np.empty(n, dtype=np.int64),
+        np.empty(n, dtype=np.float64),
+        np.empty(n, dtype=dt),
+        np.zeros(n, dtype=dt),
+        np.empty(d, dtype=dt),
+        np.empty(n, dtype=dt),
+        np.empty(n, dtype=dt),
+        np.empty(d, dtype=dt),
+        np.zeros((n, D)),
+    )
+
+
+@kernel_njit
+def prepare(W, imp):
+    """(``Wt``: ``W.T`` zero-padded to :func:`padded_width` columns, ``2 imp`` in W's dtype)."""
+    d, n = W.shape
+    Wt = np.zeros((n, padded_width(d)), dtype=W.dtype)
+    fill_transposed(W, Wt)
+    imp2 = np.empty(n, dtype=W.dtype)
+    for j in range(n):
+        imp2[j] = 2.0 * imp[j]
+    return Wt, imp2
+
+
+@kernel_njit
+def grad_block(W, Wt, b, imp, imp2, act, a, ia, skey, first, count, kfix, pmax, log1mp,
+               tlo, thi, thin, p, code, support, cum, gW, gb):  # fmt: skip
+    """Loss and gradient sums of samples ``first .. first+count-1`` of key ``skey``.
+
+    ``Wt, imp2 = prepare(W, imp)``; the gradient sums are added to the float64
+    ``gW`` (d, n) and ``gb`` (n).  Returns ``(loss sum, number of non-finite
+    sample losses, first such sample index or -1)``.  The sampler parameters
+    are those of ``SparseInputs._kernel_params`` (both sparsity patterns).
+    """
+    idx, val, xv, xd, h, z, g, u, gWt = _scratch(W, Wt.shape[1])
+    ls, nb, fb = run_grad(
+        W, Wt, b, imp, imp2, act, a, ia, skey, first, count, kfix, pmax, log1mp, tlo, thi,
+        thin, p, code, support, cum, idx, val, xv, xd, h, z, g, u, gW, gWt, gb,
+    )  # fmt: skip
+    add_transposed(gW, gWt)
+    return ls, nb, fb
+
+
+@kernel_njit
+def merge_blocks(loss, gW, gb, tot_gW, tot_gb):
+    """Add per-block sums to ``tot_gW``/``tot_gb`` in block order; return the loss sum."""
+    s = 0.0
+    d, n = tot_gW.shape
+    for c in range(loss.shape[0]):
+        s += loss[c]
+        for r in range(d):
+            for j in range(n):
+                tot_gW[r, j] += gW[c, r, j]
+        for j in range(n):
+            tot_gb[j] += gb[c, j]
+    return s
+
+
+# --------------------------------------------------------------------------
+# multi-instance Adam
+
+
+@kernel_njit
+def adam_update(param, m, v, grad, scale, step_size, bc2s, beta1, beta2, eps):
+    """One Adam update of ``param`` (any shape, flattened) with gradient ``grad * scale``.
+
+    PyTorch's formula: ``m <- beta1 m + (1 - beta1) g``, ``v <- beta2 v + (1 -
+    beta2) g^2``, ``param <- param - step_size m / (sqrt(v) / bc2s + eps)``
+    with ``step_size = lr / (1 - beta1^t)`` and ``bc2s = sqrt(1 - beta2^t)``.
+    """
+    pf = param.reshape(-1)
+    mf = m.reshape(-1)
+    vf = v.reshape(-1)
+    gf = grad.reshape(-1)
+    for j in range(pf.shape[0]):
+        gj = gf[j] * scale
+        mj = beta1 * mf[j] + (1.0 - beta1) * gj
+        vj = beta2 * vf[j] + (1.0 - beta2) * (gj * gj)
+        mf[j] = mj
+        vf[j] = vj
+        pf[j] = pf[j] - step_size * mj / (math.sqrt(vj) / bc2s + eps)
+
+
+@kernel_njit
+def _blas_scratch(W, rows):
+    """Sub-batch scratch of :func:`run_grad_blas` (``rows`` >= 1 rows)."""
+    d, n = W.shape
+    dt = W.dtype
+    return (
+        np.empty(rows + 1, dtype=np.int64),
+        np.empty(rows * n, dtype=np.int64),
+        np.empty(rows * n, dtype=dt),
+        np.zeros((rows, n), dtype=dt),
+        np.empty((rows, d), dtype=dt),
+        np.empty((rows, n), dtype=dt),
+        np.empty((rows, d), dtype=dt),
+        np.empty((d, n), dtype=dt),
+    )
+
+
+@parallel_njit
+def adam_kernel(
+    W,
+    B,
+    mW,
+    vW,
+    mb,
+    vb,
+    imp,
+    use_bias,
+    act,
+    a,
+    ia,
+    skeys,
+    pmax,
+    log1mp,
+    tlo,
+    thi,
+    thin,
+    P,
+    code,
+    support,
+    cum,
+    t_start,
+    n_steps,
+    batch,
+    lr,
+    beta1,
+    beta2,
+    eps,
+    log_every,
+    hist,
+    status,
+    groups,
+    blas_rows,
+    dense_x,
+):
+    """Train every instance for steps ``t_start .. t_start+n_steps-1`` with Adam.
+
+    Instance ``k`` has weights ``W[k]`` (d, n) and bias ``B[k]`` (n) in the
+    compute dtype, Adam moments ``mW, vW, mb, vb`` (float64), importances
+    ``imp[k]`` (n, float64), feature probabilities ``P[k]`` (n) with the
+    sampler parameters ``pmax[k], log1mp[k], tlo[k], thi[k], thin[k]`` (see
+    :func:`gap_tables`), and sampler key
+    ``skeys[k]``.  Row ``s`` of the batch of step ``t`` is sample number
+    ``t * batch + s`` of that key.  The loss is ``mean_s mean_j I_j (x_j -
+    x_hat_j)^2``; ``hist[t // log_every, k]`` receives it when ``t % log_every
+    == 0``.  An instance whose loss or gradient is not finite stops before
+    updating, and
+    ``status[k]`` records the step (``OK`` = -1 otherwise); stopped
+    instances are skipped.  Adam's step count is ``t + 1``.
+
+    ``groups`` (n_groups, width) lists the instances of each parallel work item
+    (-1 pads): one work item trains its instances one after the other, each
+    for all its steps.  Instances are independent, so the grouping changes
+    only the speed.  With ``blas_rows > 0`` the batch is processed in
+    sub-batches of that many rows by :func:`run_grad_blas` (``dense_x[k]``:
+    dense products for instance ``k``'s ``h`` and encoder term), else by
+    :func:`run_grad`.
+    """
+    n_inst, d, n = W.shape
+    inv = 1.0 / (batch * n)
+    rows = min(max(blas_rows, 1), batch) if blas_rows > 0 else 1
+    for gi in numba.prange(groups.shape[0]):
+        idx, val, xv, xd, h, z, g, u, gWt = _scratch(W[0], padded_width(d))
+        ptr, cidx, cval, X, H, Z, U, T = _blas_scratch(W[0], rows)
+        gW = np.zeros((d, n))
+        gb = np.zeros(n)
+        for gk in range(groups.shape[1]):
+            k = groups[gi, gk]
+            if k < 0 or status[k] != OK:
+                continue
+            Wk = W[k]
+            bk = B[k]
+            impk = imp[k]
+            Wt, imp2 = prepare(Wk, impk)
+            for t in range(t_start, t_start + n_steps):
+                fill_transposed(Wk, Wt)
+                for r in range(d):
+                    for j in range(n):
+                        gW[r, j] = 0.0
+                for j in range(n):
+                    gb[j] = 0.0
+                if blas_rows > 0:
+                    ls = 0.0
+                    nb = 0
+                    for lo in range(0, batch, blas_rows):
+                        l1, n1, f1 = run_grad_blas(
+                            Wk, Wt, bk, impk, imp2, act, a, ia, skeys[k], t * batch + lo,
+                            min(blas_rows, batch - lo), pmax[k], log1mp[k], tlo[k], thi[k],
+                            thin[k], P[k], code, support, cum, dense_x[k], idx, val, ptr, cidx,
+                            cval, X, H, Z, U, T, gW, gWt, gb,
+                        )  # fmt: skip
+                        ls += l1
+                        nb += n1
+                else:
+                    ls, nb, f1 = run_grad(
+                        Wk, Wt, bk, impk, imp2, act, a, ia, skeys[k], t * batch, batch, -1,
+                        pmax[k], log1mp[k], tlo[k], thi[k], thin[k], P[k], code, support, cum,
+                        idx, val, xv, xd,
+                        h, z, g, u, gW, gWt, gb,
+                    )  # fmt: skip
+                add_transposed(gW, gWt)
+                loss = ls * inv
+                if t % log_every == 0:
+                    hist[t // log_every, k] = loss
+                if nb > 0 or not math.isfinite(loss) or not all_finite(gW) or not all_finite(gb):
+                    status[k] = t
+                    break
+                step = np.float64(t + 1)
+                step_size = lr / (1.0 - beta1**step)
+                bc2s = math.sqrt(1.0 - beta2**step)
+                adam_update(Wk, mW[k], vW[k], gW, inv, step_size, bc2s, beta1, beta2, eps)
+                if use_bias:
+                    adam_update(bk, mb[k], vb[k], gb, inv, step_size, bc2s, beta1, beta2, eps)
