@@ -2,11 +2,11 @@
 
 Usage (on a machine with an NVIDIA GPU and numba-cuda)::
 
-    python benchmarks/gpu_bench.py                      # n=1000, d=64, p=0.01, relu^2, U[0,1]
-    python benchmarks/gpu_bench.py --kernel train       # sampled loss + gradient (training)
-    python benchmarks/gpu_bench.py --n 6000 --d 15 --p 1e-3 --activation power --exponent 3 \\
+    python scripts/gpu_bench.py                  # n=1000, d=64, p=0.01, relu^2, U[0,1]
+    python scripts/gpu_bench.py --kernel train   # sampled loss + gradient (training)
+    python scripts/gpu_bench.py --n 6000 --d 15 --p 1e-3 --activation power --exponent 3 \\
         --values gaussian --samples 20000000
-    python benchmarks/gpu_bench.py --path dense --dtype float32 --check
+    python scripts/gpu_bench.py --path dense --dtype float32 --check
 
 Prints samples per second end to end (``estimate_loss_cuda``: sampling, the
 fused loss kernel, the per-block Welford statistics, transfers) and of each
