@@ -24,19 +24,19 @@ demo: $(STAMP)
 # 3. CUDA kernels on the CUDA simulator (pytest exit code 5, "no tests
 # collected", is accepted); 4. the documentation, warnings as errors.
 test: $(STAMP)
-	$(BIN)/ruff check fastsuper tests benchmarks
+	$(BIN)/ruff check fastsuper tests benchmarks scripts
 	OPENBLAS_NUM_THREADS=1 NUMBA_NUM_THREADS=$(THREADS) $(BIN)/python -m pytest -q tests --doctest-modules fastsuper
 	NUMBA_ENABLE_CUDASIM=1 NUMBA_NUM_THREADS=$(THREADS) $(BIN)/python -m pytest -q -m cudasim tests; \
 		rc=$$?; if [ $$rc -eq 5 ]; then echo "no cudasim tests collected"; rc=0; fi; exit $$rc
 	$(MAKE) docs
 
 lint: $(STAMP)
-	$(BIN)/ruff check fastsuper tests benchmarks
-	$(BIN)/ruff format --check fastsuper tests benchmarks
+	$(BIN)/ruff check fastsuper tests benchmarks scripts
+	$(BIN)/ruff format --check fastsuper tests benchmarks scripts
 
 format: $(STAMP)
-	$(BIN)/ruff format fastsuper tests benchmarks
-	$(BIN)/ruff check --fix fastsuper tests benchmarks
+	$(BIN)/ruff format fastsuper tests benchmarks scripts
+	$(BIN)/ruff check --fix fastsuper tests benchmarks scripts
 
 $(VENV)/.docs-installed: $(STAMP)
 	$(BIN)/pip install -q -e ".[docs]"
@@ -58,7 +58,7 @@ $(VENV)/.torch-installed: $(STAMP)
 	touch $@
 
 compare: $(VENV)/.torch-installed
-	$(BIN)/python benchmarks/compare_torch.py --threads $(THREADS)
+	$(BIN)/python scripts/compare_torch.py --threads $(THREADS)
 
 clean:
 	rm -rf build dist *.egg-info docs/_build docs/generated .asv \

@@ -1,2 +1,5 @@
-"""asv benchmarks for fastsuper (``make bench``) and the PyTorch comparison
-(``make compare``, :mod:`benchmarks.compare_torch`)."""
+"""asv benchmarks for fastsuper (``make bench``; ``asv.conf.json`` points here).
+
+One-off studies and the PyTorch comparisons (``make compare``) are scripts in
+``scripts/``, not asv benchmarks.
+"""

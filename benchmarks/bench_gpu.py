@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import time
+import types
 
 import numpy as np
 
@@ -26,16 +27,25 @@ REPEATS = 3
 
 
 def _backend():
-    """fastsuper.backend_cuda when a real GPU is usable; else NotImplementedError (skip)."""
+    """The GPU backends when a real GPU is usable; else NotImplementedError (skip)."""
     if os.environ.get("NUMBA_ENABLE_CUDASIM", "0") not in ("", "0"):
         raise NotImplementedError("the CUDA simulator is not a GPU")
-    from fastsuper.mc import cuda as bc
+    from fastsuper.core import cuda
+    from fastsuper.exact.cuda import exact_power_sums_cuda
+    from fastsuper.mc.cuda import estimate_loss_cuda, sample_cuda
+    from fastsuper.train.cuda import loss_grad_cuda
 
     try:
-        bc.require_cuda()
+        cuda.require_cuda()
     except RuntimeError as exc:
         raise NotImplementedError(str(exc)) from exc
-    return bc
+    return types.SimpleNamespace(
+        estimate_loss_cuda=estimate_loss_cuda,
+        exact_power_sums_cuda=exact_power_sums_cuda,
+        loss_grad_cuda=loss_grad_cuda,
+        sample_cuda=sample_cuda,
+        to_device_array=cuda.to_device_array,
+    )
 
 
 def _frame(n, d, dtype, seed=0):

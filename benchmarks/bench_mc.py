@@ -3,7 +3,7 @@
 Every ``setup()`` calls the kernel once, so compilation (or loading Numba's
 cache) is never timed.  ``track_*`` benchmarks report throughput in samples
 per second (best of a few repeats).  The parameter grids are small on
-purpose (``make bench`` runs them with ``--quick``); ``benchmarks/scaling.py``
+purpose (``make bench`` runs them with ``--quick``); ``scripts/scaling.py``
 is the wider scaling study.
 """
 
@@ -15,7 +15,7 @@ import numpy as np
 
 import fastsuper as fs
 
-# The comparison configuration (docs/benchmarks.md, benchmarks/compare_torch.py):
+# The comparison configuration (docs/benchmarks.md, scripts/compare_torch.py):
 # Elhage et al.'s U[0, 1] values, relu(.)^2 output, n = 1000 features in d = 64.
 N, D, P = 1000, 64, 0.01
 MC_SAMPLES = 50_000

@@ -2,7 +2,7 @@
 
 The simulator runs every CUDA thread as a Python thread, so sizes are tiny
 and the thread counts are patched down (module constants of
-fastsuper.backend_cuda).  Run with::
+fastsuper.mc.cuda).  Run with::
 
     NUMBA_ENABLE_CUDASIM=1 pytest -m cudasim tests/test_cuda.py
 """
@@ -30,7 +30,7 @@ if not _CUDA:
 import fastsuper as fs  # noqa: E402
 from fastsuper.core import config  # noqa: E402
 from fastsuper.core import cuda as cc  # noqa: E402
-from fastsuper.exact import cuda as exc  # noqa: E402
+from fastsuper.exact.api import cuda as exc  # noqa: E402
 from fastsuper.mc import cuda as bc  # noqa: E402
 from fastsuper.mc.paths import choose_path  # noqa: E402
 
@@ -254,7 +254,7 @@ def test_power_sums_accept_device_and_foreign_arrays():
 
 def test_power_sums_are_the_exact_loss_cumulants():
     """What exact.py's row-block loop computes: kappa_r(y_j) - [r = 1] b_j."""
-    from fastsuper.exact import api as exact
+    from fastsuper.exact.api import api as exact
 
     n, m = 11, 3
     model = _model(n, 4, bias=False)
@@ -341,7 +341,7 @@ def _close(got, ref, rtol=1e-12):
 
 @pytest.mark.parametrize("cfg", EXACT_SETTINGS, ids=lambda c: f"n{c['n']}-m{c['m']}")
 def test_exact_backend_cuda_matches_cpu(cfg):
-    from fastsuper.exact import api as exact
+    from fastsuper.exact.api import api as exact
 
     model = _model(cfg["n"], cfg["d"], "power", cfg["m"], bias=cfg["bias"])
     inputs = fs.SparseInputs(cfg["n"], **cfg["inputs"])
@@ -368,7 +368,7 @@ def test_exact_backend_cuda_matches_cpu(cfg):
 
 
 def test_exact_backend_is_validated():
-    from fastsuper.exact import api as exact
+    from fastsuper.exact.api import api as exact
 
     model = _model(3, 2, "power", 2)
     inputs = fs.SparseInputs(3, p=0.5)
@@ -443,7 +443,7 @@ def test_simulator_shared_array_is_one_array_per_line(monkeypatch):
     numba-cuda's simulator creates the array for a line without a lock; a
     thread switch between its look-up and its store gave two threads
     different arrays (and the Monte-Carlo reduction lost terms).
-    ``fastsuper.kernels_cuda`` makes the allocation atomic; ``np.empty`` is
+    ``fastsuper.mc.kernels_cuda`` makes the allocation atomic; ``np.empty`` is
     slowed here (it yields the GIL) to widen the old race window.
     """
     import threading

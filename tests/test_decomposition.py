@@ -1,4 +1,4 @@
-"""Tests of fastsuper.decomposition: the exact k = 0 and k = 1 strata (THEORY §4)."""
+"""Tests of fastsuper.exact.low_order: the exact k = 0 and k = 1 strata (THEORY §4)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Tests of fastsuper.exact: the closed-form population loss of THEORY §3."""
+"""Tests of fastsuper.exact.api: the closed-form population loss of THEORY §3."""
 
 from __future__ import annotations
 

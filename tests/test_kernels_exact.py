@@ -1,4 +1,4 @@
-"""The exact-loss kernels (fastsuper.kernels_cpu_exact) against dense NumPy."""
+"""The exact-loss kernels (fastsuper.exact.kernels_cpu) against dense NumPy."""
 
 from __future__ import annotations
 

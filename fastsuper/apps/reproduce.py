@@ -14,7 +14,7 @@ Each point of :func:`figure3` is the best of
   unsuperposed optimum (``p kappa min(n, d)``, exact), and random frames on
   ``n' <= n`` features for a geometric grid of ``n'`` (a zero column adds
   nothing to the gain, so ``n'`` features stand for a model with ``n``);
-* L-BFGS-B on the exact gain (:func:`fastsuper.optim_exact`'s minimiser)
+* L-BFGS-B on the exact gain (:func:`fastsuper.train.lbfgs`'s minimiser)
   from the previous grid point's solution (a warm start) and from the two
   best random-frame constructions (random starts), each on its non-zero
   columns only (a zero column is a stationary point of the gain for

@@ -75,4 +75,6 @@ def input_law(inputs) -> InputLaw:
 
 def activation(model) -> Activation:
     """The :class:`Activation` bundle of a :class:`~fastsuper.Model`."""
-    return Activation(int(model.act_code), model.dtype.type(model.exponent), int(model.int_exponent))
+    return Activation(
+        int(model.act_code), model.dtype.type(model.exponent), int(model.int_exponent)
+    )

@@ -80,7 +80,6 @@ def require_cuda():
     return cuda
 
 
-
 def simulator() -> bool:
     """True when the kernels run on the CUDA simulator (``NUMBA_ENABLE_CUDASIM=1``)."""
     from fastsuper.core import cuda_jit

@@ -98,4 +98,3 @@ else:
     def view(arr):
         """Identity on the device (the simulator needs an unwrapping step)."""
         return arr
-

@@ -4,7 +4,7 @@
 features, a uniform random subset) and ``xi_i`` iid from a value law.
 
 The sampler is a pure function of ``(seed, sample index)`` (see
-:mod:`fastsuper.rng`): the active set is drawn by geometric skipping with
+:mod:`fastsuper.core.rng`): the active set is drawn by geometric skipping with
 counters ``0, 1, 2, ...`` of the sample's stream, and the value of the
 ``a``-th active feature from counters ``VALUE_BASE + 2a`` and
 ``VALUE_BASE + 2a + 1``, so a sample costs ``O(active + 1)`` random numbers

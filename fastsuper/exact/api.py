@@ -124,9 +124,7 @@ def _moments_from_cumulants(kappa: np.ndarray, binom: np.ndarray) -> np.ndarray:
 def _check(func: str, model, inputs) -> int:
     """Check the arguments of ``func``; return the integer exponent ``m``."""
     if not isinstance(model, Model):
-        raise TypeError(
-            f"{func}: model must be a fastsuper.Model, got {type(model).__name__}"
-        )
+        raise TypeError(f"{func}: model must be a fastsuper.Model, got {type(model).__name__}")
     if not isinstance(inputs, SparseInputs):
         raise TypeError(
             f"{func}: inputs must be a fastsuper.SparseInputs, got {type(inputs).__name__}"

@@ -68,7 +68,6 @@ from fastsuper.exact.low_order import _check, low_order_terms
 __all__ = ["LossBounds", "loss_bounds"]
 
 
-
 @dataclass(frozen=True)
 class LossBounds:
     """Rigorous bounds ``lower <= L <= upper`` on the population loss (THEORY §4).

@@ -12,7 +12,7 @@ __all__ = ["exact_power_sums_cuda"]
 
 def _kernels():
     cuda = require_cuda()
-    from fastsuper.exact import kernels_cuda
+    from fastsuper.exact.api import kernels_cuda
 
     return cuda, kernels_cuda
 
@@ -60,10 +60,10 @@ def exact_power_sums_cuda(A, c, *, symmetric: bool = True, to_host: bool = True)
         raise ValueError(f"c must have shape (R + 1, n) with n = {n}, got {tuple(c_d.shape)}")
     R = int(c_d.shape[0]) - 1
     if not 1 <= R <= config.CUDA_MAX_POWER:
-        raise ValueError(f"c must have R + 1 rows with 1 <= R <= {config.CUDA_MAX_POWER}, got R = {R}")
+        raise ValueError(
+            f"c must have R + 1 rows with 1 <= R <= {config.CUDA_MAX_POWER}, got R = {R}"
+        )
     out = cuda.device_array((R + 1, n), dtype=np.float64)
     threads = int(config.POWER_THREADS)
     kc.power_sums_kernel[launch_grid(cuda, n, threads), threads](A_d, c_d, bool(symmetric), out)
     return out.copy_to_host() if to_host else out
-
-

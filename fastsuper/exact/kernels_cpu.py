@@ -1,6 +1,6 @@
 """CPU kernels of the exact loss and gradient of power activations (THEORY §3).
 
-The closed forms of :mod:`fastsuper.exact` spend their ``O(n**2)`` time in
+The closed forms of :mod:`fastsuper.exact.api` spend their ``O(n**2)`` time in
 two places, both done here as one parallel pass over the rows of
 ``A = W^T W`` (off-diagonal part) with scratch memory of a few rows per
 thread:
@@ -53,7 +53,9 @@ def exact_power_sums(A, c):
     items = (n + config.EXACT_ROWS_PER_ITEM - 1) // config.EXACT_ROWS_PER_ITEM
     for it in numba.prange(items):
         pw = np.empty(n)  # A[j]**r, with a zero on the diagonal
-        for j in range(it * config.EXACT_ROWS_PER_ITEM, min(n, (it + 1) * config.EXACT_ROWS_PER_ITEM)):
+        for j in range(
+            it * config.EXACT_ROWS_PER_ITEM, min(n, (it + 1) * config.EXACT_ROWS_PER_ITEM)
+        ):
             row = A[j]
             s = 0.0
             for i in range(n):
@@ -91,7 +93,9 @@ def exact_grad_w(A, W, coef, c, orders, g_diag):
     for it in numba.prange(items):
         g = np.empty(n)  # Gamma_ji + Gamma_ij over i, for the current j
         h = np.empty(n)  # Gamma_ij over i
-        for j in range(it * config.EXACT_ROWS_PER_ITEM, min(n, (it + 1) * config.EXACT_ROWS_PER_ITEM)):
+        for j in range(
+            it * config.EXACT_ROWS_PER_ITEM, min(n, (it + 1) * config.EXACT_ROWS_PER_ITEM)
+        ):
             row = A[j]
             if no == 0:
                 for i in range(n):

@@ -10,7 +10,8 @@ from fastsuper.core.cuda_jit import cuda_kernel as _kernel
 
 __all__ = ["power_sums_kernel"]
 
-_ACC_SIZE = config.CUDA_MAX_POWER + 1  # a global constant: local array shapes must be compile-time constants
+# a global constant: local array shapes must be compile-time constants
+_ACC_SIZE = config.CUDA_MAX_POWER + 1
 
 
 # --------------------------------------------------------------------------
@@ -41,5 +42,3 @@ def power_sums_kernel(A, c, symmetric, out):
         out[0, j] = 0.0
         for r in range(1, R + 1):
             out[r, j] = acc[r]
-
-

@@ -438,8 +438,6 @@ def _k1_serial(AT, bias, imp, P, loss1, gain1, mat, store):
         gain1[i] = gi
 
 
-
-
 @njit
 def _strata_probs(p):
     """``(P(K=0), P(only i active) for each i, P(K>=2))`` for independent features.

@@ -148,6 +148,4 @@ def estimate_loss(
             model, inputs, n_samples, seed, path, block_size, start, per_feature,
             client=client, chunk_size=chunk_size,
         )  # fmt: skip
-    return estimate_loss_cpu(
-        model, inputs, n_samples, seed, path, block_size, start, per_feature
-    )
+    return estimate_loss_cpu(model, inputs, n_samples, seed, path, block_size, start, per_feature)

@@ -19,7 +19,6 @@ BACKENDS = ("cpu", "cuda", "dask")
 METHODS = ("naive", "stratified")
 
 
-
 @dataclass(frozen=True)
 class LossEstimate:
     """Result of :func:`estimate_loss`.
@@ -58,7 +57,6 @@ class LossEstimate:
             f"loss {self.mean:.6g} ± {self.stderr:.3g}, gain {self.gain_mean:.6g} ± "
             f"{self.gain_stderr:.3g} ({self.n_samples} samples, {self.path} path)"
         )
-
 
 
 def check_common(model, inputs, n_samples, seed):

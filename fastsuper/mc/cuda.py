@@ -5,8 +5,8 @@ call the same ``@njit`` per-element functions (counter-based RNG, sampler,
 activation), samples are keyed by ``(seed, sample index)``, and the
 Monte-Carlo statistics are reduced per sample block, in sample order, with the
 CPU's Welford recursion.  Launch sizes are tunables of
-:mod:`fastsuper.core.config` (``config.SAMPLE_THREADS``, ``config.MC_THREADS``,
-``config.GRAM_THREADS``, ``config.POWER_THREADS``, ``config.CHUNK_SAMPLES``, ``config.SCRATCH_BYTES``).
+:mod:`fastsuper.core.config` (``SAMPLE_THREADS``, ``MC_THREADS``,
+``GRAM_THREADS``, ``POWER_THREADS``, ``CHUNK_SAMPLES``, ``SCRATCH_BYTES``).
 """
 
 from __future__ import annotations
@@ -41,10 +41,9 @@ def _mc_threads() -> int:
     t = int(config.MC_THREADS)
     if t < 1 or t & (t - 1) or t > config.CUDA_MAX_THREADS:
         raise ValueError(
-            f"fastsuper.core.config.MC_THREADS must be a power of two in [1, {config.CUDA_MAX_THREADS}], got {t}"
+            f"config.MC_THREADS must be a power of two in [1, {config.CUDA_MAX_THREADS}], got {t}"
         )
     return t
-
 
 
 class DeviceInputs:
@@ -127,7 +126,7 @@ def draw_chunk(cuda, kc, dev: DeviceInputs, seed_u64, first: int, ns: int, dtype
     return indptr, indptr_d, indices, values
 
 
-class _MCPlan:
+class MCPlan:
     """The model on the device and the launch geometry of :func:`kernels_cuda.mc_kernel`."""
 
     def __init__(self, cuda, kc, model: Model, inputs: SparseInputs, use_cols, want_pf, block, A):
@@ -374,7 +373,7 @@ def estimate_loss_cuda(
     use_cols = path == "columns"
     t0 = time.perf_counter()
 
-    plan = _MCPlan(cuda, kc, model, inputs, use_cols, want_pf, block, A)
+    plan = MCPlan(cuda, kc, model, inputs, use_cols, want_pf, block, A)
     dev = DeviceInputs(cuda, inputs)
     seed_u64 = np.uint64(seed & ((1 << 64) - 1))
     n = model.n
@@ -410,5 +409,3 @@ def estimate_loss_cuda(
         method="naive",
         backend="cuda",
     )
-
-

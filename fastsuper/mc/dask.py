@@ -293,7 +293,10 @@ class _Run:
         """Submit the payload and every chunk; returns the chunk futures in chunk order."""
         token = self._token()
         A = None
-        if self.use_cols and self.model.n**2 * self.model.dtype.itemsize <= config.DASK_MAX_EMBEDDED_A_BYTES:
+        if (
+            self.use_cols
+            and self.model.n**2 * self.model.dtype.itemsize <= config.DASK_MAX_EMBEDDED_A_BYTES
+        ):
             A = gram(self.model)  # the CPU backend's A, bit for bit
         payload = client.submit(
             _payload,

@@ -370,7 +370,7 @@ def _z_tile(A, bt, j0, j1, cidx, cval, e0, e1, z):
 
 @kernel_njit(inline="always")
 def _tile_call(mode, P, poff, b, j0, cidx, cval, e0, e1, z, imp):
-    """One sample's tile through the :mod:`fastsuper._simd` kernel for ``mode``.
+    """One sample's tile through the :mod:`fastsuper.mc.simd` kernel for ``mode``.
 
     ``z`` receives ``z`` (``MODE_Z``) or ``phi(z)`` of the tile; the return is
     ``sum_j imp_j phi_j^2`` over the tile (0 for ``MODE_Z``).
@@ -390,7 +390,7 @@ def _tile_call(mode, P, poff, b, j0, cidx, cval, e0, e1, z, imp):
 
 @njit
 def _fused_mode(act, ia, want_pf):
-    """The :mod:`fastsuper._simd` mode of an activation (``MODE_Z``: activation applied after)."""
+    """The :mod:`fastsuper.mc.simd` mode of an activation (``MODE_Z``: activation applied after)."""
     if want_pf:
         return MODE_Z
     if act == RELU_POWER and ia >= 1 and ia <= 3:
@@ -398,8 +398,6 @@ def _fused_mode(act, ia, want_pf):
     if (act == POWER or (act == SIGNED_POWER and ia % 2 == 1)) and (ia == 2 or ia == 3):
         return MODE_POW2 if ia == 2 else MODE_POW3
     return MODE_Z
-
-
 
 
 @njit
@@ -445,7 +443,7 @@ def tile_stats(
     ``lsum[s]``, the loss of sample ``s``, is computed from the panels, tile by tile.
 
     Each sample's pre-activations over a tile are accumulated in vector
-    registers (:mod:`fastsuper._simd`); for the common activations
+    registers (:mod:`fastsuper.mc.simd`); for the common activations
     (:func:`_fused_mode`) the tile's loss
     ``sum_j I_j (phi_j - x_j)^2`` is formed there, the sample's ``x``
     scattered into the dense tile buffer ``zb`` on the way; other activations

@@ -1,12 +1,12 @@
 """CUDA kernels (numba-cuda) of the sampler, the Monte-Carlo loss and the exact power sums.
 
 Importing this module imports :mod:`numba.cuda`; only
-:mod:`fastsuper.backend_cuda` imports it, lazily, so ``import fastsuper``
+:mod:`fastsuper.mc.cuda` imports it, lazily, so ``import fastsuper``
 never does.
 
 The per-element maths is the CPU's: the kernels call the plain ``@njit``
-functions of :mod:`fastsuper.rng`, :mod:`fastsuper.sampling` and
-:mod:`fastsuper.activations` (numba-cuda compiles a CPU dispatcher called from
+functions of :mod:`fastsuper.core.rng`, :mod:`fastsuper.core.laws` and
+:mod:`fastsuper.core.activations` (numba-cuda compiles a CPU dispatcher called from
 a ``@cuda.jit`` kernel as a device function, reusing its Python source).
 Sample ``s`` is therefore the same function of ``(seed, s)`` as on the CPU.
 
@@ -81,7 +81,6 @@ __all__ = [
     "mc_kernel",
     "welford_kernel",
 ]
-
 
 
 from fastsuper.core import config
@@ -349,5 +348,3 @@ def welford_kernel(loss, gain, n_chunk, block, first_index, stats):
         stats[bi, ST_GAIN_M2] = g2
         stats[bi, ST_NONFINITE] = bad
         stats[bi, ST_FIRST_BAD] = first_bad
-
-

@@ -158,5 +158,3 @@ def path_operand(model: Model, path: str, A: np.ndarray | None = None) -> np.nda
     if path == "blocked":
         return np.ascontiguousarray(model.W.T)
     return np.zeros((1, 1), model.dtype)
-
-

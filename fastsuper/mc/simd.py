@@ -180,7 +180,9 @@ def _make_tile_kernel(mode: int):
             # once per call and predicted
             result = cgutils.alloca_once(builder, ir.DoubleType())
             ncols = cgutils.unpack_tuple(builder, pa.shape, 2)[1]
-            wide = builder.icmp_signed("==", ncols, ir.Constant(ncols.type, config.TILE_BYTES // isz))
+            wide = builder.icmp_signed(
+                "==", ncols, ir.Constant(ncols.type, config.TILE_BYTES // isz)
+            )
             with builder.if_else(wide) as (then, otherwise):
                 with then:
                     builder.store(emit(config.TILE_BYTES), result)

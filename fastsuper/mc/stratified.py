@@ -18,7 +18,7 @@ the standard error is about 28x and 750x smaller
 (``benchmarks/stratified_gain.py``).
 
 Sampling given ``K >= 2`` is a pure function of ``(seed, sample index)`` (the
-counter-based generator of :mod:`fastsuper.rng`), by one of three rules:
+counter-based generator of :mod:`fastsuper.core.rng`), by one of three rules:
 
 * independent features, one ``p`` for all (``MODE_BINOM``): ``K`` by inverse
   CDF on a table of the law of ``Binomial(n, p)`` conditioned on ``K >= 2``

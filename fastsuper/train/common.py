@@ -15,7 +15,7 @@ from fastsuper.core.rng import mix64, seed_key
 __all__ = ["SampledLossGrad", "check_model_inputs", "instance_seed", "progress_bar"]
 
 MASK64 = (1 << 64) - 1
-_INSTANCE_SALT = 0x452821E638D01377  # digits of pi, after those of fastsuper.rng
+_INSTANCE_SALT = 0x452821E638D01377  # digits of pi, after those of fastsuper.core.rng
 
 
 class SampledLossGrad(NamedTuple):

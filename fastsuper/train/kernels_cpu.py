@@ -21,7 +21,7 @@ samples (loss and gradient) in float64.  Three code paths, same formulas:
   sub-batches of samples, the three dense products ``H W``, ``H^T G`` and
   ``G W^T`` by BLAS (``np.dot``), sized so that OpenBLAS stays on one thread.
 
-Determinism follows the rule of :mod:`fastsuper.kernels_cpu`: samples are
+Determinism follows the rule of :mod:`fastsuper.mc.kernels_cpu`: samples are
 numbered, a parallel work item is a fixed block of sample numbers (or, for
 training, whole instances) with its own buffers, and buffers are merged
 serially in block order.  Results are bit-identical for any thread count.
@@ -77,7 +77,7 @@ def gap_tables(n: int, log1mp: float) -> tuple[np.ndarray, np.ndarray]:
 # ``inline="always"`` helper shared by run_grad and run_grad_blas gave the
 # same numbers bit for bit but 1.1e7 instead of 1.8-2.0e7 samples/s, so the
 # two kernels keep their own written-out copy of it.
-# The sampler is ``draw_sample`` of :mod:`fastsuper.sampling` written out for
+# The sampler is ``draw_sample`` of :mod:`fastsuper.core.laws` written out for
 # the independent (Bernoulli) pattern, with the same counters, so the numbers
 # are the same bit for bit (tests/test_train.py checks it against
 # :func:`fastsuper.sample`); the "exactly k" pattern calls ``draw_sample``.

@@ -18,7 +18,7 @@ are of the same number and must agree within their standard errors; with
 ``--own-weights`` (or when that fails) fastsuper draws its own
 ``W ~ N(0, 1/d)`` and the estimates agree only in distribution.
 
-usage: python benchmarks/compare_torch.py [--dtype float32] [--samples 400000] [--json out.json]
+usage: python scripts/compare_torch.py [--dtype float32] [--samples 400000] [--json out.json]
 """
 
 from __future__ import annotations

@@ -2,11 +2,11 @@
 
 Usage (on a machine with an NVIDIA GPU and numba-cuda)::
 
-    python benchmarks/gpu_bench.py                      # n=1000, d=64, p=0.01, relu^2, U[0,1]
-    python benchmarks/gpu_bench.py --kernel train       # sampled loss + gradient (training)
-    python benchmarks/gpu_bench.py --n 6000 --d 15 --p 1e-3 --activation power --exponent 3 \\
+    python scripts/gpu_bench.py                  # n=1000, d=64, p=0.01, relu^2, U[0,1]
+    python scripts/gpu_bench.py --kernel train   # sampled loss + gradient (training)
+    python scripts/gpu_bench.py --n 6000 --d 15 --p 1e-3 --activation power --exponent 3 \\
         --values gaussian --samples 20000000
-    python benchmarks/gpu_bench.py --path dense --dtype float32 --check
+    python scripts/gpu_bench.py --path dense --dtype float32 --check
 
 Prints samples per second end to end (``estimate_loss_cuda``: sampling, the
 fused loss kernel, the per-block Welford statistics, transfers) and of each
@@ -26,7 +26,7 @@ model (K = expected number of active features, s = bytes per value):
   often resident in L2, so the DRAM fraction is an upper bound of the real
   DRAM traffic (it can exceed 100%).
 
-* Training (``--kernel train``: :func:`fastsuper.mc.cuda.loss_grad_cuda`,
+* Training (``--kernel train``: :func:`fastsuper.train.cuda.loss_grad_cuda`,
   the gradient kernel of ``fit(backend="cuda")``), per sample:
   ``2 d K`` (``h = W x``) ``+ 2 d n`` (``z``) ``+ 2 d n`` (decoder term
   ``h g^T``) ``+ 2 d n`` (``u = W g``) ``+ 2 d K`` (encoder term) FLOPs plus
@@ -180,8 +180,9 @@ def main(argv=None) -> int:
         cuda = bc.require_cuda()
     except RuntimeError as exc:
         _skip(str(exc))
+    from fastsuper.core.config import DEFAULT_BLOCK
     from fastsuper.mc import kernels_cuda as kc
-    from fastsuper.mc.api import DEFAULT_BLOCK, choose_path
+    from fastsuper.mc.paths import choose_path
 
     dtype = np.dtype(args.dtype)
     block = args.block_size or DEFAULT_BLOCK
@@ -229,15 +230,15 @@ def main(argv=None) -> int:
     print(f"end to end: {rate:.4g} samples/s (best of {args.repeats}: {t:.4g} s)")
 
     # stages, on one chunk, timed with CUDA events
-    dev = bc._DeviceInputs(cuda, inputs)
-    plan = bc._MCPlan(cuda, kc, model, inputs, path == "columns", args.per_feature, block, None)
-    ns = min(args.samples, bc._chunk_samples(block, dev.bytes_per_sample(dtype.itemsize)))
+    dev = bc.DeviceInputs(cuda, inputs)
+    plan = bc.MCPlan(cuda, kc, model, inputs, path == "columns", args.per_feature, block, None)
+    ns = min(args.samples, bc.chunk_samples(block, dev.bytes_per_sample(dtype.itemsize)))
     seed = np.uint64(1)
     ev = [cuda.event() for _ in range(4)]  # timing events (the default)
     best = [math.inf] * 3
     for _ in range(args.repeats):
         ev[0].record()
-        _, indptr, indices, values = bc._draw_chunk(cuda, kc, dev, seed, 0, ns, dtype)
+        _, indptr, indices, values = bc.draw_chunk(cuda, kc, dev, seed, 0, ns, dtype)
         ev[1].record()
         loss, gain, _, _ = plan.losses(indptr, indices, values, ns)
         ev[2].record()
@@ -288,20 +289,21 @@ def main(argv=None) -> int:
 
 def _train(args, fs, bc, model, inputs, peaks, pf, bw, k, dtype, simulated) -> int:
     """``--kernel train``: sampled loss and gradient, and Adam steps of fit(backend="cuda")."""
-    from fastsuper.train.adam import DEFAULT_BLOCK as GRAD_BLOCK
+    from fastsuper.core.config import GRAD_BLOCK
+    from fastsuper.train import cuda as trc
     from fastsuper.train.adam import loss_grad
 
     block = args.block_size or GRAD_BLOCK
-    bc.loss_grad_cuda(model, inputs, 2 * block, 0, block_size=block)  # compile
+    trc.loss_grad_cuda(model, inputs, 2 * block, 0, block_size=block)  # compile
     if args.check:
         m = min(args.samples, 100_000)
         cpu = loss_grad(model, inputs, m, 1, block_size=block)
-        gpu = bc.loss_grad_cuda(model, inputs, m, 1, block_size=block)
+        gpu = trc.loss_grad_cuda(model, inputs, m, 1, block_size=block)
         rel = abs(gpu.loss - cpu.loss) / abs(cpu.loss)
         grel = np.abs(gpu.dW - cpu.dW).max() / np.abs(cpu.dW).max()
         print(f"check vs CPU ({m:,} samples): loss rel. diff {rel:.2e}, dW {grel:.2e}")
     t = _best(
-        lambda: bc.loss_grad_cuda(model, inputs, args.samples, 1, block_size=block), args.repeats
+        lambda: trc.loss_grad_cuda(model, inputs, args.samples, 1, block_size=block), args.repeats
     )
     rate = args.samples / (1.0 if simulated else t)
     flops, nbytes = train_cost_model(

@@ -1,4 +1,4 @@
-"""Measure the Monte-Carlo paths and fit the cost model of ``choose_path`` (issue 6).
+"""Measure the Monte-Carlo paths and fit the cost model of ``choose_path``.
 
 For 54 shapes (n from 100 to 6000, d from 8 to 256, E K from 0.5 to 40,
 float64 and float32; relu_power 2, U[0, 1] values), times ``estimate_loss``
@@ -6,7 +6,7 @@ on the paths "columns", "columns_blocked" and "blocked" in alternating
 rounds (best of 3, ``--threads`` threads, sample counts sized to about
 0.15 s), then:
 
-* fits the ``COST_*`` constants of :mod:`fastsuper.estimators` by
+* fits the ``COST_*`` constants of :mod:`fastsuper.mc.api` by
   non-negative least squares on relative errors (every term of
   :func:`fastsuper.mc.api.path_costs` is linear in one constant);
 * reports, for the fitted constants and for the ones in the package, how
@@ -15,8 +15,8 @@ rounds (best of 3, ``--threads`` threads, sample counts sized to about
 
 Usage::
 
-    OPENBLAS_NUM_THREADS=1 python benchmarks/cost_model.py [--json out.json]
-    python benchmarks/cost_model.py --load out.json     # fit only
+    OPENBLAS_NUM_THREADS=1 python scripts/cost_model.py [--json out.json]
+    python scripts/cost_model.py --load out.json     # fit only
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import numpy as np
 from scipy.optimize import nnls
 
 import fastsuper as fs
-from fastsuper.mc import api as E
+from fastsuper.mc import paths as E
 
 PATHS = ("columns", "columns_blocked", "blocked")
 NAMES = (

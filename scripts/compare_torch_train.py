@@ -15,7 +15,7 @@ Adam (lr 1e-3), batch 1024, STEPS steps.  Reported: steps per second of
 
 and the ratios fastsuper / peer.  The peer runs its default dtype (float32).
 
-usage: python benchmarks/compare_torch_train.py [--threads 2] [--config 5,2,8,2000 ...]
+usage: python scripts/compare_torch_train.py [--threads 2] [--config 5,2,8,2000 ...]
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_PEER = ROOT.parent / "shared" / "peers" / "torch_train.py"
-DEFAULT_TORCH_PYTHON = "/tmp/venvtorch/bin/python"
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 DEFAULT_CONFIGS = ("5,2,8,2000", "100,20,10,300")
 
@@ -55,8 +54,8 @@ def parse_args(argv=None):
     ap.add_argument("--peer", type=Path, default=DEFAULT_PEER, help="path of torch_train.py")
     ap.add_argument(
         "--torch-python",
-        default=DEFAULT_TORCH_PYTHON if Path(DEFAULT_TORCH_PYTHON).exists() else sys.executable,
-        help="Python interpreter with torch installed",
+        default=sys.executable,
+        help="Python interpreter with torch installed, for the peer",
     )
     ap.add_argument("--json", type=Path, metavar="PATH", help="also write the results here")
     args = ap.parse_args(argv)

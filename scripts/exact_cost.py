@@ -1,4 +1,4 @@
-"""``exact_loss_grad`` against the two matrix products it cannot avoid (issue 6).
+"""``exact_loss_grad`` against the two matrix products it cannot avoid.
 
 At n = 6000, d = 10, m = 3 (``power`` activation, Gaussian values, p = 1e-3,
 float64), times side by side in alternating rounds (so that load from other
@@ -12,7 +12,7 @@ and prints their ratio (the target is at most 3).
 
 Usage::
 
-    NUMBA_NUM_THREADS=2 python benchmarks/exact_cost.py [--n 6000] [--d 10] [--m 3]
+    NUMBA_NUM_THREADS=2 python scripts/exact_cost.py [--n 6000] [--d 10] [--m 3]
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ alike), each round on fresh samples (``start`` offsets).  From all rounds:
 
 Usage::
 
-    NUMBA_NUM_THREADS=2 python benchmarks/stratified_gain.py [--budget 20] [--rounds 4]
+    NUMBA_NUM_THREADS=2 python scripts/stratified_gain.py [--budget 20] [--rounds 4]
 """
 
 from __future__ import annotations

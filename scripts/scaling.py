@@ -16,7 +16,7 @@ then the paths are timed in turn, ``--repeats`` rounds, alternating, and the
 median rate is kept (the machine is shared: side by side, never one path
 after another).  Writes a CSV and a PNG (matplotlib) with one panel per sweep.
 
-usage: python benchmarks/scaling.py [--out docs/_static/scaling] [--quick]
+usage: python scripts/scaling.py [--out docs/_static/scaling] [--quick]
 """
 
 from __future__ import annotations
