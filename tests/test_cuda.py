@@ -30,7 +30,7 @@ if not _CUDA:
 import fastsuper as fs  # noqa: E402
 from fastsuper.core import config  # noqa: E402
 from fastsuper.core import cuda as cc  # noqa: E402
-from fastsuper.exact.api import cuda as exc  # noqa: E402
+from fastsuper.exact import cuda as exc  # noqa: E402
 from fastsuper.mc import cuda as bc  # noqa: E402
 from fastsuper.mc.paths import choose_path  # noqa: E402
 
@@ -254,7 +254,7 @@ def test_power_sums_accept_device_and_foreign_arrays():
 
 def test_power_sums_are_the_exact_loss_cumulants():
     """What exact.py's row-block loop computes: kappa_r(y_j) - [r = 1] b_j."""
-    from fastsuper.exact.api import api as exact
+    from fastsuper.exact import api as exact
 
     n, m = 11, 3
     model = _model(n, 4, bias=False)
@@ -341,7 +341,7 @@ def _close(got, ref, rtol=1e-12):
 
 @pytest.mark.parametrize("cfg", EXACT_SETTINGS, ids=lambda c: f"n{c['n']}-m{c['m']}")
 def test_exact_backend_cuda_matches_cpu(cfg):
-    from fastsuper.exact.api import api as exact
+    from fastsuper.exact import api as exact
 
     model = _model(cfg["n"], cfg["d"], "power", cfg["m"], bias=cfg["bias"])
     inputs = fs.SparseInputs(cfg["n"], **cfg["inputs"])
@@ -368,7 +368,7 @@ def test_exact_backend_cuda_matches_cpu(cfg):
 
 
 def test_exact_backend_is_validated():
-    from fastsuper.exact.api import api as exact
+    from fastsuper.exact import api as exact
 
     model = _model(3, 2, "power", 2)
     inputs = fs.SparseInputs(3, p=0.5)

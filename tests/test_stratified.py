@@ -12,17 +12,15 @@ from scipy import stats
 
 import fastsuper as fs
 from fastsuper.mc.kernels_cpu import ST_LOSS_M2, ST_LOSS_MEAN
-from fastsuper.mc.stratified import (
+from fastsuper.mc.kernels_stratified import (
     K_TAIL,
     MODE_BINOM,
     MODE_PLAIN,
     MODE_SEQ,
-    StratifiedSampler,
-    _binom_ge2_cdf,
-    sample_ge2,
+    binom_ge2_cdf,
     stratified_blocks,
-    stratified_estimate,
 )
+from fastsuper.mc.stratified import StratifiedSampler, sample_ge2, stratified_estimate
 
 
 def _model(n, d, act="power", a=3, bias=True, seed=0, scale=0.5):
@@ -103,13 +101,13 @@ def test_conditional_sampler_law_matches_enumeration(name, p, mode):
 def test_binomial_table_against_scipy():
     """The table of K | K >= 2 (scalar p): exact law, and truncated only past 1e-17."""
     for n, p in [(5, 0.3), (1000, 1e-4), (1000, 0.5), (10**6, 1e-6), (1000, 1e-7), (2, 0.5)]:
-        cdf = _binom_ge2_cdf(n, p, K_TAIL)
+        cdf = binom_ge2_cdf(n, p, K_TAIL)
         k = np.arange(2, 2 + cdf.size)
         ref = stats.binom.pmf(k, n, p) / stats.binom.sf(1, n, p)
         np.testing.assert_allclose(np.diff(cdf, prepend=0.0), ref, rtol=0, atol=1e-13)
         assert cdf[-1] == 1.0 and np.all(np.diff(cdf) >= 0)
         assert stats.binom.sf(k[-1], n, p) / stats.binom.sf(1, n, p) < K_TAIL
-    assert _binom_ge2_cdf(5, 0.3, K_TAIL).size == 4  # small n: the whole law
+    assert binom_ge2_cdf(5, 0.3, K_TAIL).size == 4  # small n: the whole law
 
 
 def test_scalar_sampler_large_n():

@@ -12,7 +12,7 @@ __all__ = ["exact_power_sums_cuda"]
 
 def _kernels():
     cuda = require_cuda()
-    from fastsuper.exact.api import kernels_cuda
+    from fastsuper.exact import kernels_cuda
 
     return cuda, kernels_cuda
 
