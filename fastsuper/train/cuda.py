@@ -94,9 +94,7 @@ def loss_grad_cuda(
     for lo in range(0, n_samples, chunk):
         ns = min(chunk, n_samples - lo)
         nbc = -(-ns // block)
-        _, indptr_d, indices_d, values_d = draw_chunk(
-            cuda, kc, dev, seed_u64, start + lo, ns, dtype
-        )
+        _, indptr_d, indices_d, values_d = draw_chunk(cuda, dev, seed_u64, start + lo, ns, dtype)
         gW = cuda.to_device(np.zeros((nbc, d, n)))
         gb = cuda.to_device(np.zeros((nbc, n)))
         loss = cuda.device_array(nbc, dtype=np.float64)
