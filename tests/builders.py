@@ -1,10 +1,26 @@
-"""Random models shared by the test modules."""
+"""Random models and activation cases shared by the test modules."""
 
 from __future__ import annotations
 
 import numpy as np
 
 import fastsuper as fs
+
+#: (activation, exponent): every family, integer and real exponents
+ACTIVATION_CASES = [
+    ("power", 1),
+    ("power", 2),
+    ("power", 3),
+    ("power", 5),
+    ("signed_power", 1.5),
+    ("signed_power", 2),
+    ("signed_power", 0.7),
+    ("relu_power", 1),
+    ("relu_power", 2),
+    ("relu_power", 3),
+    ("relu_power", 2.5),
+    ("relu_power", 4),
+]
 
 
 def random_model(n, d, act="power", a=3, bias=True, dtype=np.float64, seed=0, scale=0.5):

@@ -1,0 +1,66 @@
+"""The model: per-element activations against NumPy, and the validation of its arguments."""
+
+import numpy as np
+import pytest
+from builders import ACTIVATION_CASES as CASES
+from naive import dphi_numpy, phi_numpy
+
+import fastsuper as fs
+from fastsuper import testing as T
+
+
+@pytest.mark.parametrize("act,a", CASES)
+def test_phi_dphi_per_element(act, a):
+    import numba
+
+    t = np.linspace(-2.5, 2.5, 41)
+    code = T.ACTIVATIONS[act]
+    ia = int(a) if float(a).is_integer() else -1
+
+    @numba.njit
+    def both(t, code, a, ia):
+        f = np.empty_like(t)
+        g = np.empty_like(t)
+        for i in range(t.size):
+            f[i] = T.phi(t[i], code, a, ia)
+            g[i] = T.dphi(t[i], code, a, ia)
+        return f, g
+
+    f, g = both(t, code, float(a), ia)
+    np.testing.assert_allclose(f, phi_numpy(t, act, a), rtol=1e-14, atol=1e-300)
+    nz = t != 0
+    np.testing.assert_allclose(g[nz], dphi_numpy(t[nz], act, a), rtol=1e-13)
+    h = 1e-6  # central differences away from the kink
+    away = np.abs(t) > 1e-3
+    fd = (phi_numpy(t + h, act, a) - phi_numpy(t - h, act, a)) / (2 * h)
+    np.testing.assert_allclose(g[away], fd[away], rtol=1e-6, atol=1e-8)
+
+
+def test_model_validation():
+    W = np.ones((2, 3))
+    with pytest.raises(ValueError, match="W must be 2-dimensional"):
+        fs.Model(np.ones(3))
+    with pytest.raises(TypeError, match="W must have dtype float32 or float64, got int64"):
+        fs.Model(np.ones((2, 3), dtype=np.int64))
+    with pytest.raises(ValueError, match=r"W must be finite; W\[0, 1\] = nan"):
+        fs.Model(np.array([[1.0, np.nan, 0.0]]))
+    with pytest.raises(ValueError, match=r"b has shape \(2,\); axis 0 must have length 3"):
+        fs.Model(W, b=np.ones(2))
+    with pytest.raises(ValueError, match="activation must be one of"):
+        fs.Model(W, activation="tanh")
+    with pytest.raises(ValueError, match="exponent must be > 0, got 0.0"):
+        fs.Model(W, exponent=0)
+    with pytest.raises(ValueError, match="exponent must be > 0, got -1.0"):
+        fs.Model(W, activation="relu_power", exponent=-1)
+    with pytest.raises(ValueError, match="exponent must be an integer >= 1 for activation='power'"):
+        fs.Model(W, activation="power", exponent=2.5)
+    with pytest.raises(ValueError, match="exponent must be finite"):
+        fs.Model(W, activation="relu_power", exponent=float("inf"))
+    model = fs.Model(W)
+    with pytest.raises(ValueError, match=r"X has shape \(4, 2\); axis 1 must have length 3"):
+        fs.forward(model, np.ones((4, 2)))
+    with pytest.raises(ValueError, match="X must be finite"):
+        fs.forward(model, np.array([1.0, np.inf, 0.0]))
+    batch = fs.sample(fs.SparseInputs(4, p=0.5), 3)
+    with pytest.raises(ValueError, match="X has n = 4 features but the model has n = 3"):
+        fs.forward(model, batch)
