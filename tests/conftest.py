@@ -29,7 +29,7 @@ def set_numba_threads():
 
 @pytest.fixture(scope="session")
 def dask_client():
-    """One Dask cluster for the session: 2 single-threaded worker processes with nannies."""
+    """One Dask cluster for the whole test run: 2 single-threaded worker processes with nannies."""
     distributed = pytest.importorskip("distributed")
     with (
         distributed.LocalCluster(
