@@ -8,6 +8,8 @@ import math
 import numpy as np
 import pytest
 
+from fastsuper import Model, SparseInputs, ValueLaw, exact_gain
+from fastsuper import testing as T
 from fastsuper.analysis import (
     feature_dimensionality,
     first_order_cap,
@@ -20,10 +22,6 @@ from fastsuper.analysis import (
     random_frame_value,
     sphere_dimension,
 )
-from fastsuper.core import config
-from fastsuper.core.laws import SparseInputs, ValueLaw
-from fastsuper.core.model import Model
-from fastsuper.exact.api import exact_gain
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -107,7 +105,7 @@ def test_dimensionality_blocks_match_whole(monkeypatch):
     W = np.random.default_rng(1).normal(size=(3, 50))
     W[:, 7] = 0.0
     whole = feature_dimensionality(W)
-    monkeypatch.setattr(config, "GEOMETRY_BLOCK_ELEMS", 120)  # blocks of 2 rows
+    monkeypatch.setattr(T.config, "GEOMETRY_BLOCK_ELEMS", 120)  # blocks of 2 rows
     np.testing.assert_allclose(feature_dimensionality(W), whole, rtol=1e-14)
     assert whole[7] == 0.0
     A = W.T @ W
@@ -143,7 +141,7 @@ def test_first_order_objective_blocks_match_whole(monkeypatch):
 
     W = np.random.default_rng(3).normal(size=(4, 33)) * 0.7
     whole = first_order_objective(W, "gaussian", 3)
-    monkeypatch.setattr(config, "GEOMETRY_BLOCK_ELEMS", 100)
+    monkeypatch.setattr(T.config, "GEOMETRY_BLOCK_ELEMS", 100)
     assert first_order_objective(W, "gaussian", 3) == pytest.approx(whole, rel=1e-13)
 
 
@@ -239,14 +237,9 @@ def test_random_frame_value_and_norm():
     assert random_frame_value(1, 4, 3, law) == pytest.approx(kappa(law, 3))
     assert random_frame_value(60, 4, 3, law) == pytest.approx(0.6 * 60 * 12.8 / 71.8)
     assert random_frame_value(10**9, 4, 3, law) == pytest.approx(0.6 * 12.8, rel=1e-7)
-    # matches the CLI's default init norm (same formula, THEORY §5.3) while it has its own
-    import fastsuper.apps.cli as cli
-
+    # the command line's default norm of random starting weights (same formula, THEORY §5.3)
     for n, d in [(5, 2), (100, 10), (6000, 15)]:
-        if hasattr(cli, "default_norm"):
-            assert random_frame_norm(n, d, 3, law) == pytest.approx(cli.default_norm(law, 3, n, d))
-        if hasattr(cli, "sphere_dimension"):
-            assert sphere_dimension(d, 3) == cli.sphere_dimension(d, 3)
+        assert random_frame_norm(n, d, 3, law) == pytest.approx(T.cli_default_norm(law, 3, n, d))
     assert random_frame_norm(5, 2, 2, law) == 1.0  # mu_3 = 0: no positive optimum
 
 

@@ -79,7 +79,7 @@ def gap_tables(n: int, log1mp: float) -> tuple[np.ndarray, np.ndarray]:
 # two kernels keep their own written-out copy of it.
 # The sampler is ``draw_sample`` of :mod:`fastsuper.core.laws` written out for
 # the independent (Bernoulli) pattern, with the same counters, so the numbers
-# are the same bit for bit (tests/test_train.py checks it against
+# are the same bit for bit (tests/train/test_adam.py checks it against
 # :func:`fastsuper.sample`); the "exactly k" pattern calls ``draw_sample``.
 # Two changes of form, not of value: most logarithms of the geometric
 # skipping are replaced by comparisons (:func:`gap_tables`), and the

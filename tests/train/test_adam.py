@@ -10,8 +10,8 @@ import pytest
 from naive_train import adam_step_numpy, feature_dimensionality, loss_grad_numpy
 
 import fastsuper as fs
-from fastsuper.exact.api import exact_loss_grad
-from fastsuper.train.adam import FitResult, fit, initial_weights, instance_seed, loss_grad
+from fastsuper import FitResult, exact_loss_grad, fit, loss_grad
+from fastsuper import testing as T
 
 # every activation family, integer and real exponents
 ACTIVATIONS = [
@@ -37,14 +37,6 @@ def _model(n, d, act, a, dtype=np.float64, seed=0, scale=0.5, bias=True):
     W = (rng.normal(size=(d, n)) * scale).astype(dtype)
     b = (rng.normal(size=n) * 0.2).astype(dtype) if bias else None
     return fs.Model(W, b, activation=act, exponent=a)
-
-
-@pytest.fixture
-def threads():
-    """Set numba's thread count inside a test, restored afterwards."""
-    old = numba.get_num_threads()
-    yield numba.set_num_threads
-    numba.set_num_threads(old)
 
 
 # --------------------------------------------------------------------------
@@ -167,12 +159,12 @@ def test_loss_grad_agrees_with_exact_gradient(m, values, p):
     )
 
 
-def test_loss_grad_same_for_any_thread_count(threads):
+def test_loss_grad_same_for_any_thread_count(set_numba_threads):
     model = _model(40, 6, "relu_power", 1)
     inputs = fs.SparseInputs(40, p=0.1, values="uniform")
-    threads(1)
+    set_numba_threads(1)
     one = loss_grad(model, inputs, 20_000, seed=3, block_size=1000)
-    threads(min(2, numba.config.NUMBA_NUM_THREADS))
+    set_numba_threads(min(2, numba.config.NUMBA_NUM_THREADS))
     two = loss_grad(model, inputs, 20_000, seed=3, block_size=1000)
     assert one.loss == two.loss
     assert np.array_equal(one.dW, two.dW) and np.array_equal(one.db, two.db)
@@ -193,7 +185,7 @@ def _adam_reference(res: FitResult, steps: int, lr: float):
         mW, vW, mb, vb = np.zeros_like(W), np.zeros_like(W), np.zeros(n), np.zeros(n)
         losses = []
         for t in range(steps):
-            X = fs.sample(inputs, B, instance_seed(s["seed"], k), start=t * B).to_dense()
+            X = fs.sample(inputs, B, T.instance_seed(s["seed"], k), start=t * B).to_dense()
             loss, dW, db = loss_grad_numpy(
                 W, b, s["activation"], s["exponent"], X, inputs.importance
             )
@@ -227,14 +219,14 @@ def test_adam_steps_match_numpy(n, d, p, act, a, values):
     np.testing.assert_allclose(res.W, W, rtol=1e-12, atol=1e-12 * np.abs(W).max())
     np.testing.assert_allclose(res.b, b, rtol=1e-12, atol=1e-12 * np.abs(b).max())
     np.testing.assert_allclose(res.loss_history, hist, rtol=1e-12)
-    assert np.array_equal(res.W0, initial_weights(n, d, len(p), seed=5))
+    assert np.array_equal(res.W0, T.initial_weights(n, d, len(p), seed=5))
 
 
-def test_fit_same_for_any_thread_count_and_instance_count(threads):
+def test_fit_same_for_any_thread_count_and_instance_count(set_numba_threads):
     kw = dict(importance=0.9 ** np.arange(5), steps=200, seed=7, log_every=10)
-    threads(1)
+    set_numba_threads(1)
     one = fit(5, 2, n_instances=3, p=[1.0, 0.3, 0.05], **kw)
-    threads(min(2, numba.config.NUMBA_NUM_THREADS))
+    set_numba_threads(min(2, numba.config.NUMBA_NUM_THREADS))
     two = fit(5, 2, n_instances=3, p=[1.0, 0.3, 0.05], **kw)
     fewer = fit(5, 2, n_instances=2, p=[1.0, 0.3], **kw)
     for x, y in [(one.W, two.W), (one.b, two.b), (one.loss_history, two.loss_history)]:

@@ -93,9 +93,7 @@ def test_train_adam_and_exact_write_results(tmp_path, capsys):
         )
         == 0
     )
-    from fastsuper.train.adam import FitResult
-
-    res = FitResult.load(prefix + ".npz")
+    res = fs.FitResult.load(prefix + ".npz")
     assert res.W.shape == (2, 2, 5)
     for name in ("-loss.png", "-gram-0.png", "-features-1.png"):
         assert (tmp_path / ("adam" + name)).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -123,9 +121,7 @@ def test_train_adam_and_exact_write_results(tmp_path, capsys):
         )
         == 0
     )
-    from fastsuper.train.lbfgs import ExactFit
-
-    fit = ExactFit.load(prefix + ".npz")
+    fit = fs.ExactFit.load(prefix + ".npz")
     # n <= d: no superposition needed, the optimum is p kappa n (THEORY §5.1)
     assert fit.gain == pytest.approx(0.01 * 0.6 * 4, rel=1e-6)
     assert "exact fit" in capsys.readouterr().out

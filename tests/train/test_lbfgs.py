@@ -1,4 +1,4 @@
-"""Tests of fastsuper.train.lbfgs.fit_exact: L-BFGS-B on the exact gain (THEORY §3, §5)."""
+"""fit_exact: L-BFGS-B on the exact gain (THEORY §3, §5)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,16 @@ import math
 import numpy as np
 import pytest
 
+from fastsuper import (
+    ExactFit,
+    Model,
+    SparseInputs,
+    ValueLaw,
+    exact_gain,
+    exact_gain_grad,
+    exact_loss_and_gain,
+    fit_exact,
+)
 from fastsuper.analysis import (
     first_order_cap,
     first_order_objective,
@@ -16,10 +26,6 @@ from fastsuper.analysis import (
     random_frame_value,
     sphere_dimension,
 )
-from fastsuper.core.laws import SparseInputs, ValueLaw
-from fastsuper.core.model import Model
-from fastsuper.exact.api import exact_gain, exact_gain_grad, exact_loss_and_gain
-from fastsuper.train.lbfgs import ExactFit, fit_exact
 
 # ------------------------------------------------ (i) superposition reaches the cap
 

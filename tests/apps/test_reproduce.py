@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 import fastsuper as fs
+from fastsuper import testing as T
 from fastsuper import theory as th
 from fastsuper.apps.cli import main
-from fastsuper.apps.reproduce import capacity, figure3, figure3_settings
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +29,7 @@ def _rows(out):
 
 def test_quick_figure3_writes_its_files(quick_run, capsys):
     out, res = quick_run
-    s = figure3_settings(quick=True)
+    s = T.figure3_settings(quick=True)
     assert (out / "figure3.png").stat().st_size > 10_000
     assert sorted(res["curves"]) == sorted(str(d) for d in s["dims"])
     rows = _rows(out)
@@ -40,7 +40,7 @@ def test_quick_figure3_writes_its_files(quick_run, capsys):
 
 def test_quick_figure3_gains_are_exact_and_beat_the_constructions(quick_run):
     out, res = quick_run
-    s = figure3_settings(quick=True)
+    s = T.figure3_settings(quick=True)
     m, n = s["m"], s["n"]
     kap = th.kappa("gaussian", m)
     for ds, c in res["curves"].items():
@@ -77,7 +77,7 @@ def test_figure3_resumes_after_an_interruption(quick_run, tmp_path):
         w = csv.DictWriter(fh, list(rows[0]))
         w.writeheader()
         w.writerows(rows[:4])
-    res2 = figure3(tmp_path, quick=True, progress=False)
+    res2 = T.figure3(tmp_path, quick=True, progress=False)
     rows2 = _rows(tmp_path)
     assert rows2[:4] == rows[:4]  # kept, not recomputed
     assert len(rows2) == len(rows)
@@ -87,7 +87,7 @@ def test_figure3_resumes_after_an_interruption(quick_run, tmp_path):
 
 def test_figure3_progress_and_check_with_custom_settings(tmp_path, capsys):
     settings = {"dims": (4,), "n": 30, "exponents": (-4.0, -1.0, "half"), "maxiter": 10}
-    res = figure3(tmp_path, settings=settings, progress=True)
+    res = T.figure3(tmp_path, settings=settings, progress=True)
     err = capsys.readouterr().err
     assert "[1/3" in err and "d=4" in err  # progress lines
     assert set(res["check"]) == {"4"}
@@ -97,7 +97,7 @@ def test_figure3_progress_and_check_with_custom_settings(tmp_path, capsys):
 
 
 def test_capacity_quick_between_the_lines(tmp_path):
-    res = capacity(tmp_path, quick=True, progress=False)
+    res = T.capacity(tmp_path, quick=True, progress=False)
     assert (tmp_path / "capacity.png").exists() and (tmp_path / "capacity.csv").exists()
     kap = res["kappa"]
     for r in res["rows"]:

@@ -1,46 +1,12 @@
-"""Forward pass against the NumPy reference, every activation and dtype."""
+"""The model: per-element activations against NumPy, and the validation of its arguments."""
 
 import numpy as np
 import pytest
-from naive import dphi_numpy, forward_numpy, phi_numpy
+from builders import ACTIVATION_CASES as CASES
+from naive import dphi_numpy, phi_numpy
 
 import fastsuper as fs
-from fastsuper.core.activations import ACTIVATIONS, dphi, phi
-
-CASES = [
-    ("power", 1),
-    ("power", 2),
-    ("power", 3),
-    ("power", 5),
-    ("signed_power", 1.5),
-    ("signed_power", 2),
-    ("signed_power", 0.7),
-    ("relu_power", 1),
-    ("relu_power", 2),
-    ("relu_power", 3),
-    ("relu_power", 2.5),
-    ("relu_power", 4),
-]
-TOL = {np.float64: 1e-12, np.float32: 2e-5}
-
-
-@pytest.mark.parametrize("act,a", CASES)
-@pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_forward_dense_and_sparse(act, a, dtype):
-    rng = np.random.default_rng(1)
-    n, d = 23, 6
-    W = (rng.normal(size=(d, n)) / 2).astype(dtype)
-    b = (rng.normal(size=n) / 4).astype(dtype)
-    model = fs.Model(W, b, activation=act, exponent=a)
-    batch = fs.sample(fs.SparseInputs(n, p=0.2, values="gaussian"), 300, seed=7, dtype=dtype)
-    X = batch.to_dense()
-    ref = forward_numpy(W, b, act, a, X)
-    scale = np.abs(ref).max()
-    for got in (fs.forward(model, X), fs.forward(model, batch)):
-        assert got.dtype == dtype and got.shape == X.shape
-        np.testing.assert_allclose(got, ref, rtol=TOL[dtype], atol=TOL[dtype] * scale)
-    one = fs.forward(model, X[3])
-    np.testing.assert_allclose(one, ref[3], rtol=TOL[dtype], atol=TOL[dtype] * scale)
+from fastsuper import testing as T
 
 
 @pytest.mark.parametrize("act,a", CASES)
@@ -48,7 +14,7 @@ def test_phi_dphi_per_element(act, a):
     import numba
 
     t = np.linspace(-2.5, 2.5, 41)
-    code = ACTIVATIONS[act]
+    code = T.ACTIVATIONS[act]
     ia = int(a) if float(a).is_integer() else -1
 
     @numba.njit
@@ -56,8 +22,8 @@ def test_phi_dphi_per_element(act, a):
         f = np.empty_like(t)
         g = np.empty_like(t)
         for i in range(t.size):
-            f[i] = phi(t[i], code, a, ia)
-            g[i] = dphi(t[i], code, a, ia)
+            f[i] = T.phi(t[i], code, a, ia)
+            g[i] = T.dphi(t[i], code, a, ia)
         return f, g
 
     f, g = both(t, code, float(a), ia)
