@@ -8,22 +8,21 @@ Quantities of a weight matrix ``W`` (d, n) with ``A = W.T @ W``:
 
 the constants of THEORY §5.3 (:func:`kappa`, :func:`sphere_dimension`,
 :func:`first_order_cap`, :func:`random_frame_value`,
-:func:`random_frame_norm`), and plotting helpers that write PNG files
-(:func:`plot_gram`, :func:`plot_features`, :func:`plot_loss_history`; they
-need matplotlib, imported only when called, with the Agg backend).
+:func:`random_frame_norm`), random frames (:func:`random_frame`), and
+plotting helpers that write PNG files (:func:`plot_gram`,
+:func:`plot_features`, :func:`plot_loss_history`; they need matplotlib,
+imported only when called, with the Agg backend: :func:`pyplot`).
 """
 
 from __future__ import annotations
 
 import math
-import numbers
 from pathlib import Path
 
 import numpy as np
 
 from fastsuper.core import config
 from fastsuper.core import validation as v
-from fastsuper.core.laws import ValueLaw
 
 __all__ = [
     "feature_dimensionality",
@@ -33,6 +32,8 @@ __all__ = [
     "plot_features",
     "plot_gram",
     "plot_loss_history",
+    "pyplot",
+    "random_frame",
     "random_frame_norm",
     "random_frame_value",
     "sphere_dimension",
@@ -40,41 +41,7 @@ __all__ = [
 
 
 # --------------------------------------------------------------------------
-# argument checks
-
-
-def _check_int(func: str, name: str, value, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        if not (isinstance(value, float) and value.is_integer()):
-            raise TypeError(f"{func}: {name} must be an integer >= {minimum}, got {value!r}")
-    value = int(value)
-    if value < minimum:
-        raise ValueError(f"{func}: {name} must be an integer >= {minimum}, got {value}")
-    return value
-
-
-def _law(func: str, law) -> ValueLaw:
-    if isinstance(law, ValueLaw):
-        return law
-    if isinstance(law, str):
-        try:
-            return ValueLaw(law)
-        except ValueError as exc:
-            raise ValueError(f"{func}: law: {exc}") from None
-    raise TypeError(
-        f"{func}: law must be a ValueLaw or one of 'gaussian', 'rademacher', 'uniform_sym', "
-        f"'uniform', 'constant', got {law!r}"
-    )
-
-
-def _weights(func: str, W) -> np.ndarray:
-    try:
-        W = v.as_float_array("W", W, ndim=2, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise type(exc)(f"{func}: {exc} (W has shape (d, n))") from None
-    if W.shape[0] < 1 or W.shape[1] < 1:
-        raise ValueError(f"{func}: W must have shape (d, n) with d, n >= 1, got {W.shape}")
-    return W
+# helpers
 
 
 def _gram_blocks(W: np.ndarray):
@@ -119,7 +86,7 @@ def feature_dimensionality(W) -> np.ndarray:
     >>> np.round(feature_dimensionality(np.stack([np.cos(t), np.sin(t)])), 12)
     array([0.4, 0.4, 0.4, 0.4, 0.4])
     """
-    W = _weights("feature_dimensionality", W)
+    W = v.check_weights("W", W, func="feature_dimensionality")
     n = W.shape[1]
     sq = np.einsum("ij,ij->j", W, W)  # |w_i|**2
     out = np.zeros(n)
@@ -169,9 +136,9 @@ def first_order_objective(W, law, m) -> float:
     1.2
     """
     func = "first_order_objective"
-    W = _weights(func, W)
-    law = _law(func, law)
-    m = _check_int(func, "m", m, 1)
+    W = v.check_weights("W", W, func=func)
+    law = v.check_law("law", law, func=func)
+    m = v.check_int("m", m, minimum=1, func=func)
     mu_a, mu_b = law.moment(m + 1), law.moment(2 * m)
     sq = np.einsum("ij,ij->j", W, W)
     trace = math.fsum((sq**m).tolist())
@@ -210,8 +177,8 @@ def kappa(law, m) -> float:
     (0.6, 1.0, 1.0)
     """
     func = "kappa"
-    law = _law(func, law)
-    m = _check_int(func, "m", m, 1)
+    law = v.check_law("law", law, func=func)
+    m = v.check_int("m", m, minimum=1, func=func)
     mu_b = law.moment(2 * m)
     return law.moment(m + 1) ** 2 / mu_b if mu_b > 0 else 0.0
 
@@ -238,8 +205,8 @@ def sphere_dimension(d, m) -> float:
     (112.0, 323.0, 3.2)
     """
     func = "sphere_dimension"
-    d = _check_int(func, "d", d, 1)
-    m = _check_int(func, "m", m, 1)
+    d = v.check_int("d", d, minimum=1, func=func)
+    m = v.check_int("m", m, minimum=1, func=func)
     num = math.prod(d + 2 * i for i in range(m))
     return num / math.prod(range(2 * m - 1, 0, -2))
 
@@ -273,7 +240,7 @@ def first_order_cap(d, m, law, n=None) -> float:
     """
     cap = kappa(law, m) * sphere_dimension(d, m)
     if n is not None:
-        n = _check_int("first_order_cap", "n", n, 1)
+        n = v.check_int("n", n, minimum=1, func="first_order_cap")
         cap = min(cap, kappa(law, m) * n)
     return cap
 
@@ -303,7 +270,7 @@ def random_frame_value(n, d, m, law) -> float:
     >>> round(random_frame_value(60, 4, 3, "gaussian"), 6)  # 0.6 * 60 * 12.8 / 71.8
     6.417827
     """
-    n = _check_int("random_frame_value", "n", n, 1)
+    n = v.check_int("n", n, minimum=1, func="random_frame_value")
     D = sphere_dimension(d, m)
     return kappa(law, m) * n * D / (n + D - 1.0)
 
@@ -336,8 +303,8 @@ def random_frame_norm(n, d, m, law) -> float:
     0.2
     """
     func = "random_frame_norm"
-    n = _check_int(func, "n", n, 1)
-    law = _law(func, law)
+    n = v.check_int("n", n, minimum=1, func=func)
+    law = v.check_law("law", law, func=func)
     D = sphere_dimension(d, m)
     num, den = law.moment(m + 1), law.moment(2 * m)
     if num <= 0 or den <= 0:
@@ -371,8 +338,11 @@ def random_frame(n: int, d: int, norm: float, seed=0, dtype=np.float64) -> np.nd
 # plots
 
 
-def _pyplot():
-    """matplotlib.pyplot with the Agg backend (a clear error if matplotlib is missing)."""
+def pyplot():
+    """:mod:`matplotlib.pyplot` with the Agg backend (a clear error if matplotlib is missing).
+
+    The plotting helpers of fastsuper draw with it; it is imported only when called.
+    """
     try:
         import matplotlib
     except ImportError as exc:  # pragma: no cover - depends on the environment
@@ -384,12 +354,6 @@ def _pyplot():
     import matplotlib.pyplot as plt
 
     return plt
-
-
-def _out_path(func: str, path) -> Path:
-    if not isinstance(path, (str, Path)):
-        raise TypeError(f"{func}: path must be a str or pathlib.Path, got {path!r}")
-    return Path(path)
 
 
 def plot_gram(W, path, *, title: str | None = None) -> Path:
@@ -413,9 +377,9 @@ def plot_gram(W, path, *, title: str | None = None) -> Path:
         ``path``.
     """
     func = "plot_gram"
-    W = _weights(func, W)
-    path = _out_path(func, path)
-    plt = _pyplot()
+    W = v.check_weights("W", W, func=func)
+    path = v.check_path("path", path, func=func)
+    plt = pyplot()
     d, n = W.shape
     A = W.T @ W
     vmax = float(np.max(np.abs(A))) or 1.0
@@ -457,9 +421,9 @@ def plot_features(W, path, *, title: str | None = None) -> Path:
         ``path``.
     """
     func = "plot_features"
-    W = _weights(func, W)
-    path = _out_path(func, path)
-    plt = _pyplot()
+    W = v.check_weights("W", W, func=func)
+    path = v.check_path("path", path, func=func)
+    plt = pyplot()
     d, n = W.shape
     colours = plt.get_cmap("viridis")(np.linspace(0.0, 0.9, n))
 
@@ -576,8 +540,8 @@ def plot_loss_history(history, path, *, ylabel: str = "loss", title: str | None 
     """
     func = "plot_loss_history"
     curves = _histories(func, history)
-    path = _out_path(func, path)
-    plt = _pyplot()
+    path = v.check_path("path", path, func=func)
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7.0, 4.5))
     try:
         allv = np.concatenate(list(curves.values()))

@@ -14,7 +14,7 @@ Each point of :func:`figure3` is the best of
   unsuperposed optimum (``p kappa min(n, d)``, exact), and random frames on
   ``n' <= n`` features for a geometric grid of ``n'`` (a zero column adds
   nothing to the gain, so ``n'`` features stand for a model with ``n``);
-* L-BFGS-B on the exact gain (:func:`fastsuper.train.lbfgs`'s minimiser)
+* L-BFGS-B on the exact gain (:func:`fastsuper.train.lbfgs.maximise_gain`)
   from the previous grid point's solution (a warm start) and from the two
   best random-frame constructions (random starts), each on its non-zero
   columns only (a zero column is a stationary point of the gain for
@@ -42,7 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fastsuper.analysis import _pyplot, random_frame
+from fastsuper.analysis import pyplot, random_frame
 from fastsuper.core.laws import SparseInputs, ValueLaw
 from fastsuper.core.model import Model
 from fastsuper.theory import best_scale, kappa, random_frame_value, sphere_dimension
@@ -137,13 +137,12 @@ def _gain(W: np.ndarray, p: float, m: int, law: ValueLaw) -> float:
 
 def _lbfgs(W: np.ndarray, p: float, m: int, law: ValueLaw, maxiter: int):
     """L-BFGS-B on the exact gain over the columns of ``W``; returns ``(W, gain)``."""
-    from fastsuper.train.lbfgs import _minimise
+    from fastsuper.train.lbfgs import maximise_gain
 
     n = W.shape[1]
     inputs = SparseInputs(n, p=p, values=law)
     scale = law.moment(2) * p * n
-    W2, _, gain, _, _, _, _ = _minimise(W, None, inputs, m, scale, maxiter, 1e-13)
-    W2 = _prune(W2)
+    W2 = _prune(maximise_gain(W, None, inputs, m, scale, maxiter, 1e-13).W)
     return W2, _gain(W2, p, m, law)
 
 
@@ -423,7 +422,7 @@ def plot_figure3(result: dict, path) -> Path:
     paper draws them), the first-order cap ``p kappa D(d, m)`` (dashed) and
     the unsuperposed line ``p kappa d`` (dotted), one colour per ``d``.
     """
-    plt = _pyplot()
+    plt = pyplot()
     m = result["settings"]["m"]
     kap = result["kappa"]
     fig, ax = plt.subplots(figsize=(7.5, 5.5))
@@ -603,7 +602,7 @@ def capacity(
 
 
 def _plot_capacity(result: dict, path) -> Path:
-    plt = _pyplot()
+    plt = pyplot()
     m = result["settings"]["m"]
     kap = result["kappa"]
     fig, ax = plt.subplots(figsize=(7.0, 5.0))

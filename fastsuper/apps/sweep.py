@@ -381,7 +381,7 @@ def _check_scalar(name: str, value):
         value = value.item()
     if not isinstance(value, _SCALARS) or isinstance(value, complex):
         raise TypeError(
-            f"{name} must be a scalar (int, float, str, bool or None), got {v._show(value)}"
+            f"{name} must be a scalar (int, float, str, bool or None), got {v.show(value)}"
         )
     if isinstance(value, str) and ("\n" in value or "\r" in value):
         raise ValueError(f"{name} must not contain a line break, got {value!r}")
@@ -456,8 +456,8 @@ def _grid_points(grid, fixed) -> tuple[list[str], list[dict]]:
             raise TypeError(f"grid keys must be parameter names (str), got {name!r}")
         if isinstance(values, (str, bytes)) or not isinstance(values, (Sequence, np.ndarray)):
             raise TypeError(
-                f"grid[{name!r}] must be a list of values, got {v._show(values)}; write "
-                f"[{v._show(values)}] for one value (or put it in fixed=)"
+                f"grid[{name!r}] must be a list of values, got {v.show(values)}; write "
+                f"[{v.show(values)}] for one value (or put it in fixed=)"
             )
         values = [_check_scalar(f"grid[{name!r}][{i}]", x) for i, x in enumerate(values)]
         if not values:
@@ -488,8 +488,8 @@ def _check_seeds(seeds) -> list[int]:
         seeds, (Sequence, np.ndarray)
     ):
         raise TypeError(
-            f"seeds must be a list of integers, got {v._show(seeds)}; e.g. seeds=range(4) or "
-            f"seeds=[{v._show(seeds)}]"
+            f"seeds must be a list of integers, got {v.show(seeds)}; e.g. seeds=range(4) or "
+            f"seeds=[{v.show(seeds)}]"
         )
     out = [v.check_int(f"seeds[{i}]", s) for i, s in enumerate(seeds)]
     if not out:
