@@ -178,7 +178,7 @@ def sample_ge2(
 
 
 def _choose_path(model: Model, k: float, n_samples: int) -> str:
-    """The cost model of :func:`fastsuper.mc.api.choose_path` with ``k = E[K | K>=2]``,
+    """The cost model of :func:`fastsuper.mc.paths.choose_path` with ``k = E[K | K>=2]``,
     over the paths of the stratified sampler ("columns_blocked", "columns", "dense")."""
     n, d, itemsize = model.n, model.d, model.dtype.itemsize
     if n * n * itemsize > config.MAX_A_BYTES:

@@ -40,6 +40,7 @@ from fastsuper.core import validation as v
 from fastsuper.core.laws import SparseInputs, ValueLaw
 from fastsuper.core.model import Model
 from fastsuper.exact.api import exact_gain, exact_gain_grad, exact_loss_and_gain
+from fastsuper.train.common import law_from_spec, law_spec
 
 __all__ = ["ExactFit", "GainRun", "fit_exact", "maximise_gain"]
 
@@ -139,7 +140,7 @@ class ExactFit:
             "d": self.d,
             "m": self.m,
             "p": p,
-            "values": _law_spec(self.law),
+            "values": law_spec(self.law),
             "importance": imp,
             "bias": self.bias,
             "restarts": self.restarts,
@@ -224,7 +225,7 @@ class ExactFit:
                 d=int(s["d"]),
                 m=int(s["m"]),
                 p=p,
-                law=_law_from_spec(s["values"]),
+                law=law_from_spec(s["values"]),
                 importance=importance,
                 bias=bool(s["bias"]),
                 restarts=int(s["restarts"]),
@@ -234,18 +235,6 @@ class ExactFit:
                 init_norm=None if s["init_norm"] is None else float(s["init_norm"]),
                 scale=float(meta["scale"]),
             )
-
-
-def _law_spec(law: ValueLaw):
-    if law.name == "discrete":
-        return {"name": "discrete", "support": law.support.tolist(), "probs": law.probs.tolist()}
-    return law.name
-
-
-def _law_from_spec(spec) -> ValueLaw:
-    if isinstance(spec, str):
-        return ValueLaw(spec)
-    return ValueLaw("discrete", support=spec["support"], probs=spec["probs"])
 
 
 # --------------------------------------------------------------------------
