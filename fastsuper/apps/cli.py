@@ -102,8 +102,8 @@ def _build_parser() -> argparse.ArgumentParser:
         description="figure3: the paper's Figure 3 (d = 10 and 15, m = 3, n = 6000, Gaussian "
         "values), the exact gain optimised at each p, beside the first-order cap p kappa D(d, m) "
         "and the unsuperposed line p kappa d; resumes an interrupted run from its output folder "
-        "(tens of minutes on 2 cores; --quick: seconds). capacity: gain/p at small p against n, "
-        "beside kappa n D/(n + D - 1) and kappa min(n, D).",
+        "(long at the paper's size; --quick: a small version). capacity: gain/p at small p "
+        "against n, beside kappa n D/(n + D - 1) and kappa min(n, D).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     rep.add_argument("experiment", choices=["figure3", "capacity"], help="which experiment")

@@ -55,7 +55,7 @@ import numpy as np
 from fastsuper.core import validation as v
 from fastsuper.core.activations import ACTIVATIONS
 from fastsuper.core.laws import _LAW_CODES
-from fastsuper.mc.api import METHODS, PATHS
+from fastsuper.mc.common import METHODS, PATHS
 
 __all__ = ["KINDS", "SweepResult", "sweep"]
 
@@ -747,9 +747,9 @@ def sweep(
     if client is not None and executor != "dask":
         raise ValueError(f"client is for executor='dask' only, got executor={executor!r}")
     if client is not None:
-        from fastsuper.mc.dask import _check_client
+        from fastsuper.mc.dask import check_client
 
-        _check_client(client)
+        check_client(client)
     if n_jobs is not None:
         n_jobs = v.check_int("n_jobs", n_jobs, minimum=1)
         if executor != "processes":
