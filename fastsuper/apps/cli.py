@@ -183,7 +183,7 @@ def _add_reproduce(sub) -> None:
     )
     rep.add_argument("experiment", choices=["figure3", "capacity"], help="which experiment")
     rep.add_argument("--out", default=None, help="output folder (default: ./EXPERIMENT)")
-    rep.add_argument("--quick", action="store_true", help="a small version that runs in seconds")
+    rep.add_argument("--quick", action="store_true", help="a small, quick version")
     rep.add_argument(
         "--no-resume",
         action="store_true",
