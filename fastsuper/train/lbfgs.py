@@ -35,11 +35,11 @@ from typing import NamedTuple
 
 import numpy as np
 
-from fastsuper.analysis import random_frame, random_frame_norm
 from fastsuper.core import validation as v
 from fastsuper.core.laws import SparseInputs, ValueLaw
 from fastsuper.core.model import Model
 from fastsuper.exact.api import exact_gain, exact_gain_grad, exact_loss_and_gain
+from fastsuper.exact.first_order import random_frame, random_frame_norm
 from fastsuper.train.common import law_from_spec, law_spec
 
 __all__ = ["ExactFit", "GainRun", "fit_exact", "maximise_gain"]
