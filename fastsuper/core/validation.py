@@ -35,6 +35,7 @@ __all__ = [
     "check_choice",
     "check_finite_array",
     "check_float_dtype",
+    "check_inputs",
     "check_int",
     "check_law",
     "check_model_inputs",
@@ -375,19 +376,25 @@ def check_law(name: str, value, *, func: str | None = None):
     )
 
 
+def check_inputs(inputs, *, func: str | None = None) -> None:
+    """A :class:`~fastsuper.core.laws.SparseInputs`."""
+    from fastsuper.core.laws import SparseInputs
+
+    if not isinstance(inputs, SparseInputs):
+        raise TypeError(
+            f"{_prefix(func)}inputs must be a fastsuper.SparseInputs, got {type(inputs).__name__}"
+        )
+
+
 def check_model_inputs(model, inputs, *, func: str | None = None) -> None:
     """A :class:`~fastsuper.core.model.Model` and a :class:`~fastsuper.core.laws.SparseInputs`
     with the same number of features."""
-    from fastsuper.core.laws import SparseInputs
     from fastsuper.core.model import Model
 
     pre = _prefix(func)
     if not isinstance(model, Model):
         raise TypeError(f"{pre}model must be a fastsuper.Model, got {type(model).__name__}")
-    if not isinstance(inputs, SparseInputs):
-        raise TypeError(
-            f"{pre}inputs must be a fastsuper.SparseInputs, got {type(inputs).__name__}"
-        )
+    check_inputs(inputs, func=func)
     if inputs.n != model.n:
         raise ValueError(
             f"{pre}inputs.n = {inputs.n} does not match the model's n = {model.n} (W has shape "

@@ -70,8 +70,7 @@ class StratifiedSampler:
     """
 
     def __init__(self, inputs: SparseInputs):
-        if not isinstance(inputs, SparseInputs):
-            raise TypeError(f"inputs must be a fastsuper.SparseInputs, got {type(inputs).__name__}")
+        v.check_inputs(inputs)
         n, kfix, pmax, log1mp, thin, p, *_ = inputs._kernel_params()
         self.n = n
         self.params = (n, kfix, pmax, log1mp, thin, np.ascontiguousarray(p, dtype=np.float64))
@@ -139,8 +138,7 @@ def sample_ge2(
     >>> int(batch.counts().min())
     2
     """
-    if not isinstance(inputs, SparseInputs):
-        raise TypeError(f"inputs must be a fastsuper.SparseInputs, got {type(inputs).__name__}")
+    v.check_inputs(inputs)
     n_samples = v.check_int("n_samples", n_samples, minimum=0)
     seed = v.check_int("seed", seed)
     start = v.check_int("start", start, minimum=0)
