@@ -8,22 +8,30 @@ Quantities of a weight matrix ``W`` (d, n) with ``A = W.T @ W``:
 
 the constants of THEORY §5.3 (:func:`kappa`, :func:`sphere_dimension`,
 :func:`first_order_cap`, :func:`random_frame_value`,
-:func:`random_frame_norm`), and plotting helpers that write PNG files
-(:func:`plot_gram`, :func:`plot_features`, :func:`plot_loss_history`; they
-need matplotlib, imported only when called, with the Agg backend).
+:func:`random_frame_norm`), random frames (:func:`random_frame`) -- defined in
+:mod:`fastsuper.exact.first_order`, below the training code that uses them -- and
+plotting helpers that write PNG files (:func:`plot_gram`,
+:func:`plot_features`, :func:`plot_loss_history`; they need matplotlib,
+imported only when called, with the Agg backend: :func:`pyplot`).
 """
 
 from __future__ import annotations
 
 import math
-import numbers
 from pathlib import Path
 
 import numpy as np
 
 from fastsuper.core import config
 from fastsuper.core import validation as v
-from fastsuper.core.laws import ValueLaw
+from fastsuper.exact.first_order import (
+    first_order_cap,
+    kappa,
+    random_frame,
+    random_frame_norm,
+    random_frame_value,
+    sphere_dimension,
+)
 
 __all__ = [
     "feature_dimensionality",
@@ -33,6 +41,8 @@ __all__ = [
     "plot_features",
     "plot_gram",
     "plot_loss_history",
+    "pyplot",
+    "random_frame",
     "random_frame_norm",
     "random_frame_value",
     "sphere_dimension",
@@ -40,41 +50,7 @@ __all__ = [
 
 
 # --------------------------------------------------------------------------
-# argument checks
-
-
-def _check_int(func: str, name: str, value, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        if not (isinstance(value, float) and value.is_integer()):
-            raise TypeError(f"{func}: {name} must be an integer >= {minimum}, got {value!r}")
-    value = int(value)
-    if value < minimum:
-        raise ValueError(f"{func}: {name} must be an integer >= {minimum}, got {value}")
-    return value
-
-
-def _law(func: str, law) -> ValueLaw:
-    if isinstance(law, ValueLaw):
-        return law
-    if isinstance(law, str):
-        try:
-            return ValueLaw(law)
-        except ValueError as exc:
-            raise ValueError(f"{func}: law: {exc}") from None
-    raise TypeError(
-        f"{func}: law must be a ValueLaw or one of 'gaussian', 'rademacher', 'uniform_sym', "
-        f"'uniform', 'constant', got {law!r}"
-    )
-
-
-def _weights(func: str, W) -> np.ndarray:
-    try:
-        W = v.as_float_array("W", W, ndim=2, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise type(exc)(f"{func}: {exc} (W has shape (d, n))") from None
-    if W.shape[0] < 1 or W.shape[1] < 1:
-        raise ValueError(f"{func}: W must have shape (d, n) with d, n >= 1, got {W.shape}")
-    return W
+# helpers
 
 
 def _gram_blocks(W: np.ndarray):
@@ -119,7 +95,7 @@ def feature_dimensionality(W) -> np.ndarray:
     >>> np.round(feature_dimensionality(np.stack([np.cos(t), np.sin(t)])), 12)
     array([0.4, 0.4, 0.4, 0.4, 0.4])
     """
-    W = _weights("feature_dimensionality", W)
+    W = v.check_weights("W", W, func="feature_dimensionality")
     n = W.shape[1]
     sq = np.einsum("ij,ij->j", W, W)  # |w_i|**2
     out = np.zeros(n)
@@ -169,9 +145,9 @@ def first_order_objective(W, law, m) -> float:
     1.2
     """
     func = "first_order_objective"
-    W = _weights(func, W)
-    law = _law(func, law)
-    m = _check_int(func, "m", m, 1)
+    W = v.check_weights("W", W, func=func)
+    law = v.check_law("law", law, func=func)
+    m = v.check_int("m", m, minimum=1, func=func)
     mu_a, mu_b = law.moment(m + 1), law.moment(2 * m)
     sq = np.einsum("ij,ij->j", W, W)
     trace = math.fsum((sq**m).tolist())
@@ -182,197 +158,14 @@ def first_order_objective(W, law, m) -> float:
 
 
 # --------------------------------------------------------------------------
-# the constants of THEORY §5.3
-
-
-def kappa(law, m) -> float:
-    """``kappa = mu_{m+1}**2 / mu_{2m}``, the best first-order gain per feature.
-
-    Without superposition a feature contributes at most ``p kappa`` to the
-    gain (THEORY §5.1).
-
-    Parameters
-    ----------
-    law : ValueLaw or str
-        Value law.
-    m : int
-        The exponent, an integer ``>= 1``.
-
-    Returns
-    -------
-    float
-        ``mu_{m+1}**2 / mu_{2m}`` (0 when ``mu_{2m} = 0``).
-
-    Examples
-    --------
-    >>> from fastsuper.analysis import kappa
-    >>> kappa("gaussian", 3), kappa("rademacher", 3), kappa("gaussian", 1)
-    (0.6, 1.0, 1.0)
-    """
-    func = "kappa"
-    law = _law(func, law)
-    m = _check_int(func, "m", m, 1)
-    mu_b = law.moment(2 * m)
-    return law.moment(m + 1) ** 2 / mu_b if mu_b > 0 else 0.0
-
-
-def sphere_dimension(d, m) -> float:
-    """``D(d, m) = d (d+2) (d+4) ··· (d+2m-2) / (2m-1)!!`` (THEORY §5.3).
-
-    ``1 / D(d, m)`` is the mean of ``u_1**(2m)`` over the unit sphere of
-    ``R^d``; ``D(d, 1) = d``, ``D(1, m) = 1`` and ``D(d, m) <= d**m``.
-
-    Parameters
-    ----------
-    d, m : int
-        Dimension and exponent, integers ``>= 1``.
-
-    Returns
-    -------
-    float
-
-    Examples
-    --------
-    >>> from fastsuper.analysis import sphere_dimension
-    >>> sphere_dimension(10, 3), sphere_dimension(15, 3), sphere_dimension(2, 3)
-    (112.0, 323.0, 3.2)
-    """
-    func = "sphere_dimension"
-    d = _check_int(func, "d", d, 1)
-    m = _check_int(func, "m", m, 1)
-    num = math.prod(d + 2 * i for i in range(m))
-    return num / math.prod(range(2 * m - 1, 0, -2))
-
-
-def first_order_cap(d, m, law, n=None) -> float:
-    """Upper bound ``kappa D(d, m)`` on ``F`` (THEORY §5.3); ``kappa min(n, D)`` with ``n``.
-
-    So the exact gain of any ``W`` (no bias, unit importances) is at most
-    ``p kappa min(n, D(d, m)) + O(p**2)``.
-
-    Parameters
-    ----------
-    d, m : int
-        Hidden dimension and exponent (integers ``>= 1``).
-    law : ValueLaw or str
-        Value law.
-    n : int, optional
-        Number of features; the cap is then ``kappa min(n, D(d, m))``.
-
-    Returns
-    -------
-    float
-
-    Examples
-    --------
-    >>> from fastsuper.analysis import first_order_cap
-    >>> round(first_order_cap(10, 3, "gaussian"), 12)  # 0.6 * 112
-    67.2
-    >>> first_order_cap(10, 3, "rademacher", n=50)
-    50.0
-    """
-    cap = kappa(law, m) * sphere_dimension(d, m)
-    if n is not None:
-        n = _check_int("first_order_cap", "n", n, 1)
-        cap = min(cap, kappa(law, m) * n)
-    return cap
-
-
-def random_frame_value(n, d, m, law) -> float:
-    """Expected ``F`` of a random frame: ``kappa n D / (n + D - 1)`` (THEORY §5.3).
-
-    The lower bound of THEORY §5.3: ``n`` independent uniform unit directions
-    ``u_i`` have ``E sum_{i,j} (u_i . u_j)**(2m) = n + n (n-1) / D(d, m)``, so
-    with the common norm of :func:`random_frame_norm` the expectation of
-    ``F`` is exactly this value, and ``sup_W F`` is at least it.
-
-    Parameters
-    ----------
-    n, d, m : int
-        Features, hidden dimension and exponent (integers ``>= 1``).
-    law : ValueLaw or str
-        Value law.
-
-    Returns
-    -------
-    float
-
-    Examples
-    --------
-    >>> from fastsuper.analysis import random_frame_value
-    >>> round(random_frame_value(60, 4, 3, "gaussian"), 6)  # 0.6 * 60 * 12.8 / 71.8
-    6.417827
-    """
-    n = _check_int("random_frame_value", "n", n, 1)
-    D = sphere_dimension(d, m)
-    return kappa(law, m) * n * D / (n + D - 1.0)
-
-
-def random_frame_norm(n, d, m, law) -> float:
-    """Best common column norm of ``n`` random unit directions (THEORY §5.3).
-
-    With ``A_ii = c`` and ``E (u_i . u_j)**(2m) = 1/D`` the expected ``F`` is
-    ``n (2 mu_{m+1} c**m - mu_{2m} c**(2m) (1 + (n-1)/D))``, largest at
-    ``c**m = mu_{m+1} / (mu_{2m} (1 + (n-1)/D(d, m)))``; the column norm is
-    ``sqrt(c)``.
-
-    Parameters
-    ----------
-    n, d, m : int
-        Features, hidden dimension and exponent (integers ``>= 1``).
-    law : ValueLaw or str
-        Value law.
-
-    Returns
-    -------
-    float
-        ``sqrt(c)``; 1.0 where ``mu_{m+1} <= 0`` or ``mu_{2m} = 0`` (no
-        positive optimum: nothing is reconstructed to first order).
-
-    Examples
-    --------
-    >>> from fastsuper.analysis import random_frame_norm
-    >>> round(random_frame_norm(1, 4, 3, "gaussian") ** 6, 12)  # one feature: mu_4 / mu_6
-    0.2
-    """
-    func = "random_frame_norm"
-    n = _check_int(func, "n", n, 1)
-    law = _law(func, law)
-    D = sphere_dimension(d, m)
-    num, den = law.moment(m + 1), law.moment(2 * m)
-    if num <= 0 or den <= 0:
-        return 1.0
-    c_m = num / (den * (1.0 + (n - 1) / D))
-    return float(c_m ** (1.0 / (2 * m)))
-
-
-def random_frame(n: int, d: int, norm: float, seed=0, dtype=np.float64) -> np.ndarray:
-    """``W`` (d, n) with independent uniformly random column directions of length ``norm``.
-
-    ``seed`` is anything :func:`numpy.random.default_rng` takes (an int or a
-    list of ints).
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from fastsuper.analysis import random_frame
-    >>> W = random_frame(5, 3, 2.0, seed=1)
-    >>> W.shape, np.allclose(np.linalg.norm(W, axis=0), 2.0)
-    ((3, 5), True)
-    """
-    rng = np.random.default_rng(seed)
-    W = rng.standard_normal((d, n))
-    nrm = np.linalg.norm(W, axis=0)
-    nrm[nrm == 0] = 1.0
-    return (W * (norm / nrm)).astype(dtype)
-
-
-# --------------------------------------------------------------------------
 # plots
 
 
-def _pyplot():
-    """matplotlib.pyplot with the Agg backend (a clear error if matplotlib is missing)."""
+def pyplot():
+    """:mod:`matplotlib.pyplot` with the Agg backend (a clear error if matplotlib is missing).
+
+    The plotting helpers of fastsuper draw with it; it is imported only when called.
+    """
     try:
         import matplotlib
     except ImportError as exc:  # pragma: no cover - depends on the environment
@@ -384,12 +177,6 @@ def _pyplot():
     import matplotlib.pyplot as plt
 
     return plt
-
-
-def _out_path(func: str, path) -> Path:
-    if not isinstance(path, (str, Path)):
-        raise TypeError(f"{func}: path must be a str or pathlib.Path, got {path!r}")
-    return Path(path)
 
 
 def plot_gram(W, path, *, title: str | None = None) -> Path:
@@ -413,9 +200,9 @@ def plot_gram(W, path, *, title: str | None = None) -> Path:
         ``path``.
     """
     func = "plot_gram"
-    W = _weights(func, W)
-    path = _out_path(func, path)
-    plt = _pyplot()
+    W = v.check_weights("W", W, func=func)
+    path = v.check_path("path", path, func=func)
+    plt = pyplot()
     d, n = W.shape
     A = W.T @ W
     vmax = float(np.max(np.abs(A))) or 1.0
@@ -457,9 +244,9 @@ def plot_features(W, path, *, title: str | None = None) -> Path:
         ``path``.
     """
     func = "plot_features"
-    W = _weights(func, W)
-    path = _out_path(func, path)
-    plt = _pyplot()
+    W = v.check_weights("W", W, func=func)
+    path = v.check_path("path", path, func=func)
+    plt = pyplot()
     d, n = W.shape
     colours = plt.get_cmap("viridis")(np.linspace(0.0, 0.9, n))
 
@@ -576,8 +363,8 @@ def plot_loss_history(history, path, *, ylabel: str = "loss", title: str | None 
     """
     func = "plot_loss_history"
     curves = _histories(func, history)
-    path = _out_path(func, path)
-    plt = _pyplot()
+    path = v.check_path("path", path, func=func)
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7.0, 4.5))
     try:
         allv = np.concatenate(list(curves.values()))

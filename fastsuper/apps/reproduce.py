@@ -14,7 +14,7 @@ Each point of :func:`figure3` is the best of
   unsuperposed optimum (``p kappa min(n, d)``, exact), and random frames on
   ``n' <= n`` features for a geometric grid of ``n'`` (a zero column adds
   nothing to the gain, so ``n'`` features stand for a model with ``n``);
-* L-BFGS-B on the exact gain (:func:`fastsuper.train.lbfgs`'s minimiser)
+* L-BFGS-B on the exact gain (:func:`fastsuper.train.lbfgs.maximise_gain`)
   from the previous grid point's solution (a warm start) and from the two
   best random-frame constructions (random starts), each on its non-zero
   columns only (a zero column is a stationary point of the gain for
@@ -42,7 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fastsuper.analysis import _pyplot, random_frame
+from fastsuper.analysis import pyplot, random_frame
 from fastsuper.core.laws import SparseInputs, ValueLaw
 from fastsuper.core.model import Model
 from fastsuper.theory import best_scale, kappa, random_frame_value, sphere_dimension
@@ -68,13 +68,13 @@ _CSV_FIELDS = (
 
 
 def figure3_settings(quick: bool = False) -> dict:
-    """The settings of :func:`figure3`: the paper's (THEORY §7), or a seconds-long version.
+    """The settings of :func:`figure3`: the paper's (THEORY §7), or a small, quick version.
 
     Parameters
     ----------
     quick : bool, default False
         A small version (``d = 4, 5``, ``n = 60``, 6 grid points, short
-        optimisations) that runs in seconds.
+        optimisations), quick to run.
 
     Returns
     -------
@@ -137,13 +137,12 @@ def _gain(W: np.ndarray, p: float, m: int, law: ValueLaw) -> float:
 
 def _lbfgs(W: np.ndarray, p: float, m: int, law: ValueLaw, maxiter: int):
     """L-BFGS-B on the exact gain over the columns of ``W``; returns ``(W, gain)``."""
-    from fastsuper.train.lbfgs import _minimise
+    from fastsuper.train.lbfgs import maximise_gain
 
     n = W.shape[1]
     inputs = SparseInputs(n, p=p, values=law)
     scale = law.moment(2) * p * n
-    W2, _, gain, _, _, _, _ = _minimise(W, None, inputs, m, scale, maxiter, 1e-13)
-    W2 = _prune(W2)
+    W2 = _prune(maximise_gain(W, None, inputs, m, scale, maxiter, 1e-13).W)
     return W2, _gain(W2, p, m, law)
 
 
@@ -282,7 +281,7 @@ def figure3(
         final curve, the settings and the check of the sparse points) and
         ``figure3.png``.
     quick : bool, default False
-        The small version of :func:`figure3_settings` (seconds).
+        The small version of :func:`figure3_settings`.
     resume : bool, default True
         Reuse the points already in ``out`` (an interrupted run goes on).
     progress : bool, default True
@@ -300,7 +299,7 @@ def figure3(
 
     Examples
     --------
-    A tiny run (``--quick`` is the seconds-long version of the paper's):
+    A tiny run (``--quick`` is a small version of the paper's):
 
     >>> import tempfile
     >>> from fastsuper.apps.reproduce import figure3
@@ -314,33 +313,63 @@ def figure3(
         s.update(settings)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    store = _Store(out, resume)
-    law = ValueLaw(s["values"])
-    m, n = s["m"], s["n"]
-    kap = kappa(law, m)
-    t_start = time.perf_counter()
-    curves = {}
-    total = len(s["dims"]) * len(s["exponents"])
-    done = 0
-    for d in s["dims"]:
-        D = sphere_dimension(d, m)
-        ps = _grid(d, s["exponents"])
+    run = _Figure3(s, _Store(out, resume), progress)
+    curves = {d: run.curve(d) for d in s["dims"]}
+    seconds = time.perf_counter() - run.t_start
+    result = _summarise(s, curves, run.kap, seconds)
+    with open(out / "figure3.json", "w") as fh:
+        json.dump(result, fh, indent=1)
+    plot_figure3(result, out / "figure3.png")
+    return result
+
+
+class _Figure3:
+    """One run of :func:`figure3`: the settings, the store of finished points, the log lines."""
+
+    def __init__(self, s: dict, store: _Store, progress: bool):
+        self.s, self.store, self.progress = s, store, progress
+        self.law = ValueLaw(s["values"])
+        self.m, self.n = s["m"], s["n"]
+        self.kap = kappa(self.law, self.m)
+        self.t_start = time.perf_counter()
+        self.total = len(s["dims"]) * len(s["exponents"])
+        self.done = 0
+
+    def curve(self, d: int) -> dict:
+        """The optimised curve of ``d``: a forward pass over ``p``, then a backward pass."""
+        D = sphere_dimension(d, self.m)
+        ps = _grid(d, self.s["exponents"])
+        Ws, gains, rows = self._forward(d, D, ps)
+        self._backward(d, D, ps, (Ws, gains, rows))
+        kap, n = self.kap, self.n
+        return {
+            "p": list(ps),
+            "gain": [float(g) for g in gains],
+            "source": [r["source"] for r in rows],
+            "n_used": [int(w.shape[1]) for w in Ws],
+            "cap": [p * kap * D for p in ps],
+            "unsuperposed": [p * kap * min(n, d) for p in ps],
+        }
+
+    def _forward(self, d: int, D: float, ps: list) -> tuple[list, list, list]:
+        """Every point from the constructions and a warm start from the smaller ``p``."""
+        s, kap = self.s, self.kap
         Ws, gains, rows = [], [], []
         warm = None
-        for idx, p in enumerate(ps):  # forward pass: warm start from the smaller p
-            got = store.get(d, idx, "forward")
+        for idx, p in enumerate(ps):
+            got = self.store.get(d, idx, "forward")
             if got is None:
                 t0 = time.perf_counter()
-                W, g, info = _point(d, idx, p, warm, s, law, s["seed"])
+                W, g, info = _point(d, idx, p, warm, s, self.law, s["seed"])
                 row = _row(d, idx, p, W, g, info, "forward", time.perf_counter() - t0, kap, D)
-                store.put(row, W)
+                self.store.put(row, W)
             else:
                 row, W = got
                 g = float(row["gain"])
-            done += 1
+            self.done += 1
             _log(
-                progress,
-                f"[{done}/{total} {time.perf_counter() - t_start:7.1f}s] d={d} "
+                self.progress,
+                f"[{self.done}/{self.total} {time.perf_counter() - self.t_start:7.1f}s] d={d} "
                 f"p=d^{math.log(p) / math.log(d):+.2f} gain/(p kappa D)="
                 f"{g / (p * kap * D):.4f} gain/(p kappa d)={g / (p * kap * d):.3f} "
                 f"from {row['source']} on {W.shape[1]} features",
@@ -349,14 +378,20 @@ def figure3(
             gains.append(g)
             rows.append(row)
             warm = W
-        for idx in range(len(ps) - 2, -1, -1):  # backward pass: warm start from the larger p
+        return Ws, gains, rows
+
+    def _backward(self, d: int, D: float, ps: list, curve: tuple) -> None:
+        """Warm-start every point from the larger ``p``; updates ``curve = (Ws, gains, rows)``."""
+        s, kap, law, m = self.s, self.kap, self.law, self.m
+        Ws, gains, rows = curve
+        for idx in range(len(ps) - 2, -1, -1):
             p = ps[idx]
-            got = store.get(d, idx, "backward")
+            got = self.store.get(d, idx, "backward")
             if got is None:
                 t0 = time.perf_counter()
                 Wb, gb = best_scale(Ws[idx + 1], p, m=m, values=law)
                 if gb > gains[idx]:
-                    it = _iters(Wb.shape[1], n, s["back_maxiter"], s["maxiter_small"])
+                    it = _iters(Wb.shape[1], self.n, s["back_maxiter"], s["maxiter_small"])
                     Wb, gb = _lbfgs(Wb, p, m, law, it)
                 info = dict(rows[idx])
                 if gb > gains[idx]:
@@ -365,32 +400,18 @@ def figure3(
                 else:
                     W, g = Ws[idx], gains[idx]
                 row = _row(d, idx, p, W, g, info, "backward", time.perf_counter() - t0, kap, D)
-                store.put(row, W)
+                self.store.put(row, W)
             else:
                 row, W = got
                 g = float(row["gain"])
             if g > gains[idx]:
                 _log(
-                    progress,
-                    f"[backward {time.perf_counter() - t_start:7.1f}s] d={d} "
+                    self.progress,
+                    f"[backward {time.perf_counter() - self.t_start:7.1f}s] d={d} "
                     f"p=d^{math.log(p) / math.log(d):+.2f} improved "
                     f"{gains[idx] / (p * kap * D):.4f} -> {g / (p * kap * D):.4f}",
                 )
             Ws[idx], gains[idx], rows[idx] = W, g, row
-        curves[d] = {
-            "p": list(ps),
-            "gain": [float(g) for g in gains],
-            "source": [r["source"] for r in rows],
-            "n_used": [int(w.shape[1]) for w in Ws],
-            "cap": [p * kap * D for p in ps],
-            "unsuperposed": [p * kap * min(n, d) for p in ps],
-        }
-    seconds = time.perf_counter() - t_start
-    result = _summarise(s, curves, kap, seconds)
-    with open(out / "figure3.json", "w") as fh:
-        json.dump(result, fh, indent=1)
-    plot_figure3(result, out / "figure3.png")
-    return result
 
 
 def _summarise(s, curves, kap, seconds) -> dict:
@@ -423,7 +444,7 @@ def plot_figure3(result: dict, path) -> Path:
     paper draws them), the first-order cap ``p kappa D(d, m)`` (dashed) and
     the unsuperposed line ``p kappa d`` (dotted), one colour per ``d``.
     """
-    plt = _pyplot()
+    plt = pyplot()
     m = result["settings"]["m"]
     kap = result["kappa"]
     fig, ax = plt.subplots(figsize=(7.5, 5.5))
@@ -478,18 +499,9 @@ def plot_figure3(result: dict, path) -> Path:
 
 
 def capacity(
-    out,
-    *,
-    quick: bool = False,
-    progress: bool = True,
-    p=None,
-    dims=None,
-    m: int = 3,
-    values="gaussian",
-    ns=None,
-    seed: int = 0,
-    maxiter: int = 200,
-) -> dict:
+    out, *, quick: bool = False, progress: bool = True, p=None, dims=None, m: int = 3,
+    values="gaussian", ns=None, seed: int = 0, maxiter: int = 200,
+) -> dict:  # fmt: skip
     """``gain / p`` at small ``p`` against ``n``, beside the random-frame value and the cap.
 
     For each ``(d, n)`` the exact gain is maximised with L-BFGS-B from a
@@ -502,17 +514,15 @@ def capacity(
     out : str or pathlib.Path
         Output folder: ``capacity.csv``, ``capacity.json``, ``capacity.png``.
     quick : bool, default False
-        A seconds-long version (``d = 3, 4``, ``n <= 40``).
+        A small, quick version (``d = 3, 4``, ``n <= 40``).
     progress : bool, default True
         One line per point on stderr.
     p : float, optional
         The small probability (default ``1e-6``).
     dims : sequence of int, optional
         Hidden dimensions (default ``(4, 6, 10)``, quick ``(3, 4)``).
-    m : int, default 3
-        Exponent.
-    values : str, default "gaussian"
-        Value law.
+    m, values : int, str, default 3, "gaussian"
+        Exponent and value law.
     ns : sequence of int, optional
         Numbers of features (default a geometric grid up to ``4 D(d, m)``).
     seed : int, default 0
@@ -544,38 +554,12 @@ def capacity(
     rows = []
     t0 = time.perf_counter()
     for d in dims:
-        D = sphere_dimension(d, m)
-        grid = (
-            ns
-            if ns is not None
-            else sorted(
-                {
-                    max(1, int(round(D * f)))
-                    for f in ((0.25, 0.5, 1, 2, 4) if not quick else (0.5, 1, 2))
-                }
-                | {d}
-            )
-        )
-        for n in grid:
-            n = int(n)
-            W0, g0 = best_scale(random_frame(n, d, 1.0, [seed, d, n]), p, m=m, values=law)
-            W1, g1 = _lbfgs(W0, p, m, law, maxiter)
-            a = (law.moment(m + 1) / law.moment(2 * m)) ** (1.0 / m)
-            Wu = math.sqrt(a) * np.eye(d, min(n, d))
-            W2, g2 = _lbfgs(Wu + 1e-3 * random_frame(Wu.shape[1], d, 1.0, seed), p, m, law, maxiter)
-            g = max(g1, g2, p * kap * min(n, d))
-            row = {
-                "d": d,
-                "n": n,
-                "gain_over_p": g / p,
-                "random_frame": random_frame_value(n, d, m, law),
-                "cap": kap * min(n, D),
-                "frame_start": g0 / p,
-            }
+        for n in ns if ns is not None else _capacity_ns(d, m, quick):
+            row = _capacity_row(d, int(n), p, m, law, seed, maxiter)
             rows.append(row)
             _log(
                 progress,
-                f"[capacity {time.perf_counter() - t0:6.1f}s] d={d} n={n} "
+                f"[capacity {time.perf_counter() - t0:6.1f}s] d={d} n={row['n']} "
                 f"gain/p={row['gain_over_p']:.4f} frame={row['random_frame']:.4f} "
                 f"cap={row['cap']:.4f}",
             )
@@ -583,27 +567,46 @@ def capacity(
         w = csv.DictWriter(fh, list(rows[0]))
         w.writeheader()
         w.writerows(rows)
-    result = {
-        "settings": {
-            "p": p,
-            "dims": list(dims),
-            "m": m,
-            "values": values,
-            "seed": seed,
-            "maxiter": maxiter,
-        },
-        "kappa": kap,
-        "rows": rows,
-        "seconds": time.perf_counter() - t0,
-    }
+    settings = {"p": p, "dims": list(dims), "m": m, "values": values, "seed": seed,
+                "maxiter": maxiter}  # fmt: skip
+    result = {"settings": settings, "kappa": kap, "rows": rows,
+              "seconds": time.perf_counter() - t0}  # fmt: skip
     with open(out / "capacity.json", "w") as fh:
         json.dump(result, fh, indent=1)
     _plot_capacity(result, out / "capacity.png")
     return result
 
 
+def _capacity_ns(d: int, m: int, quick: bool) -> list[int]:
+    """The default numbers of features of :func:`capacity`: a grid around ``D(d, m)``, and ``d``."""
+    D = sphere_dimension(d, m)
+    factors = (0.25, 0.5, 1, 2, 4) if not quick else (0.5, 1, 2)
+    return sorted({max(1, int(round(D * f))) for f in factors} | {d})
+
+
+def _capacity_row(d: int, n: int, p: float, m: int, law: ValueLaw, seed: int, maxiter: int):
+    """The best gain found at ``(d, n)`` (a random frame and the unsuperposed optimum, each
+    improved by L-BFGS-B) beside the first-order lines."""
+    kap = kappa(law, m)
+    D = sphere_dimension(d, m)
+    W0, g0 = best_scale(random_frame(n, d, 1.0, [seed, d, n]), p, m=m, values=law)
+    W1, g1 = _lbfgs(W0, p, m, law, maxiter)
+    a = (law.moment(m + 1) / law.moment(2 * m)) ** (1.0 / m)
+    Wu = math.sqrt(a) * np.eye(d, min(n, d))
+    W2, g2 = _lbfgs(Wu + 1e-3 * random_frame(Wu.shape[1], d, 1.0, seed), p, m, law, maxiter)
+    g = max(g1, g2, p * kap * min(n, d))
+    return {
+        "d": d,
+        "n": n,
+        "gain_over_p": g / p,
+        "random_frame": random_frame_value(n, d, m, law),
+        "cap": kap * min(n, D),
+        "frame_start": g0 / p,
+    }
+
+
 def _plot_capacity(result: dict, path) -> Path:
-    plt = _pyplot()
+    plt = pyplot()
     m = result["settings"]["m"]
     kap = result["kappa"]
     fig, ax = plt.subplots(figsize=(7.0, 5.0))

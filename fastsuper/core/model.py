@@ -32,17 +32,14 @@ class Model:
     """
 
     def __init__(self, W, b=None, activation: str = "power", exponent: float = 3):
-        self.W = v.as_float_array("W", W, ndim=2)
+        self.W = v.check_weights("W", W, dtype=None)
         self.d, self.n = self.W.shape
-        if self.d < 1 or self.n < 1:
-            raise ValueError(f"W must have shape (d, n) with d, n >= 1, got {self.W.shape}")
         self.dtype = self.W.dtype
         if b is None:
             self.b = None
         else:
             self.b = v.as_float_array("b", b, ndim=1, shape=(self.n,)).astype(self.dtype)
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
+        v.check_choice("activation", activation, sorted(ACTIVATIONS))
         self.activation = activation
         self.act_code = ACTIVATIONS[activation]
         self.exponent = v.check_real("exponent", exponent, positive=True)

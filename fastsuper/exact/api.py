@@ -37,17 +37,20 @@ from typing import NamedTuple
 
 import numpy as np
 
+from fastsuper.core import validation as v
 from fastsuper.core.blas import single_thread_if_small
 from fastsuper.core.laws import SparseInputs
 from fastsuper.core.model import Model
 from fastsuper.exact.kernels_cpu import exact_grad_w, exact_power_sums
 
 __all__ = [
+    "MomentTerms",
     "exact_gain",
     "exact_gain_grad",
     "exact_loss",
     "exact_loss_and_gain",
     "exact_loss_grad",
+    "moment_terms",
 ]
 
 # --------------------------------------------------------------------------
@@ -121,19 +124,12 @@ def _moments_from_cumulants(kappa: np.ndarray, binom: np.ndarray) -> np.ndarray:
 # validation
 
 
-def _check(func: str, model, inputs) -> int:
-    """Check the arguments of ``func``; return the integer exponent ``m``."""
-    if not isinstance(model, Model):
-        raise TypeError(f"{func}: model must be a fastsuper.Model, got {type(model).__name__}")
-    if not isinstance(inputs, SparseInputs):
-        raise TypeError(
-            f"{func}: inputs must be a fastsuper.SparseInputs, got {type(inputs).__name__}"
-        )
-    if inputs.n != model.n:
-        raise ValueError(
-            f"{func}: inputs.n = {inputs.n} does not match model.n = {model.n} "
-            "(the number of features must agree)"
-        )
+BACKENDS = ("cpu", "cuda")
+
+
+def _closed_form_exponent(func: str, model, inputs) -> int:
+    """Check that ``(model, inputs)`` has the closed form; return the integer exponent ``m``."""
+    v.check_model_inputs(model, inputs, func=func)
     if model.activation != "power":
         raise ValueError(
             f"{func}: model.activation = {model.activation!r} has no closed form; the exact "
@@ -151,19 +147,12 @@ def _check(func: str, model, inputs) -> int:
     return m
 
 
-BACKENDS = ("cpu", "cuda")
-
-
-def _check_backend(func: str, backend) -> str:
-    if not isinstance(backend, str) or backend not in BACKENDS:
-        raise ValueError(f"{func}: backend must be one of {BACKENDS}, got {backend!r}")
-    return backend
-
-
-def _check_flag(func: str, name: str, value) -> bool:
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{func}: {name} must be True or False, got {value!r}")
-    return bool(value)
+def _check(func: str, model, inputs, backend, flag_name: str, flag) -> tuple[int, bool, str]:
+    """``(m, flag, backend)`` checked for the public function ``func``."""
+    m = _closed_form_exponent(func, model, inputs)
+    flag = v.check_bool(flag_name, flag, func=func)
+    backend = v.check_choice("backend", backend, BACKENDS, func=func)
+    return m, flag, backend
 
 
 # --------------------------------------------------------------------------
@@ -191,7 +180,7 @@ def _forward(model: Model, inputs: SparseInputs, m: int, backend: str = "cpu") -
     """The forward moments of THEORY §3 (unchecked; see :func:`_check_terms`).
 
     With ``backend="cuda"`` the row-wise power sums ``ky`` are computed by
-    :func:`fastsuper.mc.cuda.exact_power_sums_cuda`; the rest is the same.
+    :func:`fastsuper.exact.cuda.exact_power_sums_cuda`; the rest is the same.
     """
     n = model.n
     R = 2 * m
@@ -256,11 +245,52 @@ def _check_terms(func: str, fw: _Forward, m: int) -> None:
             )
 
 
+class MomentTerms(NamedTuple):
+    """Per-feature moments of the exact loss (float64 arrays of shape (n,); THEORY §3).
+
+    Feature ``j`` contributes ``importance_j (ex2_j - 2 exzm_j + ez2m_j)`` to
+    the loss and ``importance_j (2 exzm_j - ez2m_j)`` to the gain.
+    """
+
+    ex2: np.ndarray  # E x_j**2
+    exzm: np.ndarray  # E[x_j z_j**m]
+    ez2m: np.ndarray  # E z_j**(2m)
+    importance: np.ndarray  # I_j
+
+
 def _terms(model: Model, inputs: SparseInputs, m: int, func: str, backend: str = "cpu"):
-    """Per-feature ``(E x_j**2, E[x_j z_j**m], E z_j**(2m))`` and the importances."""
+    """The :class:`MomentTerms` of checked arguments (``func`` names the caller in errors)."""
     fw = _forward(model, inputs, m, backend)
     _check_terms(func, fw, m)
-    return fw.ex2, fw.exzm, fw.ez2m, fw.imp
+    return MomentTerms(fw.ex2, fw.exzm, fw.ez2m, fw.imp)
+
+
+def moment_terms(model: Model, inputs: SparseInputs, *, backend: str = "cpu") -> MomentTerms:
+    """The per-feature moments behind :func:`exact_loss` and :func:`exact_gain` (THEORY §3).
+
+    ``E x_j**2``, ``E[x_j z_j**m]`` and ``E z_j**(2m)`` with ``z = W.T @ W @ x
+    + b``, and the importances; the loss and the gain are fixed combinations
+    of them, and other quantities (the best scale of ``W`` in
+    :func:`fastsuper.theory.best_scale`) other combinations.  Same
+    conditions, cost and ``backend`` as :func:`exact_loss`.
+
+    Returns
+    -------
+    MomentTerms
+        ``(ex2, exzm, ez2m, importance)``, float64 arrays of shape (n,).
+
+    Examples
+    --------
+    >>> import numpy as np, fastsuper as fs
+    >>> from fastsuper.exact.api import moment_terms
+    >>> t = moment_terms(fs.Model(np.eye(2), exponent=3), fs.SparseInputs(2, p=0.5))
+    >>> t.ex2, t.exzm, t.ez2m  # p mu_2, p mu_4, p mu_6 for Gaussian values
+    (array([0.5, 0.5]), array([1.5, 1.5]), array([7.5, 7.5]))
+    """
+    func = "moment_terms"
+    m = _closed_form_exponent(func, model, inputs)
+    backend = v.check_choice("backend", backend, BACKENDS, func=func)
+    return _terms(model, inputs, m, func, backend)
 
 
 def _backward(func: str, fw: _Forward, m: int) -> tuple[np.ndarray, np.ndarray]:
@@ -353,7 +383,7 @@ def exact_loss_and_gain(
         Return the per-feature terms instead of their sums.
     backend : {"cpu", "cuda"}, default "cpu"
         Where the ``O(n**2 m)`` row-wise power sums run: ``"cuda"`` computes
-        them on the GPU (:func:`fastsuper.mc.cuda.exact_power_sums_cuda`;
+        them on the GPU (:func:`fastsuper.exact.cuda.exact_power_sums_cuda`;
         needs numba-cuda and a GPU, or ``NUMBA_ENABLE_CUDASIM=1``), the rest
         on the CPU.  Same value to float round-off.
 
@@ -383,19 +413,14 @@ def exact_loss_and_gain(
 
     Examples
     --------
-    >>> import numpy as np
-    >>> from fastsuper.core.model import Model
-    >>> from fastsuper.core.laws import SparseInputs
-    >>> from fastsuper.exact.api import exact_loss_and_gain
-    >>> model = Model(0.5 * np.eye(2), exponent=1)  # x_hat = x / 4
-    >>> inputs = SparseInputs(2, p=0.5, values="rademacher")
-    >>> exact_loss_and_gain(model, inputs)  # 2 * 0.5 * (3/4)**2, 2 * 0.5 - loss
+    >>> import numpy as np, fastsuper as fs
+    >>> model = fs.Model(0.5 * np.eye(2), exponent=1)  # x_hat = x / 4
+    >>> inputs = fs.SparseInputs(2, p=0.5, values="rademacher")
+    >>> fs.exact_loss_and_gain(model, inputs)  # 2 * 0.5 * (3/4)**2, 2 * 0.5 - loss
     (0.5625, 0.4375)
     """
     func = "exact_loss_and_gain"
-    m = _check(func, model, inputs)
-    per_feature = _check_flag(func, "per_feature", per_feature)
-    backend = _check_backend(func, backend)
+    m, per_feature, backend = _check(func, model, inputs, backend, "per_feature", per_feature)
     ex2, exzm, ez2m, imp = _terms(model, inputs, m, func, backend)
     with np.errstate(over="ignore", invalid="ignore"):
         loss = imp * (ex2 - 2.0 * exzm + ez2m)
@@ -425,7 +450,7 @@ def exact_loss(
         instead of their sum (the mean over features is ``.mean()`` of them).
     backend : {"cpu", "cuda"}, default "cpu"
         Where the ``O(n**2 m)`` row-wise power sums run: ``"cuda"`` computes
-        them on the GPU (:func:`fastsuper.mc.cuda.exact_power_sums_cuda`;
+        them on the GPU (:func:`fastsuper.exact.cuda.exact_power_sums_cuda`;
         needs numba-cuda and a GPU, or ``NUMBA_ENABLE_CUDASIM=1``), the rest
         on the CPU.  Same value to float round-off.
 
@@ -455,22 +480,17 @@ def exact_loss(
 
     Examples
     --------
-    >>> import numpy as np
-    >>> from fastsuper.core.model import Model
-    >>> from fastsuper.core.laws import SparseInputs
-    >>> from fastsuper.exact.api import exact_loss
-    >>> inputs = SparseInputs(3, p=0.25, values="gaussian")
-    >>> exact_loss(Model(np.eye(3), exponent=1), inputs)  # x_hat = x
+    >>> import numpy as np, fastsuper as fs
+    >>> inputs = fs.SparseInputs(3, p=0.25, values="gaussian")
+    >>> fs.exact_loss(fs.Model(np.eye(3), exponent=1), inputs)  # x_hat = x
     0.0
-    >>> exact_loss(Model(np.zeros((1, 3)), exponent=3), inputs)  # x_hat = 0: 3 p E xi^2
+    >>> fs.exact_loss(fs.Model(np.zeros((1, 3)), exponent=3), inputs)  # x_hat = 0: 3 p E xi^2
     0.75
-    >>> exact_loss(Model(np.eye(3), exponent=3), inputs, per_feature=True)  # p(1 - 2*3 + 15)
+    >>> fs.exact_loss(fs.Model(np.eye(3), exponent=3), inputs, per_feature=True)  # p(1 - 2*3 + 15)
     array([2.5, 2.5, 2.5])
     """
     func = "exact_loss"
-    m = _check(func, model, inputs)
-    per_feature = _check_flag(func, "per_feature", per_feature)
-    backend = _check_backend(func, backend)
+    m, per_feature, backend = _check(func, model, inputs, backend, "per_feature", per_feature)
     ex2, exzm, ez2m, imp = _terms(model, inputs, m, func, backend)
     with np.errstate(over="ignore", invalid="ignore"):
         loss = imp * (ex2 - 2.0 * exzm + ez2m)
@@ -497,7 +517,7 @@ def exact_gain(
         Return the ``n`` per-feature terms instead of their sum.
     backend : {"cpu", "cuda"}, default "cpu"
         Where the ``O(n**2 m)`` row-wise power sums run: ``"cuda"`` computes
-        them on the GPU (:func:`fastsuper.mc.cuda.exact_power_sums_cuda`;
+        them on the GPU (:func:`fastsuper.exact.cuda.exact_power_sums_cuda`;
         needs numba-cuda and a GPU, or ``NUMBA_ENABLE_CUDASIM=1``), the rest
         on the CPU.  Same value to float round-off.
 
@@ -529,20 +549,15 @@ def exact_gain(
     Without superposition (``A`` diagonal) the gain is
     ``p sum_i (2 mu_{m+1} A_ii**m - mu_{2m} A_ii**(2m))`` (THEORY §5.1):
 
-    >>> import numpy as np
-    >>> from fastsuper.core.model import Model
-    >>> from fastsuper.core.laws import SparseInputs
-    >>> from fastsuper.exact.api import exact_gain
-    >>> inputs = SparseInputs(2, p=0.5, values="rademacher")
-    >>> exact_gain(Model(np.eye(2), exponent=3), inputs)  # perfect reconstruction
+    >>> import numpy as np, fastsuper as fs
+    >>> inputs = fs.SparseInputs(2, p=0.5, values="rademacher")
+    >>> fs.exact_gain(fs.Model(np.eye(2), exponent=3), inputs)  # perfect reconstruction
     1.0
-    >>> exact_gain(Model(np.eye(1, 2), exponent=3), inputs, per_feature=True)
+    >>> fs.exact_gain(fs.Model(np.eye(1, 2), exponent=3), inputs, per_feature=True)
     array([0.5, 0. ])
     """
     func = "exact_gain"
-    m = _check(func, model, inputs)
-    per_feature = _check_flag(func, "per_feature", per_feature)
-    backend = _check_backend(func, backend)
+    m, per_feature, backend = _check(func, model, inputs, backend, "per_feature", per_feature)
     _, exzm, ez2m, imp = _terms(model, inputs, m, func, backend)
     with np.errstate(over="ignore", invalid="ignore"):
         gain = imp * (2.0 * exzm - ez2m)
@@ -550,9 +565,7 @@ def exact_gain(
 
 
 def _loss_grad(func: str, model, inputs, wrt_bias, backend: str = "cpu"):
-    m = _check(func, model, inputs)
-    wrt_bias = _check_flag(func, "wrt_bias", wrt_bias)
-    backend = _check_backend(func, backend)
+    m, wrt_bias, backend = _check(func, model, inputs, backend, "wrt_bias", wrt_bias)
     fw = _forward(model, inputs, m, backend)
     _check_terms(func, fw, m)
     dW, db = _backward(func, fw, m)
@@ -584,10 +597,9 @@ def exact_loss_grad(
         gradient at ``b = 0``.  With ``False`` the third element is ``None``.
     backend : {"cpu", "cuda"}, default "cpu"
         Where the ``O(n**2 m)`` row-wise power sums run: ``"cuda"`` computes
-        them on the GPU (:func:`fastsuper.mc.cuda.exact_power_sums_cuda`;
+        them on the GPU (:func:`fastsuper.exact.cuda.exact_power_sums_cuda`;
         needs numba-cuda and a GPU, or ``NUMBA_ENABLE_CUDASIM=1``), the rest
-        on the CPU.  The backward pass stays on
-        the CPU.  Same values to float round-off.
+        on the CPU (the backward pass too).  Same values to float round-off.
 
     Returns
     -------
@@ -622,12 +634,9 @@ def exact_loss_grad(
     Linear model ``x_hat = w**2 x + b`` with one feature, ``p = 1`` and
     Rademacher values: ``L = (1 - w**2)**2 + b**2``.
 
-    >>> import numpy as np
-    >>> from fastsuper.core.model import Model
-    >>> from fastsuper.core.laws import SparseInputs
-    >>> from fastsuper.exact.api import exact_loss_grad
-    >>> inputs = SparseInputs(1, p=1.0, values="rademacher")
-    >>> loss, dW, db = exact_loss_grad(Model([[0.5]], b=[0.25], exponent=1), inputs)
+    >>> import numpy as np, fastsuper as fs
+    >>> inputs = fs.SparseInputs(1, p=1.0, values="rademacher")
+    >>> loss, dW, db = fs.exact_loss_grad(fs.Model([[0.5]], b=[0.25], exponent=1), inputs)
     >>> loss  # (3/4)**2 + (1/4)**2
     0.625
     >>> dW  # -4 w (1 - w**2)
@@ -692,13 +701,10 @@ def exact_gain_grad(
     Unsuperposed optimum of THEORY §5.1 (``A_jj**m = mu_{m+1} / mu_{2m}``,
     here 1/5 for Gaussian values and ``m = 3``): a stationary point.
 
-    >>> import numpy as np
-    >>> from fastsuper.core.model import Model
-    >>> from fastsuper.core.laws import SparseInputs
-    >>> from fastsuper.exact.api import exact_gain_grad
-    >>> inputs = SparseInputs(2, p=0.1, values="gaussian")
+    >>> import numpy as np, fastsuper as fs
+    >>> inputs = fs.SparseInputs(2, p=0.1, values="gaussian")
     >>> W = (1 / 5) ** (1 / 6) * np.eye(2)
-    >>> gain, dW, db = exact_gain_grad(Model(W, exponent=3), inputs)
+    >>> gain, dW, db = fs.exact_gain_grad(fs.Model(W, exponent=3), inputs)
     >>> round(gain, 12)  # p kappa min(n, d) with kappa = mu_4**2 / mu_6 = 0.6
     0.12
     >>> bool(np.abs(dW).max() < 1e-14), bool(np.abs(db).max() < 1e-14)

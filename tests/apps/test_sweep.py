@@ -197,7 +197,7 @@ def test_optional_table_libraries(tmp_path, reference):
         (dict(output="x.txt"), ValueError, "output must be a .csv file"),
         (dict(executor="threads"), ValueError, "executor must be one of"),
         (dict(n_jobs=2), ValueError, "n_jobs is for executor='processes' only"),
-        (dict(on_error="ignore"), ValueError, "on_error must be 'raise' or 'record'"),
+        (dict(on_error="ignore"), ValueError, r"on_error must be one of \('raise', 'record'\)"),
         (dict(max_points=-1), ValueError, "max_points must be an integer >= 0"),
         (dict(weights_dir="w"), ValueError, "weights_dir is for kind='fit' only"),
         (dict(client="tcp://x", executor="local"), ValueError, "client is for executor='dask'"),

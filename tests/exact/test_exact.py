@@ -225,7 +225,7 @@ def test_bad_arguments(func, ok):
         func(np.eye(3), inputs)
     with pytest.raises(TypeError, match=r"inputs must be a .*SparseInputs, got float"):
         func(model, 0.1)
-    with pytest.raises(ValueError, match=r"inputs\.n = 4 does not match model\.n = 3"):
+    with pytest.raises(ValueError, match=r"inputs\.n = 4 does not match the model's n = 3"):
         func(model, SparseInputs(4, p=0.1))
     with pytest.raises(
         ValueError, match=r"activation = 'relu_power' has no closed form.*estimate_loss.*k <= 1"

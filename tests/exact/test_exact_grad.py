@@ -243,7 +243,7 @@ def test_errors():
         exact_loss_grad(model, 0.5)
     with pytest.raises(TypeError, match="wrt_bias must be True or False"):
         exact_loss_grad(model, inputs, wrt_bias=1)
-    with pytest.raises(ValueError, match="does not match model.n"):
+    with pytest.raises(ValueError, match="does not match the model's n"):
         exact_loss_grad(model, SparseInputs(4, p=0.5))
     with pytest.raises(ValueError, match="activation='power'"):
         exact_loss_grad(Model(np.eye(2, 3), activation="relu_power", exponent=1), inputs)
