@@ -17,15 +17,15 @@ imported only when called, with the Agg backend: :func:`pyplot`).
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
 
-from fastsuper.core import config
 from fastsuper.core import validation as v
 from fastsuper.exact.first_order import (
     first_order_cap,
+    first_order_objective,
+    gram_blocks,
     kappa,
     random_frame,
     random_frame_norm,
@@ -51,15 +51,6 @@ __all__ = [
 
 # --------------------------------------------------------------------------
 # helpers
-
-
-def _gram_blocks(W: np.ndarray):
-    """Yield ``(lo, hi, G)`` with ``G = W[:, lo:hi].T @ W`` for row blocks of ``A``."""
-    n = W.shape[1]
-    block = max(1, config.GEOMETRY_BLOCK_ELEMS // n)
-    for lo in range(0, n, block):
-        hi = min(lo + block, n)
-        yield lo, hi, W[:, lo:hi].T @ W
 
 
 # --------------------------------------------------------------------------
@@ -99,62 +90,11 @@ def feature_dimensionality(W) -> np.ndarray:
     n = W.shape[1]
     sq = np.einsum("ij,ij->j", W, W)  # |w_i|**2
     out = np.zeros(n)
-    for lo, hi, G in _gram_blocks(W):
+    for lo, hi, G in gram_blocks(W):
         denom = np.einsum("ij,ij->i", G, G)  # sum_j (w_i . w_j)**2 >= |w_i|**4
         nz = sq[lo:hi] > 0
         out[lo:hi][nz] = sq[lo:hi][nz] ** 2 / denom[nz]
     return out
-
-
-def first_order_objective(W, law, m) -> float:
-    """First-order coefficient ``F(A)`` of the exact gain in ``p`` (THEORY §5.3).
-
-    For the ``power`` model ``x_hat = (A x)**m`` without bias, unit
-    importances and independent features with one probability ``p``, the
-    exact gain is ``p F(A) + O(p**2)`` with::
-
-        F(A) = 2 mu_{m+1} tr(A^∘m) - mu_{2m} |A^∘m|_F**2,
-
-    ``A = W.T @ W`` and ``A^∘m`` its entrywise power (only one feature is
-    active at first order).  ``sup_W F = kappa min(n, D(d, m))`` where equality
-    holds (see :func:`first_order_cap`).
-
-    Parameters
-    ----------
-    W : array_like of shape (d, n)
-        Weights.
-    law : ValueLaw or str
-        Value law of the active features (``mu_r`` its raw moments).
-    m : int
-        The exponent, an integer ``>= 1``.
-
-    Returns
-    -------
-    float
-        ``F(A)``, computed in float64 by row blocks of ``A`` (``O(n**2 d)``
-        time, ``O(n)`` extra memory per block row).
-
-    Examples
-    --------
-    Unsuperposed optimum (``A_ii**m = mu_{m+1} / mu_{2m}`` = 1/5 for Gaussian
-    values and ``m = 3``) on two features: ``F = 2 kappa = 2 * 0.6``.
-
-    >>> import numpy as np
-    >>> from fastsuper.analysis import first_order_objective
-    >>> round(first_order_objective(0.2 ** (1 / 6) * np.eye(2), "gaussian", 3), 12)
-    1.2
-    """
-    func = "first_order_objective"
-    W = v.check_weights("W", W, func=func)
-    law = v.check_law("law", law, func=func)
-    m = v.check_int("m", m, minimum=1, func=func)
-    mu_a, mu_b = law.moment(m + 1), law.moment(2 * m)
-    sq = np.einsum("ij,ij->j", W, W)
-    trace = math.fsum((sq**m).tolist())
-    frob = 0.0
-    for _, _, G in _gram_blocks(W):
-        frob += float(np.sum(G ** (2 * m)))
-    return 2.0 * mu_a * trace - mu_b * frob
 
 
 # --------------------------------------------------------------------------

@@ -82,16 +82,14 @@ from fastsuper.core.activations import ACTIVATIONS, dphi, phi
 from fastsuper.core.cuda import require_cuda, simulator, to_device_array
 
 # private at their home module (they are to be made public there)
-from fastsuper.exact.api import _binomials as binomials
-from fastsuper.exact.api import _cumulants_from_moments as cumulants_from_moments
-from fastsuper.exact.api import _forward as exact_forward
-from fastsuper.exact.api import _moments_from_cumulants as moments_from_cumulants
+from fastsuper.exact.api import binomials, cumulants_from_moments, moments_from_cumulants
+from fastsuper.exact.api import forward_terms as exact_forward
 from fastsuper.exact.kernels_cpu import exact_grad_w, exact_power_sums
 from fastsuper.exact.low_order import k1_conditional_loss
 from fastsuper.mc import dask as mc_dask
 from fastsuper.mc.cpu import run_blocks
-from fastsuper.mc.dask import _plan as dask_plan
 from fastsuper.mc.dask import default_chunk_size
+from fastsuper.mc.dask import plan_run as dask_plan
 from fastsuper.mc.kernels_cpu import ST_LOSS_M2, ST_LOSS_MEAN, aligned, column_panels
 from fastsuper.mc.kernels_stratified import (
     K_TAIL,

@@ -27,7 +27,9 @@ import math
 
 import numpy as np
 
-from fastsuper.analysis import (
+from fastsuper.core import arguments
+from fastsuper.core import validation as v
+from fastsuper.exact.first_order import (
     first_order_cap,
     first_order_objective,
     kappa,
@@ -36,7 +38,6 @@ from fastsuper.analysis import (
     random_frame_value,
     sphere_dimension,
 )
-from fastsuper.core import validation as v
 
 __all__ = [
     "best_scale",
@@ -131,7 +132,7 @@ def linear_optimum(n, d, p, law="gaussian") -> float:
     n = v.check_int("n", n, minimum=1, func=func)
     d = v.check_int("d", d, minimum=1, func=func)
     p = v.check_probability("p", p, positive=True, func=func)
-    law = v.check_law("law", law, func=func)
+    law = arguments.check_law("law", law, func=func)
     mu1, mu2 = law.moment(1), law.moment(2)
     var = p * mu2 - p * p * mu1 * mu1
     return min(n, d) * var + n * p * p * mu1 * mu1
@@ -180,7 +181,7 @@ def best_scale(W, p, *, m=3, values="gaussian"):
     W = v.check_weights("W", W, func=func)
     m = v.check_int("m", m, minimum=1, func=func)
     p = v.check_probability("p", p, positive=True, func=func)
-    law = v.check_law("values", values, func=func)
+    law = arguments.check_law("values", values, func=func)
     inputs = SparseInputs(W.shape[1], p=p, values=law)
     terms = moment_terms(Model(W, exponent=m), inputs)
     exzm, ez2m = terms.exzm, terms.ez2m
@@ -281,7 +282,7 @@ def optimal_norm(W, m, law="gaussian"):
     func = "optimal_norm"
     W = v.check_weights("W", W, func=func)
     m = v.check_int("m", m, minimum=1, func=func)
-    law = v.check_law("law", law, func=func)
+    law = arguments.check_law("law", law, func=func)
     U = W / np.linalg.norm(W, axis=0)
     S = float(np.sum((U.T @ U) ** (2 * m)))
     num, den = law.moment(m + 1), law.moment(2 * m)
@@ -316,7 +317,7 @@ def unsuperposed(n, d, m, law="gaussian") -> np.ndarray:
     n = v.check_int("n", n, minimum=1, func=func)
     d = v.check_int("d", d, minimum=1, func=func)
     m = v.check_int("m", m, minimum=1, func=func)
-    law = v.check_law("law", law, func=func)
+    law = arguments.check_law("law", law, func=func)
     ratio = law.moment(m + 1) / law.moment(2 * m) if law.moment(2 * m) > 0 else 0.0
     W = np.zeros((d, n))
     k = min(n, d)

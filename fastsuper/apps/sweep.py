@@ -52,6 +52,7 @@ from typing import Any
 
 import numpy as np
 
+from fastsuper.core import arguments
 from fastsuper.core import validation as v
 from fastsuper.core.activations import ACTIVATIONS
 from fastsuper.mc.common import METHODS, PATHS
@@ -396,7 +397,7 @@ def _check_builtin_point(kind: str, q: dict) -> None:
         v.check_probabilities("p", q["p"])
         v.check_real("exponent", q["exponent"], positive=True)
         v.check_choice("activation", q["activation"], sorted(ACTIVATIONS))
-        v.check_law("values", q["values"])
+        arguments.check_law("values", q["values"])
         v.check_choice("dtype", q["dtype"], ("float32", "float64"))
         if kind in ("estimate", "exact"):
             if q["norm"] is not None:

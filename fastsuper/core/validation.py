@@ -35,10 +35,7 @@ __all__ = [
     "check_choice",
     "check_finite_array",
     "check_float_dtype",
-    "check_inputs",
     "check_int",
-    "check_law",
-    "check_model_inputs",
     "check_path",
     "check_per_instance",
     "check_positive_entries",
@@ -62,7 +59,7 @@ def show(value) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def _prefix(func: str | None) -> str:
+def prefix(func: str | None) -> str:
     return f"{func}: " if func else ""
 
 
@@ -86,11 +83,11 @@ def check_int(
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         if not (isinstance(value, float) and value.is_integer()):
             raise TypeError(
-                f"{_prefix(func)}{name} must be an integer{bound}{what}, got {show(value)}"
+                f"{prefix(func)}{name} must be an integer{bound}{what}, got {show(value)}"
             )
     value = int(value)
     if minimum is not None and value < minimum:
-        raise ValueError(f"{_prefix(func)}{name} must be an integer{bound}{what}, got {value}")
+        raise ValueError(f"{prefix(func)}{name} must be an integer{bound}{what}, got {value}")
     return value
 
 
@@ -102,26 +99,26 @@ def check_real(
         return None
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         kind = "a positive real number" if positive else "a real number"
-        raise TypeError(f"{_prefix(func)}{name} must be {kind}, got {show(value)}")
+        raise TypeError(f"{prefix(func)}{name} must be {kind}, got {show(value)}")
     value = float(value)
     if not np.isfinite(value):
-        raise ValueError(f"{_prefix(func)}{name} must be finite, got {value}")
+        raise ValueError(f"{prefix(func)}{name} must be finite, got {value}")
     if positive and value <= 0:
-        raise ValueError(f"{_prefix(func)}{name} must be > 0, got {value}")
+        raise ValueError(f"{prefix(func)}{name} must be > 0, got {value}")
     return value
 
 
 def check_bool(name: str, value, *, func: str | None = None) -> bool:
     """``True`` or ``False`` (a NumPy bool too; not 0 or 1)."""
     if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{_prefix(func)}{name} must be True or False, got {show(value)}")
+        raise TypeError(f"{prefix(func)}{name} must be True or False, got {show(value)}")
     return bool(value)
 
 
 def check_choice(name: str, value, choices, *, func: str | None = None):
     """One of ``choices`` (compared by type and value); the message lists them as given."""
     if not any(isinstance(value, type(c)) and value == c for c in choices):
-        raise ValueError(f"{_prefix(func)}{name} must be one of {choices!r}, got {show(value)}")
+        raise ValueError(f"{prefix(func)}{name} must be one of {choices!r}, got {show(value)}")
     return value
 
 
@@ -131,17 +128,17 @@ def check_float_dtype(name: str, value, *, func: str | None = None) -> np.dtype:
         dt = np.dtype(value)
     except TypeError as exc:
         raise TypeError(
-            f"{_prefix(func)}{name} must be numpy.float32 or numpy.float64, got {show(value)}"
+            f"{prefix(func)}{name} must be numpy.float32 or numpy.float64, got {show(value)}"
         ) from exc
     if dt not in FLOAT_DTYPES:
-        raise TypeError(f"{_prefix(func)}{name} must be numpy.float32 or numpy.float64, got {dt}")
+        raise TypeError(f"{prefix(func)}{name} must be numpy.float32 or numpy.float64, got {dt}")
     return dt
 
 
 def check_path(name: str, value, *, func: str | None = None) -> Path:
     """A file path given as ``str`` or :class:`pathlib.Path`."""
     if not isinstance(value, (str, Path)):
-        raise TypeError(f"{_prefix(func)}{name} must be a str or pathlib.Path, got {show(value)}")
+        raise TypeError(f"{prefix(func)}{name} must be a str or pathlib.Path, got {show(value)}")
     return Path(value)
 
 
@@ -152,11 +149,11 @@ def check_probability(
     interval = "(0, 1]" if positive else "[0, 1]"
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(
-            f"{_prefix(func)}{name} must be a probability in {interval}, got {show(value)}"
+            f"{prefix(func)}{name} must be a probability in {interval}, got {show(value)}"
         )
     value = float(value)
     if not ((0.0 < value if positive else 0.0 <= value) and value <= 1.0):
-        raise ValueError(f"{_prefix(func)}{name} must be a probability in {interval}, got {value}")
+        raise ValueError(f"{prefix(func)}{name} must be a probability in {interval}, got {value}")
     return value
 
 
@@ -168,7 +165,7 @@ def check_betas(name: str, value, *, func: str | None = None) -> tuple[float, fl
         or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in value)
         or not all(0.0 <= float(x) < 1.0 for x in value)
     ):
-        raise ValueError(f"{_prefix(func)}{name} must be two numbers in [0, 1), got {value!r}")
+        raise ValueError(f"{prefix(func)}{name} must be two numbers in [0, 1), got {value!r}")
     return float(value[0]), float(value[1])
 
 
@@ -180,7 +177,7 @@ def check_finite_array(name: str, arr: np.ndarray, *, func: str | None = None) -
     """Raise ValueError naming the first entry of ``arr`` that is not finite."""
     if arr.size and not np.all(np.isfinite(arr)):
         where = tuple(int(i) for i in np.argwhere(~np.isfinite(arr))[0])
-        raise ValueError(f"{_prefix(func)}{name} must be finite; {_at(name, where)} = {arr[where]}")
+        raise ValueError(f"{prefix(func)}{name} must be finite; {_at(name, where)} = {arr[where]}")
 
 
 def as_float_array(
@@ -194,7 +191,7 @@ def as_float_array(
     tensors) are copied to host memory (this imports numba-cuda).  ``shape``
     gives the required length of each axis (``None`` for any).
     """
-    pre = _prefix(func)
+    pre = prefix(func)
     if isinstance(value, np.ndarray):
         arr = value
     elif hasattr(value, "__cuda_array_interface__") or (
@@ -242,10 +239,10 @@ def check_weights(
     try:
         W = as_float_array(name, value, ndim=2, dtype=dtype, shape=shape)
     except (TypeError, ValueError) as exc:
-        raise type(exc)(f"{_prefix(func)}{exc} ({wanted})") from None
+        raise type(exc)(f"{prefix(func)}{exc} ({wanted})") from None
     if W.shape[0] < 1 or W.shape[1] < 1:
         raise ValueError(
-            f"{_prefix(func)}{name} must have shape (d, n) with d, n >= 1, got {W.shape}"
+            f"{prefix(func)}{name} must have shape (d, n) with d, n >= 1, got {W.shape}"
         )
     return W
 
@@ -256,7 +253,7 @@ def check_positive_entries(name: str, arr: np.ndarray, *, func: str | None = Non
     if bad.any():
         where = tuple(int(i) for i in np.argwhere(bad)[0])
         raise ValueError(
-            f"{_prefix(func)}{name} must be finite and > 0; {_at(name, where)} = {arr[where]}"
+            f"{prefix(func)}{name} must be finite and > 0; {_at(name, where)} = {arr[where]}"
         )
     return arr
 
@@ -269,7 +266,7 @@ def check_probabilities(
     With ``n``: a scalar (broadcast) or one probability per feature, shape
     ``(n,)``.  Without: any shape, kept.
     """
-    pre, interval = _prefix(func), "(0, 1]" if positive else "[0, 1]"
+    pre, interval = prefix(func), "(0, 1]" if positive else "[0, 1]"
     if isinstance(value, bool) or value is None:
         raise TypeError(f"{pre}{name} must be a probability in {interval}, got {value!r}")
     arr = np.asarray(value, dtype=np.float64) if not isinstance(value, str) else None
@@ -304,7 +301,7 @@ def check_per_instance(
     or the full array, each in ``[0, 1]``.  ``kind="positive"``: a scalar,
     one value per feature ``(n,)`` or the full array, each finite and ``> 0``.
     """
-    pre = _prefix(func)
+    pre = prefix(func)
     if isinstance(value, (bool, str)):
         raise TypeError(f"{pre}{name} must be a number or an array of numbers, got {value!r}")
     try:
@@ -346,57 +343,7 @@ def check_start(name: str, value, shape: tuple, dtype, *, func: str | None = Non
         arr = np.broadcast_to(arr, shape)
     elif arr.shape != shape:
         raise ValueError(
-            f"{_prefix(func)}{name} must have shape {shape[1:]} (all instances) or {shape} (one "
+            f"{prefix(func)}{name} must have shape {shape[1:]} (all instances) or {shape} (one "
             f"per instance), got {arr.shape}"
         )
     return np.array(arr, dtype=dtype, order="C", copy=True)
-
-
-# --------------------------------------------------------------------------
-# objects of the package
-
-
-def check_law(name: str, value, *, func: str | None = None):
-    """A :class:`~fastsuper.core.laws.ValueLaw`, or the name of one (:data:`LAW_NAMES`)."""
-    from fastsuper.core.laws import ValueLaw
-
-    if isinstance(value, ValueLaw):
-        return value
-    if isinstance(value, str) and value in LAW_NAMES:
-        return ValueLaw(value)
-    if isinstance(value, str):
-        raise ValueError(
-            f"{_prefix(func)}{name} = {value!r} is not a value law; the values must be one of "
-            f"{list(LAW_NAMES)} or a fastsuper.ValueLaw (e.g. ValueLaw('discrete', "
-            "support=..., probs=...))"
-        )
-    raise TypeError(
-        f"{_prefix(func)}{name} must be a value-law name or a fastsuper.ValueLaw, got "
-        f"{show(value)}; the names are {list(LAW_NAMES)}"
-    )
-
-
-def check_inputs(inputs, *, func: str | None = None) -> None:
-    """A :class:`~fastsuper.core.laws.SparseInputs`."""
-    from fastsuper.core.laws import SparseInputs
-
-    if not isinstance(inputs, SparseInputs):
-        raise TypeError(
-            f"{_prefix(func)}inputs must be a fastsuper.SparseInputs, got {type(inputs).__name__}"
-        )
-
-
-def check_model_inputs(model, inputs, *, func: str | None = None) -> None:
-    """A :class:`~fastsuper.core.model.Model` and a :class:`~fastsuper.core.laws.SparseInputs`
-    with the same number of features."""
-    from fastsuper.core.model import Model
-
-    pre = _prefix(func)
-    if not isinstance(model, Model):
-        raise TypeError(f"{pre}model must be a fastsuper.Model, got {type(model).__name__}")
-    check_inputs(inputs, func=func)
-    if inputs.n != model.n:
-        raise ValueError(
-            f"{pre}inputs.n = {inputs.n} does not match the model's n = {model.n} (W has shape "
-            f"{model.W.shape})"
-        )

@@ -37,6 +37,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from fastsuper.core import arguments
 from fastsuper.core import validation as v
 from fastsuper.core.blas import single_thread_if_small
 from fastsuper.core.laws import SparseInputs
@@ -57,7 +58,7 @@ __all__ = [
 # moment <-> cumulant recursions (vectorised over the last axis)
 
 
-def _binomials(r_max: int) -> np.ndarray:
+def binomials(r_max: int) -> np.ndarray:
     """Pascal's triangle ``C[r, k] = C(r, k)`` for ``0 <= k <= r <= r_max`` in float64."""
     c = np.zeros((r_max + 1, r_max + 1))
     c[:, 0] = 1.0
@@ -66,7 +67,7 @@ def _binomials(r_max: int) -> np.ndarray:
     return c
 
 
-def _cumulants_from_moments(moments: np.ndarray, binom: np.ndarray) -> np.ndarray:
+def cumulants_from_moments(moments: np.ndarray, binom: np.ndarray) -> np.ndarray:
     """Cumulants ``kappa_1 .. kappa_R`` from raw moments ``M_0 = 1, M_1 .. M_R``.
 
     Parameters
@@ -74,7 +75,7 @@ def _cumulants_from_moments(moments: np.ndarray, binom: np.ndarray) -> np.ndarra
     moments : ndarray of shape (R + 1, ...)
         Raw moments, ``moments[0]`` being 1.
     binom : ndarray
-        Pascal's triangle with at least ``R`` rows (see :func:`_binomials`).
+        Pascal's triangle with at least ``R`` rows (see :func:`binomials`).
 
     Returns
     -------
@@ -83,7 +84,7 @@ def _cumulants_from_moments(moments: np.ndarray, binom: np.ndarray) -> np.ndarra
 
     Notes
     -----
-    Inverse of :func:`_moments_from_cumulants`:
+    Inverse of :func:`moments_from_cumulants`:
     ``kappa_r = M_r - sum_{k=1}^{r-1} C(r-1, k-1) kappa_k M_{r-k}``.
     """
     kappa = np.zeros_like(moments)
@@ -95,7 +96,7 @@ def _cumulants_from_moments(moments: np.ndarray, binom: np.ndarray) -> np.ndarra
     return kappa
 
 
-def _moments_from_cumulants(kappa: np.ndarray, binom: np.ndarray) -> np.ndarray:
+def moments_from_cumulants(kappa: np.ndarray, binom: np.ndarray) -> np.ndarray:
     """Raw moments ``M_0 = 1, M_1 .. M_R`` from cumulants ``kappa_1 .. kappa_R``.
 
     Parameters
@@ -103,7 +104,7 @@ def _moments_from_cumulants(kappa: np.ndarray, binom: np.ndarray) -> np.ndarray:
     kappa : ndarray of shape (R + 1, ...)
         Cumulants, ``kappa[r]`` for ``r >= 1`` (``kappa[0]`` is ignored).
     binom : ndarray
-        Pascal's triangle with at least ``R`` rows (see :func:`_binomials`).
+        Pascal's triangle with at least ``R`` rows (see :func:`binomials`).
 
     Returns
     -------
@@ -129,7 +130,7 @@ BACKENDS = ("cpu", "cuda")
 
 def _closed_form_exponent(func: str, model, inputs) -> int:
     """Check that ``(model, inputs)`` has the closed form; return the integer exponent ``m``."""
-    v.check_model_inputs(model, inputs, func=func)
+    arguments.check_model_inputs(model, inputs, func=func)
     if model.activation != "power":
         raise ValueError(
             f"{func}: model.activation = {model.activation!r} has no closed form; the exact "
@@ -159,7 +160,7 @@ def _check(func: str, model, inputs, backend, flag_name: str, flag) -> tuple[int
 # the computation
 
 
-class _Forward(NamedTuple):
+class ForwardTerms(NamedTuple):
     """Everything the forward pass computes (all float64; ``n`` features, ``R = 2m``)."""
 
     binom: np.ndarray  # (R + 1, R + 1) Pascal's triangle
@@ -176,7 +177,7 @@ class _Forward(NamedTuple):
     imp: np.ndarray  # (n,) importances I_j
 
 
-def _forward(model: Model, inputs: SparseInputs, m: int, backend: str = "cpu") -> _Forward:
+def forward_terms(model: Model, inputs: SparseInputs, m: int, backend: str = "cpu") -> ForwardTerms:
     """The forward moments of THEORY §3 (unchecked; see :func:`_check_terms`).
 
     With ``backend="cuda"`` the row-wise power sums ``ky`` are computed by
@@ -184,7 +185,7 @@ def _forward(model: Model, inputs: SparseInputs, m: int, backend: str = "cpu") -
     """
     n = model.n
     R = 2 * m
-    binom = _binomials(R)
+    binom = binomials(R)
     W = np.ascontiguousarray(model.W, dtype=np.float64)
     b = None if model.b is None else np.asarray(model.b, dtype=np.float64)
     p = np.asarray(inputs.p, dtype=np.float64)
@@ -194,7 +195,7 @@ def _forward(model: Model, inputs: SparseInputs, m: int, backend: str = "cpu") -
         # raw moments of every x_i: ex[r, i] = E x_i**r (1 for r = 0)
         ex = p[None, :] * mu[:, None]
         ex[0] = 1.0
-        kx = _cumulants_from_moments(ex[: R + 1], binom)  # kx[r, i] = kappa_r(x_i)
+        kx = cumulants_from_moments(ex[: R + 1], binom)  # kx[r, i] = kappa_r(x_i)
 
         with single_thread_if_small(float(n) * n * W.shape[0]):  # no BLAS thread spinning
             A = W.T @ W  # beside the kernels
@@ -210,7 +211,7 @@ def _forward(model: Model, inputs: SparseInputs, m: int, backend: str = "cpu") -
             ky = exact_power_sums(A, kx)
         if b is not None:
             ky[1] += b
-        my = _moments_from_cumulants(ky, binom)  # my[s, j] = E y_j**s
+        my = moments_from_cumulants(ky, binom)  # my[s, j] = E y_j**s
 
         # powers of the diagonal: ad[r, j] = A_jj**r
         ad = np.empty((R + 1, n))
@@ -227,10 +228,10 @@ def _forward(model: Model, inputs: SparseInputs, m: int, backend: str = "cpu") -
         ex2 = ex[2].copy()
 
     imp = np.asarray(inputs.importance, dtype=np.float64)
-    return _Forward(binom, W, b, ex, kx, A, ad, my, ex2, exzm, ez2m, imp)
+    return ForwardTerms(binom, W, b, ex, kx, A, ad, my, ex2, exzm, ez2m, imp)
 
 
-def _check_terms(func: str, fw: _Forward, m: int) -> None:
+def _check_terms(func: str, fw: ForwardTerms, m: int) -> None:
     """Raise FloatingPointError if a forward moment overflowed float64."""
     for name, arr in (("E z_j^(2m)", fw.ez2m), ("E[x_j z_j^m]", fw.exzm)):
         bad = ~np.isfinite(arr)
@@ -260,7 +261,7 @@ class MomentTerms(NamedTuple):
 
 def _terms(model: Model, inputs: SparseInputs, m: int, func: str, backend: str = "cpu"):
     """The :class:`MomentTerms` of checked arguments (``func`` names the caller in errors)."""
-    fw = _forward(model, inputs, m, backend)
+    fw = forward_terms(model, inputs, m, backend)
     _check_terms(func, fw, m)
     return MomentTerms(fw.ex2, fw.exzm, fw.ez2m, fw.imp)
 
@@ -293,7 +294,7 @@ def moment_terms(model: Model, inputs: SparseInputs, *, backend: str = "cpu") ->
     return _terms(model, inputs, m, func, backend)
 
 
-def _backward(func: str, fw: _Forward, m: int) -> tuple[np.ndarray, np.ndarray]:
+def _backward(func: str, fw: ForwardTerms, m: int) -> tuple[np.ndarray, np.ndarray]:
     """Exact gradient ``(dL/dW, dL/db)`` of the loss from the forward state (THEORY §3).
 
     With ``L = sum_j I_j (E x_j**2 - 2 E[x_j z_j**m] + E z_j**(2m))`` and the
@@ -566,7 +567,7 @@ def exact_gain(
 
 def _loss_grad(func: str, model, inputs, wrt_bias, backend: str = "cpu"):
     m, wrt_bias, backend = _check(func, model, inputs, backend, "wrt_bias", wrt_bias)
-    fw = _forward(model, inputs, m, backend)
+    fw = forward_terms(model, inputs, m, backend)
     _check_terms(func, fw, m)
     dW, db = _backward(func, fw, m)
     return fw, dW, (db if wrt_bias else None)

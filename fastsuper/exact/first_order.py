@@ -2,7 +2,7 @@
 
 For the ``power`` model without bias, unit importances and one feature
 probability ``p``, the exact gain is ``p F(A) + O(p**2)``;
-:func:`fastsuper.analysis.first_order_objective` computes ``F``.  This module
+:func:`first_order_objective` computes ``F``.  This module also
 holds the constants that bound and attain it: :func:`kappa`,
 :func:`sphere_dimension` ``D(d, m)``, :func:`first_order_cap`,
 :func:`random_frame_value`, :func:`random_frame_norm`, and
@@ -16,10 +16,13 @@ import math
 
 import numpy as np
 
+from fastsuper.core import arguments, config
 from fastsuper.core import validation as v
 
 __all__ = [
     "first_order_cap",
+    "first_order_objective",
+    "gram_blocks",
     "kappa",
     "random_frame",
     "random_frame_norm",
@@ -53,7 +56,7 @@ def kappa(law, m) -> float:
     (0.6, 1.0, 1.0)
     """
     func = "kappa"
-    law = v.check_law("law", law, func=func)
+    law = arguments.check_law("law", law, func=func)
     m = v.check_int("m", m, minimum=1, func=func)
     mu_b = law.moment(2 * m)
     return law.moment(m + 1) ** 2 / mu_b if mu_b > 0 else 0.0
@@ -180,7 +183,7 @@ def random_frame_norm(n, d, m, law) -> float:
     """
     func = "random_frame_norm"
     n = v.check_int("n", n, minimum=1, func=func)
-    law = v.check_law("law", law, func=func)
+    law = arguments.check_law("law", law, func=func)
     D = sphere_dimension(d, m)
     num, den = law.moment(m + 1), law.moment(2 * m)
     if num <= 0 or den <= 0:
@@ -208,3 +211,63 @@ def random_frame(n: int, d: int, norm: float, seed=0, dtype=np.float64) -> np.nd
     nrm = np.linalg.norm(W, axis=0)
     nrm[nrm == 0] = 1.0
     return (W * (norm / nrm)).astype(dtype)
+
+
+def gram_blocks(W: np.ndarray):
+    """Yield ``(lo, hi, G)`` with ``G = W[:, lo:hi].T @ W`` for row blocks of ``A``."""
+    n = W.shape[1]
+    block = max(1, config.GEOMETRY_BLOCK_ELEMS // n)
+    for lo in range(0, n, block):
+        hi = min(lo + block, n)
+        yield lo, hi, W[:, lo:hi].T @ W
+
+
+def first_order_objective(W, law, m) -> float:
+    """First-order coefficient ``F(A)`` of the exact gain in ``p`` (THEORY §5.3).
+
+    For the ``power`` model ``x_hat = (A x)**m`` without bias, unit
+    importances and independent features with one probability ``p``, the
+    exact gain is ``p F(A) + O(p**2)`` with::
+
+        F(A) = 2 mu_{m+1} tr(A^∘m) - mu_{2m} |A^∘m|_F**2,
+
+    ``A = W.T @ W`` and ``A^∘m`` its entrywise power (only one feature is
+    active at first order).  ``sup_W F = kappa min(n, D(d, m))`` where equality
+    holds (see :func:`first_order_cap`).
+
+    Parameters
+    ----------
+    W : array_like of shape (d, n)
+        Weights.
+    law : ValueLaw or str
+        Value law of the active features (``mu_r`` its raw moments).
+    m : int
+        The exponent, an integer ``>= 1``.
+
+    Returns
+    -------
+    float
+        ``F(A)``, computed in float64 by row blocks of ``A`` (``O(n**2 d)``
+        time, ``O(n)`` extra memory per block row).
+
+    Examples
+    --------
+    Unsuperposed optimum (``A_ii**m = mu_{m+1} / mu_{2m}`` = 1/5 for Gaussian
+    values and ``m = 3``) on two features: ``F = 2 kappa = 2 * 0.6``.
+
+    >>> import numpy as np
+    >>> from fastsuper.theory import first_order_objective
+    >>> round(first_order_objective(0.2 ** (1 / 6) * np.eye(2), "gaussian", 3), 12)
+    1.2
+    """
+    func = "first_order_objective"
+    W = v.check_weights("W", W, func=func)
+    law = arguments.check_law("law", law, func=func)
+    m = v.check_int("m", m, minimum=1, func=func)
+    mu_a, mu_b = law.moment(m + 1), law.moment(2 * m)
+    sq = np.einsum("ij,ij->j", W, W)
+    trace = math.fsum((sq**m).tolist())
+    frob = 0.0
+    for _, _, G in gram_blocks(W):
+        frob += float(np.sum(G ** (2 * m)))
+    return 2.0 * mu_a * trace - mu_b * frob

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from fastsuper.core import arguments
 from fastsuper.core import validation as v
 from fastsuper.mc.kernels_cpu import merge_block_stats
 
@@ -59,7 +60,7 @@ class LossEstimate:
 
 def check_common(model, inputs, n_samples, seed) -> tuple[int, int]:
     """``(n_samples, seed)`` of a Monte-Carlo run (at least 2 samples), with the model and law."""
-    v.check_model_inputs(model, inputs)
+    arguments.check_model_inputs(model, inputs)
     n_samples = v.check_int("n_samples", n_samples, minimum=2)
     seed = v.check_int("seed", seed)
     return n_samples, seed

@@ -366,7 +366,7 @@ class _Run:
         )
 
 
-def _plan(
+def plan_run(
     model, inputs, n_samples, seed, path, block_size, start, per_feature, chunk_size, n_threads
 ) -> _Run:
     n_samples, seed, block, start = check_run(
@@ -455,11 +455,11 @@ def estimate_loss_dask(
     with contextlib.ExitStack() as stack:
         if client is None:
             # validate before paying for a cluster
-            _plan(model, inputs, n_samples, seed, path, block_size, start, per_feature,
+            plan_run(model, inputs, n_samples, seed, path, block_size, start, per_feature,
                   chunk_size, 1)  # fmt: skip
             client = stack.enter_context(local_client())
         n_threads = sum(client.nthreads().values()) or 1
-        run = _plan(
+        run = plan_run(
             model, inputs, n_samples, seed, path, block_size, start, per_feature, chunk_size,
             n_threads,
         )  # fmt: skip

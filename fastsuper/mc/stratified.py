@@ -20,7 +20,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from fastsuper.core import config
+from fastsuper.core import arguments, config
 from fastsuper.core import validation as v
 from fastsuper.core.laws import (
     SparseBatch,
@@ -70,7 +70,7 @@ class StratifiedSampler:
     """
 
     def __init__(self, inputs: SparseInputs):
-        v.check_inputs(inputs)
+        arguments.check_inputs(inputs)
         n, kfix, pmax, log1mp, thin, p, *_ = inputs._kernel_params()
         self.n = n
         self.params = (n, kfix, pmax, log1mp, thin, np.ascontiguousarray(p, dtype=np.float64))
@@ -138,7 +138,7 @@ def sample_ge2(
     >>> int(batch.counts().min())
     2
     """
-    v.check_inputs(inputs)
+    arguments.check_inputs(inputs)
     n_samples = v.check_int("n_samples", n_samples, minimum=0)
     seed = v.check_int("seed", seed)
     start = v.check_int("start", start, minimum=0)

@@ -38,7 +38,7 @@ from typing import Any
 import numba
 import numpy as np
 
-from fastsuper.core import config
+from fastsuper.core import arguments, config
 from fastsuper.core import validation as v
 from fastsuper.core.activations import ACTIVATIONS
 from fastsuper.core.laws import SparseInputs
@@ -162,7 +162,7 @@ def loss_grad(
 
 def _check_sampling(model, inputs, n_samples, seed, start, block_size) -> tuple:
     """``(n_samples, seed, start, block_size)`` of :func:`loss_grad`, checked."""
-    v.check_model_inputs(model, inputs)
+    arguments.check_model_inputs(model, inputs)
     n_samples = v.check_int("n_samples", n_samples, minimum=1)
     seed = v.check_int("seed", seed)
     start = v.check_int("start", start, minimum=0)
@@ -495,7 +495,7 @@ def _check_fit_args(o: FitOptions):
     imp = v.check_per_instance("importance", importance, n_instances, n, kind="positive")
     activation = v.check_choice("activation", o.activation, sorted(ACTIVATIONS))
     exponent = v.check_real("exponent", o.exponent, positive=True)
-    law = v.check_law("values", o.values)
+    law = arguments.check_law("values", o.values)
     bias = v.check_bool("bias", o.bias)
     steps = v.check_int("steps", o.steps, minimum=0)
     batch_size = v.check_int("batch_size", o.batch_size, minimum=1)

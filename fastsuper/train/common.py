@@ -8,9 +8,9 @@ from typing import NamedTuple
 import numpy as np
 
 from fastsuper.core import validation as v
+from fastsuper.core.arguments import check_model_inputs
 from fastsuper.core.laws import ValueLaw
 from fastsuper.core.rng import mix64, seed_key
-from fastsuper.core.validation import check_model_inputs
 
 __all__ = [
     "SampledLossGrad",

@@ -35,6 +35,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from fastsuper.core import arguments
 from fastsuper.core import validation as v
 from fastsuper.core.laws import SparseInputs, ValueLaw
 from fastsuper.core.model import Model
@@ -275,7 +276,7 @@ def _problem(n, d, m, p, values, importance, bias) -> _Problem:
     d = v.check_int("d", d, minimum=1, func=_FUNC, what=" (hidden dimension)")
     m = v.check_int("m", m, minimum=1, func=_FUNC, what=" (the power activation's exponent)")
     p_arr = v.check_probabilities("p", p, n, positive=True, func=_FUNC)
-    law = v.check_law("values", values, func=_FUNC)
+    law = arguments.check_law("values", values, func=_FUNC)
     if law.moment(2) <= 0:
         raise ValueError(f"{_FUNC}: values {law!r} is almost surely 0; nothing to reconstruct")
     if importance is not None:

@@ -85,7 +85,7 @@ def test_fit_adam_matches_cpu(dtype, monkeypatch):
 
 
 def test_fit_backend_errors():
-    with pytest.raises(ValueError, match="backend must be 'cpu' or 'cuda', got 'gpu'"):
+    with pytest.raises(ValueError, match=r"backend must be one of \('cpu', 'cuda'\), got 'gpu'"):
         fs.fit(4, 2, steps=1, backend="gpu")
     with pytest.raises(ValueError, match="method='exact' runs on the CPU"):
         fs.fit(4, 2, method="exact", activation="power", exponent=3, p=0.1, backend="cuda")
