@@ -12,7 +12,9 @@ import time
 import numpy as np
 
 from fastsuper.analysis import random_frame, random_frame_norm
+from fastsuper.core.activations import ACTIVATIONS
 from fastsuper.core.laws import SparseInputs, ValueLaw
+from fastsuper.core.model import check_activation
 from fastsuper.core.validation import LAW_NAMES
 
 
@@ -30,7 +32,11 @@ def default_norm(law: ValueLaw, exponent: float, n: int, d: int) -> float:
     return 1.0
 
 
-_ACTIVATIONS = ["power", "signed_power", "relu_power"]
+_ACTIVATIONS = list(ACTIVATIONS)
+_EXPONENT_HELP = (
+    "activation exponent (default: the activation's own: 3 for power and signed_power, 1 for "
+    "relu_power and relu)"
+)
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -58,7 +64,7 @@ def _add_estimate(sub) -> None:
     est.add_argument("--n", type=_positive_int, default=1000, help="number of features")
     est.add_argument("--d", type=_positive_int, default=10, help="hidden dimension")
     est.add_argument("--p", type=float, default=1e-3, help="feature probability")
-    est.add_argument("--exponent", "-m", type=float, default=3.0, help="activation exponent")
+    est.add_argument("--exponent", "-m", type=float, default=None, help=_EXPONENT_HELP)
     est.add_argument("--activation", default="power", choices=_ACTIVATIONS)
     est.add_argument("--values", default="gaussian", choices=list(LAW_NAMES))
     est.add_argument(
@@ -130,11 +136,9 @@ def _add_train(sub) -> None:
         "--activation",
         default=None,
         choices=_ACTIVATIONS,
-        help="default: relu_power (adam), power (exact)",
+        help="default: relu_power (adam; with exponent 1, ReLU), power (exact)",
     )
-    tr.add_argument(
-        "--exponent", "-m", type=float, default=None, help="default: 1 (adam), 3 (exact)"
-    )
+    tr.add_argument("--exponent", "-m", type=float, default=None, help=_EXPONENT_HELP)
     tr.add_argument(
         "--values",
         default=None,
@@ -273,6 +277,7 @@ def _estimate_problem(args):
     from fastsuper.core.model import Model
 
     law = ValueLaw(args.values)
+    activation, exponent = check_activation(args.activation, args.exponent)
     if args.weights:
         W = np.load(args.weights)
         if W.ndim != 2:
@@ -281,10 +286,10 @@ def _estimate_problem(args):
     else:
         norm = args.norm
         if norm is None:
-            norm = default_norm(law, args.exponent, args.n, args.d)
+            norm = default_norm(law, exponent, args.n, args.d)
         W = random_frame(args.n, args.d, norm, args.weight_seed, args.dtype)
     b = np.load(args.bias) if args.bias else None
-    model = Model(W, b, activation=args.activation, exponent=args.exponent)
+    model = Model(W, b, activation=activation, exponent=exponent)
     return model, SparseInputs(model.n, p=args.p, values=law)
 
 
@@ -352,9 +357,12 @@ def _train_model(args, exact: bool) -> dict:
     decay = args.importance_decay
     if decay is None:
         decay = 1.0 if exact else 0.9
+    activation, exponent = check_activation(
+        args.activation or ("power" if exact else "relu_power"), args.exponent
+    )
     return {
-        "activation": args.activation or ("power" if exact else "relu_power"),
-        "exponent": args.exponent if args.exponent is not None else (3.0 if exact else 1.0),
+        "activation": activation,
+        "exponent": exponent,
         "values": args.values or ("gaussian" if exact else "uniform"),
         "importance": decay ** np.arange(args.n),
         "bias": (not exact) if args.bias is None else args.bias == "yes",

@@ -40,9 +40,9 @@ import numpy as np
 
 from fastsuper.core import arguments, config
 from fastsuper.core import validation as v
-from fastsuper.core.activations import ACTIVATIONS
+from fastsuper.core.activations import DEFAULT_EXPONENTS
 from fastsuper.core.laws import SparseInputs
-from fastsuper.core.model import Model
+from fastsuper.core.model import Model, check_activation
 from fastsuper.core.rng import seed_key
 from fastsuper.train.common import (
     MASK64,
@@ -382,7 +382,7 @@ class FitOptions:
     p: Any = None
     importance: Any = None
     activation: Any = "relu_power"
-    exponent: Any = 1
+    exponent: Any = None
     values: Any = "uniform"
     bias: Any = True
     steps: Any = 10_000
@@ -405,7 +405,8 @@ class FitOptions:
 
 def fit(
     n: int, d: int, *, n_instances: int = 1, p=None, importance=None,
-    activation: str = "relu_power", exponent: float = 1, values="uniform", bias: bool = True,
+    activation: str = "relu_power", exponent: float | None = None, values="uniform",
+    bias: bool = True,
     method: str = "adam", steps: int = 10_000, batch_size: int = 1024, lr: float = 1e-3,
     betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, seed: int = 0,
     dtype=np.float64, log_every: int = 100, W0=None, b0=None, progress: bool = False,
@@ -426,8 +427,12 @@ def fit(
         -linspace(0, 1, n_instances)`` (from dense to p = 0.02).
     importance : array_like, optional
         ``I_j > 0``, shape ``(n,)`` or ``(n_instances, n)``; default 1.
-    activation, exponent : str, float, default "relu_power", 1
-        Output activation and its exponent (THEORY §1; 1 is ReLU).
+    activation : {"relu_power", "relu", "power", "signed_power"}, default "relu_power"
+        Output activation (THEORY §1; with its default exponent 1, ``max(t, 0)``:
+        Elhage et al.'s ReLU, as ``"relu"``).
+    exponent : float, optional
+        Its exponent; default the activation's own, as in :class:`fastsuper.Model`
+        (1 for ``"relu"`` and ``"relu_power"``, 3 for ``"power"`` and ``"signed_power"``).
     values : str or ValueLaw, default "uniform"
         Law of an active feature's value.
     bias : bool, default True
@@ -493,8 +498,7 @@ def _check_fit_args(o: FitOptions):
     P = v.check_per_instance("p", p, n_instances, n, kind="probability")
     importance = 1.0 if o.importance is None else o.importance
     imp = v.check_per_instance("importance", importance, n_instances, n, kind="positive")
-    activation = v.check_choice("activation", o.activation, sorted(ACTIVATIONS))
-    exponent = v.check_real("exponent", o.exponent, positive=True)
+    activation, exponent = check_activation(o.activation, o.exponent)
     law = arguments.check_law("values", o.values)
     bias = v.check_bool("bias", o.bias)
     steps = v.check_int("steps", o.steps, minimum=0)
@@ -505,7 +509,7 @@ def _check_fit_args(o: FitOptions):
     log_every = v.check_int("log_every", o.log_every, minimum=1)
     progress = v.check_bool("progress", o.progress)
     W, B = _starts(o, (n_instances, d, n), bias, seed, dt)
-    Model(W[0], B[0], activation=activation, exponent=exponent)  # checks the exponent
+    Model(W[0], B[0], activation=activation, exponent=exponent)  # checks the weights
     settings = dict(
         n=n,
         d=d,
@@ -575,7 +579,8 @@ def _fit_adam(o: FitOptions) -> FitResult:
     settings.update(method="adam", betas=[beta1, beta2], eps=eps)
     n, d, n_inst = settings["n"], settings["d"], settings["n_instances"]
     steps, batch, log_every = settings["steps"], settings["batch_size"], settings["log_every"]
-    lr, activation, exponent, bias, backend = o.lr, o.activation, o.exponent, o.bias, o.backend
+    lr, bias, backend = o.lr, o.bias, o.backend
+    activation, exponent = settings["activation"], settings["exponent"]
     W0_copy = W.copy()
     if backend == "cuda":
         from fastsuper.train.cuda import fit_adam_cuda
@@ -659,10 +664,13 @@ def _fit_exact(o: FitOptions):
     """
     from fastsuper.train.lbfgs import fit_exact
 
-    if o.activation != "power" or not float(o.exponent).is_integer():
+    exponent = o.exponent
+    if exponent is None and o.activation in DEFAULT_EXPONENTS:
+        exponent = DEFAULT_EXPONENTS[o.activation]
+    if o.activation != "power" or not float(exponent).is_integer():
         raise ValueError(
             "method='exact' needs activation='power' with an integer exponent (the closed form "
-            f"of THEORY §3), got activation={o.activation!r}, exponent={o.exponent!r}"
+            f"of THEORY §3), got activation={o.activation!r}, exponent={exponent!r}"
         )
     if o.backend != "cpu":
         raise ValueError(
@@ -675,7 +683,7 @@ def _fit_exact(o: FitOptions):
         raise ValueError("method='exact' takes no b0 (it starts from b = 0)")
     if o.p is None:
         raise ValueError("method='exact' needs p (the feature probability)")
-    return fit_exact(o.n, o.d, m=int(o.exponent), p=o.p, values=o.values,
+    return fit_exact(o.n, o.d, m=int(exponent), p=o.p, values=o.values,
                      importance=o.importance, bias=o.bias, seed=o.seed, maxiter=o.steps,
                      W0=o.W0)  # fmt: skip
 

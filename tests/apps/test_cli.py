@@ -125,3 +125,15 @@ def test_train_adam_and_exact_write_results(tmp_path, capsys):
     # n <= d: no superposition needed, the optimum is p kappa n (THEORY §5.1)
     assert fit.gain == pytest.approx(0.01 * 0.6 * 4, rel=1e-6)
     assert "exact fit" in capsys.readouterr().out
+
+
+def test_estimate_relu_power_defaults_to_exponent_1(capsys):
+    args = ["estimate", "--n", "20", "--d", "3", "--p", "0.1", "--samples", "1e4"]
+    assert main([*args, "--activation", "relu_power"]) == 0
+    assert "activation=relu_power exponent=1 " in capsys.readouterr().out
+    assert main([*args, "--activation", "relu"]) == 0
+    assert "activation=relu exponent=1 " in capsys.readouterr().out
+    assert main(args) == 0
+    assert "activation=power exponent=3 " in capsys.readouterr().out
+    assert main([*args, "--activation", "relu", "--exponent", "2"]) == 2
+    assert "activation='relu' has exponent 1" in capsys.readouterr().err

@@ -294,6 +294,34 @@ def test_elhage_dense_features_and_pentagon():
 
 
 # --------------------------------------------------------------------------
+# the loss convention and the default exponents
+
+
+@pytest.mark.parametrize(
+    "activation,exponent", [("power", 3), ("signed_power", 3), ("relu_power", 1), ("relu", 1)]
+)
+def test_fit_and_model_share_one_default_exponent_per_activation(activation, exponent):
+    res = fit(4, 2, p=0.5, activation=activation, steps=2, log_every=1, seed=1, lr=1e-4)
+    assert res.settings["exponent"] == exponent
+    assert res.model().exponent == exponent == fs.Model(res.W[0], activation=activation).exponent
+    explicit = fit(4, 2, p=0.5, activation=activation, exponent=exponent, steps=2, log_every=1,
+                   seed=1, lr=1e-4)  # fmt: skip
+    assert np.array_equal(res.W, explicit.W)
+    assert np.array_equal(res.loss_history, explicit.loss_history)
+
+
+def test_fit_relu_is_relu_power_with_exponent_1():
+    kw = dict(n_instances=2, p=[0.5, 0.1], steps=30, log_every=10, seed=5)
+    relu = fit(5, 2, activation="relu", **kw)
+    relu_power = fit(5, 2, activation="relu_power", exponent=1, **kw)
+    assert np.array_equal(relu.W, relu_power.W)
+    assert np.array_equal(relu.loss_history, relu_power.loss_history)
+    assert relu.model(1).activation == "relu"
+    with pytest.raises(ValueError, match="activation='relu' has exponent 1, got exponent=2"):
+        fit(5, 2, activation="relu", exponent=2, **kw)
+
+
+# --------------------------------------------------------------------------
 # results, progress, errors
 
 
