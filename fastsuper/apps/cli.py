@@ -263,6 +263,10 @@ def _estimate(args) -> int:
     for name, a, g in rows:
         print(f"{name:<12} {a:>24} {g:>24}")
     print(
+        f"loss = E sum_j (x_j - x_hat_j)^2 and gain = E sum_j x_j^2 - loss, sums over the "
+        f"{model.n} features (Elhage et al.'s mean over features: divide by {model.n})"
+    )
+    print(
         f"{est.n_samples:,} samples in {wall:.3f} s: {est.n_samples / wall:,.0f} samples/s "
         f"({numba.get_num_threads()} threads, {est.path} path)"
     )

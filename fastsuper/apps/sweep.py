@@ -22,14 +22,18 @@ Row functions
 ``"fit"``
     :func:`fastsuper.fit` (Adam, one instance; the row's seed seeds the
     initial weights and the samples), then :func:`fastsuper.estimate_loss`
-    of the trained model on ``eval_samples`` samples.
+    of the trained model on ``eval_samples`` samples (``final_batch_loss``
+    is the fit's last batch loss, :attr:`fastsuper.FitResult.final_loss`).
 a callable ``f(params: dict, seed: int) -> dict``
     Any function of a grid point (a dict of scalars) and a seed returning
     a dict of scalar outputs (the same names for every row).  For
     ``executor="processes"`` it must be importable (defined in a module).
 
 Every parameter is a scalar (int, float, str, bool or None), so that the
-table and its CSV file hold it in one cell.
+table and its CSV file hold it in one cell.  Every loss and gain column is a
+sum over features, ``E sum_j I_j (x_j - x_hat_j)^2`` (the paper's convention,
+that of :func:`fastsuper.estimate_loss`); divide by ``n`` for Elhage et al.'s
+mean over features.
 """
 
 from __future__ import annotations

@@ -11,8 +11,9 @@
     Train ``n_instances`` independent models, Elhage et al.'s way by default
     (THEORY §6): ``x_hat = ReLU(W^T W x + b)``, features active independently
     with probability ``p`` (one value per instance, or per instance and
-    feature) with U[0, 1] values, loss ``mean over batch and features of I_j
-    (x_j - x_hat_j)^2``, Adam (lr 1e-3, betas (0.9, 0.999), eps 1e-8,
+    feature) with U[0, 1] values, Elhage et al.'s objective ``mean over batch
+    and features of I_j (x_j - x_hat_j)^2`` (``1/n`` times the loss that
+    fastsuper reports, see below), Adam (lr 1e-3, betas (0.9, 0.999), eps 1e-8,
     PyTorch's update) on batches of 1024 fresh samples.  Row ``s`` of the
     batch of step ``t`` of instance ``k`` is sample number ``t * batch_size +
     s`` of the counter-based sampler with seed :func:`instance_seed(seed, k)
@@ -20,6 +21,15 @@
     compiled kernel runs every step of every instance, parallel over
     instances, each by one thread: the result does not depend on the number
     of threads.
+
+Loss convention.  Everywhere in fastsuper (:func:`fastsuper.estimate_loss`,
+:func:`fastsuper.exact_loss`, :class:`FitResult`, the command line and the
+sweeps) *the loss* is the paper's ``sum over features j of I_j (x_j -
+x_hat_j)^2`` (averaged over samples); Elhage et al.'s mean over features is
+``loss / n`` and is available by name only (``*_mean_over_features``).
+Adam minimises the mean over features, as Elhage et al. do; the two
+objectives differ by the constant factor ``n``, and :attr:`FitResult.loss_history`
+reports the sum.
 
 ``fit`` dispatches on ``method`` through :data:`FITTERS`: a function of one
 :class:`FitOptions` (every argument of ``fit`` but ``method``, as given); another
@@ -252,6 +262,10 @@ def initial_weights(n: int, d: int, n_instances: int = 1, seed: int = 0, dtype=n
     return W0
 
 
+#: how :attr:`FitResult.loss_history` is normalised (stored in the files of :meth:`FitResult.save`)
+LOSS_CONVENTION = "sum over features"
+
+
 @dataclass
 class FitResult:
     """Outcome of :func:`fit`.
@@ -263,8 +277,10 @@ class FitResult:
     b : ndarray of shape (n_instances, n)
         Trained biases (zeros when ``bias=False``).
     loss_history : ndarray of shape (n_log, n_instances)
-        Batch loss of each instance (importance-weighted mean over batch and
-        features, before that step's update) at steps ``log_steps``.
+        Batch loss of each instance at steps ``log_steps`` (before that step's
+        update): the mean over the batch of the **sum over features** ``sum_j
+        I_j (x_j - x_hat_j)^2``, the loss of :func:`fastsuper.estimate_loss`.
+        Elhage et al.'s mean over features is :attr:`loss_history_mean_over_features`.
     settings : dict
         Every argument of :func:`fit` (JSON-serialisable), with ``p`` and
         ``importance`` per instance.
@@ -304,10 +320,20 @@ class FitResult:
 
     @property
     def final_loss(self) -> np.ndarray:
-        """Last recorded batch loss of each instance (NaN when nothing was recorded)."""
+        """Last recorded batch loss of each instance, a sum over features (NaN if none)."""
         if self.loss_history.shape[0] == 0:
             return np.full(self.n_instances, np.nan)
         return self.loss_history[-1].copy()
+
+    @property
+    def loss_history_mean_over_features(self) -> np.ndarray:
+        """:attr:`loss_history` divided by ``n``: Elhage et al.'s mean over features."""
+        return self.loss_history / self.n
+
+    @property
+    def final_loss_mean_over_features(self) -> np.ndarray:
+        """:attr:`final_loss` divided by ``n``: Elhage et al.'s mean over features."""
+        return self.final_loss / self.n
 
     def _check_k(self, k) -> int:
         k = v.check_int("k", k)
@@ -336,6 +362,7 @@ class FitResult:
             W=self.W,
             b=self.b,
             loss_history=self.loss_history,
+            loss_convention=LOSS_CONVENTION,
             W0=self.W if self.W0 is None else self.W0,
             has_W0=self.W0 is not None,
             settings=json.dumps(self.settings),
@@ -345,12 +372,20 @@ class FitResult:
 
     @classmethod
     def load(cls, path) -> FitResult:
-        """Read a result written by :meth:`save`."""
+        """Read a result written by :meth:`save`.
+
+        Files written before the loss was reported as a sum over features (they
+        have no ``loss_convention``) held the mean over features: their loss
+        history is multiplied by ``n`` on reading.
+        """
         with np.load(path, allow_pickle=False) as f:
+            history = f["loss_history"]
+            if "loss_convention" not in f.files:
+                history = history * f["W"].shape[2]
             return cls(
                 W=f["W"],
                 b=f["b"],
-                loss_history=f["loss_history"],
+                loss_history=history,
                 settings=json.loads(str(f["settings"])),
                 method=str(f["method"]),
                 W0=f["W0"] if bool(f["has_W0"]) else None,
@@ -361,7 +396,8 @@ class FitResult:
         return (
             f"FitResult(method={self.method!r}, n_instances={self.n_instances}, d={self.d}, "
             f"n={self.n}, steps={self.settings.get('steps')}, final_loss="
-            f"{np.array2string(self.final_loss, precision=4)})"
+            f"{np.array2string(self.final_loss, precision=4)} (batch loss, sum over the "
+            f"{self.n} features))"
         )
 
 
@@ -455,7 +491,7 @@ def fit(
         Initial weights ``(d, n)`` or ``(n_instances, d, n)`` (default
         :func:`initial_weights`) and bias ``(n,)`` or ``(n_instances, n)`` (default 0).
     progress : bool, default False
-        Print a progress bar with the mean batch loss to stderr.
+        Print a progress bar with the batch loss (mean over instances and features) to stderr.
     backend : {"cpu", "cuda"}, default "cpu"
         ``"cuda"`` (``method="adam"``): each batch and its gradient on the GPU
         (:func:`fastsuper.train.cuda.fit_adam_cuda`), Adam's update on the
@@ -591,7 +627,7 @@ def _fit_adam(o: FitOptions) -> FitResult:
             eps=eps, log_every=log_every, progress=progress,
         )  # fmt: skip
         _raise_diverged(status, lr, W.dtype, exponent)
-        return FitResult(W, B, hist, settings, "adam", W0_copy, elapsed)
+        return FitResult(W, B, hist * n, settings, "adam", W0_copy, elapsed)
     model = Model(W[0], B[0], activation=activation, exponent=exponent)
     act, a, ia = model._act_args()
     # sampler parameters per instance (SparseInputs._kernel_params for each row of P)
@@ -634,7 +670,8 @@ def _fit_adam(o: FitOptions) -> FitResult:
             progress_bar(hi, steps, hist, log_every, time.perf_counter() - t0)
     elapsed = time.perf_counter() - t0
     _raise_diverged(status, lr, W.dtype, exponent)
-    return FitResult(W, B, hist, settings, "adam", W0_copy, elapsed)
+    # the kernel records Elhage et al.'s mean over features; the result holds the sum
+    return FitResult(W, B, hist * n, settings, "adam", W0_copy, elapsed)
 
 
 def _raise_diverged(status: np.ndarray, lr: float, dtype, exponent: float) -> None:
