@@ -346,13 +346,13 @@ def _train(args) -> int:
     if parent:
         os.makedirs(parent, exist_ok=True)
     t0 = time.perf_counter()
-    res, Ws, history = (_train_exact if exact else _train_adam)(args, _train_model(args, exact))
+    res = (_train_exact if exact else _train_adam)(args, _train_model(args, exact))
     wall = time.perf_counter() - t0
     path = args.out + ".npz"
     res.save(path)
     print(f"wrote {path} ({wall:.2f} s)")
     if not args.no_plots:
-        _train_plots(args.out, Ws, history)
+        _train_plots(args.out, res)
     return 0
 
 
@@ -387,10 +387,10 @@ def _train_exact(args, m: dict):
                     restarts=args.restarts, seed=args.seed, maxiter=args.maxiter)  # fmt: skip
     print(
         f"exact fit: n={args.n} d={args.d} m={int(exponent)} p={res.p:g} values={values}: "
-        f"gain {res.gain:.8g}, loss {res.loss:.8g} (best of {len(res.gains)} starts: "
-        f"{np.round(res.gains, 8).tolist()})"
+        f"gain {res.gain:.8g}, loss {res.loss:.8g} (exact, sums over the {args.n} features) "
+        f"(best of {len(res.gains)} starts: {np.round(res.gains, 8).tolist()})"
     )
-    return res, [res.W], {"gain": res.history}
+    return res
 
 
 def _train_adam(args, m: dict):
@@ -404,7 +404,9 @@ def _train_adam(args, m: dict):
               backend=args.backend)  # fmt: skip
     print(
         f"adam fit: n={args.n} d={args.d} instances={args.instances} steps={args.steps} "
-        f"batch={args.batch} activation={m['activation']} exponent={m['exponent']:g}"
+        f"batch={args.batch} activation={m['activation']} exponent={m['exponent']:g}; final "
+        f"loss = last batch loss, a sum over the {args.n} features (/ {args.n}: Elhage et al.'s "
+        "mean over features)"
     )
     p = np.asarray(res.settings["p"])
     for k in range(args.instances):
@@ -414,18 +416,22 @@ def _train_adam(args, m: dict):
             f"  instance {k}: p={pk:.4g} final loss {res.final_loss[k]:.6g}  "
             f"dimensionality {np.round(feature_dimensionality(res.W[k]), 3).tolist()}"
         )
-    return res, list(res.W), res.loss_history
+    return res
 
 
-def _train_plots(out: str, Ws: list, history) -> None:
+def _train_plots(out: str, res) -> None:
+    """The loss (or gain) history, and W^T W and the features of every instance, as PNG files."""
     from fastsuper.analysis import plot_features, plot_gram, plot_loss_history
 
-    written = [plot_loss_history(history, out + "-loss.png")]
-    for k, W in enumerate(Ws):
-        tag = f"-{k}" if len(Ws) > 1 else ""
-        written.append(plot_gram(W, f"{out}-gram{tag}.png"))
-        written.append(plot_features(W, f"{out}-features{tag}.png"))
-    print("wrote " + ", ".join(str(w) for w in written))
+    written = [out + ("-gain.png" if hasattr(res, "gain_history") else "-loss.png")]
+    plot_loss_history(res, written[0])  # an ExactFit's history is its exact gain
+    count = res.W.shape[0] if res.W.ndim == 3 else 1
+    for k in range(count):
+        tag = f"-{k}" if count > 1 else ""
+        written += [f"{out}-gram{tag}.png", f"{out}-features{tag}.png"]
+        plot_gram(res, written[-2], instance=k)
+        plot_features(res, written[-1], instance=k)
+    print("wrote " + ", ".join(written))
 
 
 def _assignment(text: str, option: str) -> tuple[str, str]:

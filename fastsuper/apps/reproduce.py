@@ -42,12 +42,12 @@ from pathlib import Path
 
 import numpy as np
 
-from fastsuper.analysis import pyplot, random_frame
+from fastsuper.analysis import axes_for, random_frame, save_png
 from fastsuper.core.laws import SparseInputs, ValueLaw
 from fastsuper.core.model import Model
 from fastsuper.theory import best_scale, kappa, random_frame_value, sphere_dimension
 
-__all__ = ["capacity", "figure3", "figure3_settings"]
+__all__ = ["capacity", "figure3", "figure3_settings", "plot_capacity", "plot_figure3"]
 
 _CSV_FIELDS = (
     "d",
@@ -437,65 +437,58 @@ def _summarise(s, curves, kap, seconds) -> dict:
     }
 
 
-def plot_figure3(result: dict, path) -> Path:
-    """Plot a :func:`figure3` result (``log_d gain`` against ``log_d p``) to a PNG file.
+def plot_figure3(result: dict, path=None, *, ax=None):
+    """Plot a :func:`figure3` result (``log_d gain`` against ``log_d p``) on ``ax`` or a new figure.
 
     Data points, slope-1/3 lines through the data at ``p = d^-m`` (as the
     paper draws them), the first-order cap ``p kappa D(d, m)`` (dashed) and
     the unsuperposed line ``p kappa d`` (dotted), one colour per ``d``.
+
+    Parameters
+    ----------
+    result : dict
+        What :func:`figure3` returns (or ``figure3.json`` holds).
+    path : str or pathlib.Path, optional
+        Write the figure to this PNG file.
+    ax : matplotlib.axes.Axes, optional
+        Draw here (default: a new figure).
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+        The Axes drawn on; per ``d`` four lines in this order: the optimised
+        gain, the cap, the unsuperposed line, the slope-1/3 line.
     """
-    plt = pyplot()
+    ax, path = axes_for(ax, path, (7.5, 5.5), func="plot_figure3")
     m = result["settings"]["m"]
-    kap = result["kappa"]
-    fig, ax = plt.subplots(figsize=(7.5, 5.5))
-    colours = ["tab:blue", "tab:red", "tab:green", "tab:purple"]
-    try:
-        for k, (ds, c) in enumerate(result["curves"].items()):
-            d = int(ds)
-            col = colours[k % len(colours)]
-            D = sphere_dimension(d, m)
-            x = np.log(np.array(c["p"])) / math.log(d)
-            y = np.log(np.array(c["gain"])) / math.log(d)
-            ax.plot(x, y, "o-", color=col, ms=5, label=f"d = {d}: optimised exact gain")
-            xs = np.linspace(x.min(), x.max(), 50)
-            ax.plot(
-                xs,
-                (xs * math.log(d) + math.log(kap * D)) / math.log(d),
-                "--",
-                color=col,
-                lw=1,
-                label=f"d = {d}: first-order cap $p\\kappa D$ (D = {D:g})",
-            )
-            ax.plot(
-                xs,
-                (xs * math.log(d) + math.log(kap * d)) / math.log(d),
-                ":",
-                color=col,
-                lw=1.2,
-                label=f"d = {d}: unsuperposed $p\\kappa d$",
-            )
-            y0 = float(np.interp(-m, x, y))
-            ax.plot(
-                xs,
-                y0 + (xs + m) / 3.0,
-                "-",
-                color=col,
-                lw=0.8,
-                alpha=0.5,
-                label=f"d = {d}: slope 1/3 through $p = d^{{-{m}}}$",
-            )
-        ax.set_xlabel("$\\log_d p$")
-        ax.set_ylabel("$\\log_d \\tilde L$ (gain)")
-        ax.set_title(
-            f"m = {m}, n = {result['settings']['n']}, {result['settings']['values']} values"
-        )
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="lower right")
-        fig.tight_layout()
-        fig.savefig(path, format="png", dpi=90)
-    finally:
-        plt.close(fig)
-    return Path(path)
+    for k, (ds, c) in enumerate(result["curves"].items()):
+        _figure3_lines(ax, int(ds), c, m, result["kappa"], _COLOURS[k % len(_COLOURS)])
+    ax.set_xlabel("$\\log_d p$")
+    ax.set_ylabel("$\\log_d \\tilde L$ (exact gain, sum over features)")
+    ax.set_title(f"m = {m}, n = {result['settings']['n']}, {result['settings']['values']} values")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    save_png(ax.figure, path, dpi=90)
+    return ax
+
+
+_COLOURS = ["tab:blue", "tab:red", "tab:green", "tab:purple"]
+
+
+def _figure3_lines(ax, d: int, c: dict, m: int, kap: float, col: str) -> None:
+    """The data, cap, unsuperposed and slope-1/3 lines of one ``d`` of :func:`plot_figure3`."""
+    D = sphere_dimension(d, m)
+    x = np.log(np.array(c["p"])) / math.log(d)
+    y = np.log(np.array(c["gain"])) / math.log(d)
+    ax.plot(x, y, "o-", color=col, ms=5, label=f"d = {d}: optimised exact gain")
+    xs = np.linspace(x.min(), x.max(), 50)
+    ax.plot(xs, (xs * math.log(d) + math.log(kap * D)) / math.log(d), "--", color=col, lw=1,
+            label=f"d = {d}: first-order cap $p\\kappa D$ (D = {D:g})")  # fmt: skip
+    ax.plot(xs, (xs * math.log(d) + math.log(kap * d)) / math.log(d), ":", color=col, lw=1.2,
+            label=f"d = {d}: unsuperposed $p\\kappa d$")  # fmt: skip
+    y0 = float(np.interp(-m, x, y))
+    ax.plot(xs, y0 + (xs + m) / 3.0, "-", color=col, lw=0.8, alpha=0.5,
+            label=f"d = {d}: slope 1/3 through $p = d^{{-{m}}}$")  # fmt: skip
 
 
 def capacity(
@@ -573,7 +566,7 @@ def capacity(
               "seconds": time.perf_counter() - t0}  # fmt: skip
     with open(out / "capacity.json", "w") as fh:
         json.dump(result, fh, indent=1)
-    _plot_capacity(result, out / "capacity.png")
+    plot_capacity(result, out / "capacity.png")
     return result
 
 
@@ -605,51 +598,48 @@ def _capacity_row(d: int, n: int, p: float, m: int, law: ValueLaw, seed: int, ma
     }
 
 
-def _plot_capacity(result: dict, path) -> Path:
-    plt = pyplot()
+def plot_capacity(result: dict, path=None, *, ax=None):
+    """Plot a :func:`capacity` result (``gain / p`` against ``n``) on ``ax`` or a new figure.
+
+    Per ``d``: the optimised points, the random-frame line ``kappa n D / (n +
+    D - 1)`` and the cap ``kappa min(n, D)`` (dashed), on log-log axes.
+
+    Parameters
+    ----------
+    result : dict
+        What :func:`capacity` returns (or ``capacity.json`` holds).
+    path : str or pathlib.Path, optional
+        Write the figure to this PNG file.
+    ax : matplotlib.axes.Axes, optional
+        Draw here (default: a new figure).
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+        The Axes drawn on; per ``d`` three lines in this order: the points,
+        the random-frame line, the cap.
+    """
+    ax, path = axes_for(ax, path, (7.0, 5.0), func="plot_capacity")
     m = result["settings"]["m"]
     kap = result["kappa"]
-    fig, ax = plt.subplots(figsize=(7.0, 5.0))
-    colours = ["tab:blue", "tab:red", "tab:green", "tab:purple"]
-    try:
-        for k, d in enumerate(result["settings"]["dims"]):
-            col = colours[k % len(colours)]
-            rs = [r for r in result["rows"] if r["d"] == d]
-            ns = np.array([r["n"] for r in rs], dtype=float)
-            D = sphere_dimension(d, m)
-            nn = np.geomspace(max(1.0, ns.min()), ns.max(), 100)
-            ax.plot(
-                ns,
-                [r["gain_over_p"] for r in rs],
-                "o",
-                color=col,
-                label=f"d = {d}: optimised gain / p",
-            )
-            ax.plot(
-                nn,
-                kap * nn * D / (nn + D - 1),
-                "-",
-                color=col,
-                lw=1,
-                label=f"d = {d}: random frames $\\kappa nD/(n+D-1)$",
-            )
-            ax.plot(
-                nn,
-                kap * np.minimum(nn, D),
-                "--",
-                color=col,
-                lw=1,
-                label=f"d = {d}: cap $\\kappa\\,\\min(n, D)$, D = {D:g}",
-            )
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("n (features)")
-        ax.set_ylabel("gain / p")
-        ax.set_title(f"first-order capacity, m = {m}, p = {result['settings']['p']:g}")
-        ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(path, format="png", dpi=90)
-    finally:
-        plt.close(fig)
-    return Path(path)
+    for k, d in enumerate(result["settings"]["dims"]):
+        col = _COLOURS[k % len(_COLOURS)]
+        rs = [r for r in result["rows"] if r["d"] == d]
+        ns = np.array([r["n"] for r in rs], dtype=float)
+        D = sphere_dimension(d, m)
+        nn = np.geomspace(max(1.0, ns.min()), ns.max(), 100)
+        ax.plot(ns, [r["gain_over_p"] for r in rs], "o", color=col,
+                label=f"d = {d}: optimised gain / p")  # fmt: skip
+        ax.plot(nn, kap * nn * D / (nn + D - 1), "-", color=col, lw=1,
+                label=f"d = {d}: random frames $\\kappa nD/(n+D-1)$")  # fmt: skip
+        ax.plot(nn, kap * np.minimum(nn, D), "--", color=col, lw=1,
+                label=f"d = {d}: cap $\\kappa\\,\\min(n, D)$, D = {D:g}")  # fmt: skip
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("n (features)")
+    ax.set_ylabel("gain / p (exact gain, sum over features)")
+    ax.set_title(f"first-order capacity, m = {m}, p = {result['settings']['p']:g}")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7)
+    save_png(ax.figure, path, dpi=90)
+    return ax

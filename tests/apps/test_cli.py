@@ -137,3 +137,27 @@ def test_estimate_relu_power_defaults_to_exponent_1(capsys):
     assert "activation=power exponent=3 " in capsys.readouterr().out
     assert main([*args, "--activation", "relu", "--exponent", "2"]) == 2
     assert "activation='relu' has exponent 1" in capsys.readouterr().err
+
+
+def test_train_reports_sums_over_features_and_plots_without_warnings(tmp_path, capsys):
+    """The adam fit's loss is a sum over features (as `estimate`); the loss plot of a long
+    run draws one curve per instance with no legend or layout warning; the exact fit's
+    history is plotted as a gain."""
+    import warnings
+
+    prefix = str(tmp_path / "adam")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        rc = main(["train", "--instances", "2", "--steps", "3000", "--out", prefix, "--quiet"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "a sum over the 5 features" in out
+    res = fs.FitResult.load(prefix + ".npz")
+    line = next(x for x in out.splitlines() if x.strip().startswith("instance 1:"))
+    assert f"final loss {res.final_loss[1]:.6g}" in line
+    prefix = str(tmp_path / "exact")
+    rc = main(["train", "--method", "exact", "--n", "4", "--d", "2", "--p", "0.05",
+               "--restarts", "1", "--maxiter", "20", "--out", prefix])  # fmt: skip
+    assert rc == 0
+    assert (tmp_path / "exact-gain.png").read_bytes()[:4] == b"\x89PNG"
+    assert "(exact, sums over the 4 features)" in capsys.readouterr().out

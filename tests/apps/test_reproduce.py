@@ -115,3 +115,45 @@ def test_reproduce_bad_experiment_is_an_error(capsys):
         main(["reproduce", "figure4"])
     assert "invalid choice" in capsys.readouterr().err
     assert math.isfinite(th.first_order_cap(4, 3, "gaussian"))
+
+
+# --------------------------------------------------------------------------
+# verdicts and plots
+
+
+def test_plot_figure3_draws_the_result(quick_run):
+    pytest.importorskip("matplotlib")
+    from fastsuper.apps.reproduce import plot_figure3
+
+    out, res = quick_run
+    ax = plot_figure3(res)
+    kap, m = res["kappa"], res["settings"]["m"]
+    assert len(ax.lines) == 4 * len(res["curves"])
+    for k, (ds, c) in enumerate(res["curves"].items()):
+        d = int(ds)
+        data, cap = ax.lines[4 * k], ax.lines[4 * k + 1]
+        np.testing.assert_allclose(data.get_xdata(), np.log(c["p"]) / math.log(d), rtol=1e-15)
+        np.testing.assert_allclose(data.get_ydata(), np.log(c["gain"]) / math.log(d), rtol=1e-15)
+        x = cap.get_xdata()
+        D = th.sphere_dimension(d, m)
+        np.testing.assert_allclose(d ** cap.get_ydata(), kap * D * d**x, rtol=1e-12)
+    import matplotlib.pyplot as plt
+
+    fig, given = plt.subplots()
+    assert plot_figure3(res, out / "again.png", ax=given) is given
+    assert (out / "again.png").read_bytes()[:4] == b"\x89PNG"
+    plt.close("all")
+
+
+def test_plot_capacity_draws_the_result(tmp_path):
+    pytest.importorskip("matplotlib")
+    from fastsuper.apps.reproduce import plot_capacity
+
+    res = T.capacity(tmp_path, dims=(3,), ns=(3, 14), progress=False)
+    ax = plot_capacity(res)
+    points, frames, cap = ax.lines
+    np.testing.assert_array_equal(points.get_xdata(), [3, 14])
+    np.testing.assert_array_equal(points.get_ydata(), [r["gain_over_p"] for r in res["rows"]])
+    D = th.sphere_dimension(3, 3)
+    np.testing.assert_allclose(cap.get_ydata(), res["kappa"] * np.minimum(cap.get_xdata(), D))
+    assert "sum over features" in ax.get_ylabel()
