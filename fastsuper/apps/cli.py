@@ -58,7 +58,8 @@ def _add_estimate(sub) -> None:
         help="Monte-Carlo loss of x_hat = phi(W^T W x + b), beside the exact value",
         description="Estimate the loss by Monte Carlo and compare it with the exact value "
         "(power activation) or the exact k<=1 lower bound (other activations). Defaults: the "
-        "paper's setting at a quick size.",
+        "paper's setting at a quick size. The last line is the verdict of fastsuper.check's "
+        "test (PASS or FAIL, with its criterion); the exit status is 1 when it fails.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     est.add_argument("--n", type=_positive_int, default=1000, help="number of features")
@@ -182,7 +183,8 @@ def _add_reproduce(sub) -> None:
         "values), the exact gain optimised at each p, beside the first-order cap p kappa D(d, m) "
         "and the unsuperposed line p kappa d; resumes an interrupted run from its output folder "
         "(long at the paper's size; --quick: a small version). capacity: gain/p at small p "
-        "against n, beside kappa n D/(n + D - 1) and kappa min(n, D).",
+        "against n, beside kappa n D/(n + D - 1) and kappa min(n, D). The last line is the "
+        "verdict (PASS or FAIL, with its criterion); the exit status is 1 when it fails.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     rep.add_argument("experiment", choices=["figure3", "capacity"], help="which experiment")
@@ -240,6 +242,7 @@ def _estimate(args) -> int:
     from fastsuper.exact.api import exact_loss_and_gain
     from fastsuper.exact.low_order import low_order_terms
     from fastsuper.mc.api import estimate_loss
+    from fastsuper.verify import compare
 
     if args.threads:
         numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
@@ -270,10 +273,13 @@ def _estimate(args) -> int:
         f"{est.n_samples:,} samples in {wall:.3f} s: {est.n_samples / wall:,.0f} samples/s "
         f"({numba.get_num_threads()} threads, {est.path} path)"
     )
+    report = compare(est, model, inputs)
+    result.update(passed=report.passed, verdict=report.verdict)
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(result, fh, indent=2)
-    return 0
+    print(f"check: {report.verdict}")
+    return 0 if report.passed else 1
 
 
 def _estimate_problem(args):
@@ -500,19 +506,21 @@ def _reproduce(args) -> int:
     t0 = time.perf_counter()
     if args.experiment == "figure3":
         res = figure3(out, quick=args.quick, resume=not args.no_resume, progress=not args.quiet)
+        e = res["settings"]["check_log_d_p"]
         for d, c in res["check"].items():
             pts = ", ".join(
                 f"p = d^{r['log_d_p']:.2f}: {r['gain_over_cap']:.4f}" for r in c["points"]
             )
-            verdict = "within 5% below" if c["within_5pct_below_cap"] else "NOT within 5% below"
-            print(f"d = {d}: gain / (p kappa D) at p <= d^-4: {pts} ({verdict} the cap)")
+            ok = "yes" if c["within_5pct_below_cap"] else "NO"
+            print(f"d = {d}: gain / (p kappa D) at p <= d^{e:g}: {pts} (within 5% below: {ok})")
         names = ["figure3.csv", "figure3.json", "figure3.png"]
     else:
         res = capacity(out, quick=args.quick, progress=not args.quiet)
         names = ["capacity.csv", "capacity.json", "capacity.png"]
     print(f"{args.experiment}: {time.perf_counter() - t0:.1f} s")
     print("wrote " + ", ".join(os.path.join(out, n) for n in names))
-    return 0
+    print(res["verdict"])
+    return 0 if res["passed"] else 1
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -83,7 +83,12 @@ def figure3_settings(quick: bool = False) -> dict:
         for every ``d`` except the last point, which is ``p = 0.5``),
         ``maxiter`` (L-BFGS-B iterations of a start at the full ``n``; runs
         on fewer features get more, up to ``maxiter_small``),
-        ``maxiter_small``, ``back_maxiter``, ``seed``.
+        ``maxiter_small``, ``back_maxiter``, ``seed``, and ``check_log_d_p``:
+        the acceptance check compares the points at ``p <= d**check_log_d_p``
+        with the first-order cap (THEORY §5.3), whose first-order regime needs
+        ``p D(d, m)`` small: -4 at the paper's ``d = 10, 15`` (``p D <= 0.011``),
+        -5 in the quick version, whose ``d = 4, 5`` reach that regime only there
+        (``p D = 0.05`` at ``d = 4``, ``p = d**-4``; ``0.013`` at ``p = d**-5``).
 
     Examples
     --------
@@ -103,6 +108,7 @@ def figure3_settings(quick: bool = False) -> dict:
             "maxiter_small": 80,
             "back_maxiter": 20,
             "seed": 0,
+            "check_log_d_p": -5.0,
         }
     return {
         "dims": (10, 15),
@@ -114,6 +120,7 @@ def figure3_settings(quick: bool = False) -> dict:
         "maxiter_small": 300,
         "back_maxiter": 15,
         "seed": 0,
+        "check_log_d_p": -4.0,
     }
 
 
@@ -294,8 +301,11 @@ def figure3(
     dict
         What ``figure3.json`` holds: ``settings``, ``curves`` (per ``d``:
         ``p``, ``gain``, ``source``, ``n_used``), ``check`` (per ``d``: the
-        points at ``p <= d**-4`` as ``gain / (p kappa D)``),
-        ``monotone`` (per ``d``) and ``seconds``.
+        points at ``p <= d**check_log_d_p`` as ``gain / (p kappa D)``, and
+        whether they lie within 5% below the cap), ``monotone`` (per ``d``),
+        ``passed`` (the acceptance check: every checked point within 5% below
+        the cap and every curve non-decreasing), ``verdict`` (one line: PASS
+        or FAIL, the criterion, what failed) and ``seconds``.
 
     Examples
     --------
@@ -416,25 +426,52 @@ class _Figure3:
 
 def _summarise(s, curves, kap, seconds) -> dict:
     check, monotone = {}, {}
+    e = float(s.get("check_log_d_p", -4.0))
     for d, c in curves.items():
         D = sphere_dimension(d, s["m"])
         ratios = [
             {"p": p, "log_d_p": math.log(p) / math.log(d), "gain_over_cap": g / (p * kap * D)}
             for p, g in zip(c["p"], c["gain"])
-            if p <= d**-4.0 * (1 + 1e-12)
+            if p <= d**e * (1 + 1e-12)
         ]
-        ok = all(0.95 <= r["gain_over_cap"] <= 1.0 for r in ratios)
+        ok = bool(ratios) and all(0.95 <= r["gain_over_cap"] <= 1.0 for r in ratios)
         check[str(d)] = {"points": ratios, "within_5pct_below_cap": ok}
         monotone[str(d)] = bool(np.all(np.diff(c["gain"]) >= 0))
     settings = {k: (list(v) if isinstance(v, tuple) else v) for k, v in s.items()}
+    passed, verdict = _figure3_verdict(check, monotone, e)
     return {
         "settings": settings,
         "kappa": kap,
         "curves": {str(d): c for d, c in curves.items()},
         "check": check,
         "monotone": monotone,
+        "passed": passed,
+        "verdict": verdict,
         "seconds": seconds,
     }
+
+
+def _figure3_verdict(check: dict, monotone: dict, e: float) -> tuple[bool, str]:
+    """``(passed, line)``: the acceptance check of :func:`figure3` and a one-line verdict."""
+    criterion = (
+        f"at every p <= d^{e:g} the optimised gain is within 5% below the first-order cap "
+        "p kappa D(d, m) and not above it, and the gain does not decrease with p"
+    )
+    failures = []
+    for d, c in check.items():
+        if not c["points"]:
+            failures.append(f"d = {d}: no point at p <= d^{e:g}")
+        for r in c["points"]:
+            if not 0.95 <= r["gain_over_cap"] <= 1.0:
+                failures.append(
+                    f"d = {d}: gain / (p kappa D) = {r['gain_over_cap']:.4f} at "
+                    f"p = d^{r['log_d_p']:.2f}, outside [0.95, 1]"
+                )
+        if not monotone[d]:
+            failures.append(f"d = {d}: the gain decreases somewhere along p")
+    if failures:
+        return False, f"figure3: FAIL ({'; '.join(failures)}); required: {criterion}"
+    return True, f"figure3: PASS ({criterion})"
 
 
 def plot_figure3(result: dict, path=None, *, ax=None):
@@ -526,7 +563,10 @@ def capacity(
     Returns
     -------
     dict
-        ``rows`` (``d, n, gain_over_p, random_frame, cap, frame_start``) and the settings.
+        ``rows`` (``d, n, gain_over_p, random_frame, cap, frame_start``), the
+        settings, ``passed`` (every point between the random-frame line and the
+        cap, ``random_frame <= gain_over_p <= cap`` to a relative 1e-6) and
+        ``verdict`` (one line: PASS or FAIL, the criterion, what failed).
 
     Examples
     --------
@@ -562,12 +602,30 @@ def capacity(
         w.writerows(rows)
     settings = {"p": p, "dims": list(dims), "m": m, "values": values, "seed": seed,
                 "maxiter": maxiter}  # fmt: skip
-    result = {"settings": settings, "kappa": kap, "rows": rows,
-              "seconds": time.perf_counter() - t0}  # fmt: skip
+    passed, verdict = _capacity_verdict(rows)
+    result = {"settings": settings, "kappa": kap, "rows": rows, "passed": passed,
+              "verdict": verdict, "seconds": time.perf_counter() - t0}  # fmt: skip
     with open(out / "capacity.json", "w") as fh:
         json.dump(result, fh, indent=1)
     plot_capacity(result, out / "capacity.png")
     return result
+
+
+def _capacity_verdict(rows: list) -> tuple[bool, str]:
+    """``(passed, line)``: every point of :func:`capacity` between its two first-order lines."""
+    criterion = (
+        "every optimised gain / p lies between the random-frame value kappa n D / (n + D - 1) "
+        "and the cap kappa min(n, D)"
+    )
+    failures = [
+        f"d = {r['d']}, n = {r['n']}: gain / p = {r['gain_over_p']:.6g} outside "
+        f"[{r['random_frame']:.6g}, {r['cap']:.6g}]"
+        for r in rows
+        if not r["random_frame"] <= r["gain_over_p"] <= r["cap"] * (1 + 1e-6)
+    ]
+    if failures:
+        return False, f"capacity: FAIL ({'; '.join(failures)}); required: {criterion}"
+    return True, f"capacity: PASS ({criterion})"
 
 
 def _capacity_ns(d: int, m: int, quick: bool) -> list[int]:

@@ -127,6 +127,28 @@ def test_train_adam_and_exact_write_results(tmp_path, capsys):
     assert "exact fit" in capsys.readouterr().out
 
 
+def test_estimate_prints_a_verdict_and_exits_1_when_the_check_fails(monkeypatch, capsys):
+    import dataclasses
+
+    from fastsuper.mc import api
+
+    args = ["estimate", "--n", "40", "--d", "4", "--p", "0.05", "--samples", "20000"]
+    assert main(args) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith("check: z = ")
+    assert "PASS — Monte Carlo agrees with the exact loss" in last
+    real = api.estimate_loss
+
+    def biased(*a, **kw):  # an estimator 20% off
+        est = real(*a, **kw)
+        return dataclasses.replace(est, mean=1.2 * est.mean)
+
+    monkeypatch.setattr(api, "estimate_loss", biased)
+    assert main(args) == 1
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert "FAIL — Monte Carlo and the exact loss disagree (needs |z| < 5)" in last
+
+
 def test_estimate_relu_power_defaults_to_exponent_1(capsys):
     args = ["estimate", "--n", "20", "--d", "3", "--p", "0.1", "--samples", "1e4"]
     assert main([*args, "--activation", "relu_power"]) == 0
