@@ -85,7 +85,8 @@ compiled and cached, then computes the CPU and Dask groups in this process
 and the CUDA-simulator groups in a subprocess with ``NUMBA_ENABLE_CUDASIM=1``
 (after a warm-up run of its own), writes ``tests/data/pins.json`` and lists
 the groups whose numbers changed.  ``--kinds cpu,dask`` (say) recomputes
-only the groups of those kinds and keeps the others from the file.
+only the groups of those kinds and keeps the others from the file;
+``--groups fit/adam/,sweep/fit`` only the groups whose names start so.
 """
 
 from __future__ import annotations
@@ -832,13 +833,16 @@ def local_client():
     return cluster, distributed.Client(cluster)
 
 
-def compute(kinds) -> dict:
-    """``{group: {"kind": kind, "fields": encoded fields}}`` for the groups of ``kinds``."""
+def compute(kinds, prefixes=None) -> dict:
+    """``{group: {"kind": kind, "fields": encoded fields}}`` for the groups of ``kinds``.
+
+    ``prefixes``: only the groups whose names start with one of them (default all).
+    """
     out = {}
     cluster = client = None
     try:
         for name, (kind, func) in GROUPS.items():
-            if kind not in kinds:
+            if kind not in kinds or (prefixes and not name.startswith(tuple(prefixes))):
                 continue
             if kind == "dask":
                 if client is None:
@@ -855,14 +859,15 @@ def compute(kinds) -> dict:
     return out
 
 
-def _in_subprocess(kinds, cudasim: bool) -> dict:
-    """The groups of ``kinds`` computed by this script in a fresh process."""
+def _in_subprocess(kinds, cudasim: bool, prefixes=None) -> dict:
+    """The groups of ``kinds`` (and ``prefixes``) computed by this script in a fresh process."""
     env = dict(os.environ)
     if cudasim:
         env["NUMBA_ENABLE_CUDASIM"] = "1"
+    only = ["--groups", ",".join(prefixes)] if prefixes else []
     proc = subprocess.run(
         [sys.executable, __file__, "--kinds", ",".join(sorted(kinds)), "--output", "-",
-         "--no-warm-up"],
+         "--no-warm-up", *only],
         env=env,
         check=True,
         stdout=subprocess.PIPE,
@@ -887,20 +892,28 @@ def main(argv=None) -> int:
         action="store_true",
         help="compute at once, without first filling Numba's cache",
     )
+    parser.add_argument(
+        "--groups",
+        default="",
+        metavar="PREFIX,...",
+        help="recompute only the groups whose names start with one of these prefixes and keep "
+        "the others from the file (default: every group of --kinds)",
+    )
     args = parser.parse_args(argv)
     kinds = set(args.kinds.split(","))
+    prefixes = [x for x in args.groups.split(",") if x]
     here = kinds if numba.config.ENABLE_CUDASIM else kinds - {"cudasim"}
     if here and not args.no_warm_up:
         # The pins are the numbers of kernels loaded from Numba's cache (what every run but
         # the first one after a change computes; see tests/test_pins.py): a first pass in
         # another process compiles and caches every kernel.
         print("filling Numba's cache (a first pass in a subprocess)", file=sys.stderr)
-        _in_subprocess(here, bool(numba.config.ENABLE_CUDASIM))
-    groups = compute(here)
+        _in_subprocess(here, bool(numba.config.ENABLE_CUDASIM), prefixes)
+    groups = compute(here, prefixes)
     if "cudasim" in kinds and not numba.config.ENABLE_CUDASIM:
         if not args.no_warm_up:
-            _in_subprocess({"cudasim"}, True)
-        groups.update(_in_subprocess({"cudasim"}, True))
+            _in_subprocess({"cudasim"}, True, prefixes)
+        groups.update(_in_subprocess({"cudasim"}, True, prefixes))
     path = None if args.output == "-" else Path(args.output)
     old = json.loads(path.read_text())["groups"] if path is not None and path.exists() else {}
     merged = {**old, **groups}

@@ -12,7 +12,9 @@ import time
 import numpy as np
 
 from fastsuper.analysis import random_frame, random_frame_norm
+from fastsuper.core.activations import ACTIVATIONS
 from fastsuper.core.laws import SparseInputs, ValueLaw
+from fastsuper.core.model import check_activation
 from fastsuper.core.validation import LAW_NAMES
 
 
@@ -30,7 +32,11 @@ def default_norm(law: ValueLaw, exponent: float, n: int, d: int) -> float:
     return 1.0
 
 
-_ACTIVATIONS = ["power", "signed_power", "relu_power"]
+_ACTIVATIONS = list(ACTIVATIONS)
+_EXPONENT_HELP = (
+    "activation exponent (default: the activation's own: 3 for power and signed_power, 1 for "
+    "relu_power and relu)"
+)
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -52,13 +58,14 @@ def _add_estimate(sub) -> None:
         help="Monte-Carlo loss of x_hat = phi(W^T W x + b), beside the exact value",
         description="Estimate the loss by Monte Carlo and compare it with the exact value "
         "(power activation) or the exact k<=1 lower bound (other activations). Defaults: the "
-        "paper's setting at a quick size.",
+        "paper's setting at a quick size. The last line is the verdict of fastsuper.check's "
+        "test (PASS or FAIL, with its criterion); the exit status is 1 when it fails.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     est.add_argument("--n", type=_positive_int, default=1000, help="number of features")
     est.add_argument("--d", type=_positive_int, default=10, help="hidden dimension")
     est.add_argument("--p", type=float, default=1e-3, help="feature probability")
-    est.add_argument("--exponent", "-m", type=float, default=3.0, help="activation exponent")
+    est.add_argument("--exponent", "-m", type=float, default=None, help=_EXPONENT_HELP)
     est.add_argument("--activation", default="power", choices=_ACTIVATIONS)
     est.add_argument("--values", default="gaussian", choices=list(LAW_NAMES))
     est.add_argument(
@@ -130,11 +137,9 @@ def _add_train(sub) -> None:
         "--activation",
         default=None,
         choices=_ACTIVATIONS,
-        help="default: relu_power (adam), power (exact)",
+        help="default: relu_power (adam; with exponent 1, ReLU), power (exact)",
     )
-    tr.add_argument(
-        "--exponent", "-m", type=float, default=None, help="default: 1 (adam), 3 (exact)"
-    )
+    tr.add_argument("--exponent", "-m", type=float, default=None, help=_EXPONENT_HELP)
     tr.add_argument(
         "--values",
         default=None,
@@ -178,7 +183,8 @@ def _add_reproduce(sub) -> None:
         "values), the exact gain optimised at each p, beside the first-order cap p kappa D(d, m) "
         "and the unsuperposed line p kappa d; resumes an interrupted run from its output folder "
         "(long at the paper's size; --quick: a small version). capacity: gain/p at small p "
-        "against n, beside kappa n D/(n + D - 1) and kappa min(n, D).",
+        "against n, beside kappa n D/(n + D - 1) and kappa min(n, D). The last line is the "
+        "verdict (PASS or FAIL, with its criterion); the exit status is 1 when it fails.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     rep.add_argument("experiment", choices=["figure3", "capacity"], help="which experiment")
@@ -236,6 +242,7 @@ def _estimate(args) -> int:
     from fastsuper.exact.api import exact_loss_and_gain
     from fastsuper.exact.low_order import low_order_terms
     from fastsuper.mc.api import estimate_loss
+    from fastsuper.verify import compare
 
     if args.threads:
         numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
@@ -259,13 +266,20 @@ def _estimate(args) -> int:
     for name, a, g in rows:
         print(f"{name:<12} {a:>24} {g:>24}")
     print(
+        f"loss = E sum_j (x_j - x_hat_j)^2 and gain = E sum_j x_j^2 - loss, sums over the "
+        f"{model.n} features (Elhage et al.'s mean over features: divide by {model.n})"
+    )
+    print(
         f"{est.n_samples:,} samples in {wall:.3f} s: {est.n_samples / wall:,.0f} samples/s "
         f"({numba.get_num_threads()} threads, {est.path} path)"
     )
+    report = compare(est, model, inputs)
+    result.update(passed=report.passed, verdict=report.verdict)
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(result, fh, indent=2)
-    return 0
+    print(f"check: {report.verdict}")
+    return 0 if report.passed else 1
 
 
 def _estimate_problem(args):
@@ -273,6 +287,7 @@ def _estimate_problem(args):
     from fastsuper.core.model import Model
 
     law = ValueLaw(args.values)
+    activation, exponent = check_activation(args.activation, args.exponent)
     if args.weights:
         W = np.load(args.weights)
         if W.ndim != 2:
@@ -281,10 +296,10 @@ def _estimate_problem(args):
     else:
         norm = args.norm
         if norm is None:
-            norm = default_norm(law, args.exponent, args.n, args.d)
+            norm = default_norm(law, exponent, args.n, args.d)
         W = random_frame(args.n, args.d, norm, args.weight_seed, args.dtype)
     b = np.load(args.bias) if args.bias else None
-    model = Model(W, b, activation=args.activation, exponent=args.exponent)
+    model = Model(W, b, activation=activation, exponent=exponent)
     return model, SparseInputs(model.n, p=args.p, values=law)
 
 
@@ -337,13 +352,13 @@ def _train(args) -> int:
     if parent:
         os.makedirs(parent, exist_ok=True)
     t0 = time.perf_counter()
-    res, Ws, history = (_train_exact if exact else _train_adam)(args, _train_model(args, exact))
+    res = (_train_exact if exact else _train_adam)(args, _train_model(args, exact))
     wall = time.perf_counter() - t0
     path = args.out + ".npz"
     res.save(path)
     print(f"wrote {path} ({wall:.2f} s)")
     if not args.no_plots:
-        _train_plots(args.out, Ws, history)
+        _train_plots(args.out, res)
     return 0
 
 
@@ -352,9 +367,12 @@ def _train_model(args, exact: bool) -> dict:
     decay = args.importance_decay
     if decay is None:
         decay = 1.0 if exact else 0.9
+    activation, exponent = check_activation(
+        args.activation or ("power" if exact else "relu_power"), args.exponent
+    )
     return {
-        "activation": args.activation or ("power" if exact else "relu_power"),
-        "exponent": args.exponent if args.exponent is not None else (3.0 if exact else 1.0),
+        "activation": activation,
+        "exponent": exponent,
         "values": args.values or ("gaussian" if exact else "uniform"),
         "importance": decay ** np.arange(args.n),
         "bias": (not exact) if args.bias is None else args.bias == "yes",
@@ -375,10 +393,10 @@ def _train_exact(args, m: dict):
                     restarts=args.restarts, seed=args.seed, maxiter=args.maxiter)  # fmt: skip
     print(
         f"exact fit: n={args.n} d={args.d} m={int(exponent)} p={res.p:g} values={values}: "
-        f"gain {res.gain:.8g}, loss {res.loss:.8g} (best of {len(res.gains)} starts: "
-        f"{np.round(res.gains, 8).tolist()})"
+        f"gain {res.gain:.8g}, loss {res.loss:.8g} (exact, sums over the {args.n} features) "
+        f"(best of {len(res.gains)} starts: {np.round(res.gains, 8).tolist()})"
     )
-    return res, [res.W], {"gain": res.history}
+    return res
 
 
 def _train_adam(args, m: dict):
@@ -392,7 +410,9 @@ def _train_adam(args, m: dict):
               backend=args.backend)  # fmt: skip
     print(
         f"adam fit: n={args.n} d={args.d} instances={args.instances} steps={args.steps} "
-        f"batch={args.batch} activation={m['activation']} exponent={m['exponent']:g}"
+        f"batch={args.batch} activation={m['activation']} exponent={m['exponent']:g}; final "
+        f"loss = last batch loss, a sum over the {args.n} features (/ {args.n}: Elhage et al.'s "
+        "mean over features)"
     )
     p = np.asarray(res.settings["p"])
     for k in range(args.instances):
@@ -402,18 +422,22 @@ def _train_adam(args, m: dict):
             f"  instance {k}: p={pk:.4g} final loss {res.final_loss[k]:.6g}  "
             f"dimensionality {np.round(feature_dimensionality(res.W[k]), 3).tolist()}"
         )
-    return res, list(res.W), res.loss_history
+    return res
 
 
-def _train_plots(out: str, Ws: list, history) -> None:
+def _train_plots(out: str, res) -> None:
+    """The loss (or gain) history, and W^T W and the features of every instance, as PNG files."""
     from fastsuper.analysis import plot_features, plot_gram, plot_loss_history
 
-    written = [plot_loss_history(history, out + "-loss.png")]
-    for k, W in enumerate(Ws):
-        tag = f"-{k}" if len(Ws) > 1 else ""
-        written.append(plot_gram(W, f"{out}-gram{tag}.png"))
-        written.append(plot_features(W, f"{out}-features{tag}.png"))
-    print("wrote " + ", ".join(str(w) for w in written))
+    written = [out + ("-gain.png" if hasattr(res, "gain_history") else "-loss.png")]
+    plot_loss_history(res, written[0])  # an ExactFit's history is its exact gain
+    count = res.W.shape[0] if res.W.ndim == 3 else 1
+    for k in range(count):
+        tag = f"-{k}" if count > 1 else ""
+        written += [f"{out}-gram{tag}.png", f"{out}-features{tag}.png"]
+        plot_gram(res, written[-2], instance=k)
+        plot_features(res, written[-1], instance=k)
+    print("wrote " + ", ".join(written))
 
 
 def _assignment(text: str, option: str) -> tuple[str, str]:
@@ -482,19 +506,21 @@ def _reproduce(args) -> int:
     t0 = time.perf_counter()
     if args.experiment == "figure3":
         res = figure3(out, quick=args.quick, resume=not args.no_resume, progress=not args.quiet)
+        e = res["settings"]["check_log_d_p"]
         for d, c in res["check"].items():
             pts = ", ".join(
                 f"p = d^{r['log_d_p']:.2f}: {r['gain_over_cap']:.4f}" for r in c["points"]
             )
-            verdict = "within 5% below" if c["within_5pct_below_cap"] else "NOT within 5% below"
-            print(f"d = {d}: gain / (p kappa D) at p <= d^-4: {pts} ({verdict} the cap)")
+            ok = "yes" if c["within_5pct_below_cap"] else "NO"
+            print(f"d = {d}: gain / (p kappa D) at p <= d^{e:g}: {pts} (within 5% below: {ok})")
         names = ["figure3.csv", "figure3.json", "figure3.png"]
     else:
         res = capacity(out, quick=args.quick, progress=not args.quiet)
         names = ["capacity.csv", "capacity.json", "capacity.png"]
     print(f"{args.experiment}: {time.perf_counter() - t0:.1f} s")
     print("wrote " + ", ".join(os.path.join(out, n) for n in names))
-    return 0
+    print(res["verdict"])
+    return 0 if res["passed"] else 1
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -42,12 +42,12 @@ from pathlib import Path
 
 import numpy as np
 
-from fastsuper.analysis import pyplot, random_frame
+from fastsuper.analysis import axes_for, random_frame, save_png
 from fastsuper.core.laws import SparseInputs, ValueLaw
 from fastsuper.core.model import Model
 from fastsuper.theory import best_scale, kappa, random_frame_value, sphere_dimension
 
-__all__ = ["capacity", "figure3", "figure3_settings"]
+__all__ = ["capacity", "figure3", "figure3_settings", "plot_capacity", "plot_figure3"]
 
 _CSV_FIELDS = (
     "d",
@@ -83,7 +83,12 @@ def figure3_settings(quick: bool = False) -> dict:
         for every ``d`` except the last point, which is ``p = 0.5``),
         ``maxiter`` (L-BFGS-B iterations of a start at the full ``n``; runs
         on fewer features get more, up to ``maxiter_small``),
-        ``maxiter_small``, ``back_maxiter``, ``seed``.
+        ``maxiter_small``, ``back_maxiter``, ``seed``, and ``check_log_d_p``:
+        the acceptance check compares the points at ``p <= d**check_log_d_p``
+        with the first-order cap (THEORY §5.3), whose first-order regime needs
+        ``p D(d, m)`` small: -4 at the paper's ``d = 10, 15`` (``p D <= 0.011``),
+        -5 in the quick version, whose ``d = 4, 5`` reach that regime only there
+        (``p D = 0.05`` at ``d = 4``, ``p = d**-4``; ``0.013`` at ``p = d**-5``).
 
     Examples
     --------
@@ -103,6 +108,7 @@ def figure3_settings(quick: bool = False) -> dict:
             "maxiter_small": 80,
             "back_maxiter": 20,
             "seed": 0,
+            "check_log_d_p": -5.0,
         }
     return {
         "dims": (10, 15),
@@ -114,6 +120,7 @@ def figure3_settings(quick: bool = False) -> dict:
         "maxiter_small": 300,
         "back_maxiter": 15,
         "seed": 0,
+        "check_log_d_p": -4.0,
     }
 
 
@@ -294,8 +301,11 @@ def figure3(
     dict
         What ``figure3.json`` holds: ``settings``, ``curves`` (per ``d``:
         ``p``, ``gain``, ``source``, ``n_used``), ``check`` (per ``d``: the
-        points at ``p <= d**-4`` as ``gain / (p kappa D)``),
-        ``monotone`` (per ``d``) and ``seconds``.
+        points at ``p <= d**check_log_d_p`` as ``gain / (p kappa D)``, and
+        whether they lie within 5% below the cap), ``monotone`` (per ``d``),
+        ``passed`` (the acceptance check: every checked point within 5% below
+        the cap and every curve non-decreasing), ``verdict`` (one line: PASS
+        or FAIL, the criterion, what failed) and ``seconds``.
 
     Examples
     --------
@@ -416,86 +426,106 @@ class _Figure3:
 
 def _summarise(s, curves, kap, seconds) -> dict:
     check, monotone = {}, {}
+    e = float(s.get("check_log_d_p", -4.0))
     for d, c in curves.items():
         D = sphere_dimension(d, s["m"])
         ratios = [
             {"p": p, "log_d_p": math.log(p) / math.log(d), "gain_over_cap": g / (p * kap * D)}
             for p, g in zip(c["p"], c["gain"])
-            if p <= d**-4.0 * (1 + 1e-12)
+            if p <= d**e * (1 + 1e-12)
         ]
-        ok = all(0.95 <= r["gain_over_cap"] <= 1.0 for r in ratios)
+        ok = bool(ratios) and all(0.95 <= r["gain_over_cap"] <= 1.0 for r in ratios)
         check[str(d)] = {"points": ratios, "within_5pct_below_cap": ok}
         monotone[str(d)] = bool(np.all(np.diff(c["gain"]) >= 0))
     settings = {k: (list(v) if isinstance(v, tuple) else v) for k, v in s.items()}
+    passed, verdict = _figure3_verdict(check, monotone, e)
     return {
         "settings": settings,
         "kappa": kap,
         "curves": {str(d): c for d, c in curves.items()},
         "check": check,
         "monotone": monotone,
+        "passed": passed,
+        "verdict": verdict,
         "seconds": seconds,
     }
 
 
-def plot_figure3(result: dict, path) -> Path:
-    """Plot a :func:`figure3` result (``log_d gain`` against ``log_d p``) to a PNG file.
+def _figure3_verdict(check: dict, monotone: dict, e: float) -> tuple[bool, str]:
+    """``(passed, line)``: the acceptance check of :func:`figure3` and a one-line verdict."""
+    criterion = (
+        f"at every p <= d^{e:g} the optimised gain is within 5% below the first-order cap "
+        "p kappa D(d, m) and not above it, and the gain does not decrease with p"
+    )
+    failures = []
+    for d, c in check.items():
+        if not c["points"]:
+            failures.append(f"d = {d}: no point at p <= d^{e:g}")
+        for r in c["points"]:
+            if not 0.95 <= r["gain_over_cap"] <= 1.0:
+                failures.append(
+                    f"d = {d}: gain / (p kappa D) = {r['gain_over_cap']:.4f} at "
+                    f"p = d^{r['log_d_p']:.2f}, outside [0.95, 1]"
+                )
+        if not monotone[d]:
+            failures.append(f"d = {d}: the gain decreases somewhere along p")
+    if failures:
+        return False, f"figure3: FAIL ({'; '.join(failures)}); required: {criterion}"
+    return True, f"figure3: PASS ({criterion})"
+
+
+def plot_figure3(result: dict, path=None, *, ax=None):
+    """Plot a :func:`figure3` result (``log_d gain`` against ``log_d p``) on ``ax`` or a new figure.
 
     Data points, slope-1/3 lines through the data at ``p = d^-m`` (as the
     paper draws them), the first-order cap ``p kappa D(d, m)`` (dashed) and
     the unsuperposed line ``p kappa d`` (dotted), one colour per ``d``.
+
+    Parameters
+    ----------
+    result : dict
+        What :func:`figure3` returns (or ``figure3.json`` holds).
+    path : str or pathlib.Path, optional
+        Write the figure to this PNG file.
+    ax : matplotlib.axes.Axes, optional
+        Draw here (default: a new figure).
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+        The Axes drawn on; per ``d`` four lines in this order: the optimised
+        gain, the cap, the unsuperposed line, the slope-1/3 line.
     """
-    plt = pyplot()
+    ax, path = axes_for(ax, path, (7.5, 5.5), func="plot_figure3")
     m = result["settings"]["m"]
-    kap = result["kappa"]
-    fig, ax = plt.subplots(figsize=(7.5, 5.5))
-    colours = ["tab:blue", "tab:red", "tab:green", "tab:purple"]
-    try:
-        for k, (ds, c) in enumerate(result["curves"].items()):
-            d = int(ds)
-            col = colours[k % len(colours)]
-            D = sphere_dimension(d, m)
-            x = np.log(np.array(c["p"])) / math.log(d)
-            y = np.log(np.array(c["gain"])) / math.log(d)
-            ax.plot(x, y, "o-", color=col, ms=5, label=f"d = {d}: optimised exact gain")
-            xs = np.linspace(x.min(), x.max(), 50)
-            ax.plot(
-                xs,
-                (xs * math.log(d) + math.log(kap * D)) / math.log(d),
-                "--",
-                color=col,
-                lw=1,
-                label=f"d = {d}: first-order cap $p\\kappa D$ (D = {D:g})",
-            )
-            ax.plot(
-                xs,
-                (xs * math.log(d) + math.log(kap * d)) / math.log(d),
-                ":",
-                color=col,
-                lw=1.2,
-                label=f"d = {d}: unsuperposed $p\\kappa d$",
-            )
-            y0 = float(np.interp(-m, x, y))
-            ax.plot(
-                xs,
-                y0 + (xs + m) / 3.0,
-                "-",
-                color=col,
-                lw=0.8,
-                alpha=0.5,
-                label=f"d = {d}: slope 1/3 through $p = d^{{-{m}}}$",
-            )
-        ax.set_xlabel("$\\log_d p$")
-        ax.set_ylabel("$\\log_d \\tilde L$ (gain)")
-        ax.set_title(
-            f"m = {m}, n = {result['settings']['n']}, {result['settings']['values']} values"
-        )
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="lower right")
-        fig.tight_layout()
-        fig.savefig(path, format="png", dpi=90)
-    finally:
-        plt.close(fig)
-    return Path(path)
+    for k, (ds, c) in enumerate(result["curves"].items()):
+        _figure3_lines(ax, int(ds), c, m, result["kappa"], _COLOURS[k % len(_COLOURS)])
+    ax.set_xlabel("$\\log_d p$")
+    ax.set_ylabel("$\\log_d \\tilde L$ (exact gain, sum over features)")
+    ax.set_title(f"m = {m}, n = {result['settings']['n']}, {result['settings']['values']} values")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    save_png(ax.figure, path, dpi=90)
+    return ax
+
+
+_COLOURS = ["tab:blue", "tab:red", "tab:green", "tab:purple"]
+
+
+def _figure3_lines(ax, d: int, c: dict, m: int, kap: float, col: str) -> None:
+    """The data, cap, unsuperposed and slope-1/3 lines of one ``d`` of :func:`plot_figure3`."""
+    D = sphere_dimension(d, m)
+    x = np.log(np.array(c["p"])) / math.log(d)
+    y = np.log(np.array(c["gain"])) / math.log(d)
+    ax.plot(x, y, "o-", color=col, ms=5, label=f"d = {d}: optimised exact gain")
+    xs = np.linspace(x.min(), x.max(), 50)
+    ax.plot(xs, (xs * math.log(d) + math.log(kap * D)) / math.log(d), "--", color=col, lw=1,
+            label=f"d = {d}: first-order cap $p\\kappa D$ (D = {D:g})")  # fmt: skip
+    ax.plot(xs, (xs * math.log(d) + math.log(kap * d)) / math.log(d), ":", color=col, lw=1.2,
+            label=f"d = {d}: unsuperposed $p\\kappa d$")  # fmt: skip
+    y0 = float(np.interp(-m, x, y))
+    ax.plot(xs, y0 + (xs + m) / 3.0, "-", color=col, lw=0.8, alpha=0.5,
+            label=f"d = {d}: slope 1/3 through $p = d^{{-{m}}}$")  # fmt: skip
 
 
 def capacity(
@@ -533,7 +563,10 @@ def capacity(
     Returns
     -------
     dict
-        ``rows`` (``d, n, gain_over_p, random_frame, cap, frame_start``) and the settings.
+        ``rows`` (``d, n, gain_over_p, random_frame, cap, frame_start``), the
+        settings, ``passed`` (every point between the random-frame line and the
+        cap, ``random_frame <= gain_over_p <= cap`` to a relative 1e-6) and
+        ``verdict`` (one line: PASS or FAIL, the criterion, what failed).
 
     Examples
     --------
@@ -569,12 +602,30 @@ def capacity(
         w.writerows(rows)
     settings = {"p": p, "dims": list(dims), "m": m, "values": values, "seed": seed,
                 "maxiter": maxiter}  # fmt: skip
-    result = {"settings": settings, "kappa": kap, "rows": rows,
-              "seconds": time.perf_counter() - t0}  # fmt: skip
+    passed, verdict = _capacity_verdict(rows)
+    result = {"settings": settings, "kappa": kap, "rows": rows, "passed": passed,
+              "verdict": verdict, "seconds": time.perf_counter() - t0}  # fmt: skip
     with open(out / "capacity.json", "w") as fh:
         json.dump(result, fh, indent=1)
-    _plot_capacity(result, out / "capacity.png")
+    plot_capacity(result, out / "capacity.png")
     return result
+
+
+def _capacity_verdict(rows: list) -> tuple[bool, str]:
+    """``(passed, line)``: every point of :func:`capacity` between its two first-order lines."""
+    criterion = (
+        "every optimised gain / p lies between the random-frame value kappa n D / (n + D - 1) "
+        "and the cap kappa min(n, D)"
+    )
+    failures = [
+        f"d = {r['d']}, n = {r['n']}: gain / p = {r['gain_over_p']:.6g} outside "
+        f"[{r['random_frame']:.6g}, {r['cap']:.6g}]"
+        for r in rows
+        if not r["random_frame"] <= r["gain_over_p"] <= r["cap"] * (1 + 1e-6)
+    ]
+    if failures:
+        return False, f"capacity: FAIL ({'; '.join(failures)}); required: {criterion}"
+    return True, f"capacity: PASS ({criterion})"
 
 
 def _capacity_ns(d: int, m: int, quick: bool) -> list[int]:
@@ -605,51 +656,48 @@ def _capacity_row(d: int, n: int, p: float, m: int, law: ValueLaw, seed: int, ma
     }
 
 
-def _plot_capacity(result: dict, path) -> Path:
-    plt = pyplot()
+def plot_capacity(result: dict, path=None, *, ax=None):
+    """Plot a :func:`capacity` result (``gain / p`` against ``n``) on ``ax`` or a new figure.
+
+    Per ``d``: the optimised points, the random-frame line ``kappa n D / (n +
+    D - 1)`` and the cap ``kappa min(n, D)`` (dashed), on log-log axes.
+
+    Parameters
+    ----------
+    result : dict
+        What :func:`capacity` returns (or ``capacity.json`` holds).
+    path : str or pathlib.Path, optional
+        Write the figure to this PNG file.
+    ax : matplotlib.axes.Axes, optional
+        Draw here (default: a new figure).
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+        The Axes drawn on; per ``d`` three lines in this order: the points,
+        the random-frame line, the cap.
+    """
+    ax, path = axes_for(ax, path, (7.0, 5.0), func="plot_capacity")
     m = result["settings"]["m"]
     kap = result["kappa"]
-    fig, ax = plt.subplots(figsize=(7.0, 5.0))
-    colours = ["tab:blue", "tab:red", "tab:green", "tab:purple"]
-    try:
-        for k, d in enumerate(result["settings"]["dims"]):
-            col = colours[k % len(colours)]
-            rs = [r for r in result["rows"] if r["d"] == d]
-            ns = np.array([r["n"] for r in rs], dtype=float)
-            D = sphere_dimension(d, m)
-            nn = np.geomspace(max(1.0, ns.min()), ns.max(), 100)
-            ax.plot(
-                ns,
-                [r["gain_over_p"] for r in rs],
-                "o",
-                color=col,
-                label=f"d = {d}: optimised gain / p",
-            )
-            ax.plot(
-                nn,
-                kap * nn * D / (nn + D - 1),
-                "-",
-                color=col,
-                lw=1,
-                label=f"d = {d}: random frames $\\kappa nD/(n+D-1)$",
-            )
-            ax.plot(
-                nn,
-                kap * np.minimum(nn, D),
-                "--",
-                color=col,
-                lw=1,
-                label=f"d = {d}: cap $\\kappa\\,\\min(n, D)$, D = {D:g}",
-            )
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("n (features)")
-        ax.set_ylabel("gain / p")
-        ax.set_title(f"first-order capacity, m = {m}, p = {result['settings']['p']:g}")
-        ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(path, format="png", dpi=90)
-    finally:
-        plt.close(fig)
-    return Path(path)
+    for k, d in enumerate(result["settings"]["dims"]):
+        col = _COLOURS[k % len(_COLOURS)]
+        rs = [r for r in result["rows"] if r["d"] == d]
+        ns = np.array([r["n"] for r in rs], dtype=float)
+        D = sphere_dimension(d, m)
+        nn = np.geomspace(max(1.0, ns.min()), ns.max(), 100)
+        ax.plot(ns, [r["gain_over_p"] for r in rs], "o", color=col,
+                label=f"d = {d}: optimised gain / p")  # fmt: skip
+        ax.plot(nn, kap * nn * D / (nn + D - 1), "-", color=col, lw=1,
+                label=f"d = {d}: random frames $\\kappa nD/(n+D-1)$")  # fmt: skip
+        ax.plot(nn, kap * np.minimum(nn, D), "--", color=col, lw=1,
+                label=f"d = {d}: cap $\\kappa\\,\\min(n, D)$, D = {D:g}")  # fmt: skip
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("n (features)")
+    ax.set_ylabel("gain / p (exact gain, sum over features)")
+    ax.set_title(f"first-order capacity, m = {m}, p = {result['settings']['p']:g}")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7)
+    save_png(ax.figure, path, dpi=90)
+    return ax

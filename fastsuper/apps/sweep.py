@@ -22,14 +22,18 @@ Row functions
 ``"fit"``
     :func:`fastsuper.fit` (Adam, one instance; the row's seed seeds the
     initial weights and the samples), then :func:`fastsuper.estimate_loss`
-    of the trained model on ``eval_samples`` samples.
+    of the trained model on ``eval_samples`` samples (``final_batch_loss``
+    is the fit's last batch loss, :attr:`fastsuper.FitResult.final_loss`).
 a callable ``f(params: dict, seed: int) -> dict``
     Any function of a grid point (a dict of scalars) and a seed returning
     a dict of scalar outputs (the same names for every row).  For
     ``executor="processes"`` it must be importable (defined in a module).
 
 Every parameter is a scalar (int, float, str, bool or None), so that the
-table and its CSV file hold it in one cell.
+table and its CSV file hold it in one cell.  Every loss and gain column is a
+sum over features, ``E sum_j I_j (x_j - x_hat_j)^2`` (the paper's convention,
+that of :func:`fastsuper.estimate_loss`); divide by ``n`` for Elhage et al.'s
+mean over features.
 """
 
 from __future__ import annotations
@@ -54,18 +58,20 @@ import numpy as np
 
 from fastsuper.core import arguments
 from fastsuper.core import validation as v
-from fastsuper.core.activations import ACTIVATIONS
+from fastsuper.core.activations import DEFAULT_EXPONENTS
+from fastsuper.core.model import check_activation
 from fastsuper.mc.common import METHODS, PATHS
 
 __all__ = ["KINDS", "SweepResult", "sweep"]
 
-#: parameters of the built-in row functions and their defaults (``REQUIRED`` must be given)
+#: parameters of the built-in row functions and their defaults (``REQUIRED`` must be given;
+#: ``exponent=None`` is the activation's default, as in :class:`fastsuper.Model`)
 REQUIRED = object()
 _FRAME = {
     "n": REQUIRED,
     "d": REQUIRED,
     "p": REQUIRED,
-    "exponent": 3,
+    "exponent": None,
     "activation": "power",
     "values": "gaussian",
     "norm": None,
@@ -87,7 +93,7 @@ KINDS: dict[str, dict[str, Any]] = {
         "d": REQUIRED,
         "p": REQUIRED,
         "activation": "relu_power",
-        "exponent": 1,
+        "exponent": None,
         "values": "uniform",
         "bias": True,
         "importance_decay": 1.0,
@@ -395,8 +401,7 @@ def _check_builtin_point(kind: str, q: dict) -> None:
         v.check_int("n", q["n"], minimum=1)
         v.check_int("d", q["d"], minimum=1)
         v.check_probabilities("p", q["p"])
-        v.check_real("exponent", q["exponent"], positive=True)
-        v.check_choice("activation", q["activation"], sorted(ACTIVATIONS))
+        check_activation(q["activation"], q["exponent"])
         arguments.check_law("values", q["values"])
         v.check_choice("dtype", q["dtype"], ("float32", "float64"))
         if kind in ("estimate", "exact"):
@@ -713,6 +718,8 @@ def _full_points(kind, names: list[str], points: list[dict]) -> list[dict]:
     full = []
     for q in points:
         qq = {k: q.get(k, d) for k, d in spec.items()}
+        if qq["exponent"] is None and qq["activation"] in DEFAULT_EXPONENTS:
+            qq["exponent"] = DEFAULT_EXPONENTS[qq["activation"]]  # the activation's default
         _check_builtin_point(kind, qq)
         full.append(qq)
     return full

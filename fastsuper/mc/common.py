@@ -48,13 +48,23 @@ class LossEstimate:
 
     @property
     def mean_over_features(self) -> float:
-        """Loss as a mean over features (Elhage et al.'s convention)."""
+        """Loss as a mean over features (Elhage et al.'s convention): ``mean / n``."""
         return self.mean / self.n
 
     def __str__(self) -> str:
         return (
             f"loss {self.mean:.6g} ± {self.stderr:.3g}, gain {self.gain_mean:.6g} ± "
-            f"{self.gain_stderr:.3g} ({self.n_samples} samples, {self.path} path)"
+            f"{self.gain_stderr:.3g} (sums over the {self.n} features: loss = E sum_j I_j "
+            "(x_j - x_hat_j)^2, gain = E sum_j I_j x_j^2 - loss, what the model recovers; "
+            f"{self.n_samples} samples, {self.path} path)"
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"LossEstimate(mean={self.mean:.6g} ± {self.stderr:.3g} (loss, sum over the "
+            f"{self.n} features), gain_mean={self.gain_mean:.6g} ± {self.gain_stderr:.3g}, "
+            f"n_samples={self.n_samples}, seed={self.seed}, path={self.path!r}, "
+            f"method={self.method!r}, backend={self.backend!r})"
         )
 
 

@@ -11,8 +11,9 @@
     Train ``n_instances`` independent models, Elhage et al.'s way by default
     (THEORY §6): ``x_hat = ReLU(W^T W x + b)``, features active independently
     with probability ``p`` (one value per instance, or per instance and
-    feature) with U[0, 1] values, loss ``mean over batch and features of I_j
-    (x_j - x_hat_j)^2``, Adam (lr 1e-3, betas (0.9, 0.999), eps 1e-8,
+    feature) with U[0, 1] values, Elhage et al.'s objective ``mean over batch
+    and features of I_j (x_j - x_hat_j)^2`` (``1/n`` times the loss that
+    fastsuper reports, see below), Adam (lr 1e-3, betas (0.9, 0.999), eps 1e-8,
     PyTorch's update) on batches of 1024 fresh samples.  Row ``s`` of the
     batch of step ``t`` of instance ``k`` is sample number ``t * batch_size +
     s`` of the counter-based sampler with seed :func:`instance_seed(seed, k)
@@ -20,6 +21,15 @@
     compiled kernel runs every step of every instance, parallel over
     instances, each by one thread: the result does not depend on the number
     of threads.
+
+Loss convention.  Everywhere in fastsuper (:func:`fastsuper.estimate_loss`,
+:func:`fastsuper.exact_loss`, :class:`FitResult`, the command line and the
+sweeps) *the loss* is the paper's ``sum over features j of I_j (x_j -
+x_hat_j)^2`` (averaged over samples); Elhage et al.'s mean over features is
+``loss / n`` and is available by name only (``*_mean_over_features``).
+Adam minimises the mean over features, as Elhage et al. do; the two
+objectives differ by the constant factor ``n``, and :attr:`FitResult.loss_history`
+reports the sum.
 
 ``fit`` dispatches on ``method`` through :data:`FITTERS`: a function of one
 :class:`FitOptions` (every argument of ``fit`` but ``method``, as given); another
@@ -40,9 +50,9 @@ import numpy as np
 
 from fastsuper.core import arguments, config
 from fastsuper.core import validation as v
-from fastsuper.core.activations import ACTIVATIONS
+from fastsuper.core.activations import DEFAULT_EXPONENTS
 from fastsuper.core.laws import SparseInputs
-from fastsuper.core.model import Model
+from fastsuper.core.model import Model, check_activation
 from fastsuper.core.rng import seed_key
 from fastsuper.train.common import (
     MASK64,
@@ -252,6 +262,10 @@ def initial_weights(n: int, d: int, n_instances: int = 1, seed: int = 0, dtype=n
     return W0
 
 
+#: how :attr:`FitResult.loss_history` is normalised (stored in the files of :meth:`FitResult.save`)
+LOSS_CONVENTION = "sum over features"
+
+
 @dataclass
 class FitResult:
     """Outcome of :func:`fit`.
@@ -263,8 +277,10 @@ class FitResult:
     b : ndarray of shape (n_instances, n)
         Trained biases (zeros when ``bias=False``).
     loss_history : ndarray of shape (n_log, n_instances)
-        Batch loss of each instance (importance-weighted mean over batch and
-        features, before that step's update) at steps ``log_steps``.
+        Batch loss of each instance at steps ``log_steps`` (before that step's
+        update): the mean over the batch of the **sum over features** ``sum_j
+        I_j (x_j - x_hat_j)^2``, the loss of :func:`fastsuper.estimate_loss`.
+        Elhage et al.'s mean over features is :attr:`loss_history_mean_over_features`.
     settings : dict
         Every argument of :func:`fit` (JSON-serialisable), with ``p`` and
         ``importance`` per instance.
@@ -304,10 +320,20 @@ class FitResult:
 
     @property
     def final_loss(self) -> np.ndarray:
-        """Last recorded batch loss of each instance (NaN when nothing was recorded)."""
+        """Last recorded batch loss of each instance, a sum over features (NaN if none)."""
         if self.loss_history.shape[0] == 0:
             return np.full(self.n_instances, np.nan)
         return self.loss_history[-1].copy()
+
+    @property
+    def loss_history_mean_over_features(self) -> np.ndarray:
+        """:attr:`loss_history` divided by ``n``: Elhage et al.'s mean over features."""
+        return self.loss_history / self.n
+
+    @property
+    def final_loss_mean_over_features(self) -> np.ndarray:
+        """:attr:`final_loss` divided by ``n``: Elhage et al.'s mean over features."""
+        return self.final_loss / self.n
 
     def _check_k(self, k) -> int:
         k = v.check_int("k", k)
@@ -336,6 +362,7 @@ class FitResult:
             W=self.W,
             b=self.b,
             loss_history=self.loss_history,
+            loss_convention=LOSS_CONVENTION,
             W0=self.W if self.W0 is None else self.W0,
             has_W0=self.W0 is not None,
             settings=json.dumps(self.settings),
@@ -345,12 +372,20 @@ class FitResult:
 
     @classmethod
     def load(cls, path) -> FitResult:
-        """Read a result written by :meth:`save`."""
+        """Read a result written by :meth:`save`.
+
+        Files written before the loss was reported as a sum over features (they
+        have no ``loss_convention``) held the mean over features: their loss
+        history is multiplied by ``n`` on reading.
+        """
         with np.load(path, allow_pickle=False) as f:
+            history = f["loss_history"]
+            if "loss_convention" not in f.files:
+                history = history * f["W"].shape[2]
             return cls(
                 W=f["W"],
                 b=f["b"],
-                loss_history=f["loss_history"],
+                loss_history=history,
                 settings=json.loads(str(f["settings"])),
                 method=str(f["method"]),
                 W0=f["W0"] if bool(f["has_W0"]) else None,
@@ -361,7 +396,8 @@ class FitResult:
         return (
             f"FitResult(method={self.method!r}, n_instances={self.n_instances}, d={self.d}, "
             f"n={self.n}, steps={self.settings.get('steps')}, final_loss="
-            f"{np.array2string(self.final_loss, precision=4)})"
+            f"{np.array2string(self.final_loss, precision=4)} (batch loss, sum over the "
+            f"{self.n} features))"
         )
 
 
@@ -382,7 +418,7 @@ class FitOptions:
     p: Any = None
     importance: Any = None
     activation: Any = "relu_power"
-    exponent: Any = 1
+    exponent: Any = None
     values: Any = "uniform"
     bias: Any = True
     steps: Any = 10_000
@@ -405,7 +441,8 @@ class FitOptions:
 
 def fit(
     n: int, d: int, *, n_instances: int = 1, p=None, importance=None,
-    activation: str = "relu_power", exponent: float = 1, values="uniform", bias: bool = True,
+    activation: str = "relu_power", exponent: float | None = None, values="uniform",
+    bias: bool = True,
     method: str = "adam", steps: int = 10_000, batch_size: int = 1024, lr: float = 1e-3,
     betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, seed: int = 0,
     dtype=np.float64, log_every: int = 100, W0=None, b0=None, progress: bool = False,
@@ -426,8 +463,12 @@ def fit(
         -linspace(0, 1, n_instances)`` (from dense to p = 0.02).
     importance : array_like, optional
         ``I_j > 0``, shape ``(n,)`` or ``(n_instances, n)``; default 1.
-    activation, exponent : str, float, default "relu_power", 1
-        Output activation and its exponent (THEORY §1; 1 is ReLU).
+    activation : {"relu_power", "relu", "power", "signed_power"}, default "relu_power"
+        Output activation (THEORY §1; with its default exponent 1, ``max(t, 0)``:
+        Elhage et al.'s ReLU, as ``"relu"``).
+    exponent : float, optional
+        Its exponent; default the activation's own, as in :class:`fastsuper.Model`
+        (1 for ``"relu"`` and ``"relu_power"``, 3 for ``"power"`` and ``"signed_power"``).
     values : str or ValueLaw, default "uniform"
         Law of an active feature's value.
     bias : bool, default True
@@ -450,7 +491,7 @@ def fit(
         Initial weights ``(d, n)`` or ``(n_instances, d, n)`` (default
         :func:`initial_weights`) and bias ``(n,)`` or ``(n_instances, n)`` (default 0).
     progress : bool, default False
-        Print a progress bar with the mean batch loss to stderr.
+        Print a progress bar with the batch loss (mean over instances and features) to stderr.
     backend : {"cpu", "cuda"}, default "cpu"
         ``"cuda"`` (``method="adam"``): each batch and its gradient on the GPU
         (:func:`fastsuper.train.cuda.fit_adam_cuda`), Adam's update on the
@@ -493,8 +534,7 @@ def _check_fit_args(o: FitOptions):
     P = v.check_per_instance("p", p, n_instances, n, kind="probability")
     importance = 1.0 if o.importance is None else o.importance
     imp = v.check_per_instance("importance", importance, n_instances, n, kind="positive")
-    activation = v.check_choice("activation", o.activation, sorted(ACTIVATIONS))
-    exponent = v.check_real("exponent", o.exponent, positive=True)
+    activation, exponent = check_activation(o.activation, o.exponent)
     law = arguments.check_law("values", o.values)
     bias = v.check_bool("bias", o.bias)
     steps = v.check_int("steps", o.steps, minimum=0)
@@ -505,7 +545,7 @@ def _check_fit_args(o: FitOptions):
     log_every = v.check_int("log_every", o.log_every, minimum=1)
     progress = v.check_bool("progress", o.progress)
     W, B = _starts(o, (n_instances, d, n), bias, seed, dt)
-    Model(W[0], B[0], activation=activation, exponent=exponent)  # checks the exponent
+    Model(W[0], B[0], activation=activation, exponent=exponent)  # checks the weights
     settings = dict(
         n=n,
         d=d,
@@ -575,7 +615,8 @@ def _fit_adam(o: FitOptions) -> FitResult:
     settings.update(method="adam", betas=[beta1, beta2], eps=eps)
     n, d, n_inst = settings["n"], settings["d"], settings["n_instances"]
     steps, batch, log_every = settings["steps"], settings["batch_size"], settings["log_every"]
-    lr, activation, exponent, bias, backend = o.lr, o.activation, o.exponent, o.bias, o.backend
+    lr, bias, backend = o.lr, o.bias, o.backend
+    activation, exponent = settings["activation"], settings["exponent"]
     W0_copy = W.copy()
     if backend == "cuda":
         from fastsuper.train.cuda import fit_adam_cuda
@@ -586,7 +627,7 @@ def _fit_adam(o: FitOptions) -> FitResult:
             eps=eps, log_every=log_every, progress=progress,
         )  # fmt: skip
         _raise_diverged(status, lr, W.dtype, exponent)
-        return FitResult(W, B, hist, settings, "adam", W0_copy, elapsed)
+        return FitResult(W, B, hist * n, settings, "adam", W0_copy, elapsed)
     model = Model(W[0], B[0], activation=activation, exponent=exponent)
     act, a, ia = model._act_args()
     # sampler parameters per instance (SparseInputs._kernel_params for each row of P)
@@ -629,7 +670,8 @@ def _fit_adam(o: FitOptions) -> FitResult:
             progress_bar(hi, steps, hist, log_every, time.perf_counter() - t0)
     elapsed = time.perf_counter() - t0
     _raise_diverged(status, lr, W.dtype, exponent)
-    return FitResult(W, B, hist, settings, "adam", W0_copy, elapsed)
+    # the kernel records Elhage et al.'s mean over features; the result holds the sum
+    return FitResult(W, B, hist * n, settings, "adam", W0_copy, elapsed)
 
 
 def _raise_diverged(status: np.ndarray, lr: float, dtype, exponent: float) -> None:
@@ -659,10 +701,13 @@ def _fit_exact(o: FitOptions):
     """
     from fastsuper.train.lbfgs import fit_exact
 
-    if o.activation != "power" or not float(o.exponent).is_integer():
+    exponent = o.exponent
+    if exponent is None and o.activation in DEFAULT_EXPONENTS:
+        exponent = DEFAULT_EXPONENTS[o.activation]
+    if o.activation != "power" or not float(exponent).is_integer():
         raise ValueError(
             "method='exact' needs activation='power' with an integer exponent (the closed form "
-            f"of THEORY §3), got activation={o.activation!r}, exponent={o.exponent!r}"
+            f"of THEORY §3), got activation={o.activation!r}, exponent={exponent!r}"
         )
     if o.backend != "cpu":
         raise ValueError(
@@ -675,7 +720,7 @@ def _fit_exact(o: FitOptions):
         raise ValueError("method='exact' takes no b0 (it starts from b = 0)")
     if o.p is None:
         raise ValueError("method='exact' needs p (the feature probability)")
-    return fit_exact(o.n, o.d, m=int(o.exponent), p=o.p, values=o.values,
+    return fit_exact(o.n, o.d, m=int(exponent), p=o.p, values=o.values,
                      importance=o.importance, bias=o.bias, seed=o.seed, maxiter=o.steps,
                      W0=o.W0)  # fmt: skip
 

@@ -82,7 +82,7 @@ def progress_bar(done: int, total: int, hist: np.ndarray, log_every: int, elapse
     loss = f"{finite.mean():.5g}" if finite.size else "-"
     sys.stderr.write(
         f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} steps, "
-        f"mean batch loss {loss}, {elapsed:.1f} s"
+        f"mean batch loss {loss} (mean over features), {elapsed:.1f} s"
     )
     if done >= total:
         sys.stderr.write("\n")

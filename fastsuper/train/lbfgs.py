@@ -132,6 +132,21 @@ class ExactFit:
         return SparseInputs(self.n, p=self.p, values=self.law, importance=self.importance)
 
     @property
+    def gain_history(self) -> np.ndarray:
+        """:attr:`history`: the exact gain of the best start, before and after each iteration."""
+        return self.history
+
+    @property
+    def loss_mean_over_features(self) -> float:
+        """:attr:`loss` divided by ``n``: Elhage et al.'s mean over features."""
+        return self.loss / self.n
+
+    @property
+    def gain_mean_over_features(self) -> float:
+        """:attr:`gain` divided by ``n``."""
+        return self.gain / self.n
+
+    @property
     def settings(self) -> dict:
         """The arguments of the run as a plain dict (``p``, ``importance`` as lists)."""
         p = self.p if isinstance(self.p, float) else np.asarray(self.p).tolist()
@@ -155,8 +170,9 @@ class ExactFit:
         p = f"{self.p:g}" if isinstance(self.p, float) else "<per feature>"
         return (
             f"ExactFit(n={self.n}, d={self.d}, m={self.m}, p={p}, values={self.law!r}, "
-            f"bias={self.bias}, gain={self.gain:.10g}, loss={self.loss:.10g}, "
-            f"best={self.starts[self.best]!r} of {len(self.starts)} starts)"
+            f"bias={self.bias}, gain={self.gain:.10g}, loss={self.loss:.10g} (exact, sums over "
+            f"the {self.n} features), best={self.starts[self.best]!r} of {len(self.starts)} "
+            "starts)"
         )
 
     # ------------------------------------------------------------ files

@@ -64,3 +64,27 @@ def test_model_validation():
     batch = fs.sample(fs.SparseInputs(4, p=0.5), 3)
     with pytest.raises(ValueError, match="X has n = 4 features but the model has n = 3"):
         fs.forward(model, batch)
+
+
+@pytest.mark.parametrize(
+    "activation,exponent", [("power", 3), ("signed_power", 3), ("relu_power", 1), ("relu", 1)]
+)
+def test_one_default_exponent_per_activation(activation, exponent):
+    """No exponent: the activation's own default (relu_power is ReLU, not ReLU^3)."""
+    model = fs.Model(np.eye(2, 3), activation=activation)
+    assert model.exponent == exponent and model.activation == activation
+    assert f"exponent={exponent}" in repr(model)
+
+
+def test_relu_is_relu_power_with_exponent_1():
+    rng = np.random.default_rng(3)
+    W, b = rng.normal(size=(3, 9)) * 0.6, rng.normal(size=9) * 0.2
+    relu = fs.Model(W, b, activation="relu")
+    same = fs.Model(W, b, activation="relu_power", exponent=1)
+    assert (relu.act_code, relu.exponent, relu.int_exponent) == (same.act_code, 1, 1)
+    inputs = fs.SparseInputs(9, p=0.3, values="gaussian")
+    a, c = fs.estimate_loss(relu, inputs, 4096, seed=3), fs.estimate_loss(same, inputs, 4096, 3)
+    assert (a.mean, a.gain_mean, a.stderr) == (c.mean, c.gain_mean, c.stderr)
+    assert fs.Model(W, activation="relu", exponent=1.0).exponent == 1
+    with pytest.raises(ValueError, match="activation='relu' has exponent 1, got exponent=3"):
+        fs.Model(W, activation="relu", exponent=3)

@@ -162,3 +162,17 @@ def test_bad_arguments():
         fs.estimate_loss(np.ones((2, 5)), inputs, 100)
     with pytest.raises(ValueError, match="block_size must be an integer >= 1"):
         fs.estimate_loss(model, inputs, 100, block_size=0)
+
+
+def test_estimate_says_what_loss_and_gain_are():
+    """str and repr say the loss and the gain are sums over the features."""
+    model = random_model(10, 3)
+    inputs = fs.SparseInputs(10, p=0.2, values="gaussian")
+    est = fs.estimate_loss(model, inputs, 5000, seed=1)
+    assert str(est).startswith(
+        f"loss {est.mean:.6g} ± {est.stderr:.3g}, gain {est.gain_mean:.6g} ± "
+        f"{est.gain_stderr:.3g} (sums over the 10 features: loss = E sum_j I_j (x_j - "
+        "x_hat_j)^2, gain = E sum_j I_j x_j^2 - loss"
+    )
+    assert f"mean={est.mean:.6g} ± {est.stderr:.3g} (loss, sum over the 10 features)" in repr(est)
+    assert est.mean_over_features == est.mean / 10

@@ -310,3 +310,11 @@ def test_fit_dispatches_method_exact():
         fs.fit(4, 2, method="exact", p=0.01)
     with pytest.raises(ValueError, match="method must be one of"):
         fs.fit(4, 2, method="sgd")
+
+
+def test_exact_fit_says_its_loss_and_gain_are_sums():
+    fit = fit_exact(4, 2, m=3, p=0.1, restarts=0, maxiter=5)
+    assert f"loss={fit.loss:.10g} (exact, sums over the 4 features)" in repr(fit)
+    assert fit.loss_mean_over_features == fit.loss / 4
+    assert fit.gain_mean_over_features == fit.gain / 4
+    assert fit.gain_history is fit.history
