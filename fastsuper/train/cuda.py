@@ -19,10 +19,12 @@ __all__ = ["fit_adam_cuda", "loss_grad_cuda"]
 
 
 def _kernels():
+    """numba.cuda, the sampler kernels of :mod:`fastsuper.mc` and the training kernels."""
     cuda = require_cuda()
+    from fastsuper.mc import kernels_cuda as sampler_kernels
     from fastsuper.train import kernels_cuda
 
-    return cuda, kernels_cuda
+    return cuda, sampler_kernels, kernels_cuda
 
 
 @quiet_launch
@@ -64,7 +66,7 @@ def loss_grad_cuda(
     """
     from fastsuper.train.kernels_cpu import merge_blocks
 
-    cuda, kc = _kernels()
+    cuda, sk, kc = _kernels()
     check_model_inputs(model, inputs)
     n_samples = v.check_int("n_samples", n_samples, minimum=1)
     seed = v.check_int("seed", seed)
@@ -95,7 +97,7 @@ def loss_grad_cuda(
         ns = min(chunk, n_samples - lo)
         nbc = -(-ns // block)
         _, indptr_d, indices_d, values_d = draw_chunk(
-            cuda, kc, dev, seed_u64, start + lo, ns, dtype
+            cuda, sk, dev, seed_u64, start + lo, ns, dtype
         )
         gW = cuda.to_device(np.zeros((nbc, d, n)))
         gb = cuda.to_device(np.zeros((nbc, n)))
