@@ -11,14 +11,14 @@ from naive import enumerate_inputs, gain_numpy, loss_numpy
 from scipy import stats
 
 import fastsuper as fs
-from fastsuper.mc.kernels_cpu import ST_LOSS_M2, ST_LOSS_MEAN
+from fastsuper.core.bundles import activation
+from fastsuper.mc.kernels_cpu import PATH_COLUMNS, ST_LOSS_M2, ST_LOSS_MEAN, mc_blocks
 from fastsuper.mc.kernels_stratified import (
     K_TAIL,
     MODE_BINOM,
     MODE_PLAIN,
     MODE_SEQ,
     binom_ge2_cdf,
-    stratified_blocks,
 )
 from fastsuper.mc.stratified import StratifiedSampler, sample_ge2, stratified_estimate
 
@@ -361,11 +361,10 @@ def test_unbiased_with_small_batches():
     inputs = fs.SparseInputs(n, p=1e-3, values="gaussian")
     exact = fs.exact_loss(model, inputs)
     terms = fs.low_order_terms(model, inputs)
-    smp, law = StratifiedSampler(inputs), inputs.law
-    act = model._act_args()
-    st, _, _ = stratified_blocks(
-        model.W, model.A, model.bias, inputs.importance, *act, True, False, np.uint64(4), 0,
-        R * N, N, 0, *smp.kernel_args(), law.code, law.support, law.cumprobs,
+    smp = StratifiedSampler(inputs)
+    st, _, _ = mc_blocks(
+        model.W, model.A, model.bias, inputs.importance, activation(model), PATH_COLUMNS, False,
+        np.uint64(4), 0, R * N, N, inputs._kernel_params(), smp.kernel_args(),
     )  # fmt: skip
     P2 = terms.p_ge2
     means = terms.lower_bound + P2 * st[:, ST_LOSS_MEAN]

@@ -60,7 +60,7 @@ import numpy as np
 from numba import cuda
 
 from fastsuper.core.activations import phi
-from fastsuper.core.laws import draw_active, draw_sample
+from fastsuper.core.laws import draw_active, draw_values
 from fastsuper.core.rng import sample_key, seed_key
 from fastsuper.mc.kernels_cpu import (
     N_STATS,
@@ -87,72 +87,50 @@ from fastsuper.core import config
 from fastsuper.core.cuda_jit import cuda_kernel as _kernel
 from fastsuper.core.cuda_jit import view as _view
 
+# a global constant: shared array shapes must be compile-time constants (an
+# attribute of a module global is typed as a plain integer)
+_SHARED_SIZE = config.CUDA_MAX_THREADS
+
 # --------------------------------------------------------------------------
 # sampler
 
 
 @_kernel
-def count_kernel(seed, start, n_samples, n, kfix, pmax, log1mp, thin, p, cap, sink, counts):
+def count_kernel(seed, start, n_samples, law, cap, sink, counts):
     """``counts[s]`` = number of active features of sample ``start + s`` (grid-stride over s).
 
-    ``sink`` is write-only scratch of ``(n_samples - 1) * cap + n`` entries;
-    sample ``s`` writes its active indices from offset ``s * cap``.  With
-    ``cap >= kfix`` (exactly-k pattern, whose sampler reads back what it
+    ``law`` is the :class:`~fastsuper.core.bundles.InputLaw` with device
+    arrays.  ``sink`` is write-only scratch of ``(n_samples - 1) * cap + n``
+    entries; sample ``s`` writes its active indices from offset ``s * cap``.
+    With ``cap >= kfix`` (exactly-k pattern, whose sampler reads back what it
     wrote) the rows are disjoint; in the Bernoulli pattern the sampler only
     writes them, so a sample with more than ``cap`` active features may
     overwrite the next rows without changing any count.
     """
+    law = _view(law)
+    sink = _view(sink)
     skey = np.uint64(seed_key(seed))
     for s in range(cuda.grid(1), n_samples, cuda.gridsize(1)):
         key = np.uint64(sample_key(skey, start + s))
-        lo = s * cap
-        counts[s] = draw_active(
-            key, n, kfix, pmax, log1mp, thin, _view(p), _view(sink[lo : lo + n])
-        )
+        counts[s] = draw_active(key, law, sink, s * cap)
 
 
 @_kernel
-def fill_kernel(
-    seed,
-    start,
-    n_samples,
-    indptr,
-    indices,
-    values,
-    n,
-    kfix,
-    pmax,
-    log1mp,
-    thin,
-    p,
-    code,
-    support,
-    cum,
-):
+def fill_kernel(seed, start, n_samples, law, indptr, indices, values):
     """Active indices and values of sample ``start + s`` into its CSR slice.
 
     ``values`` may be float32: each float64 draw is rounded once on store,
     like ``fastsuper.sample(..., dtype=np.float32)``.
     """
+    law = _view(law)
+    indices = _view(indices)
+    values = _view(values)
     skey = np.uint64(seed_key(seed))
     for s in range(cuda.grid(1), n_samples, cuda.gridsize(1)):
         key = np.uint64(sample_key(skey, start + s))
         lo = indptr[s]
-        hi = indptr[s + 1]
-        draw_sample(
-            key,
-            n,
-            kfix,
-            pmax,
-            log1mp,
-            thin,
-            _view(p),
-            code,
-            _view(support),
-            _view(cum),
-            _view(indices[lo:hi]),
-            _view(values[lo:hi]),
-        )
+        k = draw_active(key, law, indices, lo)
+        draw_values(key, k, law, values, lo)
 
 
 # --------------------------------------------------------------------------
@@ -180,8 +158,6 @@ def mc_kernel(
     b,
     imp,
     act,
-    a,
-    ia,
     zero,
     use_cols,
     want_pf,
@@ -206,8 +182,9 @@ def mc_kernel(
     W, A, b, imp
         Weights (d, n), ``A = W^T W`` (columns path; else a dummy), bias and
         importances (float64).
-    act, a, ia
-        Activation code, exponent (compute dtype) and integer exponent or -1.
+    act
+        The :class:`~fastsuper.core.bundles.Activation` (exponent in the
+        compute dtype).
     zero
         0 in the compute dtype.
     use_cols, want_pf
@@ -231,8 +208,8 @@ def mc_kernel(
         Per-unit sums of each feature's loss term and of its square
         (``want_pf``), shape (n_units, n).
     """
-    sh_loss = cuda.shared.array(config.CUDA_MAX_THREADS, np.float64)
-    sh_x2 = cuda.shared.array(config.CUDA_MAX_THREADS, np.float64)
+    sh_loss = cuda.shared.array(_SHARED_SIZE, np.float64)
+    sh_x2 = cuda.shared.array(_SHARED_SIZE, np.float64)
     t = cuda.threadIdx.x
     g = t // tj
     lane = t - g * tj
@@ -274,7 +251,7 @@ def mc_kernel(
                     else:
                         for r in range(d):
                             z += W[r, j] * h[r]
-                    f = np.float64(phi(z, act, a, ia))
+                    f = np.float64(phi(z, act))
                     tt = imp[j] * (f * f)
                     lsum += tt
                     if want_pf:

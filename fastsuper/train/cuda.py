@@ -9,6 +9,7 @@ import numpy as np
 
 from fastsuper.core import config
 from fastsuper.core import validation as v
+from fastsuper.core.bundles import activation
 from fastsuper.core.cuda import launch_grid, quiet_launch, require_cuda
 from fastsuper.core.laws import SparseInputs
 from fastsuper.core.model import Model
@@ -75,7 +76,7 @@ def loss_grad_cuda(
         block_size = config.GRAD_BLOCK
     block = v.check_int("block_size", block_size, minimum=1)
     dtype = np.dtype(model.dtype)
-    act, a, ia = model._act_args()
+    act = activation(model)
     d, n = model.d, model.n
     W_d = cuda.to_device(np.ascontiguousarray(model.W))
     b_d = cuda.to_device(np.ascontiguousarray(model.bias, dtype=dtype))
@@ -113,8 +114,6 @@ def loss_grad_cuda(
             imp_d,
             imp2_d,
             act,
-            a,
-            ia,
             dtype.type(0),
             block,
             ns,
