@@ -95,10 +95,6 @@ class SerialParallel:
         """The serial build when ``work < parallel_from``, else the parallel one."""
         return self.serial if work < parallel_from else self.parallel
 
-    def __call__(self, *args):
-        """The parallel build (a caller without a size at hand)."""
-        return self.parallel(*args)
-
 
 def serial_and_parallel(func):
     """Decorator: ``func`` as a :class:`SerialParallel` (both builds, picked by size)."""

@@ -471,7 +471,7 @@ def draw_sample(key, law, out_idx, out_val):
 
 
 @parallel_njit
-def sample_counts(seed, start, n_samples, chunk, law, rule):
+def _sample_counts(seed, start, n_samples, chunk, law, rule):
     """Number of active features of samples ``start .. start+n_samples-1`` drawn by ``rule``.
 
     Chunks of ``chunk`` samples are the parallel work items.
@@ -490,8 +490,8 @@ def sample_counts(seed, start, n_samples, chunk, law, rule):
 
 
 @parallel_njit
-def sample_fill(seed, start, n_samples, chunk, law, rule, indptr, indices, values):
-    """The samples of :func:`sample_counts` into CSR arrays whose ``indptr`` it gave."""
+def _sample_fill(seed, start, n_samples, chunk, law, rule, indptr, indices, values):
+    """The samples of :func:`_sample_counts` into CSR arrays whose ``indptr`` it gave."""
     skey = seed_key(seed)
     blaw, brule = borrowed_law(law), borrowed_rule(rule)
     bidx, bval = borrow(indices), borrow(values)
@@ -539,14 +539,9 @@ class SparseBatch:
 
 
 def sample(
-    inputs: SparseInputs,
-    n_samples: int,
-    seed: int = 0,
-    *,
-    start: int = 0,
-    chunk_size: int = 4096,
-    dtype=np.float64,
-) -> SparseBatch:
+    inputs: SparseInputs, n_samples: int, seed: int = 0, *, start: int = 0,
+    chunk_size: int = 4096, dtype=np.float64,
+) -> SparseBatch:  # fmt: skip
     """Draw ``n_samples`` inputs, the samples numbered from ``start`` on.
 
     Sample ``s`` is a function of ``(seed, s)`` alone, so any split of the
@@ -583,21 +578,30 @@ def sample(
     """
     if not isinstance(inputs, SparseInputs):
         raise TypeError(f"inputs must be a SparseInputs, got {type(inputs).__name__}")
+    dtype = np.dtype(dtype)
+    if dtype not in v.FLOAT_DTYPES:
+        raise TypeError(f"dtype must be float32 or float64, got {dtype}")
+    batch = draw_batch(inputs._kernel_params(), plain_rule(), n_samples, seed, start, chunk_size)
+    return SparseBatch(batch.indptr, batch.indices, batch.values.astype(dtype, copy=False), batch.n)
+
+
+def draw_batch(law, rule, n_samples: int, seed: int, start: int, chunk_size: int) -> SparseBatch:
+    """Samples ``start .. start + n_samples - 1`` drawn by ``rule``, as a float64 SparseBatch.
+
+    ``law`` and ``rule`` are the bundles of the input law and of the sampling
+    rule (:func:`sample`, :func:`fastsuper.mc.stratified.sample_ge2`); the
+    other arguments are checked here.
+    """
     n_samples = v.check_int("n_samples", n_samples, minimum=0)
     seed = v.check_int("seed", seed)
     start = v.check_int("start", start, minimum=0)
     chunk_size = v.check_int("chunk_size", chunk_size, minimum=1)
-    dtype = np.dtype(dtype)
-    if dtype not in v.FLOAT_DTYPES:
-        raise TypeError(f"dtype must be float32 or float64, got {dtype}")
-    law, rule = inputs._kernel_params(), plain_rule()
-    seed &= (1 << 64) - 1
-    seed_arg = np.uint64(seed)
-    counts = sample_counts(seed_arg, start, n_samples, chunk_size, law, rule)
+    seed_arg = np.uint64(seed & ((1 << 64) - 1))
+    counts = _sample_counts(seed_arg, start, n_samples, chunk_size, law, rule)
     indptr = np.zeros(n_samples + 1, dtype=np.int64)
     np.cumsum(counts, out=indptr[1:])
     total = int(indptr[-1])
     indices = np.empty(total, dtype=np.int64)
     values = np.empty(total, dtype=np.float64)
-    sample_fill(seed_arg, start, n_samples, chunk_size, law, rule, indptr, indices, values)
-    return SparseBatch(indptr, indices, values.astype(dtype, copy=False), inputs.n)
+    _sample_fill(seed_arg, start, n_samples, chunk_size, law, rule, indptr, indices, values)
+    return SparseBatch(indptr, indices, values, law.n)

@@ -733,11 +733,10 @@ def k1_conditional_loss(
 
     Examples
     --------
-    >>> import numpy as np
-    >>> from fastsuper.core.model import Model
-    >>> from fastsuper.core.laws import SparseInputs
-    >>> model = Model(np.eye(2), activation="relu_power", exponent=1)
-    >>> k1_conditional_loss(model, SparseInputs(2, p=0.1, values="uniform_sym"))
+    >>> import numpy as np, fastsuper as fs
+    >>> from fastsuper.exact.low_order import k1_conditional_loss
+    >>> model = fs.Model(np.eye(2), activation="relu_power", exponent=1)
+    >>> k1_conditional_loss(model, fs.SparseInputs(2, p=0.1, values="uniform_sym"))
     array([0.16666667, 0.16666667])
     """
     _check(model, inputs)
@@ -777,8 +776,7 @@ def low_order_terms(model: Model, inputs: SparseInputs) -> LowOrderTerms:
     truncated Gauss-Jacobi and Gauss-Hermite rules, measured within 1.2e-14
     relative of 30-digit references (see the module docstring).  Cost
     ``O(n**2)`` times at most ~100 quadrature nodes per pair, compiled and
-    parallel over features (about 1 s of one core at n = 1000 in the slowest,
-    Gaussian case; 0.1-0.3 s otherwise).
+    parallel over features (timings in docs/benchmarks.md).
 
     Examples
     --------

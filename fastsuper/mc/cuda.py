@@ -194,12 +194,7 @@ class MCPlan:
 
 @quiet_launch
 def sample_cuda(
-    inputs: SparseInputs,
-    n_samples: int,
-    seed: int = 0,
-    start: int = 0,
-    *,
-    dtype=np.float64,
+    inputs: SparseInputs, n_samples: int, seed: int = 0, start: int = 0, *, dtype=np.float64
 ) -> SparseBatch:
     """Draw ``n_samples`` inputs on the GPU: the same samples as :func:`fastsuper.sample`.
 
@@ -209,16 +204,8 @@ def sample_cuda(
 
     Parameters
     ----------
-    inputs : SparseInputs
-        The input law.
-    n_samples : int
-        How many samples to draw.
-    seed : int, default 0
-        Seed (any integer; reduced modulo 2**64).
-    start : int, default 0
-        Index of the first sample.
-    dtype : {numpy.float64, numpy.float32}
-        dtype of ``values``.
+    inputs, n_samples, seed, start, dtype
+        As in :func:`fastsuper.sample`.
 
     Returns
     -------
@@ -271,17 +258,9 @@ def _gram(cuda, kc, W_d, dtype):
 
 @quiet_launch
 def estimate_loss_cuda(
-    model: Model,
-    inputs: SparseInputs,
-    n_samples: int,
-    seed: int = 0,
-    path: str = "auto",
-    block_size: int = config.DEFAULT_BLOCK,
-    start: int = 0,
-    per_feature: bool = False,
-    *,
-    A=None,
-) -> LossEstimate:
+    model: Model, inputs: SparseInputs, n_samples: int, seed: int = 0, path: str = "auto",
+    block_size: int = config.DEFAULT_BLOCK, start: int = 0, per_feature: bool = False, *, A=None,
+) -> LossEstimate:  # fmt: skip
     """Monte-Carlo loss and gain on the GPU (``estimate_loss(..., backend="cuda")``).
 
     Same samples, same per-block Welford statistics and the same
@@ -367,17 +346,8 @@ def estimate_loss_cuda(
             pf1[b_lo : b_lo + stats_c.shape[0]] = pf1_d.copy_to_host()
             pf2[b_lo : b_lo + stats_c.shape[0]] = pf2_d.copy_to_host()
 
+    elapsed = time.perf_counter() - t0
     return finish(
-        stats,
-        pf1,
-        pf2,
-        model,
-        inputs,
-        n_samples,
-        seed,
-        path,
-        want_pf,
-        time.perf_counter() - t0,
-        method="naive",
-        backend="cuda",
-    )
+        stats, pf1, pf2, model, inputs, n_samples, seed, path, want_pf, elapsed,
+        method="naive", backend="cuda",
+    )  # fmt: skip

@@ -126,18 +126,18 @@ PATH_CODES = {
 }
 
 
-@kernel_njit(inline="always")
-def _welford_add(st, loss, x2, index):
-    """Add one sample (its loss, ``sum_j I_j x_j^2`` and index) to the row ``st``.
+@njit(inline="always")
+def welford_add(st, loss, gain, index):
+    """Add one sample (its loss, gain and index) to the row of statistics ``st``.
 
     A non-finite loss is counted (the first one's index kept), not added.
+    Exactly rounded ``njit`` code: the CUDA kernels call it too.
     """
     if not math.isfinite(loss):
         if st[ST_NONFINITE] == 0.0:
             st[ST_FIRST_BAD] = float(index)
         st[ST_NONFINITE] += 1.0
         return
-    gain = x2 - loss
     cnt = st[ST_COUNT] + 1.0
     st[ST_COUNT] = cnt
     lm = st[ST_LOSS_MEAN]
@@ -325,7 +325,7 @@ def _block_per_sample(
         else:
             _z_columns(A, b, idx, xv, k, z)
         loss, x2 = _sample_loss(z, imp, act, idx, xv, k, want_pf, row1, row2)
-        _welford_add(st, loss, x2, start + s)
+        welford_add(st, loss, x2 - loss, start + s)
 
 
 @kernel_njit(inline="always")
@@ -434,7 +434,7 @@ def tile_stats(
             else:  # the tile's whole loss, corrections included
                 lsum[s] += acc
     for s in range(m):
-        _welford_add(st, lsum[s], x2[s], first + s)
+        welford_add(st, lsum[s], x2[s] - lsum[s], first + s)
 
 
 @kernel_njit
@@ -551,7 +551,7 @@ def _block_gemm(
                     z, it, act, j0, j1, imp, cidx, cval, cur, s, ptr[s + 1], want_pf, row1, row2
                 )
         for s in range(m):
-            _welford_add(st, lsum[s], x2[s], start + s0 + s)
+            welford_add(st, lsum[s], x2[s] - lsum[s], start + s0 + s)
 
 
 @parallel_njit

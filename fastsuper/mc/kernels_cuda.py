@@ -54,36 +54,27 @@ Notes
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 from numba import cuda
 
 from fastsuper.core.activations import phi
 from fastsuper.core.laws import draw_active, draw_values
 from fastsuper.core.rng import sample_key, seed_key
-from fastsuper.mc.kernels_cpu import (
-    N_STATS,
-    ST_COUNT,
-    ST_FIRST_BAD,
-    ST_GAIN_M2,
-    ST_GAIN_MEAN,
-    ST_LOSS_M2,
-    ST_LOSS_MEAN,
-    ST_NONFINITE,
-)
+from fastsuper.mc.kernels_cpu import N_STATS, ST_FIRST_BAD, welford_add
 
 __all__ = [
     "N_STATS",
     "count_kernel",
     "fill_kernel",
     "gram_kernel",
+    "hidden",
     "mc_kernel",
     "welford_kernel",
 ]
 
 
 from fastsuper.core import config
+from fastsuper.core.cuda_jit import CUDA_JIT_OPTIONS
 from fastsuper.core.cuda_jit import cuda_kernel as _kernel
 from fastsuper.core.cuda_jit import view as _view
 
@@ -135,6 +126,20 @@ def fill_kernel(seed, start, n_samples, law, indptr, indices, values):
 
 # --------------------------------------------------------------------------
 # Monte-Carlo loss
+
+
+@cuda.jit(device=True, **CUDA_JIT_OPTIONS)
+def hidden(W, indices, values, o, k, h, lane, tj, zero):
+    """``h = W x`` for the CSR sample of ``k`` entries at offset ``o``.
+
+    The threads ``lane = 0 .. tj-1`` of a group take the rows ``r = lane,
+    lane + tj, ...``, each a sequential sum over the active entries.
+    """
+    for r in range(lane, W.shape[0], tj):
+        acc = zero
+        for q in range(k):
+            acc += W[r, indices[o + q]] * values[o + q]
+        h[r] = acc
 
 
 @_kernel
@@ -232,12 +237,7 @@ def mc_kernel(
                 o = indptr[s]
                 k = indptr[s + 1] - o
             if not use_cols:
-                # h = W x over the active entries (threads over r)
-                for r in range(lane, d, tj):
-                    acc = zero
-                    for q in range(k):
-                        acc += W[r, indices[o + q]] * values[o + q]
-                    h[r] = acc
+                hidden(W, indices, values, o, k, h, lane, tj, zero)
                 cuda.syncthreads()
             lsum = 0.0
             x2 = 0.0
@@ -289,39 +289,17 @@ def mc_kernel(
 def welford_kernel(loss, gain, n_chunk, block, first_index, stats):
     """Per-block Welford statistics of the per-sample loss and gain, in sample order.
 
-    The CPU's recursion (:func:`fastsuper.mc.kernels_cpu.mc_blocks`): non-finite
-    losses are counted (with the index of the first one) and left out.
+    The CPU's recursion (:func:`fastsuper.mc.kernels_cpu.welford_add`, one
+    thread per block): non-finite losses are counted (with the index of the
+    first one) and left out.
     """
+    stats = _view(stats)
     nb = stats.shape[0]
     for bi in range(cuda.grid(1), nb, cuda.gridsize(1)):
+        st = stats[bi]
+        for c in range(N_STATS):
+            st[c] = 0.0
+        st[ST_FIRST_BAD] = -1.0
         lo = bi * block
-        hi = min(lo + block, n_chunk)
-        cnt = 0.0
-        lm = 0.0
-        l2 = 0.0
-        gm = 0.0
-        g2 = 0.0
-        bad = 0.0
-        first_bad = -1.0
-        for s in range(lo, hi):
-            ls = loss[s]
-            if not math.isfinite(ls):
-                if bad == 0.0:
-                    first_bad = np.float64(first_index + s)
-                bad += 1.0
-                continue
-            gs = gain[s]
-            cnt += 1.0
-            dl = ls - lm
-            lm += dl / cnt
-            l2 += dl * (ls - lm)
-            dg = gs - gm
-            gm += dg / cnt
-            g2 += dg * (gs - gm)
-        stats[bi, ST_COUNT] = cnt
-        stats[bi, ST_LOSS_MEAN] = lm
-        stats[bi, ST_LOSS_M2] = l2
-        stats[bi, ST_GAIN_MEAN] = gm
-        stats[bi, ST_GAIN_M2] = g2
-        stats[bi, ST_NONFINITE] = bad
-        stats[bi, ST_FIRST_BAD] = first_bad
+        for s in range(lo, min(lo + block, n_chunk)):
+            welford_add(st, loss[s], gain[s], first_index + s)

@@ -9,13 +9,11 @@ last is sampled, from the input law conditioned on ``K >= 2``.  The estimate
 is ``exact + P(K>=2) * (sample mean)`` with standard error
 ``P(K>=2) * (sample standard error)``; the same for the gain and for each
 feature's loss term.  When ``E K`` is small almost every plain Monte-Carlo
-sample has ``K <= 1``, and this removes their variance.  At n = 1000, d = 64,
-``relu_power`` 2, U[0, 1] values the per-sample variance is 1.5e3 times
-smaller at ``E K = 0.1`` and 1.2e6 times at ``E K = 0.01`` (THEORY §4); a
+sample has ``K <= 1``, and this removes their variance (THEORY §4); a
 ``K >= 2`` sample costs about twice a plain one (two random rows of
-``A = W^T W`` to read), so at equal wall time, ``low_order_terms`` included,
-the standard error is about 28x and 750x smaller
-(``benchmarks/stratified_gain.py``).
+``A = W^T W`` to read).  docs/benchmarks.md ("Stratified estimator against
+the naive one", ``scripts/stratified_gain.py``) has the standard errors the
+two estimators reach in equal wall time.
 
 Sampling given ``K >= 2`` is a pure function of ``(seed, sample index)`` (the
 counter-based generator of :mod:`fastsuper.core.rng`), by one of three rules

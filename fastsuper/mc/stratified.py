@@ -26,8 +26,7 @@ from fastsuper.core.bundles import activation
 from fastsuper.core.laws import (
     SparseBatch,
     SparseInputs,
-    sample_counts,
-    sample_fill,
+    draw_batch,
 )
 from fastsuper.core.model import Model
 from fastsuper.exact.low_order import (
@@ -146,26 +145,15 @@ def sample_ge2(
     """
     if not isinstance(inputs, SparseInputs):
         raise TypeError(f"inputs must be a fastsuper.SparseInputs, got {type(inputs).__name__}")
-    n_samples = v.check_int("n_samples", n_samples, minimum=0)
-    seed = v.check_int("seed", seed)
-    start = v.check_int("start", start, minimum=0)
-    chunk_size = v.check_int("chunk_size", chunk_size, minimum=1)
     smp = StratifiedSampler(inputs)
     if smp.mode < 0:
         raise ValueError(
             f"P(K >= 2) = 0 for {inputs!r}: no input has two active features, "
             "there is nothing to sample"
         )
-    law, rule = inputs._kernel_params(), smp.kernel_args()
-    seed_arg = np.uint64(seed & ((1 << 64) - 1))
-    counts = sample_counts(seed_arg, start, n_samples, chunk_size, law, rule)
-    indptr = np.zeros(n_samples + 1, dtype=np.int64)
-    np.cumsum(counts, out=indptr[1:])
-    total = int(indptr[-1])
-    indices = np.empty(total, dtype=np.int64)
-    values = np.empty(total, dtype=np.float64)
-    sample_fill(seed_arg, start, n_samples, chunk_size, law, rule, indptr, indices, values)
-    return SparseBatch(indptr, indices, values, smp.n)
+    return draw_batch(
+        inputs._kernel_params(), smp.kernel_args(), n_samples, seed, start, chunk_size
+    )
 
 
 def _choose_path(model: Model, k: float, n_samples: int) -> str:

@@ -30,14 +30,9 @@ def _kernels():
 
 @quiet_launch
 def loss_grad_cuda(
-    model: Model,
-    inputs: SparseInputs,
-    n_samples: int = 100_000,
-    seed: int = 0,
-    *,
-    start: int = 0,
-    block_size: int | None = None,
-):
+    model: Model, inputs: SparseInputs, n_samples: int = 100_000, seed: int = 0, *,
+    start: int = 0, block_size: int | None = None,
+):  # fmt: skip
     """Sampled loss and gradient on the GPU (``loss_grad(..., backend="cuda")``).
 
     The samples of :func:`fastsuper.train.adam.loss_grad` (drawn on the device

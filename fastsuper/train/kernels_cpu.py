@@ -114,6 +114,8 @@ def run_grad(W, Wt, b, imp, imp2, act, skey, first, count, law, work, gW, gb):
             xd[idx[q]] = val[q]  # rounded to the compute dtype
             xv[q] = xd[idx[q]]
         loss = 0.0
+        # The d <= 2 and d <= 4 branches are one computation written out for 2 and
+        # 4 scalars: the hidden vector stays in registers (deliberately not shared).
         if D == 2:  # ---- d <= 2: h and u in scalars
             h0 = zero
             h1 = zero

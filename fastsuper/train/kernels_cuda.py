@@ -9,6 +9,7 @@ from numba import cuda
 
 from fastsuper.core.activations import dphi, phi
 from fastsuper.core.cuda_jit import cuda_kernel as _kernel
+from fastsuper.mc.kernels_cuda import hidden
 
 __all__ = ["grad_kernel"]
 
@@ -99,11 +100,7 @@ def grad_kernel(
         for s in range(lo, hi):
             o = indptr[s]
             k = indptr[s + 1] - o
-            for r in range(lane, d, tj):  # 1. h = W x
-                acc = zero
-                for q in range(k):
-                    acc += W[r, indices[o + q]] * values[o + q]
-                h[r] = acc
+            hidden(W, indices, values, o, k, h, lane, tj, zero)  # 1. h = W x
             cuda.syncthreads()
             ptr = 0
             for j in range(lane, n, tj):  # 2. z, g, bias and decoder terms
