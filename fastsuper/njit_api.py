@@ -25,8 +25,9 @@ the package does not have::
     mean_loss(K.model_params(model), inputs.importance, K.law_params(inputs), 0, 10_000)
 
 A model and an input law enter as tuples made once, outside compiled code,
-by :func:`model_params` and :func:`law_params`; a sample is its sorted active
-indices ``idx[:k]`` and their values ``val[:k]`` (float64).
+by :func:`model_params` and :func:`law_params` (the latter is the package's
+:class:`~fastsuper.core.bundles.InputLaw` bundle); a sample is its sorted
+active indices ``idx[:k]`` and their values ``val[:k]`` (float64).
 
 Conventions (the same as the rest of the package):
 
@@ -52,7 +53,8 @@ from __future__ import annotations
 import numpy as np
 
 from fastsuper.core.activations import dphi, phi
-from fastsuper.core.jit import njit
+from fastsuper.core.bundles import Activation, InputLaw, activation, borrowed_law
+from fastsuper.core.jit import borrow, njit
 from fastsuper.core.laws import SparseInputs, draw_sample
 from fastsuper.core.model import Model
 from fastsuper.core.rng import sample_key, seed_key
@@ -83,13 +85,14 @@ def model_params(model: Model) -> tuple:
     """
     if not isinstance(model, Model):
         raise TypeError(f"model must be a fastsuper.Model, got {type(model).__name__}")
-    act, _, ia = model._act_args()
-    return (model.W, model.bias, act, float(model.exponent), ia)
+    act = activation(model)
+    return (model.W, model.bias, act.code, float(model.exponent), act.ia)
 
 
-def law_params(inputs: SparseInputs) -> tuple:
+def law_params(inputs: SparseInputs) -> InputLaw:
     """The tuple that :func:`sample_one` takes for the input law ``inputs``.
 
+    The :class:`~fastsuper.core.bundles.InputLaw` of the package's kernels.
     Its first entry is ``n``, the number of features (the length the
     ``idx``/``val`` buffers need).  The importances are not in it: pass
     ``inputs.importance`` to :func:`loss_one` and :func:`grad_one`.
@@ -128,9 +131,8 @@ def sample_one(law, seed, index, idx, val):
     int
         ``k``, the number of active features.
     """
-    n, kfix, pmax, log1mp, thin, p, code, support, cum = law
     key = sample_key(seed_key(np.uint64(seed)), index)
-    return draw_sample(key, n, kfix, pmax, log1mp, thin, p, code, support, cum, idx, val)
+    return draw_sample(key, borrowed_law(law), borrow(idx), borrow(val))
 
 
 @njit
@@ -162,10 +164,11 @@ def forward_one(model, idx, val, k, xhat):
     xhat : float64 array of length n
         Receives the reconstruction.
     """
-    W, b, act, a, ia = model
+    W, b, code, a, ia = model
+    act = Activation(code, a, ia)
     _preact(W, b, idx, val, k, xhat)
     for j in range(xhat.shape[0]):
-        xhat[j] = phi(xhat[j], act, a, ia)
+        xhat[j] = phi(xhat[j], act)
 
 
 @njit
@@ -228,7 +231,8 @@ def grad_one(model, imp, idx, val, k, xhat, gW, gb):
     float
         The loss of the sample.
     """
-    W, b, act, a, ia = model
+    W, b, code, a, ia = model
+    act = Activation(code, a, ia)
     d, n = W.shape
     h = np.zeros(d)
     for r in range(d):
@@ -242,10 +246,10 @@ def grad_one(model, imp, idx, val, k, xhat, gW, gb):
     loss = 0.0
     for j in range(n):
         z = xhat[j]
-        f = phi(z, act, a, ia)
+        f = phi(z, act)
         e = f - x[j]
         loss += imp[j] * e * e
-        g[j] = 2.0 * imp[j] * e * dphi(z, act, a, ia) if e != 0 else 0.0
+        g[j] = 2.0 * imp[j] * e * dphi(z, act) if e != 0 else 0.0
         gb[j] += g[j]
         xhat[j] = f
     for r in range(d):

@@ -24,6 +24,8 @@ Core
 ----
 ACTIVATIONS, phi, dphi
     Activation codes and the per-element ``@njit`` activation and derivative.
+Activation, activation, input_law
+    The parameter bundles of the kernels and their builders.
 simulator, require_cuda, to_device_array
     CUDA support: whether the CUDA simulator runs the kernels, the checked
     import of :mod:`numba.cuda`, device copies.
@@ -38,8 +40,10 @@ run_blocks
     The CPU backend's block statistics.
 column_panels, aligned, ST_LOSS_MEAN, ST_LOSS_M2
     Kernel helpers and the columns of the per-block statistics.
-K_TAIL, MODE_BINOM, MODE_PLAIN, MODE_SEQ, binom_ge2_cdf, stratified_blocks
-    The stratified sampler's tables, modes and kernel.
+mc_blocks, PATH_COLUMNS
+    The Monte-Carlo block kernel (naive and stratified samples) and a path code.
+K_TAIL, MODE_BINOM, MODE_PLAIN, MODE_SEQ, binom_ge2_cdf
+    The stratified sampler's tables and modes.
 StratifiedSampler, sample_ge2, stratified_estimate
     The stratified estimator.
 default_chunk_size, dask_plan, patch_cpu_count
@@ -79,6 +83,7 @@ from fastsuper.apps.reproduce import capacity, figure3, figure3_settings
 from fastsuper.core import config
 from fastsuper.core import cuda as core_cuda
 from fastsuper.core.activations import ACTIVATIONS, dphi, phi
+from fastsuper.core.bundles import Activation, activation, input_law
 from fastsuper.core.cuda import require_cuda, simulator, to_device_array
 
 # private at their home module (they are to be made public there)
@@ -90,14 +95,20 @@ from fastsuper.mc import dask as mc_dask
 from fastsuper.mc.cpu import run_blocks
 from fastsuper.mc.dask import default_chunk_size
 from fastsuper.mc.dask import plan_run as dask_plan
-from fastsuper.mc.kernels_cpu import ST_LOSS_M2, ST_LOSS_MEAN, aligned, column_panels
+from fastsuper.mc.kernels_cpu import (
+    PATH_COLUMNS,
+    ST_LOSS_M2,
+    ST_LOSS_MEAN,
+    aligned,
+    column_panels,
+    mc_blocks,
+)
 from fastsuper.mc.kernels_stratified import (
     K_TAIL,
     MODE_BINOM,
     MODE_PLAIN,
     MODE_SEQ,
     binom_ge2_cdf,
-    stratified_blocks,
 )
 from fastsuper.mc.paths import choose_path, gram, path_operand, path_shape
 from fastsuper.mc.stratified import StratifiedSampler, sample_ge2, stratified_estimate
@@ -105,6 +116,8 @@ from fastsuper.train.adam import initial_weights, instance_seed
 
 __all__ = [
     "ACTIVATIONS",
+    "Activation",
+    "PATH_COLUMNS",
     "K_TAIL",
     "MODE_BINOM",
     "MODE_PLAIN",
@@ -123,7 +136,10 @@ __all__ = [
     "cumulants_from_moments",
     "dask_plan",
     "default_chunk_size",
+    "activation",
     "dphi",
+    "input_law",
+    "mc_blocks",
     "exact_forward",
     "exact_grad_w",
     "exact_power_sums",
@@ -143,7 +159,6 @@ __all__ = [
     "run_blocks",
     "sample_ge2",
     "simulator",
-    "stratified_blocks",
     "stratified_estimate",
     "to_device_array",
 ]

@@ -2,6 +2,8 @@
 
 Per-element maths shared by every kernel (CPU and CUDA): plain ``@njit``
 functions that keep the dtype of their argument (float32 stays float32).
+The activation enters as one :class:`~fastsuper.core.bundles.Activation`
+bundle ``act``: its family ``act.code``, exponent ``act.a`` and ``act.ia``.
 
 Families (``a > 0`` the exponent; ``ia`` is ``a`` as an integer when ``a`` is
 integral, else ``-1``; integer exponents use repeated multiplication):
@@ -74,14 +76,15 @@ def _abspow(t, a, ia):
 
 
 @njit
-def phi(t, act, a, ia):
-    """Activation ``act`` with exponent ``a`` (same dtype as ``t``).
+def phi(t, act):
+    """The activation ``act`` (an :class:`~fastsuper.core.bundles.Activation`) at ``t``.
 
-    ``ia`` is the exponent as an integer when it is integral, else -1.
+    Same dtype as ``t``.
     """
-    if act == POWER:
+    code, a, ia = act
+    if code == POWER:
         return ipow(t, ia)
-    if act == RELU_POWER:
+    if code == RELU_POWER:
         if t > 0:
             return _abspow(t, a, ia)
         if t <= 0:
@@ -92,14 +95,15 @@ def phi(t, act, a, ia):
 
 
 @njit
-def dphi(t, act, a, ia):
+def dphi(t, act):
     """Derivative of :func:`phi` with respect to ``t`` (same dtype as ``t``)."""
+    code, a, ia = act
     one = a / a
-    if act == POWER:
+    if code == POWER:
         if ia == 1:
             return one + (t - t)
         return ipow(t, ia - 1) * a
-    if act == RELU_POWER:
+    if code == RELU_POWER:
         if t > 0:
             if ia == 1:
                 return one + (t - t)
@@ -125,7 +129,7 @@ def _relu(t):
 
 
 @njit(fastmath={"contract"})
-def phi_inplace(z, act, a, ia):
+def phi_inplace(z, act):
     """Overwrite the 1-D array ``z`` with ``phi(z)``, elementwise.
 
     The same values as :func:`phi`; the family and exponent are dispatched once
@@ -133,7 +137,8 @@ def phi_inplace(z, act, a, ia):
     that LLVM can vectorise the loop.
     """
     n = z.shape[0]
-    if act == POWER or (act == SIGNED_POWER and ia >= 1 and ia % 2 == 1):
+    code, ia = act.code, act.ia
+    if code == POWER or (code == SIGNED_POWER and ia >= 1 and ia % 2 == 1):
         if ia == 1:
             return
         if ia == 2:
@@ -145,7 +150,7 @@ def phi_inplace(z, act, a, ia):
         else:
             for j in range(n):
                 z[j] = ipow(z[j], ia)
-    elif act == RELU_POWER:
+    elif code == RELU_POWER:
         if ia == 1:
             for j in range(n):
                 z[j] = _relu(z[j])
@@ -159,11 +164,11 @@ def phi_inplace(z, act, a, ia):
                 z[j] = u * u * u
         else:
             for j in range(n):
-                z[j] = phi(z[j], act, a, ia)
+                z[j] = phi(z[j], act)
     else:  # signed power, even or non-integer exponent
         if ia == 2:
             for j in range(n):
                 z[j] = z[j] * abs(z[j])
         else:
             for j in range(n):
-                z[j] = phi(z[j], act, a, ia)
+                z[j] = phi(z[j], act)

@@ -20,7 +20,27 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["Activation", "InputLaw", "activation", "input_law"]
+from fastsuper.core.jit import borrow, njit
+
+__all__ = [
+    "GAP_SCAN",
+    "MODE_BINOM",
+    "MODE_PLAIN",
+    "MODE_SEQ",
+    "Activation",
+    "InputLaw",
+    "SampleRule",
+    "activation",
+    "gap_tables",
+    "input_law",
+    "plain_rule",
+]
+
+#: thresholds the sampler compares a uniform with before it takes a logarithm
+#: (gaps ``0 .. GAP_SCAN - 1``; see :func:`gap_tables`)
+GAP_SCAN = 8
+#: relative half-width of the band around each threshold where the logarithm decides
+GAP_BAND = 1e-9
 
 
 class InputLaw(NamedTuple):
@@ -44,6 +64,42 @@ class InputLaw(NamedTuple):
     support: np.ndarray
     #: cumulative probabilities of a discrete value law, float64
     cum: np.ndarray
+    #: thresholds of the geometric skip (:func:`gap_tables`), or a length-1
+    #: placeholder: every gap by its logarithm (the same gaps, bit for bit)
+    tlo: np.ndarray
+    #: upper thresholds, the companion of ``tlo``
+    thi: np.ndarray
+
+
+#: rules of :class:`SampleRule`: the law given ``K >= 2`` with one ``p``
+#: (``MODE_BINOM``) or one ``p_i`` per feature (``MODE_SEQ``), or the plain sampler
+MODE_BINOM, MODE_SEQ, MODE_PLAIN = range(3)
+
+
+class SampleRule(NamedTuple):
+    """Which law the kernels draw samples from (see :func:`fastsuper.core.laws.draw_active_by`).
+
+    The plain input law (``MODE_PLAIN``, :func:`plain_rule`), or the input
+    law conditioned on ``K >= 2`` active features, with the tables of
+    :mod:`fastsuper.mc.kernels_stratified` (unused tables are length-1
+    placeholders).
+    """
+
+    #: ``MODE_BINOM``, ``MODE_SEQ`` or ``MODE_PLAIN``
+    mode: int
+    #: CDF of ``K`` given ``K >= 2`` (``MODE_BINOM``), float64
+    kcdf: np.ndarray
+    #: log-survival tables of the first and second active feature (``MODE_SEQ``), float64
+    h1: np.ndarray
+    h2: np.ndarray
+    #: count of features with ``p = 1`` before each position (``MODE_SEQ``), int64
+    ones: np.ndarray
+
+
+def plain_rule() -> SampleRule:
+    """The :class:`SampleRule` of the plain input law."""
+    empty = np.zeros(1)
+    return SampleRule(MODE_PLAIN, empty, empty, empty, np.zeros(1, dtype=np.int64))
 
 
 class Activation(NamedTuple):
@@ -57,24 +113,78 @@ class Activation(NamedTuple):
     ia: int
 
 
-def input_law(inputs) -> InputLaw:
-    """The :class:`InputLaw` bundle of a :class:`~fastsuper.SparseInputs`."""
+def gap_tables(n: int, log1mp: float) -> tuple[np.ndarray, np.ndarray]:
+    """Thresholds that replace most logarithms of the geometric skipping.
+
+    The sampler's gap is ``floor(log(u) / log(1 - p))``, which is ``>= g``
+    exactly when ``u <= (1 - p)^g``.  With ``tlo[g] = (1 - p)^g (1 - GAP_BAND)``
+    and ``thi[g] = (1 - p)^g (1 + GAP_BAND)`` (g = 0 .. n + GAP_SCAN),
+    ``u < tlo[g]`` and ``u > thi[g]`` decide the comparison for sure: the
+    formula's rounding error is about 1e-16 relative, far inside the band.
+    The sampler counts the thresholds below ``u`` (no branches to
+    mispredict); a ``u`` inside a band (probability about 2e-9 per threshold)
+    or a gap of ``GAP_SCAN`` or more is decided by the formula itself, so the
+    gaps are the formula's bit for bit.  Worth it where gaps are short (large
+    ``p``) or samples end after a few features (small ``n``).
+    """
+    size = n + GAP_SCAN + 1
+    t = np.exp(np.arange(size) * log1mp) if math.isfinite(log1mp) else np.zeros(size)
+    return t * (1.0 - GAP_BAND), t * (1.0 + GAP_BAND)
+
+
+#: the placeholder of a law without gap thresholds (a device array may not be empty)
+_NO_GAPS = np.zeros(1)
+
+
+def input_law(inputs, gaps: bool = False) -> InputLaw:
+    """The :class:`InputLaw` bundle of a :class:`~fastsuper.SparseInputs`.
+
+    With ``gaps``, the bundle carries the thresholds of :func:`gap_tables`.
+    """
     pmax = float(inputs.p.max()) if inputs.n else 0.0
+    log1mp = math.log1p(-pmax) if pmax < 1.0 else -math.inf
+    tlo, thi = gap_tables(inputs.n, log1mp) if gaps else (_NO_GAPS, _NO_GAPS)
     return InputLaw(
         int(inputs.n),
         -1 if inputs.k is None else int(inputs.k),
         pmax,
-        math.log1p(-pmax) if pmax < 1.0 else -math.inf,
+        log1mp,
         not inputs.p_is_scalar,
         inputs.p,
         int(inputs.law.code),
         inputs.law.support,
         inputs.law.cumprobs,
+        tlo,
+        thi,
     )
 
 
-def activation(model) -> Activation:
-    """The :class:`Activation` bundle of a :class:`~fastsuper.Model`."""
-    return Activation(
-        int(model.act_code), model.dtype.type(model.exponent), int(model.int_exponent)
+def activation(model, dtype=None) -> Activation:
+    """The :class:`Activation` bundle of a :class:`~fastsuper.Model`.
+
+    The exponent is in ``dtype``, by default the model's compute dtype.
+    """
+    dt = model.dtype if dtype is None else np.dtype(dtype)
+    return Activation(int(model.act_code), dt.type(model.exponent), int(model.int_exponent))
+
+
+@njit(inline="always")
+def borrowed_law(law):
+    """``law`` with :func:`~fastsuper.core.jit.borrow` views of its arrays (CPU kernels).
+
+    For hot loops that pass the law to inlined per-sample functions: copies
+    of the borrowed bundle cost no reference counting.  Use it only within
+    the call that received ``law``.
+    """
+    return InputLaw(
+        law.n, law.kfix, law.pmax, law.log1mp, law.thin, borrow(law.p), law.code,
+        borrow(law.support), borrow(law.cum), borrow(law.tlo), borrow(law.thi),
+    )  # fmt: skip
+
+
+@njit(inline="always")
+def borrowed_rule(rule):
+    """``rule`` with borrowed views of its arrays (see :func:`borrowed_law`)."""
+    return SampleRule(
+        rule.mode, borrow(rule.kcdf), borrow(rule.h1), borrow(rule.h2), borrow(rule.ones)
     )

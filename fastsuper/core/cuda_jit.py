@@ -82,11 +82,14 @@ if SIMULATOR:
     _patch_simulator_shared_arrays()
 
     def view(arr):
-        """The NumPy array behind a simulated device array.
+        """The NumPy array behind a simulated device array (each array of a bundle).
 
         The simulator runs kernels as Python and calls the ``@njit`` helpers
         through their CPU dispatchers, which accept NumPy arrays only.
         """
+        if isinstance(arr, tuple):  # a bundle: a NamedTuple of scalars and arrays
+            items = [view(x) for x in arr]
+            return type(arr)._make(items) if hasattr(arr, "_fields") else tuple(items)
         item = getattr(arr, "_item", None)
         if item is not None:
             arr = item

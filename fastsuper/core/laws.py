@@ -20,7 +20,15 @@ import numba
 import numpy as np
 
 from fastsuper.core import validation as v
-from fastsuper.core.jit import njit, parallel_njit
+from fastsuper.core.bundles import (
+    GAP_SCAN,
+    MODE_BINOM,
+    MODE_PLAIN,
+    borrowed_law,
+    borrowed_rule,
+    plain_rule,
+)
+from fastsuper.core.jit import borrow, njit, parallel_njit
 from fastsuper.core.rng import sample_key, seed_key, uniform
 
 # value-law codes used by the kernels
@@ -34,6 +42,8 @@ _LAW_CODES = {
     "discrete": DISCRETE,
 }
 VALUE_BASE = 1 << 40  # counters of the value draws
+#: counter of the uniform that draws K given K >= 2 (one p); below every value counter
+K_COUNTER = VALUE_BASE - 1
 _TWO_PI = 2.0 * math.pi
 
 
@@ -248,110 +258,211 @@ class SparseInputs:
 
 
 # --------------------------------------------------------------------------
-# per-element sampling maths (shared by CPU and CUDA kernels)
+# per-sample sampling maths (shared by the CPU and CUDA kernels)
+#
+# One implementation of each step, ``inline="always"``: Numba splices it into
+# the kernels that draw many samples (no call per sample, no reference
+# counting of the law's arrays per sample), and numba-cuda into the device
+# code.  Every function takes the law as one InputLaw bundle ``law``.
 
 
-@njit
-def draw_value(key, a, code, support, cum):
-    """Value of the ``a``-th active feature of the sample with key ``key``."""
-    c = VALUE_BASE + 2 * a
-    if code == CONSTANT:
-        return 1.0
-    u = uniform(key, c)
-    if code == GAUSSIAN:
-        u2 = uniform(key, c + 1)
-        return math.sqrt(-2.0 * math.log(u)) * math.cos(_TWO_PI * u2)
-    if code == RADEMACHER:
-        return -1.0 if u < 0.5 else 1.0
-    if code == UNIFORM_SYM:
-        return 2.0 * u - 1.0
-    if code == UNIFORM:
-        return u
-    j = 0  # discrete: inverse of the cumulative distribution
-    last = cum.shape[0] - 1
-    while j < last and u >= cum[j]:
-        j += 1
-    return support[j]
+@njit(inline="always")
+def draw_subset(key, n, k, out_idx, at):
+    """A uniform ``k``-subset of ``0 .. n-1``, sorted, into ``out_idx[at:at+k]``; returns ``k``.
 
-
-@njit
-def draw_active(key, n, kfix, pmax, log1mp, thin, p, out_idx):
-    """Write the sorted active set of one sample into ``out_idx``; return its size."""
+    Robert Floyd's algorithm (counters ``0 .. k-1``), then an insertion sort.
+    """
     count = 0
-    if kfix >= 0:  # exactly k active: Robert Floyd's algorithm, then sort
-        c = 0
-        for j in range(n - kfix, n):
-            t = int(uniform(key, c) * (j + 1))
-            c += 1
-            if t > j:
-                t = j
-            dup = False
-            for q in range(count):
-                if out_idx[q] == t:
-                    dup = True
-                    break
-            out_idx[count] = j if dup else t
-            count += 1
-        for q in range(1, count):  # insertion sort
-            x = out_idx[q]
-            r = q - 1
-            while r >= 0 and out_idx[r] > x:
-                out_idx[r + 1] = out_idx[r]
-                r -= 1
-            out_idx[r + 1] = x
-        return count
-    return draw_bernoulli_tail(key, 0, -1, n, pmax, log1mp, thin, p, out_idx, 0)
+    for j in range(n - k, n):
+        t = int(uniform(key, count) * (j + 1))
+        if t > j:
+            t = j
+        dup = False
+        for q in range(count):
+            if out_idx[at + q] == t:
+                dup = True
+                break
+        out_idx[at + count] = j if dup else t
+        count += 1
+    for q in range(1, count):  # insertion sort
+        x = out_idx[at + q]
+        r = q - 1
+        while r >= 0 and out_idx[at + r] > x:
+            out_idx[at + r + 1] = out_idx[at + r]
+            r -= 1
+        out_idx[at + r + 1] = x
+    return count
 
 
-@njit
-def draw_bernoulli_tail(key, c, pos, n, pmax, log1mp, thin, p, out_idx, count):
+@njit(inline="always")
+def draw_bernoulli_tail(key, c, pos, law, out_idx, count):
     """Independent features after position ``pos``: geometric skipping, then thinning.
 
     Gaps between active features are ``floor(log(u) / log(1 - pmax))`` with
-    ``u`` from counter ``c`` on; with per-feature ``p`` (``thin``) a candidate
-    at ``pos`` is kept with probability ``p[pos] / pmax``.  Appends to
-    ``out_idx[count:]`` and returns the new count.  The Bernoulli pattern of
-    :func:`draw_active` is ``(c, pos, count) = (0, -1, 0)``; the stratified
-    sampler continues from its first two active features.
+    ``u`` from counter ``c`` on; when the law carries gap thresholds
+    (:func:`~fastsuper.core.bundles.gap_tables`) most gaps are read off them
+    instead, with the same result.  With per-feature ``p`` (``law.thin``) a
+    candidate at ``pos`` is kept with probability ``p[pos] / pmax`` (one more
+    counter).  Appends to ``out_idx[count:]`` and returns the new count.  The
+    Bernoulli pattern of :func:`draw_active` is ``(c, pos, count) = (0, -1,
+    0)``; the stratified sampler continues from its first two active features.
     """
+    n = law.n
+    pmax = law.pmax
+    log1mp = law.log1mp
+    tlo = law.tlo
+    thi = law.thi
+    tables = tlo.shape[0] > GAP_SCAN  # else a placeholder
     if pmax <= 0.0:
         return count
     while True:
         if pmax >= 1.0:
             pos += 1
         else:
-            g = math.floor(math.log(uniform(key, c)) / log1mp)
-            c += 1
-            if g >= n - pos - 1:
-                break
-            pos += int(g) + 1
-        if pos >= n:
-            break
-        if thin:
             u = uniform(key, c)
             c += 1
-            if u * pmax >= p[pos]:
+            m = n - pos - 1  # a gap of m or more ends the sample
+            gap = -1
+            if tables:
+                if u < tlo[m]:  # (1 - p)^m > u for sure: gap >= m
+                    break
+                clo = 0  # thresholds (1 - p)^g, g = 1 .. GAP_SCAN, that u is below for sure
+                chi = 0  # ... or may be below
+                for g in range(1, GAP_SCAN + 1):
+                    clo += u < tlo[g]
+                    chi += u <= thi[g]
+                if clo == chi and clo < GAP_SCAN:
+                    gap = clo
+            if gap < 0:  # no tables, u near a threshold, or a long gap: the formula decides
+                ratio = math.log(u) / log1mp  # floor(ratio) >= m iff ratio >= m
+                if ratio >= m:
+                    break
+                gap = int(math.floor(ratio))
+            pos += gap + 1
+        if pos >= n:
+            break
+        if law.thin:
+            u = uniform(key, c)
+            c += 1
+            if u * pmax >= law.p[pos]:
                 continue
         out_idx[count] = pos
         count += 1
     return count
 
 
-#: The same two functions, inlined into the CPU kernels that draw many samples
-#: (Numba IR inlining: no call and no reference counting of the array arguments
-#: per sample): same code, same numbers bit for bit.  Drawing CSR rows with them
-#: measured 0.151 instead of 0.198 us per sample (n = 1000, p = 0.01).  The CUDA
-#: kernels call the originals.
-draw_bernoulli_tail_inline = njit(inline="always")(draw_bernoulli_tail.py_func)
-draw_value_inline = njit(inline="always")(draw_value.py_func)
+@njit(inline="always")
+def draw_active(key, law, out_idx, at):
+    """The sorted active set of one sample into ``out_idx[at:]``; returns its size."""
+    if law.kfix >= 0:
+        return draw_subset(key, law.n, law.kfix, out_idx, at)
+    return draw_bernoulli_tail(key, 0, -1, law, out_idx, at) - at
 
 
-@njit
-def draw_sample(key, n, kfix, pmax, log1mp, thin, p, code, support, cum, out_idx, out_val):
+@njit(inline="always")
+def _search_cdf(cdf, u):
+    """Smallest ``t`` with ``u < cdf[t]`` (``cdf`` non-decreasing, last entry 1)."""
+    lo = 0
+    hi = cdf.shape[0] - 1
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if u < cdf[mid]:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+@njit(inline="always")
+def _next_active(h, ones, i, n, u):
+    """Position of the next active feature at or after ``i`` (inverse survival).
+
+    The largest ``j`` in ``[i, n)`` with ``P(next >= j) > u``, where
+    ``P(next >= j) = [ones[j] == ones[i]] exp(h[j] - h[i])``; that survival is
+    1 at ``j = i`` and non-increasing, so a binary search finds ``j``.
+    """
+    thr = h[i] + math.log(u)
+    oi = ones[i]
+    lo = i  # predicate true
+    hi = n  # predicate false (survival 0 past the last feature)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if ones[mid] == oi and h[mid] > thr:
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+@njit(inline="always")
+def draw_active_by(key, law, rule, out_idx, at):
+    """The sorted active set of one sample drawn by ``rule`` into ``out_idx[at:]``; its size.
+
+    ``rule`` is a :class:`~fastsuper.core.bundles.SampleRule`: ``MODE_PLAIN``
+    is :func:`draw_active`; the law given ``K >= 2`` (rules of
+    :mod:`fastsuper.mc.kernels_stratified`) is ``MODE_BINOM`` (one ``p``:
+    ``K`` from the table ``rule.kcdf`` by counter :data:`K_COUNTER`, then a
+    uniform ``K``-subset) or ``MODE_SEQ`` (one ``p_i`` per feature: the first
+    two active features from the survival tables ``rule.h2``, ``rule.h1``,
+    ``rule.ones`` by counters 0 and 1, the rest independent from counter 2 on).
+    """
+    mode = rule.mode
+    if mode == MODE_PLAIN:
+        return draw_active(key, law, out_idx, at)
+    n = law.n
+    if mode == MODE_BINOM:
+        k = 2 + _search_cdf(rule.kcdf, uniform(key, K_COUNTER))
+        return draw_subset(key, n, k, out_idx, at)
+    j = _next_active(rule.h2, rule.ones, 0, n, uniform(key, 0))
+    out_idx[at] = j
+    j = _next_active(rule.h1, rule.ones, j + 1, n, uniform(key, 1))
+    out_idx[at + 1] = j
+    return draw_bernoulli_tail(key, 2, j, law, out_idx, at + 2) - at
+
+
+@njit(inline="always")
+def draw_value(key, a, law):
+    """Value of the ``a``-th active feature of the sample with key ``key`` (float64).
+
+    From counter ``VALUE_BASE + 2a`` (and ``+ 1``, the Gaussian's Box-Muller
+    pair); discrete laws by the inverse of the cumulative distribution.
+    """
+    c = VALUE_BASE + 2 * a
+    code = law.code
+    if code == CONSTANT:
+        return 1.0
+    u = uniform(key, c)
+    if code == GAUSSIAN:
+        return math.sqrt(-2.0 * math.log(u)) * math.cos(_TWO_PI * uniform(key, c + 1))
+    if code == RADEMACHER:
+        return -1.0 if u < 0.5 else 1.0
+    if code == UNIFORM_SYM:
+        return 2.0 * u - 1.0
+    if code == UNIFORM:
+        return u
+    cum = law.cum  # discrete
+    last = cum.shape[0] - 1
+    j = 0
+    while j < last and u >= cum[j]:
+        j += 1
+    return law.support[j]
+
+
+@njit(inline="always")
+def draw_values(key, k, law, out_val, at):
+    """Values of the active features ``0 .. k-1`` into ``out_val[at:at+k]`` (:func:`draw_value`).
+
+    Stored in the dtype of ``out_val`` (each float64 draw rounded once).
+    """
+    for a in range(k):
+        out_val[at + a] = draw_value(key, a, law)
+
+
+@njit(inline="always")
+def draw_sample(key, law, out_idx, out_val):
     """Active indices (sorted) and values of one sample; returns how many."""
-    count = draw_active(key, n, kfix, pmax, log1mp, thin, p, out_idx)
-    for a in range(count):
-        out_val[a] = draw_value(key, a, code, support, cum)
+    count = draw_active(key, law, out_idx, 0)
+    draw_values(key, count, law, out_val, 0)
     return count
 
 
@@ -360,53 +471,39 @@ def draw_sample(key, n, kfix, pmax, log1mp, thin, p, code, support, cum, out_idx
 
 
 @parallel_njit
-def _count_kernel(seed, start, n_samples, chunk, n, kfix, pmax, log1mp, thin, p):
+def _sample_counts(seed, start, n_samples, chunk, law, rule):
+    """Number of active features of samples ``start .. start+n_samples-1`` drawn by ``rule``.
+
+    Chunks of ``chunk`` samples are the parallel work items.
+    """
     counts = np.zeros(n_samples, dtype=np.int64)
     skey = seed_key(seed)
     n_chunks = (n_samples + chunk - 1) // chunk
     for ci in numba.prange(n_chunks):
-        idx = np.empty(n, dtype=np.int64)
+        idx = np.empty(law.n, dtype=np.int64)
+        blaw, brule, bidx = borrowed_law(law), borrowed_rule(rule), borrow(idx)
         lo = ci * chunk
         hi = min(lo + chunk, n_samples)
         for s in range(lo, hi):
-            key = sample_key(skey, start + s)
-            counts[s] = draw_active(key, n, kfix, pmax, log1mp, thin, p, idx)
+            counts[s] = draw_active_by(sample_key(skey, start + s), blaw, brule, bidx, 0)
     return counts
 
 
 @parallel_njit
-def _fill_kernel(
-    seed,
-    start,
-    n_samples,
-    chunk,
-    indptr,
-    indices,
-    values,
-    n,
-    kfix,
-    pmax,
-    log1mp,
-    thin,
-    p,
-    code,
-    support,
-    cum,
-):
+def _sample_fill(seed, start, n_samples, chunk, law, rule, indptr, indices, values):
+    """The samples of :func:`_sample_counts` into CSR arrays whose ``indptr`` it gave."""
     skey = seed_key(seed)
+    blaw, brule = borrowed_law(law), borrowed_rule(rule)
+    bidx, bval = borrow(indices), borrow(values)
     n_chunks = (n_samples + chunk - 1) // chunk
     for ci in numba.prange(n_chunks):
-        idx = np.empty(n, dtype=np.int64)
-        val = np.empty(n, dtype=np.float64)
         lo = ci * chunk
         hi = min(lo + chunk, n_samples)
         for s in range(lo, hi):
             key = sample_key(skey, start + s)
-            cnt = draw_sample(key, n, kfix, pmax, log1mp, thin, p, code, support, cum, idx, val)
             o = indptr[s]
-            for a in range(cnt):
-                indices[o + a] = idx[a]
-                values[o + a] = val[a]
+            k = draw_active_by(key, blaw, brule, bidx, o)
+            draw_values(key, k, blaw, bval, o)
 
 
 @dataclass(frozen=True)
@@ -442,14 +539,9 @@ class SparseBatch:
 
 
 def sample(
-    inputs: SparseInputs,
-    n_samples: int,
-    seed: int = 0,
-    *,
-    start: int = 0,
-    chunk_size: int = 4096,
-    dtype=np.float64,
-) -> SparseBatch:
+    inputs: SparseInputs, n_samples: int, seed: int = 0, *, start: int = 0,
+    chunk_size: int = 4096, dtype=np.float64,
+) -> SparseBatch:  # fmt: skip
     """Draw ``n_samples`` inputs, the samples numbered from ``start`` on.
 
     Sample ``s`` is a function of ``(seed, s)`` alone, so any split of the
@@ -486,38 +578,30 @@ def sample(
     """
     if not isinstance(inputs, SparseInputs):
         raise TypeError(f"inputs must be a SparseInputs, got {type(inputs).__name__}")
+    dtype = np.dtype(dtype)
+    if dtype not in v.FLOAT_DTYPES:
+        raise TypeError(f"dtype must be float32 or float64, got {dtype}")
+    batch = draw_batch(inputs._kernel_params(), plain_rule(), n_samples, seed, start, chunk_size)
+    return SparseBatch(batch.indptr, batch.indices, batch.values.astype(dtype, copy=False), batch.n)
+
+
+def draw_batch(law, rule, n_samples: int, seed: int, start: int, chunk_size: int) -> SparseBatch:
+    """Samples ``start .. start + n_samples - 1`` drawn by ``rule``, as a float64 SparseBatch.
+
+    ``law`` and ``rule`` are the bundles of the input law and of the sampling
+    rule (:func:`sample`, :func:`fastsuper.mc.stratified.sample_ge2`); the
+    other arguments are checked here.
+    """
     n_samples = v.check_int("n_samples", n_samples, minimum=0)
     seed = v.check_int("seed", seed)
     start = v.check_int("start", start, minimum=0)
     chunk_size = v.check_int("chunk_size", chunk_size, minimum=1)
-    dtype = np.dtype(dtype)
-    if dtype not in v.FLOAT_DTYPES:
-        raise TypeError(f"dtype must be float32 or float64, got {dtype}")
-    n, kfix, pmax, log1mp, thin, p, code, support, cum = inputs._kernel_params()
-    seed &= (1 << 64) - 1
-    seed_arg = np.uint64(seed)
-    counts = _count_kernel(seed_arg, start, n_samples, chunk_size, n, kfix, pmax, log1mp, thin, p)
+    seed_arg = np.uint64(seed & ((1 << 64) - 1))
+    counts = _sample_counts(seed_arg, start, n_samples, chunk_size, law, rule)
     indptr = np.zeros(n_samples + 1, dtype=np.int64)
     np.cumsum(counts, out=indptr[1:])
     total = int(indptr[-1])
     indices = np.empty(total, dtype=np.int64)
     values = np.empty(total, dtype=np.float64)
-    _fill_kernel(
-        seed_arg,
-        start,
-        n_samples,
-        chunk_size,
-        indptr,
-        indices,
-        values,
-        n,
-        kfix,
-        pmax,
-        log1mp,
-        thin,
-        p,
-        code,
-        support,
-        cum,
-    )
-    return SparseBatch(indptr, indices, values.astype(dtype, copy=False), n)
+    _sample_fill(seed_arg, start, n_samples, chunk_size, law, rule, indptr, indices, values)
+    return SparseBatch(indptr, indices, values, law.n)

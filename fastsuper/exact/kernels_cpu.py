@@ -13,8 +13,8 @@ thread:
   cumulant) and never stored.
 
 Written as NumPy passes over row blocks (single-threaded elementwise work,
-twenty-odd passes over ``n**2`` values) the two took 370 of the 505 ms of
-``exact_loss_grad`` at n = 6000, d = 10, m = 3; see docs/benchmarks.md.
+twenty-odd passes over ``n**2`` values) the two took most of the time of
+``exact_loss_grad``; docs/benchmarks.md has its timings.
 Sums run over ``i`` in index order within a row (vectorised, reassociated),
 so results agree with a NumPy evaluation to round-off and do not depend on
 the thread count.

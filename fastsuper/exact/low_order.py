@@ -63,11 +63,12 @@ from scipy.special import roots_hermitenorm, roots_jacobi, roots_legendre
 
 from fastsuper.core import config
 from fastsuper.core.activations import POWER, SIGNED_POWER, phi
-from fastsuper.core.jit import njit, parallel_njit
+from fastsuper.core.bundles import Activation, activation
+from fastsuper.core.jit import njit, serial_and_parallel
 from fastsuper.core.laws import GAUSSIAN, UNIFORM, UNIFORM_SYM, SparseInputs
 from fastsuper.core.model import Model
 
-__all__ = ["LowOrderTerms", "k1_conditional_loss", "low_order_terms"]
+__all__ = ["LowOrderTerms", "k1_conditional_loss", "loss0_terms", "low_order_terms"]
 
 # how the 1-D integrals are done (internal codes)
 _DISCRETE, _UNIFORM, _GAUSS_QUAD, _GAUSS_POLY = range(4)
@@ -81,17 +82,25 @@ _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 _SPLIT = 134217729.0  # 2**27 + 1, Dekker's splitter
 
 #: Everything the kernels need to know about the activation and the value law:
-#: codes and constants, then the quadrature rules and moment tables (unused
-#: ones are length-1 placeholders).
+#: the law's kind, the activation's fields (:func:`_activation` makes the
+#: bundle; a bundle inside this one would not pass into a ``prange`` kernel),
+#: constants, then the quadrature rules and moment tables (unused ones are
+#: length-1 placeholders).
 _LawPack = namedtuple(
     "_LawPack",
-    "kind act a ia sneg mu1 mu2 lo hi sup prb ga_v ga_w gb_v gb_w gh_x gh_w gl_v gl_w "
+    "kind code a ia sneg mu1 mu2 lo hi sup prb ga_v ga_w gb_v gb_w gh_x gh_w gl_v gl_w "
     "binom2m binomm mom",
 )
 
 
 # --------------------------------------------------------------------------
 # per-pair maths (strict IEEE: plain ``njit``)
+
+
+@njit(inline="always")
+def _activation(P):
+    """The :class:`~fastsuper.core.bundles.Activation` of a ``_LawPack`` (exponent in float64)."""
+    return Activation(P.code, P.a, P.ia)
 
 
 @njit
@@ -168,12 +177,12 @@ def _sides(c, sneg):
 
 
 @njit
-def _pair_discrete(c, b, want1, act, a, ia, sup, prb):
+def _pair_discrete(c, b, want1, act, sup, prb):
     """``(E phi(c xi + b)**2, E xi phi(c xi + b))`` for a finite law: a finite sum."""
     e2 = 0.0
     e1 = 0.0
     for q in range(sup.shape[0]):
-        f = phi(c * sup[q] + b, act, a, ia)
+        f = phi(c * sup[q] + b, act)
         e2 += prb[q] * f * f
         if want1:
             e1 += prb[q] * sup[q] * f
@@ -199,11 +208,12 @@ def _gl_order(dist, length, a, ia, nmax):
 
 
 @njit
-def _pair_uniform(c, b, want1, act, a, ia, sneg, mu1, lo, hi, gl_v, gl_w):
+def _pair_uniform(c, b, want1, act, sneg, mu1, lo, hi, gl_v, gl_w):
     """``(E phi**2, E xi phi)`` for ``xi ~ U[lo, hi]``, split at the kink."""
     if c == 0.0:
-        f = phi(b, act, a, ia)
+        f = phi(b, act)
         return f * f, mu1 * f
+    a, ia = act.a, act.ia
     e2 = 0.0
     e1 = 0.0
     t0 = -b / c
@@ -226,7 +236,7 @@ def _pair_uniform(c, b, want1, act, a, ia, sneg, mu1, lo, hi, gl_v, gl_w):
         nq = _gl_order(dist, length, a, ia, gl_v.shape[1])
         for q in range(nq):
             x = lo + length * gl_v[nq, q]
-            f = phi(c * x + b, act, a, ia)
+            f = phi(c * x + b, act)
             e2 += gl_w[nq, q] * f * f
             if want1:
                 e1 += gl_w[nq, q] * x * f
@@ -271,11 +281,12 @@ def _pair_gauss_poly(c, b, want1, m, binom2m, binomm, mom):
 
 
 @njit
-def _pair_gauss_quad(c, b, want1, act, a, ia, sneg, ga_v, ga_w, gb_v, gb_w, gh_x, gh_w):
+def _pair_gauss_quad(c, b, want1, act, sneg, ga_v, ga_w, gb_v, gb_w, gh_x, gh_w):
     """``(E phi**2, E xi phi)`` for ``xi ~ N(0, 1)``: half-lines split at the kink."""
     if c == 0.0:
-        f = phi(b, act, a, ia)
+        f = phi(b, act)
         return f * f, 0.0
+    a = act.a
     e2 = 0.0
     e1 = 0.0
     t0 = -b / c
@@ -298,7 +309,7 @@ def _pair_gauss_quad(c, b, want1, act, a, ia, sneg, ga_v, ga_w, gb_v, gb_w, gh_x
     for q in range(gh_x.shape[0]):
         x = gh_x[q]
         if (x > t0) == right_main:
-            f = phi(c * x + b, act, a, ia)
+            f = phi(c * x + b, act)
             e2 += gh_w[q] * f * f
             if want1:
                 e1 += gh_w[q] * x * f
@@ -315,29 +326,28 @@ def _pair_gauss_quad(c, b, want1, act, a, ia, sneg, ga_v, ga_w, gb_v, gb_w, gh_x
 @njit
 def _e2_e1(c, b, P):
     """``(E phi(c xi + b)**2, E xi phi(c xi + b))`` for any law kind (``P``: a ``_LawPack``)."""
-    kind, act, a, ia, sneg = P.kind, P.act, P.a, P.ia, P.sneg
+    kind, act, sneg = P.kind, _activation(P), P.sneg
     if kind == _DISCRETE:
-        return _pair_discrete(c, b, True, act, a, ia, P.sup, P.prb)
+        return _pair_discrete(c, b, True, act, P.sup, P.prb)
     if kind == _UNIFORM:
-        return _pair_uniform(c, b, True, act, a, ia, sneg, P.mu1, P.lo, P.hi, P.gl_v, P.gl_w)
+        return _pair_uniform(c, b, True, act, sneg, P.mu1, P.lo, P.hi, P.gl_v, P.gl_w)
     if kind == _GAUSS_POLY:
-        return _pair_gauss_poly(c, b, True, ia, P.binom2m, P.binomm, P.mom)
-    return _pair_gauss_quad(
-        c, b, True, act, a, ia, sneg, P.ga_v, P.ga_w, P.gb_v, P.gb_w, P.gh_x, P.gh_w
-    )
+        return _pair_gauss_poly(c, b, True, act.ia, P.binom2m, P.binomm, P.mom)
+    return _pair_gauss_quad(c, b, True, act, sneg, P.ga_v, P.ga_w, P.gb_v, P.gb_w, P.gh_x, P.gh_w)
 
 
 @njit
 def _diag(c, b, P):
     """``(E(xi - phi)**2, E(xi**2 - (xi - phi)**2))`` with ``phi = phi(c xi + b)``."""
-    kind, act, a, ia, mu2, lo, hi = P.kind, P.act, P.a, P.ia, P.mu2, P.lo, P.hi
+    kind, act, mu2, lo, hi = P.kind, _activation(P), P.mu2, P.lo, P.hi
+    a, ia = act.a, act.ia
     sup, prb, gl_v, gl_w, binomm, mom = P.sup, P.prb, P.gl_v, P.gl_w, P.binomm, P.mom
     if kind == _DISCRETE:
         loss = 0.0
         gain = 0.0
         for q in range(sup.shape[0]):
             x = sup[q]
-            f = phi(c * x + b, act, a, ia)
+            f = phi(c * x + b, act)
             loss += prb[q] * (x - f) * (x - f)
             gain += prb[q] * f * (2.0 * x - f)
         return loss, gain
@@ -374,7 +384,7 @@ def _diag(c, b, P):
                 gain = 0.0
                 for q in range(nq):
                     x = lo + length * gl_v[nq, q]
-                    f = phi(c * x + b, act, a, ia)
+                    f = phi(c * x + b, act)
                     loss += gl_w[nq, q] * (x - f) * (x - f)
                     gain += gl_w[nq, q] * f * (2.0 * x - f)
                 return loss, gain
@@ -390,23 +400,21 @@ def _column(i, AT, bias, imp, P, mat, store):
     is a ``_LawPack``.  Each branch on the (loop invariant) law kind calls one
     small, inlinable function.
     """
-    kind, act, a, ia, sneg = P.kind, P.act, P.a, P.ia, P.sneg
+    kind, act, sneg = P.kind, _activation(P), P.sneg
     off = 0.0  # sum_{j != i} I_j E phi(A_ji xi + b_j)**2
     for j in range(AT.shape[0]):
         if j == i:
             continue
         c = AT[i, j]
         if kind == _DISCRETE:
-            e2, _ = _pair_discrete(c, bias[j], False, act, a, ia, P.sup, P.prb)
+            e2, _ = _pair_discrete(c, bias[j], False, act, P.sup, P.prb)
         elif kind == _UNIFORM:
-            e2, _ = _pair_uniform(
-                c, bias[j], False, act, a, ia, sneg, P.mu1, P.lo, P.hi, P.gl_v, P.gl_w
-            )
+            e2, _ = _pair_uniform(c, bias[j], False, act, sneg, P.mu1, P.lo, P.hi, P.gl_v, P.gl_w)
         elif kind == _GAUSS_POLY:
-            e2, _ = _pair_gauss_poly(c, bias[j], False, ia, P.binom2m, P.binomm, P.mom)
+            e2, _ = _pair_gauss_poly(c, bias[j], False, act.ia, P.binom2m, P.binomm, P.mom)
         else:
             e2, _ = _pair_gauss_quad(
-                c, bias[j], False, act, a, ia, sneg, P.ga_v, P.ga_w, P.gb_v, P.gb_w, P.gh_x, P.gh_w
+                c, bias[j], False, act, sneg, P.ga_v, P.ga_w, P.gb_v, P.gb_w, P.gh_x, P.gh_w
             )
         e2 *= imp[j]
         off += e2
@@ -420,19 +428,10 @@ def _column(i, AT, bias, imp, P, mat, store):
     return ld + off, gd - off
 
 
-@parallel_njit
-def _k1_kernel(AT, bias, imp, P, loss1, gain1, mat, store):
+@serial_and_parallel
+def _k1_columns(AT, bias, imp, P, loss1, gain1, mat, store):
     """``loss1[i]``, ``gain1[i]`` for every ``i`` (``prange``; nothing shared between ``i``)."""
     for i in numba.prange(AT.shape[0]):
-        li, gi = _column(i, AT, bias, imp, P, mat, store)
-        loss1[i] = li
-        gain1[i] = gi
-
-
-@njit
-def _k1_serial(AT, bias, imp, P, loss1, gain1, mat, store):
-    """Serial twin of :func:`_k1_kernel` for small ``n`` (no thread-pool start-up)."""
-    for i in range(AT.shape[0]):
         li, gi = _column(i, AT, bias, imp, P, mat, store)
         loss1[i] = li
         gain1[i] = gi
@@ -675,13 +674,17 @@ def _kernel_args(model: Model, inputs: SparseInputs):
 
 
 @njit
-def _loss0(bias, imp, act, a, ia):
-    """``sum_j I_j phi(b_j)**2``, the loss at ``x = 0``."""
-    s = 0.0
+def loss0_terms(bias, imp, act):
+    """``I_j phi(b_j)**2`` for every output ``j``: the loss at ``x = 0``, per feature.
+
+    ``act`` is an :class:`~fastsuper.core.bundles.Activation`; the loss at
+    ``x = 0`` is the sum of the terms in index order.
+    """
+    out = np.empty(bias.shape[0])
     for j in range(bias.shape[0]):
-        f = phi(bias[j], act, a, ia)
-        s += imp[j] * f * f
-    return s
+        f = phi(bias[j], act)
+        out[j] = imp[j] * f * f
+    return out
 
 
 def _run_k1(model: Model, inputs: SparseInputs, store: bool):
@@ -693,7 +696,7 @@ def _run_k1(model: Model, inputs: SparseInputs, store: bool):
     loss1 = np.empty(n)
     gain1 = np.empty(n)
     mat = np.zeros((n, n) if store else (1, 1))
-    kernel = _k1_serial if n < config.LOW_ORDER_SERIAL_BELOW else _k1_kernel
+    kernel = _k1_columns.pick(n, config.LOW_ORDER_SERIAL_BELOW)
     kernel(AT, bias, imp, _kernel_args(model, inputs), loss1, gain1, mat, store)
     bad = ~(np.isfinite(loss1) & np.isfinite(gain1))
     if bad.any():
@@ -730,11 +733,10 @@ def k1_conditional_loss(
 
     Examples
     --------
-    >>> import numpy as np
-    >>> from fastsuper.core.model import Model
-    >>> from fastsuper.core.laws import SparseInputs
-    >>> model = Model(np.eye(2), activation="relu_power", exponent=1)
-    >>> k1_conditional_loss(model, SparseInputs(2, p=0.1, values="uniform_sym"))
+    >>> import numpy as np, fastsuper as fs
+    >>> from fastsuper.exact.low_order import k1_conditional_loss
+    >>> model = fs.Model(np.eye(2), activation="relu_power", exponent=1)
+    >>> k1_conditional_loss(model, fs.SparseInputs(2, p=0.1, values="uniform_sym"))
     array([0.16666667, 0.16666667])
     """
     _check(model, inputs)
@@ -774,8 +776,7 @@ def low_order_terms(model: Model, inputs: SparseInputs) -> LowOrderTerms:
     truncated Gauss-Jacobi and Gauss-Hermite rules, measured within 1.2e-14
     relative of 30-digit references (see the module docstring).  Cost
     ``O(n**2)`` times at most ~100 quadrature nodes per pair, compiled and
-    parallel over features (about 1 s of one core at n = 1000 in the slowest,
-    Gaussian case; 0.1-0.3 s otherwise).
+    parallel over features (timings in docs/benchmarks.md).
 
     Examples
     --------
@@ -794,7 +795,8 @@ def low_order_terms(model: Model, inputs: SparseInputs) -> LowOrderTerms:
     _check(model, inputs)
     bias = np.ascontiguousarray(model.bias, dtype=np.float64)
     imp = np.ascontiguousarray(inputs.importance, dtype=np.float64)
-    loss0 = float(_loss0(bias, imp, model.act_code, float(model.exponent), model.int_exponent))
+    terms0 = loss0_terms(bias, imp, activation(model, np.float64))
+    loss0 = float(np.cumsum(terms0)[-1])  # in index order
     if not math.isfinite(loss0):
         raise FloatingPointError(
             f"the k = 0 loss sum_j I_j phi(b_j)**2 overflowed ({loss0}); the bias or exponent "

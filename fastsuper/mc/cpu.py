@@ -6,6 +6,7 @@ import time
 
 import numpy as np
 
+from fastsuper.core.bundles import activation, plain_rule
 from fastsuper.core.laws import SparseInputs
 from fastsuper.core.model import Model
 from fastsuper.mc.common import LossEstimate, finish
@@ -36,12 +37,10 @@ def run_blocks(
     tile, sub = path_shape(path, model.n, model.d, model.dtype.itemsize, inputs.expected_active)
     if path == "columns_blocked":  # panels that travelled (Dask) may have lost their alignment
         A = aligned(A)
-    act, a, ia = model._act_args()
-    n, kfix, pmax, log1mp, thin, p, code, support, cum = inputs._kernel_params()
     return mc_blocks(
-        model.W, A, model.bias, inputs.importance, act, a, ia, PATH_CODES[path],
-        bool(per_feature), np.uint64(seed & ((1 << 64) - 1)), first, count, block_size, n,
-        kfix, pmax, log1mp, thin, p, code, support, cum, tile, sub,
+        model.W, A, model.bias, inputs.importance, activation(model), PATH_CODES[path],
+        bool(per_feature), np.uint64(seed & ((1 << 64) - 1)), first, count, block_size,
+        inputs._kernel_params(), plain_rule(), tile, sub,
     )  # fmt: skip
 
 

@@ -18,6 +18,7 @@ import numpy as np
 
 from fastsuper.core import config
 from fastsuper.core import validation as v
+from fastsuper.core.bundles import activation
 from fastsuper.core.cuda import launch_grid, next_pow2, quiet_launch, require_cuda, to_device_array
 from fastsuper.core.laws import SparseBatch, SparseInputs
 from fastsuper.core.model import Model
@@ -47,21 +48,23 @@ def _mc_threads() -> int:
 
 
 class DeviceInputs:
-    """The sampler's parameters of a SparseInputs, with its arrays on the device."""
+    """The :class:`~fastsuper.core.bundles.InputLaw` of a SparseInputs, its arrays on the device."""
 
     def __init__(self, cuda, inputs: SparseInputs):
-        n, kfix, pmax, log1mp, thin, p, code, support, cum = inputs._kernel_params()
-        self.n, self.kfix, self.pmax, self.log1mp = int(n), int(kfix), float(pmax), float(log1mp)
-        self.thin, self.code = bool(thin), int(code)
-        self.p = cuda.to_device(np.ascontiguousarray(p, dtype=np.float64))
-        self.support = cuda.to_device(np.ascontiguousarray(support, dtype=np.float64))
-        self.cum = cuda.to_device(np.ascontiguousarray(cum, dtype=np.float64))
-        self.expected = float(n * pmax) if kfix < 0 else float(kfix)
+        law = inputs._kernel_params()
+        arrays = ("p", "support", "cum", "tlo", "thi")
+        self.law = law._replace(
+            **{f: cuda.to_device(np.ascontiguousarray(getattr(law, f), dtype=np.float64))
+               for f in arrays}
+        )  # fmt: skip
+        self.n = n = law.n
+        kfix = law.kfix
+        self.expected = float(n * law.pmax) if kfix < 0 else float(kfix)
         if kfix >= 0:
             cap = max(kfix, 1)
         else:
             ek = self.expected
-            cap = min(self.n, max(1, math.ceil(ek + 8.0 * math.sqrt(ek) + 16.0)))
+            cap = min(n, max(1, math.ceil(ek + 8.0 * math.sqrt(ek) + 16.0)))
         #: row length of the count kernel's sink (see kernels_cuda.count_kernel)
         self.cap = int(cap)
 
@@ -86,20 +89,7 @@ def draw_chunk(cuda, dev: DeviceInputs, seed_u64, first: int, ns: int, dtype):
     grid = launch_grid(cuda, ns, threads)
     counts = cuda.device_array(ns, dtype=np.int32)
     sink = cuda.device_array(max((ns - 1) * dev.cap + n, 1), dtype=np.int32)
-    kc.count_kernel[grid, threads](
-        seed_u64,
-        first,
-        ns,
-        n,
-        dev.kfix,
-        dev.pmax,
-        dev.log1mp,
-        dev.thin,
-        dev.p,
-        dev.cap,
-        sink,
-        counts,
-    )
+    kc.count_kernel[grid, threads](seed_u64, first, ns, dev.law, dev.cap, sink, counts)
     del sink
     indptr = np.zeros(ns + 1, dtype=np.int64)
     np.cumsum(counts.copy_to_host(), out=indptr[1:])
@@ -107,23 +97,7 @@ def draw_chunk(cuda, dev: DeviceInputs, seed_u64, first: int, ns: int, dtype):
     indptr_d = cuda.to_device(indptr)
     indices = cuda.device_array(max(total, 1), dtype=np.int32)
     values = cuda.device_array(max(total, 1), dtype=dtype)
-    kc.fill_kernel[grid, threads](
-        seed_u64,
-        first,
-        ns,
-        indptr_d,
-        indices,
-        values,
-        n,
-        dev.kfix,
-        dev.pmax,
-        dev.log1mp,
-        dev.thin,
-        dev.p,
-        dev.code,
-        dev.support,
-        dev.cum,
-    )
+    kc.fill_kernel[grid, threads](seed_u64, first, ns, dev.law, indptr_d, indices, values)
     return indptr, indptr_d, indices, values
 
 
@@ -149,7 +123,7 @@ class MCPlan:
                 raise ValueError(
                     f"A must have shape (n, n) = ({n}, {n}), got {tuple(self.A.shape)}"
                 )
-        self.act, self.a, self.ia = model._act_args()
+        self.act = activation(model)
         self.zero = dtype.type(0)
         self.threads = _mc_threads()
         self.tj = min(self.threads, next_pow2(n))
@@ -184,8 +158,6 @@ class MCPlan:
             self.b,
             self.imp,
             self.act,
-            self.a,
-            self.ia,
             self.zero,
             self.use_cols,
             self.want_pf,
@@ -223,12 +195,7 @@ class MCPlan:
 
 @quiet_launch
 def sample_cuda(
-    inputs: SparseInputs,
-    n_samples: int,
-    seed: int = 0,
-    start: int = 0,
-    *,
-    dtype=np.float64,
+    inputs: SparseInputs, n_samples: int, seed: int = 0, start: int = 0, *, dtype=np.float64
 ) -> SparseBatch:
     """Draw ``n_samples`` inputs on the GPU: the same samples as :func:`fastsuper.sample`.
 
@@ -238,16 +205,8 @@ def sample_cuda(
 
     Parameters
     ----------
-    inputs : SparseInputs
-        The input law.
-    n_samples : int
-        How many samples to draw.
-    seed : int, default 0
-        Seed (any integer; reduced modulo 2**64).
-    start : int, default 0
-        Index of the first sample.
-    dtype : {numpy.float64, numpy.float32}
-        dtype of ``values``.
+    inputs, n_samples, seed, start, dtype
+        As in :func:`fastsuper.sample`.
 
     Returns
     -------
@@ -300,17 +259,9 @@ def _gram(cuda, kc, W_d, dtype):
 
 @quiet_launch
 def estimate_loss_cuda(
-    model: Model,
-    inputs: SparseInputs,
-    n_samples: int,
-    seed: int = 0,
-    path: str = "auto",
-    block_size: int = config.DEFAULT_BLOCK,
-    start: int = 0,
-    per_feature: bool = False,
-    *,
-    A=None,
-) -> LossEstimate:
+    model: Model, inputs: SparseInputs, n_samples: int, seed: int = 0, path: str = "auto",
+    block_size: int = config.DEFAULT_BLOCK, start: int = 0, per_feature: bool = False, *, A=None,
+) -> LossEstimate:  # fmt: skip
     """Monte-Carlo loss and gain on the GPU (``estimate_loss(..., backend="cuda")``).
 
     Same samples, same per-block Welford statistics and the same
@@ -396,17 +347,8 @@ def estimate_loss_cuda(
             pf1[b_lo : b_lo + stats_c.shape[0]] = pf1_d.copy_to_host()
             pf2[b_lo : b_lo + stats_c.shape[0]] = pf2_d.copy_to_host()
 
+    elapsed = time.perf_counter() - t0
     return finish(
-        stats,
-        pf1,
-        pf2,
-        model,
-        inputs,
-        n_samples,
-        seed,
-        path,
-        want_pf,
-        time.perf_counter() - t0,
-        method="naive",
-        backend="cuda",
-    )
+        stats, pf1, pf2, model, inputs, n_samples, seed, path, want_pf, elapsed,
+        method="naive", backend="cuda",
+    )  # fmt: skip

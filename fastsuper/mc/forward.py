@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from fastsuper.core import validation as v
+from fastsuper.core.bundles import activation
 from fastsuper.core.laws import SparseBatch
 from fastsuper.core.model import Model
 from fastsuper.mc.kernels_cpu import apply_phi_rows, forward_csr
@@ -36,22 +37,13 @@ def forward(model: Model, X) -> np.ndarray:
     """
     if not isinstance(model, Model):
         raise TypeError(f"model must be a fastsuper.Model, got {type(model).__name__}")
-    act, a, ia = model._act_args()
+    act = activation(model)
     if isinstance(X, SparseBatch):
         if X.n != model.n:
             raise ValueError(f"X has n = {X.n} features but the model has n = {model.n}")
         out = np.empty((X.n_samples, model.n), dtype=model.dtype)
-        forward_csr(
-            model.W,
-            model.bias,
-            act,
-            a,
-            ia,
-            X.indptr,
-            X.indices,
-            X.values.astype(model.dtype, copy=False),
-            out,
-        )
+        values = X.values.astype(model.dtype, copy=False)
+        forward_csr(model.W, model.bias, act, X.indptr, X.indices, values, out)
         return out
     arr = np.asarray(X)
     if arr.ndim not in (1, 2):
@@ -67,5 +59,5 @@ def forward(model: Model, X) -> np.ndarray:
     if model.b is not None:
         Z += model.b
     Z = np.ascontiguousarray(Z, dtype=model.dtype)
-    apply_phi_rows(Z, act, a, ia)
+    apply_phi_rows(Z, act)
     return Z[0] if arr.ndim == 1 else Z

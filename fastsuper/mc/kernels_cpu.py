@@ -15,13 +15,9 @@ import numpy as np
 
 from fastsuper.core import config
 from fastsuper.core.activations import POWER, RELU_POWER, SIGNED_POWER, _relu, phi_inplace
-from fastsuper.core.jit import kernel_njit, njit, parallel_njit
-from fastsuper.core.laws import (
-    draw_active,
-    draw_bernoulli_tail_inline,
-    draw_sample,
-    draw_value_inline,
-)
+from fastsuper.core.bundles import borrowed_law, borrowed_rule
+from fastsuper.core.jit import borrow, kernel_njit, njit, parallel_njit
+from fastsuper.core.laws import draw_active_by, draw_value, draw_values
 from fastsuper.core.rng import sample_key, seed_key
 from fastsuper.mc.simd import (
     MODE_POW2,
@@ -57,6 +53,21 @@ def _z_columns(A, b, idx, xv, k, z):
 
 
 @kernel_njit
+def _z_columns2(A, b, idx, xv, z):
+    """``z = b + A[idx[0]] xv[0] + A[idx[1]] xv[1]`` in one pass (the K = 2 case).
+
+    The additions of :func:`_z_columns` in the same order, without its two
+    extra passes over ``z``.
+    """
+    r0 = A[idx[0]]
+    r1 = A[idx[1]]
+    x0 = xv[0]
+    x1 = xv[1]
+    for j in range(z.shape[0]):
+        z[j] = (b[j] + r0[j] * x0) + r1[j] * x1
+
+
+@kernel_njit
 def _z_dense(W, b, idx, xv, k, h, z):
     """h = W x over active entries, then z = W^T h + b."""
     d, n = W.shape
@@ -77,40 +88,23 @@ def _z_dense(W, b, idx, xv, k, h, z):
 
 
 @kernel_njit
-def _sample_loss(z, imp, act, a, ia, idx, xv, k, want_pf, pf_loss, pf_loss2):
+def _sample_loss(z, imp, act, idx, xv, k, want_pf, pf_loss, pf_loss2):
     """Loss and sum_j I_j x_j^2 of one sample whose pre-activations are z.
 
     With ``want_pf`` the per-feature terms are added to ``pf_loss`` and their
     squares to ``pf_loss2`` (both float64).
     """
-    n = z.shape[0]
-    phi_inplace(z, act, a, ia)
-    loss = 0.0
+    phi_inplace(z, act)
     if want_pf:
-        for j in range(n):
-            f = np.float64(z[j])
-            t = imp[j] * (f * f)
-            loss += t
-            pf_loss[j] += t
-            pf_loss2[j] += t * t
+        loss = _phi_loss_pf(z, imp, pf_loss, pf_loss2)
     else:
-        for j in range(n):
-            f = np.float64(z[j])
-            loss += imp[j] * (f * f)
+        loss = _phi_sum(z, imp)
     x2 = 0.0
     for q in range(k):
         i = idx[q]
         x = np.float64(xv[q])
-        f = np.float64(z[i])
-        sq = imp[i] * x * x
-        x2 += sq
-        corr = imp[i] * (x * x - 2.0 * x * f)
-        loss += corr
-        if want_pf:
-            old = imp[i] * f * f
-            new = imp[i] * (x - f) * (x - f)
-            pf_loss[i] += corr
-            pf_loss2[i] += new * new - old * old
+        loss += _correction(z, 0, i, x, imp, want_pf, pf_loss, pf_loss2)
+        x2 += imp[i] * x * x
     return loss, x2
 
 
@@ -122,7 +116,7 @@ def _sample_loss(z, imp, act, a, ia, idx, xv, k, want_pf, pf_loss, pf_loss2):
 # I_i (x_i^2 - 2 x_i phi_i) at the active features; only the order of the
 # floating-point additions differs between paths (same numbers to round-off).
 
-#: path codes of :func:`mc_blocks` (``False``/``True`` are dense/columns, as before)
+#: path codes of :func:`mc_blocks`
 PATH_DENSE, PATH_COLUMNS, PATH_BLOCKED, PATH_COLUMNS_BLOCKED = range(4)
 PATH_CODES = {
     "dense": PATH_DENSE,
@@ -132,18 +126,18 @@ PATH_CODES = {
 }
 
 
-@kernel_njit(inline="always")
-def _welford_add(st, loss, x2, index):
-    """Add one sample (its loss, ``sum_j I_j x_j^2`` and index) to the row ``st``.
+@njit(inline="always")
+def welford_add(st, loss, gain, index):
+    """Add one sample (its loss, gain and index) to the row of statistics ``st``.
 
     A non-finite loss is counted (the first one's index kept), not added.
+    Exactly rounded ``njit`` code: the CUDA kernels call it too.
     """
     if not math.isfinite(loss):
         if st[ST_NONFINITE] == 0.0:
             st[ST_FIRST_BAD] = float(index)
         st[ST_NONFINITE] += 1.0
         return
-    gain = x2 - loss
     cnt = st[ST_COUNT] + 1.0
     st[ST_COUNT] = cnt
     lm = st[ST_LOSS_MEAN]
@@ -159,7 +153,7 @@ def _welford_add(st, loss, x2, index):
 
 
 @kernel_njit(inline="always")
-def _phi_loss(z, it, act, a, ia):
+def _phi_loss(z, it, act):
     """``z = phi(z)`` in place; returns ``sum_j it[j] z[j]^2`` in float64.
 
     The activation and the sum in one pass, the family dispatched outside
@@ -168,30 +162,39 @@ def _phi_loss(z, it, act, a, ia):
     """
     acc = 0.0
     w = z.shape[0]
-    if act == RELU_POWER and ia == 2:
+    code, ia = act.code, act.ia
+    if code == RELU_POWER and ia == 2:
         for j in range(w):
             u = _relu(z[j])
             u = u * u
             z[j] = u
             f = np.float64(u)
             acc += it[j] * (f * f)
-    elif act == RELU_POWER and ia == 1:
+    elif code == RELU_POWER and ia == 1:
         for j in range(w):
             u = _relu(z[j])
             z[j] = u
             f = np.float64(u)
             acc += it[j] * (f * f)
-    elif (act == POWER or act == SIGNED_POWER) and ia == 3:
+    elif (code == POWER or code == SIGNED_POWER) and ia == 3:
         for j in range(w):
             u = z[j] * z[j] * z[j]
             z[j] = u
             f = np.float64(u)
             acc += it[j] * (f * f)
     else:
-        phi_inplace(z, act, a, ia)
-        for j in range(w):
-            f = np.float64(z[j])
-            acc += it[j] * (f * f)
+        phi_inplace(z, act)
+        acc = _phi_sum(z, it)
+    return acc
+
+
+@kernel_njit(inline="always")
+def _phi_sum(z, it):
+    """``sum_j it[j] z[j]^2`` in float64, in index order."""
+    acc = 0.0
+    for j in range(z.shape[0]):
+        f = np.float64(z[j])
+        acc += it[j] * (f * f)
     return acc
 
 
@@ -209,30 +212,39 @@ def _phi_loss_pf(z, it, p1, p2):
 
 
 @kernel_njit(inline="always")
-def _corrections(z, j0, j1, imp, cidx, cval, e, e1, want_pf, pf1, pf2):
-    """Corrections ``I_i (x_i^2 - 2 x_i phi_i)`` of the active ``i`` in ``[j0, j1)``.
+def _correction(z, j0, i, x, imp, want_pf, pf1, pf2):
+    """The loss correction ``I_i (x^2 - 2 x phi_i)`` of the active feature ``i`` of value ``x``.
 
-    ``z`` holds phi of outputs ``j0 ..``; entries ``e ..`` of the sorted CSR
-    row are consumed while their index is below ``j1``.  Returns ``(sum, e)``.
+    ``z`` holds phi of outputs ``j0 ..``; with ``want_pf`` the feature's
+    per-feature sums ``pf1``, ``pf2`` change from ``I_i phi_i^2`` to
+    ``I_i (x - phi_i)^2``.
+    """
+    f = np.float64(z[i - j0])
+    corr = imp[i] * (x * x - 2.0 * x * f)
+    if want_pf:
+        old = imp[i] * f * f
+        new = imp[i] * (x - f) * (x - f)
+        pf1[i] += corr
+        pf2[i] += new * new - old * old
+    return corr
+
+
+@kernel_njit(inline="always")
+def _corrections(z, j0, j1, imp, cidx, cval, e, e1, want_pf, pf1, pf2):
+    """Corrections (:func:`_correction`) of the active ``i`` in ``[j0, j1)``.
+
+    Entries ``e ..`` of the sorted CSR row are consumed while their index is
+    below ``j1``.  Returns ``(sum, e)``.
     """
     acc = 0.0
     while e < e1 and cidx[e] < j1:
-        i = cidx[e]
-        x = np.float64(cval[e])
-        f = np.float64(z[i - j0])
-        corr = imp[i] * (x * x - 2.0 * x * f)
-        acc += corr
-        if want_pf:
-            old = imp[i] * f * f
-            new = imp[i] * (x - f) * (x - f)
-            pf1[i] += corr
-            pf2[i] += new * new - old * old
+        acc += _correction(z, j0, cidx[e], np.float64(cval[e]), imp, want_pf, pf1, pf2)
         e += 1
     return acc, e
 
 
 @kernel_njit(inline="always")
-def _tile_loss(z, it, act, a, ia, j0, j1, imp, cidx, cval, cur, s, e1, want_pf, row1, row2):
+def _tile_loss(z, it, act, j0, j1, imp, cidx, cval, cur, s, e1, want_pf, row1, row2):
     """Loss terms of outputs ``j0 .. j1 - 1`` of sample ``s`` from its pre-activations ``z``.
 
     The activation and ``sum_j I_j phi(z_j)**2`` (per-feature sums into
@@ -241,10 +253,10 @@ def _tile_loss(z, it, act, a, ia, j0, j1, imp, cidx, cval, cur, s, e1, want_pf, 
     tiled paths ("columns_blocked" and "blocked").
     """
     if want_pf:
-        phi_inplace(z, act, a, ia)
+        phi_inplace(z, act)
         acc = _phi_loss_pf(z, it, row1[j0:j1], row2[j0:j1])
     else:
-        acc = _phi_loss(z, it, act, a, ia)
+        acc = _phi_loss(z, it, act)
     corr, e = _corrections(z, j0, j1, imp, cidx, cval, cur[s], e1, want_pf, row1, row2)
     cur[s] = e
     return acc + corr
@@ -260,112 +272,60 @@ def _grown(arr, used, cap):
 
 
 @kernel_njit
-def _draw_csr(
-    skey, first, m, imp, n, kfix, pmax, log1mp, thin, p, code, support, cum, ptr, cidx, cval, x2,
-):  # fmt: skip
+def _draw_csr(skey, first, m, imp, law, rule, ptr, cidx, cval, x2):
     """Samples ``first .. first+m-1`` as CSR rows (``ptr``, ``cidx``, ``cval``).
 
-    The samples of :func:`fastsuper.core.laws.draw_sample`, drawn straight
-    into the CSR arrays.  ``x2[s] = sum_i I_i x_i^2`` (values rounded to the
-    compute dtype of ``cval`` first, as in :func:`_sample_loss`).  Returns
-    ``(cidx, cval)``: new, larger arrays when the given ones were too small.
+    The samples of :func:`fastsuper.core.laws.draw_active_by` (``rule``: the
+    plain sampler, or the law given ``K >= 2``), drawn straight into the CSR
+    arrays.  ``x2[s] = sum_i I_i x_i^2`` (values rounded to the compute dtype
+    of ``cval`` first, as in :func:`_sample_loss`).  Returns ``(cidx, cval)``:
+    new, larger arrays when the given ones were too small.
     """
+    law, rule = borrowed_law(law), borrowed_rule(rule)  # no counting per sample
+    n = law.n
     e = 0
     ptr[0] = 0
     for s in range(m):
         key = sample_key(skey, first + s)
-        cidx, cval = csr_room(cidx, cval, e, n)
-        if kfix >= 0:
-            k = draw_active(key, n, kfix, pmax, log1mp, thin, p, cidx[e:])
-        else:  # draw_active's Bernoulli branch, inlined, writing at cidx[e:]
-            k = draw_bernoulli_tail_inline(key, 0, -1, n, pmax, log1mp, thin, p, cidx, e) - e
-        e = csr_values(key, k, e, code, support, cum, imp, cidx, cval, x2, s, ptr)
+        if e + n > cidx.shape[0]:  # room for a whole row
+            cap = max(2 * cidx.shape[0], e + n)
+            cidx = _grown(cidx, e, cap)
+            cval = _grown(cval, e, cap)
+        k = draw_active_by(key, law, rule, borrow(cidx), e)
+        t = 0.0
+        for q in range(k):
+            cval[e] = draw_value(key, q, law)
+            x = np.float64(cval[e])
+            t += imp[cidx[e]] * x * x
+            e += 1
+        x2[s] = t
+        ptr[s + 1] = e
     return cidx, cval
-
-
-@kernel_njit(inline="always")
-def csr_room(cidx, cval, e, n):
-    """``(cidx, cval)``, grown (copies) when fewer than ``n`` entries are free after ``e``."""
-    if e + n > cidx.shape[0]:
-        cap = max(2 * cidx.shape[0], e + n)
-        cidx = _grown(cidx, e, cap)
-        cval = _grown(cval, e, cap)
-    return cidx, cval
-
-
-@kernel_njit(inline="always")
-def csr_values(key, k, e, code, support, cum, imp, cidx, cval, x2, s, ptr):
-    """Values of the ``k`` active features at ``cidx[e:e+k]`` into ``cval``; closes row ``s``.
-
-    ``x2[s] = sum_i I_i x_i^2`` (values rounded to the compute dtype of
-    ``cval`` first, as in :func:`_sample_loss`), ``ptr[s + 1]`` the row's
-    end, which is returned.
-    """
-    t = 0.0
-    for q in range(k):
-        cval[e] = draw_value_inline(key, q, code, support, cum)
-        x = np.float64(cval[e])
-        t += imp[cidx[e]] * x * x
-        e += 1
-    x2[s] = t
-    ptr[s + 1] = e
-    return e
 
 
 @kernel_njit
 def _block_per_sample(
-    W, A, b, imp, act, a, ia, use_cols, want_pf, skey, start, lo, hi, n, kfix, pmax, log1mp,
-    thin, p, code, support, cum, st, row1, row2,
-):  # fmt: skip
+    W, A, b, imp, act, use_cols, want_pf, skey, start, lo, hi, law, rule, st, row1, row2
+):
     """Paths "dense" and "columns": samples ``lo .. hi-1`` one at a time into ``st``."""
-    d = W.shape[0]
+    n = law.n
     idx = np.empty(n, dtype=np.int64)
-    val = np.empty(n, dtype=np.float64)
     xv = np.empty(n, dtype=W.dtype)
     z = np.empty(n, dtype=W.dtype)
-    h = np.empty(d, dtype=W.dtype)
+    h = np.empty(W.shape[0], dtype=W.dtype)
+    blaw, brule, bidx, bxv = borrowed_law(law), borrowed_rule(rule), borrow(idx), borrow(xv)
     for s in range(lo, hi):
         key = sample_key(skey, start + s)
-        k = draw_sample(key, n, kfix, pmax, log1mp, thin, p, code, support, cum, idx, val)
-        for q in range(k):
-            xv[q] = val[q]
-        if use_cols:
-            _z_columns(A, b, idx, xv, k, z)
-        else:
+        k = draw_active_by(key, blaw, brule, bidx, 0)
+        draw_values(key, k, blaw, bxv, 0)
+        if not use_cols:
             _z_dense(W, b, idx, xv, k, h, z)
-        loss, x2 = _sample_loss(z, imp, act, a, ia, idx, xv, k, want_pf, row1, row2)
-        _welford_add(st, loss, x2, start + s)
-
-
-@kernel_njit(inline="always")
-def _z_tile(A, bt, j0, j1, cidx, cval, e0, e1, z):
-    """``z = b[j0:j1] + sum_e A[cidx[e], j0:j1] cval[e]`` over entries ``e0 .. e1-1``.
-
-    The rows are added in the order of the entries (as :func:`_z_columns`),
-    four per pass over ``z``.
-    """
-    w = j1 - j0
-    for j in range(w):
-        z[j] = bt[j]
-    e = e0
-    while e + 4 <= e1:
-        r0 = A[cidx[e], j0:j1]
-        r1 = A[cidx[e + 1], j0:j1]
-        r2 = A[cidx[e + 2], j0:j1]
-        r3 = A[cidx[e + 3], j0:j1]
-        x0 = cval[e]
-        x1 = cval[e + 1]
-        x2 = cval[e + 2]
-        x3 = cval[e + 3]
-        for j in range(w):
-            z[j] = (((z[j] + r0[j] * x0) + r1[j] * x1) + r2[j] * x2) + r3[j] * x3
-        e += 4
-    while e < e1:
-        r0 = A[cidx[e], j0:j1]
-        x0 = cval[e]
-        for j in range(w):
-            z[j] += r0[j] * x0
-        e += 1
+        elif k == 2:  # most samples given K >= 2 when E K is small
+            _z_columns2(A, b, idx, xv, z)
+        else:
+            _z_columns(A, b, idx, xv, k, z)
+        loss, x2 = _sample_loss(z, imp, act, idx, xv, k, want_pf, row1, row2)
+        welford_add(st, loss, x2 - loss, start + s)
 
 
 @kernel_njit(inline="always")
@@ -389,13 +349,14 @@ def _tile_call(mode, P, poff, b, j0, cidx, cval, e0, e1, z, imp):
 
 
 @njit
-def _fused_mode(act, ia, want_pf):
+def _fused_mode(act, want_pf):
     """The :mod:`fastsuper.mc.simd` mode of an activation (``MODE_Z``: activation applied after)."""
+    code, ia = act.code, act.ia
     if want_pf:
         return MODE_Z
-    if act == RELU_POWER and ia >= 1 and ia <= 3:
+    if code == RELU_POWER and ia >= 1 and ia <= 3:
         return MODE_RELU1 + ia - 1
-    if (act == POWER or (act == SIGNED_POWER and ia % 2 == 1)) and (ia == 2 or ia == 3):
+    if (code == POWER or (code == SIGNED_POWER and ia % 2 == 1)) and (ia == 2 or ia == 3):
         return MODE_POW2 if ia == 2 else MODE_POW3
     return MODE_Z
 
@@ -435,9 +396,8 @@ def tile_workspace(P, b, imp, n, m_max):
 
 @kernel_njit(inline="always")
 def tile_stats(
-    P, bp, ip, zb, act, a, ia, want_pf, imp, n, m, ptr, cidx, cval, x2, lsum, cur, first, st,
-    row1, row2,
-):  # fmt: skip
+    P, bp, ip, zb, act, want_pf, imp, n, m, ptr, cidx, cval, x2, lsum, cur, first, st, row1, row2
+):
     """Losses of the CSR samples ``s < m`` (sample indices ``first + s``) into ``st``.
 
     ``lsum[s]``, the loss of sample ``s``, is computed from the panels, tile by tile.
@@ -452,7 +412,7 @@ def tile_stats(
     tile; per-feature sums into ``row1``/``row2``).  A sample's loss is the
     sum of its tiles' terms.
     """
-    mode = _fused_mode(act, ia, want_pf)
+    mode = _fused_mode(act, want_pf)
     width = P.shape[1]
     nt = P.shape[0] // n
     for s in range(m):
@@ -469,19 +429,18 @@ def tile_stats(
             acc = _tile_call(mode, P, poff, bp, j0, cidx, cval, ptr[s], e1, zb, ip)
             if mode == MODE_Z:
                 lsum[s] += _tile_loss(
-                    z, it, act, a, ia, j0, j1, imp, cidx, cval, cur, s, e1, want_pf, row1, row2
+                    z, it, act, j0, j1, imp, cidx, cval, cur, s, e1, want_pf, row1, row2
                 )
             else:  # the tile's whole loss, corrections included
                 lsum[s] += acc
     for s in range(m):
-        _welford_add(st, lsum[s], x2[s], first + s)
+        welford_add(st, lsum[s], x2[s] - lsum[s], first + s)
 
 
 @kernel_njit
 def _block_columns_tiled(
-    P, b, imp, act, a, ia, want_pf, skey, start, lo, hi, sub, n, kfix, pmax, log1mp,
-    thin, p, code, support, cum, st, row1, row2,
-):  # fmt: skip
+    P, b, imp, act, want_pf, skey, start, lo, hi, sub, law, rule, st, row1, row2
+):
     """Path "columns_blocked": samples ``lo .. hi-1`` into ``st``.
 
     ``P`` holds ``A = W^T W`` as panels (:func:`column_panels`): rows
@@ -491,17 +450,15 @@ def _block_columns_tiled(
     ``n x width`` panel is read from L3 or memory once per ``sub`` samples
     and then from L2.  Statistics run over the samples in index order.
     """
+    n = law.n
     m_max = max(1, min(sub, hi - lo))
     bp, ip, zb, ptr, cidx, cval, x2, lsum, cur = tile_workspace(P, b, imp, n, m_max)
     for s0 in range(lo, hi, m_max):
         m = min(m_max, hi - s0)
-        cidx, cval = _draw_csr(
-            skey, start + s0, m, imp, n, kfix, pmax, log1mp, thin, p, code, support, cum, ptr,
-            cidx, cval, x2,
-        )  # fmt: skip
+        cidx, cval = _draw_csr(skey, start + s0, m, imp, law, rule, ptr, cidx, cval, x2)
         tile_stats(
-            P, bp, ip, zb, act, a, ia, want_pf, imp, n, m, ptr, cidx, cval, x2, lsum, cur,
-            start + s0, st, row1, row2,
+            P, bp, ip, zb, act, want_pf, imp, n, m, ptr, cidx, cval, x2, lsum, cur, start + s0,
+            st, row1, row2,
         )  # fmt: skip
 
 
@@ -542,9 +499,8 @@ def column_panels(A: np.ndarray, width: int) -> np.ndarray:
 
 @kernel_njit
 def _block_gemm(
-    WT, b, imp, act, a, ia, want_pf, skey, start, lo, hi, chunk, rows, n, kfix, pmax, log1mp,
-    thin, p, code, support, cum, st, row1, row2,
-):  # fmt: skip
+    WT, b, imp, act, want_pf, skey, start, lo, hi, chunk, rows, law, rule, st, row1, row2
+):
     """Path "blocked": samples ``lo .. hi-1`` into ``st``, ``rows`` samples per matrix product.
 
     ``WT`` is ``W^T`` (n x d, C-contiguous).  For a group of ``rows``
@@ -555,7 +511,7 @@ def _block_gemm(
     features.  Statistics run over the samples in index order.
     """
     dt = WT.dtype
-    d = WT.shape[1]
+    n, d = WT.shape
     m_max = max(1, min(rows, hi - lo))
     ptr = np.empty(m_max + 1, dtype=np.int64)
     cidx = np.empty(4 * m_max + n, dtype=np.int64)
@@ -567,10 +523,7 @@ def _block_gemm(
     zbuf = np.empty(m_max * chunk, dtype=dt)
     for s0 in range(lo, hi, m_max):
         m = min(m_max, hi - s0)
-        cidx, cval = _draw_csr(
-            skey, start + s0, m, imp, n, kfix, pmax, log1mp, thin, p, code, support, cum, ptr,
-            cidx, cval, x2,
-        )  # fmt: skip
+        cidx, cval = _draw_csr(skey, start + s0, m, imp, law, rule, ptr, cidx, cval, x2)
         for s in range(m):
             hs = H[s]
             for r in range(d):
@@ -595,56 +548,37 @@ def _block_gemm(
                 for j in range(w):
                     z[j] += bt[j]
                 lsum[s] += _tile_loss(
-                    z, it, act, a, ia, j0, j1, imp, cidx, cval, cur, s, ptr[s + 1], want_pf,
-                    row1, row2,
-                )  # fmt: skip
+                    z, it, act, j0, j1, imp, cidx, cval, cur, s, ptr[s + 1], want_pf, row1, row2
+                )
         for s in range(m):
-            _welford_add(st, lsum[s], x2[s], start + s0 + s)
+            welford_add(st, lsum[s], x2[s] - lsum[s], start + s0 + s)
 
 
 @parallel_njit
 def mc_blocks(
-    W,
-    A,
-    b,
-    imp,
-    act,
-    a,
-    ia,
-    path,
-    want_pf,
-    seed,
-    start,
-    n_samples,
-    block,
-    n,
-    kfix,
-    pmax,
-    log1mp,
-    thin,
-    p,
-    code,
-    support,
-    cum,
-    tile=0,
-    sub=0,
+    W, A, b, imp, act, path, want_pf, seed, start, n_samples, block, law, rule, tile=0, sub=0
 ):
     """Monte-Carlo loss statistics of samples ``start .. start+n_samples-1``.
 
-    ``path`` is a code of :data:`PATH_CODES` (``False``/``True`` mean
-    "dense"/"columns").  ``A`` is ``W^T W`` for "columns", its tile panels
-    (:func:`column_panels`) for "columns_blocked", ``W^T`` (n x d,
-    C-contiguous) for "blocked", unused for "dense".  ``sub``: samples drawn
-    at once ("columns_blocked"), samples per matrix product ("blocked");
-    ``tile``: outputs per matrix product ("blocked"; a "columns_blocked" tile
-    is the panel width); 0 means all outputs and 256 samples.  Blocks of
-    ``block`` samples are the parallel work items.
+    ``act`` is the :class:`~fastsuper.core.bundles.Activation`, ``law`` the
+    :class:`~fastsuper.core.bundles.InputLaw` and ``rule`` the
+    :class:`~fastsuper.core.bundles.SampleRule`: the plain sampler
+    (:func:`~fastsuper.core.bundles.plain_rule`), or the law given ``K >= 2``
+    of the stratified estimator.  ``path`` is a code of :data:`PATH_CODES`.
+    ``A`` is ``W^T W`` for "columns", its tile panels (:func:`column_panels`)
+    for "columns_blocked", ``W^T`` (n x d, C-contiguous) for "blocked",
+    unused for "dense".  ``sub``: samples drawn at once ("columns_blocked"),
+    samples per matrix product ("blocked"); ``tile``: outputs per matrix
+    product ("blocked"; a "columns_blocked" tile is the panel width); 0
+    means all outputs and 256 samples.  Blocks of ``block`` samples are the
+    parallel work items.
 
     Returns ``stats`` of shape (n_blocks, N_STATS) (Welford count/mean/M2 of
     loss and gain per block, non-finite count, first bad sample index) and,
     with ``want_pf``, per-block sums of each feature's loss term and of its
     square, shape (n_blocks, n) each.
     """
+    n = law.n
     nb = (n_samples + block - 1) // block
     stats = np.zeros((nb, N_STATS))
     for bi in range(nb):
@@ -663,18 +597,16 @@ def mc_blocks(
         st = stats[bi]
         if path == PATH_COLUMNS_BLOCKED:
             _block_columns_tiled(
-                A, b, imp, act, a, ia, want_pf, skey, start, lo, hi, sb, n, kfix, pmax, log1mp,
-                thin, p, code, support, cum, st, row1, row2,
-            )  # fmt: skip
+                A, b, imp, act, want_pf, skey, start, lo, hi, sb, law, rule, st, row1, row2
+            )
         elif path == PATH_BLOCKED:
             _block_gemm(
-                A, b, imp, act, a, ia, want_pf, skey, start, lo, hi, tl, sb, n, kfix, pmax,
-                log1mp, thin, p, code, support, cum, st, row1, row2,
-            )  # fmt: skip
+                A, b, imp, act, want_pf, skey, start, lo, hi, tl, sb, law, rule, st, row1, row2
+            )
         else:
             _block_per_sample(
-                W, A, b, imp, act, a, ia, path == PATH_COLUMNS, want_pf, skey, start, lo, hi, n,
-                kfix, pmax, log1mp, thin, p, code, support, cum, st, row1, row2,
+                W, A, b, imp, act, path == PATH_COLUMNS, want_pf, skey, start, lo, hi, law, rule,
+                st, row1, row2,
             )  # fmt: skip
     return stats, pf1, pf2
 
@@ -717,14 +649,14 @@ def merge_block_stats(stats):
 
 
 @parallel_njit
-def apply_phi_rows(Z, act, a, ia):
-    """Apply the activation to a 2-D array in place, parallel over rows."""
+def apply_phi_rows(Z, act):
+    """Apply the activation ``act`` to a 2-D array in place, parallel over rows."""
     for r in numba.prange(Z.shape[0]):
-        phi_inplace(Z[r], act, a, ia)
+        phi_inplace(Z[r], act)
 
 
 @parallel_njit
-def forward_csr(W, b, act, a, ia, indptr, indices, values, out):
+def forward_csr(W, b, act, indptr, indices, values, out):
     """x_hat of every sample of a CSR batch into ``out`` (N, n)."""
     d = W.shape[0]
     n_samples = indptr.shape[0] - 1
@@ -736,4 +668,4 @@ def forward_csr(W, b, act, a, ia, indptr, indices, values, out):
         xv = values[lo : lo + k]
         z = out[s]
         _z_dense(W, b, idx, xv, k, h, z)
-        phi_inplace(z, act, a, ia)
+        phi_inplace(z, act)

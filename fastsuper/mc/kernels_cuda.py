@@ -54,109 +54,92 @@ Notes
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 from numba import cuda
 
 from fastsuper.core.activations import phi
-from fastsuper.core.laws import draw_active, draw_sample
+from fastsuper.core.laws import draw_active, draw_values
 from fastsuper.core.rng import sample_key, seed_key
-from fastsuper.mc.kernels_cpu import (
-    N_STATS,
-    ST_COUNT,
-    ST_FIRST_BAD,
-    ST_GAIN_M2,
-    ST_GAIN_MEAN,
-    ST_LOSS_M2,
-    ST_LOSS_MEAN,
-    ST_NONFINITE,
-)
+from fastsuper.mc.kernels_cpu import N_STATS, ST_FIRST_BAD, welford_add
 
 __all__ = [
     "N_STATS",
     "count_kernel",
     "fill_kernel",
     "gram_kernel",
+    "hidden",
     "mc_kernel",
     "welford_kernel",
 ]
 
 
 from fastsuper.core import config
+from fastsuper.core.cuda_jit import CUDA_JIT_OPTIONS
 from fastsuper.core.cuda_jit import cuda_kernel as _kernel
 from fastsuper.core.cuda_jit import view as _view
+
+# a global constant: shared array shapes must be compile-time constants (an
+# attribute of a module global is typed as a plain integer)
+_SHARED_SIZE = config.CUDA_MAX_THREADS
 
 # --------------------------------------------------------------------------
 # sampler
 
 
 @_kernel
-def count_kernel(seed, start, n_samples, n, kfix, pmax, log1mp, thin, p, cap, sink, counts):
+def count_kernel(seed, start, n_samples, law, cap, sink, counts):
     """``counts[s]`` = number of active features of sample ``start + s`` (grid-stride over s).
 
-    ``sink`` is write-only scratch of ``(n_samples - 1) * cap + n`` entries;
-    sample ``s`` writes its active indices from offset ``s * cap``.  With
-    ``cap >= kfix`` (exactly-k pattern, whose sampler reads back what it
+    ``law`` is the :class:`~fastsuper.core.bundles.InputLaw` with device
+    arrays.  ``sink`` is write-only scratch of ``(n_samples - 1) * cap + n``
+    entries; sample ``s`` writes its active indices from offset ``s * cap``.
+    With ``cap >= kfix`` (exactly-k pattern, whose sampler reads back what it
     wrote) the rows are disjoint; in the Bernoulli pattern the sampler only
     writes them, so a sample with more than ``cap`` active features may
     overwrite the next rows without changing any count.
     """
+    law = _view(law)
+    sink = _view(sink)
     skey = np.uint64(seed_key(seed))
     for s in range(cuda.grid(1), n_samples, cuda.gridsize(1)):
         key = np.uint64(sample_key(skey, start + s))
-        lo = s * cap
-        counts[s] = draw_active(
-            key, n, kfix, pmax, log1mp, thin, _view(p), _view(sink[lo : lo + n])
-        )
+        counts[s] = draw_active(key, law, sink, s * cap)
 
 
 @_kernel
-def fill_kernel(
-    seed,
-    start,
-    n_samples,
-    indptr,
-    indices,
-    values,
-    n,
-    kfix,
-    pmax,
-    log1mp,
-    thin,
-    p,
-    code,
-    support,
-    cum,
-):
+def fill_kernel(seed, start, n_samples, law, indptr, indices, values):
     """Active indices and values of sample ``start + s`` into its CSR slice.
 
     ``values`` may be float32: each float64 draw is rounded once on store,
     like ``fastsuper.sample(..., dtype=np.float32)``.
     """
+    law = _view(law)
+    indices = _view(indices)
+    values = _view(values)
     skey = np.uint64(seed_key(seed))
     for s in range(cuda.grid(1), n_samples, cuda.gridsize(1)):
         key = np.uint64(sample_key(skey, start + s))
         lo = indptr[s]
-        hi = indptr[s + 1]
-        draw_sample(
-            key,
-            n,
-            kfix,
-            pmax,
-            log1mp,
-            thin,
-            _view(p),
-            code,
-            _view(support),
-            _view(cum),
-            _view(indices[lo:hi]),
-            _view(values[lo:hi]),
-        )
+        k = draw_active(key, law, indices, lo)
+        draw_values(key, k, law, values, lo)
 
 
 # --------------------------------------------------------------------------
 # Monte-Carlo loss
+
+
+@cuda.jit(device=True, **CUDA_JIT_OPTIONS)
+def hidden(W, indices, values, o, k, h, lane, tj, zero):
+    """``h = W x`` for the CSR sample of ``k`` entries at offset ``o``.
+
+    The threads ``lane = 0 .. tj-1`` of a group take the rows ``r = lane,
+    lane + tj, ...``, each a sequential sum over the active entries.
+    """
+    for r in range(lane, W.shape[0], tj):
+        acc = zero
+        for q in range(k):
+            acc += W[r, indices[o + q]] * values[o + q]
+        h[r] = acc
 
 
 @_kernel
@@ -180,8 +163,6 @@ def mc_kernel(
     b,
     imp,
     act,
-    a,
-    ia,
     zero,
     use_cols,
     want_pf,
@@ -206,8 +187,9 @@ def mc_kernel(
     W, A, b, imp
         Weights (d, n), ``A = W^T W`` (columns path; else a dummy), bias and
         importances (float64).
-    act, a, ia
-        Activation code, exponent (compute dtype) and integer exponent or -1.
+    act
+        The :class:`~fastsuper.core.bundles.Activation` (exponent in the
+        compute dtype).
     zero
         0 in the compute dtype.
     use_cols, want_pf
@@ -231,8 +213,8 @@ def mc_kernel(
         Per-unit sums of each feature's loss term and of its square
         (``want_pf``), shape (n_units, n).
     """
-    sh_loss = cuda.shared.array(config.CUDA_MAX_THREADS, np.float64)
-    sh_x2 = cuda.shared.array(config.CUDA_MAX_THREADS, np.float64)
+    sh_loss = cuda.shared.array(_SHARED_SIZE, np.float64)
+    sh_x2 = cuda.shared.array(_SHARED_SIZE, np.float64)
     t = cuda.threadIdx.x
     g = t // tj
     lane = t - g * tj
@@ -255,12 +237,7 @@ def mc_kernel(
                 o = indptr[s]
                 k = indptr[s + 1] - o
             if not use_cols:
-                # h = W x over the active entries (threads over r)
-                for r in range(lane, d, tj):
-                    acc = zero
-                    for q in range(k):
-                        acc += W[r, indices[o + q]] * values[o + q]
-                    h[r] = acc
+                hidden(W, indices, values, o, k, h, lane, tj, zero)
                 cuda.syncthreads()
             lsum = 0.0
             x2 = 0.0
@@ -274,7 +251,7 @@ def mc_kernel(
                     else:
                         for r in range(d):
                             z += W[r, j] * h[r]
-                    f = np.float64(phi(z, act, a, ia))
+                    f = np.float64(phi(z, act))
                     tt = imp[j] * (f * f)
                     lsum += tt
                     if want_pf:
@@ -312,39 +289,17 @@ def mc_kernel(
 def welford_kernel(loss, gain, n_chunk, block, first_index, stats):
     """Per-block Welford statistics of the per-sample loss and gain, in sample order.
 
-    The CPU's recursion (:func:`fastsuper.mc.kernels_cpu.mc_blocks`): non-finite
-    losses are counted (with the index of the first one) and left out.
+    The CPU's recursion (:func:`fastsuper.mc.kernels_cpu.welford_add`, one
+    thread per block): non-finite losses are counted (with the index of the
+    first one) and left out.
     """
+    stats = _view(stats)
     nb = stats.shape[0]
     for bi in range(cuda.grid(1), nb, cuda.gridsize(1)):
+        st = stats[bi]
+        for c in range(N_STATS):
+            st[c] = 0.0
+        st[ST_FIRST_BAD] = -1.0
         lo = bi * block
-        hi = min(lo + block, n_chunk)
-        cnt = 0.0
-        lm = 0.0
-        l2 = 0.0
-        gm = 0.0
-        g2 = 0.0
-        bad = 0.0
-        first_bad = -1.0
-        for s in range(lo, hi):
-            ls = loss[s]
-            if not math.isfinite(ls):
-                if bad == 0.0:
-                    first_bad = np.float64(first_index + s)
-                bad += 1.0
-                continue
-            gs = gain[s]
-            cnt += 1.0
-            dl = ls - lm
-            lm += dl / cnt
-            l2 += dl * (ls - lm)
-            dg = gs - gm
-            gm += dg / cnt
-            g2 += dg * (gs - gm)
-        stats[bi, ST_COUNT] = cnt
-        stats[bi, ST_LOSS_MEAN] = lm
-        stats[bi, ST_LOSS_M2] = l2
-        stats[bi, ST_GAIN_MEAN] = gm
-        stats[bi, ST_GAIN_M2] = g2
-        stats[bi, ST_NONFINITE] = bad
-        stats[bi, ST_FIRST_BAD] = first_bad
+        for s in range(lo, min(lo + block, n_chunk)):
+            welford_add(st, loss[s], gain[s], first_index + s)

@@ -13,8 +13,7 @@ one vector load and fused multiply-add per register, and the activation and
 the loss terms are applied while the tile is still in registers.  The loss
 terms are ``imp_j (phi_j - x_j)^2`` over the whole tile, with the sample's
 ``x`` scattered into a dense tile buffer while its rows are added: no
-separate, branchy pass for the corrections of the active features (that
-pass took 12% of the path's time, n = 1000, p = 0.01).
+separate, branchy pass for the corrections of the active features.
 
 Everything is generic LLVM IR (``llvm.fma`` on vector types, ``select``,
 ``fpext``), so the code is portable across x86-64 (SSE2 to AVX-512) and
@@ -25,9 +24,9 @@ The loss terms ``imp_j (phi_j - x_j)^2`` of a tile are summed in float64 when
 ``imp`` is a float64 array; with float32 compute and a float32 ``imp`` (what
 the "columns_blocked" kernel passes) they are formed and summed in float32
 across the tile's eight vectors (eight terms per lane) and only the last
-16-lane sum is in float64, which measured 22% faster for the tile and
-changes a sample's loss by about 2e-7 relative (float32 round-off);
-samples and tiles are still accumulated in float64.
+16-lane sum is in float64, which is faster (docs/benchmarks.md, "Kernel
+paths") and changes a sample's loss by about 2e-7 relative (float32
+round-off); samples and tiles are still accumulated in float64.
 
 The order of the floating-point operations is fixed by the code (rows in the
 order given, one accumulator per vector register), so results are

@@ -22,27 +22,32 @@ import numpy as np
 
 from fastsuper.core import arguments, config
 from fastsuper.core import validation as v
+from fastsuper.core.bundles import activation
 from fastsuper.core.laws import (
     SparseBatch,
     SparseInputs,
+    draw_batch,
 )
 from fastsuper.core.model import Model
-from fastsuper.exact.low_order import LowOrderTerms, k1_conditional_loss, low_order_terms
+from fastsuper.exact.low_order import (
+    LowOrderTerms,
+    k1_conditional_loss,
+    loss0_terms,
+    low_order_terms,
+)
 from fastsuper.mc.common import BACKENDS, LossEstimate, check_run, finish
 from fastsuper.mc.paths import gram, path_costs, path_operand, path_shape
 
 __all__ = ["StratifiedSampler", "sample_ge2", "stratified_estimate"]
+from fastsuper.mc.kernels_cpu import PATH_CODES, mc_blocks
 from fastsuper.mc.kernels_stratified import (
     K_TAIL,
     MODE_BINOM,
     MODE_PLAIN,
     MODE_SEQ,
+    SampleRule,
     binom_ge2_cdf,
-    ge2_count_kernel,
-    ge2_fill_kernel,
-    loss0_terms,
     seq_tables,
-    stratified_blocks,
 )
 
 # --------------------------------------------------------------------------
@@ -105,9 +110,8 @@ class StratifiedSampler:
             self.expected_active = 2.0 + float(np.sum(p))
 
     def kernel_args(self):
-        """``(mode, n, kfix, pmax, log1mp, thin, p, kcdf, h1, h2, ones)``."""
-        n, kfix, pmax, log1mp, thin, p = self.params
-        return (self.mode, n, kfix, pmax, log1mp, thin, p, self.kcdf, self.h1, self.h2, self.ones)
+        """The :class:`~fastsuper.core.bundles.SampleRule` of the kernels."""
+        return SampleRule(self.mode, self.kcdf, self.h1, self.h2, self.ones)
 
 
 def sample_ge2(
@@ -149,30 +153,9 @@ def sample_ge2(
             f"P(K >= 2) = 0 for {inputs!r}: no input has two active features, "
             "there is nothing to sample"
         )
-    args = smp.kernel_args()
-    seed_arg = np.uint64(seed & ((1 << 64) - 1))
-    counts = np.zeros(n_samples, dtype=np.int64)
-    ge2_count_kernel(seed_arg, start, n_samples, chunk_size, counts, *args)
-    indptr = np.zeros(n_samples + 1, dtype=np.int64)
-    np.cumsum(counts, out=indptr[1:])
-    total = int(indptr[-1])
-    indices = np.empty(total, dtype=np.int64)
-    values = np.empty(total, dtype=np.float64)
-    law = inputs.law
-    ge2_fill_kernel(
-        seed_arg,
-        start,
-        n_samples,
-        chunk_size,
-        indptr,
-        indices,
-        values,
-        *args,
-        law.code,
-        law.support,
-        law.cumprobs,
+    return draw_batch(
+        inputs._kernel_params(), smp.kernel_args(), n_samples, seed, start, chunk_size
     )
-    return SparseBatch(indptr, indices, values, smp.n)
 
 
 def _choose_path(model: Model, k: float, n_samples: int) -> str:
@@ -258,11 +241,11 @@ def stratified_estimate(
     p_ge2 = terms.p_ge2 if smp.mode >= 0 else 0.0
     pf_le1 = None
     if per_feature:
-        act, a, ia = model.act_code, float(model.exponent), model.int_exponent
+        act = activation(model, np.float64)
         bias = np.ascontiguousarray(model.bias, dtype=np.float64)
         imp = np.ascontiguousarray(inputs.importance, dtype=np.float64)
         M = k1_conditional_loss(model, inputs, per_output=True)
-        pf_le1 = terms.p0 * loss0_terms(bias, imp, act, a, ia) + M @ terms.p1
+        pf_le1 = terms.p0 * loss0_terms(bias, imp, act) + M @ terms.p1
     if smp.mode < 0 or p_ge2 == 0.0:
         return _exact_estimate(model, terms, seed, "columns" if path == "auto" else path,
                                pf_le1, time.perf_counter() - t0)  # fmt: skip
@@ -313,39 +296,11 @@ def _estimate_ge2(model, inputs, smp, n_samples, seed, start, block_size, path, 
     sub = 0
     if path == "columns_blocked":
         _, sub = path_shape(path, model.n, model.d, model.dtype.itemsize, smp.expected_active)
-    act, a, ia = model._act_args()
-    code, support, cum = inputs.law.code, inputs.law.support, inputs.law.cumprobs
-    mode, n, kfix, pmax, log1mp, thin, p, kcdf, h1, h2, ones = smp.kernel_args()
-    stats, pf1, pf2 = stratified_blocks(
-        model.W,
-        A,
-        model.bias,
-        inputs.importance,
-        act,
-        a,
-        ia,
-        path == "columns",
-        bool(per_feature),
-        np.uint64(seed & ((1 << 64) - 1)),
-        start,
-        n_samples,
-        block_size,
-        sub,
-        mode,
-        n,
-        kfix,
-        pmax,
-        log1mp,
-        thin,
-        p,
-        kcdf,
-        h1,
-        h2,
-        ones,
-        code,
-        support,
-        cum,
-    )
+    stats, pf1, pf2 = mc_blocks(
+        model.W, A, model.bias, inputs.importance, activation(model), PATH_CODES[path],
+        bool(per_feature), np.uint64(seed & ((1 << 64) - 1)), start, n_samples, block_size,
+        inputs._kernel_params(), smp.kernel_args(), 0, sub,
+    )  # fmt: skip
     est = finish(
         stats,
         pf1,

@@ -51,6 +51,8 @@ import numpy as np
 from fastsuper.core import arguments, config
 from fastsuper.core import validation as v
 from fastsuper.core.activations import DEFAULT_EXPONENTS
+from fastsuper.core.bundles import InputLaw, gap_tables, input_law
+from fastsuper.core.bundles import activation as activation_bundle
 from fastsuper.core.laws import SparseInputs
 from fastsuper.core.model import Model, check_activation
 from fastsuper.core.rng import seed_key
@@ -65,7 +67,6 @@ from fastsuper.train.common import (
 from fastsuper.train.kernels_cpu import (
     OK,
     adam_kernel,
-    gap_tables,
     grad_block,
     merge_blocks,
     padded_width,
@@ -147,11 +148,9 @@ def loss_grad(
     n_samples, seed, start, block_size = _check_sampling(
         model, inputs, n_samples, seed, start, block_size
     )
-    act, a, ia = model._act_args()
-    n, kfix, pmax, log1mp, thin, p, code, support, cum = inputs._kernel_params()
+    act, law = activation_bundle(model), input_law(inputs, gaps=True)
     W, b = model.W, model.bias
     Wt, imp2 = prepare(W, inputs.importance)
-    tlo, thi = gap_tables(n, log1mp)
     skey = np.uint64(seed_key(np.uint64(seed & MASK64)))  # seed_key returns a Python int
     n_blocks = (n_samples + block_size - 1) // block_size
 
@@ -160,9 +159,8 @@ def loss_grad(
         lo = c * block_size
         count = min(block_size, n_samples - lo)
         return grad_block(
-            W, Wt, b, inputs.importance, imp2, act, a, ia, skey, start + lo, count, kfix, pmax,
-            log1mp, tlo, thi, thin, p, code, support, cum, gW, gb,
-        )  # fmt: skip
+            W, Wt, b, inputs.importance, imp2, act, skey, start + lo, count, law, gW, gb
+        )
 
     loss_sum, tot_gW, tot_gb = _run_waves(run, n_blocks, model, seed)
     _check_gradient(model, loss_sum / n_samples, tot_gW, tot_gb)
@@ -629,7 +627,7 @@ def _fit_adam(o: FitOptions) -> FitResult:
         _raise_diverged(status, lr, W.dtype, exponent)
         return FitResult(W, B, hist * n, settings, "adam", W0_copy, elapsed)
     model = Model(W[0], B[0], activation=activation, exponent=exponent)
-    act, a, ia = model._act_args()
+    act = activation_bundle(model)
     # sampler parameters per instance (SparseInputs._kernel_params for each row of P)
     pmax = P.max(axis=1)
     log1mp = np.array([math.log1p(-x) if x < 1.0 else -math.inf for x in pmax])
@@ -661,10 +659,10 @@ def _fit_adam(o: FitOptions) -> FitResult:
     t0 = time.perf_counter()
     for c in range(chunks):
         lo, hi = bounds[c], bounds[c + 1]
+        laws = InputLaw(n, -1, pmax, log1mp, thin, P, law.code, law.support, law.cumprobs, tlo, thi)
         adam_kernel(
-            W, B, mW, vW, mb, vb, imp, bias, act, a, ia, skeys, pmax, log1mp, tlo, thi, thin, P,
-            law.code, law.support, law.cumprobs, lo, hi - lo, batch, lr, beta1, beta2, eps,
-            log_every, hist, status, groups, rows, dense_x,
+            W, B, mW, vW, mb, vb, imp, bias, act, skeys, laws, lo, hi - lo, batch,
+            (lr, beta1, beta2, eps), log_every, hist, status, groups, rows, dense_x,
         )  # fmt: skip
         if progress:
             progress_bar(hi, steps, hist, log_every, time.perf_counter() - t0)

@@ -9,6 +9,7 @@ import numpy as np
 
 from fastsuper.core import config
 from fastsuper.core import validation as v
+from fastsuper.core.bundles import activation
 from fastsuper.core.cuda import launch_grid, quiet_launch, require_cuda
 from fastsuper.core.laws import SparseInputs
 from fastsuper.core.model import Model
@@ -19,6 +20,7 @@ __all__ = ["fit_adam_cuda", "loss_grad_cuda"]
 
 
 def _kernels():
+    """numba.cuda and the training kernels (the samples come from :func:`draw_chunk`)."""
     cuda = require_cuda()
     from fastsuper.train import kernels_cuda
 
@@ -27,14 +29,9 @@ def _kernels():
 
 @quiet_launch
 def loss_grad_cuda(
-    model: Model,
-    inputs: SparseInputs,
-    n_samples: int = 100_000,
-    seed: int = 0,
-    *,
-    start: int = 0,
-    block_size: int | None = None,
-):
+    model: Model, inputs: SparseInputs, n_samples: int = 100_000, seed: int = 0, *,
+    start: int = 0, block_size: int | None = None,
+):  # fmt: skip
     """Sampled loss and gradient on the GPU (``loss_grad(..., backend="cuda")``).
 
     The samples of :func:`fastsuper.train.adam.loss_grad` (drawn on the device
@@ -73,7 +70,7 @@ def loss_grad_cuda(
         block_size = config.GRAD_BLOCK
     block = v.check_int("block_size", block_size, minimum=1)
     dtype = np.dtype(model.dtype)
-    act, a, ia = model._act_args()
+    act = activation(model)
     d, n = model.d, model.n
     W_d = cuda.to_device(np.ascontiguousarray(model.W))
     b_d = cuda.to_device(np.ascontiguousarray(model.bias, dtype=dtype))
@@ -109,8 +106,6 @@ def loss_grad_cuda(
             imp_d,
             imp2_d,
             act,
-            a,
-            ia,
             dtype.type(0),
             block,
             ns,

@@ -35,57 +35,23 @@ import numba
 import numpy as np
 
 from fastsuper.core.activations import RELU_POWER, dphi, phi
-from fastsuper.core.jit import kernel_njit, njit, parallel_njit
-from fastsuper.core.laws import GAUSSIAN, UNIFORM, UNIFORM_SYM, VALUE_BASE, draw_sample
-from fastsuper.core.rng import sample_key, uniform
+from fastsuper.core.bundles import InputLaw, borrowed_law
+from fastsuper.core.jit import borrow, kernel_njit, njit, parallel_njit
+from fastsuper.core.laws import draw_active, draw_sample, draw_values
+from fastsuper.core.rng import sample_key
 
 #: codes of the per-instance status array of :func:`adam_kernel`
 OK = -1
-_TWO_PI = 2.0 * math.pi
-#: thresholds tried before the logarithm in the geometric skipping (see gap_tables)
-_SCAN = 8
-#: relative half-width of the band around each threshold where the formula decides
-_BAND = 1e-9
-
-
-def gap_tables(n: int, log1mp: float) -> tuple[np.ndarray, np.ndarray]:
-    """Thresholds that replace most logarithms of the geometric skipping.
-
-    The sampler's gap is ``floor(log(u) / log(1 - p))``, which is ``>= g``
-    exactly when ``u <= (1 - p)^g``.  With ``tlo[g] = (1 - p)^g (1 - 1e-9)``
-    and ``thi[g] = (1 - p)^g (1 + 1e-9)`` (g = 0 .. n + _SCAN), ``u < tlo[g]``
-    and ``u > thi[g]`` decide the comparison for sure: the formula's rounding
-    error is about 1e-16 relative, far inside the band.  The kernels count
-    the thresholds below ``u`` (no branches to mispredict); a ``u`` inside a
-    band (probability about 2e-9 per threshold) or a gap of ``_SCAN`` or more
-    is decided by the formula itself, so the samples are those of
-    :func:`fastsuper.core.laws.draw_sample` bit for bit.
-    """
-    size = n + _SCAN + 1
-    t = np.exp(np.arange(size) * log1mp) if math.isfinite(log1mp) else np.zeros(size)
-    return t * (1.0 - _BAND), t * (1.0 + _BAND)
 
 
 # --------------------------------------------------------------------------
 # a run of samples: sampling and gradient in one loop
 #
-# Everything per sample is written out in this one function: in Numba a call
-# per sample to a helper with array arguments (even an inlined one) costs
-# reference counting, which is more than the arithmetic at small n and d.
-# Measured (2026-11-22, 2 threads, fit n=5, d=2, 8 instances, best of 5,
-# three alternating pairs): moving the Bernoulli sampler below into one
-# ``inline="always"`` helper shared by run_grad and run_grad_blas gave the
-# same numbers bit for bit but 1.1e7 instead of 1.8-2.0e7 samples/s, so the
-# two kernels keep their own written-out copy of it.
-# The sampler is ``draw_sample`` of :mod:`fastsuper.core.laws` written out for
-# the independent (Bernoulli) pattern, with the same counters, so the numbers
-# are the same bit for bit (tests/train/test_adam.py checks it against
-# :func:`fastsuper.sample`); the "exactly k" pattern calls ``draw_sample``.
-# Two changes of form, not of value: most logarithms of the geometric
-# skipping are replaced by comparisons (:func:`gap_tables`), and the
-# rademacher and constant laws go through the discrete law's inverse
-# distribution function (their support and probabilities), which gives the
-# same values.
+# The sampler is :func:`fastsuper.core.laws.draw_sample`, inlined, so the
+# samples are those of :func:`fastsuper.sample` bit for bit (tests/train/test_adam.py
+# checks it); training passes laws that carry gap thresholds
+# (:func:`fastsuper.core.bundles.gap_tables`), which replace most logarithms
+# of the geometric skipping at small ``n`` or large ``p``.
 
 
 @kernel_njit
@@ -102,139 +68,54 @@ def _residual_relu(zj, xj, impj, imp2j):
 
 
 @kernel_njit
-def _residual(zj, xj, impj, imp2j, act, a, ia):
+def _residual(zj, xj, impj, imp2j, act):
     """(``I_j e_j^2`` in float64, ``g_j = 2 I_j e_j phi'(z_j)``) with ``e_j = phi(z_j) - x_j``.
 
     ``g_j = 0`` when ``e_j = 0``, also where ``phi'`` is infinite (``signed_power``
     with an exponent ``a < 1`` at ``z = 0``): the limit of ``d e^2 / dz`` for ``a > 1/2``.
     """
-    f = phi(zj, act, a, ia)
+    f = phi(zj, act)
     e = f - xj
     e64 = np.float64(f) - np.float64(xj)
-    gj = imp2j * e * dphi(zj, act, a, ia) if e != 0 else e
+    gj = imp2j * e * dphi(zj, act) if e != 0 else e
     return impj * (e64 * e64), gj
 
 
 @kernel_njit
-def run_grad(
-    W,
-    Wt,
-    b,
-    imp,
-    imp2,
-    act,
-    a,
-    ia,
-    skey,
-    first,
-    count,
-    kfix,
-    pmax,
-    log1mp,
-    tlo,
-    thi,
-    thin,
-    p,
-    code,
-    support,
-    cum,
-    idx,
-    val,
-    xv,
-    xd,
-    h,
-    z,
-    g,
-    u,
-    gW,
-    gWt,
-    gb,
-):
+def run_grad(W, Wt, b, imp, imp2, act, skey, first, count, law, work, gW, gb):
     """Loss and gradient sums of samples ``first .. first+count-1`` of key ``skey``.
 
     ``W`` (d, n) and ``Wt`` (n, D) in the compute dtype, where ``Wt`` is
     ``W.T`` zero-padded to ``D = padded_width(d)`` columns; ``b`` (n) the bias,
     ``imp`` (n, float64) the importances and ``imp2 = 2 * imp`` in the compute
-    dtype.  Adds the gradient of ``sum_s loss_s`` to the float64 accumulators
-    ``gW`` (d, n), ``gWt`` (n, D, transposed; merge with
-    :func:`add_transposed`) and ``gb`` (n).  ``idx``, ``val`` (float64),
-    ``xv``, ``xd`` (zeros on entry and exit), ``h``, ``z``, ``g``, ``u`` are
-    scratch.  Returns ``(loss sum, number of non-finite losses, first such
-    sample or -1)``.
+    dtype; ``act`` the :class:`~fastsuper.core.bundles.Activation` and
+    ``law`` the :class:`~fastsuper.core.bundles.InputLaw`.  Adds the gradient
+    of ``sum_s loss_s`` to the float64 accumulators ``gW`` (d, n) and
+    ``work``'s ``gWt`` (n, D, transposed; merge with :func:`add_transposed`)
+    and to ``gb`` (n).  ``work`` is the scratch of :func:`_scratch`.  Returns
+    ``(loss sum, number of non-finite losses, first such sample or -1)``.
 
     For ``d <= 4`` (``D`` = 2 or 4) the hidden vector lives in scalars (the
     padding columns are zero and contribute nothing); otherwise the loops run
     over rows of ``W`` and vectorise over features.
     """
+    idx, val, xv, xd, h, z, g, u, gWt = work
+    law, idx, val = borrowed_law(law), borrow(idx), borrow(val)  # no counting per sample
     d, n = W.shape
     D = Wt.shape[1]
-    relu = act == RELU_POWER and ia == 1
-    vscale, vshift = (2.0, -1.0) if code == UNIFORM_SYM else (1.0, 0.0)
-    last = cum.shape[0] - 1
+    relu = act.code == RELU_POWER and act.ia == 1
     zero = Wt[0, 0] - Wt[0, 0]
     loss_sum = 0.0
     nbad = 0
     first_bad = -1
     for s in range(first, first + count):
-        key = sample_key(skey, s)
-        # ---- sample: active set (sorted) and values
-        k = 0
-        if kfix >= 0:
-            k = draw_sample(key, n, kfix, pmax, log1mp, thin, p, code, support, cum, idx, val)
-        else:
-            if pmax > 0.0:
-                c = 0
-                pos = -1
-                while True:
-                    if pmax >= 1.0:
-                        pos += 1
-                    else:
-                        w = uniform(key, c)
-                        c += 1
-                        m = n - pos - 1  # a gap of m or more ends the sample
-                        if w < tlo[m]:  # (1 - p)^m > w for sure: gap >= m
-                            break
-                        clo = 0  # thresholds (1 - p)^g, g = 1 .. _SCAN, that w is below for sure
-                        chi = 0  # ... or may be below
-                        for q2 in range(1, _SCAN + 1):
-                            clo += w < tlo[q2]
-                            chi += w <= thi[q2]
-                        if clo == chi and clo < _SCAN:
-                            gap = clo
-                        else:  # w near a threshold, or a long gap: the formula decides
-                            ratio = math.log(w) / log1mp  # floor(ratio) >= m iff ratio >= m
-                            if ratio >= m:
-                                break
-                            gap = int(math.floor(ratio))
-                        pos += gap + 1
-                    if pos >= n:
-                        break
-                    if thin:
-                        t = uniform(key, c)
-                        c += 1
-                        if t * pmax >= p[pos]:
-                            continue
-                    idx[k] = pos
-                    k += 1
-            if code == GAUSSIAN:  # Box-Muller
-                for q in range(k):
-                    cv = VALUE_BASE + 2 * q
-                    r1 = math.sqrt(-2.0 * math.log(uniform(key, cv)))
-                    val[q] = r1 * math.cos(_TWO_PI * uniform(key, cv + 1))
-            elif code == UNIFORM or code == UNIFORM_SYM:  # u or 2 u - 1
-                for q in range(k):
-                    val[q] = vscale * uniform(key, VALUE_BASE + 2 * q) + vshift
-            else:  # rademacher, constant, discrete: inverse of the cumulative distribution
-                for q in range(k):
-                    w = uniform(key, VALUE_BASE + 2 * q)
-                    j = 0
-                    while j < last and w >= cum[j]:
-                        j += 1
-                    val[q] = support[j]
+        k = draw_sample(sample_key(skey, s), law, idx, val)
         for q in range(k):
             xd[idx[q]] = val[q]  # rounded to the compute dtype
             xv[q] = xd[idx[q]]
         loss = 0.0
+        # The d <= 2 and d <= 4 branches are one computation written out for 2 and
+        # 4 scalars: the hidden vector stays in registers (deliberately not shared).
         if D == 2:  # ---- d <= 2: h and u in scalars
             h0 = zero
             h1 = zero
@@ -254,7 +135,7 @@ def run_grad(
                 if relu:
                     lj, gj = _residual_relu(zj, xd[j], imp[j], imp2[j])
                 else:
-                    lj, gj = _residual(zj, xd[j], imp[j], imp2[j], act, a, ia)
+                    lj, gj = _residual(zj, xd[j], imp[j], imp2[j], act)
                 loss += lj
                 g64 = np.float64(gj)
                 gb[j] += g64
@@ -298,7 +179,7 @@ def run_grad(
                 if relu:
                     lj, gj = _residual_relu(zj, xd[j], imp[j], imp2[j])
                 else:
-                    lj, gj = _residual(zj, xd[j], imp[j], imp2[j], act, a, ia)
+                    lj, gj = _residual(zj, xd[j], imp[j], imp2[j], act)
                 loss += lj
                 g64 = np.float64(gj)
                 gb[j] += g64
@@ -339,7 +220,7 @@ def run_grad(
                 if relu:
                     lj, gj = _residual_relu(z[j], xd[j], imp[j], imp2[j])
                 else:
-                    lj, gj = _residual(z[j], xd[j], imp[j], imp2[j], act, a, ia)
+                    lj, gj = _residual(z[j], xd[j], imp[j], imp2[j], act)
                 loss += lj
                 g[j] = gj
                 gb[j] += gj
@@ -367,42 +248,7 @@ def run_grad(
 
 
 @kernel_njit
-def run_grad_blas(
-    W,
-    Wt,
-    b,
-    imp,
-    imp2,
-    act,
-    a,
-    ia,
-    skey,
-    first,
-    count,
-    pmax,
-    log1mp,
-    tlo,
-    thi,
-    thin,
-    p,
-    code,
-    support,
-    cum,
-    dense_x,
-    idx,
-    val,
-    ptr,
-    cidx,
-    cval,
-    X,
-    H,
-    Z,
-    U,
-    T,
-    gW,
-    gWt,
-    gb,
-):
+def run_grad_blas(W, Wt, b, imp, imp2, act, skey, first, count, law, dense_x, work, gW, gWt, gb):
     """:func:`run_grad` for a sub-batch of ``count <= X.shape[0]`` samples, with BLAS.
 
     The sub-batch is sampled into the dense ``X`` (rows, n; zeros on entry
@@ -411,78 +257,28 @@ def run_grad_blas(
     ``H = X W^T`` and the encoder term ``dW += U^T X`` are products too when
     ``dense_x``, else loops over the active entries.  Products run in the
     compute dtype, sums over sub-batches in float64 (``gW``, ``gWt``, ``gb``
-    as in :func:`run_grad`; ``T`` (d, n) is scratch).  Bernoulli pattern only.
+    as in :func:`run_grad`).  ``work`` is the scratch of :func:`_blas_scratch`
+    (``T`` (d, n) in it is scratch too).
     """
+    ptr, cidx, cval, X, H, Z, U, T = work
+    blaw, bidx, bval = borrowed_law(law), borrow(cidx), borrow(cval)  # no counting per row
     d, n = W.shape
-    relu = act == RELU_POWER and ia == 1
-    vscale, vshift = (2.0, -1.0) if code == UNIFORM_SYM else (1.0, 0.0)
-    last = cum.shape[0] - 1
+    relu = act.code == RELU_POWER and act.ia == 1
     zero = Wt[0, 0] - Wt[0, 0]
     Xc = X[:count]
     Hc = H[:count]
     Zc = Z[:count]
     Uc = U[:count]
-    # ---- sample the rows (the sampler of run_grad, bit for bit)
+    # ---- sample the rows (the samples of run_grad, bit for bit)
     nnz = 0
     for row in range(count):
         key = sample_key(skey, first + row)
         ptr[row] = nnz
-        k = 0
-        if pmax > 0.0:
-            c = 0
-            pos = -1
-            while True:
-                if pmax >= 1.0:
-                    pos += 1
-                else:
-                    w = uniform(key, c)
-                    c += 1
-                    m = n - pos - 1  # a gap of m or more ends the sample
-                    if w < tlo[m]:  # (1 - p)^m > w for sure: gap >= m
-                        break
-                    clo = 0  # thresholds (1 - p)^g, g = 1 .. _SCAN, that w is below for sure
-                    chi = 0  # ... or may be below
-                    for q2 in range(1, _SCAN + 1):
-                        clo += w < tlo[q2]
-                        chi += w <= thi[q2]
-                    if clo == chi and clo < _SCAN:
-                        gap = clo
-                    else:  # w near a threshold, or a long gap: the formula decides
-                        ratio = math.log(w) / log1mp  # floor(ratio) >= m iff ratio >= m
-                        if ratio >= m:
-                            break
-                        gap = int(math.floor(ratio))
-                    pos += gap + 1
-                if pos >= n:
-                    break
-                if thin:
-                    t = uniform(key, c)
-                    c += 1
-                    if t * pmax >= p[pos]:
-                        continue
-                idx[k] = pos
-                k += 1
-        if code == GAUSSIAN:  # Box-Muller
-            for q in range(k):
-                cv = VALUE_BASE + 2 * q
-                r1 = math.sqrt(-2.0 * math.log(uniform(key, cv)))
-                val[q] = r1 * math.cos(_TWO_PI * uniform(key, cv + 1))
-        elif code == UNIFORM or code == UNIFORM_SYM:  # u or 2 u - 1
-            for q in range(k):
-                val[q] = vscale * uniform(key, VALUE_BASE + 2 * q) + vshift
-        else:  # rademacher, constant, discrete: inverse of the cumulative distribution
-            for q in range(k):
-                w = uniform(key, VALUE_BASE + 2 * q)
-                j = 0
-                while j < last and w >= cum[j]:
-                    j += 1
-                val[q] = support[j]
-        for q in range(k):
-            i = idx[q]
-            Xc[row, i] = val[q]  # rounded to the compute dtype
-            cidx[nnz] = i
-            cval[nnz] = Xc[row, i]
-            nnz += 1
+        k = draw_active(key, blaw, bidx, nnz)
+        draw_values(key, k, blaw, bval, nnz)  # rounded to the compute dtype
+        for e in range(nnz, nnz + k):
+            Xc[row, cidx[e]] = cval[e]
+        nnz += k
     ptr[count] = nnz
     # ---- h = W x
     if dense_x:
@@ -507,7 +303,7 @@ def run_grad_blas(
             if relu:
                 lj, gj = _residual_relu(Zc[row, j] + b[j], Xc[row, j], imp[j], imp2[j])
             else:
-                lj, gj = _residual(Zc[row, j] + b[j], Xc[row, j], imp[j], imp2[j], act, a, ia)
+                lj, gj = _residual(Zc[row, j] + b[j], Xc[row, j], imp[j], imp2[j], act)
             loss += lj
             Zc[row, j] = gj
         for j in range(n):
@@ -588,7 +384,7 @@ def fill_transposed(W, Wt):
 # release the GIL), each block into its own buffers, merged in block order.
 # A ``prange`` kernel would do the same with the same numbers, but Numba
 # re-optimises the whole per-sample body inside every parallel kernel, which
-# costs about ten seconds of compilation per dtype on a small machine.
+# multiplies its compilation time per dtype.
 
 
 @kernel_njit
@@ -622,21 +418,17 @@ def prepare(W, imp):
 
 
 @kernel_njit
-def grad_block(W, Wt, b, imp, imp2, act, a, ia, skey, first, count, kfix, pmax, log1mp,
-               tlo, thi, thin, p, code, support, cum, gW, gb):  # fmt: skip
+def grad_block(W, Wt, b, imp, imp2, act, skey, first, count, law, gW, gb):
     """Loss and gradient sums of samples ``first .. first+count-1`` of key ``skey``.
 
-    ``Wt, imp2 = prepare(W, imp)``; the gradient sums are added to the float64
-    ``gW`` (d, n) and ``gb`` (n).  Returns ``(loss sum, number of non-finite
-    sample losses, first such sample index or -1)``.  The sampler parameters
-    are those of ``SparseInputs._kernel_params`` (both sparsity patterns).
+    ``Wt, imp2 = prepare(W, imp)``; ``act`` and ``law`` the bundles of the
+    model and the input law (either sparsity pattern); the gradient sums are
+    added to the float64 ``gW`` (d, n) and ``gb`` (n).  Returns ``(loss sum,
+    number of non-finite sample losses, first such sample index or -1)``.
     """
-    idx, val, xv, xd, h, z, g, u, gWt = _scratch(W, Wt.shape[1])
-    ls, nb, fb = run_grad(
-        W, Wt, b, imp, imp2, act, a, ia, skey, first, count, kfix, pmax, log1mp, tlo, thi,
-        thin, p, code, support, cum, idx, val, xv, xd, h, z, g, u, gW, gWt, gb,
-    )  # fmt: skip
-    add_transposed(gW, gWt)
+    work = _scratch(W, Wt.shape[1])
+    ls, nb, fb = run_grad(W, Wt, b, imp, imp2, act, skey, first, count, law, work, gW, gb)
+    add_transposed(gW, work[-1])
     return ls, nb, fb
 
 
@@ -697,57 +489,39 @@ def _blas_scratch(W, rows):
     )
 
 
+@njit(inline="always")
+def instance_law(laws, k):
+    """The :class:`~fastsuper.core.bundles.InputLaw` of instance ``k`` of a stack of laws.
+
+    ``laws`` is an ``InputLaw`` whose fields ``pmax``, ``log1mp``, ``thin``
+    (one entry per instance), ``p``, ``tlo`` and ``thi`` (one row per
+    instance) hold every instance's values.
+    """
+    return InputLaw(
+        laws.n, laws.kfix, laws.pmax[k], laws.log1mp[k], laws.thin[k], laws.p[k], laws.code,
+        laws.support, laws.cum, laws.tlo[k], laws.thi[k],
+    )  # fmt: skip
+
+
 @parallel_njit
 def adam_kernel(
-    W,
-    B,
-    mW,
-    vW,
-    mb,
-    vb,
-    imp,
-    use_bias,
-    act,
-    a,
-    ia,
-    skeys,
-    pmax,
-    log1mp,
-    tlo,
-    thi,
-    thin,
-    P,
-    code,
-    support,
-    cum,
-    t_start,
-    n_steps,
-    batch,
-    lr,
-    beta1,
-    beta2,
-    eps,
-    log_every,
-    hist,
-    status,
-    groups,
-    blas_rows,
-    dense_x,
-):
+    W, B, mW, vW, mb, vb, imp, use_bias, act, skeys, laws, t_start, n_steps, batch, adam,
+    log_every, hist, status, groups, blas_rows, dense_x,
+):  # fmt: skip
     """Train every instance for steps ``t_start .. t_start+n_steps-1`` with Adam.
 
     Instance ``k`` has weights ``W[k]`` (d, n) and bias ``B[k]`` (n) in the
     compute dtype, Adam moments ``mW, vW, mb, vb`` (float64), importances
-    ``imp[k]`` (n, float64), feature probabilities ``P[k]`` (n) with the
-    sampler parameters ``pmax[k], log1mp[k], tlo[k], thi[k], thin[k]`` (see
-    :func:`gap_tables`), and sampler key
-    ``skeys[k]``.  Row ``s`` of the batch of step ``t`` is sample number
-    ``t * batch + s`` of that key.  The loss is ``mean_s mean_j I_j (x_j -
-    x_hat_j)^2``; ``hist[t // log_every, k]`` receives it when ``t % log_every
-    == 0``.  An instance whose loss or gradient is not finite stops before
-    updating, and
-    ``status[k]`` records the step (``OK`` = -1 otherwise); stopped
-    instances are skipped.  Adam's step count is ``t + 1``.
+    ``imp[k]`` (n, float64), input law :func:`instance_law` ``(laws, k)``
+    (with gap thresholds), and sampler key ``skeys[k]``; ``act`` is the
+    :class:`~fastsuper.core.bundles.Activation` and ``adam`` the tuple
+    ``(lr, beta1, beta2, eps)``.  Row ``s`` of the batch of step ``t`` is
+    sample number ``t * batch + s`` of that key.  The loss is ``mean_s
+    mean_j I_j (x_j - x_hat_j)^2``; ``hist[t // log_every, k]`` receives it
+    when ``t % log_every == 0``.  An instance whose loss or gradient is not
+    finite stops before updating, and ``status[k]`` records the step (``OK``
+    = -1 otherwise); stopped instances are skipped.  Adam's step count is
+    ``t + 1``.
 
     ``groups`` (n_groups, width) lists the instances of each parallel work item
     (-1 pads): one work item trains its instances one after the other, each
@@ -757,12 +531,14 @@ def adam_kernel(
     dense products for instance ``k``'s ``h`` and encoder term), else by
     :func:`run_grad`.
     """
+    lr, beta1, beta2, eps = adam
     n_inst, d, n = W.shape
     inv = 1.0 / (batch * n)
     rows = min(max(blas_rows, 1), batch) if blas_rows > 0 else 1
     for gi in numba.prange(groups.shape[0]):
-        idx, val, xv, xd, h, z, g, u, gWt = _scratch(W[0], padded_width(d))
-        ptr, cidx, cval, X, H, Z, U, T = _blas_scratch(W[0], rows)
+        work = _scratch(W[0], padded_width(d))
+        gWt = work[-1]
+        blas_work = _blas_scratch(W[0], rows)
         gW = np.zeros((d, n))
         gb = np.zeros(n)
         for gk in range(groups.shape[1]):
@@ -772,6 +548,7 @@ def adam_kernel(
             Wk = W[k]
             bk = B[k]
             impk = imp[k]
+            law = instance_law(laws, k)
             Wt, imp2 = prepare(Wk, impk)
             for t in range(t_start, t_start + n_steps):
                 fill_transposed(Wk, Wt)
@@ -785,20 +562,15 @@ def adam_kernel(
                     nb = 0
                     for lo in range(0, batch, blas_rows):
                         l1, n1, f1 = run_grad_blas(
-                            Wk, Wt, bk, impk, imp2, act, a, ia, skeys[k], t * batch + lo,
-                            min(blas_rows, batch - lo), pmax[k], log1mp[k], tlo[k], thi[k],
-                            thin[k], P[k], code, support, cum, dense_x[k], idx, val, ptr, cidx,
-                            cval, X, H, Z, U, T, gW, gWt, gb,
+                            Wk, Wt, bk, impk, imp2, act, skeys[k], t * batch + lo,
+                            min(blas_rows, batch - lo), law, dense_x[k], blas_work, gW, gWt, gb,
                         )  # fmt: skip
                         ls += l1
                         nb += n1
                 else:
                     ls, nb, f1 = run_grad(
-                        Wk, Wt, bk, impk, imp2, act, a, ia, skeys[k], t * batch, batch, -1,
-                        pmax[k], log1mp[k], tlo[k], thi[k], thin[k], P[k], code, support, cum,
-                        idx, val, xv, xd,
-                        h, z, g, u, gW, gWt, gb,
-                    )  # fmt: skip
+                        Wk, Wt, bk, impk, imp2, act, skeys[k], t * batch, batch, law, work, gW, gb
+                    )
                 add_transposed(gW, gWt)
                 loss = ls * inv
                 if t % log_every == 0:

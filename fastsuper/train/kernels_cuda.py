@@ -9,6 +9,7 @@ from numba import cuda
 
 from fastsuper.core.activations import dphi, phi
 from fastsuper.core.cuda_jit import cuda_kernel as _kernel
+from fastsuper.mc.kernels_cuda import hidden
 
 __all__ = ["grad_kernel"]
 
@@ -23,8 +24,6 @@ def grad_kernel(
     imp,
     imp2,
     act,
-    a,
-    ia,
     zero,
     block,
     n_chunk,
@@ -66,9 +65,9 @@ def grad_kernel(
     W, b, imp, imp2
         Weights (d, n) and bias in the compute dtype, importances (float64)
         and ``2 imp`` in the compute dtype.
-    act, a, ia, zero
-        Activation code, exponent, integer exponent or -1, and 0 in the
-        compute dtype.
+    act, zero
+        The :class:`~fastsuper.core.bundles.Activation` (exponent in the
+        compute dtype) and 0 in the compute dtype.
     block, n_chunk, first_index
         Samples per block, samples in the chunk and index of its first sample.
     indptr, indices, values
@@ -101,11 +100,7 @@ def grad_kernel(
         for s in range(lo, hi):
             o = indptr[s]
             k = indptr[s + 1] - o
-            for r in range(lane, d, tj):  # 1. h = W x
-                acc = zero
-                for q in range(k):
-                    acc += W[r, indices[o + q]] * values[o + q]
-                h[r] = acc
+            hidden(W, indices, values, o, k, h, lane, tj, zero)  # 1. h = W x
             cuda.syncthreads()
             ptr = 0
             for j in range(lane, n, tj):  # 2. z, g, bias and decoder terms
@@ -117,12 +112,12 @@ def grad_kernel(
                     ptr += 1
                 if ptr < k and indices[o + ptr] == j:
                     xj = values[o + ptr]
-                f = phi(zj, act, a, ia)
+                f = phi(zj, act)
                 e = f - xj
                 e64 = np.float64(f) - np.float64(xj)
                 gj = e
                 if e != 0:
-                    gj = imp2[j] * e * dphi(zj, act, a, ia)
+                    gj = imp2[j] * e * dphi(zj, act)
                 lt[j] = imp[j] * (e64 * e64)
                 g[j] = gj
                 g64 = np.float64(gj)

@@ -18,15 +18,15 @@ def test_phi_dphi_per_element(act, a):
     ia = int(a) if float(a).is_integer() else -1
 
     @numba.njit
-    def both(t, code, a, ia):
+    def both(t, act):
         f = np.empty_like(t)
         g = np.empty_like(t)
         for i in range(t.size):
-            f[i] = T.phi(t[i], code, a, ia)
-            g[i] = T.dphi(t[i], code, a, ia)
+            f[i] = T.phi(t[i], act)
+            g[i] = T.dphi(t[i], act)
         return f, g
 
-    f, g = both(t, code, float(a), ia)
+    f, g = both(t, T.Activation(code, float(a), ia))
     np.testing.assert_allclose(f, phi_numpy(t, act, a), rtol=1e-14, atol=1e-300)
     nz = t != 0
     np.testing.assert_allclose(g[nz], dphi_numpy(t[nz], act, a), rtol=1e-13)

@@ -341,11 +341,10 @@ def test_unbiased_with_small_batches():
     inputs = fs.SparseInputs(n, p=1e-3, values="gaussian")
     exact = fs.exact_loss(model, inputs)
     terms = fs.low_order_terms(model, inputs)
-    smp, law = T.StratifiedSampler(inputs), inputs.law
-    act = (model.act_code, model.dtype.type(model.exponent), model.int_exponent)
-    st, _, _ = T.stratified_blocks(
-        model.W, model.A, model.bias, inputs.importance, *act, True, False, np.uint64(4), 0,
-        R * N, N, 0, *smp.kernel_args(), law.code, law.support, law.cumprobs,
+    smp = T.StratifiedSampler(inputs)
+    st, _, _ = T.mc_blocks(
+        model.W, model.A, model.bias, inputs.importance, T.activation(model), T.PATH_COLUMNS,
+        False, np.uint64(4), 0, R * N, N, T.input_law(inputs), smp.kernel_args(),
     )  # fmt: skip
     P2 = terms.p_ge2
     means = terms.lower_bound + P2 * st[:, T.ST_LOSS_MEAN]
