@@ -12,6 +12,13 @@ model's fitted constants live beside it in :mod:`fastsuper.mc.paths`.
 from __future__ import annotations
 
 # --------------------------------------------------------------------------
+# memory
+
+#: most bytes one call may allocate; a request estimated beyond it is refused before
+#: anything is allocated (``None``: the machine's memory, or its cgroup limit)
+MEMORY_LIMIT_BYTES = None
+
+# --------------------------------------------------------------------------
 # Monte-Carlo estimation (CPU)
 
 #: samples per block: the unit of parallel work and of the fixed reduction order

@@ -106,17 +106,36 @@ class ValueLaw:
         return (float(self.support.min()), float(self.support.max()))
 
     def moment(self, r: int) -> float:
-        """Raw moment ``mu_r = E xi**r`` (exact)."""
+        """Raw moment ``mu_r = E xi**r`` (exact).
+
+        Raises
+        ------
+        ValueError
+            If ``mu_r`` overflows float64 (the Gaussian's beyond ``r = 301``,
+            ``(r - 1)!!``; a discrete law's when ``|xi| > 1`` and ``r`` is large).
+        """
         r = v.check_int("r", r, minimum=0)
         if r == 0:
             return 1.0
         if self.code == GAUSSIAN:
-            return 0.0 if r % 2 else float(math.prod(range(r - 1, 0, -2)))
+            if r % 2:
+                return 0.0
+            try:
+                return float(math.prod(range(r - 1, 0, -2)))
+            except OverflowError:
+                raise self._overflow(r) from None
         if self.code in (UNIFORM_SYM,):
             return 0.0 if r % 2 else 1.0 / (r + 1)
         if self.code == UNIFORM:
             return 1.0 / (r + 1)
-        return float(np.dot(self.probs, self.support**r))
+        with np.errstate(over="ignore", invalid="ignore"):
+            mu = float(np.dot(self.probs, self.support**r))
+        if not math.isfinite(mu):
+            raise self._overflow(r)
+        return mu
+
+    def _overflow(self, r: int) -> ValueError:
+        return ValueError(f"the moment E xi**{r} of {self!r} overflows float64")
 
     def __repr__(self) -> str:
         if self.code == DISCRETE:
@@ -462,7 +481,7 @@ def sample(
     n_samples : int
         How many samples to draw.
     seed : int, default 0
-        Seed (any integer; reduced modulo 2**64).
+        Seed, an integer in ``[-2**63, 2**64)`` (a negative one is taken modulo ``2**64``).
     start : int, default 0
         Index of the first sample.
     chunk_size : int, default 4096
@@ -487,12 +506,20 @@ def sample(
     if not isinstance(inputs, SparseInputs):
         raise TypeError(f"inputs must be a SparseInputs, got {type(inputs).__name__}")
     n_samples = v.check_int("n_samples", n_samples, minimum=0)
-    seed = v.check_int("seed", seed)
+    seed = v.check_seed("seed", seed)
     start = v.check_int("start", start, minimum=0)
     chunk_size = v.check_int("chunk_size", chunk_size, minimum=1)
     dtype = np.dtype(dtype)
     if dtype not in v.FLOAT_DTYPES:
         raise TypeError(f"dtype must be float32 or float64, got {dtype}")
+    # counts and indptr (int64), then an index (int64) and a value (float64) per active entry
+    v.check_memory(
+        f"a batch of n_samples = {n_samples} samples with {inputs.expected_active:g} active "
+        "features each on average",
+        16.0 * n_samples * (1.0 + inputs.expected_active),
+        func="sample",
+        hint="draw the samples in pieces (start=)",
+    )
     n, kfix, pmax, log1mp, thin, p, code, support, cum = inputs._kernel_params()
     seed &= (1 << 64) - 1
     seed_arg = np.uint64(seed)
