@@ -40,3 +40,12 @@ def test_tutorial_runs(path, tmp_path, monkeypatch):
             exec(compile(code, f"{path.name}[block {i}]", "exec"), namespace)
         except Exception as exc:  # pragma: no cover - the message names the block
             raise AssertionError(f"{path.name}, block {i} failed: {exc!r}\n{code}") from exc
+
+
+def test_low_order_probabilities_are_described_per_feature():
+    """``LowOrderTerms.p1`` is per feature (P(only feature i is active)); its sum is
+    P(K = 1).  The tutorials must not call the array itself P(K = 1)."""
+    for path in TUTORIALS:
+        for line in path.read_text().splitlines():
+            if "p1" in line and "P(K = 1)" in line:
+                assert "sum" in line, f"{path.name}: {line.strip()}"
