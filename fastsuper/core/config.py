@@ -21,6 +21,9 @@ MEMORY_LIMIT_BYTES = None
 # --------------------------------------------------------------------------
 # Monte-Carlo estimation (CPU)
 
+#: smallest positive feature probability the samplers take: their geometric gaps between
+#: active features, up to ``-log(2**-54) / p``, must fit an int64 (``p > 4.1e-18``)
+P_MIN_SAMPLED = 1e-17
 #: samples per block: the unit of parallel work and of the fixed reduction order
 DEFAULT_BLOCK = 2048
 #: largest A = W^T W (bytes) the column paths may allocate

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
+from fastsuper.core import config
 from fastsuper.core import validation as v
 from fastsuper.core.jit import njit, parallel_njit
 from fastsuper.core.rng import sample_key, seed_key, uniform
@@ -187,6 +188,8 @@ class SparseInputs:
         probs=None,
     ):
         self.n = v.check_int("n", n, minimum=1)
+        # p and the importances (float64) and the kernels' per-feature tables
+        v.check_memory(f"n = {self.n} features", 24.0 * self.n, func="SparseInputs")
         if isinstance(values, ValueLaw):
             if support is not None or probs is not None:
                 raise ValueError("give support/probs inside the ValueLaw, not beside it")
@@ -258,11 +261,27 @@ class SparseInputs:
         )
         return f"SparseInputs(n={self.n}, {pat}, values={self.law!r})"
 
+    def check_sampleable(self, *, func: str | None = None) -> None:
+        """Raise ValueError if the samplers cannot draw these inputs.
+
+        A largest feature probability in ``(0, config.P_MIN_SAMPLED)`` would make
+        the gaps between active features overflow int64 (the exact values take
+        any ``p``).
+        """
+        pmax = float(self.p.max())
+        if 0.0 < pmax < config.P_MIN_SAMPLED:
+            raise ValueError(
+                f"{v.prefix(func)}p = {pmax:g} is too small to sample (the largest p must be 0 "
+                f"or at least {config.P_MIN_SAMPLED:g}: the sampler's gaps between active "
+                "features would overflow int64); use p = 0, or the exact values (exact_loss)"
+            )
+
     # ------------------------------------------------------- kernel params
     def _kernel_params(self):
         """Everything the compiled sampler needs (the :class:`~fastsuper.core.bundles.InputLaw`)."""
         from fastsuper.core.bundles import input_law
 
+        self.check_sampleable()
         return input_law(self)
 
 
@@ -505,9 +524,15 @@ def sample(
     """
     if not isinstance(inputs, SparseInputs):
         raise TypeError(f"inputs must be a SparseInputs, got {type(inputs).__name__}")
+    inputs.check_sampleable(func="sample")
     n_samples = v.check_int("n_samples", n_samples, minimum=0)
     seed = v.check_seed("seed", seed)
     start = v.check_int("start", start, minimum=0)
+    if start + n_samples > (1 << 63) - 1:
+        raise ValueError(
+            f"start + n_samples must be at most 2**63 - 1 (sample indices are int64), got "
+            f"start = {start} and n_samples = {n_samples}"
+        )
     chunk_size = v.check_int("chunk_size", chunk_size, minimum=1)
     dtype = np.dtype(dtype)
     if dtype not in v.FLOAT_DTYPES:

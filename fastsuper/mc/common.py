@@ -74,6 +74,7 @@ class LossEstimate:
 def check_common(model, inputs, n_samples, seed) -> tuple[int, int]:
     """``(n_samples, seed)`` of a Monte-Carlo run (at least 2 samples), with the model and law."""
     arguments.check_model_inputs(model, inputs)
+    inputs.check_sampleable()
     n_samples = v.check_int("n_samples", n_samples, minimum=2)
     seed = v.check_seed("seed", seed)
     return n_samples, seed

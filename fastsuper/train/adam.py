@@ -165,6 +165,7 @@ def loss_grad(
 def _check_sampling(model, inputs, n_samples, seed, start, block_size) -> tuple:
     """``(n_samples, seed, start, block_size)`` of :func:`loss_grad`, checked."""
     arguments.check_model_inputs(model, inputs)
+    inputs.check_sampleable(func="loss_grad")
     n_samples = v.check_int("n_samples", n_samples, minimum=1)
     seed = v.check_seed("seed", seed)
     start = v.check_int("start", start, minimum=0)
@@ -500,6 +501,14 @@ def _check_fit_args(o: FitOptions):
     n_instances = v.check_int("n_instances", o.n_instances, minimum=1)
     p = 50.0 ** -np.linspace(0.0, 1.0, n_instances) if o.p is None else o.p
     P = v.check_per_instance("p", p, n_instances, n, kind="probability")
+    tiny = P.max(axis=1)
+    tiny = tiny[(tiny > 0) & (tiny < config.P_MIN_SAMPLED)]
+    if tiny.size:
+        raise ValueError(
+            f"p = {tiny[0]:g} is too small to sample (the largest p of an instance must be 0 or "
+            f"at least {config.P_MIN_SAMPLED:g}: the gaps between active features would "
+            "overflow int64)"
+        )
     importance = 1.0 if o.importance is None else o.importance
     imp = v.check_per_instance("importance", importance, n_instances, n, kind="positive")
     activation = v.check_choice("activation", o.activation, sorted(ACTIVATIONS))

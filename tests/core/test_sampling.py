@@ -207,3 +207,25 @@ def test_moment_overflow_is_a_clear_error():
     big = fs.ValueLaw("discrete", support=[-3.0, 3.0], probs=[0.5, 0.5])
     with pytest.raises(ValueError, match=r"E xi\*\*800 .* overflows float64"):
         big.moment(800)
+
+
+def test_too_small_p_is_refused_by_the_samplers():
+    """Below p = 1e-17 the geometric gaps overflowed int64 and the sampler returned index
+    -2**63 (three 'active' features out of two); the samplers refuse it, the closed forms
+    take it."""
+    tiny = fs.SparseInputs(2, p=1.4419346291879379e-111, values="uniform_sym")
+    model = fs.Model(np.eye(2), exponent=3)
+    with pytest.raises(ValueError, match="sample: p = 1.44193e-111 is too small to sample"):
+        fs.sample(tiny, 5)
+    with pytest.raises(ValueError, match="p = 1.44193e-111 is too small to sample"):
+        fs.estimate_loss(model, tiny, 1000)
+    with pytest.raises(ValueError, match="p = 1e-30 is too small to sample"):
+        fs.fit(2, 1, p=1e-30, steps=1)
+    assert fs.exact_loss(model, tiny) >= 0
+    edge = fs.sample(fs.SparseInputs(3, p=1e-17), 1000, seed=1)
+    assert np.all((edge.indices >= 0) & (edge.indices < 3))
+
+
+def test_huge_feature_count_is_refused_before_allocating():
+    with pytest.raises(MemoryError, match=r"SparseInputs: n = 10000000000000 features needs"):
+        fs.SparseInputs(10**13, p=0.1)
