@@ -210,6 +210,14 @@ def random_frame(n: int, d: int, norm: float, seed=0, dtype=np.float64) -> np.nd
     >>> W.shape, np.allclose(np.linalg.norm(W, axis=0), 2.0)
     ((3, 5), True)
     """
+    func = "random_frame"
+    n = v.check_int("n", n, minimum=1, func=func)
+    d = v.check_int("d", d, minimum=1, func=func)
+    norm = v.check_real("norm", norm, func=func)
+    if norm < 0:
+        raise ValueError(f"{func}: norm must be >= 0 (a column length), got {norm}")
+    dtype = v.check_float_dtype("dtype", dtype, func=func)
+    v.check_memory(f"a ({d}, {n}) frame", 24.0 * d * n, func=func)  # W, its scaled copy
     rng = np.random.default_rng(seed)
     W = rng.standard_normal((d, n))
     nrm = np.linalg.norm(W, axis=0)

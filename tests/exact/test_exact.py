@@ -271,3 +271,14 @@ def test_exact_loss_too_large_for_memory_is_refused_up_front():
     message = r"exact_loss: the closed form at n = 10000000 .* 728 TiB of memory, more than this"
     with pytest.raises(MemoryError, match=message):
         fs.exact_loss(model, inputs)
+
+
+def test_random_frame_checks_its_arguments():
+    from fastsuper.analysis import random_frame
+
+    with pytest.raises(ValueError, match="random_frame: n must be an integer >= 1, got 0"):
+        random_frame(0, 2, 1.0)
+    with pytest.raises(ValueError, match="random_frame: norm must be >= 0"):
+        random_frame(3, 2, -1.0)
+    with pytest.raises(MemoryError, match=r"random_frame: a \(10, 1000000000000\) frame needs"):
+        random_frame(10**12, 10, 1.0)
