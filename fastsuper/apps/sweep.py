@@ -329,7 +329,7 @@ def _row_estimate(q: dict, seed: int) -> dict:
     model, inputs = _frame_model(q, seed)
     t0 = time.perf_counter()
     est = estimate_loss(model, inputs, q["n_samples"], seed, path=q["path"], method=q["method"],
-                        block_size=q["block_size"])  # fmt: skip
+                        block_size=q["block_size"], progress=False)  # fmt: skip
     le = ge = math.nan
     if q["exact"]:
         le, ge = exact_loss_and_gain(model, inputs)
@@ -362,11 +362,12 @@ class _FitRow:
                   importance=q["importance_decay"] ** np.arange(q["n"]),
                   activation=q["activation"], exponent=q["exponent"], values=q["values"],
                   bias=q["bias"], steps=q["steps"], batch_size=q["batch_size"], lr=q["lr"],
-                  seed=seed, dtype=np.dtype(q["dtype"]), log_every=q["log_every"])  # fmt: skip
+                  seed=seed, dtype=np.dtype(q["dtype"]), log_every=q["log_every"],
+                  progress=False)  # fmt: skip
         out = {"final_batch_loss": float(res.final_loss[0])}
         ne = q["eval_samples"]
         if ne:
-            est = estimate_loss(res.model(0), res.inputs(0), ne, seed)
+            est = estimate_loss(res.model(0), res.inputs(0), ne, seed, progress=False)
             out.update(loss=est.mean, stderr=est.stderr, gain=est.gain_mean,
                        gain_stderr=est.gain_stderr)  # fmt: skip
         else:
@@ -622,7 +623,8 @@ def sweep(
     client, n_jobs : distributed.Client, int, optional
         Dask client for ``executor="dask"``; processes for ``"processes"`` (CPU count).
     progress : bool, optional
-        Progress bar on stderr (default: shown when stderr is a terminal).
+        Progress bar on stderr, one step per row (default: shown when stderr is
+        a terminal); the rows' own calls show none.
     on_error : {"raise", "record"}, default "raise"
         ``"record"``: a failed row keeps empty outputs and the exception in its
         ``error`` column (not retried on resuming; delete the row to retry).
