@@ -166,7 +166,7 @@ def _is_main_test(node: ast.expr) -> bool:
 
 
 def guarded_by_main(source: str, lineno: int) -> bool:
-    """Whether line ``lineno`` of the module ``source`` lies under ``if __name__ == "__main__":``.
+    r"""Whether line ``lineno`` of the module ``source`` lies under ``if __name__ == "__main__":``.
 
     Examples
     --------
