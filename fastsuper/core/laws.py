@@ -19,7 +19,6 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
-from fastsuper.core import config
 from fastsuper.core import validation as v
 from fastsuper.core.jit import njit, parallel_njit
 from fastsuper.core.rng import sample_key, seed_key, uniform
@@ -266,15 +265,9 @@ class SparseInputs:
 
         A largest feature probability in ``(0, config.P_MIN_SAMPLED)`` would make
         the gaps between active features overflow int64 (the exact values take
-        any ``p``).
+        any ``p``): see :func:`fastsuper.core.validation.check_sampled_p`.
         """
-        pmax = float(self.p.max())
-        if 0.0 < pmax < config.P_MIN_SAMPLED:
-            raise ValueError(
-                f"{v.prefix(func)}p = {pmax:g} is too small to sample (the largest p must be 0 "
-                f"or at least {config.P_MIN_SAMPLED:g}: the sampler's gaps between active "
-                "features would overflow int64); use p = 0, or the exact values (exact_loss)"
-            )
+        v.check_sampled_p("p", float(self.p.max()), func=func)
 
     # ------------------------------------------------------- kernel params
     def _kernel_params(self):

@@ -50,6 +50,7 @@ __all__ = [
     "check_probabilities",
     "check_probability",
     "check_real",
+    "check_sampled_p",
     "check_seed",
     "check_start",
     "check_weights",
@@ -117,6 +118,21 @@ def check_seed(name: str, value, *, minimum: int = SEED_MIN, func: str | None = 
         low = "0" if minimum == 0 else "-2**63"
         raise ValueError(f"{prefix(func)}{name} must be an integer in [{low}, 2**64), got {value}")
     return value
+
+
+def check_sampled_p(name: str, pmax: float, *, func: str | None = None) -> None:
+    """Raise ValueError if the largest feature probability ``pmax`` is in ``(0, P_MIN_SAMPLED)``.
+
+    The samplers skip to the next active feature by a geometric gap of up to
+    ``-log(2**-54) / p`` positions, which must fit an int64: ``p > 4.1e-18``
+    (``config.P_MIN_SAMPLED`` leaves a margin).  The closed forms take any ``p``.
+    """
+    if 0.0 < pmax < config.P_MIN_SAMPLED:
+        raise ValueError(
+            f"{prefix(func)}{name} = {pmax:g} is too small to sample (the largest {name} must be "
+            f"0 or at least {config.P_MIN_SAMPLED:g}: the sampler's gaps between active "
+            "features would overflow int64); use 0, or the exact values (exact_loss)"
+        )
 
 
 def check_real(

@@ -501,14 +501,8 @@ def _check_fit_args(o: FitOptions):
     n_instances = v.check_int("n_instances", o.n_instances, minimum=1)
     p = 50.0 ** -np.linspace(0.0, 1.0, n_instances) if o.p is None else o.p
     P = v.check_per_instance("p", p, n_instances, n, kind="probability")
-    tiny = P.max(axis=1)
-    tiny = tiny[(tiny > 0) & (tiny < config.P_MIN_SAMPLED)]
-    if tiny.size:
-        raise ValueError(
-            f"p = {tiny[0]:g} is too small to sample (the largest p of an instance must be 0 or "
-            f"at least {config.P_MIN_SAMPLED:g}: the gaps between active features would "
-            "overflow int64)"
-        )
+    for pmax in P.max(axis=1):
+        v.check_sampled_p("p", float(pmax))
     importance = 1.0 if o.importance is None else o.importance
     imp = v.check_per_instance("importance", importance, n_instances, n, kind="positive")
     activation = v.check_choice("activation", o.activation, sorted(ACTIVATIONS))
@@ -522,6 +516,12 @@ def _check_fit_args(o: FitOptions):
     dt = v.check_float_dtype("dtype", o.dtype)
     log_every = v.check_int("log_every", o.log_every, minimum=1)
     progress = progress_enabled(o.progress)
+    # weights, biases and Adam's moments of every instance, and the loss history
+    v.check_memory(
+        f"fit of {n_instances} instances with n = {n}, d = {d} and {steps} steps",
+        8.0 * n_instances * (7.0 * (d + 1) * n + -(-steps // log_every)),
+        func="fit",
+    )
     W, B = _starts(o, (n_instances, d, n), bias, seed, dt)
     Model(W[0], B[0], activation=activation, exponent=exponent)  # checks the exponent
     settings = dict(

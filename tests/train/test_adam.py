@@ -427,3 +427,9 @@ def test_fit_warns_when_the_loss_blows_up():
         res = fs.fit(5, 2, lr=1e6, steps=300, log_every=10)
     assert res.final_loss[0] > 1e10
     fs.fit(5, 2, lr=1e-2, steps=300, log_every=10)
+
+
+def test_fit_too_large_for_memory_is_refused_up_front():
+    with pytest.raises(MemoryError, match=r"fit: fit of 1 instances with n = 5, d = 2 and "
+                       r"10000000000000 steps needs about .* TiB"):  # fmt: skip
+        fs.fit(5, 2, steps=10**13, log_every=1)
