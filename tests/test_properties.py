@@ -23,7 +23,7 @@ import fastsuper as fs
 from fastsuper.apps.cli import main
 
 hypothesis = pytest.importorskip("hypothesis")
-from hypothesis import HealthCheck, event, given, settings  # noqa: E402
+from hypothesis import HealthCheck, event, example, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 from hypothesis.extra import numpy as hnp  # noqa: E402
 
@@ -94,6 +94,8 @@ def outcome(func, *args, **kwargs):
     ),
     values=mostly(st.sampled_from(LAWS), st.one_of(st.sampled_from(["cauchy", "Gaussian"]), ODD)),
 )
+@example(n=10**13, p=0.1, values="gaussian")  # huge: refused before allocating
+@example(n=2, p=1e-111, values="gaussian")  # fine here; the samplers refuse it
 def test_sparse_inputs(n, p, values):
     inputs = outcome(fs.SparseInputs, n, p=p, values=values)
     if inputs is not None:
@@ -156,6 +158,9 @@ def test_value_law_moments(r, law):
     cut=st.integers(0, 300),
     seed=mostly(st.integers(0, 10), st.one_of(EDGE_INTS, st.integers(-(2**70), 2**70), ODD), 3),
 )
+@example(n=2, p=1.4419346291879379e-111, n_samples=1, cut=0, seed=0)  # gaps beyond int64
+@example(n=3, p=0.5, n_samples=10, cut=3, seed=2**64)  # aliased seed 0
+@example(n=3, p=0.5, n_samples=10, cut=3, seed=-1)  # the word 2**64 - 1
 def test_sample_is_a_function_of_the_sample_index(n, p, n_samples, cut, seed):
     """Any split of the range gives the same samples; a seed out of range is refused."""
     inputs = fs.SparseInputs(n, p=p, values="uniform_sym")
@@ -205,6 +210,7 @@ def test_exact_loss_is_the_enumerated_mean(data, n, d, m, law, bias):
 
 @SETTINGS
 @given(m=st.integers(1, 400), law=st.sampled_from(LAWS))
+@example(m=200, law="gaussian")  # E xi**401 = 400!! overflows float64
 def test_exact_loss_at_any_exponent(m, law):
     """Large exponents: a finite value, a ValueError naming the exponent (moments of the
     value law beyond float64), or FloatingPointError (moments of W x beyond float64)."""
@@ -234,6 +240,9 @@ def test_exact_loss_at_any_exponent(m, law):
     start=mostly(st.integers(0, 10**6), st.one_of(st.sampled_from([-1, 2**63 - 4000, 2**63]), ODD)),
     per_feature=mostly(st.booleans()),
 )
+@example(n_samples=10**15, seed=0, block_size=2048, path="auto", start=0, per_feature=False)
+@example(n_samples=1000, seed=2**64, block_size=2048, path="auto", start=0, per_feature=False)
+@example(n_samples=1000, seed=-1, block_size=64, path="dense", start=2**63 - 1001, per_feature=True)
 def test_estimate_loss(n_samples, seed, block_size, path, start, per_feature):
     W = np.array([[0.8, -0.3, 0.5, 0.1, 0.0, 0.4], [0.2, 0.9, -0.4, 0.3, 0.6, -0.1]])
     model = fs.Model(W, b=np.full(6, -0.05), activation="relu_power", exponent=1.5)
@@ -269,6 +278,8 @@ def test_estimate_loss(n_samples, seed, block_size, path, start, per_feature):
     ),
     seed=mostly(st.integers(0, 100), st.one_of(EDGE_INTS, ODD)),
 )
+@example(steps=0, lr=1e-3, batch_size=8, n_instances=1, p=0.5, seed=0)  # a final loss of NaN
+@example(steps=4, lr=1e6, batch_size=64, n_instances=2, p=1.0, seed=0)  # blows up
 def test_fit(steps, lr, batch_size, n_instances, p, seed):
     """A fit works (a finite loss, or a RuntimeWarning naming lr when it blew up) or is
     refused; a loss that overflows is a FloatingPointError naming lr."""
