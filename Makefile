@@ -1,30 +1,49 @@
 # fastsuper developer tasks.  Needs only python3: the first target that runs
-# creates .venv and installs the package (editable) with its test extras.
+# creates .venv and installs into it what that target needs: the package alone
+# (editable) for the demo; with its test extras, and numba-cuda for the CUDA
+# simulator tests, for the tests.  pip runs with -qq: errors only.
 
 PY ?= python3
 VENV = .venv
 BIN = $(VENV)/bin
+PIP = $(BIN)/pip install -qq --disable-pip-version-check
+CREATED = $(VENV)/.created
+DEMO_STAMP = $(VENV)/.demo-installed
 STAMP = $(VENV)/.installed
+CUDA_STAMP = $(VENV)/.cuda-installed
 THREADS ?= 2
 
 .PHONY: all demo test lint format docs bench compare clean distclean
 
 all: test
 
-$(STAMP): pyproject.toml
+$(CREATED):
 	$(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e ".[test,cuda]"
+	$(PIP) --upgrade pip
 	touch $@
 
-demo: $(STAMP)
+# the demo: fastsuper and its runtime dependencies, nothing else
+$(DEMO_STAMP): pyproject.toml $(CREATED)
+	$(PIP) -e .
+	touch $@
+
+$(STAMP): pyproject.toml $(CREATED)
+	$(PIP) -e ".[test]"
+	touch $@
+
+# numba-cuda (the `cuda` extra), for the kernels on the CUDA simulator
+$(CUDA_STAMP): pyproject.toml $(STAMP)
+	$(PIP) -e ".[cuda]"
+	touch $@
+
+demo: $(DEMO_STAMP)
 	$(BIN)/fastsuper estimate
 
 # 1. lint and the import contracts (pyproject.toml [tool.importlinter]); 2. unit
 # tests, the doctests of the package and the tutorials; 3. CUDA kernels on the
 # CUDA simulator (pytest exit code 5, "no tests collected", is accepted); 4. the
 # documentation, warnings as errors.
-test: $(STAMP)
+test: $(STAMP) $(CUDA_STAMP)
 	$(BIN)/ruff check fastsuper tests benchmarks scripts
 	$(BIN)/lint-imports
 	OPENBLAS_NUM_THREADS=1 NUMBA_NUM_THREADS=$(THREADS) $(BIN)/python -m pytest -q tests --doctest-modules fastsuper
@@ -42,14 +61,14 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix fastsuper tests benchmarks scripts
 
 $(VENV)/.docs-installed: $(STAMP)
-	$(BIN)/pip install -q -e ".[docs]"
+	$(PIP) -e ".[docs]"
 	touch $@
 
 docs: $(VENV)/.docs-installed
 	$(BIN)/sphinx-build -W --keep-going -b html docs docs/_build/html
 
 $(VENV)/.bench-installed: $(STAMP)
-	$(BIN)/pip install -q -e ".[bench]"
+	$(PIP) -e ".[bench]"
 	touch $@
 
 bench: $(VENV)/.bench-installed
@@ -57,7 +76,7 @@ bench: $(VENV)/.bench-installed
 	NUMBA_NUM_THREADS=$(THREADS) $(BIN)/asv run --python=same --quick --show-stderr
 
 $(VENV)/.torch-installed: $(STAMP)
-	$(BIN)/pip install -q torch==2.13.0
+	$(PIP) torch==2.13.0
 	touch $@
 
 compare: $(VENV)/.torch-installed

@@ -69,6 +69,11 @@ __all__ = [
 ]
 
 
+def __dir__() -> list[str]:
+    """The public names only (``dir(fastsuper.kernels)``, tab completion)."""
+    return sorted(__all__)
+
+
 def model_params(model: Model) -> tuple:
     """The tuple ``(W, b, act, a, ia)`` that the kernels take for ``model``.
 

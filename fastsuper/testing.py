@@ -29,6 +29,9 @@ Activation, activation, input_law
 simulator, require_cuda, to_device_array
     CUDA support: whether the CUDA simulator runs the kernels, the checked
     import of :mod:`numba.cuda`, device copies.
+TooLargeError, machine_memory, progress_bar, progress_enabled
+    The refusal of a request beyond the machine's memory, that memory, and
+    the progress bars of long calls.
 patch_cuda_import
     Replace the import of :mod:`numba.cuda` made by ``require_cuda``.
 
@@ -46,9 +49,12 @@ K_TAIL, MODE_BINOM, MODE_PLAIN, MODE_SEQ, binom_ge2_cdf
     The stratified sampler's tables and modes.
 StratifiedSampler, sample_ge2, stratified_estimate
     The stratified estimator.
-default_chunk_size, dask_plan, patch_cpu_count
-    The Dask backend: its chunking, a planned run (``submit``, ``collect``)
-    and the CPU count it sizes a local cluster by.
+default_chunk_size, dask_plan, patch_cpu_count, guarded_by_main
+    The Dask backend: its chunking, a planned run (``submit``, ``collect``),
+    the CPU count it sizes a local cluster by, and the ``__main__``-guard test
+    of the scripts that start one.
+run_memory
+    The memory a Monte-Carlo run allocates (estimated before it runs).
 sample_cuda, estimate_loss_cuda
     The CUDA backend (imported on first access).
 
@@ -85,6 +91,8 @@ from fastsuper.core import cuda as core_cuda
 from fastsuper.core.activations import ACTIVATIONS, dphi, phi
 from fastsuper.core.bundles import Activation, activation, input_law
 from fastsuper.core.cuda import require_cuda, simulator, to_device_array
+from fastsuper.core.progress import progress_bar, progress_enabled
+from fastsuper.core.validation import TooLargeError, machine_memory
 
 # private at their home module (they are to be made public there)
 from fastsuper.exact.api import binomials, cumulants_from_moments, moments_from_cumulants
@@ -92,8 +100,9 @@ from fastsuper.exact.api import forward_terms as exact_forward
 from fastsuper.exact.kernels_cpu import exact_grad_w, exact_power_sums
 from fastsuper.exact.low_order import k1_conditional_loss
 from fastsuper.mc import dask as mc_dask
+from fastsuper.mc.common import run_memory
 from fastsuper.mc.cpu import run_blocks
-from fastsuper.mc.dask import default_chunk_size
+from fastsuper.mc.dask import default_chunk_size, guarded_by_main
 from fastsuper.mc.dask import plan_run as dask_plan
 from fastsuper.mc.kernels_cpu import (
     PATH_COLUMNS,
@@ -125,6 +134,7 @@ __all__ = [
     "ST_LOSS_M2",
     "ST_LOSS_MEAN",
     "StratifiedSampler",
+    "TooLargeError",
     "aligned",
     "binom_ge2_cdf",
     "binomials",
@@ -146,17 +156,22 @@ __all__ = [
     "figure3",
     "figure3_settings",
     "gram",
+    "guarded_by_main",
     "initial_weights",
     "instance_seed",
     "k1_conditional_loss",
+    "machine_memory",
     "moments_from_cumulants",
     "patch_cpu_count",
     "patch_cuda_import",
     "path_operand",
     "path_shape",
     "phi",
+    "progress_bar",
+    "progress_enabled",
     "require_cuda",
     "run_blocks",
+    "run_memory",
     "sample_ge2",
     "simulator",
     "stratified_estimate",

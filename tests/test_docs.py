@@ -55,3 +55,12 @@ def test_readme_snippet_says_what_loss_and_gain_are(capsys):
     )
     loss, gain = (float(x.split()[-1]) for x in exact_line.removeprefix("exact: ").split(","))
     assert gain > 0 and loss > 0
+
+
+def test_low_order_probabilities_are_described_per_feature():
+    """``LowOrderTerms.p1`` is per feature (P(only feature i is active)); its sum is
+    P(K = 1).  The tutorials must not call the array itself P(K = 1)."""
+    for path in TUTORIALS:
+        for line in path.read_text().splitlines():
+            if "p1" in line and "P(K = 1)" in line:
+                assert "sum" in line, f"{path.name}: {line.strip()}"

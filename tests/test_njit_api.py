@@ -149,3 +149,11 @@ def test_params_helpers_reject_other_objects():
         K.model_params(np.eye(2))
     with pytest.raises(TypeError, match="inputs must be a fastsuper.SparseInputs"):
         K.law_params({"p": 0.1})
+
+
+def test_kernels_show_their_public_names_only():
+    """``dir(fastsuper.kernels)`` (tab completion) holds the API, not ``np``, ``njit`` or
+    ``annotations``; ``__all__`` is the same list."""
+    assert dir(K) == sorted(K.__all__)
+    assert not {"np", "njit", "annotations"} & set(dir(K))
+    assert all(callable(getattr(K, name)) for name in K.__all__)

@@ -7,7 +7,9 @@ import json
 import math
 import os
 import sys
+import textwrap
 import time
+import warnings
 
 import numpy as np
 
@@ -18,11 +20,59 @@ from fastsuper.core.model import check_activation
 from fastsuper.core.validation import LAW_NAMES
 
 
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line: ``prog: error: message (see prog --help)``."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows an option's default unless it is None or False or the help text gives it."""
+
+    def _get_help_string(self, action) -> str:
+        text = action.help or ""
+        default = action.default
+        if default is None or default is False or default == [] or "default" in text:
+            return text
+        if default is argparse.SUPPRESS:
+            return text
+        return f"{text} (default: %(default)s)" if text else "default: %(default)s"
+
+
+class _RawFormatter(argparse.RawDescriptionHelpFormatter, _Formatter):
+    """:class:`_Formatter` that keeps the description's lines (a table of the sweep kinds)."""
+
+
 def _positive_int(text: str) -> int:
-    value = float(text)
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
     if not value.is_integer() or value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
     return int(value)
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
+    return value
+
+
+def _numbers(text: str) -> float | list[float]:
+    """``X`` or ``X1,X2,...``: one number, or a list of them (the API checks their range)."""
+    try:
+        values = [float(x) for x in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a number or a comma-separated list of numbers, got {text!r}"
+        ) from None
+    return values[0] if len(values) == 1 else values
 
 
 def default_norm(law: ValueLaw, exponent: float, n: int, d: int) -> float:
@@ -40,9 +90,10 @@ _EXPONENT_HELP = (
 
 
 def _build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="fastsuper",
-        description="Fast, exact-where-possible loss of toy superposition autoencoders.",
+        description="Fast, exact-where-possible loss of toy superposition autoencoders. "
+        "Progress bars show on stderr when it is a terminal (--quiet: none).",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_estimate(sub)
@@ -60,12 +111,12 @@ def _add_estimate(sub) -> None:
         "(power activation) or the exact k<=1 lower bound (other activations). Defaults: the "
         "paper's setting at a quick size. The last line is the verdict of fastsuper.check's "
         "test (PASS or FAIL, with its criterion); the exit status is 1 when it fails.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_Formatter,
     )
     est.add_argument("--n", type=_positive_int, default=1000, help="number of features")
     est.add_argument("--d", type=_positive_int, default=10, help="hidden dimension")
     est.add_argument("--p", type=float, default=1e-3, help="feature probability")
-    est.add_argument("--exponent", "-m", type=float, default=None, help=_EXPONENT_HELP)
+    est.add_argument("--exponent", "-m", type=_positive_float, default=None, help=_EXPONENT_HELP)
     est.add_argument("--activation", default="power", choices=_ACTIVATIONS)
     est.add_argument("--values", default="gaussian", choices=list(LAW_NAMES))
     est.add_argument(
@@ -75,7 +126,9 @@ def _add_estimate(sub) -> None:
         help="Monte-Carlo samples (1e6 notation accepted)",
     )
     est.add_argument("--seed", type=int, default=0, help="sampling seed")
-    est.add_argument("--dtype", default="float64", choices=["float64", "float32"])
+    est.add_argument(
+        "--dtype", default="float64", choices=["float64", "float32"], help="compute dtype"
+    )
     est.add_argument(
         "--weights",
         metavar="W.npy",
@@ -86,7 +139,7 @@ def _add_estimate(sub) -> None:
     est.add_argument("--weight-seed", type=int, default=0, help="seed of the random init")
     est.add_argument(
         "--norm",
-        type=float,
+        type=_positive_float,
         default=None,
         help="column norm of the random init (default: the best common norm of a random "
         "frame, THEORY §5.3)",
@@ -100,6 +153,7 @@ def _add_estimate(sub) -> None:
         help="where the Monte-Carlo kernel runs (cuda: numba-cuda and a GPU, or the simulator)",
     )
     est.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    est.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def _add_train(sub) -> None:
@@ -109,7 +163,7 @@ def _add_train(sub) -> None:
         description="Train tied-weight toy autoencoders and write the weights (.npz) and plots "
         "(PNG). Defaults: Elhage et al.'s n=5, d=2 ReLU models, importance 0.9^i, 8 instances "
         "with feature probabilities 50^-linspace(0, 1, 8).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_Formatter,
     )
     tr.add_argument(
         "--method",
@@ -119,16 +173,23 @@ def _add_train(sub) -> None:
     )
     tr.add_argument("--n", type=_positive_int, default=5, help="number of features")
     tr.add_argument("--d", type=_positive_int, default=2, help="hidden dimension")
-    tr.add_argument("--instances", type=_positive_int, default=8, help="instances (adam)")
+    tr.add_argument(
+        "--instances",
+        type=_positive_int,
+        default=None,
+        help="models trained side by side (adam; default: one per value of --p, else 8)",
+    )
     tr.add_argument(
         "--p",
-        type=float,
+        type=_numbers,
         default=None,
-        help="feature probability (default: adam, 50^-linspace(0,1,instances); exact, 1e-3)",
+        metavar="P[,P2,...]",
+        help="feature probability, or a list: one per instance (adam) or per feature (exact) "
+        "(default: adam, 50^-linspace(0,1,instances); exact, 1e-3)",
     )
     tr.add_argument(
         "--importance-decay",
-        type=float,
+        type=_positive_float,
         default=None,
         help="importance I_i = decay^i (default: 0.9 for adam, as Elhage et al.; 1 for exact, "
         "as the paper)",
@@ -139,7 +200,7 @@ def _add_train(sub) -> None:
         choices=_ACTIVATIONS,
         help="default: relu_power (adam; with exponent 1, ReLU), power (exact)",
     )
-    tr.add_argument("--exponent", "-m", type=float, default=None, help=_EXPONENT_HELP)
+    tr.add_argument("--exponent", "-m", type=_positive_float, default=None, help=_EXPONENT_HELP)
     tr.add_argument(
         "--values",
         default=None,
@@ -152,13 +213,25 @@ def _add_train(sub) -> None:
         choices=["yes", "no"],
         help="train a bias (default: yes for adam, as Elhage et al.; no for exact, as the paper)",
     )
+    _add_train_run(tr)
+
+
+def _add_train_run(tr) -> None:
+    """The options of ``fastsuper train`` that say how it trains and what it writes."""
     tr.add_argument("--steps", type=_positive_int, default=10_000, help="Adam steps")
     tr.add_argument("--batch", type=_positive_int, default=1024, help="batch size (adam)")
-    tr.add_argument("--lr", type=float, default=1e-3, help="learning rate (adam)")
-    tr.add_argument("--restarts", type=_positive_int, default=4, help="random starts (exact)")
+    tr.add_argument("--lr", type=_positive_float, default=1e-3, help="learning rate (adam)")
+    tr.add_argument(
+        "--restarts",
+        type=int,
+        default=4,
+        help="random-frame starts (exact), tried after the unsuperposed start",
+    )
     tr.add_argument("--maxiter", type=_positive_int, default=2000, help="L-BFGS iterations")
-    tr.add_argument("--seed", type=int, default=0)
-    tr.add_argument("--dtype", default="float64", choices=["float64", "float32"])
+    tr.add_argument("--seed", type=int, default=0, help="seed of the starts and the samples")
+    tr.add_argument(
+        "--dtype", default="float64", choices=["float64", "float32"], help="compute dtype (adam)"
+    )
     tr.add_argument(
         "--out",
         default="fastsuper-train",
@@ -185,7 +258,7 @@ def _add_reproduce(sub) -> None:
         "(long at the paper's size; --quick: a small version). capacity: gain/p at small p "
         "against n, beside kappa n D/(n + D - 1) and kappa min(n, D). The last line is the "
         "verdict (PASS or FAIL, with its criterion); the exit status is 1 when it fails.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_Formatter,
     )
     rep.add_argument("experiment", choices=["figure3", "capacity"], help="which experiment")
     rep.add_argument("--out", default=None, help="output folder (default: ./EXPERIMENT)")
@@ -199,13 +272,15 @@ def _add_reproduce(sub) -> None:
 
 
 def _add_sweep(sub) -> None:
+    intro = (
+        "Run fastsuper.sweep: one row per grid point and seed, appended to a CSV file as rows "
+        "finish; run the same command again to resume after an interruption."
+    )
     sw = sub.add_parser(
         "sweep",
         help="many estimates, exact values or fits over a parameter grid (resumable, Dask)",
-        description="Run fastsuper.sweep: one row per grid point and seed, appended to a CSV "
-        "file as rows finish; run the same command again to resume after an interruption. "
-        "Parameters of each kind: see fastsuper.apps.sweep.KINDS.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description=textwrap.fill(intro, 79) + "\n\n" + _kinds_text(),
+        formatter_class=_RawFormatter,
     )
     sw.add_argument("kind", choices=["estimate", "exact", "fit"], help="row function")
     sw.add_argument(
@@ -231,9 +306,30 @@ def _add_sweep(sub) -> None:
     )
     sw.add_argument("--jobs", type=_positive_int, help="run rows in this many processes")
     sw.add_argument("--max-points", type=int, default=None, help="stop after this many rows")
-    sw.add_argument("--on-error", default="raise", choices=["raise", "record"])
+    sw.add_argument(
+        "--on-error",
+        default="raise",
+        choices=["raise", "record"],
+        help="record: keep a failed row's error in its 'error' column and go on",
+    )
     sw.add_argument("--weights-dir", metavar="DIR", help="fit: save the trained weights here")
     sw.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _kinds_text() -> str:
+    """The sweep kinds and their parameters (required first, then the defaults), wrapped."""
+    from fastsuper.apps.sweep import KINDS, REQUIRED
+
+    lines = ["kinds and their parameters (set them with --grid or --set):"]
+    for kind, spec in KINDS.items():
+        required = [k for k, d in spec.items() if d is REQUIRED]
+        optional = [f"{k}={d}" for k, d in spec.items() if d is not REQUIRED]
+        body = f"{', '.join(required)} (required); " + ", ".join(optional)
+        lines += textwrap.wrap(
+            body, 79, initial_indent=f"  {kind:<9} ", subsequent_indent=" " * 12,
+            break_on_hyphens=False,
+        )  # fmt: skip
+    return "\n".join(lines)
 
 
 def _estimate(args) -> int:
@@ -248,9 +344,9 @@ def _estimate(args) -> int:
         numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
     model, inputs = _estimate_problem(args)
     kw = dict(path=args.path, backend=args.backend)
-    est = estimate_loss(model, inputs, min(20_000, args.samples), args.seed, **kw)  # warm up
-    t0 = time.perf_counter()
-    est = estimate_loss(model, inputs, args.samples, args.seed, **kw)
+    est = estimate_loss(model, inputs, min(20_000, args.samples), args.seed, progress=False, **kw)
+    t0 = time.perf_counter()  # after the warm-up (compilation)
+    est = estimate_loss(model, inputs, args.samples, args.seed, progress=_progress(args), **kw)
     wall = time.perf_counter() - t0
     low = low_order_terms(model, inputs)
     exact = exact_loss_and_gain(model, inputs) if model.activation == "power" else None
@@ -280,6 +376,11 @@ def _estimate(args) -> int:
             json.dump(result, fh, indent=2)
     print(f"check: {report.verdict}")
     return 0 if report.passed else 1
+
+
+def _progress(args) -> bool | None:
+    """``progress=`` of a subcommand: off with --quiet, else shown when stderr is a terminal."""
+    return False if args.quiet else None
 
 
 def _estimate_problem(args):
@@ -390,32 +491,58 @@ def _train_exact(args, m: dict):
         )
     res = fit_exact(args.n, args.d, m=int(exponent), p=1e-3 if args.p is None else args.p,
                     values=values, importance=m["importance"], bias=m["bias"],
-                    restarts=args.restarts, seed=args.seed, maxiter=args.maxiter)  # fmt: skip
+                    restarts=args.restarts, seed=args.seed, maxiter=args.maxiter,
+                    progress=_progress(args))  # fmt: skip
+    p = f"{res.p:g}" if isinstance(res.p, float) else "<per feature>"
     print(
-        f"exact fit: n={args.n} d={args.d} m={int(exponent)} p={res.p:g} values={values}: "
-        f"gain {res.gain:.8g}, loss {res.loss:.8g} (exact, sums over the {args.n} features) "
-        f"(best of {len(res.gains)} starts: {np.round(res.gains, 8).tolist()})"
+        f"exact fit: n={args.n} d={args.d} m={int(exponent)} p={p} values={values}: "
+        f"gain {res.gain:.8g}, loss {res.loss:.8g} (exact, sums over the {args.n} features), "
+        f"from start {res.starts[res.best]!r} "
+        f"(best of {_starts_text(res.starts)}; their gains {np.round(res.gains, 8).tolist()})"
     )
     return res
+
+
+def _starts_text(starts) -> str:
+    """``"5 starts: the unsuperposed optimum and 4 random frames (--restarts 4)"``."""
+    n_random = sum(1 for s in starts if s.startswith("random"))
+    parts = [{"W0": "W0", "unsuperposed": "the unsuperposed optimum"}[s]
+             for s in starts if not s.startswith("random")]  # fmt: skip
+    parts.append(f"{n_random} random frame{'s' if n_random != 1 else ''} (--restarts {n_random})")
+    return f"{len(starts)} starts: " + " and ".join([", ".join(parts[:-1]), parts[-1]])
+
+
+def _train_instances(args) -> int:
+    """The number of Adam instances: --instances, or one per value of --p, or 8."""
+    n_p = len(args.p) if isinstance(args.p, list) else None
+    if args.instances is None:
+        return n_p or 8
+    if n_p is not None and n_p != args.instances:
+        raise ValueError(
+            f"--p gives {n_p} probabilities (one per instance) but --instances is "
+            f"{args.instances}; give as many values as instances, or leave --instances out"
+        )
+    return args.instances
 
 
 def _train_adam(args, m: dict):
     from fastsuper.analysis import feature_dimensionality
     from fastsuper.train.adam import fit
 
-    res = fit(args.n, args.d, n_instances=args.instances, p=args.p, importance=m["importance"],
+    instances = _train_instances(args)
+    res = fit(args.n, args.d, n_instances=instances, p=args.p, importance=m["importance"],
               activation=m["activation"], exponent=m["exponent"], values=m["values"],
               bias=m["bias"], steps=args.steps, batch_size=args.batch, lr=args.lr,
-              seed=args.seed, dtype=np.dtype(args.dtype), progress=not args.quiet,
+              seed=args.seed, dtype=np.dtype(args.dtype), progress=_progress(args),
               backend=args.backend)  # fmt: skip
     print(
-        f"adam fit: n={args.n} d={args.d} instances={args.instances} steps={args.steps} "
+        f"adam fit: n={args.n} d={args.d} instances={instances} steps={args.steps} "
         f"batch={args.batch} activation={m['activation']} exponent={m['exponent']:g}; final "
         f"loss = last batch loss, a sum over the {args.n} features (/ {args.n}: Elhage et al.'s "
         "mean over features)"
     )
     p = np.asarray(res.settings["p"])
-    for k in range(args.instances):
+    for k in range(instances):
         pk = p[k] if p.ndim else p
         pk = float(np.mean(pk))
         print(
@@ -470,7 +597,7 @@ def _sweep(args) -> int:
     if args.scheduler and args.jobs:
         raise ValueError("give --scheduler or --jobs, not both")
     kw = dict(seeds=_seeds(args.seeds), fixed=fixed, output=args.output,
-              progress=not args.quiet, on_error=args.on_error, max_points=args.max_points,
+              progress=_progress(args), on_error=args.on_error, max_points=args.max_points,
               weights_dir=args.weights_dir)  # fmt: skip
     with contextlib.ExitStack() as stack:
         if args.scheduler == "local":
@@ -505,7 +632,7 @@ def _reproduce(args) -> int:
     out = args.out if args.out is not None else args.experiment
     t0 = time.perf_counter()
     if args.experiment == "figure3":
-        res = figure3(out, quick=args.quick, resume=not args.no_resume, progress=not args.quiet)
+        res = figure3(out, quick=args.quick, resume=not args.no_resume, progress=_progress(args))
         e = res["settings"]["check_log_d_p"]
         for d, c in res["check"].items():
             pts = ", ".join(
@@ -515,12 +642,15 @@ def _reproduce(args) -> int:
             print(f"d = {d}: gain / (p kappa D) at p <= d^{e:g}: {pts} (within 5% below: {ok})")
         names = ["figure3.csv", "figure3.json", "figure3.png"]
     else:
-        res = capacity(out, quick=args.quick, progress=not args.quiet)
+        res = capacity(out, quick=args.quick, progress=_progress(args))
         names = ["capacity.csv", "capacity.json", "capacity.png"]
     print(f"{args.experiment}: {time.perf_counter() - t0:.1f} s")
     print("wrote " + ", ".join(os.path.join(out, n) for n in names))
     print(res["verdict"])
     return 0 if res["passed"] else 1
+
+
+_COMMANDS = {"estimate": _estimate, "train": _train, "sweep": _sweep, "reproduce": _reproduce}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -530,20 +660,21 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
-    try:
-        if args.command == "estimate":
-            return _estimate(args)
-        if args.command == "train":
-            return _train(args)
-        if args.command == "sweep":
-            return _sweep(args)
-        if args.command == "reproduce":
-            return _reproduce(args)
-    except (ValueError, TypeError, FloatingPointError, OSError, ImportError) as exc:
-        print(f"fastsuper {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    parser.error(f"unknown command {args.command!r}")  # pragma: no cover
-    return 2
+    prog = f"fastsuper {args.command}"
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        print(f"{prog}: warning: {message}", file=sys.stderr)
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show  # one line per warning, like the errors
+        try:
+            return _COMMANDS[args.command](args)
+        except (ValueError, TypeError, ArithmeticError, OSError, ImportError, RuntimeError) as exc:
+            print(f"{prog}: error: {exc}", file=sys.stderr)  # a refused MemoryError is a ValueError
+            return 2
+        except MemoryError as exc:  # an allocation that failed all the same
+            print(f"{prog}: error: out of memory: {exc}", file=sys.stderr)
+            return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

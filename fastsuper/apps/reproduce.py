@@ -45,6 +45,7 @@ import numpy as np
 from fastsuper.analysis import axes_for, random_frame, save_png
 from fastsuper.core.laws import SparseInputs, ValueLaw
 from fastsuper.core.model import Model
+from fastsuper.core.progress import progress_bar, progress_enabled
 from fastsuper.theory import best_scale, kappa, random_frame_value, sphere_dimension
 
 __all__ = ["capacity", "figure3", "figure3_settings", "plot_capacity", "plot_figure3"]
@@ -203,9 +204,9 @@ class _Store:
         self.rows[(row["d"], row["index"], row["pass"])] = row
 
 
-def _log(progress, msg: str) -> None:
-    if progress:
-        print(msg, file=sys.stderr, flush=True)
+def _log(bar, msg: str) -> None:
+    """A line on stderr above the progress ``bar`` (nothing when the bar is off)."""
+    bar.write(msg, file=sys.stderr)
 
 
 def _point(d, idx, p, warm, s, law, rng_seed):
@@ -274,7 +275,7 @@ def figure3(
     *,
     quick: bool = False,
     resume: bool = True,
-    progress: bool = True,
+    progress: bool | None = None,
     settings: dict | None = None,
 ) -> dict:
     """Regenerate the paper's Figure 3 with the sharp first-order lines (THEORY §5, §7).
@@ -291,8 +292,9 @@ def figure3(
         The small version of :func:`figure3_settings`.
     resume : bool, default True
         Reuse the points already in ``out`` (an interrupted run goes on).
-    progress : bool, default True
-        One line per finished point on stderr.
+    progress : bool, optional
+        A progress bar and one line per finished point on stderr (default:
+        when stderr is a terminal).
     settings : dict, optional
         Override :func:`figure3_settings` (for experiments and tests).
 
@@ -323,8 +325,10 @@ def figure3(
         s.update(settings)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    run = _Figure3(s, _Store(out, resume), progress)
-    curves = {d: run.curve(d) for d in s["dims"]}
+    total = len(s["dims"]) * len(s["exponents"])
+    with progress_bar(total, "figure3", unit="points", enabled=progress_enabled(progress)) as bar:
+        run = _Figure3(s, _Store(out, resume), bar)
+        curves = {d: run.curve(d) for d in s["dims"]}
     seconds = time.perf_counter() - run.t_start
     result = _summarise(s, curves, run.kap, seconds)
     with open(out / "figure3.json", "w") as fh:
@@ -336,8 +340,8 @@ def figure3(
 class _Figure3:
     """One run of :func:`figure3`: the settings, the store of finished points, the log lines."""
 
-    def __init__(self, s: dict, store: _Store, progress: bool):
-        self.s, self.store, self.progress = s, store, progress
+    def __init__(self, s: dict, store: _Store, bar):
+        self.s, self.store, self.bar = s, store, bar
         self.law = ValueLaw(s["values"])
         self.m, self.n = s["m"], s["n"]
         self.kap = kappa(self.law, self.m)
@@ -377,8 +381,9 @@ class _Figure3:
                 row, W = got
                 g = float(row["gain"])
             self.done += 1
+            self.bar.update()
             _log(
-                self.progress,
+                self.bar,
                 f"[{self.done}/{self.total} {time.perf_counter() - self.t_start:7.1f}s] d={d} "
                 f"p=d^{math.log(p) / math.log(d):+.2f} gain/(p kappa D)="
                 f"{g / (p * kap * D):.4f} gain/(p kappa d)={g / (p * kap * d):.3f} "
@@ -416,7 +421,7 @@ class _Figure3:
                 g = float(row["gain"])
             if g > gains[idx]:
                 _log(
-                    self.progress,
+                    self.bar,
                     f"[backward {time.perf_counter() - self.t_start:7.1f}s] d={d} "
                     f"p=d^{math.log(p) / math.log(d):+.2f} improved "
                     f"{gains[idx] / (p * kap * D):.4f} -> {g / (p * kap * D):.4f}",
@@ -529,7 +534,7 @@ def _figure3_lines(ax, d: int, c: dict, m: int, kap: float, col: str) -> None:
 
 
 def capacity(
-    out, *, quick: bool = False, progress: bool = True, p=None, dims=None, m: int = 3,
+    out, *, quick: bool = False, progress: bool | None = None, p=None, dims=None, m: int = 3,
     values="gaussian", ns=None, seed: int = 0, maxiter: int = 200,
 ) -> dict:  # fmt: skip
     """``gain / p`` at small ``p`` against ``n``, beside the random-frame value and the cap.
@@ -545,8 +550,9 @@ def capacity(
         Output folder: ``capacity.csv``, ``capacity.json``, ``capacity.png``.
     quick : bool, default False
         A small, quick version (``d = 3, 4``, ``n <= 40``).
-    progress : bool, default True
-        One line per point on stderr.
+    progress : bool, optional
+        A progress bar and one line per point on stderr (default: when stderr
+        is a terminal).
     p : float, optional
         The small probability (default ``1e-6``).
     dims : sequence of int, optional
@@ -586,12 +592,15 @@ def capacity(
     kap = kappa(law, m)
     rows = []
     t0 = time.perf_counter()
-    for d in dims:
-        for n in ns if ns is not None else _capacity_ns(d, m, quick):
-            row = _capacity_row(d, int(n), p, m, law, seed, maxiter)
+    points = [(d, int(n)) for d in dims for n in (_capacity_ns(d, m, quick) if ns is None else ns)]
+    with progress_bar(len(points), "capacity", unit="points",
+                      enabled=progress_enabled(progress)) as bar:  # fmt: skip
+        for d, n in points:
+            row = _capacity_row(d, n, p, m, law, seed, maxiter)
             rows.append(row)
+            bar.update()
             _log(
-                progress,
+                bar,
                 f"[capacity {time.perf_counter() - t0:6.1f}s] d={d} n={row['n']} "
                 f"gain/p={row['gain_over_p']:.4f} frame={row['random_frame']:.4f} "
                 f"cap={row['cap']:.4f}",

@@ -47,7 +47,6 @@ import math
 import numbers
 import os
 import re
-import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -60,13 +59,22 @@ from fastsuper.core import arguments
 from fastsuper.core import validation as v
 from fastsuper.core.activations import DEFAULT_EXPONENTS
 from fastsuper.core.model import check_activation
+from fastsuper.core.progress import progress_bar, progress_enabled
 from fastsuper.mc.common import METHODS, PATHS
 
 __all__ = ["KINDS", "SweepResult", "sweep"]
 
+
+class _Required:
+    """The default of a parameter that must be given (shown as ``REQUIRED``)."""
+
+    def __repr__(self) -> str:
+        return "REQUIRED"
+
+
 #: parameters of the built-in row functions and their defaults (``REQUIRED`` must be given;
 #: ``exponent=None`` is the activation's default, as in :class:`fastsuper.Model`)
-REQUIRED = object()
+REQUIRED = _Required()
 _FRAME = {
     "n": REQUIRED,
     "d": REQUIRED,
@@ -120,6 +128,12 @@ OUTPUTS = {
     "exact": ["loss", "gain", "elapsed"],
     "fit": ["final_batch_loss", "loss", "stderr", "gain", "gain_stderr", "weights", "elapsed"],
 }
+#: parameters of the built-in row functions that are integers: a float such as 1e5
+#: (from a CSV cell or the command line) becomes the int 100000 in the table
+INT_PARAMS = frozenset(
+    {"n", "d", "n_samples", "block_size", "weight_seed", "steps", "batch_size", "log_every",
+     "eval_samples"}
+)  # fmt: skip
 EXECUTORS = ("local", "processes", "dask")
 _ERROR = "error"
 _SCALARS = (bool, numbers.Integral, numbers.Real, str, type(None))
@@ -321,7 +335,7 @@ def _row_estimate(q: dict, seed: int) -> dict:
     model, inputs = _frame_model(q, seed)
     t0 = time.perf_counter()
     est = estimate_loss(model, inputs, q["n_samples"], seed, path=q["path"], method=q["method"],
-                        block_size=q["block_size"])  # fmt: skip
+                        block_size=q["block_size"], progress=False)  # fmt: skip
     le = ge = math.nan
     if q["exact"]:
         le, ge = exact_loss_and_gain(model, inputs)
@@ -354,11 +368,12 @@ class _FitRow:
                   importance=q["importance_decay"] ** np.arange(q["n"]),
                   activation=q["activation"], exponent=q["exponent"], values=q["values"],
                   bias=q["bias"], steps=q["steps"], batch_size=q["batch_size"], lr=q["lr"],
-                  seed=seed, dtype=np.dtype(q["dtype"]), log_every=q["log_every"])  # fmt: skip
+                  seed=seed, dtype=np.dtype(q["dtype"]), log_every=q["log_every"],
+                  progress=False)  # fmt: skip
         out = {"final_batch_loss": float(res.final_loss[0])}
         ne = q["eval_samples"]
         if ne:
-            est = estimate_loss(res.model(0), res.inputs(0), ne, seed)
+            est = estimate_loss(res.model(0), res.inputs(0), ne, seed, progress=False)
             out.update(loss=est.mean, stderr=est.stderr, gain=est.gain_mean,
                        gain_stderr=est.gain_stderr)  # fmt: skip
         else:
@@ -408,7 +423,7 @@ def _check_builtin_point(kind: str, q: dict) -> None:
             if q["norm"] is not None:
                 v.check_real("norm", q["norm"], positive=True)
             if q["weight_seed"] is not None:
-                v.check_int("weight_seed", q["weight_seed"])
+                v.check_seed("weight_seed", q["weight_seed"], minimum=0)
         if kind == "estimate":
             v.check_int("n_samples", q["n_samples"], minimum=2)
             v.check_int("block_size", q["block_size"], minimum=1)
@@ -477,6 +492,14 @@ def _grid_points(grid, fixed) -> tuple[list[str], list[dict]]:
     return [*names, *fixed], points
 
 
+def _integers(q: dict) -> dict:
+    """The point ``q`` with the integral floats of :data:`INT_PARAMS` made ints."""
+    return {
+        k: int(x) if k in INT_PARAMS and isinstance(x, float) and x.is_integer() else x
+        for k, x in q.items()
+    }
+
+
 def _check_seeds(seeds) -> list[int]:
     if isinstance(seeds, (numbers.Integral, str, bytes)) or not isinstance(
         seeds, (Sequence, np.ndarray)
@@ -485,7 +508,7 @@ def _check_seeds(seeds) -> list[int]:
             f"seeds must be a list of integers, got {v.show(seeds)}; e.g. seeds=range(4) or "
             f"seeds=[{v.show(seeds)}]"
         )
-    out = [v.check_int(f"seeds[{i}]", s) for i, s in enumerate(seeds)]
+    out = [v.check_seed(f"seeds[{i}]", s) for i, s in enumerate(seeds)]
     if not out:
         raise ValueError("seeds must hold at least one seed, got []")
     if len(set(out)) != len(out):
@@ -513,39 +536,6 @@ def _run_row(func: Callable, q: dict, seed: int, record: bool) -> dict:
         if not record:
             raise
         return {"outputs": {}, _ERROR: f"{type(exc).__name__}: {exc}"}
-
-
-class _Progress:
-    """A one-line progress bar on stderr."""
-
-    def __init__(self, total: int, done: int, enabled: bool, width: int = 30):
-        self.total, self.done, self.enabled, self.width = total, done, enabled, width
-        self.start_done = done
-        self.t0 = time.perf_counter()
-        self._draw()
-
-    def update(self) -> None:
-        self.done += 1
-        self._draw()
-
-    def _draw(self) -> None:
-        if not self.enabled:
-            return
-        frac = self.done / self.total if self.total else 1.0
-        bar = "#" * int(frac * self.width)
-        el = time.perf_counter() - self.t0
-        new = self.done - self.start_done
-        eta = f", ~{el / new * (self.total - self.done):.0f} s left" if new else ""
-        sys.stderr.write(
-            f"\rsweep {self.done}/{self.total} [{bar:<{self.width}}] {100 * frac:3.0f}% "
-            f"{el:.1f} s{eta}   "
-        )
-        sys.stderr.flush()
-
-    def close(self) -> None:
-        if self.enabled:
-            sys.stderr.write("\n")
-            sys.stderr.flush()
 
 
 def _init_process(threads: int) -> None:  # pragma: no cover - runs in the pool's processes
@@ -606,7 +596,7 @@ def sweep(
     kind: str | Callable[[dict, int], Mapping] = "estimate",
     grid: Mapping[str, Sequence] | None = None, *, seeds: Sequence[int] = (0,),
     fixed: Mapping[str, Any] | None = None, output: str | os.PathLike | None = None,
-    executor: str | None = None, client=None, n_jobs: int | None = None, progress: bool = True,
+    executor: str | None = None, client=None, n_jobs: int | None = None, progress=None,
     on_error: str = "raise", max_points: int | None = None,
     weights_dir: str | os.PathLike | None = None, parquet: bool = False,
 ) -> SweepResult:  # fmt: skip
@@ -637,8 +627,9 @@ def sweep(
         when None; the default executor when ``client`` is given).
     client, n_jobs : distributed.Client, int, optional
         Dask client for ``executor="dask"``; processes for ``"processes"`` (CPU count).
-    progress : bool, default True
-        Progress bar on stderr.
+    progress : bool, optional
+        Progress bar on stderr, one step per row (default: shown when stderr is
+        a terminal); the rows' own calls show none.
     on_error : {"raise", "record"}, default "raise"
         ``"record"``: a failed row keeps empty outputs and the exception in its
         ``error`` column (not retried on resuming; delete the row to retry).
@@ -673,6 +664,8 @@ def sweep(
     """
     func, outputs = _row_function(kind, weights_dir)
     names, points = _grid_points(grid, fixed)
+    if isinstance(kind, str):
+        points = [_integers(q) for q in points]
     seeds = _check_seeds(seeds)
     full = _full_points(kind, names, points)
     run = _check_execution(
@@ -755,7 +748,7 @@ def _check_execution(executor, client, n_jobs, on_error, max_points, progress, o
     v.check_choice("on_error", on_error, ("raise", "record"))
     if max_points is not None:
         max_points = v.check_int("max_points", max_points, minimum=0)
-    progress = v.check_bool("progress", progress)
+    progress = progress_enabled(progress)
     path = None
     if output is not None:
         path = Path(output)
@@ -876,7 +869,8 @@ def _run_rows(func, full, keys, journal: _Journal, run: _Execution) -> int:
     """
     missing = [(i, s) for i, s in keys if journal.key(i, s) not in journal.done]
     todo = missing if run.max_points is None else missing[: run.max_points]
-    bar = _Progress(len(keys), len(keys) - len(missing), run.progress)
+    bar = progress_bar(len(keys), "sweep", unit="rows", enabled=run.progress)
+    bar.update(len(keys) - len(missing))
     n_new = 0
     with contextlib.ExitStack() as stack:
         client = run.client

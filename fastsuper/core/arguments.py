@@ -10,7 +10,13 @@ from fastsuper.core.laws import SparseInputs, ValueLaw
 from fastsuper.core.model import Model
 from fastsuper.core.validation import LAW_NAMES, prefix, show
 
-__all__ = ["check_inputs", "check_law", "check_model_inputs"]
+__all__ = [
+    "check_inputs",
+    "check_law",
+    "check_model_inputs",
+    "check_moments",
+    "finite_moment_order",
+]
 
 
 def check_law(name: str, value, *, func: str | None = None):
@@ -50,4 +56,43 @@ def check_model_inputs(model, inputs, *, func: str | None = None) -> None:
         raise ValueError(
             f"{pre}inputs.n = {inputs.n} does not match the model's n = {model.n} (W has shape "
             f"{model.W.shape})"
+        )
+
+
+def finite_moment_order(law: ValueLaw, order: int) -> int:
+    """The largest ``r <= order`` such that the moments ``E xi**0 .. E xi**r`` are finite floats.
+
+    ``order`` when they all are; the Gaussian's ``(r - 1)!!`` overflows
+    float64 from ``r = 302`` on.
+
+    Examples
+    --------
+    >>> from fastsuper.core.arguments import finite_moment_order
+    >>> from fastsuper.core.laws import ValueLaw
+    >>> finite_moment_order(ValueLaw("gaussian"), 401), finite_moment_order(ValueLaw("uniform"), 9)
+    (301, 9)
+    """
+    for r in range(order + 1):
+        try:
+            law.moment(r)
+        except ValueError:
+            return r - 1
+    return order
+
+
+def check_moments(law: ValueLaw, m: int, *, func: str | None = None, odd: bool = True) -> None:
+    """Raise ValueError if the moments ``E xi**r``, ``r <= 2m + 1``, of ``law`` overflow float64.
+
+    The closed forms for the exponent ``m`` (THEORY §3, §4) need them all
+    (``odd=False``: up to ``r = 2m``, as the first-order constants of THEORY
+    §5 do); the message gives the largest exponent whose moments are finite.
+    """
+    extra = 1 if odd else 0
+    order = 2 * m + extra
+    top = finite_moment_order(law, order)
+    if top < order:
+        raise ValueError(
+            f"{prefix(func)}exponent m = {m} needs the moments E xi**r of {law!r} up to r = "
+            f"2m{' + 1' if odd else ''} = {order}, but they overflow float64 beyond r = {top}; "
+            f"the largest usable exponent for these values is m = {(top - extra) // 2}"
         )

@@ -12,8 +12,18 @@ model's fitted constants live beside it in :mod:`fastsuper.mc.paths`.
 from __future__ import annotations
 
 # --------------------------------------------------------------------------
+# memory
+
+#: most bytes one call may allocate; a request estimated beyond it is refused before
+#: anything is allocated (``None``: the machine's memory, or its cgroup limit)
+MEMORY_LIMIT_BYTES = None
+
+# --------------------------------------------------------------------------
 # Monte-Carlo estimation (CPU)
 
+#: smallest positive feature probability the samplers take: their geometric gaps between
+#: active features, up to ``-log(2**-54) / p``, must fit an int64 (``p > 4.1e-18``)
+P_MIN_SAMPLED = 1e-17
 #: samples per block: the unit of parallel work and of the fixed reduction order
 DEFAULT_BLOCK = 2048
 #: largest A = W^T W (bytes) the column paths may allocate

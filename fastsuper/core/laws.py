@@ -116,17 +116,36 @@ class ValueLaw:
         return (float(self.support.min()), float(self.support.max()))
 
     def moment(self, r: int) -> float:
-        """Raw moment ``mu_r = E xi**r`` (exact)."""
+        """Raw moment ``mu_r = E xi**r`` (exact).
+
+        Raises
+        ------
+        ValueError
+            If ``mu_r`` overflows float64 (the Gaussian's beyond ``r = 301``,
+            ``(r - 1)!!``; a discrete law's when ``|xi| > 1`` and ``r`` is large).
+        """
         r = v.check_int("r", r, minimum=0)
         if r == 0:
             return 1.0
         if self.code == GAUSSIAN:
-            return 0.0 if r % 2 else float(math.prod(range(r - 1, 0, -2)))
+            if r % 2:
+                return 0.0
+            try:
+                return float(math.prod(range(r - 1, 0, -2)))
+            except OverflowError:
+                raise self._overflow(r) from None
         if self.code in (UNIFORM_SYM,):
             return 0.0 if r % 2 else 1.0 / (r + 1)
         if self.code == UNIFORM:
             return 1.0 / (r + 1)
-        return float(np.dot(self.probs, self.support**r))
+        with np.errstate(over="ignore", invalid="ignore"):
+            mu = float(np.dot(self.probs, self.support**r))
+        if not math.isfinite(mu):
+            raise self._overflow(r)
+        return mu
+
+    def _overflow(self, r: int) -> ValueError:
+        return ValueError(f"the moment E xi**{r} of {self!r} overflows float64")
 
     def __repr__(self) -> str:
         if self.code == DISCRETE:
@@ -178,6 +197,8 @@ class SparseInputs:
         probs=None,
     ):
         self.n = v.check_int("n", n, minimum=1)
+        # p and the importances (float64) and the kernels' per-feature tables
+        v.check_memory(f"n = {self.n} features", 24.0 * self.n, func="SparseInputs")
         if isinstance(values, ValueLaw):
             if support is not None or probs is not None:
                 raise ValueError("give support/probs inside the ValueLaw, not beside it")
@@ -249,11 +270,21 @@ class SparseInputs:
         )
         return f"SparseInputs(n={self.n}, {pat}, values={self.law!r})"
 
+    def check_sampleable(self, *, func: str | None = None) -> None:
+        """Raise ValueError if the samplers cannot draw these inputs.
+
+        A largest feature probability in ``(0, config.P_MIN_SAMPLED)`` would make
+        the gaps between active features overflow int64 (the exact values take
+        any ``p``): see :func:`fastsuper.core.validation.check_sampled_p`.
+        """
+        v.check_sampled_p("p", float(self.p.max()), func=func)
+
     # ------------------------------------------------------- kernel params
     def _kernel_params(self):
         """Everything the compiled sampler needs (the :class:`~fastsuper.core.bundles.InputLaw`)."""
         from fastsuper.core.bundles import input_law
 
+        self.check_sampleable()
         return input_law(self)
 
 
@@ -554,7 +585,7 @@ def sample(
     n_samples : int
         How many samples to draw.
     seed : int, default 0
-        Seed (any integer; reduced modulo 2**64).
+        Seed, an integer in ``[-2**63, 2**64)`` (a negative one is taken modulo ``2**64``).
     start : int, default 0
         Index of the first sample.
     chunk_size : int, default 4096
@@ -578,11 +609,35 @@ def sample(
     """
     if not isinstance(inputs, SparseInputs):
         raise TypeError(f"inputs must be a SparseInputs, got {type(inputs).__name__}")
+    inputs.check_sampleable(func="sample")
     dtype = np.dtype(dtype)
     if dtype not in v.FLOAT_DTYPES:
         raise TypeError(f"dtype must be float32 or float64, got {dtype}")
+    n_samples, seed, start, chunk_size = _check_range(n_samples, seed, start, chunk_size)
+    # counts and indptr (int64), then an index (int64) and a value (float64) per active entry
+    v.check_memory(
+        f"a batch of n_samples = {n_samples} samples with {inputs.expected_active:g} active "
+        "features each on average",
+        16.0 * n_samples * (1.0 + inputs.expected_active),
+        func="sample",
+        hint="draw the samples in pieces (start=)",
+    )
     batch = draw_batch(inputs._kernel_params(), plain_rule(), n_samples, seed, start, chunk_size)
     return SparseBatch(batch.indptr, batch.indices, batch.values.astype(dtype, copy=False), batch.n)
+
+
+def _check_range(n_samples, seed, start, chunk_size) -> tuple:
+    """``(n_samples, seed, start, chunk_size)`` of a draw, checked."""
+    n_samples = v.check_int("n_samples", n_samples, minimum=0)
+    seed = v.check_seed("seed", seed)
+    start = v.check_int("start", start, minimum=0)
+    if start + n_samples > (1 << 63) - 1:
+        raise ValueError(
+            f"start + n_samples must be at most 2**63 - 1 (sample indices are int64), got "
+            f"start = {start} and n_samples = {n_samples}"
+        )
+    chunk_size = v.check_int("chunk_size", chunk_size, minimum=1)
+    return n_samples, seed, start, chunk_size
 
 
 def draw_batch(law, rule, n_samples: int, seed: int, start: int, chunk_size: int) -> SparseBatch:
@@ -592,10 +647,7 @@ def draw_batch(law, rule, n_samples: int, seed: int, start: int, chunk_size: int
     rule (:func:`sample`, :func:`fastsuper.mc.stratified.sample_ge2`); the
     other arguments are checked here.
     """
-    n_samples = v.check_int("n_samples", n_samples, minimum=0)
-    seed = v.check_int("seed", seed)
-    start = v.check_int("start", start, minimum=0)
-    chunk_size = v.check_int("chunk_size", chunk_size, minimum=1)
+    n_samples, seed, start, chunk_size = _check_range(n_samples, seed, start, chunk_size)
     seed_arg = np.uint64(seed & ((1 << 64) - 1))
     counts = _sample_counts(seed_arg, start, n_samples, chunk_size, law, rule)
     indptr = np.zeros(n_samples + 1, dtype=np.int64)

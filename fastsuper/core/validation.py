@@ -21,14 +21,21 @@ ValueError: kappa: m must be an integer >= 1, got 0
 
 from __future__ import annotations
 
+import math
 import numbers
+import os
 from pathlib import Path
 
 import numpy as np
 
+from fastsuper.core import config
+
 __all__ = [
     "FLOAT_DTYPES",
     "LAW_NAMES",
+    "SEED_MAX",
+    "SEED_MIN",
+    "TooLargeError",
     "as_float_array",
     "check_betas",
     "check_bool",
@@ -36,18 +43,26 @@ __all__ = [
     "check_finite_array",
     "check_float_dtype",
     "check_int",
+    "check_memory",
     "check_path",
     "check_per_instance",
     "check_positive_entries",
     "check_probabilities",
     "check_probability",
     "check_real",
+    "check_sampled_p",
+    "check_seed",
     "check_start",
     "check_weights",
+    "gib",
+    "machine_memory",
     "show",
 ]
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+#: seeds: the 64-bit words, and negative int64 values (taken modulo 2**64)
+SEED_MIN, SEED_MAX = -(1 << 63), (1 << 64) - 1
 
 #: value laws that are named by a string alone ("discrete" needs a support and probabilities)
 LAW_NAMES = ("gaussian", "rademacher", "uniform_sym", "uniform", "constant")
@@ -89,6 +104,35 @@ def check_int(
     if minimum is not None and value < minimum:
         raise ValueError(f"{prefix(func)}{name} must be an integer{bound}{what}, got {value}")
     return value
+
+
+def check_seed(name: str, value, *, minimum: int = SEED_MIN, func: str | None = None) -> int:
+    """A seed: an integer in ``[minimum, 2**64)`` (default ``[-2**63, 2**64)``).
+
+    The samplers key their streams by the seed modulo ``2**64``: a 64-bit
+    word, or a negative int64 (``-1`` is the word ``2**64 - 1``).  A larger
+    integer would silently alias a smaller one, so it is refused.
+    """
+    value = check_int(name, value, func=func)
+    if not minimum <= value <= SEED_MAX:
+        low = "0" if minimum == 0 else "-2**63"
+        raise ValueError(f"{prefix(func)}{name} must be an integer in [{low}, 2**64), got {value}")
+    return value
+
+
+def check_sampled_p(name: str, pmax: float, *, func: str | None = None) -> None:
+    """Raise ValueError if the largest feature probability ``pmax`` is in ``(0, P_MIN_SAMPLED)``.
+
+    The samplers skip to the next active feature by a geometric gap of up to
+    ``-log(2**-54) / p`` positions, which must fit an int64: ``p > 4.1e-18``
+    (``config.P_MIN_SAMPLED`` leaves a margin).  The closed forms take any ``p``.
+    """
+    if 0.0 < pmax < config.P_MIN_SAMPLED:
+        raise ValueError(
+            f"{prefix(func)}{name} = {pmax:g} is too small to sample (the largest {name} must be "
+            f"0 or at least {config.P_MIN_SAMPLED:g}: the sampler's gaps between active "
+            "features would overflow int64); use 0, or the exact values (exact_loss)"
+        )
 
 
 def check_real(
@@ -347,3 +391,63 @@ def check_start(name: str, value, shape: tuple, dtype, *, func: str | None = Non
             f"per instance), got {arr.shape}"
         )
     return np.array(arr, dtype=dtype, order="C", copy=True)
+
+
+# --------------------------------------------------------------------------
+# memory
+
+
+class TooLargeError(ValueError, MemoryError):
+    """A request whose memory, estimated before anything is allocated, exceeds the machine's.
+
+    A :class:`ValueError` (an argument out of the usable range) and a
+    :class:`MemoryError`, so that either ``except`` clause catches it.
+    """
+
+
+def gib(nbytes: float) -> str:
+    """``nbytes`` in GiB (or TiB beyond 1024 GiB), for messages."""
+    g = nbytes / 2**30
+    return f"{g / 1024:.3g} TiB" if g >= 1024 else f"{g:.3g} GiB"
+
+
+def machine_memory() -> int | None:
+    """Bytes of memory this process may use: the physical memory, or a smaller cgroup limit.
+
+    ``None`` when the operating system does not say (then nothing is refused).
+    """
+    total = None
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # pragma: no cover - not POSIX
+        pass
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            with open(path) as fh:
+                text = fh.read().strip()
+        except OSError:
+            continue
+        if text.isdigit():
+            total = int(text) if total is None else min(total, int(text))
+        break
+    return total if total and total > 0 else None
+
+
+def check_memory(what: str, nbytes: float, *, func: str | None = None, hint: str = "") -> None:
+    """Raise :class:`TooLargeError` if ``nbytes`` exceed the memory a call may use.
+
+    The limit is ``fastsuper.core.config.MEMORY_LIMIT_BYTES``, or when that is
+    ``None`` the machine's (:func:`machine_memory`).  ``what`` says what
+    needs the memory (``"estimate_loss with n_samples = 10**15"``); ``hint``
+    how to ask for less.
+    """
+    limit = config.MEMORY_LIMIT_BYTES
+    source = "the limit fastsuper.core.config.MEMORY_LIMIT_BYTES"
+    if limit is None:
+        limit, source = machine_memory(), "this machine's memory"
+    if limit is None or (math.isfinite(nbytes) and nbytes <= limit):
+        return
+    raise TooLargeError(
+        f"{prefix(func)}{what} needs about {gib(nbytes)} of memory, more than {source} "
+        f"({gib(limit)}); nothing was allocated" + (f"; {hint}" if hint else "")
+    )

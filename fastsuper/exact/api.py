@@ -145,6 +145,15 @@ def _closed_form_exponent(func: str, model, inputs) -> int:
     m = model.int_exponent
     if m < 1:  # pragma: no cover - Model already guarantees this for "power"
         raise ValueError(f"{func}: model exponent must be an integer >= 1, got {model.exponent!r}")
+    arguments.check_moments(inputs.law, m, func=func)
+    n, d = model.n, model.d
+    # A = W.T @ W (n x n) and a few dozen float64 vectors of length n per moment order
+    v.check_memory(
+        f"the closed form at n = {n} features (A = W.T @ W is n x n)",
+        8.0 * n * n + 8.0 * n * (d + 12 * (2 * m + 2)),
+        func=func,
+        hint="estimate the loss by Monte Carlo instead (fastsuper.estimate_loss)",
+    )
     return m
 
 

@@ -58,6 +58,7 @@ def kappa(law, m) -> float:
     func = "kappa"
     law = arguments.check_law("law", law, func=func)
     m = v.check_int("m", m, minimum=1, func=func)
+    arguments.check_moments(law, m, func=func, odd=False)
     mu_b = law.moment(2 * m)
     return law.moment(m + 1) ** 2 / mu_b if mu_b > 0 else 0.0
 
@@ -183,8 +184,11 @@ def random_frame_norm(n, d, m, law) -> float:
     """
     func = "random_frame_norm"
     n = v.check_int("n", n, minimum=1, func=func)
+    d = v.check_int("d", d, minimum=1, func=func)
+    m = v.check_int("m", m, minimum=1, func=func, what=" (the exponent)")
     law = arguments.check_law("law", law, func=func)
     D = sphere_dimension(d, m)
+    arguments.check_moments(law, m, func=func, odd=False)
     num, den = law.moment(m + 1), law.moment(2 * m)
     if num <= 0 or den <= 0:
         return 1.0
@@ -206,6 +210,14 @@ def random_frame(n: int, d: int, norm: float, seed=0, dtype=np.float64) -> np.nd
     >>> W.shape, np.allclose(np.linalg.norm(W, axis=0), 2.0)
     ((3, 5), True)
     """
+    func = "random_frame"
+    n = v.check_int("n", n, minimum=1, func=func)
+    d = v.check_int("d", d, minimum=1, func=func)
+    norm = v.check_real("norm", norm, func=func)
+    if norm < 0:
+        raise ValueError(f"{func}: norm must be >= 0 (a column length), got {norm}")
+    dtype = v.check_float_dtype("dtype", dtype, func=func)
+    v.check_memory(f"a ({d}, {n}) frame", 24.0 * d * n, func=func)  # W, its scaled copy
     rng = np.random.default_rng(seed)
     W = rng.standard_normal((d, n))
     nrm = np.linalg.norm(W, axis=0)
@@ -264,6 +276,7 @@ def first_order_objective(W, law, m) -> float:
     W = v.check_weights("W", W, func=func)
     law = arguments.check_law("law", law, func=func)
     m = v.check_int("m", m, minimum=1, func=func)
+    arguments.check_moments(law, m, func=func, odd=False)
     mu_a, mu_b = law.moment(m + 1), law.moment(2 * m)
     sq = np.einsum("ij,ij->j", W, W)
     trace = math.fsum((sq**m).tolist())

@@ -63,6 +63,7 @@ from scipy.special import roots_hermitenorm, roots_jacobi, roots_legendre
 
 from fastsuper.core import config
 from fastsuper.core.activations import POWER, SIGNED_POWER, phi
+from fastsuper.core.arguments import check_moments
 from fastsuper.core.bundles import Activation, activation
 from fastsuper.core.jit import njit, serial_and_parallel
 from fastsuper.core.laws import GAUSSIAN, UNIFORM, UNIFORM_SYM, SparseInputs
@@ -566,6 +567,11 @@ def _check(model, inputs) -> None:
             f"model and inputs disagree on the number of features: model.n = {model.n} "
             f"(W has shape {model.W.shape}) but inputs.n = {inputs.n}"
         )
+    ia = model.int_exponent
+    if inputs.law.code == GAUSSIAN and (
+        model.act_code == POWER or (model.act_code == SIGNED_POWER and ia >= 1 and ia % 2 == 1)
+    ):  # the polynomial moments of _kernel_args
+        check_moments(inputs.law, ia, func="low_order_terms")
 
 
 def _jacobi_pn(n: int, beta: float, x: np.ndarray):

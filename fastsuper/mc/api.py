@@ -6,6 +6,7 @@ from fastsuper.core import config
 from fastsuper.core import validation as v
 from fastsuper.core.laws import SparseInputs
 from fastsuper.core.model import Model
+from fastsuper.core.progress import progress_enabled
 from fastsuper.mc.common import BACKENDS, METHODS, LossEstimate, check_run
 from fastsuper.mc.cpu import estimate_loss_cpu
 
@@ -16,7 +17,7 @@ def estimate_loss(
     model: Model, inputs: SparseInputs, n_samples: int = 100_000, seed: int = 0, *,
     per_feature: bool = False, path: str = "auto", backend: str = "cpu",
     block_size: int = config.DEFAULT_BLOCK, start: int = 0, method: str = "naive", client=None,
-    chunk_size: int | None = None,
+    chunk_size: int | None = None, progress: bool | None = None,
 ) -> LossEstimate:  # fmt: skip
     """Monte-Carlo estimate of the loss and gain of ``model`` on ``inputs``.
 
@@ -34,7 +35,8 @@ def estimate_loss(
     n_samples : int, default 100000
         Number of samples (>= 2).
     seed : int, default 0
-        Seed; the same seed gives the same numbers for any thread count.
+        Seed in ``[-2**63, 2**64)`` (a negative one is taken modulo ``2**64``);
+        the same seed gives the same numbers for any thread count.
     per_feature : bool, default False
         Also return each feature's loss term ``E I_j (x_j - x_hat_j)^2``.
     path : {"auto", "columns", "columns_blocked", "blocked", "dense"}
@@ -61,6 +63,10 @@ def estimate_loss(
         ``backend="dask"``: the cluster (default: a local one for this call).
     chunk_size : int, optional
         ``backend="dask"``: samples per task, a multiple of ``block_size``.
+    progress : bool, optional
+        A progress bar on stderr (the CPU backend, ``method="naive"``; the
+        others ignore it).  Default: shown when stderr is a terminal.  The
+        numbers are the same with and without it, bit for bit.
 
     Returns
     -------
@@ -70,6 +76,11 @@ def estimate_loss(
 
     Raises
     ------
+    TypeError, ValueError
+        For a bad argument, before anything runs; a
+        :class:`~fastsuper.core.validation.TooLargeError` (a ValueError and a
+        MemoryError) when the run's memory (per-block statistics, ``A =
+        W^T W``) would exceed the machine's.
     FloatingPointError
         If the loss of any sample overflows (is not finite).
 
@@ -83,6 +94,7 @@ def estimate_loss(
     True
     """
     _check_method(method, backend, client, chunk_size)
+    progress = progress_enabled(progress)
     if method == "stratified":
         from fastsuper.mc.stratified import stratified_estimate
 
@@ -90,17 +102,18 @@ def estimate_loss(
                                    path=path, backend=backend, block_size=block_size,
                                    start=start)  # fmt: skip
     return _naive(model, inputs, n_samples, seed, per_feature, path, backend, block_size, start,
-                  client, chunk_size)  # fmt: skip
+                  client, chunk_size, progress)  # fmt: skip
 
 
 def _naive(
     model, inputs, n_samples, seed, per_feature, path, backend, block_size, start, client,
-    chunk_size,
+    chunk_size, progress,
 ) -> LossEstimate:  # fmt: skip
     """``method="naive"``: check the run and send it to its backend."""
     n_samples, seed, block_size, start = check_run(
-        model, inputs, n_samples, seed, block_size=block_size, start=start, path=path
-    )
+        model, inputs, n_samples, seed, block_size=block_size, start=start, path=path,
+        per_feature=per_feature,
+    )  # fmt: skip
     v.check_choice("backend", backend, BACKENDS)
     if backend == "cuda":
         from fastsuper.mc.cuda import estimate_loss_cuda  # lazy: needs numba-cuda
@@ -115,7 +128,9 @@ def _naive(
             model, inputs, n_samples, seed, path, block_size, start, per_feature,
             client=client, chunk_size=chunk_size,
         )  # fmt: skip
-    return estimate_loss_cpu(model, inputs, n_samples, seed, path, block_size, start, per_feature)
+    return estimate_loss_cpu(
+        model, inputs, n_samples, seed, path, block_size, start, per_feature, progress
+    )
 
 
 def _check_method(method, backend, client, chunk_size) -> None:

@@ -5,17 +5,30 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+import numba
 import numpy as np
 
-from fastsuper.core import arguments
+from fastsuper.core import arguments, config
 from fastsuper.core import validation as v
-from fastsuper.mc.kernels_cpu import merge_block_stats
+from fastsuper.mc.kernels_cpu import N_STATS, merge_block_stats
 
-__all__ = ["BACKENDS", "METHODS", "PATHS", "LossEstimate", "check_common", "check_run", "finish"]
+__all__ = [
+    "BACKENDS",
+    "INDEX_MAX",
+    "METHODS",
+    "PATHS",
+    "LossEstimate",
+    "check_common",
+    "check_run",
+    "finish",
+    "run_memory",
+]
 
 PATHS = ("auto", "dense", "columns", "blocked", "columns_blocked")
 BACKENDS = ("cpu", "cuda", "dask")
 METHODS = ("naive", "stratified")
+#: the largest sample index (the kernels count samples in int64)
+INDEX_MAX = (1 << 63) - 1
 
 
 @dataclass(frozen=True)
@@ -71,18 +84,59 @@ class LossEstimate:
 def check_common(model, inputs, n_samples, seed) -> tuple[int, int]:
     """``(n_samples, seed)`` of a Monte-Carlo run (at least 2 samples), with the model and law."""
     arguments.check_model_inputs(model, inputs)
+    inputs.check_sampleable()
     n_samples = v.check_int("n_samples", n_samples, minimum=2)
-    seed = v.check_int("seed", seed)
+    seed = v.check_seed("seed", seed)
     return n_samples, seed
 
 
-def check_run(model, inputs, n_samples, seed, *, block_size, start, path) -> tuple:
-    """``(n_samples, seed, block_size, start)`` of a Monte-Carlo run, checked with ``path``."""
+def check_run(model, inputs, n_samples, seed, *, block_size, start, path, per_feature=False):
+    """``(n_samples, seed, block_size, start)`` of a Monte-Carlo run, checked with ``path``.
+
+    Also checks ``per_feature`` and that the run's memory (:func:`run_memory`)
+    fits the machine, before anything is allocated.
+    """
     n_samples, seed = check_common(model, inputs, n_samples, seed)
     block_size = v.check_int("block_size", block_size, minimum=1)
     start = v.check_int("start", start, minimum=0)
+    if start + n_samples > INDEX_MAX:
+        raise ValueError(
+            f"start + n_samples must be at most 2**63 - 1 (sample indices are int64), got "
+            f"start = {start} and n_samples = {n_samples}"
+        )
     v.check_choice("path", path, PATHS)
+    per_feature = v.check_bool("per_feature", per_feature)
+    v.check_memory(
+        f"a Monte-Carlo run of n_samples = {n_samples} in blocks of {block_size}"
+        + (" with per-feature terms" if per_feature else ""),
+        run_memory(model, n_samples, block_size, path, per_feature),
+        func="estimate_loss",
+        hint="split the run into pieces with start= (or use larger blocks)",
+    )
     return n_samples, seed, block_size, start
+
+
+def run_memory(model, n_samples: int, block_size: int, path: str, per_feature: bool) -> float:
+    """Bytes a Monte-Carlo run allocates, estimated from its sizes (an upper bound).
+
+    The statistics of every block (``N_STATS`` float64 each), with
+    ``per_feature`` two float64 rows of ``n`` per block, the operand of the
+    path (``A = W^T W`` and its panels for the column paths, ``W^T`` for
+    "blocked"; ``"auto"`` counts the largest it may choose) and per-thread
+    scratch rows.
+    """
+    n, d, isz = model.n, model.d, model.dtype.itemsize
+    n_blocks = -(-n_samples // block_size)
+    a_bytes = float(n) * n * isz
+    operand = {
+        "columns": a_bytes,
+        "columns_blocked": 2.0 * a_bytes,
+        "blocked": float(n) * d * isz,
+        "dense": 0.0,
+        "auto": 2.0 * a_bytes if a_bytes <= config.MAX_A_BYTES else float(n) * d * isz,
+    }[path]
+    stats = 8.0 * n_blocks * (N_STATS + (2 * n if per_feature else 0))
+    return stats + operand + 64.0 * n * numba.get_num_threads()
 
 
 def finish(

@@ -205,8 +205,16 @@ def sample_cuda(
 
     Parameters
     ----------
-    inputs, n_samples, seed, start, dtype
-        As in :func:`fastsuper.sample`.
+    inputs : SparseInputs
+        The input law.
+    n_samples : int
+        How many samples to draw.
+    seed : int, default 0
+        Seed, an integer in ``[-2**63, 2**64)`` (a negative one is taken modulo ``2**64``).
+    start : int, default 0
+        Index of the first sample.
+    dtype : {numpy.float64, numpy.float32}
+        dtype of ``values``.
 
     Returns
     -------
@@ -225,7 +233,7 @@ def sample_cuda(
     if not isinstance(inputs, SparseInputs):
         raise TypeError(f"inputs must be a SparseInputs, got {type(inputs).__name__}")
     n_samples = v.check_int("n_samples", n_samples, minimum=0)
-    seed = v.check_int("seed", seed)
+    seed = v.check_seed("seed", seed)
     start = v.check_int("start", start, minimum=0)
     dtype = np.dtype(dtype)
     if dtype not in v.FLOAT_DTYPES:

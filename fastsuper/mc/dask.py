@@ -42,8 +42,10 @@ config.DASK_MAX_EMBEDDED_A_BYTES
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import os
+import sys
 import threading
 import time
 
@@ -61,6 +63,8 @@ from fastsuper.mc.paths import choose_path, gram, path_operand
 __all__ = [
     "DISTRIBUTED_REQUIRED_MESSAGE",
     "check_client",
+    "check_main_guard",
+    "guarded_by_main",
     "default_chunk_size",
     "estimate_loss_dask",
     "local_client",
@@ -134,6 +138,7 @@ def local_client(n_workers: int | None = None, **cluster_kwargs):
     ...     est = fs.estimate_loss(model, inputs, 10**6, backend="dask", client=client)
     """
     distributed = require_distributed()
+    check_main_guard()
     if n_workers is None:
         n_workers = _cpu_count()
     n_workers = v.check_int("n_workers", n_workers, minimum=1)
@@ -148,6 +153,77 @@ def local_client(n_workers: int | None = None, **cluster_kwargs):
     opts.update(cluster_kwargs)
     with distributed.LocalCluster(**opts) as cluster, distributed.Client(cluster) as client:
         yield client
+
+
+def _is_main_test(node: ast.expr) -> bool:
+    """Whether ``node`` is ``__name__ == "__main__"`` (either way round)."""
+    if not (isinstance(node, ast.Compare) and len(node.ops) == 1):
+        return False
+    sides = [node.left, node.comparators[0]]
+    names = [s.id for s in sides if isinstance(s, ast.Name)]
+    consts = [s.value for s in sides if isinstance(s, ast.Constant)]
+    return isinstance(node.ops[0], ast.Eq) and names == ["__name__"] and consts == ["__main__"]
+
+
+def guarded_by_main(source: str, lineno: int) -> bool:
+    r"""Whether line ``lineno`` of the module ``source`` lies under ``if __name__ == "__main__":``.
+
+    Examples
+    --------
+    >>> from fastsuper.mc.dask import guarded_by_main
+    >>> src = "import x\nx.run()\nif __name__ == '__main__':\n    x.run()\n"
+    >>> guarded_by_main(src, 2), guarded_by_main(src, 4)
+    (False, True)
+    """
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.If) and _is_main_test(node.test):
+            if node.body[0].lineno <= lineno <= node.body[-1].end_lineno:
+                return True
+    return False
+
+
+def check_main_guard() -> None:
+    """Refuse to start worker processes from a script's top level without a ``__main__`` guard.
+
+    Dask starts a local cluster's workers with ``spawn``: each re-imports the
+    caller's main script, which without the guard would run the call again in
+    every worker (the workers then fail with "Nanny failed to start").  This
+    finds the script's top-level frame on the call stack and raises a clear
+    RuntimeError when it is not under ``if __name__ == "__main__":``.
+    Interactive sessions, notebooks, ``python -c`` and ``python -m package``
+    are never re-imported and pass.
+    """
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    spec = getattr(main, "__spec__", None)
+    if path is None or (spec is not None and spec.name.endswith("__main__")):
+        return
+    import dask
+
+    if dask.config.get("distributed.worker.multiprocessing-method", "spawn") == "fork":
+        return  # pragma: no cover - forked workers do not re-import the script
+    frame = sys._getframe(1)
+    while frame is not None and not (
+        frame.f_globals is vars(main) and frame.f_code.co_name == "<module>"
+    ):
+        frame = frame.f_back
+    if frame is None:
+        return
+    lineno = frame.f_lineno
+    try:
+        with open(path) as fh:
+            source = fh.read()
+        guarded = guarded_by_main(source, lineno)
+    except (OSError, SyntaxError, ValueError):  # pragma: no cover - no readable source
+        return
+    if not guarded:
+        raise RuntimeError(
+            f"backend='dask' starts a local Dask cluster whose worker processes re-import the "
+            f"script {path}, and line {lineno} of it runs at import time, so every worker would "
+            "run it again and the cluster cannot start. Put the script's work under "
+            '`if __name__ == "__main__":` (Python\'s rule for code that starts processes), or '
+            "pass client= a dask.distributed.Client started under that guard"
+        )
 
 
 def check_client(client):
@@ -370,9 +446,9 @@ def plan_run(
     model, inputs, n_samples, seed, path, block_size, start, per_feature, chunk_size, n_threads
 ) -> _Run:
     n_samples, seed, block, start = check_run(
-        model, inputs, n_samples, seed, block_size=block_size, start=start, path=path
-    )
-    per_feature = v.check_bool("per_feature", per_feature)
+        model, inputs, n_samples, seed, block_size=block_size, start=start, path=path,
+        per_feature=per_feature,
+    )  # fmt: skip
     if chunk_size is not None:
         chunk_size = v.check_int("chunk_size", chunk_size, minimum=1)
         if chunk_size % block:

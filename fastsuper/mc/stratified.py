@@ -144,7 +144,7 @@ def sample_ge2(
     """
     arguments.check_inputs(inputs)
     n_samples = v.check_int("n_samples", n_samples, minimum=0)
-    seed = v.check_int("seed", seed)
+    seed = v.check_seed("seed", seed)
     start = v.check_int("start", start, minimum=0)
     chunk_size = v.check_int("chunk_size", chunk_size, minimum=1)
     smp = StratifiedSampler(inputs)
@@ -225,8 +225,9 @@ def stratified_estimate(
     """
     t0 = time.perf_counter()
     n_samples, seed, block_size, start = check_run(
-        model, inputs, n_samples, seed, block_size=block_size, start=start, path=path
-    )
+        model, inputs, n_samples, seed, block_size=block_size, start=start, path=path,
+        per_feature=per_feature,
+    )  # fmt: skip
     v.check_choice("backend", backend, BACKENDS)
     if backend != "cpu":
         raise NotImplementedError(

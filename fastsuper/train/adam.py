@@ -41,6 +41,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -55,6 +56,7 @@ from fastsuper.core.bundles import InputLaw, gap_tables, input_law
 from fastsuper.core.bundles import activation as activation_bundle
 from fastsuper.core.laws import SparseInputs
 from fastsuper.core.model import Model, check_activation
+from fastsuper.core.progress import progress_bar, progress_enabled
 from fastsuper.core.rng import seed_key
 from fastsuper.train.common import (
     MASK64,
@@ -62,7 +64,7 @@ from fastsuper.train.common import (
     instance_seed,
     law_from_spec,
     law_spec,
-    progress_bar,
+    show_progress,
 )
 from fastsuper.train.kernels_cpu import (
     OK,
@@ -171,8 +173,9 @@ def loss_grad(
 def _check_sampling(model, inputs, n_samples, seed, start, block_size) -> tuple:
     """``(n_samples, seed, start, block_size)`` of :func:`loss_grad`, checked."""
     arguments.check_model_inputs(model, inputs)
+    inputs.check_sampleable(func="loss_grad")
     n_samples = v.check_int("n_samples", n_samples, minimum=1)
-    seed = v.check_int("seed", seed)
+    seed = v.check_seed("seed", seed)
     start = v.check_int("start", start, minimum=0)
     block_size = v.check_int("block_size", block_size, minimum=1)
     return n_samples, seed, start, block_size
@@ -252,7 +255,7 @@ def initial_weights(n: int, d: int, n_instances: int = 1, seed: int = 0, dtype=n
     n = v.check_int("n", n, minimum=1)
     d = v.check_int("d", d, minimum=1)
     n_instances = v.check_int("n_instances", n_instances, minimum=1)
-    seed = v.check_int("seed", seed)
+    seed = v.check_seed("seed", seed)
     std = math.sqrt(2.0 / (n + d))
     W0 = np.empty((n_instances, d, n), dtype=dtype)
     for k in range(n_instances):
@@ -429,7 +432,7 @@ class FitOptions:
     log_every: Any = 100
     W0: Any = None
     b0: Any = None
-    progress: Any = False
+    progress: Any = None
     backend: Any = "cpu"
 
 
@@ -443,7 +446,7 @@ def fit(
     bias: bool = True,
     method: str = "adam", steps: int = 10_000, batch_size: int = 1024, lr: float = 1e-3,
     betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, seed: int = 0,
-    dtype=np.float64, log_every: int = 100, W0=None, b0=None, progress: bool = False,
+    dtype=np.float64, log_every: int = 100, W0=None, b0=None, progress: bool | None = None,
     backend: str = "cpu",
 ) -> FitResult:  # fmt: skip
     """Train ``n_instances`` independent tied-weight autoencoders at once.
@@ -476,7 +479,7 @@ def fit(
         loss of one ``power`` model (integer ``exponent``, ``p`` given; ``steps``
         is the iteration limit; returns a :class:`~fastsuper.train.lbfgs.ExactFit`).
     steps, batch_size : int, default 10000, 1024
-        Optimiser steps, and samples per step and instance.
+        Optimiser steps (>= 1), and samples per step and instance.
     lr, betas, eps : float, (float, float), float
         Adam's learning rate (1e-3), decay rates ((0.9, 0.999)) and epsilon (1e-8).
     seed : int, default 0
@@ -488,8 +491,9 @@ def fit(
     W0, b0 : array_like, optional
         Initial weights ``(d, n)`` or ``(n_instances, d, n)`` (default
         :func:`initial_weights`) and bias ``(n,)`` or ``(n_instances, n)`` (default 0).
-    progress : bool, default False
-        Print a progress bar with the batch loss (mean over instances and features) to stderr.
+    progress : bool, optional
+        A progress bar with the mean batch loss on stderr (``method="exact"``:
+        one step per start).  Default: shown when stderr is a terminal.
     backend : {"cpu", "cuda"}, default "cpu"
         ``"cuda"`` (``method="adam"``): each batch and its gradient on the GPU
         (:func:`fastsuper.train.cuda.fit_adam_cuda`), Adam's update on the
@@ -505,6 +509,12 @@ def fit(
     ------
     FloatingPointError
         If an instance's loss stops being finite (lower ``lr``).
+
+    Warns
+    -----
+    RuntimeWarning
+        If an instance's batch loss blew up (grew to more than 100 times
+        the loss of ``x_hat = 0``): ``lr`` is too large.
 
     Examples
     --------
@@ -530,18 +540,26 @@ def _check_fit_args(o: FitOptions):
     n_instances = v.check_int("n_instances", o.n_instances, minimum=1)
     p = 50.0 ** -np.linspace(0.0, 1.0, n_instances) if o.p is None else o.p
     P = v.check_per_instance("p", p, n_instances, n, kind="probability")
+    for pmax in P.max(axis=1):
+        v.check_sampled_p("p", float(pmax))
     importance = 1.0 if o.importance is None else o.importance
     imp = v.check_per_instance("importance", importance, n_instances, n, kind="positive")
     activation, exponent = check_activation(o.activation, o.exponent)
     law = arguments.check_law("values", o.values)
     bias = v.check_bool("bias", o.bias)
-    steps = v.check_int("steps", o.steps, minimum=0)
+    steps = v.check_int("steps", o.steps, minimum=1)
     batch_size = v.check_int("batch_size", o.batch_size, minimum=1)
     lr = v.check_real("lr", o.lr, positive=True)
-    seed = v.check_int("seed", o.seed)
+    seed = v.check_seed("seed", o.seed)
     dt = v.check_float_dtype("dtype", o.dtype)
     log_every = v.check_int("log_every", o.log_every, minimum=1)
-    progress = v.check_bool("progress", o.progress)
+    progress = progress_enabled(o.progress)
+    # weights, biases and Adam's moments of every instance, and the loss history
+    v.check_memory(
+        f"fit of {n_instances} instances with n = {n}, d = {d} and {steps} steps",
+        8.0 * n_instances * (7.0 * (d + 1) * n + -(-steps // log_every)),
+        func="fit",
+    )
     W, B = _starts(o, (n_instances, d, n), bias, seed, dt)
     Model(W[0], B[0], activation=activation, exponent=exponent)  # checks the weights
     settings = dict(
@@ -625,6 +643,7 @@ def _fit_adam(o: FitOptions) -> FitResult:
             eps=eps, log_every=log_every, progress=progress,
         )  # fmt: skip
         _raise_diverged(status, lr, W.dtype, exponent)
+        _warn_blown_up(hist, P, imp, law, lr)
         return FitResult(W, B, hist * n, settings, "adam", W0_copy, elapsed)
     model = Model(W[0], B[0], activation=activation, exponent=exponent)
     act = activation_bundle(model)
@@ -656,6 +675,7 @@ def _fit_adam(o: FitOptions) -> FitResult:
     vb = np.zeros((n_inst, n))
     chunks = min(20, steps) if progress else 1
     bounds = [round(i * steps / max(chunks, 1)) for i in range(chunks + 1)]
+    bar = progress_bar(steps, "fit", unit="steps", enabled=progress)
     t0 = time.perf_counter()
     for c in range(chunks):
         lo, hi = bounds[c], bounds[c + 1]
@@ -664,10 +684,11 @@ def _fit_adam(o: FitOptions) -> FitResult:
             W, B, mW, vW, mb, vb, imp, bias, act, skeys, laws, lo, hi - lo, batch,
             (lr, beta1, beta2, eps), log_every, hist, status, groups, rows, dense_x,
         )  # fmt: skip
-        if progress:
-            progress_bar(hi, steps, hist, log_every, time.perf_counter() - t0)
+        show_progress(bar, hi, hist, log_every)
+    bar.close()
     elapsed = time.perf_counter() - t0
     _raise_diverged(status, lr, W.dtype, exponent)
+    _warn_blown_up(hist, P, imp, law, lr)
     # the kernel records Elhage et al.'s mean over features; the result holds the sum
     return FitResult(W, B, hist * n, settings, "adam", W0_copy, elapsed)
 
@@ -687,6 +708,34 @@ def _raise_diverged(status: np.ndarray, lr: float, dtype, exponent: float) -> No
                 if float(exponent) < 1
                 else ""
             )
+        )
+
+
+#: a batch loss this many times the loss of ``x_hat = 0`` means that training blew up
+BLOWUP_FACTOR = 100.0
+
+
+def _warn_blown_up(hist: np.ndarray, P: np.ndarray, imp: np.ndarray, law, lr: float) -> None:
+    """RuntimeWarning naming ``lr`` if an instance's batch loss blew up.
+
+    The yardstick is the loss of the model ``x_hat = 0``, ``mu_2 sum_j I_j p_j``
+    (summed over features, so that it is an upper bound whichever convention
+    ``hist`` records), or the first recorded batch loss when that is larger.
+    """
+    if hist.shape[0] == 0:
+        return
+    zero_loss = law.moment(2) * np.sum(imp * P, axis=1)
+    scale = np.maximum(zero_loss, np.nan_to_num(hist[0], nan=0.0))
+    peak = np.max(np.nan_to_num(hist, nan=0.0), axis=0)
+    bad = np.flatnonzero(peak > BLOWUP_FACTOR * scale)
+    if bad.size:
+        k = int(bad[0])
+        warnings.warn(
+            f"fit: the batch loss of instance {k} blew up to {peak[k]:.3g} (the loss of x_hat = 0 "
+            f"is {zero_loss[k]:.3g}; {bad.size} of {hist.shape[1]} instances blew up): lr = "
+            f"{lr:g} is too large for these models, lower it",
+            RuntimeWarning,
+            stacklevel=4,
         )
 
 
@@ -720,7 +769,7 @@ def _fit_exact(o: FitOptions):
         raise ValueError("method='exact' needs p (the feature probability)")
     return fit_exact(o.n, o.d, m=int(exponent), p=o.p, values=o.values,
                      importance=o.importance, bias=o.bias, seed=o.seed, maxiter=o.steps,
-                     W0=o.W0)  # fmt: skip
+                     W0=o.W0, progress=o.progress)  # fmt: skip
 
 
 #: optimisers of :func:`fit`: ``method`` name -> function ``(options: FitOptions) -> result``.

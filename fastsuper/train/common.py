@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from typing import NamedTuple
 
 import numpy as np
@@ -18,7 +17,7 @@ __all__ = [
     "instance_seed",
     "law_from_spec",
     "law_spec",
-    "progress_bar",
+    "show_progress",
 ]
 
 MASK64 = (1 << 64) - 1
@@ -65,7 +64,7 @@ def instance_seed(seed: int, k: int) -> int:
     >>> instance_seed(0, 1) == instance_seed(0, 1) != instance_seed(0, 2)
     True
     """
-    seed = v.check_int("seed", seed)
+    seed = v.check_seed("seed", seed)
     k = v.check_int("k", k, minimum=0)
     return int(
         mix64(np.uint64(int(seed_key(np.uint64(seed & MASK64))) ^ _INSTANCE_SALT))
@@ -73,17 +72,12 @@ def instance_seed(seed: int, k: int) -> int:
     )
 
 
-def progress_bar(done: int, total: int, hist: np.ndarray, log_every: int, elapsed: float):
-    width = 30
-    frac = done / total if total else 1.0
-    filled = int(round(width * frac))
+def show_progress(bar, done: int, hist: np.ndarray, log_every: int) -> None:
+    """Move a progress bar (:func:`fastsuper.core.progress.progress_bar`) to ``done`` steps,
+    with the mean over instances of the last batch loss recorded in ``hist``."""
     row = min((done - 1) // log_every, hist.shape[0] - 1) if done else -1
     finite = hist[row][np.isfinite(hist[row])] if row >= 0 else hist[:0, 0]
-    loss = f"{finite.mean():.5g}" if finite.size else "-"
-    sys.stderr.write(
-        f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} steps, "
-        f"mean batch loss {loss} (mean over features), {elapsed:.1f} s"
+    bar.set_postfix_str(
+        f"mean batch loss {finite.mean():.5g} (mean over features)" if finite.size else "", False
     )
-    if done >= total:
-        sys.stderr.write("\n")
-    sys.stderr.flush()
+    bar.update(done - bar.n)

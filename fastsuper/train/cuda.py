@@ -13,8 +13,14 @@ from fastsuper.core.bundles import activation
 from fastsuper.core.cuda import launch_grid, quiet_launch, require_cuda
 from fastsuper.core.laws import SparseInputs
 from fastsuper.core.model import Model
+from fastsuper.core.progress import progress_bar
 from fastsuper.mc.cuda import DeviceInputs, chunk_samples, draw_chunk
-from fastsuper.train.common import SampledLossGrad, check_model_inputs, instance_seed, progress_bar
+from fastsuper.train.common import (
+    SampledLossGrad,
+    check_model_inputs,
+    instance_seed,
+    show_progress,
+)
 
 __all__ = ["fit_adam_cuda", "loss_grad_cuda"]
 
@@ -64,7 +70,7 @@ def loss_grad_cuda(
     cuda, kc = _kernels()
     check_model_inputs(model, inputs)
     n_samples = v.check_int("n_samples", n_samples, minimum=1)
-    seed = v.check_int("seed", seed)
+    seed = v.check_seed("seed", seed)
     start = v.check_int("start", start, minimum=0)
     if block_size is None:
         block_size = config.GRAD_BLOCK
@@ -213,6 +219,7 @@ def fit_adam_cuda(
     hist = np.full((n_log, n_inst), np.nan)
     status = np.full(n_inst, OK, dtype=np.int64)
     total = steps * n_inst
+    bar = progress_bar(total, "fit", unit="steps", enabled=progress)
     t0 = time.perf_counter()
     for k in range(n_inst):
         pk = P[k]
@@ -241,5 +248,6 @@ def fit_adam_cuda(
             if bias:
                 adam_update(B[k], mb, vb, gb, scale, step_size, bc2s, beta1, beta2, eps)
             if progress and (t + 1) % max(1, steps // 20) == 0:
-                progress_bar(k * steps + t + 1, total, hist, log_every, time.perf_counter() - t0)
+                show_progress(bar, k * steps + t + 1, hist, log_every)
+    bar.close()
     return hist, status, time.perf_counter() - t0

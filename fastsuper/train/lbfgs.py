@@ -39,6 +39,7 @@ from fastsuper.core import arguments
 from fastsuper.core import validation as v
 from fastsuper.core.laws import SparseInputs, ValueLaw
 from fastsuper.core.model import Model
+from fastsuper.core.progress import Throttle, progress_bar, progress_enabled
 from fastsuper.exact.api import exact_gain, exact_gain_grad, exact_loss_and_gain
 from fastsuper.exact.first_order import random_frame, random_frame_norm
 from fastsuper.train.common import law_from_spec, law_spec
@@ -309,7 +310,7 @@ def _search(problem: _Problem, restarts, seed, maxiter, tol, init_norm, W0) -> _
     restarts = v.check_int(
         "restarts", restarts, minimum=0, func=_FUNC, what=" (number of random starts)"
     )
-    seed = v.check_int("seed", seed, minimum=0, func=_FUNC)
+    seed = v.check_seed("seed", seed, minimum=0, func=_FUNC)
     maxiter = v.check_int("maxiter", maxiter, minimum=1, func=_FUNC)
     tol = v.check_real("tol", tol, positive=True, func=_FUNC)
     init_norm = v.check_real("init_norm", init_norm, positive=True, func=_FUNC, allow_none=True)
@@ -379,6 +380,7 @@ class _Objective:
         self.inputs, self.m, self.shape, self.fit_bias, self.scale = (
             inputs, m, shape, fit_bias, scale
         )  # fmt: skip
+        self.on_iteration = None  # called with (iteration, gain) after each iteration
         self.nw = shape[0] * shape[1]
         self.last: dict = {}
         self.best: dict = {"x": None, "gain": -math.inf}
@@ -413,20 +415,25 @@ class _Objective:
             self.history.append(self.last["gain"])
         else:  # pragma: no cover - L-BFGS-B reports its last evaluated point
             self.history.append(-self(xk)[0] * self.scale)
+        if self.on_iteration is not None:
+            self.on_iteration(len(self.history) - 1, self.history[-1])
 
     def gain_at(self, x) -> float:
         W, b = self.unpack(x)
         return exact_gain(Model(W, b, activation="power", exponent=self.m), self.inputs)
 
 
-def maximise_gain(W_start, b_start, inputs, m, scale, maxiter, tol) -> GainRun:
+def maximise_gain(
+    W_start, b_start, inputs, m, scale, maxiter, tol, *, on_iteration=None
+) -> GainRun:
     """One L-BFGS-B run on the exact gain of the ``power`` model from ``(W_start, b_start)``.
 
     The run of each start of :func:`fit_exact`, unchecked: ``W_start`` (d, n)
     float64, ``b_start`` (n,) or ``None`` (no bias fitted), ``inputs`` a
     :class:`fastsuper.SparseInputs` with Bernoulli features, ``m`` the
     integer exponent; L-BFGS-B minimises ``-L~ / scale`` with ``ftol = gtol =
-    tol`` and at most ``maxiter`` iterations (see the module docstring).
+    tol`` and at most ``maxiter`` iterations (see the module docstring);
+    ``on_iteration(iteration, gain)``, when given, is called after each.
 
     Returns
     -------
@@ -437,6 +444,7 @@ def maximise_gain(W_start, b_start, inputs, m, scale, maxiter, tol) -> GainRun:
 
     fit_bias = b_start is not None
     obj = _Objective(inputs, m, W_start.shape, fit_bias, scale)
+    obj.on_iteration = on_iteration
     x0 = W_start.ravel() if not fit_bias else np.concatenate([W_start.ravel(), b_start])
     x0 = np.array(x0, dtype=np.float64)
     f0 = obj(x0)[0]
@@ -480,7 +488,7 @@ def _result(problem: _Problem, search: _Search, inputs, scale, starts, runs) -> 
 
 def fit_exact(
     n, d, *, m=3, p, values="gaussian", importance=None, bias=False, restarts=4, seed=0,
-    maxiter=2000, W0=None, tol=1e-12, init_norm=None,
+    maxiter=2000, W0=None, tol=1e-12, init_norm=None, progress=None,
 ) -> ExactFit:  # fmt: skip
     """Maximise the exact gain of the ``power`` model with L-BFGS-B (THEORY §3, §5).
 
@@ -518,6 +526,9 @@ def fit_exact(
         ``ftol`` and ``gtol`` of L-BFGS-B on the scaled objective.
     init_norm : float, optional
         Common column norm of the random starts instead of THEORY §5.3's.
+    progress : bool, optional
+        A progress bar on stderr: one step per start, with the iteration and
+        the gains reached.  Default: shown when stderr is a terminal.
 
     Returns
     -------
@@ -544,14 +555,42 @@ def fit_exact(
     """
     problem = _problem(n, d, m, p, values, importance, bias)
     search = _search(problem, restarts, seed, maxiter, tol, init_norm, W0)
+    progress = progress_enabled(progress, func=_FUNC)
     inputs = problem.inputs()
     imp = inputs.importance
     scale = problem.law.moment(2) * math.fsum((imp * problem.p_arr).tolist())  # L0
     starts = _starts(problem, search, inputs)
     runs = []
-    for _, W_start in starts:
-        b_start = np.zeros(problem.n) if problem.bias else None
-        runs.append(
-            maximise_gain(W_start, b_start, inputs, problem.m, scale, search.maxiter, search.tol)
-        )
+    with progress_bar(len(starts), _FUNC, unit="starts", enabled=progress) as bar:
+        for label, W_start in starts:
+            b_start = np.zeros(problem.n) if problem.bias else None
+            show = _StartProgress(bar, label, max((r.gain for r in runs), default=-math.inf))
+            runs.append(
+                maximise_gain(
+                    W_start,
+                    b_start,
+                    inputs,
+                    problem.m,
+                    scale,
+                    search.maxiter,
+                    search.tol,
+                    on_iteration=show if progress else None,
+                )  # fmt: skip
+            )
+            bar.update()
     return _result(problem, search, inputs, scale, starts, runs)
+
+
+class _StartProgress:
+    """The postfix of :func:`fit_exact`'s bar during one start: its iteration and gains."""
+
+    def __init__(self, bar, label: str, best: float):
+        self.bar, self.label, self.best = bar, label, best
+        self.throttle = Throttle()
+
+    def __call__(self, iteration: int, gain: float) -> None:
+        if self.throttle():
+            best = max(self.best, gain)
+            self.bar.set_postfix_str(
+                f"start {self.label!r}: iteration {iteration}, gain {gain:.8g} (best {best:.8g})"
+            )

@@ -1,11 +1,15 @@
 """The command line: `fastsuper estimate` and `fastsuper train`."""
 
+import io
 import json
+import re
+import sys
 
 import numpy as np
 import pytest
 
 import fastsuper as fs
+from fastsuper import testing as T
 from fastsuper.apps.cli import main
 
 
@@ -183,3 +187,131 @@ def test_train_reports_sums_over_features_and_plots_without_warnings(tmp_path, c
     assert rc == 0
     assert (tmp_path / "exact-gain.png").read_bytes()[:4] == b"\x89PNG"
     assert "(exact, sums over the 4 features)" in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------
+# help, errors, list-valued options
+
+
+def _run(argv, capsys) -> tuple[int, str, str]:
+    """``main(argv)``'s exit status (argparse's SystemExit too), stdout and stderr."""
+    try:
+        rc = main(argv)
+    except SystemExit as exc:
+        rc = exc.code
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def test_sweep_help_lists_the_kinds_and_their_parameters(capsys):
+    rc, out, _ = _run(["sweep", "--help"], capsys)
+    assert rc == 0
+    assert "<object object" not in out and "fastsuper.sweep.KINDS" not in out
+    flat = " ".join(out.split())
+    assert "estimate n, d, p (required); exponent=3, activation=power" in flat
+    assert "n_samples=100000" in flat and "exact n, d, p (required)" in flat
+    assert "fit n, d, p (required); activation=relu_power" in flat and "eval_samples=" in flat
+
+
+@pytest.mark.parametrize("command", ["estimate", "train", "sweep", "reproduce"])
+def test_help_gives_each_default_once(command, capsys):
+    rc, out, _ = _run([command, "--help"], capsys)
+    assert rc == 0 and "(default: None)" not in out and "(default: [])" not in out
+    options = " ".join(out.split()).split(" options: ")[1]
+    for text in re.split(r" (?=-{1,2}[a-z])", options):
+        assert text.count("default") <= 1, text
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["estimate", "--exponent", "0"], "argument --exponent/-m: expected a finite number > 0"),
+        (["estimate", "--n", "0"], "argument --n: expected a positive integer, got '0'"),
+        (["estimate", "--samples", "many"], "argument --samples: expected a positive integer"),
+        (["estimate", "--norm", "-1"], "argument --norm: expected a finite number > 0"),
+        (["estimate", "--activation", "tanh"], "argument --activation: invalid choice: 'tanh'"),
+        (["estimate", "--p", "1.5", "--samples", "100"], "p must lie in [0, 1]"),
+        (["estimate", "--seed", str(2**64), "--samples", "100"], "seed must be an integer in"),
+        (["estimate", "--samples", "1e15", "--n", "10"], "TiB of memory, more than this machine"),
+        (["estimate", "--weights", "missing.npy"], "No such file or directory: 'missing.npy'"),
+        (["train", "--steps", "0"], "argument --steps: expected a positive integer, got '0'"),
+        (["train", "--lr", "-1"], "argument --lr: expected a finite number > 0, got '-1'"),
+        (["train", "--p", "0.1,x"], "argument --p: expected a number or a comma-separated list"),
+        (["train", "--p", "0.1,0.2", "--instances", "3"], "--p gives 2 probabilities (one per"),
+        (["train", "--method", "exact", "--restarts", "-1"], "restarts must be an integer >= 0"),
+        (["sweep", "estimate", "--grid", "p"], "--grid expects NAME=VALUE, got 'p'"),
+        (["sweep", "bogus"], "argument kind: invalid choice: 'bogus'"),
+        (["sweep", "exact", "--set", "n=4", "--set", "d=2", "--set", "p=0.1", "--set",
+          "exponent=200"], "the largest usable exponent for these values is m = 150"),
+        (["reproduce", "figure4"], "argument experiment: invalid choice: 'figure4'"),
+        (["--bogus"], "unrecognized arguments: --bogus"),
+    ],
+)  # fmt: skip
+def test_bad_options_are_one_line_errors(argv, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    rc, _, err = _run(argv, capsys)
+    assert rc == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("fastsuper"), err
+    assert ": error: " in lines[0] and message in lines[0]
+    assert "sphere_dimension" not in err and "Traceback" not in err
+
+
+def test_backend_cuda_without_a_gpu_is_a_one_line_error(capsys):
+    if T.simulator():
+        pytest.skip("the CUDA simulator is on: backend='cuda' works")
+    try:
+        T.require_cuda()
+    except RuntimeError:
+        pass
+    else:  # pragma: no cover - a machine with a GPU
+        pytest.skip("a GPU is there: backend='cuda' works")
+    rc, _, err = _run(["estimate", "--backend", "cuda", "--samples", "100"], capsys)
+    assert rc == 2 and len(err.strip().splitlines()) == 1
+    assert err.startswith("fastsuper estimate: error: backend='cuda' needs a CUDA GPU")
+
+
+def test_train_takes_one_p_per_instance(tmp_path, capsys):
+    prefix = str(tmp_path / "ps")
+    argv = ["train", "--p", "0.1,0.2,0.3", "--steps", "20", "--out", prefix, "--no-plots"]
+    rc, out, _ = _run(argv, capsys)
+    assert rc == 0 and "instances=3" in out
+    res = fs.FitResult.load(prefix + ".npz")
+    assert res.n_instances == 3
+    np.testing.assert_array_equal(np.asarray(res.settings["p"])[:, 0], [0.1, 0.2, 0.3])
+
+
+def test_train_exact_names_its_starts(tmp_path, capsys):
+    argv = ["train", "--method", "exact", "--n", "5", "--d", "2", "--restarts", "4",
+            "--maxiter", "5", "--out", str(tmp_path / "e"), "--no-plots"]  # fmt: skip
+    rc, out, _ = _run(argv, capsys)
+    assert rc == 0
+    assert "best of 5 starts: the unsuperposed optimum and 4 random frames (--restarts 4)" in out
+
+
+@pytest.mark.filterwarnings("default::RuntimeWarning")
+def test_train_warns_in_one_line_when_the_loss_blows_up(tmp_path, capsys):
+    argv = ["train", "--lr", "1e6", "--steps", "200", "--instances", "1", "--no-plots",
+            "--out", str(tmp_path / "big")]  # fmt: skip
+    rc, _, err = _run(argv, capsys)
+    assert rc == 0
+    assert err.startswith("fastsuper train: warning: fit: the batch loss of instance 0 blew up")
+    assert "lr = 1e+06 is too large" in err and len(err.strip().splitlines()) == 1
+
+
+def test_subcommands_show_progress_on_a_terminal_only(tmp_path, capsys, monkeypatch):
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    out = str(tmp_path / "q")
+    argv = ["train", "--steps", "20", "--instances", "1", "--no-plots", "--out", out]
+    _run(argv, capsys)
+    assert capsys.readouterr().err == ""  # not a terminal
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    _run(argv, capsys)
+    assert "fit 20/20 steps 100%" in terminal.getvalue()
+    terminal.truncate(0)
+    _run([*argv, "--quiet"], capsys)
+    assert "steps" not in terminal.getvalue()

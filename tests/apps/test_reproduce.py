@@ -90,6 +90,7 @@ def test_figure3_progress_and_check_with_custom_settings(tmp_path, capsys):
     res = T.figure3(tmp_path, settings=settings, progress=True)
     err = capsys.readouterr().err
     assert "[1/3" in err and "d=4" in err  # progress lines
+    assert "figure3 3/3 points 100%" in err  # and the bar below them
     assert set(res["check"]) == {"4"}
     (pt,) = res["check"]["4"]["points"]
     assert pt["log_d_p"] == pytest.approx(-4.0)
@@ -202,3 +203,11 @@ def test_plot_capacity_draws_the_result(tmp_path):
     D = th.sphere_dimension(3, 3)
     np.testing.assert_allclose(cap.get_ydata(), res["kappa"] * np.minimum(cap.get_xdata(), D))
     assert "sum over features" in ax.get_ylabel()
+
+
+def test_capacity_progress_bar(tmp_path, capsys):
+    T.capacity(tmp_path, dims=(3,), ns=(3, 5), maxiter=5, progress=True)
+    err = capsys.readouterr().err
+    assert "capacity 2/2 points 100%" in err and "d=3 n=5" in err
+    T.capacity(tmp_path, dims=(3,), ns=(3, 5), maxiter=5)  # stderr is not a terminal
+    assert capsys.readouterr().err == ""

@@ -146,11 +146,33 @@ def test_fit_rows_save_loadable_weights(tmp_path):
 
 
 def test_progress_bar_on_stderr(capsys):
-    fs.sweep("exact", {"p": [0.01, 0.1]}, fixed={"n": 8, "d": 2})
+    fs.sweep("exact", {"p": [0.01, 0.1]}, fixed={"n": 8, "d": 2}, progress=True)
     err = capsys.readouterr().err
     assert "sweep 2/2" in err and "100%" in err
     fs.sweep("exact", {"p": [0.01, 0.1]}, fixed={"n": 8, "d": 2}, progress=False)
     assert capsys.readouterr().err == ""
+    fs.sweep("exact", {"p": [0.01, 0.1]}, fixed={"n": 8, "d": 2})  # stderr is not a terminal
+    assert capsys.readouterr().err == ""
+
+
+def test_integer_parameters_stay_integers(tmp_path):
+    """1e5 from a CSV cell or the command line is the integer 100000 in the table and the CSV."""
+    out = tmp_path / "ints.csv"
+    res = fs.sweep("estimate", {"p": [0.1]}, fixed={"n": 8.0, "d": 2, "n_samples": 1e4},
+                   output=out, progress=False)  # fmt: skip
+    assert res["n_samples"].dtype == np.int64 and res["n"].dtype == np.int64
+    header, row = out.read_text().splitlines()[:2]
+    cells = dict(zip(header.split(","), row.split(",")))
+    assert (cells["n"], cells["n_samples"]) == ("8", "10000")
+    with pytest.raises(TypeError, match="n_samples must be an integer >= 2, got 1000.5"):
+        fs.sweep("estimate", {"p": [0.1]}, fixed={"n": 8, "d": 2, "n_samples": 1000.5})
+
+
+def test_required_parameters_print_readably():
+    from fastsuper.apps.sweep import KINDS
+
+    assert repr(KINDS["estimate"]["n"]) == "REQUIRED"
+    assert "<object object" not in repr(KINDS)
 
 
 def test_to_csv_round_trips_through_resume(tmp_path, reference):

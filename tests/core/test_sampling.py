@@ -174,3 +174,58 @@ def test_bad_sample_arguments():
         fs.sample("x", 10)
     with pytest.raises(TypeError, match="dtype must be float32 or float64"):
         fs.sample(inputs, 10, dtype=np.int32)
+
+
+def test_seed_range():
+    """Seeds are 64-bit words or negative int64 values (taken modulo 2**64); a larger or a
+    smaller integer would alias another seed and is refused."""
+    inputs = fs.SparseInputs(20, p=0.2)
+    neg = fs.sample(inputs, 50, seed=-1)
+    top = fs.sample(inputs, 50, seed=2**64 - 1)
+    np.testing.assert_array_equal(neg.indices, top.indices)
+    np.testing.assert_array_equal(neg.values, top.values)
+    for bad in (2**64, 2**70, -(2**63) - 1):
+        with pytest.raises(ValueError, match=r"seed must be an integer in \[-2\*\*63, 2\*\*64\)"):
+            fs.sample(inputs, 10, seed=bad)
+
+
+def test_huge_batch_is_refused_before_allocating():
+    inputs = fs.SparseInputs(50, p=0.1)
+    message = r"n_samples = 1000000000000000 .* TiB of memory, more than this machine's memory"
+    with pytest.raises(MemoryError, match=message) as info:
+        fs.sample(inputs, 10**15)
+    assert isinstance(info.value, ValueError)  # a TooLargeError is both
+
+
+def test_moment_overflow_is_a_clear_error():
+    law = fs.ValueLaw("gaussian")
+    assert law.moment(300) == float(math.prod(range(299, 0, -2)))
+    assert law.moment(401) == 0.0  # odd moments of a symmetric law
+    message = r"E xi\*\*302 of ValueLaw\('gaussian'\) overflows float64"
+    with pytest.raises(ValueError, match=message):
+        law.moment(302)
+    big = fs.ValueLaw("discrete", support=[-3.0, 3.0], probs=[0.5, 0.5])
+    with pytest.raises(ValueError, match=r"E xi\*\*800 .* overflows float64"):
+        big.moment(800)
+
+
+def test_too_small_p_is_refused_by_the_samplers():
+    """Below p = 1e-17 the geometric gaps overflowed int64 and the sampler returned index
+    -2**63 (three 'active' features out of two); the samplers refuse it, the closed forms
+    take it."""
+    tiny = fs.SparseInputs(2, p=1.4419346291879379e-111, values="uniform_sym")
+    model = fs.Model(np.eye(2), exponent=3)
+    with pytest.raises(ValueError, match="sample: p = 1.44193e-111 is too small to sample"):
+        fs.sample(tiny, 5)
+    with pytest.raises(ValueError, match="p = 1.44193e-111 is too small to sample"):
+        fs.estimate_loss(model, tiny, 1000)
+    with pytest.raises(ValueError, match="p = 1e-30 is too small to sample"):
+        fs.fit(2, 1, p=1e-30, steps=1)
+    assert fs.exact_loss(model, tiny) >= 0
+    edge = fs.sample(fs.SparseInputs(3, p=1e-17), 1000, seed=1)
+    assert np.all((edge.indices >= 0) & (edge.indices < 3))
+
+
+def test_huge_feature_count_is_refused_before_allocating():
+    with pytest.raises(MemoryError, match=r"SparseInputs: n = 10000000000000 features needs"):
+        fs.SparseInputs(10**13, p=0.1)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from naive import enumerate_inputs, forward_numpy, gain_numpy, loss_numpy
 
+import fastsuper as fs
 from fastsuper import (
     Model,
     SparseInputs,
@@ -245,3 +246,39 @@ def test_overflow_raises(func):
     inputs = SparseInputs(3, p=0.5, values="rademacher")
     with pytest.raises(FloatingPointError, match=r"overflow.*feature j = 0.*m = 5"):
         func(model, inputs)
+
+
+def test_exponent_beyond_the_float64_moments_is_a_clear_error():
+    """Exponent 200 with Gaussian values needs E xi**401; (r - 1)!! overflows float64 from
+    r = 302: a ValueError naming the largest usable exponent, not a raw OverflowError."""
+    model = fs.Model(0.5 * np.eye(2, 4), exponent=200)
+    inputs = fs.SparseInputs(4, p=0.1, values="gaussian")
+    message = (
+        r"exponent m = 200 needs the moments .* overflow float64 beyond r = 301; the largest "
+        r"usable exponent .* m = 150"
+    )
+    for func in (fs.exact_loss, fs.exact_gain, fs.exact_loss_grad, fs.low_order_terms):
+        with pytest.raises(ValueError, match=message):
+            func(model, inputs)
+
+
+def test_exact_loss_too_large_for_memory_is_refused_up_front():
+    """n = 10**7 would need A = W.T @ W of 728 TiB: refused with the size and the machine's
+    memory, before anything of that size is allocated."""
+    n = 10**7
+    model = fs.Model(np.ones((1, n), dtype=np.float32), exponent=3)
+    inputs = fs.SparseInputs(n, p=1e-7)
+    message = r"exact_loss: the closed form at n = 10000000 .* 728 TiB of memory, more than this"
+    with pytest.raises(MemoryError, match=message):
+        fs.exact_loss(model, inputs)
+
+
+def test_random_frame_checks_its_arguments():
+    from fastsuper.analysis import random_frame
+
+    with pytest.raises(ValueError, match="random_frame: n must be an integer >= 1, got 0"):
+        random_frame(0, 2, 1.0)
+    with pytest.raises(ValueError, match="random_frame: norm must be >= 0"):
+        random_frame(3, 2, -1.0)
+    with pytest.raises(MemoryError, match=r"random_frame: a \(10, 1000000000000\) frame needs"):
+        random_frame(10**12, 10, 1.0)

@@ -206,3 +206,39 @@ def test_import_fastsuper_does_not_import_dask():
     code = "import sys, fastsuper; print('dask' in sys.modules, 'distributed' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
+
+
+def test_main_guard_detection():
+    src = (
+        "import fastsuper as fs\n"
+        "est = fs.estimate_loss(m, i, backend='dask')\n"
+        "def main():\n"
+        "    fs.estimate_loss(m, i, backend='dask')\n"
+        'if "__main__" == __name__:\n'
+        "    main()\n"
+        "else:\n"
+        "    main()\n"
+    )
+    assert [T.guarded_by_main(src, line) for line in (2, 4, 6, 8)] == [False, False, True, False]
+
+
+def test_script_without_main_guard_gets_a_clear_error(tmp_path):
+    """backend="dask" from a script's top level, without ``if __name__ == "__main__":``:
+    every spawned worker would re-run the script, and the cluster failed with "Nanny failed
+    to start" and the workers' tracebacks.  Now: one clear error, before any worker starts."""
+    script = tmp_path / "unguarded.py"
+    script.write_text(
+        "import numpy as np\n"
+        "import fastsuper as fs\n"
+        "model = fs.Model(np.eye(2, 8), exponent=3)\n"
+        "fs.estimate_loss(model, fs.SparseInputs(8, p=0.1), 10_000, backend='dask')\n"
+    )
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                         env=env, cwd=tmp_path, timeout=300)  # fmt: skip
+    assert run.returncode == 1
+    last = run.stderr.strip().splitlines()[-1]
+    assert last.startswith("RuntimeError: backend='dask' starts a local Dask cluster")
+    assert f"the script {script}, and line 4 of it runs at import time" in last
+    assert 'if __name__ == "__main__":' in last
+    assert "Nanny" not in run.stderr

@@ -8,6 +8,7 @@ from checks import assert_same_estimate
 from naive import enumerate_inputs, gain_numpy, loss_numpy
 
 import fastsuper as fs
+from fastsuper import testing as T
 
 
 @pytest.mark.parametrize(
@@ -176,3 +177,45 @@ def test_estimate_says_what_loss_and_gain_are():
     )
     assert f"mean={est.mean:.6g} ± {est.stderr:.3g} (loss, sum over the 10 features)" in repr(est)
     assert est.mean_over_features == est.mean / 10
+
+
+@pytest.mark.parametrize("path", ["blocked", "columns_blocked"])
+def test_progress_bar_leaves_the_numbers_alone(path, capsys):
+    """progress=True runs the blocks in chunks under a bar: the same numbers bit for bit."""
+    model = random_model(60, 4, "relu_power", 1.5, bias=True, seed=2)
+    inputs = fs.SparseInputs(60, p=0.05, values="uniform")
+    kw = dict(seed=5, path=path, per_feature=True, block_size=512)
+    quiet = fs.estimate_loss(model, inputs, 300_001, **kw)
+    assert capsys.readouterr().err == ""  # progress=None: stderr is not a terminal here
+    shown = fs.estimate_loss(model, inputs, 300_001, progress=True, **kw)
+    assert "estimate_loss 300k/300k samples 100%" in capsys.readouterr().err
+    for name in ("mean", "stderr", "gain_mean", "gain_stderr", "n_samples"):
+        assert getattr(shown, name) == getattr(quiet, name)
+    np.testing.assert_array_equal(shown.per_feature, quiet.per_feature)
+    np.testing.assert_array_equal(shown.per_feature_stderr, quiet.per_feature_stderr)
+
+
+def test_memory_is_estimated_before_the_run(monkeypatch):
+    model = random_model(50, 3, "power", 3, seed=1)
+    inputs = fs.SparseInputs(50, p=0.02)
+    message = r"n_samples = 1000000000000000 in blocks of 2048 needs about 24.9 TiB of memory"
+    with pytest.raises(MemoryError, match=message + ", more than this machine's"):
+        fs.estimate_loss(model, inputs, 10**15)
+    monkeypatch.setattr(T.config, "MEMORY_LIMIT_BYTES", 256 << 10)
+    fs.estimate_loss(model, inputs, 10**6, path="blocked")  # 489 blocks of statistics: 27 kB
+    message = r"with per-feature terms needs about .* GiB of memory, more than the limit"
+    with pytest.raises(ValueError, match=message + " fastsuper.core.config.MEMORY_LIMIT_BYTES"):
+        fs.estimate_loss(model, inputs, 10**6, path="blocked", per_feature=True)  # 418 kB
+
+
+def test_seed_and_sample_index_ranges():
+    model = random_model(10, 2, "power", 3, seed=1)
+    inputs = fs.SparseInputs(10, p=0.1)
+    a = fs.estimate_loss(model, inputs, 1000, seed=-1)
+    b = fs.estimate_loss(model, inputs, 1000, seed=2**64 - 1)
+    assert (a.mean, a.stderr) == (b.mean, b.stderr)  # -1 is the word 2**64 - 1
+    message = r"seed must be an integer in \[-2\*\*63, 2\*\*64\), got 18446744073709551616"
+    with pytest.raises(ValueError, match=message):
+        fs.estimate_loss(model, inputs, 1000, seed=2**64)
+    with pytest.raises(ValueError, match=r"start \+ n_samples must be at most 2\*\*63 - 1"):
+        fs.estimate_loss(model, inputs, 1000, start=2**63 - 10)

@@ -412,7 +412,7 @@ def test_fit_defaults_and_progress(capsys):
         (dict(values=3), TypeError, "values must be a value-law name"),
         (dict(bias="yes"), TypeError, "bias must be True or False"),
         (dict(method="sgd"), ValueError, r"method must be one of \['adam', 'exact'\], got 'sgd'"),
-        (dict(steps=-1), ValueError, "steps must be an integer >= 0"),
+        (dict(steps=-1), ValueError, "steps must be an integer >= 1"),
         (dict(batch_size=0), ValueError, "batch_size must be an integer >= 1"),
         (dict(lr=0.0), ValueError, "lr must be > 0"),
         (dict(lr=float("nan")), ValueError, "lr must be finite"),
@@ -474,3 +474,24 @@ def test_loss_grad_bad_arguments():
     big = fs.Model(np.full((2, 5), 1e80), activation="power", exponent=3)
     with pytest.raises(FloatingPointError, match="overflowed"):
         loss_grad(big, fs.SparseInputs(5, p=1.0, values="constant"), 10)
+
+
+def test_fit_needs_at_least_one_step():
+    """No step means no recorded loss: refused instead of a final loss of NaN."""
+    with pytest.raises(ValueError, match="steps must be an integer >= 1, got 0"):
+        fs.fit(5, 2, steps=0)
+
+
+def test_fit_warns_when_the_loss_blows_up():
+    """A learning rate that makes the loss explode (to ~1e17 here) gets a RuntimeWarning
+    naming lr; a sane one trains without a warning (warnings are errors in the tests)."""
+    with pytest.warns(RuntimeWarning, match=r"blew up to .* lr = 1e\+06 is too large"):
+        res = fs.fit(5, 2, lr=1e6, steps=300, log_every=10)
+    assert res.final_loss[0] > 1e10
+    fs.fit(5, 2, lr=1e-2, steps=300, log_every=10)
+
+
+def test_fit_too_large_for_memory_is_refused_up_front():
+    with pytest.raises(MemoryError, match=r"fit: fit of 1 instances with n = 5, d = 2 and "
+                       r"10000000000000 steps needs about .* TiB"):  # fmt: skip
+        fs.fit(5, 2, steps=10**13, log_every=1)

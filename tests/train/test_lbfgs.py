@@ -256,7 +256,9 @@ def test_init_norm_and_objective_scaling():
         (dict(importance=[1.0, 0.0, 1.0, 1.0]), ValueError, "importance must be finite and > 0"),
         (dict(bias=1), TypeError, "bias must be True or False"),
         (dict(restarts=-1), ValueError, "restarts must be an integer >= 0"),
-        (dict(seed=-3), ValueError, "seed must be an integer >= 0"),
+        (dict(seed=-3), ValueError, r"seed must be an integer in \[0, 2\*\*64\), got -3"),
+        (dict(seed=2**64), ValueError, r"seed must be an integer in \[0, 2\*\*64\)"),
+        (dict(progress="yes"), TypeError, "progress must be True or False"),
         (dict(maxiter=0), ValueError, "maxiter must be an integer >= 1"),
         (dict(tol=0.0), ValueError, "tol must be > 0"),
         (dict(tol=math.nan), ValueError, "tol must be"),
@@ -318,3 +320,12 @@ def test_exact_fit_says_its_loss_and_gain_are_sums():
     assert fit.loss_mean_over_features == fit.loss / 4
     assert fit.gain_mean_over_features == fit.gain / 4
     assert fit.gain_history is fit.history
+
+
+def test_progress_bar_counts_every_start(capsys):
+    fit = fit_exact(5, 2, m=3, p=0.01, restarts=2, maxiter=20, progress=True)
+    err = capsys.readouterr().err
+    assert len(fit.starts) == 3  # the unsuperposed optimum and 2 random frames
+    assert "fit_exact 3/3 starts 100%" in err and "iteration" in err
+    fit_exact(5, 2, m=3, p=0.01, restarts=2, maxiter=20)  # progress=None: not a terminal here
+    assert capsys.readouterr().err == ""
