@@ -83,6 +83,7 @@ def unsuperposed_gain(n, d, m, p, law="gaussian") -> float:
     Returns
     -------
     float
+        The gain of the best model without superposition (``A`` diagonal).
 
     Examples
     --------
@@ -119,6 +120,7 @@ def linear_optimum(n, d, p, law="gaussian") -> float:
     Returns
     -------
     float
+        The largest gain of the linear model over all ``W``.
 
     Examples
     --------

@@ -143,6 +143,7 @@ def random_frame_value(n, d, m, law) -> float:
     Returns
     -------
     float
+        The expected ``F`` of random unit directions at their best common norm.
 
     Examples
     --------

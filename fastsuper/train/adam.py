@@ -60,6 +60,7 @@ from fastsuper.core.progress import progress_bar, progress_enabled
 from fastsuper.core.rng import seed_key
 from fastsuper.train.common import (
     MASK64,
+    AdamRun,
     SampledLossGrad,
     instance_seed,
     law_from_spec,
@@ -637,11 +638,11 @@ def _fit_adam(o: FitOptions) -> FitResult:
     if backend == "cuda":
         from fastsuper.train.cuda import fit_adam_cuda
 
-        hist, status, elapsed = fit_adam_cuda(
-            W, B, P, imp, law, activation=activation, exponent=exponent, bias=bias,
-            seed=settings["seed"], steps=steps, batch_size=batch, lr=lr, betas=(beta1, beta2),
-            eps=eps, log_every=log_every, progress=progress,
+        run = AdamRun(
+            activation, exponent, bias, settings["seed"], steps, batch, lr, (beta1, beta2), eps,
+            log_every, progress,
         )  # fmt: skip
+        hist, status, elapsed = fit_adam_cuda(W, B, P, imp, law, run)
         _raise_diverged(status, lr, W.dtype, exponent)
         _warn_blown_up(hist, P, imp, law, lr)
         return FitResult(W, B, hist * n, settings, "adam", W0_copy, elapsed)

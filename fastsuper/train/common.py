@@ -12,6 +12,7 @@ from fastsuper.core.laws import ValueLaw
 from fastsuper.core.rng import mix64, seed_key
 
 __all__ = [
+    "AdamRun",
     "SampledLossGrad",
     "check_model_inputs",
     "instance_seed",
@@ -22,6 +23,22 @@ __all__ = [
 
 MASK64 = (1 << 64) - 1
 _INSTANCE_SALT = 0x452821E638D01377  # digits of pi, after those of fastsuper.core.rng
+
+
+class AdamRun(NamedTuple):
+    """The activation and the checked Adam settings of one :func:`fastsuper.fit` run."""
+
+    activation: str
+    exponent: float
+    bias: bool
+    seed: int
+    steps: int
+    batch_size: int
+    lr: float
+    betas: tuple
+    eps: float
+    log_every: int
+    progress: bool
 
 
 class SampledLossGrad(NamedTuple):

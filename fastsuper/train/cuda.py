@@ -16,6 +16,7 @@ from fastsuper.core.model import Model
 from fastsuper.core.progress import progress_bar
 from fastsuper.mc.cuda import DeviceInputs, chunk_samples, draw_chunk
 from fastsuper.train.common import (
+    AdamRun,
     SampledLossGrad,
     check_model_inputs,
     instance_seed,
@@ -107,27 +108,9 @@ def loss_grad_cuda(
         gbuf = cuda.device_array((nbc, n), dtype=dtype)
         lbuf = cuda.device_array((nbc, n), dtype=np.float64)
         kc.grad_kernel[launch_grid(cuda, nbc, 1), threads](
-            W_d,
-            b_d,
-            imp_d,
-            imp2_d,
-            act,
-            dtype.type(0),
-            block,
-            ns,
-            start + lo,
-            indptr_d,
-            indices_d,
-            values_d,
-            hbuf,
-            gbuf,
-            ubuf,
-            lbuf,
-            loss,
-            bad,
-            gW,
-            gb,
-        )
+            W_d, b_d, imp_d, imp2_d, act, dtype.type(0), block, ns, start + lo, indptr_d,
+            indices_d, values_d, hbuf, gbuf, ubuf, lbuf, loss, bad, gW, gb,
+        )  # fmt: skip
         bad_h = bad.copy_to_host()
         for c in range(nbc):
             if bad_h[c, 0] > 0:
@@ -137,6 +120,13 @@ def loss_grad_cuda(
         loss_sum += merge_blocks(
             loss.copy_to_host(), gW.copy_to_host(), gb.copy_to_host(), tot_gW, tot_gb
         )
+    _check_finite(model, seed, n_bad, first_bad, loss_sum / n_samples, tot_gW, tot_gb)
+    inv = 1.0 / n_samples
+    return SampledLossGrad(loss_sum * inv, tot_gW * inv, tot_gb * inv)
+
+
+def _check_finite(model, seed, n_bad, first_bad, loss, gW, gb) -> None:
+    """Raise ``FloatingPointError`` for overflowed samples or a gradient that is not finite."""
     if n_bad:
         raise FloatingPointError(
             f"the loss overflowed (inf or NaN) in {n_bad} samples, first at sample index "
@@ -144,36 +134,16 @@ def loss_grad_cuda(
             f"{model.dtype} with exponent {model.exponent:g}: scale W down"
             + (" or use float64" if model.dtype == np.float32 else "")
         )
-    if not (np.all(np.isfinite(tot_gW)) and np.all(np.isfinite(tot_gb))):
+    if not (np.all(np.isfinite(gW)) and np.all(np.isfinite(gb))):
         raise FloatingPointError(
-            f"the gradient is not finite (the loss is {loss_sum / n_samples:g}): phi' is "
+            f"the gradient is not finite (the loss is {loss:g}): phi' is "
             f"unbounded where the loss is not differentiable ({model.activation} with exponent "
             f"{model.exponent:g}) or the products overflowed; scale W down or use another "
             "exponent"
         )
-    inv = 1.0 / n_samples
-    return SampledLossGrad(loss_sum * inv, tot_gW * inv, tot_gb * inv)
 
 
-def fit_adam_cuda(
-    W: np.ndarray,
-    B: np.ndarray,
-    P: np.ndarray,
-    imp: np.ndarray,
-    law,
-    *,
-    activation: str,
-    exponent: float,
-    bias: bool,
-    seed: int,
-    steps: int,
-    batch_size: int,
-    lr: float,
-    betas: tuple[float, float],
-    eps: float,
-    log_every: int,
-    progress: bool = False,
-):
+def fit_adam_cuda(W: np.ndarray, B: np.ndarray, P: np.ndarray, imp: np.ndarray, law, run: AdamRun):
     """Adam training of ``fit(..., backend="cuda")``: gradients on the GPU, updates on the host.
 
     Validated arguments come from :func:`fastsuper.fit`, which is the public
@@ -197,8 +167,8 @@ def fit_adam_cuda(
         Feature probabilities and importances.
     law : ValueLaw
         Law of an active feature's value.
-    activation, exponent, bias, seed, steps, batch_size, lr, betas, eps, log_every, progress
-        As in :func:`fastsuper.fit`.
+    run : AdamRun
+        The model's activation and the checked Adam settings of :func:`fastsuper.fit`.
 
     Returns
     -------
@@ -212,6 +182,7 @@ def fit_adam_cuda(
     """
     from fastsuper.train.kernels_cpu import OK, adam_update
 
+    activation, exponent, bias, seed, steps, batch_size, lr, betas, eps, log_every, progress = run
     require_cuda()
     n_inst, d, n = W.shape
     beta1, beta2 = float(betas[0]), float(betas[1])

@@ -208,7 +208,7 @@ def test_sweep_help_lists_the_kinds_and_their_parameters(capsys):
     assert rc == 0
     assert "<object object" not in out and "fastsuper.sweep.KINDS" not in out
     flat = " ".join(out.split())
-    assert "estimate n, d, p (required); exponent=3, activation=power" in flat
+    assert "estimate n, d, p (required); exponent=None, activation=power" in flat
     assert "n_samples=100000" in flat and "exact n, d, p (required)" in flat
     assert "fit n, d, p (required); activation=relu_power" in flat and "eval_samples=" in flat
 
