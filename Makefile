@@ -20,11 +20,13 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/fastsuper estimate
 
-# 1. lint; 2. unit tests, the doctests of the package and the tutorials;
-# 3. CUDA kernels on the CUDA simulator (pytest exit code 5, "no tests
-# collected", is accepted); 4. the documentation, warnings as errors.
+# 1. lint and the import contracts (pyproject.toml [tool.importlinter]); 2. unit
+# tests, the doctests of the package and the tutorials; 3. CUDA kernels on the
+# CUDA simulator (pytest exit code 5, "no tests collected", is accepted); 4. the
+# documentation, warnings as errors.
 test: $(STAMP)
 	$(BIN)/ruff check fastsuper tests benchmarks scripts
+	$(BIN)/lint-imports
 	OPENBLAS_NUM_THREADS=1 NUMBA_NUM_THREADS=$(THREADS) $(BIN)/python -m pytest -q tests --doctest-modules fastsuper
 	NUMBA_ENABLE_CUDASIM=1 NUMBA_NUM_THREADS=$(THREADS) $(BIN)/python -m pytest -q -m cudasim tests; \
 		rc=$$?; if [ $$rc -eq 5 ]; then echo "no cudasim tests collected"; rc=0; fi; exit $$rc
@@ -33,6 +35,7 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check fastsuper tests benchmarks scripts
 	$(BIN)/ruff format --check fastsuper tests benchmarks scripts
+	$(BIN)/lint-imports
 
 format: $(STAMP)
 	$(BIN)/ruff format fastsuper tests benchmarks scripts

@@ -119,17 +119,14 @@ class Forward:
 
 
 class Backward:
-    """``fastsuper.train.adam.loss_grad``: sampled loss and gradient in W and b."""
+    """``fastsuper.loss_grad``: sampled loss and gradient in W and b."""
 
     params = (DTYPES, ["1000,64,0.01", "100,20,0.1"])
     param_names = ["dtype", "n,d,p"]
     timeout = 300
 
     def setup(self, dtype, shape):
-        try:
-            from fastsuper.train.adam import loss_grad
-        except ImportError as exc:  # not in this version of the package
-            raise NotImplementedError("fastsuper.train.adam.loss_grad is not available") from exc
+        loss_grad = fs.loss_grad
         n, d, p = _shape(shape)
         W = _frame(n, d, dtype)
         self.model = fs.Model(W, np.zeros(n, dtype), activation="relu_power", exponent=2)

@@ -8,24 +8,34 @@ Quantities of a weight matrix ``W`` (d, n) with ``A = W.T @ W``:
 
 the constants of THEORY §5.3 (:func:`kappa`, :func:`sphere_dimension`,
 :func:`first_order_cap`, :func:`random_frame_value`,
-:func:`random_frame_norm`), and plotting helpers that write PNG files
-(:func:`plot_gram`, :func:`plot_features`, :func:`plot_loss_history`; they
-need matplotlib, imported only when called, with the Agg backend).
+:func:`random_frame_norm`), random frames (:func:`random_frame`) -- defined in
+:mod:`fastsuper.exact.first_order`, below the training code that uses them -- and
+plotting helpers (:func:`plot_gram`, :func:`plot_features`,
+:func:`plot_loss_history`): each takes the arrays or the result object, draws
+on a given matplotlib ``Axes`` or a new figure, returns the Axes, and writes a
+PNG file only when given a path.  They need matplotlib, imported only when
+called.
 """
 
 from __future__ import annotations
 
-import math
-import numbers
-from pathlib import Path
-
 import numpy as np
 
-from fastsuper.core import config
 from fastsuper.core import validation as v
-from fastsuper.core.laws import ValueLaw
+from fastsuper.exact.first_order import (
+    first_order_cap,
+    first_order_objective,
+    gram_blocks,
+    kappa,
+    random_frame,
+    random_frame_norm,
+    random_frame_value,
+    sphere_dimension,
+)
 
 __all__ = [
+    "LEGEND_MAX",
+    "axes_for",
     "feature_dimensionality",
     "first_order_cap",
     "first_order_objective",
@@ -33,57 +43,17 @@ __all__ = [
     "plot_features",
     "plot_gram",
     "plot_loss_history",
+    "pyplot",
+    "random_frame",
     "random_frame_norm",
     "random_frame_value",
+    "save_png",
     "sphere_dimension",
 ]
 
 
 # --------------------------------------------------------------------------
-# argument checks
-
-
-def _check_int(func: str, name: str, value, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        if not (isinstance(value, float) and value.is_integer()):
-            raise TypeError(f"{func}: {name} must be an integer >= {minimum}, got {value!r}")
-    value = int(value)
-    if value < minimum:
-        raise ValueError(f"{func}: {name} must be an integer >= {minimum}, got {value}")
-    return value
-
-
-def _law(func: str, law) -> ValueLaw:
-    if isinstance(law, ValueLaw):
-        return law
-    if isinstance(law, str):
-        try:
-            return ValueLaw(law)
-        except ValueError as exc:
-            raise ValueError(f"{func}: law: {exc}") from None
-    raise TypeError(
-        f"{func}: law must be a ValueLaw or one of 'gaussian', 'rademacher', 'uniform_sym', "
-        f"'uniform', 'constant', got {law!r}"
-    )
-
-
-def _weights(func: str, W) -> np.ndarray:
-    try:
-        W = v.as_float_array("W", W, ndim=2, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise type(exc)(f"{func}: {exc} (W has shape (d, n))") from None
-    if W.shape[0] < 1 or W.shape[1] < 1:
-        raise ValueError(f"{func}: W must have shape (d, n) with d, n >= 1, got {W.shape}")
-    return W
-
-
-def _gram_blocks(W: np.ndarray):
-    """Yield ``(lo, hi, G)`` with ``G = W[:, lo:hi].T @ W`` for row blocks of ``A``."""
-    n = W.shape[1]
-    block = max(1, config.GEOMETRY_BLOCK_ELEMS // n)
-    for lo in range(0, n, block):
-        hi = min(lo + block, n)
-        yield lo, hi, W[:, lo:hi].T @ W
+# helpers
 
 
 # --------------------------------------------------------------------------
@@ -119,260 +89,38 @@ def feature_dimensionality(W) -> np.ndarray:
     >>> np.round(feature_dimensionality(np.stack([np.cos(t), np.sin(t)])), 12)
     array([0.4, 0.4, 0.4, 0.4, 0.4])
     """
-    W = _weights("feature_dimensionality", W)
+    W = v.check_weights("W", W, func="feature_dimensionality")
     n = W.shape[1]
     sq = np.einsum("ij,ij->j", W, W)  # |w_i|**2
     out = np.zeros(n)
-    for lo, hi, G in _gram_blocks(W):
+    for lo, hi, G in gram_blocks(W):
         denom = np.einsum("ij,ij->i", G, G)  # sum_j (w_i . w_j)**2 >= |w_i|**4
         nz = sq[lo:hi] > 0
         out[lo:hi][nz] = sq[lo:hi][nz] ** 2 / denom[nz]
     return out
 
 
-def first_order_objective(W, law, m) -> float:
-    """First-order coefficient ``F(A)`` of the exact gain in ``p`` (THEORY §5.3).
-
-    For the ``power`` model ``x_hat = (A x)**m`` without bias, unit
-    importances and independent features with one probability ``p``, the
-    exact gain is ``p F(A) + O(p**2)`` with::
-
-        F(A) = 2 mu_{m+1} tr(A^∘m) - mu_{2m} |A^∘m|_F**2,
-
-    ``A = W.T @ W`` and ``A^∘m`` its entrywise power (only one feature is
-    active at first order).  ``sup_W F = kappa min(n, D(d, m))`` where equality
-    holds (see :func:`first_order_cap`).
-
-    Parameters
-    ----------
-    W : array_like of shape (d, n)
-        Weights.
-    law : ValueLaw or str
-        Value law of the active features (``mu_r`` its raw moments).
-    m : int
-        The exponent, an integer ``>= 1``.
-
-    Returns
-    -------
-    float
-        ``F(A)``, computed in float64 by row blocks of ``A`` (``O(n**2 d)``
-        time, ``O(n)`` extra memory per block row).
-
-    Examples
-    --------
-    Unsuperposed optimum (``A_ii**m = mu_{m+1} / mu_{2m}`` = 1/5 for Gaussian
-    values and ``m = 3``) on two features: ``F = 2 kappa = 2 * 0.6``.
-
-    >>> import numpy as np
-    >>> from fastsuper.analysis import first_order_objective
-    >>> round(first_order_objective(0.2 ** (1 / 6) * np.eye(2), "gaussian", 3), 12)
-    1.2
-    """
-    func = "first_order_objective"
-    W = _weights(func, W)
-    law = _law(func, law)
-    m = _check_int(func, "m", m, 1)
-    mu_a, mu_b = law.moment(m + 1), law.moment(2 * m)
-    sq = np.einsum("ij,ij->j", W, W)
-    trace = math.fsum((sq**m).tolist())
-    frob = 0.0
-    for _, _, G in _gram_blocks(W):
-        frob += float(np.sum(G ** (2 * m)))
-    return 2.0 * mu_a * trace - mu_b * frob
-
-
-# --------------------------------------------------------------------------
-# the constants of THEORY §5.3
-
-
-def kappa(law, m) -> float:
-    """``kappa = mu_{m+1}**2 / mu_{2m}``, the best first-order gain per feature.
-
-    Without superposition a feature contributes at most ``p kappa`` to the
-    gain (THEORY §5.1).
-
-    Parameters
-    ----------
-    law : ValueLaw or str
-        Value law.
-    m : int
-        The exponent, an integer ``>= 1``.
-
-    Returns
-    -------
-    float
-        ``mu_{m+1}**2 / mu_{2m}`` (0 when ``mu_{2m} = 0``).
-
-    Examples
-    --------
-    >>> from fastsuper.analysis import kappa
-    >>> kappa("gaussian", 3), kappa("rademacher", 3), kappa("gaussian", 1)
-    (0.6, 1.0, 1.0)
-    """
-    func = "kappa"
-    law = _law(func, law)
-    m = _check_int(func, "m", m, 1)
-    mu_b = law.moment(2 * m)
-    return law.moment(m + 1) ** 2 / mu_b if mu_b > 0 else 0.0
-
-
-def sphere_dimension(d, m) -> float:
-    """``D(d, m) = d (d+2) (d+4) ··· (d+2m-2) / (2m-1)!!`` (THEORY §5.3).
-
-    ``1 / D(d, m)`` is the mean of ``u_1**(2m)`` over the unit sphere of
-    ``R^d``; ``D(d, 1) = d``, ``D(1, m) = 1`` and ``D(d, m) <= d**m``.
-
-    Parameters
-    ----------
-    d, m : int
-        Dimension and exponent, integers ``>= 1``.
-
-    Returns
-    -------
-    float
-
-    Examples
-    --------
-    >>> from fastsuper.analysis import sphere_dimension
-    >>> sphere_dimension(10, 3), sphere_dimension(15, 3), sphere_dimension(2, 3)
-    (112.0, 323.0, 3.2)
-    """
-    func = "sphere_dimension"
-    d = _check_int(func, "d", d, 1)
-    m = _check_int(func, "m", m, 1)
-    num = math.prod(d + 2 * i for i in range(m))
-    return num / math.prod(range(2 * m - 1, 0, -2))
-
-
-def first_order_cap(d, m, law, n=None) -> float:
-    """Upper bound ``kappa D(d, m)`` on ``F`` (THEORY §5.3); ``kappa min(n, D)`` with ``n``.
-
-    So the exact gain of any ``W`` (no bias, unit importances) is at most
-    ``p kappa min(n, D(d, m)) + O(p**2)``.
-
-    Parameters
-    ----------
-    d, m : int
-        Hidden dimension and exponent (integers ``>= 1``).
-    law : ValueLaw or str
-        Value law.
-    n : int, optional
-        Number of features; the cap is then ``kappa min(n, D(d, m))``.
-
-    Returns
-    -------
-    float
-
-    Examples
-    --------
-    >>> from fastsuper.analysis import first_order_cap
-    >>> round(first_order_cap(10, 3, "gaussian"), 12)  # 0.6 * 112
-    67.2
-    >>> first_order_cap(10, 3, "rademacher", n=50)
-    50.0
-    """
-    cap = kappa(law, m) * sphere_dimension(d, m)
-    if n is not None:
-        n = _check_int("first_order_cap", "n", n, 1)
-        cap = min(cap, kappa(law, m) * n)
-    return cap
-
-
-def random_frame_value(n, d, m, law) -> float:
-    """Expected ``F`` of a random frame: ``kappa n D / (n + D - 1)`` (THEORY §5.3).
-
-    The lower bound of THEORY §5.3: ``n`` independent uniform unit directions
-    ``u_i`` have ``E sum_{i,j} (u_i . u_j)**(2m) = n + n (n-1) / D(d, m)``, so
-    with the common norm of :func:`random_frame_norm` the expectation of
-    ``F`` is exactly this value, and ``sup_W F`` is at least it.
-
-    Parameters
-    ----------
-    n, d, m : int
-        Features, hidden dimension and exponent (integers ``>= 1``).
-    law : ValueLaw or str
-        Value law.
-
-    Returns
-    -------
-    float
-
-    Examples
-    --------
-    >>> from fastsuper.analysis import random_frame_value
-    >>> round(random_frame_value(60, 4, 3, "gaussian"), 6)  # 0.6 * 60 * 12.8 / 71.8
-    6.417827
-    """
-    n = _check_int("random_frame_value", "n", n, 1)
-    D = sphere_dimension(d, m)
-    return kappa(law, m) * n * D / (n + D - 1.0)
-
-
-def random_frame_norm(n, d, m, law) -> float:
-    """Best common column norm of ``n`` random unit directions (THEORY §5.3).
-
-    With ``A_ii = c`` and ``E (u_i . u_j)**(2m) = 1/D`` the expected ``F`` is
-    ``n (2 mu_{m+1} c**m - mu_{2m} c**(2m) (1 + (n-1)/D))``, largest at
-    ``c**m = mu_{m+1} / (mu_{2m} (1 + (n-1)/D(d, m)))``; the column norm is
-    ``sqrt(c)``.
-
-    Parameters
-    ----------
-    n, d, m : int
-        Features, hidden dimension and exponent (integers ``>= 1``).
-    law : ValueLaw or str
-        Value law.
-
-    Returns
-    -------
-    float
-        ``sqrt(c)``; 1.0 where ``mu_{m+1} <= 0`` or ``mu_{2m} = 0`` (no
-        positive optimum: nothing is reconstructed to first order).
-
-    Examples
-    --------
-    >>> from fastsuper.analysis import random_frame_norm
-    >>> round(random_frame_norm(1, 4, 3, "gaussian") ** 6, 12)  # one feature: mu_4 / mu_6
-    0.2
-    """
-    func = "random_frame_norm"
-    n = _check_int(func, "n", n, 1)
-    law = _law(func, law)
-    D = sphere_dimension(d, m)
-    num, den = law.moment(m + 1), law.moment(2 * m)
-    if num <= 0 or den <= 0:
-        return 1.0
-    c_m = num / (den * (1.0 + (n - 1) / D))
-    return float(c_m ** (1.0 / (2 * m)))
-
-
-def random_frame(n: int, d: int, norm: float, seed=0, dtype=np.float64) -> np.ndarray:
-    """``W`` (d, n) with independent uniformly random column directions of length ``norm``.
-
-    ``seed`` is anything :func:`numpy.random.default_rng` takes (an int or a
-    list of ints).
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from fastsuper.analysis import random_frame
-    >>> W = random_frame(5, 3, 2.0, seed=1)
-    >>> W.shape, np.allclose(np.linalg.norm(W, axis=0), 2.0)
-    ((3, 5), True)
-    """
-    rng = np.random.default_rng(seed)
-    W = rng.standard_normal((d, n))
-    nrm = np.linalg.norm(W, axis=0)
-    nrm[nrm == 0] = 1.0
-    return (W * (norm / nrm)).astype(dtype)
-
-
 # --------------------------------------------------------------------------
 # plots
 
+#: :func:`plot_loss_history` draws a legend only up to this many curves
+LEGEND_MAX = 10
 
-def _pyplot():
-    """matplotlib.pyplot with the Agg backend (a clear error if matplotlib is missing)."""
+
+def pyplot():
+    """:mod:`matplotlib.pyplot`, imported when called (a clear error if matplotlib is missing).
+
+    The backend is matplotlib's choice (inline in a notebook, Agg without a
+    display); the plotting helpers use pyplot only for the figures they show,
+    not for those they only write to a file.
+    """
+    _matplotlib()
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _matplotlib():
     try:
         import matplotlib
     except ImportError as exc:  # pragma: no cover - depends on the environment
@@ -380,62 +128,93 @@ def _pyplot():
             "the plotting helpers need matplotlib: pip install matplotlib "
             "(or the 'plot' extra: pip install fastsuper[plot])"
         ) from exc
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt
+    return matplotlib
 
 
-def _out_path(func: str, path) -> Path:
-    if not isinstance(path, (str, Path)):
-        raise TypeError(f"{func}: path must be a str or pathlib.Path, got {path!r}")
-    return Path(path)
+def axes_for(ax, path, figsize: tuple, ncols: int = 1, *, func: str):
+    """``(axes, path)``: ``ax`` itself, or the Axes of a new figure, and the checked ``path``.
+
+    A new figure is a pyplot figure when ``path`` is ``None`` (a notebook shows
+    it), else a bare :class:`matplotlib.figure.Figure` that is only written to
+    ``path`` (no backend, nothing left open).  ``ncols > 1`` gives an array of Axes.
+    """
+    path = None if path is None else v.check_path("path", path, func=func)
+    if ax is not None:
+        return ax, path
+    if path is None:
+        fig = pyplot().figure(figsize=figsize, layout="constrained")
+    else:
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=figsize, layout="constrained")
+    axes = fig.subplots(1, ncols, squeeze=True)
+    return axes, path
 
 
-def plot_gram(W, path, *, title: str | None = None) -> Path:
-    """Heatmap of ``A = W.T @ W`` written to a PNG file.
+def save_png(fig, path, dpi: int = 100) -> None:
+    """Write ``fig`` to ``path`` as PNG when ``path`` is given."""
+    if path is not None:
+        fig.savefig(path, format="png", dpi=dpi)
+
+
+def _weights(func: str, W, instance) -> np.ndarray:
+    """The weight matrix of ``W``: an array, a Model, an ExactFit, or instance of a FitResult."""
+    if not isinstance(W, np.ndarray) and hasattr(W, "W"):
+        W = W.W
+        if np.ndim(W) == 3:
+            instance = v.check_int("instance", instance, minimum=0, func=func)
+            if instance >= W.shape[0]:
+                raise ValueError(
+                    f"{func}: instance must be < {W.shape[0]} (the number of instances), "
+                    f"got {instance}"
+                )
+            W = W[instance]
+    return v.check_weights("W", W, func=func)
+
+
+def plot_gram(W, path=None, *, ax=None, title: str | None = None, instance: int = 0):
+    """Heatmap of ``A = W.T @ W``, on ``ax`` or a new figure; written to ``path`` if given.
 
     Diverging colour map centred at 0 (red positive, blue negative); the
     diagonal holds the squared column norms.
 
     Parameters
     ----------
-    W : array_like of shape (d, n)
-        Weights.
-    path : str or pathlib.Path
-        Output file (PNG).
+    W : array_like of shape (d, n), Model, FitResult or ExactFit
+        Weights, or a result holding them (a :class:`~fastsuper.train.adam.FitResult`:
+        its instance ``instance``).
+    path : str or pathlib.Path, optional
+        Write the figure to this PNG file.
+    ax : matplotlib.axes.Axes, optional
+        Draw here (default: a new figure).
     title : str, optional
-        Figure title (default ``"W^T W (d = .., n = ..)"``).
+        Axes title (default ``"W^T W (d = .., n = ..)"``).
+    instance : int, default 0
+        Which instance of a ``FitResult``.
 
     Returns
     -------
-    pathlib.Path
-        ``path``.
+    matplotlib.axes.Axes
+        The Axes drawn on (the image is ``ax.images[0]``).
     """
     func = "plot_gram"
-    W = _weights(func, W)
-    path = _out_path(func, path)
-    plt = _pyplot()
+    W = _weights(func, W, instance)
     d, n = W.shape
+    size = min(8.0, 3.0 + 0.1 * n)
+    ax, path = axes_for(ax, path, (size + 1.2, size), func=func)
     A = W.T @ W
     vmax = float(np.max(np.abs(A))) or 1.0
-    size = min(8.0, 3.0 + 0.1 * n)
-    fig, ax = plt.subplots(figsize=(size + 1.2, size))
-    try:
-        im = ax.imshow(A, cmap="RdBu_r", vmin=-vmax, vmax=vmax, interpolation="nearest")
-        fig.colorbar(im, ax=ax, shrink=0.85)
-        ax.set_xlabel("feature j")
-        ax.set_ylabel("feature i")
-        ax.set_title(title if title is not None else f"$W^T W$ (d = {d}, n = {n})")
-        fig.tight_layout()
-        fig.savefig(path, format="png", dpi=100)
-    finally:
-        plt.close(fig)
-    return path
+    im = ax.imshow(A, cmap="RdBu_r", vmin=-vmax, vmax=vmax, interpolation="nearest")
+    ax.figure.colorbar(im, ax=ax, shrink=0.85)
+    ax.set_xlabel("feature j")
+    ax.set_ylabel("feature i")
+    ax.set_title(title if title is not None else f"$W^T W$ (d = {d}, n = {n})")
+    save_png(ax.figure, path)
+    return ax
 
 
-def plot_features(W, path, *, title: str | None = None) -> Path:
-    """Picture of the feature directions written to a PNG file.
+def plot_features(W, path=None, *, ax=None, title: str | None = None, instance: int = 0):
+    """Picture of the feature directions, on ``ax`` or a new figure; written to ``path`` if given.
 
     For ``d = 2`` the columns ``w_i`` are drawn as arrows from the origin.
     Otherwise two panels: a bar chart of the column norms ``|w_i|`` and the
@@ -444,102 +223,139 @@ def plot_features(W, path, *, title: str | None = None) -> Path:
 
     Parameters
     ----------
-    W : array_like of shape (d, n)
-        Weights.
-    path : str or pathlib.Path
-        Output file (PNG).
+    W : array_like of shape (d, n), Model, FitResult or ExactFit
+        Weights, or a result holding them (as for :func:`plot_gram`).
+    path : str or pathlib.Path, optional
+        Write the figure to this PNG file.
+    ax : matplotlib.axes.Axes or a pair of them, optional
+        Draw here (default: a new figure).  For ``d != 2`` a pair of Axes gets
+        both panels, a single Axes the projection only.
     title : str, optional
-        Figure title.
+        Title (of the figure when this function made it, else of the Axes).
+    instance : int, default 0
+        Which instance of a ``FitResult``.
 
     Returns
     -------
-    pathlib.Path
-        ``path``.
+    matplotlib.axes.Axes or ndarray of two Axes
+        The Axes drawn on: one for ``d = 2`` (or a single ``ax``), else
+        ``(norms, projection)``.  Each arrow is an annotation (``ax.texts``)
+        from the origin to its column (``.xy``).
     """
     func = "plot_features"
-    W = _weights(func, W)
-    path = _out_path(func, path)
-    plt = _pyplot()
+    W = _weights(func, W, instance)
     d, n = W.shape
-    colours = plt.get_cmap("viridis")(np.linspace(0.0, 0.9, n))
-
-    def arrows(ax, P, label):
-        lim = float(np.max(np.abs(P))) * 1.15 or 1.0
-        for i in range(n):
-            ax.annotate(
-                "",
-                xy=(P[0, i], P[1, i]),
-                xytext=(0.0, 0.0),
-                arrowprops={"arrowstyle": "->", "color": colours[i], "lw": 1.5},
-            )
-        if n <= 20:  # label the features (not the zero columns, all at the origin)
-            for i in np.flatnonzero(np.hypot(P[0], P[1]) > 1e-3 * lim):
-                ax.text(1.06 * P[0, i], 1.06 * P[1, i], str(i), fontsize=8, ha="center")
-        ax.set_xlim(-lim, lim)
-        ax.set_ylim(-lim, lim)
-        ax.set_aspect("equal")
-        ax.axhline(0.0, color="0.85", lw=0.8, zorder=0)
-        ax.axvline(0.0, color="0.85", lw=0.8, zorder=0)
-        ax.set_title(label)
-
+    made = ax is None
+    if d == 2 and np.iterable(ax):
+        raise TypeError(f"{func}: for d = 2 the picture is one panel: give one Axes as ax")
+    single = d == 2 or (ax is not None and not np.iterable(ax))
+    figsize = (5.5, 5.5) if single else (11.0, 5.0)
+    axes, path = axes_for(ax, path, figsize, 1 if single else 2, func=func)
+    colours = _colours(n)
     if d == 2:
-        fig, ax = plt.subplots(figsize=(5.5, 5.5))
-        axes = [ax]
-        arrows(ax, W, "columns of W")
+        _arrows(axes, W, "columns of W", colours)
     else:
-        fig, axes = plt.subplots(1, 2, figsize=(11.0, 5.0))
-        norms = np.linalg.norm(W, axis=0)
-        axes[0].bar(np.arange(n), norms, color=colours)
-        axes[0].set_xlabel("feature i")
-        axes[0].set_ylabel("$|w_i|$")
-        axes[0].set_title("column norms")
         U, s, _ = np.linalg.svd(W, full_matrices=False)
         P = np.zeros((2, n))
         k = min(2, d)
         P[:k] = U[:, :k].T @ W
         share = float(np.sum(s[:k] ** 2) / np.sum(s**2)) if np.any(s > 0) else 0.0
-        arrows(axes[1], P, f"projection on the top {k} singular vectors ({share:.0%} of |W|²)")
+        label = f"projection on the top {k} singular vectors ({share:.0%} of |W|²)"
+        if not single:
+            norms_ax, proj_ax = axes
+            norms_ax.bar(np.arange(n), np.linalg.norm(W, axis=0), color=colours)
+            norms_ax.set_xlabel("feature i")
+            norms_ax.set_ylabel("$|w_i|$")
+            norms_ax.set_title("column norms")
+        _arrows(axes if single else proj_ax, P, label, colours)
+    first = axes if single else axes[0]
     if title is not None:
-        fig.suptitle(title)
-    try:
-        fig.tight_layout()
-        fig.savefig(path, format="png", dpi=100)
-    finally:
-        plt.close(fig)
-    return path
+        (first.figure.suptitle if made else first.set_title)(title)
+    save_png(first.figure, path)
+    return axes
 
 
-def _histories(func: str, history) -> dict:
-    """Normalise ``history`` to ``{label: 1-D float array}``."""
-    if hasattr(history, "history") and not isinstance(history, (dict, np.ndarray)):
+def _colours(n: int) -> np.ndarray:
+    from matplotlib import colormaps
+
+    return colormaps["viridis"](np.linspace(0.0, 0.9, n))
+
+
+def _arrows(ax, P: np.ndarray, label: str, colours) -> None:
+    """The columns of ``P`` (2, n) as arrows from the origin on ``ax``."""
+    n = P.shape[1]
+    lim = float(np.max(np.abs(P))) * 1.15 or 1.0
+    for i in range(n):
+        ax.annotate(
+            "",
+            xy=(P[0, i], P[1, i]),
+            xytext=(0.0, 0.0),
+            arrowprops={"arrowstyle": "->", "color": colours[i], "lw": 1.5},
+        )
+    if n <= 20:  # label the features (not the zero columns, all at the origin)
+        for i in np.flatnonzero(np.hypot(P[0], P[1]) > 1e-3 * lim):
+            ax.text(1.06 * P[0, i], 1.06 * P[1, i], str(i), fontsize=8, ha="center")
+    ax.set_xlim(-lim, lim)
+    ax.set_ylim(-lim, lim)
+    ax.set_aspect("equal")
+    ax.axhline(0.0, color="0.85", lw=0.8, zorder=0)
+    ax.axvline(0.0, color="0.85", lw=0.8, zorder=0)
+    ax.set_title(label)
+
+
+def _histories(func: str, history) -> tuple[dict, str, str]:
+    """``({label: (x, y)}, xlabel, ylabel)`` of ``history`` (see :func:`plot_loss_history`)."""
+    if hasattr(history, "loss_history") and hasattr(history, "log_steps"):  # a FitResult
+        return _fit_curves(history), "step", "batch loss (sum over features)"
+    xlabel, ylabel = "iteration", "loss"
+    if hasattr(history, "gain_history"):  # an ExactFit: the exact gain of its best start
+        history = {"": history.gain_history}
+        xlabel, ylabel = "L-BFGS iteration", "exact gain (sum over features)"
+    elif hasattr(history, "history") and not isinstance(history, (dict, np.ndarray)):
         history = history.history
-    if isinstance(history, dict):
-        items = list(history.items())
-    else:
-        arr = np.asarray(history, dtype=object if _ragged(history) else np.float64)
-        if arr.dtype == object:
-            items = [(f"run {k}", h) for k, h in enumerate(history)]
-        elif arr.ndim == 1:
-            items = [("", arr)]
-        elif arr.ndim == 2:
-            items = [(f"run {k}", h) for k, h in enumerate(arr)]
-        else:
-            raise ValueError(
-                f"{func}: history must be 1-D, 2-D (one row per run) or a dict of 1-D "
-                f"sequences, got shape {arr.shape}"
-            )
-    out = {}
-    for label, h in items:
+    curves = {}
+    for label, h in _history_items(func, history):
         h = np.asarray(h, dtype=np.float64)
         if h.ndim != 1 or h.size == 0:
             raise ValueError(
                 f"{func}: every history must be a non-empty 1-D sequence; {label or 'history'} "
                 f"has shape {h.shape}"
             )
-        out[str(label)] = h
-    if not out:
+        curves[str(label)] = (np.arange(h.size), h)
+    if not curves:
         raise ValueError(f"{func}: history is empty")
-    return out
+    return curves, xlabel, ylabel
+
+
+def _fit_curves(res) -> dict:
+    """One curve per instance of a FitResult: its batch loss over the logged steps."""
+    hist = np.asarray(res.loss_history, dtype=np.float64)
+    if hist.ndim != 2 or hist.shape[0] == 0:
+        raise ValueError(f"plot_loss_history: the fit recorded no loss (shape {hist.shape})")
+    p = res.settings.get("p") if isinstance(res.settings, dict) else None
+    steps = np.asarray(res.log_steps)
+    curves = {}
+    for k in range(hist.shape[1]):
+        pk = f" (p = {float(np.mean(p[k])):.3g})" if p is not None else ""
+        curves[f"instance {k}{pk}"] = (steps, hist[:, k])
+    return curves
+
+
+def _history_items(func: str, history) -> list:
+    """``[(label, sequence)]`` of a dict, a 1-D or 2-D array or a list of sequences."""
+    if isinstance(history, dict):
+        return list(history.items())
+    arr = np.asarray(history, dtype=object if _ragged(history) else np.float64)
+    if arr.dtype == object:
+        return [(f"run {k}", h) for k, h in enumerate(history)]
+    if arr.ndim == 1:
+        return [("", arr)]
+    if arr.ndim == 2:
+        return [(f"run {k}", h) for k, h in enumerate(arr)]
+    raise ValueError(
+        f"{func}: history must be 1-D, 2-D (one row per run) or a dict of 1-D "
+        f"sequences, got shape {arr.shape}"
+    )
 
 
 def _ragged(history) -> bool:
@@ -550,51 +366,60 @@ def _ragged(history) -> bool:
     return len(lengths) > 1
 
 
-def plot_loss_history(history, path, *, ylabel: str = "loss", title: str | None = None) -> Path:
-    """Curve(s) of a loss (or gain) against the iteration, written to a PNG file.
+def plot_loss_history(history, path=None, *, ax=None, ylabel: str | None = None,
+                      title: str | None = None):  # fmt: skip
+    """Curve(s) of a loss (or gain) against the step, on ``ax`` or a new figure.
 
     The vertical axis is logarithmic when every value is positive and they
-    span more than a factor of 10.
+    span more than a factor of 10.  A legend is drawn for 2 to
+    :data:`LEGEND_MAX` labelled curves; more curves are coloured dark to light
+    in their order (said in the default title) without a legend.
 
     Parameters
     ----------
-    history : array_like, dict or object with a ``history`` attribute
-        One 1-D sequence of values, a 2-D array (one row per run), a list of
-        sequences (one per run, lengths may differ), a dict
-        ``{label: sequence}``, or a fit result carrying ``.history``.
-    path : str or pathlib.Path
-        Output file (PNG).
-    ylabel : str, default "loss"
-        Label of the vertical axis (say "gain" for a gain history).
+    history : FitResult, ExactFit, array_like or dict
+        A :class:`~fastsuper.train.adam.FitResult` (one curve per instance:
+        its batch loss, a sum over features, against the step), an
+        :class:`~fastsuper.train.lbfgs.ExactFit` (its exact *gain* against the
+        L-BFGS iteration), one 1-D sequence, a 2-D array (one row per run), a
+        list of sequences (one per run, lengths may differ), a dict
+        ``{label: sequence}``, or an object with a ``history`` attribute.
+    path : str or pathlib.Path, optional
+        Write the figure to this PNG file.
+    ax : matplotlib.axes.Axes, optional
+        Draw here (default: a new figure).
+    ylabel : str, optional
+        Label of the vertical axis (default: what ``history`` holds, e.g.
+        ``"batch loss (sum over features)"`` or ``"exact gain (sum over features)"``).
     title : str, optional
-        Figure title.
+        Axes title.
 
     Returns
     -------
-    pathlib.Path
-        ``path``.
+    matplotlib.axes.Axes
+        The Axes drawn on: ``ax.lines[k]`` is curve ``k`` (for a FitResult,
+        instance ``k``).
     """
     func = "plot_loss_history"
-    curves = _histories(func, history)
-    path = _out_path(func, path)
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7.0, 4.5))
-    try:
-        allv = np.concatenate(list(curves.values()))
-        finite = allv[np.isfinite(allv)]
-        for label, h in curves.items():
-            ax.plot(np.arange(h.size), h, label=label or None, lw=1.5)
-        if finite.size and finite.min() > 0 and finite.max() > 10 * finite.min():
-            ax.set_yscale("log")
-        ax.set_xlabel("iteration")
-        ax.set_ylabel(ylabel)
-        if any(curves):  # some curve has a label
-            ax.legend(fontsize=8)
-        if title is not None:
-            ax.set_title(title)
-        ax.grid(alpha=0.3)
-        fig.tight_layout()
-        fig.savefig(path, format="png", dpi=100)
-    finally:
-        plt.close(fig)
-    return path
+    curves, xlabel, default_ylabel = _histories(func, history)
+    ax, path = axes_for(ax, path, (7.0, 4.5), func=func)
+    allv = np.concatenate([y for _, y in curves.values()])
+    finite = allv[np.isfinite(allv)]
+    many = len(curves) > LEGEND_MAX
+    colours = _colours(len(curves)) if many else [None] * len(curves)
+    for (label, (x, y)), colour in zip(curves.items(), colours):
+        ax.plot(x, y, label=label or None, lw=1.5, color=colour)
+    if many and title is None:
+        first, last = list(curves)[0], list(curves)[-1]
+        title = f"{len(curves)} curves, dark to light: {first} to {last}"
+    if finite.size and finite.min() > 0 and finite.max() > 10 * finite.min():
+        ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(default_ylabel if ylabel is None else ylabel)
+    if 2 <= sum(1 for label in curves if label) <= LEGEND_MAX:
+        ax.legend(fontsize=8)
+    if title is not None:
+        ax.set_title(title)
+    ax.grid(alpha=0.3)
+    save_png(ax.figure, path)
+    return ax

@@ -27,10 +27,9 @@ import math
 
 import numpy as np
 
-from fastsuper.analysis import (
-    _check_int,
-    _law,
-    _weights,
+from fastsuper.core import arguments
+from fastsuper.core import validation as v
+from fastsuper.exact.first_order import (
     first_order_cap,
     first_order_objective,
     kappa,
@@ -59,15 +58,6 @@ __all__ = [
     "unsuperposed",
     "unsuperposed_gain",
 ]
-
-
-def _prob(func: str, p) -> float:
-    if isinstance(p, bool) or not isinstance(p, (int, float, np.floating, np.integer)):
-        raise TypeError(f"{func}: p must be a probability in (0, 1], got {p!r}")
-    p = float(p)
-    if not (0.0 < p <= 1.0):
-        raise ValueError(f"{func}: p must be a probability in (0, 1], got {p}")
-    return p
 
 
 # --------------------------------------------------------------------------
@@ -101,9 +91,9 @@ def unsuperposed_gain(n, d, m, p, law="gaussian") -> float:
     0.06
     """
     func = "unsuperposed_gain"
-    n = _check_int(func, "n", n, 1)
-    d = _check_int(func, "d", d, 1)
-    p = _prob(func, p)
+    n = v.check_int("n", n, minimum=1, func=func)
+    d = v.check_int("d", d, minimum=1, func=func)
+    p = v.check_probability("p", p, positive=True, func=func)
     return p * kappa(law, m) * min(n, d)
 
 
@@ -139,10 +129,10 @@ def linear_optimum(n, d, p, law="gaussian") -> float:
     1.75
     """
     func = "linear_optimum"
-    n = _check_int(func, "n", n, 1)
-    d = _check_int(func, "d", d, 1)
-    p = _prob(func, p)
-    law = _law(func, law)
+    n = v.check_int("n", n, minimum=1, func=func)
+    d = v.check_int("d", d, minimum=1, func=func)
+    p = v.check_probability("p", p, positive=True, func=func)
+    law = arguments.check_law("law", law, func=func)
     mu1, mu2 = law.moment(1), law.moment(2)
     var = p * mu2 - p * p * mu1 * mu1
     return min(n, d) * var + n * p * p * mu1 * mu1
@@ -185,15 +175,16 @@ def best_scale(W, p, *, m=3, values="gaussian"):
     """
     from fastsuper.core.laws import SparseInputs
     from fastsuper.core.model import Model
-    from fastsuper.exact.api import _terms
+    from fastsuper.exact.api import moment_terms
 
     func = "best_scale"
-    W = _weights(func, W)
-    m = _check_int(func, "m", m, 1)
-    p = _prob(func, p)
-    law = _law(func, values)
+    W = v.check_weights("W", W, func=func)
+    m = v.check_int("m", m, minimum=1, func=func)
+    p = v.check_probability("p", p, positive=True, func=func)
+    law = arguments.check_law("values", values, func=func)
     inputs = SparseInputs(W.shape[1], p=p, values=law)
-    _, exzm, ez2m, _ = _terms(Model(W, exponent=m), inputs, m, func)
+    terms = moment_terms(Model(W, exponent=m), inputs)
+    exzm, ez2m = terms.exzm, terms.ez2m
     alpha = 2.0 * math.fsum(exzm.tolist())
     beta = math.fsum(ez2m.tolist())
     if not (alpha > 0 and beta > 0):
@@ -235,11 +226,11 @@ def paper_orders(d, m, p) -> dict:
     (1.0, 1.0, 1.0, 10.0)
     """
     func = "paper_orders"
-    d = _check_int(func, "d", d, 1)
-    m = _check_int(func, "m", m, 1)
-    arr = np.asarray(p, dtype=np.float64)
-    if arr.size == 0 or not np.all((arr > 0) & (arr <= 1)):
-        raise ValueError(f"{func}: p must lie in (0, 1], got {p!r}")
+    d = v.check_int("d", d, minimum=1, func=func)
+    m = v.check_int("m", m, minimum=1, func=func)
+    arr = v.check_probabilities("p", p, positive=True, func=func)
+    if arr.size == 0:
+        raise ValueError(f"{func}: p must hold at least one probability in (0, 1], got {p!r}")
     sparse = arr * float(d) ** m
     dense = d * arr ** (1.0 / m)
     out = {"sparse": sparse, "dense": dense, "lower": np.minimum(sparse, dense)}
@@ -264,8 +255,8 @@ def rank_counts(d, m) -> dict:
     {'d^m': 1000, 'symmetric': 220, 'D': 112.0}
     """
     func = "rank_counts"
-    d = _check_int(func, "d", d, 1)
-    m = _check_int(func, "m", m, 1)
+    d = v.check_int("d", d, minimum=1, func=func)
+    m = v.check_int("m", m, minimum=1, func=func)
     return {"d^m": d**m, "symmetric": math.comb(d + m - 1, m), "D": sphere_dimension(d, m)}
 
 
@@ -289,9 +280,9 @@ def optimal_norm(W, m, law="gaussian"):
     0.2
     """
     func = "optimal_norm"
-    W = _weights(func, W)
-    m = _check_int(func, "m", m, 1)
-    law = _law(func, law)
+    W = v.check_weights("W", W, func=func)
+    m = v.check_int("m", m, minimum=1, func=func)
+    law = arguments.check_law("law", law, func=func)
     U = W / np.linalg.norm(W, axis=0)
     S = float(np.sum((U.T @ U) ** (2 * m)))
     num, den = law.moment(m + 1), law.moment(2 * m)
@@ -323,10 +314,10 @@ def unsuperposed(n, d, m, law="gaussian") -> np.ndarray:
     ((2, 4), 0.2, 0.0)
     """
     func = "unsuperposed"
-    n = _check_int(func, "n", n, 1)
-    d = _check_int(func, "d", d, 1)
-    m = _check_int(func, "m", m, 1)
-    law = _law(func, law)
+    n = v.check_int("n", n, minimum=1, func=func)
+    d = v.check_int("d", d, minimum=1, func=func)
+    m = v.check_int("m", m, minimum=1, func=func)
+    law = arguments.check_law("law", law, func=func)
     ratio = law.moment(m + 1) / law.moment(2 * m) if law.moment(2 * m) > 0 else 0.0
     W = np.zeros((d, n))
     k = min(n, d)
@@ -381,7 +372,7 @@ def equally_spaced_lines(n, m=3, law="gaussian", *, norm=None) -> np.ndarray:
     1.92
     """
     func = "equally_spaced_lines"
-    n = _check_int(func, "n", n, 1)
+    n = v.check_int("n", n, minimum=1, func=func)
     t = math.pi * np.arange(n) / n
     return _scaled(np.stack([np.cos(t), np.sin(t)]), m, law, norm)
 

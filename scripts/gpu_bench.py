@@ -238,7 +238,7 @@ def main(argv=None) -> int:
     best = [math.inf] * 3
     for _ in range(args.repeats):
         ev[0].record()
-        _, indptr, indices, values = bc.draw_chunk(cuda, kc, dev, seed, 0, ns, dtype)
+        _, indptr, indices, values = bc.draw_chunk(cuda, dev, seed, 0, ns, dtype)
         ev[1].record()
         loss, gain, _, _ = plan.losses(indptr, indices, values, ns)
         ev[2].record()

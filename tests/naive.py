@@ -18,7 +18,7 @@ def phi_numpy(t, activation, a):
         return t ** int(a)
     if activation == "signed_power":
         return np.sign(t) * np.abs(t) ** a
-    if activation == "relu_power":
+    if activation in ("relu_power", "relu"):  # "relu": exponent 1
         return np.where(t > 0, np.abs(t) ** a, 0.0).astype(t.dtype)
     raise ValueError(activation)
 
@@ -29,7 +29,7 @@ def dphi_numpy(t, activation, a):
         return a * t ** (int(a) - 1)
     if activation == "signed_power":
         return a * np.abs(t) ** (a - 1)
-    if activation == "relu_power":
+    if activation in ("relu_power", "relu"):  # "relu": exponent 1
         return np.where(t > 0, a * np.abs(t) ** (a - 1), 0.0)
     raise ValueError(activation)
 

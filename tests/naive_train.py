@@ -21,7 +21,7 @@ def phi_np(t, activation, a):
         return t ** int(a)
     if activation == "signed_power":
         return np.sign(t) * np.abs(t) ** a
-    if activation == "relu_power":
+    if activation in ("relu_power", "relu"):  # "relu": exponent 1
         return np.where(t > 0, np.abs(t) ** a, 0.0)
     raise ValueError(activation)
 
@@ -31,7 +31,7 @@ def dphi_np(t, activation, a):
         return a * t ** (int(a) - 1)
     if activation == "signed_power":
         return a * np.abs(t) ** (a - 1)
-    if activation == "relu_power":
+    if activation in ("relu_power", "relu"):  # "relu": exponent 1
         return np.where(t > 0, a * np.abs(np.where(t > 0, t, 1.0)) ** (a - 1), 0.0)
     raise ValueError(activation)
 

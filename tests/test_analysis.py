@@ -4,10 +4,13 @@ first-order theory of THEORY §5.3 (F(A), its cap kappa D(d, m) and equality cas
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from fastsuper import Model, SparseInputs, ValueLaw, exact_gain
+from fastsuper import testing as T
 from fastsuper.analysis import (
     feature_dimensionality,
     first_order_cap,
@@ -20,10 +23,6 @@ from fastsuper.analysis import (
     random_frame_value,
     sphere_dimension,
 )
-from fastsuper.core import config
-from fastsuper.core.laws import SparseInputs, ValueLaw
-from fastsuper.core.model import Model
-from fastsuper.exact.api import exact_gain
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -107,7 +106,7 @@ def test_dimensionality_blocks_match_whole(monkeypatch):
     W = np.random.default_rng(1).normal(size=(3, 50))
     W[:, 7] = 0.0
     whole = feature_dimensionality(W)
-    monkeypatch.setattr(config, "GEOMETRY_BLOCK_ELEMS", 120)  # blocks of 2 rows
+    monkeypatch.setattr(T.config, "GEOMETRY_BLOCK_ELEMS", 120)  # blocks of 2 rows
     np.testing.assert_allclose(feature_dimensionality(W), whole, rtol=1e-14)
     assert whole[7] == 0.0
     A = W.T @ W
@@ -143,7 +142,7 @@ def test_first_order_objective_blocks_match_whole(monkeypatch):
 
     W = np.random.default_rng(3).normal(size=(4, 33)) * 0.7
     whole = first_order_objective(W, "gaussian", 3)
-    monkeypatch.setattr(config, "GEOMETRY_BLOCK_ELEMS", 100)
+    monkeypatch.setattr(T.config, "GEOMETRY_BLOCK_ELEMS", 100)
     assert first_order_objective(W, "gaussian", 3) == pytest.approx(whole, rel=1e-13)
 
 
@@ -239,14 +238,9 @@ def test_random_frame_value_and_norm():
     assert random_frame_value(1, 4, 3, law) == pytest.approx(kappa(law, 3))
     assert random_frame_value(60, 4, 3, law) == pytest.approx(0.6 * 60 * 12.8 / 71.8)
     assert random_frame_value(10**9, 4, 3, law) == pytest.approx(0.6 * 12.8, rel=1e-7)
-    # matches the CLI's default init norm (same formula, THEORY §5.3) while it has its own
-    import fastsuper.apps.cli as cli
-
+    # the command line's default norm of random starting weights (same formula, THEORY §5.3)
     for n, d in [(5, 2), (100, 10), (6000, 15)]:
-        if hasattr(cli, "default_norm"):
-            assert random_frame_norm(n, d, 3, law) == pytest.approx(cli.default_norm(law, 3, n, d))
-        if hasattr(cli, "sphere_dimension"):
-            assert sphere_dimension(d, 3) == cli.sphere_dimension(d, 3)
+        assert random_frame_norm(n, d, 3, law) == pytest.approx(T.cli_default_norm(law, 3, n, d))
     assert random_frame_norm(5, 2, 2, law) == 1.0  # mu_3 = 0: no positive optimum
 
 
@@ -286,23 +280,118 @@ def test_plots_write_png(tmp_path):
     pentagon = np.stack([np.cos(t), np.sin(t)])
     W3 = np.random.default_rng(0).normal(size=(3, 12))
     W1 = np.array([[1.0, -0.5, 0.0]])
-    outs = [
-        plot_gram(pentagon, tmp_path / "gram.png"),
-        plot_gram(W3, str(tmp_path / "gram3.png"), title="random"),
-        plot_features(pentagon, tmp_path / "pentagon.png"),
-        plot_features(W3, tmp_path / "features3.png", title="d = 3"),
-        plot_features(W1, tmp_path / "features1.png"),
-        plot_features(np.zeros((3, 4)), tmp_path / "zeros.png"),
-        plot_loss_history(np.geomspace(1.0, 1e-3, 50), tmp_path / "hist.png"),
-        plot_loss_history({"a": [3.0, 2.0, 1.5], "b": [1.0, 0.9]}, tmp_path / "h2.png"),
-        plot_loss_history([[1.0, 0.5], [2.0, 0.1]], tmp_path / "h3.png", ylabel="gain"),
-        plot_loss_history([[1.0, 0.5, 0.2], [2.0]], tmp_path / "h4.png"),
+    calls = [
+        (plot_gram, pentagon, tmp_path / "gram.png", {}),
+        (plot_gram, W3, str(tmp_path / "gram3.png"), {"title": "random"}),
+        (plot_features, pentagon, tmp_path / "pentagon.png", {}),
+        (plot_features, W3, tmp_path / "features3.png", {"title": "d = 3"}),
+        (plot_features, W1, tmp_path / "features1.png", {}),
+        (plot_features, np.zeros((3, 4)), tmp_path / "zeros.png", {}),
+        (plot_loss_history, np.geomspace(1.0, 1e-3, 50), tmp_path / "hist.png", {}),
+        (plot_loss_history, {"a": [3.0, 2.0, 1.5], "b": [1.0, 0.9]}, tmp_path / "h2.png", {}),
+        (plot_loss_history, [[1.0, 0.5], [2.0, 0.1]], tmp_path / "h3.png", {"ylabel": "gain"}),
+        (plot_loss_history, [[1.0, 0.5, 0.2], [2.0]], tmp_path / "h4.png", {}),
     ]
-    for path in outs:
-        assert path.exists() and path.stat().st_size > 1000
+    for plot, data, path, kw in calls:
+        plot(data, path, **kw)
+        assert Path(path).exists() and Path(path).stat().st_size > 1000
         assert _is_png(path)
 
     class Fit:  # anything with a .history attribute
         history = np.array([0.0, 1.0, 1.5])
 
-    assert _is_png(plot_loss_history(Fit(), tmp_path / "fit.png"))
+    plot_loss_history(Fit(), tmp_path / "fit.png")
+    assert _is_png(tmp_path / "fit.png")
+
+
+@pytest.fixture
+def agg():
+    """pyplot on the Agg backend; every figure closed afterwards."""
+    mpl = pytest.importorskip("matplotlib")
+    mpl.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    yield plt
+    plt.close("all")
+
+
+@pytest.fixture(scope="module")
+def small_fit():
+    import fastsuper as fs
+
+    return fs.fit(5, 2, n_instances=3, p=[1.0, 0.2, 0.02], steps=60, log_every=10, seed=3)
+
+
+def test_plot_loss_history_of_a_fit_draws_one_curve_per_instance(agg, small_fit, tmp_path):
+    """A FitResult is accepted: one curve per instance over the logged steps (not one per
+    logged step), a legend for few curves, an Axes returned, no layout warning."""
+    import warnings
+
+    res = small_fit
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ax = plot_loss_history(res, tmp_path / "loss.png")
+        ax.figure.canvas.draw()
+    assert _is_png(tmp_path / "loss.png")
+    assert len(ax.lines) == res.n_instances
+    for k, line in enumerate(ax.lines):
+        np.testing.assert_array_equal(line.get_xdata(), res.log_steps)
+        np.testing.assert_array_equal(line.get_ydata(), res.loss_history[:, k])
+    assert "sum over features" in ax.get_ylabel() and ax.get_xlabel() == "step"
+    assert len(ax.get_legend().get_texts()) == res.n_instances
+    # on a given Axes, without a file
+    fig, given = agg.subplots()
+    assert plot_loss_history(res, ax=given) is given and len(given.lines) == res.n_instances
+
+
+def test_plot_loss_history_many_curves_has_no_legend(agg):
+    import warnings
+
+    hist = np.geomspace(1.0, 1e-2, 40)[None, :] * np.linspace(1.0, 2.0, 30)[:, None]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ax = plot_loss_history(hist)
+        ax.figure.canvas.draw()
+    assert len(ax.lines) == 30 and ax.get_legend() is None
+    np.testing.assert_array_equal(ax.lines[7].get_ydata(), hist[7])
+
+
+def test_plot_exact_fit_history_is_the_gain(agg):
+    import fastsuper as fs
+
+    fit = fs.fit_exact(6, 2, m=3, p=0.1, restarts=0, maxiter=10)
+    ax = plot_loss_history(fit)
+    (line,) = ax.lines
+    np.testing.assert_array_equal(line.get_ydata(), fit.history)
+    assert "gain" in ax.get_ylabel() and "loss" not in ax.get_ylabel()
+
+
+def test_plot_gram_draws_wtw_of_a_result(agg, small_fit, tmp_path):
+    res = small_fit
+    ax = plot_gram(res, instance=1)
+    np.testing.assert_array_equal(ax.images[0].get_array(), res.W[1].T @ res.W[1])
+    fig, given = agg.subplots()
+    assert plot_gram(res.model(2), tmp_path / "g.png", ax=given) is given
+    np.testing.assert_array_equal(given.images[0].get_array(), res.W[2].T @ res.W[2])
+    assert _is_png(tmp_path / "g.png")
+    with pytest.raises(ValueError, match="instance must be < 3"):
+        plot_gram(res, instance=3)
+
+
+def test_plot_features_draws_the_columns(agg, small_fit):
+    from matplotlib.text import Annotation
+
+    res = small_fit
+    ax = plot_features(res, instance=2)  # d = 2: the columns themselves
+    arrows = [a for a in ax.texts if isinstance(a, Annotation)]
+    np.testing.assert_array_equal(np.array([a.xy for a in arrows]).T, res.W[2])
+    W3 = np.random.default_rng(1).normal(size=(3, 7))
+    norms_ax, proj_ax = plot_features(W3)
+    heights = [patch.get_height() for patch in norms_ax.patches]
+    np.testing.assert_allclose(heights, np.linalg.norm(W3, axis=0), rtol=1e-15)
+    P = np.array([a.xy for a in proj_ax.texts if isinstance(a, Annotation)]).T
+    # the projection keeps the Gram matrix of the top two singular directions
+    U, s, Vt = np.linalg.svd(W3, full_matrices=False)
+    np.testing.assert_allclose(P.T @ P, (U[:, :2].T @ W3).T @ (U[:, :2].T @ W3), atol=1e-12)
+    fig, one = agg.subplots()
+    assert plot_features(W3, ax=one) is one  # one Axes given: the projection only

@@ -40,3 +40,18 @@ def test_tutorial_runs(path, tmp_path, monkeypatch):
             exec(compile(code, f"{path.name}[block {i}]", "exec"), namespace)
         except Exception as exc:  # pragma: no cover - the message names the block
             raise AssertionError(f"{path.name}, block {i} failed: {exc!r}\n{code}") from exc
+
+
+def test_readme_snippet_says_what_loss_and_gain_are(capsys):
+    """The README's quick-start snippet runs and prints the loss and the gain with what
+    they mean (sums over the features) in one line, and a positive gain to compare."""
+    readme = Path(__file__).resolve().parents[1] / "README.md"
+    (code,) = python_blocks(readme.read_text())[:1]
+    exec(compile(code, "README.md", "exec"), {"__name__": "readme"})
+    est_line, exact_line = capsys.readouterr().out.strip().splitlines()
+    assert est_line.startswith("loss ") and ", gain " in est_line
+    assert "(sums over the 1000 features: loss = E sum_j I_j (x_j - x_hat_j)^2, gain = " in (
+        est_line
+    )
+    loss, gain = (float(x.split()[-1]) for x in exact_line.removeprefix("exact: ").split(","))
+    assert gain > 0 and loss > 0

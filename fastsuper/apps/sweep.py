@@ -22,14 +22,18 @@ Row functions
 ``"fit"``
     :func:`fastsuper.fit` (Adam, one instance; the row's seed seeds the
     initial weights and the samples), then :func:`fastsuper.estimate_loss`
-    of the trained model on ``eval_samples`` samples.
+    of the trained model on ``eval_samples`` samples (``final_batch_loss``
+    is the fit's last batch loss, :attr:`fastsuper.FitResult.final_loss`).
 a callable ``f(params: dict, seed: int) -> dict``
     Any function of a grid point (a dict of scalars) and a seed returning
     a dict of scalar outputs (the same names for every row).  For
     ``executor="processes"`` it must be importable (defined in a module).
 
 Every parameter is a scalar (int, float, str, bool or None), so that the
-table and its CSV file hold it in one cell.
+table and its CSV file hold it in one cell.  Every loss and gain column is a
+sum over features, ``E sum_j I_j (x_j - x_hat_j)^2`` (the paper's convention,
+that of :func:`fastsuper.estimate_loss`); divide by ``n`` for Elhage et al.'s
+mean over features.
 """
 
 from __future__ import annotations
@@ -52,20 +56,22 @@ from typing import Any
 
 import numpy as np
 
+from fastsuper.core import arguments
 from fastsuper.core import validation as v
-from fastsuper.core.activations import ACTIVATIONS
-from fastsuper.core.laws import _LAW_CODES
-from fastsuper.mc.api import METHODS, PATHS
+from fastsuper.core.activations import DEFAULT_EXPONENTS
+from fastsuper.core.model import check_activation
+from fastsuper.mc.common import METHODS, PATHS
 
 __all__ = ["KINDS", "SweepResult", "sweep"]
 
-#: parameters of the built-in row functions and their defaults (``REQUIRED`` must be given)
+#: parameters of the built-in row functions and their defaults (``REQUIRED`` must be given;
+#: ``exponent=None`` is the activation's default, as in :class:`fastsuper.Model`)
 REQUIRED = object()
 _FRAME = {
     "n": REQUIRED,
     "d": REQUIRED,
     "p": REQUIRED,
-    "exponent": 3,
+    "exponent": None,
     "activation": "power",
     "values": "gaussian",
     "norm": None,
@@ -87,7 +93,7 @@ KINDS: dict[str, dict[str, Any]] = {
         "d": REQUIRED,
         "p": REQUIRED,
         "activation": "relu_power",
-        "exponent": 1,
+        "exponent": None,
         "values": "uniform",
         "bias": True,
         "importance_decay": 1.0,
@@ -381,7 +387,7 @@ def _check_scalar(name: str, value):
         value = value.item()
     if not isinstance(value, _SCALARS) or isinstance(value, complex):
         raise TypeError(
-            f"{name} must be a scalar (int, float, str, bool or None), got {v._show(value)}"
+            f"{name} must be a scalar (int, float, str, bool or None), got {v.show(value)}"
         )
     if isinstance(value, str) and ("\n" in value or "\r" in value):
         raise ValueError(f"{name} must not contain a line break, got {value!r}")
@@ -394,19 +400,10 @@ def _check_builtin_point(kind: str, q: dict) -> None:
     try:
         v.check_int("n", q["n"], minimum=1)
         v.check_int("d", q["d"], minimum=1)
-        p = v.check_real("p", q["p"])
-        if not 0.0 <= p <= 1.0:
-            raise ValueError(f"p must lie in [0, 1], got {p}")
-        v.check_real("exponent", q["exponent"], positive=True)
-        if q["activation"] not in ACTIVATIONS:
-            raise ValueError(
-                f"activation must be one of {sorted(ACTIVATIONS)}, got {q['activation']!r}"
-            )
-        if q["values"] not in _LAW_CODES or q["values"] == "discrete":
-            allowed = sorted(set(_LAW_CODES) - {"discrete"})
-            raise ValueError(f"values must be one of {allowed}, got {q['values']!r}")
-        if q["dtype"] not in ("float32", "float64"):
-            raise ValueError(f"dtype must be 'float32' or 'float64', got {q['dtype']!r}")
+        v.check_probabilities("p", q["p"])
+        check_activation(q["activation"], q["exponent"])
+        arguments.check_law("values", q["values"])
+        v.check_choice("dtype", q["dtype"], ("float32", "float64"))
         if kind in ("estimate", "exact"):
             if q["norm"] is not None:
                 v.check_real("norm", q["norm"], positive=True)
@@ -415,10 +412,8 @@ def _check_builtin_point(kind: str, q: dict) -> None:
         if kind == "estimate":
             v.check_int("n_samples", q["n_samples"], minimum=2)
             v.check_int("block_size", q["block_size"], minimum=1)
-            if q["path"] not in PATHS:
-                raise ValueError(f"path must be one of {PATHS}, got {q['path']!r}")
-            if q["method"] not in METHODS:
-                raise ValueError(f"method must be one of {METHODS}, got {q['method']!r}")
+            v.check_choice("path", q["path"], PATHS)
+            v.check_choice("method", q["method"], METHODS)
         if kind == "exact" or (kind == "estimate" and q["exact"]):
             e = float(q["exponent"])
             if q["activation"] != "power" or not e.is_integer():
@@ -434,8 +429,7 @@ def _check_builtin_point(kind: str, q: dict) -> None:
                 raise ValueError("eval_samples must be 0 (no evaluation) or >= 2, got 1")
             v.check_real("lr", q["lr"], positive=True)
             v.check_real("importance_decay", q["importance_decay"], positive=True)
-            if not isinstance(q["bias"], bool):
-                raise TypeError(f"bias must be True or False, got {q['bias']!r}")
+            v.check_bool("bias", q["bias"])
     except (TypeError, ValueError) as exc:
         raise type(exc)(f"{where}: {exc}") from None
 
@@ -456,8 +450,8 @@ def _grid_points(grid, fixed) -> tuple[list[str], list[dict]]:
             raise TypeError(f"grid keys must be parameter names (str), got {name!r}")
         if isinstance(values, (str, bytes)) or not isinstance(values, (Sequence, np.ndarray)):
             raise TypeError(
-                f"grid[{name!r}] must be a list of values, got {v._show(values)}; write "
-                f"[{v._show(values)}] for one value (or put it in fixed=)"
+                f"grid[{name!r}] must be a list of values, got {v.show(values)}; write "
+                f"[{v.show(values)}] for one value (or put it in fixed=)"
             )
         values = [_check_scalar(f"grid[{name!r}][{i}]", x) for i, x in enumerate(values)]
         if not values:
@@ -488,8 +482,8 @@ def _check_seeds(seeds) -> list[int]:
         seeds, (Sequence, np.ndarray)
     ):
         raise TypeError(
-            f"seeds must be a list of integers, got {v._show(seeds)}; e.g. seeds=range(4) or "
-            f"seeds=[{v._show(seeds)}]"
+            f"seeds must be a list of integers, got {v.show(seeds)}; e.g. seeds=range(4) or "
+            f"seeds=[{v.show(seeds)}]"
         )
     out = [v.check_int(f"seeds[{i}]", s) for i, s in enumerate(seeds)]
     if not out:
@@ -610,36 +604,24 @@ def _execute(executor, func, todo, record, n_jobs, client) -> Iterator[tuple[int
 
 def sweep(
     kind: str | Callable[[dict, int], Mapping] = "estimate",
-    grid: Mapping[str, Sequence] | None = None,
-    *,
-    seeds: Sequence[int] = (0,),
-    fixed: Mapping[str, Any] | None = None,
-    output: str | os.PathLike | None = None,
-    executor: str | None = None,
-    client=None,
-    n_jobs: int | None = None,
-    progress: bool = True,
-    on_error: str = "raise",
-    max_points: int | None = None,
-    weights_dir: str | os.PathLike | None = None,
-    parquet: bool = False,
-) -> SweepResult:
+    grid: Mapping[str, Sequence] | None = None, *, seeds: Sequence[int] = (0,),
+    fixed: Mapping[str, Any] | None = None, output: str | os.PathLike | None = None,
+    executor: str | None = None, client=None, n_jobs: int | None = None, progress: bool = True,
+    on_error: str = "raise", max_points: int | None = None,
+    weights_dir: str | os.PathLike | None = None, parquet: bool = False,
+) -> SweepResult:  # fmt: skip
     """Run estimates or fits over a parameter grid; resumable, on local cores or Dask.
 
-    One row per (grid point, seed): the grid is the cartesian product of
-    ``grid``'s lists (in the order given, the last key varying fastest),
-    each point run for every seed.  With ``output``, each finished row is
-    appended to that CSV file at once; call :func:`sweep` again with the same
-    arguments to resume: rows already in the file are kept and only the
-    missing ones run.  The table, and the file once the sweep completes,
-    are in grid order whatever the order rows finished in.
+    One row per (grid point, seed) of the cartesian product of ``grid``'s
+    lists (the last key varying fastest).  With ``output``, each finished row
+    is appended to that CSV file at once: call :func:`sweep` again with the
+    same arguments to resume (only the missing rows run).
 
     Parameters
     ----------
     kind : {"estimate", "exact", "fit"} or callable
-        The row function (see :mod:`fastsuper.sweep`): its parameters and
-        defaults are in :data:`KINDS`; a callable ``f(params, seed) -> dict``
-        runs anything.
+        The row function (see :mod:`fastsuper.apps.sweep`; parameters and
+        defaults in :data:`KINDS`), or any ``f(params, seed) -> dict``.
     grid : dict of str to list
         Parameter name -> the values it takes (scalars).
     seeds : sequence of int, default (0,)
@@ -647,39 +629,30 @@ def sweep(
     fixed : dict of str to scalar, optional
         Parameters with one value (a column of the table, like the grid's).
     output : str or path-like, optional
-        CSV file to append rows to and to resume from.
+        CSV file to append rows to and to resume from (in grid order once complete);
+        with ``client=distributed.Client()`` too, a resumable sweep on Dask.
     executor : {"local", "processes", "dask"}, optional
-        ``"local"``: one row after the other in this process (each uses
-        Numba's threads); ``"processes"``: a pool of ``n_jobs`` processes
-        (started with ``spawn``; Numba threads shared out among them);
-        ``"dask"``: one task per row on ``client`` (a local cluster when
-        ``client`` is None).  Default ``"dask"`` when ``client`` is given,
-        else ``"local"``.
-    client : distributed.Client, optional
-        Dask client for ``executor="dask"``.
-    n_jobs : int, optional
-        Processes for ``executor="processes"`` (default: the CPU count).
+        Rows one after the other here (on Numba's threads), in ``n_jobs``
+        processes (``spawn``), or as Dask tasks on ``client`` (a local cluster
+        when None; the default executor when ``client`` is given).
+    client, n_jobs : distributed.Client, int, optional
+        Dask client for ``executor="dask"``; processes for ``"processes"`` (CPU count).
     progress : bool, default True
         Progress bar on stderr.
     on_error : {"raise", "record"}, default "raise"
-        ``"record"`` keeps going when a row fails: its outputs are empty and
-        the ``error`` column holds the exception (resuming does not retry
-        it; delete the row from the file to retry).
+        ``"record"``: a failed row keeps empty outputs and the exception in its
+        ``error`` column (not retried on resuming; delete the row to retry).
     max_points : int, optional
-        Run at most this many new rows, then return (the result is then
-        ``complete=False``); for budgets and for tests of resuming.
+        Run at most this many new rows, then return (``complete=False``).
     weights_dir : str or path-like, optional
-        ``kind="fit"`` only: save each trained model there
-        (``FitResult.save``; the ``weights`` column holds the path).
+        ``kind="fit"``: save each trained model there (column ``weights``).
     parquet : bool, default False
-        Also write the finished table next to ``output`` as ``.parquet``
-        (needs pyarrow).
+        Also write the finished table beside ``output`` as ``.parquet`` (pyarrow).
 
     Returns
     -------
     SweepResult
-        ``.rows`` (list of dicts), ``result[column]`` (NumPy arrays),
-        ``.to_csv``, ``.to_parquet``, ``.to_pandas``.
+        ``.rows`` (dicts), ``result[column]`` (arrays), ``.to_csv``, ``.to_pandas``.
 
     Raises
     ------
@@ -688,25 +661,31 @@ def sweep(
 
     Examples
     --------
-    Monte-Carlo estimates beside the exact values, 2 x 2 points, 2 seeds:
+    Estimates beside the exact values, 2 x 2 points, 2 seeds:
 
     >>> import numpy as np, fastsuper as fs
     >>> res = fs.sweep("estimate", {"p": [0.01, 0.1], "d": [2, 4]}, seeds=[0, 1],
     ...                fixed={"n": 20, "n_samples": 20_000, "exact": True}, progress=False)
     >>> len(res), res.columns[:5]
     (8, ['p', 'd', 'n', 'n_samples', 'exact'])
-    >>> z = (res["loss"] - res["loss_exact"]) / res["stderr"]
-    >>> bool(np.all(np.abs(z) < 5))
+    >>> bool(np.all(np.abs((res["loss"] - res["loss_exact"]) / res["stderr"]) < 5))
     True
-
-    The same on a Dask cluster, written to a CSV file as rows finish (run
-    it again after an interruption to resume):
-
-    >>> from distributed import Client  # doctest: +SKIP
-    >>> res = fs.sweep("estimate", {"p": [0.01, 0.1], "d": [2, 4]}, fixed={"n": 20},
-    ...                output="sweep.csv", client=Client())  # doctest: +SKIP
     """
-    # ---- the row function and its parameters
+    func, outputs = _row_function(kind, weights_dir)
+    names, points = _grid_points(grid, fixed)
+    seeds = _check_seeds(seeds)
+    full = _full_points(kind, names, points)
+    run = _check_execution(
+        executor, client, n_jobs, on_error, max_points, progress, output, parquet
+    )
+    journal = _Journal(run.path, names, outputs, points)
+    keys = [(i, s) for i in range(len(points)) for s in seeds]
+    n_new = _run_rows(func, full, keys, journal, run)
+    return journal.result(keys, n_new, parquet)
+
+
+def _row_function(kind, weights_dir) -> tuple[Callable, list[str] | None]:
+    """The row function of ``kind`` and its output names (``None``: known from the first row)."""
     if isinstance(kind, str):
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {sorted(KINDS)} or a callable, got {kind!r}")
@@ -720,46 +699,63 @@ def sweep(
         raise TypeError(f"kind must be one of {sorted(KINDS)} or a callable, got {kind!r}")
     if weights_dir is not None and kind != "fit":
         raise ValueError(f"weights_dir is for kind='fit' only, got kind={kind!r}")
-    names, points = _grid_points(grid, fixed)
-    seeds = _check_seeds(seeds)
-    if isinstance(kind, str):
-        spec = KINDS[kind]
-        unknown = [k for k in names if k not in spec]
-        if unknown:
-            raise ValueError(
-                f"unknown parameter {unknown[0]!r} for kind={kind!r}; the parameters are "
-                f"{sorted(spec)}"
-            )
-        missing = [k for k, d in spec.items() if d is REQUIRED and k not in names]
-        if missing:
-            raise ValueError(f"kind={kind!r} needs parameter {missing[0]!r} in grid or fixed")
-        full = []
-        for q in points:
-            qq = {k: q.get(k, d) for k, d in spec.items()}
-            _check_builtin_point(kind, qq)
-            full.append(qq)
-    else:
-        full = points
+    return func, outputs
+
+
+def _full_points(kind, names: list[str], points: list[dict]) -> list[dict]:
+    """Every parameter of every point of a built-in kind (defaults filled in), checked."""
+    if not isinstance(kind, str):
+        return points
+    spec = KINDS[kind]
+    unknown = [k for k in names if k not in spec]
+    if unknown:
+        raise ValueError(
+            f"unknown parameter {unknown[0]!r} for kind={kind!r}; the parameters are {sorted(spec)}"
+        )
+    missing = [k for k, d in spec.items() if d is REQUIRED and k not in names]
+    if missing:
+        raise ValueError(f"kind={kind!r} needs parameter {missing[0]!r} in grid or fixed")
+    full = []
+    for q in points:
+        qq = {k: q.get(k, d) for k, d in spec.items()}
+        if qq["exponent"] is None and qq["activation"] in DEFAULT_EXPONENTS:
+            qq["exponent"] = DEFAULT_EXPONENTS[qq["activation"]]  # the activation's default
+        _check_builtin_point(kind, qq)
+        full.append(qq)
+    return full
+
+
+@dataclass(frozen=True)
+class _Execution:
+    """How the rows of a sweep run and where they go (checked arguments of :func:`sweep`)."""
+
+    executor: str
+    client: Any
+    n_jobs: int | None
+    record: bool
+    max_points: int | None
+    progress: bool
+    path: Path | None
+
+
+def _check_execution(executor, client, n_jobs, on_error, max_points, progress, output, parquet):
     if executor is None:
         executor = "dask" if client is not None else "local"
-    if executor not in EXECUTORS:
-        raise ValueError(f"executor must be one of {EXECUTORS}, got {executor!r}")
+    v.check_choice("executor", executor, EXECUTORS)
     if client is not None and executor != "dask":
         raise ValueError(f"client is for executor='dask' only, got executor={executor!r}")
     if client is not None:
-        from fastsuper.mc.dask import _check_client
+        from fastsuper.mc.dask import check_client
 
-        _check_client(client)
+        check_client(client)
     if n_jobs is not None:
         n_jobs = v.check_int("n_jobs", n_jobs, minimum=1)
         if executor != "processes":
             raise ValueError(f"n_jobs is for executor='processes' only, got {executor!r}")
-    if on_error not in ("raise", "record"):
-        raise ValueError(f"on_error must be 'raise' or 'record', got {on_error!r}")
+    v.check_choice("on_error", on_error, ("raise", "record"))
     if max_points is not None:
         max_points = v.check_int("max_points", max_points, minimum=0)
-    if not isinstance(progress, (bool, np.bool_)):
-        raise TypeError(f"progress must be True or False, got {progress!r}")
+    progress = v.check_bool("progress", progress)
     path = None
     if output is not None:
         path = Path(output)
@@ -773,102 +769,128 @@ def sweep(
         from fastsuper.mc.dask import require_distributed
 
         require_distributed()
+    record = on_error == "record"
+    return _Execution(executor, client, n_jobs, record, max_points, progress, path)
 
-    # ---- rows already done (kept as the CSV text: the resume keys are that text)
-    key_names = [*names, "seed"]
-    keys = [(i, s) for i in range(len(points)) for s in seeds]
 
-    def key_of(q: Mapping, s) -> tuple:
-        return tuple(_fmt(q.get(k)) for k in names) + (_fmt(s),)
+class _Journal:
+    """The rows of a sweep by key, kept as their CSV text, and the CSV file they go to.
 
-    columns = None if outputs is None else [*key_names, *outputs, _ERROR]
-    done: dict[tuple, dict] = {}  # key -> row as CSV text
-    if path is not None and path.exists() and path.stat().st_size > 0:
+    The rows already in the file are read back (a torn last line or a
+    duplicate is dropped and the file rewritten), so that resuming runs only
+    the missing (point, seed) pairs; the resume keys are that text.
+    """
+
+    def __init__(self, path: Path | None, names: list[str], outputs, points: list[dict]):
+        self.path, self.names, self.points = path, names, points
+        self.key_names = [*names, "seed"]
+        self.columns = None if outputs is None else [*self.key_names, *outputs, _ERROR]
+        self.done: dict[tuple, dict] = {}  # key -> row as CSV text
+        self.held: list[tuple] = []  # failed rows that arrived before the output names
+        if path is not None and path.exists() and path.stat().st_size > 0:
+            self._read(path)
+
+    def key(self, i: int, s) -> tuple:
+        q = self.points[i]
+        return tuple(_fmt(q.get(k)) for k in self.names) + (_fmt(s),)
+
+    def _read(self, path: Path) -> None:
         header, rows, clean = _read_journal(path)
-        if header is not None:
-            if header[: len(key_names)] != key_names or header[-1] != _ERROR or (
-                columns is not None and header != columns
-            ):  # fmt: skip
-                raise ValueError(
-                    f"{str(path)!r} holds another sweep: its columns are {header}, this sweep's "
-                    f"are {columns or [*key_names, '...', _ERROR]}; use another output file"
-                )
-            columns = header
-            for r in rows:
-                k = tuple(r[c] for c in key_names)
-                if k in done:
-                    clean = False  # a duplicate: keep the first
-                    continue
-                done[k] = r
-            if not clean:
-                _write_atomic(path, columns, list(done.values()))
+        if header is None:
+            return
+        kn, columns = self.key_names, self.columns
+        if header[: len(kn)] != kn or header[-1] != _ERROR or (
+            columns is not None and header != columns
+        ):  # fmt: skip
+            raise ValueError(
+                f"{str(path)!r} holds another sweep: its columns are {header}, this sweep's "
+                f"are {columns or [*kn, '...', _ERROR]}; use another output file"
+            )
+        self.columns = header
+        for r in rows:
+            k = tuple(r[c] for c in kn)
+            if k in self.done:
+                clean = False  # a duplicate: keep the first
+                continue
+            self.done[k] = r
+        if not clean:
+            _write_atomic(path, self.columns, list(self.done.values()))
 
-    missing = [(i, s) for i, s in keys if key_of(points[i], s) not in done]
-    todo = missing if max_points is None else missing[:max_points]
-
-    # ---- run
-    bar = _Progress(len(keys), len(keys) - len(missing), bool(progress))
-    held: list[tuple] = []  # failed rows that arrived before the output names were known
-    n_new = 0
-
-    def add(i: int, s: int, outs: dict, error: str) -> None:
-        nonlocal columns
-        if columns is None:
+    def add(self, i: int, s, outs: dict, error: str) -> None:
+        """Record a finished row (and the failed ones held until the output names were known)."""
+        if self.columns is None:
             if error:
-                held.append((i, s, outs, error))
+                self.held.append((i, s, outs, error))
                 return
-            columns = [*key_names, *outs, _ERROR]
-        out_names = columns[len(key_names) : -1]
+            self.columns = [*self.key_names, *outs, _ERROR]
+        self._write(i, s, outs, error)
+        held, self.held = self.held, []
+        for h in held:
+            self._write(*h)
+
+    def _write(self, i: int, s, outs: dict, error: str) -> None:
+        out_names = self.columns[len(self.key_names) : -1]
         if not error and list(outs) != out_names:
             raise ValueError(
                 f"the row function returned outputs {list(outs)}, but the sweep's columns are "
                 f"{out_names} (every row must return the same names)"
             )
-        raw = {k: _fmt(points[i][k]) for k in names}
+        raw = {k: _fmt(self.points[i][k]) for k in self.names}
         raw["seed"] = _fmt(s)
         raw.update({c: _fmt(outs.get(c)) for c in out_names})
         raw[_ERROR] = error
-        if path is not None:
-            new_file = not path.exists() or path.stat().st_size == 0
-            with open(path, "a", newline="") as fh:
+        if self.path is not None:
+            new_file = not self.path.exists() or self.path.stat().st_size == 0
+            with open(self.path, "a", newline="") as fh:
                 w = csv.writer(fh)
                 if new_file:
-                    w.writerow(columns)
-                w.writerow([raw[c] for c in columns])
+                    w.writerow(self.columns)
+                w.writerow([raw[c] for c in self.columns])
                 fh.flush()
-        done[key_of(points[i], s)] = raw
+        self.done[self.key(i, s)] = raw
 
+    def result(self, keys: list[tuple], n_new: int, parquet: bool) -> SweepResult:
+        """The table in grid order; the file rewritten in that order once complete."""
+        if self.columns is None:  # every new row failed (recorded): no output names are known
+            self.columns = [*self.key_names, _ERROR]
+            held, self.held = self.held, []
+            for h in held:
+                self._write(*h)
+        table = [self.done[k] for k in (self.key(i, s) for i, s in keys) if k in self.done]
+        complete = len(table) == len(keys)
+        if self.path is not None and complete:
+            grid_keys = {self.key(i, s) for i, s in keys}
+            extra = [r for k, r in self.done.items() if k not in grid_keys]  # other sweeps' rows
+            _write_atomic(self.path, self.columns, table + extra)
+        rows = [_parse_row(r, self.columns) for r in table]
+        result = SweepResult(rows, self.columns, complete, self.path, n_new)
+        if parquet and complete:
+            result.to_parquet(self.path.with_suffix(".parquet"))
+        return result
+
+
+def _run_rows(func, full, keys, journal: _Journal, run: _Execution) -> int:
+    """Run the rows of ``keys`` (``(point index, seed)``) missing from ``journal`` into it.
+
+    At most ``run.max_points`` of them; returns how many ran.
+    """
+    missing = [(i, s) for i, s in keys if journal.key(i, s) not in journal.done]
+    todo = missing if run.max_points is None else missing[: run.max_points]
+    bar = _Progress(len(keys), len(keys) - len(missing), run.progress)
+    n_new = 0
     with contextlib.ExitStack() as stack:
-        if executor == "dask" and client is None and todo:
+        client = run.client
+        if run.executor == "dask" and client is None and todo:
             from fastsuper.mc.dask import local_client
 
             client = stack.enter_context(local_client())
+        rows = [(i, full[i], s) for i, s in todo]
         try:
-            for j, res in _execute(executor, func, [(i, full[i], s) for i, s in todo],
-                                   on_error == "record", n_jobs, client):  # fmt: skip
+            for j, res in _execute(run.executor, func, rows, run.record, run.n_jobs, client):
                 i, s = todo[j]
-                add(i, s, res["outputs"], res[_ERROR])
-                if columns is not None and held:
-                    for h in held:
-                        add(*h)
-                    held.clear()
+                journal.add(i, s, res["outputs"], res[_ERROR])
                 n_new += 1
                 bar.update()
         finally:
             bar.close()
-    if columns is None:  # every new row failed (recorded): no output names are known
-        columns = [*key_names, _ERROR]
-        for h in held:
-            add(*h)
-
-    # ---- the table, in grid order; the file rewritten in that order once complete
-    table = [done[key_of(points[i], s)] for i, s in keys if key_of(points[i], s) in done]
-    complete = len(table) == len(keys)
-    if path is not None and complete:
-        grid_keys = {key_of(points[i], s) for i, s in keys}
-        extra = [r for k, r in done.items() if k not in grid_keys]  # other sweeps' rows: kept
-        _write_atomic(path, columns, table + extra)
-    result = SweepResult([_parse_row(r, columns) for r in table], columns, complete, path, n_new)
-    if parquet and complete:
-        result.to_parquet(path.with_suffix(".parquet"))
-    return result
+    return n_new

@@ -14,7 +14,15 @@ name               phi(t)                      phi'(t)
 ``power``          t**m (integer m >= 1)       m t**(m-1)
 ``signed_power``   sign(t) |t|**a              a |t|**(a-1)
 ``relu_power``     max(t, 0)**a                a max(t, 0)**(a-1)
+``relu``           max(t, 0)                   1 for t > 0, else 0
 =================  =========================  ==============================
+
+``relu`` is ``relu_power`` with its exponent fixed at 1 (the same kernel code).
+An exponent left out (``None`` in :class:`~fastsuper.core.model.Model`,
+:func:`fastsuper.fit`, the sweeps and the command line) is the activation's
+own default, :data:`DEFAULT_EXPONENTS`: 3 for ``power`` and ``signed_power``
+(the paper's cubic model), 1 for ``relu_power`` and ``relu`` (Elhage et al.'s
+ReLU).
 """
 
 from __future__ import annotations
@@ -25,8 +33,19 @@ POWER = 0
 SIGNED_POWER = 1
 RELU_POWER = 2
 
-#: Public activation names and their kernel codes.
-ACTIVATIONS = {"power": POWER, "signed_power": SIGNED_POWER, "relu_power": RELU_POWER}
+#: Public activation names and their kernel codes (``"relu"`` is ``"relu_power"`` with exponent 1).
+ACTIVATIONS = {
+    "power": POWER,
+    "signed_power": SIGNED_POWER,
+    "relu_power": RELU_POWER,
+    "relu": RELU_POWER,
+}
+
+#: The exponent of each activation when none is given (one default per activation, everywhere).
+DEFAULT_EXPONENTS = {"power": 3, "signed_power": 3, "relu_power": 1, "relu": 1}
+
+#: Activations whose exponent is fixed (a different one is an error).
+FIXED_EXPONENTS = {"relu": 1}
 
 
 @njit

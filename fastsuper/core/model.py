@@ -5,7 +5,45 @@ from __future__ import annotations
 import numpy as np
 
 from fastsuper.core import validation as v
-from fastsuper.core.activations import ACTIVATIONS, POWER
+from fastsuper.core.activations import ACTIVATIONS, DEFAULT_EXPONENTS, FIXED_EXPONENTS, POWER
+
+__all__ = ["Model", "check_activation"]
+
+
+def check_activation(activation, exponent=None, *, func: str | None = None) -> tuple[str, float]:
+    """``(activation, exponent)`` checked; a missing exponent is the activation's default.
+
+    Parameters
+    ----------
+    activation : {"power", "signed_power", "relu_power", "relu"}
+        Activation family (:data:`~fastsuper.core.activations.ACTIVATIONS`).
+    exponent : float, optional
+        Exponent ``a > 0``; an integer for ``"power"``, 1 for ``"relu"``.  Default
+        :data:`~fastsuper.core.activations.DEFAULT_EXPONENTS` ``[activation]``: 3 for
+        ``"power"`` and ``"signed_power"``, 1 for ``"relu_power"`` and ``"relu"``.
+
+    Returns
+    -------
+    (str, float)
+        The activation and its exponent.
+    """
+    v.check_choice("activation", activation, sorted(ACTIVATIONS), func=func)
+    given = exponent
+    if exponent is None:
+        exponent = DEFAULT_EXPONENTS[activation]
+    exponent = v.check_real("exponent", exponent, positive=True, func=func)
+    fixed = FIXED_EXPONENTS.get(activation)
+    if fixed is not None and exponent != fixed:
+        raise ValueError(
+            f"{v.prefix(func)}activation={activation!r} has exponent {fixed}, got "
+            f"exponent={given!r}; use activation='relu_power' for max(t, 0)**a"
+        )
+    if ACTIVATIONS[activation] == POWER and not exponent.is_integer():
+        raise ValueError(
+            f"{v.prefix(func)}exponent must be an integer >= 1 for activation='power', got "
+            f"{given!r}; use activation='signed_power' or 'relu_power' for real exponents"
+        )
+    return activation, exponent
 
 
 class Model:
@@ -18,10 +56,12 @@ class Model:
         ``W`` is the compute dtype of every kernel.
     b : array_like of shape (n,), optional
         Output bias (default none, as in the paper).
-    activation : {"power", "signed_power", "relu_power"}, default "power"
-        Activation family (THEORY §1).
-    exponent : float, default 3
-        Exponent ``a > 0``; an integer ``m >= 1`` for ``"power"``.
+    activation : {"power", "signed_power", "relu_power", "relu"}, default "power"
+        Activation family (THEORY §1); ``"relu"`` is ``"relu_power"`` with exponent 1.
+    exponent : float, optional
+        Exponent ``a > 0``; an integer ``m >= 1`` for ``"power"``, 1 for ``"relu"``.
+        Default: the activation's own, 3 for ``"power"`` and ``"signed_power"``, 1 for
+        ``"relu_power"`` and ``"relu"`` (:func:`check_activation`).
 
     Examples
     --------
@@ -29,29 +69,21 @@ class Model:
     >>> model = fs.Model(np.eye(2, 3), activation="relu_power", exponent=1)
     >>> model.d, model.n, model.dtype
     (2, 3, dtype('float64'))
+    >>> fs.Model(np.eye(2, 3), activation="relu")
+    Model(d=2, n=3, activation='relu', exponent=1, bias=no, dtype=float64)
     """
 
-    def __init__(self, W, b=None, activation: str = "power", exponent: float = 3):
-        self.W = v.as_float_array("W", W, ndim=2)
+    def __init__(self, W, b=None, activation: str = "power", exponent: float | None = None):
+        self.W = v.check_weights("W", W, dtype=None)
         self.d, self.n = self.W.shape
-        if self.d < 1 or self.n < 1:
-            raise ValueError(f"W must have shape (d, n) with d, n >= 1, got {self.W.shape}")
         self.dtype = self.W.dtype
         if b is None:
             self.b = None
         else:
             self.b = v.as_float_array("b", b, ndim=1, shape=(self.n,)).astype(self.dtype)
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
-        self.activation = activation
+        self.activation, self.exponent = check_activation(activation, exponent)
         self.act_code = ACTIVATIONS[activation]
-        self.exponent = v.check_real("exponent", exponent, positive=True)
         is_int = float(self.exponent).is_integer()
-        if self.act_code == POWER and not is_int:
-            raise ValueError(
-                f"exponent must be an integer >= 1 for activation='power', got {exponent!r}; "
-                "use activation='signed_power' or 'relu_power' for real exponents"
-            )
         self.int_exponent = int(self.exponent) if is_int else -1
 
     @property

@@ -37,24 +37,28 @@ from typing import NamedTuple
 
 import numpy as np
 
+from fastsuper.core import arguments
+from fastsuper.core import validation as v
 from fastsuper.core.blas import single_thread_if_small
 from fastsuper.core.laws import SparseInputs
 from fastsuper.core.model import Model
 from fastsuper.exact.kernels_cpu import exact_grad_w, exact_power_sums
 
 __all__ = [
+    "MomentTerms",
     "exact_gain",
     "exact_gain_grad",
     "exact_loss",
     "exact_loss_and_gain",
     "exact_loss_grad",
+    "moment_terms",
 ]
 
 # --------------------------------------------------------------------------
 # moment <-> cumulant recursions (vectorised over the last axis)
 
 
-def _binomials(r_max: int) -> np.ndarray:
+def binomials(r_max: int) -> np.ndarray:
     """Pascal's triangle ``C[r, k] = C(r, k)`` for ``0 <= k <= r <= r_max`` in float64."""
     c = np.zeros((r_max + 1, r_max + 1))
     c[:, 0] = 1.0
@@ -63,7 +67,7 @@ def _binomials(r_max: int) -> np.ndarray:
     return c
 
 
-def _cumulants_from_moments(moments: np.ndarray, binom: np.ndarray) -> np.ndarray:
+def cumulants_from_moments(moments: np.ndarray, binom: np.ndarray) -> np.ndarray:
     """Cumulants ``kappa_1 .. kappa_R`` from raw moments ``M_0 = 1, M_1 .. M_R``.
 
     Parameters
@@ -71,7 +75,7 @@ def _cumulants_from_moments(moments: np.ndarray, binom: np.ndarray) -> np.ndarra
     moments : ndarray of shape (R + 1, ...)
         Raw moments, ``moments[0]`` being 1.
     binom : ndarray
-        Pascal's triangle with at least ``R`` rows (see :func:`_binomials`).
+        Pascal's triangle with at least ``R`` rows (see :func:`binomials`).
 
     Returns
     -------
@@ -80,7 +84,7 @@ def _cumulants_from_moments(moments: np.ndarray, binom: np.ndarray) -> np.ndarra
 
     Notes
     -----
-    Inverse of :func:`_moments_from_cumulants`:
+    Inverse of :func:`moments_from_cumulants`:
     ``kappa_r = M_r - sum_{k=1}^{r-1} C(r-1, k-1) kappa_k M_{r-k}``.
     """
     kappa = np.zeros_like(moments)
@@ -92,7 +96,7 @@ def _cumulants_from_moments(moments: np.ndarray, binom: np.ndarray) -> np.ndarra
     return kappa
 
 
-def _moments_from_cumulants(kappa: np.ndarray, binom: np.ndarray) -> np.ndarray:
+def moments_from_cumulants(kappa: np.ndarray, binom: np.ndarray) -> np.ndarray:
     """Raw moments ``M_0 = 1, M_1 .. M_R`` from cumulants ``kappa_1 .. kappa_R``.
 
     Parameters
@@ -100,7 +104,7 @@ def _moments_from_cumulants(kappa: np.ndarray, binom: np.ndarray) -> np.ndarray:
     kappa : ndarray of shape (R + 1, ...)
         Cumulants, ``kappa[r]`` for ``r >= 1`` (``kappa[0]`` is ignored).
     binom : ndarray
-        Pascal's triangle with at least ``R`` rows (see :func:`_binomials`).
+        Pascal's triangle with at least ``R`` rows (see :func:`binomials`).
 
     Returns
     -------
@@ -121,19 +125,12 @@ def _moments_from_cumulants(kappa: np.ndarray, binom: np.ndarray) -> np.ndarray:
 # validation
 
 
-def _check(func: str, model, inputs) -> int:
-    """Check the arguments of ``func``; return the integer exponent ``m``."""
-    if not isinstance(model, Model):
-        raise TypeError(f"{func}: model must be a fastsuper.Model, got {type(model).__name__}")
-    if not isinstance(inputs, SparseInputs):
-        raise TypeError(
-            f"{func}: inputs must be a fastsuper.SparseInputs, got {type(inputs).__name__}"
-        )
-    if inputs.n != model.n:
-        raise ValueError(
-            f"{func}: inputs.n = {inputs.n} does not match model.n = {model.n} "
-            "(the number of features must agree)"
-        )
+BACKENDS = ("cpu", "cuda")
+
+
+def _closed_form_exponent(func: str, model, inputs) -> int:
+    """Check that ``(model, inputs)`` has the closed form; return the integer exponent ``m``."""
+    arguments.check_model_inputs(model, inputs, func=func)
     if model.activation != "power":
         raise ValueError(
             f"{func}: model.activation = {model.activation!r} has no closed form; the exact "
@@ -151,26 +148,19 @@ def _check(func: str, model, inputs) -> int:
     return m
 
 
-BACKENDS = ("cpu", "cuda")
-
-
-def _check_backend(func: str, backend) -> str:
-    if not isinstance(backend, str) or backend not in BACKENDS:
-        raise ValueError(f"{func}: backend must be one of {BACKENDS}, got {backend!r}")
-    return backend
-
-
-def _check_flag(func: str, name: str, value) -> bool:
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{func}: {name} must be True or False, got {value!r}")
-    return bool(value)
+def _check(func: str, model, inputs, backend, flag_name: str, flag) -> tuple[int, bool, str]:
+    """``(m, flag, backend)`` checked for the public function ``func``."""
+    m = _closed_form_exponent(func, model, inputs)
+    flag = v.check_bool(flag_name, flag, func=func)
+    backend = v.check_choice("backend", backend, BACKENDS, func=func)
+    return m, flag, backend
 
 
 # --------------------------------------------------------------------------
 # the computation
 
 
-class _Forward(NamedTuple):
+class ForwardTerms(NamedTuple):
     """Everything the forward pass computes (all float64; ``n`` features, ``R = 2m``)."""
 
     binom: np.ndarray  # (R + 1, R + 1) Pascal's triangle
@@ -187,15 +177,15 @@ class _Forward(NamedTuple):
     imp: np.ndarray  # (n,) importances I_j
 
 
-def _forward(model: Model, inputs: SparseInputs, m: int, backend: str = "cpu") -> _Forward:
+def forward_terms(model: Model, inputs: SparseInputs, m: int, backend: str = "cpu") -> ForwardTerms:
     """The forward moments of THEORY §3 (unchecked; see :func:`_check_terms`).
 
     With ``backend="cuda"`` the row-wise power sums ``ky`` are computed by
-    :func:`fastsuper.mc.cuda.exact_power_sums_cuda`; the rest is the same.
+    :func:`fastsuper.exact.cuda.exact_power_sums_cuda`; the rest is the same.
     """
     n = model.n
     R = 2 * m
-    binom = _binomials(R)
+    binom = binomials(R)
     W = np.ascontiguousarray(model.W, dtype=np.float64)
     b = None if model.b is None else np.asarray(model.b, dtype=np.float64)
     p = np.asarray(inputs.p, dtype=np.float64)
@@ -205,7 +195,7 @@ def _forward(model: Model, inputs: SparseInputs, m: int, backend: str = "cpu") -
         # raw moments of every x_i: ex[r, i] = E x_i**r (1 for r = 0)
         ex = p[None, :] * mu[:, None]
         ex[0] = 1.0
-        kx = _cumulants_from_moments(ex[: R + 1], binom)  # kx[r, i] = kappa_r(x_i)
+        kx = cumulants_from_moments(ex[: R + 1], binom)  # kx[r, i] = kappa_r(x_i)
 
         with single_thread_if_small(float(n) * n * W.shape[0]):  # no BLAS thread spinning
             A = W.T @ W  # beside the kernels
@@ -221,7 +211,7 @@ def _forward(model: Model, inputs: SparseInputs, m: int, backend: str = "cpu") -
             ky = exact_power_sums(A, kx)
         if b is not None:
             ky[1] += b
-        my = _moments_from_cumulants(ky, binom)  # my[s, j] = E y_j**s
+        my = moments_from_cumulants(ky, binom)  # my[s, j] = E y_j**s
 
         # powers of the diagonal: ad[r, j] = A_jj**r
         ad = np.empty((R + 1, n))
@@ -238,10 +228,10 @@ def _forward(model: Model, inputs: SparseInputs, m: int, backend: str = "cpu") -
         ex2 = ex[2].copy()
 
     imp = np.asarray(inputs.importance, dtype=np.float64)
-    return _Forward(binom, W, b, ex, kx, A, ad, my, ex2, exzm, ez2m, imp)
+    return ForwardTerms(binom, W, b, ex, kx, A, ad, my, ex2, exzm, ez2m, imp)
 
 
-def _check_terms(func: str, fw: _Forward, m: int) -> None:
+def _check_terms(func: str, fw: ForwardTerms, m: int) -> None:
     """Raise FloatingPointError if a forward moment overflowed float64."""
     for name, arr in (("E z_j^(2m)", fw.ez2m), ("E[x_j z_j^m]", fw.exzm)):
         bad = ~np.isfinite(arr)
@@ -256,14 +246,55 @@ def _check_terms(func: str, fw: _Forward, m: int) -> None:
             )
 
 
+class MomentTerms(NamedTuple):
+    """Per-feature moments of the exact loss (float64 arrays of shape (n,); THEORY §3).
+
+    Feature ``j`` contributes ``importance_j (ex2_j - 2 exzm_j + ez2m_j)`` to
+    the loss and ``importance_j (2 exzm_j - ez2m_j)`` to the gain.
+    """
+
+    ex2: np.ndarray  # E x_j**2
+    exzm: np.ndarray  # E[x_j z_j**m]
+    ez2m: np.ndarray  # E z_j**(2m)
+    importance: np.ndarray  # I_j
+
+
 def _terms(model: Model, inputs: SparseInputs, m: int, func: str, backend: str = "cpu"):
-    """Per-feature ``(E x_j**2, E[x_j z_j**m], E z_j**(2m))`` and the importances."""
-    fw = _forward(model, inputs, m, backend)
+    """The :class:`MomentTerms` of checked arguments (``func`` names the caller in errors)."""
+    fw = forward_terms(model, inputs, m, backend)
     _check_terms(func, fw, m)
-    return fw.ex2, fw.exzm, fw.ez2m, fw.imp
+    return MomentTerms(fw.ex2, fw.exzm, fw.ez2m, fw.imp)
 
 
-def _backward(func: str, fw: _Forward, m: int) -> tuple[np.ndarray, np.ndarray]:
+def moment_terms(model: Model, inputs: SparseInputs, *, backend: str = "cpu") -> MomentTerms:
+    """The per-feature moments behind :func:`exact_loss` and :func:`exact_gain` (THEORY §3).
+
+    ``E x_j**2``, ``E[x_j z_j**m]`` and ``E z_j**(2m)`` with ``z = W.T @ W @ x
+    + b``, and the importances; the loss and the gain are fixed combinations
+    of them, and other quantities (the best scale of ``W`` in
+    :func:`fastsuper.theory.best_scale`) other combinations.  Same
+    conditions, cost and ``backend`` as :func:`exact_loss`.
+
+    Returns
+    -------
+    MomentTerms
+        ``(ex2, exzm, ez2m, importance)``, float64 arrays of shape (n,).
+
+    Examples
+    --------
+    >>> import numpy as np, fastsuper as fs
+    >>> from fastsuper.exact.api import moment_terms
+    >>> t = moment_terms(fs.Model(np.eye(2), exponent=3), fs.SparseInputs(2, p=0.5))
+    >>> t.ex2, t.exzm, t.ez2m  # p mu_2, p mu_4, p mu_6 for Gaussian values
+    (array([0.5, 0.5]), array([1.5, 1.5]), array([7.5, 7.5]))
+    """
+    func = "moment_terms"
+    m = _closed_form_exponent(func, model, inputs)
+    backend = v.check_choice("backend", backend, BACKENDS, func=func)
+    return _terms(model, inputs, m, func, backend)
+
+
+def _backward(func: str, fw: ForwardTerms, m: int) -> tuple[np.ndarray, np.ndarray]:
     """Exact gradient ``(dL/dW, dL/db)`` of the loss from the forward state (THEORY §3).
 
     With ``L = sum_j I_j (E x_j**2 - 2 E[x_j z_j**m] + E z_j**(2m))`` and the
@@ -353,7 +384,7 @@ def exact_loss_and_gain(
         Return the per-feature terms instead of their sums.
     backend : {"cpu", "cuda"}, default "cpu"
         Where the ``O(n**2 m)`` row-wise power sums run: ``"cuda"`` computes
-        them on the GPU (:func:`fastsuper.mc.cuda.exact_power_sums_cuda`;
+        them on the GPU (:func:`fastsuper.exact.cuda.exact_power_sums_cuda`;
         needs numba-cuda and a GPU, or ``NUMBA_ENABLE_CUDASIM=1``), the rest
         on the CPU.  Same value to float round-off.
 
@@ -383,19 +414,14 @@ def exact_loss_and_gain(
 
     Examples
     --------
-    >>> import numpy as np
-    >>> from fastsuper.core.model import Model
-    >>> from fastsuper.core.laws import SparseInputs
-    >>> from fastsuper.exact.api import exact_loss_and_gain
-    >>> model = Model(0.5 * np.eye(2), exponent=1)  # x_hat = x / 4
-    >>> inputs = SparseInputs(2, p=0.5, values="rademacher")
-    >>> exact_loss_and_gain(model, inputs)  # 2 * 0.5 * (3/4)**2, 2 * 0.5 - loss
+    >>> import numpy as np, fastsuper as fs
+    >>> model = fs.Model(0.5 * np.eye(2), exponent=1)  # x_hat = x / 4
+    >>> inputs = fs.SparseInputs(2, p=0.5, values="rademacher")
+    >>> fs.exact_loss_and_gain(model, inputs)  # 2 * 0.5 * (3/4)**2, 2 * 0.5 - loss
     (0.5625, 0.4375)
     """
     func = "exact_loss_and_gain"
-    m = _check(func, model, inputs)
-    per_feature = _check_flag(func, "per_feature", per_feature)
-    backend = _check_backend(func, backend)
+    m, per_feature, backend = _check(func, model, inputs, backend, "per_feature", per_feature)
     ex2, exzm, ez2m, imp = _terms(model, inputs, m, func, backend)
     with np.errstate(over="ignore", invalid="ignore"):
         loss = imp * (ex2 - 2.0 * exzm + ez2m)
@@ -425,7 +451,7 @@ def exact_loss(
         instead of their sum (the mean over features is ``.mean()`` of them).
     backend : {"cpu", "cuda"}, default "cpu"
         Where the ``O(n**2 m)`` row-wise power sums run: ``"cuda"`` computes
-        them on the GPU (:func:`fastsuper.mc.cuda.exact_power_sums_cuda`;
+        them on the GPU (:func:`fastsuper.exact.cuda.exact_power_sums_cuda`;
         needs numba-cuda and a GPU, or ``NUMBA_ENABLE_CUDASIM=1``), the rest
         on the CPU.  Same value to float round-off.
 
@@ -455,22 +481,17 @@ def exact_loss(
 
     Examples
     --------
-    >>> import numpy as np
-    >>> from fastsuper.core.model import Model
-    >>> from fastsuper.core.laws import SparseInputs
-    >>> from fastsuper.exact.api import exact_loss
-    >>> inputs = SparseInputs(3, p=0.25, values="gaussian")
-    >>> exact_loss(Model(np.eye(3), exponent=1), inputs)  # x_hat = x
+    >>> import numpy as np, fastsuper as fs
+    >>> inputs = fs.SparseInputs(3, p=0.25, values="gaussian")
+    >>> fs.exact_loss(fs.Model(np.eye(3), exponent=1), inputs)  # x_hat = x
     0.0
-    >>> exact_loss(Model(np.zeros((1, 3)), exponent=3), inputs)  # x_hat = 0: 3 p E xi^2
+    >>> fs.exact_loss(fs.Model(np.zeros((1, 3)), exponent=3), inputs)  # x_hat = 0: 3 p E xi^2
     0.75
-    >>> exact_loss(Model(np.eye(3), exponent=3), inputs, per_feature=True)  # p(1 - 2*3 + 15)
+    >>> fs.exact_loss(fs.Model(np.eye(3), exponent=3), inputs, per_feature=True)  # p(1 - 2*3 + 15)
     array([2.5, 2.5, 2.5])
     """
     func = "exact_loss"
-    m = _check(func, model, inputs)
-    per_feature = _check_flag(func, "per_feature", per_feature)
-    backend = _check_backend(func, backend)
+    m, per_feature, backend = _check(func, model, inputs, backend, "per_feature", per_feature)
     ex2, exzm, ez2m, imp = _terms(model, inputs, m, func, backend)
     with np.errstate(over="ignore", invalid="ignore"):
         loss = imp * (ex2 - 2.0 * exzm + ez2m)
@@ -497,7 +518,7 @@ def exact_gain(
         Return the ``n`` per-feature terms instead of their sum.
     backend : {"cpu", "cuda"}, default "cpu"
         Where the ``O(n**2 m)`` row-wise power sums run: ``"cuda"`` computes
-        them on the GPU (:func:`fastsuper.mc.cuda.exact_power_sums_cuda`;
+        them on the GPU (:func:`fastsuper.exact.cuda.exact_power_sums_cuda`;
         needs numba-cuda and a GPU, or ``NUMBA_ENABLE_CUDASIM=1``), the rest
         on the CPU.  Same value to float round-off.
 
@@ -529,20 +550,15 @@ def exact_gain(
     Without superposition (``A`` diagonal) the gain is
     ``p sum_i (2 mu_{m+1} A_ii**m - mu_{2m} A_ii**(2m))`` (THEORY §5.1):
 
-    >>> import numpy as np
-    >>> from fastsuper.core.model import Model
-    >>> from fastsuper.core.laws import SparseInputs
-    >>> from fastsuper.exact.api import exact_gain
-    >>> inputs = SparseInputs(2, p=0.5, values="rademacher")
-    >>> exact_gain(Model(np.eye(2), exponent=3), inputs)  # perfect reconstruction
+    >>> import numpy as np, fastsuper as fs
+    >>> inputs = fs.SparseInputs(2, p=0.5, values="rademacher")
+    >>> fs.exact_gain(fs.Model(np.eye(2), exponent=3), inputs)  # perfect reconstruction
     1.0
-    >>> exact_gain(Model(np.eye(1, 2), exponent=3), inputs, per_feature=True)
+    >>> fs.exact_gain(fs.Model(np.eye(1, 2), exponent=3), inputs, per_feature=True)
     array([0.5, 0. ])
     """
     func = "exact_gain"
-    m = _check(func, model, inputs)
-    per_feature = _check_flag(func, "per_feature", per_feature)
-    backend = _check_backend(func, backend)
+    m, per_feature, backend = _check(func, model, inputs, backend, "per_feature", per_feature)
     _, exzm, ez2m, imp = _terms(model, inputs, m, func, backend)
     with np.errstate(over="ignore", invalid="ignore"):
         gain = imp * (2.0 * exzm - ez2m)
@@ -550,10 +566,8 @@ def exact_gain(
 
 
 def _loss_grad(func: str, model, inputs, wrt_bias, backend: str = "cpu"):
-    m = _check(func, model, inputs)
-    wrt_bias = _check_flag(func, "wrt_bias", wrt_bias)
-    backend = _check_backend(func, backend)
-    fw = _forward(model, inputs, m, backend)
+    m, wrt_bias, backend = _check(func, model, inputs, backend, "wrt_bias", wrt_bias)
+    fw = forward_terms(model, inputs, m, backend)
     _check_terms(func, fw, m)
     dW, db = _backward(func, fw, m)
     return fw, dW, (db if wrt_bias else None)
@@ -584,10 +598,9 @@ def exact_loss_grad(
         gradient at ``b = 0``.  With ``False`` the third element is ``None``.
     backend : {"cpu", "cuda"}, default "cpu"
         Where the ``O(n**2 m)`` row-wise power sums run: ``"cuda"`` computes
-        them on the GPU (:func:`fastsuper.mc.cuda.exact_power_sums_cuda`;
+        them on the GPU (:func:`fastsuper.exact.cuda.exact_power_sums_cuda`;
         needs numba-cuda and a GPU, or ``NUMBA_ENABLE_CUDASIM=1``), the rest
-        on the CPU.  The backward pass stays on
-        the CPU.  Same values to float round-off.
+        on the CPU (the backward pass too).  Same values to float round-off.
 
     Returns
     -------
@@ -622,12 +635,9 @@ def exact_loss_grad(
     Linear model ``x_hat = w**2 x + b`` with one feature, ``p = 1`` and
     Rademacher values: ``L = (1 - w**2)**2 + b**2``.
 
-    >>> import numpy as np
-    >>> from fastsuper.core.model import Model
-    >>> from fastsuper.core.laws import SparseInputs
-    >>> from fastsuper.exact.api import exact_loss_grad
-    >>> inputs = SparseInputs(1, p=1.0, values="rademacher")
-    >>> loss, dW, db = exact_loss_grad(Model([[0.5]], b=[0.25], exponent=1), inputs)
+    >>> import numpy as np, fastsuper as fs
+    >>> inputs = fs.SparseInputs(1, p=1.0, values="rademacher")
+    >>> loss, dW, db = fs.exact_loss_grad(fs.Model([[0.5]], b=[0.25], exponent=1), inputs)
     >>> loss  # (3/4)**2 + (1/4)**2
     0.625
     >>> dW  # -4 w (1 - w**2)
@@ -692,13 +702,10 @@ def exact_gain_grad(
     Unsuperposed optimum of THEORY §5.1 (``A_jj**m = mu_{m+1} / mu_{2m}``,
     here 1/5 for Gaussian values and ``m = 3``): a stationary point.
 
-    >>> import numpy as np
-    >>> from fastsuper.core.model import Model
-    >>> from fastsuper.core.laws import SparseInputs
-    >>> from fastsuper.exact.api import exact_gain_grad
-    >>> inputs = SparseInputs(2, p=0.1, values="gaussian")
+    >>> import numpy as np, fastsuper as fs
+    >>> inputs = fs.SparseInputs(2, p=0.1, values="gaussian")
     >>> W = (1 / 5) ** (1 / 6) * np.eye(2)
-    >>> gain, dW, db = exact_gain_grad(Model(W, exponent=3), inputs)
+    >>> gain, dW, db = fs.exact_gain_grad(fs.Model(W, exponent=3), inputs)
     >>> round(gain, 12)  # p kappa min(n, d) with kappa = mu_4**2 / mu_6 = 0.6
     0.12
     >>> bool(np.abs(dW).max() < 1e-14), bool(np.abs(db).max() < 1e-14)

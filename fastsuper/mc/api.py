@@ -6,27 +6,18 @@ from fastsuper.core import config
 from fastsuper.core import validation as v
 from fastsuper.core.laws import SparseInputs
 from fastsuper.core.model import Model
-from fastsuper.mc.common import BACKENDS, METHODS, PATHS, LossEstimate, check_common
+from fastsuper.mc.common import BACKENDS, METHODS, LossEstimate, check_run
 from fastsuper.mc.cpu import estimate_loss_cpu
 
 __all__ = ["LossEstimate", "estimate_loss"]
 
 
 def estimate_loss(
-    model: Model,
-    inputs: SparseInputs,
-    n_samples: int = 100_000,
-    seed: int = 0,
-    *,
-    per_feature: bool = False,
-    path: str = "auto",
-    backend: str = "cpu",
-    block_size: int = config.DEFAULT_BLOCK,
-    start: int = 0,
-    method: str = "naive",
-    client=None,
+    model: Model, inputs: SparseInputs, n_samples: int = 100_000, seed: int = 0, *,
+    per_feature: bool = False, path: str = "auto", backend: str = "cpu",
+    block_size: int = config.DEFAULT_BLOCK, start: int = 0, method: str = "naive", client=None,
     chunk_size: int | None = None,
-) -> LossEstimate:
+) -> LossEstimate:  # fmt: skip
     """Monte-Carlo estimate of the loss and gain of ``model`` on ``inputs``.
 
     One fused kernel per block of samples: sample (counter-based, keyed by
@@ -47,39 +38,29 @@ def estimate_loss(
     per_feature : bool, default False
         Also return each feature's loss term ``E I_j (x_j - x_hat_j)^2``.
     path : {"auto", "columns", "columns_blocked", "blocked", "dense"}
-        ``"columns"`` adds rows of ``A = W^T W`` per sample (cheap when few
-        features are active); ``"columns_blocked"`` does so for a block of
-        samples one tile of outputs at a time (the tile of ``A`` stays in
-        cache); ``"blocked"`` computes ``W x`` and then ``W^T h`` for a group
-        of samples as one matrix product (BLAS); ``"dense"`` computes
-        ``W^T (W x)`` one sample at a time; ``"auto"`` picks by a cost model
-        (:func:`choose_path`).  All give the same numbers to round-off.
+        How ``z`` is formed (:mod:`fastsuper.mc.paths`); ``"auto"`` picks by a
+        cost model.  All give the same numbers to round-off;
         ``method="stratified"`` has all but ``"blocked"``.
-    backend : {"cpu", "cuda"}
-        Where to run.  ``"cuda"`` needs the ``cuda`` extra (numba-cuda) and a
-        GPU, or ``NUMBA_ENABLE_CUDASIM=1`` (the simulator); it draws the same
-        samples and gives the same numbers to round-off.  ``"dask"`` runs
-        chunks of blocks as tasks on a ``dask.distributed`` cluster
-        (:func:`fastsuper.mc.dask.estimate_loss_dask`; needs the
-        ``distributed`` extra) and gives the CPU's numbers bit for bit.
+    backend : {"cpu", "cuda", "dask"}
+        ``"cuda"``: the same samples on a GPU, the same numbers to round-off
+        (the ``cuda`` extra and a GPU, or ``NUMBA_ENABLE_CUDASIM=1``).
+        ``"dask"``: chunks of blocks as tasks on a ``dask.distributed``
+        cluster (:func:`fastsuper.mc.dask.estimate_loss_dask`), the CPU's
+        numbers bit for bit.
     block_size : int, default 2048
-        Samples per parallel work item and per partial sum.  Results are
-        identical for any thread count; changing ``block_size`` changes only
-        the order of float64 additions.
+        Samples per parallel work item and per partial sum; changes only the
+        order of float64 additions.
     start : int, default 0
         Index of the first sample (to continue or split a run).
     method : {"naive", "stratified"}, default "naive"
-        ``"naive"``: plain Monte Carlo over the input law.  ``"stratified"``
-        (THEORY §4): the ``K <= 1`` strata exactly (:func:`low_order_terms`)
-        and only ``K >= 2`` sampled, ``n_samples`` samples drawn given
-        ``K >= 2`` (see :func:`fastsuper.mc.stratified.stratified_estimate`); far
-        smaller standard errors when ``E K`` is small.
+        ``"stratified"`` (THEORY §4): the ``K <= 1`` strata exactly and
+        ``n_samples`` samples given ``K >= 2``
+        (:func:`fastsuper.mc.stratified.stratified_estimate`); far smaller
+        standard errors when ``E K`` is small.
     client : distributed.Client, optional
-        ``backend="dask"`` only: the cluster (default: a local cluster started
-        and closed for this call, which costs seconds).
+        ``backend="dask"``: the cluster (default: a local one for this call).
     chunk_size : int, optional
-        ``backend="dask"`` only: samples per task, a multiple of
-        ``block_size``; never changes the result.
+        ``backend="dask"``: samples per task, a multiple of ``block_size``.
 
     Returns
     -------
@@ -95,46 +76,32 @@ def estimate_loss(
     Examples
     --------
     >>> import numpy as np, fastsuper as fs
-    >>> rng = np.random.default_rng(0)
-    >>> model = fs.Model(rng.normal(size=(4, 20)) / 2, exponent=3)
+    >>> model = fs.Model(np.random.default_rng(0).normal(size=(4, 20)) / 2, exponent=3)
     >>> inputs = fs.SparseInputs(20, p=0.05, values="rademacher")
     >>> est = fs.estimate_loss(model, inputs, 200_000, seed=1)
-    >>> exact = fs.exact_loss(model, inputs)
-    >>> bool(abs(est.mean - exact) < 5 * est.stderr)
+    >>> bool(abs(est.mean - fs.exact_loss(model, inputs)) < 5 * est.stderr)
     True
     """
-    if not isinstance(method, str) or method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    if backend != "dask" and (client is not None or chunk_size is not None):
-        raise ValueError(
-            f"client and chunk_size are for backend='dask' only, got backend={backend!r}"
-        )
-    if method == "stratified" and backend == "dask":
-        raise NotImplementedError(
-            "method='stratified' has no Dask backend; use method='naive' with backend='dask', "
-            "or method='stratified' with backend='cpu'"
-        )
+    _check_method(method, backend, client, chunk_size)
     if method == "stratified":
         from fastsuper.mc.stratified import stratified_estimate
 
-        return stratified_estimate(
-            model,
-            inputs,
-            n_samples,
-            seed,
-            per_feature=per_feature,
-            path=path,
-            backend=backend,
-            block_size=block_size,
-            start=start,
-        )
-    n_samples, seed = check_common(model, inputs, n_samples, seed)
-    block_size = v.check_int("block_size", block_size, minimum=1)
-    start = v.check_int("start", start, minimum=0)
-    if path not in PATHS:
-        raise ValueError(f"path must be one of {PATHS}, got {path!r}")
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        return stratified_estimate(model, inputs, n_samples, seed, per_feature=per_feature,
+                                   path=path, backend=backend, block_size=block_size,
+                                   start=start)  # fmt: skip
+    return _naive(model, inputs, n_samples, seed, per_feature, path, backend, block_size, start,
+                  client, chunk_size)  # fmt: skip
+
+
+def _naive(
+    model, inputs, n_samples, seed, per_feature, path, backend, block_size, start, client,
+    chunk_size,
+) -> LossEstimate:  # fmt: skip
+    """``method="naive"``: check the run and send it to its backend."""
+    n_samples, seed, block_size, start = check_run(
+        model, inputs, n_samples, seed, block_size=block_size, start=start, path=path
+    )
+    v.check_choice("backend", backend, BACKENDS)
     if backend == "cuda":
         from fastsuper.mc.cuda import estimate_loss_cuda  # lazy: needs numba-cuda
 
@@ -149,3 +116,17 @@ def estimate_loss(
             client=client, chunk_size=chunk_size,
         )  # fmt: skip
     return estimate_loss_cpu(model, inputs, n_samples, seed, path, block_size, start, per_feature)
+
+
+def _check_method(method, backend, client, chunk_size) -> None:
+    """The method and the Dask-only arguments, checked before anything else."""
+    v.check_choice("method", method, METHODS)
+    if backend != "dask" and (client is not None or chunk_size is not None):
+        raise ValueError(
+            f"client and chunk_size are for backend='dask' only, got backend={backend!r}"
+        )
+    if method == "stratified" and backend == "dask":
+        raise NotImplementedError(
+            "method='stratified' has no Dask backend; use method='naive' with backend='dask', "
+            "or method='stratified' with backend='cpu'"
+        )

@@ -1,4 +1,4 @@
-"""What every Monte-Carlo backend shares: the result type, the argument checks, the merge."""
+"""What every Monte-Carlo backend shares: the result type, the run's checks, the merge."""
 
 from __future__ import annotations
 
@@ -7,12 +7,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from fastsuper.core import arguments
 from fastsuper.core import validation as v
-from fastsuper.core.laws import SparseInputs
-from fastsuper.core.model import Model
 from fastsuper.mc.kernels_cpu import merge_block_stats
 
-__all__ = ["BACKENDS", "METHODS", "PATHS", "LossEstimate", "check_common", "finish"]
+__all__ = ["BACKENDS", "METHODS", "PATHS", "LossEstimate", "check_common", "check_run", "finish"]
 
 PATHS = ("auto", "dense", "columns", "blocked", "columns_blocked")
 BACKENDS = ("cpu", "cuda", "dask")
@@ -49,29 +48,41 @@ class LossEstimate:
 
     @property
     def mean_over_features(self) -> float:
-        """Loss as a mean over features (Elhage et al.'s convention)."""
+        """Loss as a mean over features (Elhage et al.'s convention): ``mean / n``."""
         return self.mean / self.n
 
     def __str__(self) -> str:
         return (
             f"loss {self.mean:.6g} ± {self.stderr:.3g}, gain {self.gain_mean:.6g} ± "
-            f"{self.gain_stderr:.3g} ({self.n_samples} samples, {self.path} path)"
+            f"{self.gain_stderr:.3g} (sums over the {self.n} features: loss = E sum_j I_j "
+            "(x_j - x_hat_j)^2, gain = E sum_j I_j x_j^2 - loss, what the model recovers; "
+            f"{self.n_samples} samples, {self.path} path)"
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"LossEstimate(mean={self.mean:.6g} ± {self.stderr:.3g} (loss, sum over the "
+            f"{self.n} features), gain_mean={self.gain_mean:.6g} ± {self.gain_stderr:.3g}, "
+            f"n_samples={self.n_samples}, seed={self.seed}, path={self.path!r}, "
+            f"method={self.method!r}, backend={self.backend!r})"
         )
 
 
-def check_common(model, inputs, n_samples, seed):
-    if not isinstance(model, Model):
-        raise TypeError(f"model must be a fastsuper.Model, got {type(model).__name__}")
-    if not isinstance(inputs, SparseInputs):
-        raise TypeError(f"inputs must be a fastsuper.SparseInputs, got {type(inputs).__name__}")
-    if inputs.n != model.n:
-        raise ValueError(
-            f"inputs.n = {inputs.n} does not match the model's n = {model.n} (W has shape "
-            f"{model.W.shape})"
-        )
+def check_common(model, inputs, n_samples, seed) -> tuple[int, int]:
+    """``(n_samples, seed)`` of a Monte-Carlo run (at least 2 samples), with the model and law."""
+    arguments.check_model_inputs(model, inputs)
     n_samples = v.check_int("n_samples", n_samples, minimum=2)
     seed = v.check_int("seed", seed)
     return n_samples, seed
+
+
+def check_run(model, inputs, n_samples, seed, *, block_size, start, path) -> tuple:
+    """``(n_samples, seed, block_size, start)`` of a Monte-Carlo run, checked with ``path``."""
+    n_samples, seed = check_common(model, inputs, n_samples, seed)
+    block_size = v.check_int("block_size", block_size, minimum=1)
+    start = v.check_int("start", start, minimum=0)
+    v.check_choice("path", path, PATHS)
+    return n_samples, seed, block_size, start
 
 
 def finish(

@@ -78,11 +78,12 @@ def chunk_samples(block: int, bytes_per_sample: int) -> int:
     return max(block, (cs // block) * block)
 
 
-def draw_chunk(cuda, kc, dev: DeviceInputs, seed_u64, first: int, ns: int, dtype):
+def draw_chunk(cuda, dev: DeviceInputs, seed_u64, first: int, ns: int, dtype):
     """CSR samples ``first .. first + ns - 1`` on the device.
 
     Returns (indptr on the host, indptr, indices (int32), values (dtype)) on the device.
     """
+    _, kc = _kernels()
     n = dev.n
     threads = int(config.SAMPLE_THREADS)
     grid = launch_grid(cuda, ns, threads)
@@ -236,7 +237,7 @@ def sample_cuda(
     offset = 0
     for lo in range(0, n_samples, chunk):
         ns = min(chunk, n_samples - lo)
-        indptr, _, indices, values = draw_chunk(cuda, kc, dev, seed_u64, start + lo, ns, dtype)
+        indptr, _, indices, values = draw_chunk(cuda, dev, seed_u64, start + lo, ns, dtype)
         total = int(indptr[-1])
         ptrs.append(indptr[1:] + offset)
         idx.append(indices.copy_to_host()[:total].astype(np.int64))
@@ -337,7 +338,7 @@ def estimate_loss_cuda(
         ns = min(chunk, n_samples - lo)
         b_lo = lo // block
         _, indptr_d, indices_d, values_d = draw_chunk(
-            cuda, kc, dev, seed_u64, start + lo, ns, plan.dtype
+            cuda, dev, seed_u64, start + lo, ns, plan.dtype
         )
         loss_d, gain_d, pf1_d, pf2_d = plan.losses(indptr_d, indices_d, values_d, ns)
         stats_c = plan.block_stats(loss_d, gain_d, ns, start + lo)

@@ -8,7 +8,7 @@ blocks and returns their per-block statistics (and per-feature sums).  The
 client puts the blocks back in sample order and merges them serially, exactly
 as the CPU backend does, so the result equals ``backend="cpu"``'s bit for bit
 (on workers with the same CPU type and libraries as the caller: the kernels
-are compiled per machine).  One more condition, found in testing: the caller
+are compiled per machine).  One more condition: the caller
 and the workers must run the same *compiled* kernel.  A fastmath kernel that a
 process compiles afresh can differ in the last bit from the same kernel loaded
 from Numba's cache (the compiler's choices about fused multiply-adds and
@@ -29,8 +29,8 @@ naming the ``distributed`` extra when it is missing.
 Tunables (module constants, read at each call)
 ----------------------------------------------
 config.DASK_TASK_WORK
-    Multiply-adds aimed at per chunk by :func:`default_chunk_size` (about
-    0.1-0.5 s of one core).
+    Multiply-adds aimed at per chunk by :func:`default_chunk_size` (a
+    fraction of a second of one core).
 config.DASK_TASKS_PER_THREAD
     Chunks per worker thread aimed at for runs too small to fill
     ``config.DASK_TASK_WORK``-sized chunks.
@@ -53,13 +53,14 @@ from fastsuper.core import config
 from fastsuper.core import validation as v
 from fastsuper.core.laws import SparseInputs
 from fastsuper.core.model import Model
-from fastsuper.mc.common import PATHS, LossEstimate, check_common, finish
+from fastsuper.mc.common import LossEstimate, check_run, finish
 from fastsuper.mc.cpu import run_blocks
 from fastsuper.mc.kernels_cpu import N_STATS
 from fastsuper.mc.paths import choose_path, gram, path_operand
 
 __all__ = [
     "DISTRIBUTED_REQUIRED_MESSAGE",
+    "check_client",
     "default_chunk_size",
     "estimate_loss_dask",
     "local_client",
@@ -107,9 +108,9 @@ def local_client(n_workers: int | None = None, **cluster_kwargs):
     """A ``LocalCluster`` of single-threaded worker processes and its client.
 
     Used by ``estimate_loss(..., backend="dask")`` without a ``client``.
-    Starting a cluster costs about a second per worker process (each also
-    imports NumPy, Numba and fastsuper and loads the cached kernels), so for
-    more than one call create a client once and pass it.
+    Starting a cluster is slow (each worker process imports NumPy, Numba and
+    fastsuper and loads the cached kernels), so for more than one call create
+    a client once and pass it.
 
     Parameters
     ----------
@@ -149,7 +150,8 @@ def local_client(n_workers: int | None = None, **cluster_kwargs):
         yield client
 
 
-def _check_client(client):
+def check_client(client):
+    """``client`` if it is a :class:`distributed.Client`, else a clear ``TypeError``."""
     distributed = require_distributed()
     if not isinstance(client, distributed.Client):
         raise TypeError(
@@ -364,16 +366,13 @@ class _Run:
         )
 
 
-def _plan(
+def plan_run(
     model, inputs, n_samples, seed, path, block_size, start, per_feature, chunk_size, n_threads
 ) -> _Run:
-    n_samples, seed = check_common(model, inputs, n_samples, seed)
-    block = v.check_int("block_size", block_size, minimum=1)
-    start = v.check_int("start", start, minimum=0)
-    if path not in PATHS:
-        raise ValueError(f"path must be one of {PATHS}, got {path!r}")
-    if not isinstance(per_feature, (bool, np.bool_)):
-        raise TypeError(f"per_feature must be True or False, got {per_feature!r}")
+    n_samples, seed, block, start = check_run(
+        model, inputs, n_samples, seed, block_size=block_size, start=start, path=path
+    )
+    per_feature = v.check_bool("per_feature", per_feature)
     if chunk_size is not None:
         chunk_size = v.check_int("chunk_size", chunk_size, minimum=1)
         if chunk_size % block:
@@ -418,7 +417,7 @@ def estimate_loss_dask(
     client : distributed.Client, optional
         The cluster to run on.  Without one, a :func:`local_client` (one
         single-threaded worker process per CPU) is started for this call
-        and closed afterwards, which costs seconds: pass a client when
+        and closed afterwards, which is slow: pass a client when
         making more than one call.
     chunk_size : int, optional
         Samples per task, a multiple of ``block_size`` (default:
@@ -451,16 +450,16 @@ def estimate_loss_dask(
     """
     require_distributed()
     if client is not None:
-        _check_client(client)
+        check_client(client)
     t0 = time.perf_counter()
     with contextlib.ExitStack() as stack:
         if client is None:
             # validate before paying for a cluster
-            _plan(model, inputs, n_samples, seed, path, block_size, start, per_feature,
+            plan_run(model, inputs, n_samples, seed, path, block_size, start, per_feature,
                   chunk_size, 1)  # fmt: skip
             client = stack.enter_context(local_client())
         n_threads = sum(client.nthreads().values()) or 1
-        run = _plan(
+        run = plan_run(
             model, inputs, n_samples, seed, path, block_size, start, per_feature, chunk_size,
             n_threads,
         )  # fmt: skip

@@ -21,9 +21,9 @@ __all__ = ["choose_path", "gram", "path_costs", "path_operand", "path_shape"]
 
 
 # Cost model (:func:`choose_path`): nanoseconds per unit of work on one thread,
-# fitted (non-negative least squares on relative errors) to 162 timings of the
-# three paths at 54 shapes (benchmarks/cost_model.py, docs/_static/cost_model.json) on the
-# project's 2-core VM, 2026-12-06; only their ratios matter for the choice.
+# fitted (non-negative least squares on relative errors) to timings of the
+# paths at many shapes (scripts/cost_model.py, docs/_static/cost_model.json; the fit is
+# described in docs/benchmarks.md); only their ratios matter for the choice.
 #: per sample (key, loop, statistics) and per active feature (drawing it)
 COST_SAMPLE, COST_ACTIVE = 58.0, 17.0
 #: per output: activation, loss term, bias
@@ -127,10 +127,8 @@ def choose_path(model: Model, inputs: SparseInputs, n_samples: int) -> str:
 def gram(model: Model) -> np.ndarray:
     """``A = W^T W`` for the Monte-Carlo kernels (:attr:`Model.A`, from an aligned ``W``).
 
-    Formed on one BLAS thread when small (:func:`fastsuper.core.blas.single_thread_if_small`:
-    spinning BLAS threads measured 2.48e6 instead of 2.98e6 samples/s of the
-    kernel that follows, n = 1000, d = 64, float32, 2 threads, 400000 samples;
-    on one thread A took 2.0-2.8 ms, as on two).
+    Formed on one BLAS thread when small (:func:`fastsuper.core.blas.single_thread_if_small`):
+    BLAS threads left spinning slow down the kernel that follows (docs/benchmarks.md).
     """
     # NumPy multiplies arrays that are not aligned to their itemsize (as W can be after
     # unpickling on a Dask worker) with its own loops, not BLAS: other round-off.  An

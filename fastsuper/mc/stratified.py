@@ -20,7 +20,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from fastsuper.core import config
+from fastsuper.core import arguments, config
 from fastsuper.core import validation as v
 from fastsuper.core.bundles import activation
 from fastsuper.core.laws import (
@@ -35,7 +35,7 @@ from fastsuper.exact.low_order import (
     loss0_terms,
     low_order_terms,
 )
-from fastsuper.mc.common import BACKENDS, PATHS, LossEstimate, check_common, finish
+from fastsuper.mc.common import BACKENDS, LossEstimate, check_run, finish
 from fastsuper.mc.paths import gram, path_costs, path_operand, path_shape
 
 __all__ = ["StratifiedSampler", "sample_ge2", "stratified_estimate"]
@@ -75,8 +75,7 @@ class StratifiedSampler:
     """
 
     def __init__(self, inputs: SparseInputs):
-        if not isinstance(inputs, SparseInputs):
-            raise TypeError(f"inputs must be a fastsuper.SparseInputs, got {type(inputs).__name__}")
+        arguments.check_inputs(inputs)
         n, kfix, pmax, log1mp, thin, p, *_ = inputs._kernel_params()
         self.n = n
         self.params = (n, kfix, pmax, log1mp, thin, np.ascontiguousarray(p, dtype=np.float64))
@@ -143,8 +142,11 @@ def sample_ge2(
     >>> int(batch.counts().min())
     2
     """
-    if not isinstance(inputs, SparseInputs):
-        raise TypeError(f"inputs must be a fastsuper.SparseInputs, got {type(inputs).__name__}")
+    arguments.check_inputs(inputs)
+    n_samples = v.check_int("n_samples", n_samples, minimum=0)
+    seed = v.check_int("seed", seed)
+    start = v.check_int("start", start, minimum=0)
+    chunk_size = v.check_int("chunk_size", chunk_size, minimum=1)
     smp = StratifiedSampler(inputs)
     if smp.mode < 0:
         raise ValueError(
@@ -157,7 +159,7 @@ def sample_ge2(
 
 
 def _choose_path(model: Model, k: float, n_samples: int) -> str:
-    """The cost model of :func:`fastsuper.mc.api.choose_path` with ``k = E[K | K>=2]``,
+    """The cost model of :func:`fastsuper.mc.paths.choose_path` with ``k = E[K | K>=2]``,
     over the paths of the stratified sampler ("columns_blocked", "columns", "dense")."""
     n, d, itemsize = model.n, model.d, model.dtype.itemsize
     if n * n * itemsize > config.MAX_A_BYTES:
@@ -184,18 +186,10 @@ def _check_terms(terms, smp: StratifiedSampler, inputs: SparseInputs) -> None:
 
 
 def stratified_estimate(
-    model: Model,
-    inputs: SparseInputs,
-    n_samples: int = 100_000,
-    seed: int = 0,
-    *,
-    per_feature: bool = False,
-    path: str = "auto",
-    backend: str = "cpu",
-    block_size: int = config.DEFAULT_BLOCK,
-    start: int = 0,
-    terms: LowOrderTerms | None = None,
-) -> LossEstimate:
+    model: Model, inputs: SparseInputs, n_samples: int = 100_000, seed: int = 0, *,
+    per_feature: bool = False, path: str = "auto", backend: str = "cpu",
+    block_size: int = config.DEFAULT_BLOCK, start: int = 0, terms: LowOrderTerms | None = None,
+) -> LossEstimate:  # fmt: skip
     """Stratified estimate of the loss and gain: exact ``K <= 1``, sampled ``K >= 2``.
 
     The same as ``estimate_loss(..., method="stratified")`` (see
@@ -230,13 +224,10 @@ def stratified_estimate(
     True
     """
     t0 = time.perf_counter()
-    n_samples, seed = check_common(model, inputs, n_samples, seed)
-    block_size = v.check_int("block_size", block_size, minimum=1)
-    start = v.check_int("start", start, minimum=0)
-    if path not in PATHS:
-        raise ValueError(f"path must be one of {PATHS}, got {path!r}")
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    n_samples, seed, block_size, start = check_run(
+        model, inputs, n_samples, seed, block_size=block_size, start=start, path=path
+    )
+    v.check_choice("backend", backend, BACKENDS)
     if backend != "cpu":
         raise NotImplementedError(
             f"method='stratified' runs on the CPU only (backend={backend!r} was asked for); "
@@ -256,23 +247,34 @@ def stratified_estimate(
         M = k1_conditional_loss(model, inputs, per_output=True)
         pf_le1 = terms.p0 * loss0_terms(bias, imp, act) + M @ terms.p1
     if smp.mode < 0 or p_ge2 == 0.0:
-        if path == "auto":
-            path = "columns"
-        return LossEstimate(
-            mean=terms.lower_bound,
-            stderr=0.0,
-            gain_mean=terms.gain_le1,
-            gain_stderr=0.0,
-            n_samples=0,
-            seed=seed,
-            n=model.n,
-            path=path,
-            method="stratified",
-            backend=backend,
-            elapsed=time.perf_counter() - t0,
-            per_feature=pf_le1,
-            per_feature_stderr=None if pf_le1 is None else np.zeros(model.n),
-        )
+        return _exact_estimate(model, terms, seed, "columns" if path == "auto" else path,
+                               pf_le1, time.perf_counter() - t0)  # fmt: skip
+    path = _ge2_path(model, smp, path, n_samples)
+    est = _estimate_ge2(model, inputs, smp, n_samples, seed, start, block_size, path, per_feature)
+    return _combine(est, terms, p_ge2, pf_le1, time.perf_counter() - t0)
+
+
+def _exact_estimate(model: Model, terms: LowOrderTerms, seed, path, pf_le1, elapsed):
+    """The estimate when ``P(K >= 2) = 0``: the ``K <= 1`` part, exact."""
+    return LossEstimate(
+        mean=terms.lower_bound,
+        stderr=0.0,
+        gain_mean=terms.gain_le1,
+        gain_stderr=0.0,
+        n_samples=0,
+        seed=seed,
+        n=model.n,
+        path=path,
+        method="stratified",
+        backend="cpu",
+        elapsed=elapsed,
+        per_feature=pf_le1,
+        per_feature_stderr=None if pf_le1 is None else np.zeros(model.n),
+    )
+
+
+def _ge2_path(model: Model, smp: StratifiedSampler, path: str, n_samples: int) -> str:
+    """The path of the ``K >= 2`` samples (``"auto"``: by the cost model)."""
     if path == "auto":
         path = _choose_path(model, smp.expected_active, n_samples)
     if path == "blocked":
@@ -281,6 +283,12 @@ def stratified_estimate(
             "K >= 2 active features, few for matrix products); use 'auto', 'columns', "
             "'columns_blocked' or 'dense'"
         )
+    return path
+
+
+def _estimate_ge2(model, inputs, smp, n_samples, seed, start, block_size, path, per_feature):
+    """Monte Carlo of the ``K >= 2`` stratum: a :class:`LossEstimate` of the conditional law."""
+    backend = "cpu"
     if path in ("columns", "columns_blocked"):
         A = path_operand(model, path, gram(model))
     else:
@@ -307,8 +315,13 @@ def stratified_estimate(
         method="stratified",
         backend=backend,
     )
+    return est
+
+
+def _combine(est: LossEstimate, terms: LowOrderTerms, p_ge2: float, pf_le1, elapsed: float):
+    """The stratified estimate: the exact ``K <= 1`` part plus ``P(K >= 2)`` times ``est``."""
     pf = pfse = None
-    if per_feature:
+    if pf_le1 is not None:
         pf = pf_le1 + p_ge2 * est.per_feature
         pfse = p_ge2 * est.per_feature_stderr
     return replace(
@@ -317,7 +330,7 @@ def stratified_estimate(
         stderr=p_ge2 * est.stderr,
         gain_mean=terms.gain_le1 + p_ge2 * est.gain_mean,
         gain_stderr=p_ge2 * est.gain_stderr,
-        elapsed=time.perf_counter() - t0,
+        elapsed=elapsed,
         per_feature=pf,
         per_feature_stderr=pfse,
     )

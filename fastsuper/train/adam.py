@@ -2,16 +2,38 @@
 
 :func:`loss_grad`
     Monte-Carlo loss and its gradient in ``W`` and ``b`` on numbered samples
-    (the samples of :func:`fastsuper.estimate_loss` for the same seed).
+    (the samples of :func:`fastsuper.estimate_loss` for the same seed).  One
+    fused kernel per block of samples: ``h = W x`` over the active entries
+    only, ``z = W^T h + b``, ``g_j = 2 I_j (phi(z_j) - x_j) phi'(z_j)``, then
+    ``db += g``, ``dW += h g^T`` (decoder) and ``dW[:, i] += (W g) x_i`` for
+    the active ``i`` only (encoder).
 :func:`fit`
     Train ``n_instances`` independent models, Elhage et al.'s way by default
-    (THEORY §6): ReLU output with bias, U[0, 1] values, a feature probability
-    per instance, importance-weighted mean squared error, Adam with batch 1024.
-    One compiled kernel runs every step of every instance, parallel over
-    instances; the result does not depend on the number of threads.
+    (THEORY §6): ``x_hat = ReLU(W^T W x + b)``, features active independently
+    with probability ``p`` (one value per instance, or per instance and
+    feature) with U[0, 1] values, Elhage et al.'s objective ``mean over batch
+    and features of I_j (x_j - x_hat_j)^2`` (``1/n`` times the loss that
+    fastsuper reports, see below), Adam (lr 1e-3, betas (0.9, 0.999), eps 1e-8,
+    PyTorch's update) on batches of 1024 fresh samples.  Row ``s`` of the
+    batch of step ``t`` of instance ``k`` is sample number ``t * batch_size +
+    s`` of the counter-based sampler with seed :func:`instance_seed(seed, k)
+    <instance_seed>`; the initial weights are :func:`initial_weights`.  One
+    compiled kernel runs every step of every instance, parallel over
+    instances, each by one thread: the result does not depend on the number
+    of threads.
 
-``fit`` dispatches on ``method`` through :data:`FITTERS`; another optimiser
-registers itself there with the same keyword arguments.
+Loss convention.  Everywhere in fastsuper (:func:`fastsuper.estimate_loss`,
+:func:`fastsuper.exact_loss`, :class:`FitResult`, the command line and the
+sweeps) *the loss* is the paper's ``sum over features j of I_j (x_j -
+x_hat_j)^2`` (averaged over samples); Elhage et al.'s mean over features is
+``loss / n`` and is available by name only (``*_mean_over_features``).
+Adam minimises the mean over features, as Elhage et al. do; the two
+objectives differ by the constant factor ``n``, and :attr:`FitResult.loss_history`
+reports the sum.
+
+``fit`` dispatches on ``method`` through :data:`FITTERS`: a function of one
+:class:`FitOptions` (every argument of ``fit`` but ``method``, as given); another
+optimiser registers itself there.
 """
 
 from __future__ import annotations
@@ -26,19 +48,20 @@ from typing import Any
 import numba
 import numpy as np
 
-from fastsuper.core import config
+from fastsuper.core import arguments, config
 from fastsuper.core import validation as v
-from fastsuper.core.activations import ACTIVATIONS
+from fastsuper.core.activations import DEFAULT_EXPONENTS
 from fastsuper.core.bundles import InputLaw, gap_tables, input_law
 from fastsuper.core.bundles import activation as activation_bundle
-from fastsuper.core.laws import SparseInputs, ValueLaw
-from fastsuper.core.model import Model
+from fastsuper.core.laws import SparseInputs
+from fastsuper.core.model import Model, check_activation
 from fastsuper.core.rng import seed_key
 from fastsuper.train.common import (
     MASK64,
     SampledLossGrad,
-    check_model_inputs,
     instance_seed,
+    law_from_spec,
+    law_spec,
     progress_bar,
 )
 from fastsuper.train.kernels_cpu import (
@@ -52,6 +75,7 @@ from fastsuper.train.kernels_cpu import (
 
 __all__ = [
     "FITTERS",
+    "FitOptions",
     "FitResult",
     "SampledLossGrad",
     "fit",
@@ -66,26 +90,17 @@ __all__ = [
 
 
 def loss_grad(
-    model: Model,
-    inputs: SparseInputs,
-    n_samples: int = 100_000,
-    seed: int = 0,
-    *,
-    start: int = 0,
-    block_size: int = config.GRAD_BLOCK,
-    backend: str = "cpu",
-) -> SampledLossGrad:
+    model: Model, inputs: SparseInputs, n_samples: int = 100_000, seed: int = 0, *,
+    start: int = 0, block_size: int = config.GRAD_BLOCK, backend: str = "cpu",
+) -> SampledLossGrad:  # fmt: skip
     """Monte-Carlo loss and its gradient in ``W`` and ``b``, on numbered samples.
 
-    Samples ``start .. start + n_samples - 1`` of ``seed`` (the samples of
+    Samples ``start .. start + n_samples - 1`` of ``seed`` (those of
     :func:`fastsuper.estimate_loss` and :func:`fastsuper.sample` for the same
-    seed) go through one fused kernel: ``h = W x`` over the active entries
-    only, ``z = W^T h + b``, ``g_j = 2 I_j (phi(z_j) - x_j) phi'(z_j)``, then
-    ``db += g``, ``dW += h g^T`` (decoder) and ``dW[:, i] += (W g) x_i`` for
-    the active ``i`` only (encoder).  Computation is in the model's dtype,
-    sums over samples in float64.  Blocks of ``block_size`` samples run in
-    parallel (``numba.get_num_threads()`` threads), each into its own
-    buffers, merged in block order: the same numbers for any thread count.
+    seed) go through one fused kernel (see :mod:`fastsuper.train.adam`), in
+    the model's dtype with sums over samples in float64.  Blocks of
+    ``block_size`` samples run in parallel, each into its own buffers, merged
+    in block order: the same numbers for any thread count.
 
     Parameters
     ----------
@@ -94,21 +109,16 @@ def loss_grad(
         ``db`` is the gradient at ``b = 0``.
     inputs : SparseInputs
         Input law (sparsity, values, importance).
-    n_samples : int, default 100000
-        Number of samples (>= 1).
-    seed : int, default 0
-        Seed of the sampler.
-    start : int, default 0
-        Index of the first sample.
+    n_samples, seed, start : int, default 100000, 0, 0
+        Number of samples (>= 1), seed of the sampler, index of the first sample.
     block_size : int, default 2048
         Samples per parallel work item and per partial sum; changes only the
         order of float64 additions, never the samples.
     backend : {"cpu", "cuda"}, default "cpu"
-        ``"cuda"`` runs the sampler and the gradient on the GPU
-        (:func:`fastsuper.mc.cuda.loss_grad_cuda`: a CUDA thread block
-        per block of samples, merged in block order); the same samples and, to
-        float round-off, the same numbers.  Needs numba-cuda and a GPU, or
-        ``NUMBA_ENABLE_CUDASIM=1``.
+        ``"cuda"``: the sampler and the gradient on the GPU
+        (:func:`fastsuper.train.cuda.loss_grad_cuda`): the same samples and, to
+        float round-off, the same numbers (numba-cuda and a GPU, or
+        ``NUMBA_ENABLE_CUDASIM=1``).
 
     Returns
     -------
@@ -124,36 +134,25 @@ def loss_grad(
     Examples
     --------
     >>> import numpy as np, fastsuper as fs
-    >>> from fastsuper.train.adam import loss_grad
     >>> model = fs.Model(np.array([[1.0, 0.0, 0.5]]), b=np.zeros(3), activation="power", exponent=1)
     >>> inputs = fs.SparseInputs(3, p=0.3, values="uniform")
-    >>> loss, dW, db = loss_grad(model, inputs, 20_000, seed=1)
-    >>> dW.shape, db.shape
-    ((1, 3), (3,))
-    >>> bool(abs(loss - fs.estimate_loss(model, inputs, 20_000, seed=1).mean) < 1e-12)
-    True
+    >>> loss, dW, db = fs.loss_grad(model, inputs, 20_000, seed=1)
+    >>> est = fs.estimate_loss(model, inputs, 20_000, seed=1)
+    >>> dW.shape, db.shape, bool(abs(loss - est.mean) < 1e-12)
+    ((1, 3), (3,), True)
     """
-    if not isinstance(backend, str) or backend not in ("cpu", "cuda"):
-        raise ValueError(f"backend must be 'cpu' or 'cuda', got {backend!r}")
-    if backend == "cuda":
+    if v.check_choice("backend", backend, ("cpu", "cuda")) == "cuda":
         from fastsuper.train.cuda import loss_grad_cuda
 
         return loss_grad_cuda(model, inputs, n_samples, seed, start=start, block_size=block_size)
-    check_model_inputs(model, inputs)
-    n_samples = v.check_int("n_samples", n_samples, minimum=1)
-    seed = v.check_int("seed", seed)
-    start = v.check_int("start", start, minimum=0)
-    block_size = v.check_int("block_size", block_size, minimum=1)
+    n_samples, seed, start, block_size = _check_sampling(
+        model, inputs, n_samples, seed, start, block_size
+    )
     act, law = activation_bundle(model), input_law(inputs, gaps=True)
-    n = inputs.n
     W, b = model.W, model.bias
     Wt, imp2 = prepare(W, inputs.importance)
     skey = np.uint64(seed_key(np.uint64(seed & MASK64)))  # seed_key returns a Python int
-    d = model.d
     n_blocks = (n_samples + block_size - 1) // block_size
-    tot_gW = np.zeros((d, n))
-    tot_gb = np.zeros(n)
-    loss_sum = 0.0
 
     def run(c, gW, gb):
         """Block ``c`` into its own buffers."""
@@ -163,6 +162,31 @@ def loss_grad(
             W, Wt, b, inputs.importance, imp2, act, skey, start + lo, count, law, gW, gb
         )
 
+    loss_sum, tot_gW, tot_gb = _run_waves(run, n_blocks, model, seed)
+    _check_gradient(model, loss_sum / n_samples, tot_gW, tot_gb)
+    inv = 1.0 / n_samples
+    return SampledLossGrad(loss_sum * inv, tot_gW * inv, tot_gb * inv)
+
+
+def _check_sampling(model, inputs, n_samples, seed, start, block_size) -> tuple:
+    """``(n_samples, seed, start, block_size)`` of :func:`loss_grad`, checked."""
+    arguments.check_model_inputs(model, inputs)
+    n_samples = v.check_int("n_samples", n_samples, minimum=1)
+    seed = v.check_int("seed", seed)
+    start = v.check_int("start", start, minimum=0)
+    block_size = v.check_int("block_size", block_size, minimum=1)
+    return n_samples, seed, start, block_size
+
+
+def _run_waves(run, n_blocks: int, model: Model, seed: int) -> tuple:
+    """``run(c, gW, gb)`` for every block ``c``, a wave of blocks at a time on a thread pool.
+
+    Returns the sums ``(loss, dW, db)`` over the blocks, merged in block order.
+    """
+    d, n = model.d, model.n
+    tot_gW = np.zeros((d, n))
+    tot_gb = np.zeros(n)
+    loss_sum = 0.0
     threads = min(numba.get_num_threads(), n_blocks)
     pool = ThreadPoolExecutor(threads) if threads > 1 else None
     try:
@@ -175,27 +199,35 @@ def loss_grad(
                 out = [run(*job) for job in jobs]
             else:
                 out = list(pool.map(run, *zip(*jobs)))
-            bad = [(o[2], o[1]) for o in out if o[1] > 0]
-            if bad:
-                raise FloatingPointError(
-                    f"the loss overflowed (inf or NaN) in {sum(x[1] for x in bad)} samples, first "
-                    f"at sample index {bad[0][0]} (seed {seed}); the model's pre-activations are "
-                    f"too large for {model.dtype} with exponent {model.exponent:g}: scale W down"
-                    + (" or use float64" if model.dtype == np.float32 else "")
-                )
+            _check_block_losses(out, model, seed)
             loss_sum += merge_blocks(np.array([o[0] for o in out]), gW, gb, tot_gW, tot_gb)
     finally:
         if pool is not None:
             pool.shutdown()
-    if not (np.all(np.isfinite(tot_gW)) and np.all(np.isfinite(tot_gb))):
+    return loss_sum, tot_gW, tot_gb
+
+
+def _check_block_losses(out: list, model: Model, seed: int) -> None:
+    """Raise FloatingPointError if a block of ``out`` (``(loss, n_bad, first_bad)``) overflowed."""
+    bad = [(o[2], o[1]) for o in out if o[1] > 0]
+    if bad:
         raise FloatingPointError(
-            f"the gradient is not finite (the loss is {loss_sum / n_samples:g}): phi' is "
+            f"the loss overflowed (inf or NaN) in {sum(x[1] for x in bad)} samples, first "
+            f"at sample index {bad[0][0]} (seed {seed}); the model's pre-activations are "
+            f"too large for {model.dtype} with exponent {model.exponent:g}: scale W down"
+            + (" or use float64" if model.dtype == np.float32 else "")
+        )
+
+
+def _check_gradient(model: Model, loss: float, gW: np.ndarray, gb: np.ndarray) -> None:
+    """Raise FloatingPointError if the summed gradient is not finite."""
+    if not (np.all(np.isfinite(gW)) and np.all(np.isfinite(gb))):
+        raise FloatingPointError(
+            f"the gradient is not finite (the loss is {loss:g}): phi' is "
             f"unbounded where the loss is not differentiable ({model.activation} with exponent "
             f"{model.exponent:g}" + (" < 1 at z = 0" if model.exponent < 1 else "") + ") or the "
             "products overflowed; scale W down or use another exponent"
         )
-    inv = 1.0 / n_samples
-    return SampledLossGrad(loss_sum * inv, tot_gW * inv, tot_gb * inv)
 
 
 # --------------------------------------------------------------------------
@@ -228,6 +260,10 @@ def initial_weights(n: int, d: int, n_instances: int = 1, seed: int = 0, dtype=n
     return W0
 
 
+#: how :attr:`FitResult.loss_history` is normalised (stored in the files of :meth:`FitResult.save`)
+LOSS_CONVENTION = "sum over features"
+
+
 @dataclass
 class FitResult:
     """Outcome of :func:`fit`.
@@ -239,8 +275,10 @@ class FitResult:
     b : ndarray of shape (n_instances, n)
         Trained biases (zeros when ``bias=False``).
     loss_history : ndarray of shape (n_log, n_instances)
-        Batch loss of each instance (importance-weighted mean over batch and
-        features, before that step's update) at steps ``log_steps``.
+        Batch loss of each instance at steps ``log_steps`` (before that step's
+        update): the mean over the batch of the **sum over features** ``sum_j
+        I_j (x_j - x_hat_j)^2``, the loss of :func:`fastsuper.estimate_loss`.
+        Elhage et al.'s mean over features is :attr:`loss_history_mean_over_features`.
     settings : dict
         Every argument of :func:`fit` (JSON-serialisable), with ``p`` and
         ``importance`` per instance.
@@ -280,10 +318,20 @@ class FitResult:
 
     @property
     def final_loss(self) -> np.ndarray:
-        """Last recorded batch loss of each instance (NaN when nothing was recorded)."""
+        """Last recorded batch loss of each instance, a sum over features (NaN if none)."""
         if self.loss_history.shape[0] == 0:
             return np.full(self.n_instances, np.nan)
         return self.loss_history[-1].copy()
+
+    @property
+    def loss_history_mean_over_features(self) -> np.ndarray:
+        """:attr:`loss_history` divided by ``n``: Elhage et al.'s mean over features."""
+        return self.loss_history / self.n
+
+    @property
+    def final_loss_mean_over_features(self) -> np.ndarray:
+        """:attr:`final_loss` divided by ``n``: Elhage et al.'s mean over features."""
+        return self.final_loss / self.n
 
     def _check_k(self, k) -> int:
         k = v.check_int("k", k)
@@ -302,9 +350,7 @@ class FitResult:
         """The input law instance ``k`` was trained on, as a :class:`fastsuper.SparseInputs`."""
         k = self._check_k(k)
         s = self.settings
-        values = s["values"]
-        law = ValueLaw(**values) if isinstance(values, dict) else values
-        return SparseInputs(self.n, p=np.asarray(s["p"][k]), values=law,
+        return SparseInputs(self.n, p=np.asarray(s["p"][k]), values=law_from_spec(s["values"]),
                             importance=np.asarray(s["importance"][k]))  # fmt: skip
 
     def save(self, path) -> None:
@@ -314,6 +360,7 @@ class FitResult:
             W=self.W,
             b=self.b,
             loss_history=self.loss_history,
+            loss_convention=LOSS_CONVENTION,
             W0=self.W if self.W0 is None else self.W0,
             has_W0=self.W0 is not None,
             settings=json.dumps(self.settings),
@@ -323,12 +370,20 @@ class FitResult:
 
     @classmethod
     def load(cls, path) -> FitResult:
-        """Read a result written by :meth:`save`."""
+        """Read a result written by :meth:`save`.
+
+        Files written before the loss was reported as a sum over features (they
+        have no ``loss_convention``) held the mean over features: their loss
+        history is multiplied by ``n`` on reading.
+        """
         with np.load(path, allow_pickle=False) as f:
+            history = f["loss_history"]
+            if "loss_convention" not in f.files:
+                history = history * f["W"].shape[2]
             return cls(
                 W=f["W"],
                 b=f["b"],
-                loss_history=f["loss_history"],
+                loss_history=history,
                 settings=json.loads(str(f["settings"])),
                 method=str(f["method"]),
                 W0=f["W0"] if bool(f["has_W0"]) else None,
@@ -339,91 +394,43 @@ class FitResult:
         return (
             f"FitResult(method={self.method!r}, n_instances={self.n_instances}, d={self.d}, "
             f"n={self.n}, steps={self.settings.get('steps')}, final_loss="
-            f"{np.array2string(self.final_loss, precision=4)})"
+            f"{np.array2string(self.final_loss, precision=4)} (batch loss, sum over the "
+            f"{self.n} features))"
         )
 
 
 # --------------------------------------------------------------------------
-# fit: argument checks
+# fit: options
 
 
-def _per_instance(name, value, n_instances, n, *, default, kind):
-    """An (n_instances, n) float64 array from a scalar, (n_instances,), (n,) or full input."""
-    if value is None:
-        value = default
-    if isinstance(value, bool) or isinstance(value, str):
-        raise TypeError(f"{name} must be a number or an array of numbers, got {value!r}")
-    try:
-        arr = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise TypeError(f"{name} must be a number or an array of numbers, got {value!r}") from exc
-    if arr.ndim == 0:
-        arr = np.full((n_instances, n), float(arr))
-    elif arr.ndim == 1 and kind == "p" and arr.shape[0] == n_instances:
-        arr = np.repeat(arr[:, None], n, axis=1)
-    elif arr.ndim == 1 and kind == "importance" and arr.shape[0] == n:
-        arr = np.repeat(arr[None, :], n_instances, axis=0)
-    elif arr.ndim == 2 and arr.shape == (n_instances, n):
-        arr = arr.copy()
-    else:
-        one = f"({n_instances},) (one per instance)" if kind == "p" else f"({n},) (one per feature)"
-        raise ValueError(
-            f"{name} must be a scalar or have shape {one} or ({n_instances}, {n}) (per instance "
-            f"and feature), got shape {arr.shape}"
-        )
-    finite = np.isfinite(arr)
-    bad = ~finite | ((arr < 0) | (arr > 1) if kind == "p" else arr <= 0)
-    if bad.any():
-        where = tuple(int(i) for i in np.argwhere(bad)[0])
-        allowed = "lie in [0, 1]" if kind == "p" else "be finite and > 0"
-        raise ValueError(f"{name} must {allowed}; {name}[{where[0]}, {where[1]}] = {arr[where]}")
-    return np.ascontiguousarray(arr)
+@dataclass(frozen=True)
+class FitOptions:
+    """Every argument of :func:`fit` but ``method``, as given (unchecked).
 
+    What an optimiser of :data:`FITTERS` receives; it checks what it uses.
+    """
 
-def _check_bool(name, value) -> bool:
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be True or False, got {value!r}")
-    return bool(value)
-
-
-def _check_dtype(dtype) -> np.dtype:
-    try:
-        dt = np.dtype(dtype)
-    except TypeError as exc:
-        raise TypeError(f"dtype must be numpy.float32 or numpy.float64, got {dtype!r}") from exc
-    if dt not in v.FLOAT_DTYPES:
-        raise TypeError(f"dtype must be numpy.float32 or numpy.float64, got {dt}")
-    return dt
-
-
-def _check_values(values) -> tuple[ValueLaw, Any]:
-    """The value law and its JSON form."""
-    if isinstance(values, ValueLaw):
-        law = values
-    elif isinstance(values, str):
-        law = ValueLaw(values)
-    else:
-        raise TypeError(f"values must be a value-law name or a fastsuper.ValueLaw, got {values!r}")
-    if law.name == "discrete":
-        return law, {
-            "name": "discrete",
-            "support": law.support.tolist(),
-            "probs": law.probs.tolist(),
-        }
-    return law, law.name
-
-
-def _check_start(name, value, shape, dtype):
-    """W0/b0: one array for all instances or one per instance."""
-    arr = v.as_float_array(name, value, ndim=np.ndim(value), dtype=np.float64)
-    if arr.shape == shape[1:]:
-        arr = np.broadcast_to(arr, shape)
-    elif arr.shape != shape:
-        raise ValueError(
-            f"{name} must have shape {shape[1:]} (all instances) or {shape} (one per instance), "
-            f"got {arr.shape}"
-        )
-    return np.array(arr, dtype=dtype, order="C", copy=True)  # trained in place: never the caller's
+    n: Any
+    d: Any
+    n_instances: Any = 1
+    p: Any = None
+    importance: Any = None
+    activation: Any = "relu_power"
+    exponent: Any = None
+    values: Any = "uniform"
+    bias: Any = True
+    steps: Any = 10_000
+    batch_size: Any = 1024
+    lr: Any = 1e-3
+    betas: Any = (0.9, 0.999)
+    eps: Any = 1e-8
+    seed: Any = 0
+    dtype: Any = np.float64
+    log_every: Any = 100
+    W0: Any = None
+    b0: Any = None
+    progress: Any = False
+    backend: Any = "cpu"
 
 
 # --------------------------------------------------------------------------
@@ -431,106 +438,62 @@ def _check_start(name, value, shape, dtype):
 
 
 def fit(
-    n: int,
-    d: int,
-    *,
-    n_instances: int = 1,
-    p=None,
-    importance=None,
-    activation: str = "relu_power",
-    exponent: float = 1,
-    values="uniform",
+    n: int, d: int, *, n_instances: int = 1, p=None, importance=None,
+    activation: str = "relu_power", exponent: float | None = None, values="uniform",
     bias: bool = True,
-    method: str = "adam",
-    steps: int = 10_000,
-    batch_size: int = 1024,
-    lr: float = 1e-3,
-    betas: tuple[float, float] = (0.9, 0.999),
-    eps: float = 1e-8,
-    seed: int = 0,
-    dtype=np.float64,
-    log_every: int = 100,
-    W0=None,
-    b0=None,
-    progress: bool = False,
+    method: str = "adam", steps: int = 10_000, batch_size: int = 1024, lr: float = 1e-3,
+    betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, seed: int = 0,
+    dtype=np.float64, log_every: int = 100, W0=None, b0=None, progress: bool = False,
     backend: str = "cpu",
-) -> FitResult:
+) -> FitResult:  # fmt: skip
     """Train ``n_instances`` independent tied-weight autoencoders at once.
 
-    The defaults are Elhage et al.'s toy models (THEORY §6): ``x_hat =
-    ReLU(W^T W x + b)``, features active independently with probability
-    ``p`` (one value per instance, or per instance and feature) with U[0, 1]
-    values, loss ``mean over batch and features of I_j (x_j - x_hat_j)^2``,
-    Adam (lr 1e-3, betas (0.9, 0.999), eps 1e-8, PyTorch's update) on batches
-    of 1024 fresh samples.
-
-    Row ``s`` of the batch of step ``t`` of instance ``k`` is sample number
-    ``t * batch_size + s`` of the counter-based sampler with seed
-    :func:`instance_seed(seed, k) <instance_seed>`; the initial weights are
-    :func:`initial_weights`.  Instances are trained in parallel (one compiled
-    kernel runs all steps), each by one thread, so the result is the same for
-    any thread count.
+    The defaults are Elhage et al.'s toy models (THEORY §6): see
+    :mod:`fastsuper.train.adam` for them, the samples and the initial weights.
 
     Parameters
     ----------
-    n, d : int
-        Number of features and hidden dimension.
-    n_instances : int, default 1
-        Number of models trained side by side.
+    n, d, n_instances : int
+        Number of features, hidden dimension, models trained side by side (default 1).
     p : float or array_like, optional
-        Feature probability: a scalar, one per instance (shape
-        ``(n_instances,)``) or per instance and feature (``(n_instances,
-        n)``).  Default ``50 ** -linspace(0, 1, n_instances)`` (the peers'
-        sweep from dense to p = 0.02; ``1.0`` for one instance).
+        Feature probability: a scalar, one per instance ``(n_instances,)`` or
+        per instance and feature ``(n_instances, n)``.  Default ``50 **
+        -linspace(0, 1, n_instances)`` (from dense to p = 0.02).
     importance : array_like, optional
-        Importance ``I_j > 0``: shape ``(n,)`` or ``(n_instances, n)``;
-        default 1 (Elhage et al. use ``0.9 ** np.arange(n)``).
-    activation : {"relu_power", "power", "signed_power"}, default "relu_power"
-        Output activation (THEORY §1).
-    exponent : float, default 1
-        Its exponent (``relu_power`` 1 is ReLU, ``power`` 1 the linear model).
+        ``I_j > 0``, shape ``(n,)`` or ``(n_instances, n)``; default 1.
+    activation : {"relu_power", "relu", "power", "signed_power"}, default "relu_power"
+        Output activation (THEORY §1; with its default exponent 1, ``max(t, 0)``:
+        Elhage et al.'s ReLU, as ``"relu"``).
+    exponent : float, optional
+        Its exponent; default the activation's own, as in :class:`fastsuper.Model`
+        (1 for ``"relu"`` and ``"relu_power"``, 3 for ``"power"`` and ``"signed_power"``).
     values : str or ValueLaw, default "uniform"
         Law of an active feature's value.
     bias : bool, default True
         Train a bias ``b`` (else ``b = 0``).
     method : {"adam", "exact"}
-        ``"adam"``: stochastic training of many instances.  ``"exact"``:
-        L-BFGS on the exact population loss of a ``power`` model (one
-        instance; pass ``activation="power"``, an integer ``exponent`` and
-        ``p``; ``steps`` is L-BFGS's iteration limit; returns an
-        :class:`~fastsuper.train.lbfgs.ExactFit`); see :data:`FITTERS`.
-    steps : int, default 10000
-        Number of optimiser steps.
-    batch_size : int, default 1024
-        Samples per step and instance.
-    lr : float, default 1e-3
-        Learning rate.
-    betas : (float, float), default (0.9, 0.999)
-        Adam's decay rates.
-    eps : float, default 1e-8
-        Adam's epsilon.
+        ``"adam"``: stochastic, many instances.  ``"exact"``: L-BFGS on the exact
+        loss of one ``power`` model (integer ``exponent``, ``p`` given; ``steps``
+        is the iteration limit; returns a :class:`~fastsuper.train.lbfgs.ExactFit`).
+    steps, batch_size : int, default 10000, 1024
+        Optimiser steps, and samples per step and instance.
+    lr, betas, eps : float, (float, float), float
+        Adam's learning rate (1e-3), decay rates ((0.9, 0.999)) and epsilon (1e-8).
     seed : int, default 0
         Seed of the initial weights and of the samples.
     dtype : {numpy.float64, numpy.float32}
-        Compute dtype of the forward and backward pass (Adam's moments and
-        every sum over samples are float64).
+        Compute dtype of the passes (Adam's moments and sums over samples: float64).
     log_every : int, default 100
         Record the batch loss every ``log_every`` steps (from step 0).
-    W0 : array_like, optional
-        Initial weights, shape ``(d, n)`` (all instances) or
-        ``(n_instances, d, n)``; default :func:`initial_weights`.
-    b0 : array_like, optional
-        Initial bias, shape ``(n,)`` or ``(n_instances, n)``; default 0.
+    W0, b0 : array_like, optional
+        Initial weights ``(d, n)`` or ``(n_instances, d, n)`` (default
+        :func:`initial_weights`) and bias ``(n,)`` or ``(n_instances, n)`` (default 0).
     progress : bool, default False
-        Print a progress bar with the mean batch loss to stderr.
+        Print a progress bar with the batch loss (mean over instances and features) to stderr.
     backend : {"cpu", "cuda"}, default "cpu"
-        Where the sampled loss and gradient of each step are computed.
-        ``"cuda"`` (``method="adam"`` only) draws each batch and computes its
-        gradient on the GPU (:func:`fastsuper.mc.cuda.fit_adam_cuda`,
-        one :func:`~fastsuper.mc.cuda.loss_grad_cuda` call per step and
-        instance) and applies the same Adam update on the host: the same
-        samples and, to float round-off, the same trajectory as the CPU.
-        Needs numba-cuda and a GPU, or ``NUMBA_ENABLE_CUDASIM=1``.
+        ``"cuda"`` (``method="adam"``): each batch and its gradient on the GPU
+        (:func:`fastsuper.train.cuda.fit_adam_cuda`), Adam's update on the
+        host: the same samples and, to float round-off, the same trajectory.
 
     Returns
     -------
@@ -545,81 +508,42 @@ def fit(
 
     Examples
     --------
-    Elhage et al.'s n = 5, d = 2 model with dense features keeps the two most
-    important features, orthogonal, and drops the rest:
+    Dense features: the two most important of 5 are kept, orthogonal, in d = 2.
 
-    >>> import numpy as np
-    >>> from fastsuper.train.adam import fit
-    >>> res = fit(5, 2, p=1.0, importance=0.9 ** np.arange(5), steps=3000, lr=1e-2)
-    >>> np.linalg.norm(res.W[0], axis=0).round(1)
-    array([1., 1., 0., 0., 0.])
-    >>> res.loss_history.shape
-    (30, 1)
+    >>> import numpy as np, fastsuper as fs
+    >>> res = fs.fit(5, 2, p=1.0, importance=0.9 ** np.arange(5), steps=3000, lr=1e-2)
+    >>> np.linalg.norm(res.W[0], axis=0).round(1), res.loss_history.shape
+    (array([1., 1., 0., 0., 0.]), (30, 1))
     """
-    if method not in FITTERS:
-        raise ValueError(f"method must be one of {sorted(FITTERS)}, got {method!r}")
-    if not isinstance(backend, str) or backend not in ("cpu", "cuda"):
-        raise ValueError(f"backend must be 'cpu' or 'cuda', got {backend!r}")
-    return FITTERS[method](
-        n,
-        d,
-        n_instances=n_instances,
-        p=p,
-        importance=importance,
-        activation=activation,
-        exponent=exponent,
-        values=values,
-        bias=bias,
-        steps=steps,
-        batch_size=batch_size,
-        lr=lr,
-        betas=betas,
-        eps=eps,
-        seed=seed,
-        dtype=dtype,
-        log_every=log_every,
-        W0=W0,
-        b0=b0,
-        progress=progress,
-        backend=backend,
-    )
+    v.check_choice("method", method, sorted(FITTERS))
+    v.check_choice("backend", backend, ("cpu", "cuda"))
+    options = FitOptions(n, d, n_instances, p, importance, activation, exponent, values, bias,
+                         steps, batch_size, lr, betas, eps, seed, dtype, log_every, W0, b0,
+                         progress, backend)  # fmt: skip
+    return FITTERS[method](options)
 
 
-def _check_fit_args(
-    n, d, n_instances, p, importance, activation, exponent, values, bias, steps, batch_size,
-    lr, seed, dtype, log_every, W0, b0, progress,
-):  # fmt: skip
-    """Validate the arguments shared by every method; returns the normalised settings."""
-    n = v.check_int("n", n, minimum=1)
-    d = v.check_int("d", d, minimum=1)
-    n_instances = v.check_int("n_instances", n_instances, minimum=1)
-    if p is None:
-        p = 50.0 ** -np.linspace(0.0, 1.0, n_instances)
-    P = _per_instance("p", p, n_instances, n, default=None, kind="p")
-    imp = _per_instance("importance", importance, n_instances, n, default=1.0, kind="importance")
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
-    exponent = v.check_real("exponent", exponent, positive=True)
-    law, values_json = _check_values(values)
-    bias = _check_bool("bias", bias)
-    steps = v.check_int("steps", steps, minimum=0)
-    batch_size = v.check_int("batch_size", batch_size, minimum=1)
-    lr = v.check_real("lr", lr, positive=True)
-    seed = v.check_int("seed", seed)
-    dt = _check_dtype(dtype)
-    log_every = v.check_int("log_every", log_every, minimum=1)
-    progress = _check_bool("progress", progress)
-    if W0 is None:
-        W = initial_weights(n, d, n_instances, seed, dt)
-    else:
-        W = _check_start("W0", W0, (n_instances, d, n), dt)
-    if b0 is None:
-        B = np.zeros((n_instances, n), dtype=dt)
-    elif not bias:
-        raise ValueError("b0 was given but bias=False; leave b0 out or set bias=True")
-    else:
-        B = _check_start("b0", b0, (n_instances, n), dt)
-    Model(W[0], B[0], activation=activation, exponent=exponent)  # checks the exponent
+def _check_fit_args(o: FitOptions):
+    """Check the options every method shares; returns the normalised settings and arrays."""
+    n = v.check_int("n", o.n, minimum=1)
+    d = v.check_int("d", o.d, minimum=1)
+    n_instances = v.check_int("n_instances", o.n_instances, minimum=1)
+    p = 50.0 ** -np.linspace(0.0, 1.0, n_instances) if o.p is None else o.p
+    P = v.check_per_instance("p", p, n_instances, n, kind="probability")
+    importance = 1.0 if o.importance is None else o.importance
+    imp = v.check_per_instance("importance", importance, n_instances, n, kind="positive")
+    activation, exponent = check_activation(o.activation, o.exponent)
+    law = arguments.check_law("values", o.values)
+    bias = v.check_bool("bias", o.bias)
+    steps = v.check_int("steps", o.steps, minimum=0)
+    batch_size = v.check_int("batch_size", o.batch_size, minimum=1)
+    lr = v.check_real("lr", o.lr, positive=True)
+    seed = v.check_int("seed", o.seed)
+    dt = v.check_float_dtype("dtype", o.dtype)
+    log_every = v.check_int("log_every", o.log_every, minimum=1)
+    progress = v.check_bool("progress", o.progress)
+    W, B = _starts(o, (n_instances, d, n), bias, seed, dt)
+    Model(W[0], B[0], activation=activation, exponent=exponent)  # checks the weights
     settings = dict(
         n=n,
         d=d,
@@ -628,7 +552,7 @@ def _check_fit_args(
         importance=imp.tolist(),
         activation=activation,
         exponent=exponent,
-        values=values_json,
+        values=law_spec(law),
         bias=bias,
         steps=steps,
         batch_size=batch_size,
@@ -638,6 +562,22 @@ def _check_fit_args(
         log_every=log_every,
     )
     return settings, P, imp, law, W, B, progress
+
+
+def _starts(o: FitOptions, shape: tuple, bias: bool, seed: int, dt: np.dtype) -> tuple:
+    """Initial weights and biases ``(W, B)`` of every instance (fresh arrays, trained in place)."""
+    n_instances, d, n = shape
+    if o.W0 is None:
+        W = initial_weights(n, d, n_instances, seed, dt)
+    else:
+        W = v.check_start("W0", o.W0, shape, dt)
+    if o.b0 is None:
+        B = np.zeros((n_instances, n), dtype=dt)
+    elif not bias:
+        raise ValueError("b0 was given but bias=False; leave b0 out or set bias=True")
+    else:
+        B = v.check_start("b0", o.b0, (n_instances, n), dt)
+    return W, B
 
 
 def _groups(costs: np.ndarray, n_groups: int) -> np.ndarray:
@@ -665,27 +605,16 @@ def _blas_rows(n: int, d: int, batch: int) -> int:
     return min(rows, batch)
 
 
-def _fit_adam(
-    n, d, *, n_instances, p, importance, activation, exponent, values, bias, steps,
-    batch_size, lr, betas, eps, seed, dtype, log_every, W0, b0, progress, backend="cpu",
-) -> FitResult:  # fmt: skip
+def _fit_adam(o: FitOptions) -> FitResult:
     """``fit(method="adam")``: the compiled multi-instance Adam loop (or its GPU version)."""
-    settings, P, imp, law, W, B, progress = _check_fit_args(
-        n, d, n_instances, p, importance, activation, exponent, values, bias, steps,
-        batch_size, lr, seed, dtype, log_every, W0, b0, progress,
-    )  # fmt: skip
-    if (
-        not isinstance(betas, (tuple, list))
-        or len(betas) != 2
-        or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in betas)
-        or not all(0.0 <= float(x) < 1.0 for x in betas)
-    ):
-        raise ValueError(f"betas must be two numbers in [0, 1), got {betas!r}")
-    beta1, beta2 = float(betas[0]), float(betas[1])
-    eps = v.check_real("eps", eps, positive=True)
+    settings, P, imp, law, W, B, progress = _check_fit_args(o)
+    beta1, beta2 = v.check_betas("betas", o.betas)
+    eps = v.check_real("eps", o.eps, positive=True)
     settings.update(method="adam", betas=[beta1, beta2], eps=eps)
     n, d, n_inst = settings["n"], settings["d"], settings["n_instances"]
     steps, batch, log_every = settings["steps"], settings["batch_size"], settings["log_every"]
+    lr, bias, backend = o.lr, o.bias, o.backend
+    activation, exponent = settings["activation"], settings["exponent"]
     W0_copy = W.copy()
     if backend == "cuda":
         from fastsuper.train.cuda import fit_adam_cuda
@@ -696,7 +625,7 @@ def _fit_adam(
             eps=eps, log_every=log_every, progress=progress,
         )  # fmt: skip
         _raise_diverged(status, lr, W.dtype, exponent)
-        return FitResult(W, B, hist, settings, "adam", W0_copy, elapsed)
+        return FitResult(W, B, hist * n, settings, "adam", W0_copy, elapsed)
     model = Model(W[0], B[0], activation=activation, exponent=exponent)
     act = activation_bundle(model)
     # sampler parameters per instance (SparseInputs._kernel_params for each row of P)
@@ -739,7 +668,8 @@ def _fit_adam(
             progress_bar(hi, steps, hist, log_every, time.perf_counter() - t0)
     elapsed = time.perf_counter() - t0
     _raise_diverged(status, lr, W.dtype, exponent)
-    return FitResult(W, B, hist, settings, "adam", W0_copy, elapsed)
+    # the kernel records Elhage et al.'s mean over features; the result holds the sum
+    return FitResult(W, B, hist * n, settings, "adam", W0_copy, elapsed)
 
 
 def _raise_diverged(status: np.ndarray, lr: float, dtype, exponent: float) -> None:
@@ -760,26 +690,7 @@ def _raise_diverged(status: np.ndarray, lr: float, dtype, exponent: float) -> No
         )
 
 
-#: optimisers of :func:`fit`: ``method`` name -> function ``(n, d, **kwargs) -> FitResult``
-#: taking every keyword argument of :func:`fit` except ``method``.
-def _fit_exact(
-    n,
-    d,
-    *,
-    n_instances=1,
-    p=None,
-    importance=None,
-    activation="power",
-    exponent=3,
-    values="gaussian",
-    bias=False,
-    steps=2000,
-    seed=0,
-    W0=None,
-    b0=None,
-    backend="cpu",
-    **ignored,
-):
+def _fit_exact(o: FitOptions):
     """``fit(method="exact")``: L-BFGS on the exact population loss (``fit_exact``).
 
     Needs ``activation="power"`` with an integer exponent and one instance;
@@ -788,34 +699,29 @@ def _fit_exact(
     """
     from fastsuper.train.lbfgs import fit_exact
 
-    if activation != "power" or not float(exponent).is_integer():
+    exponent = o.exponent
+    if exponent is None and o.activation in DEFAULT_EXPONENTS:
+        exponent = DEFAULT_EXPONENTS[o.activation]
+    if o.activation != "power" or not float(exponent).is_integer():
         raise ValueError(
             "method='exact' needs activation='power' with an integer exponent (the closed form "
-            f"of THEORY §3), got activation={activation!r}, exponent={exponent!r}"
+            f"of THEORY §3), got activation={o.activation!r}, exponent={exponent!r}"
         )
-    if backend != "cpu":
+    if o.backend != "cpu":
         raise ValueError(
             "method='exact' runs on the CPU (backend='cpu'); for the GPU use method='adam', or "
             "exact_loss_grad(..., backend='cuda') for the exact gradient's power sums"
         )
-    if n_instances != 1:
-        raise ValueError(f"method='exact' fits one instance, got n_instances={n_instances!r}")
-    if b0 is not None:
+    if o.n_instances != 1:
+        raise ValueError(f"method='exact' fits one instance, got n_instances={o.n_instances!r}")
+    if o.b0 is not None:
         raise ValueError("method='exact' takes no b0 (it starts from b = 0)")
-    if p is None:
+    if o.p is None:
         raise ValueError("method='exact' needs p (the feature probability)")
-    return fit_exact(
-        n,
-        d,
-        m=int(exponent),
-        p=p,
-        values=values,
-        importance=importance,
-        bias=bias,
-        seed=seed,
-        maxiter=steps,
-        W0=W0,
-    )
+    return fit_exact(o.n, o.d, m=int(exponent), p=o.p, values=o.values,
+                     importance=o.importance, bias=o.bias, seed=o.seed, maxiter=o.steps,
+                     W0=o.W0)  # fmt: skip
 
 
+#: optimisers of :func:`fit`: ``method`` name -> function ``(options: FitOptions) -> result``.
 FITTERS: dict[str, Any] = {"adam": _fit_adam, "exact": _fit_exact}

@@ -1,4 +1,4 @@
-"""What the CPU and CUDA training backends share: the result type, instance seeds, checks."""
+"""What the training modules share: the result type, instance seeds, value laws as JSON."""
 
 from __future__ import annotations
 
@@ -8,11 +8,18 @@ from typing import NamedTuple
 import numpy as np
 
 from fastsuper.core import validation as v
-from fastsuper.core.laws import SparseInputs
-from fastsuper.core.model import Model
+from fastsuper.core.arguments import check_model_inputs
+from fastsuper.core.laws import ValueLaw
 from fastsuper.core.rng import mix64, seed_key
 
-__all__ = ["SampledLossGrad", "check_model_inputs", "instance_seed", "progress_bar"]
+__all__ = [
+    "SampledLossGrad",
+    "check_model_inputs",
+    "instance_seed",
+    "law_from_spec",
+    "law_spec",
+    "progress_bar",
+]
 
 MASK64 = (1 << 64) - 1
 _INSTANCE_SALT = 0x452821E638D01377  # digits of pi, after those of fastsuper.core.rng
@@ -31,16 +38,18 @@ class SampledLossGrad(NamedTuple):
     db: np.ndarray
 
 
-def check_model_inputs(model, inputs):
-    if not isinstance(model, Model):
-        raise TypeError(f"model must be a fastsuper.Model, got {type(model).__name__}")
-    if not isinstance(inputs, SparseInputs):
-        raise TypeError(f"inputs must be a fastsuper.SparseInputs, got {type(inputs).__name__}")
-    if inputs.n != model.n:
-        raise ValueError(
-            f"inputs.n = {inputs.n} does not match the model's n = {model.n} (W has shape "
-            f"{model.W.shape})"
-        )
+def law_spec(law: ValueLaw):
+    """The JSON form of a value law: its name, or a dict for a discrete law."""
+    if law.name == "discrete":
+        return {"name": "discrete", "support": law.support.tolist(), "probs": law.probs.tolist()}
+    return law.name
+
+
+def law_from_spec(spec) -> ValueLaw:
+    """The value law of a :func:`law_spec`."""
+    if isinstance(spec, str):
+        return ValueLaw(spec)
+    return ValueLaw("discrete", support=spec["support"], probs=spec["probs"])
 
 
 def instance_seed(seed: int, k: int) -> int:
@@ -52,7 +61,7 @@ def instance_seed(seed: int, k: int) -> int:
 
     Examples
     --------
-    >>> from fastsuper.train.adam import instance_seed
+    >>> from fastsuper.train.common import instance_seed
     >>> instance_seed(0, 1) == instance_seed(0, 1) != instance_seed(0, 2)
     True
     """
@@ -73,7 +82,7 @@ def progress_bar(done: int, total: int, hist: np.ndarray, log_every: int, elapse
     loss = f"{finite.mean():.5g}" if finite.size else "-"
     sys.stderr.write(
         f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} steps, "
-        f"mean batch loss {loss}, {elapsed:.1f} s"
+        f"mean batch loss {loss} (mean over features), {elapsed:.1f} s"
     )
     if done >= total:
         sys.stderr.write("\n")

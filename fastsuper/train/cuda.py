@@ -20,12 +20,11 @@ __all__ = ["fit_adam_cuda", "loss_grad_cuda"]
 
 
 def _kernels():
-    """numba.cuda, the sampler kernels of :mod:`fastsuper.mc` and the training kernels."""
+    """numba.cuda and the training kernels (the samples come from :func:`draw_chunk`)."""
     cuda = require_cuda()
-    from fastsuper.mc import kernels_cuda as sampler_kernels
     from fastsuper.train import kernels_cuda
 
-    return cuda, sampler_kernels, kernels_cuda
+    return cuda, kernels_cuda
 
 
 @quiet_launch
@@ -62,7 +61,7 @@ def loss_grad_cuda(
     """
     from fastsuper.train.kernels_cpu import merge_blocks
 
-    cuda, sk, kc = _kernels()
+    cuda, kc = _kernels()
     check_model_inputs(model, inputs)
     n_samples = v.check_int("n_samples", n_samples, minimum=1)
     seed = v.check_int("seed", seed)
@@ -92,9 +91,7 @@ def loss_grad_cuda(
     for lo in range(0, n_samples, chunk):
         ns = min(chunk, n_samples - lo)
         nbc = -(-ns // block)
-        _, indptr_d, indices_d, values_d = draw_chunk(
-            cuda, sk, dev, seed_u64, start + lo, ns, dtype
-        )
+        _, indptr_d, indices_d, values_d = draw_chunk(cuda, dev, seed_u64, start + lo, ns, dtype)
         gW = cuda.to_device(np.zeros((nbc, d, n)))
         gb = cuda.to_device(np.zeros((nbc, n)))
         loss = cuda.device_array(nbc, dtype=np.float64)

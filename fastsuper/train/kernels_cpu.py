@@ -48,7 +48,7 @@ OK = -1
 # a run of samples: sampling and gradient in one loop
 #
 # The sampler is :func:`fastsuper.core.laws.draw_sample`, inlined, so the
-# samples are those of :func:`fastsuper.sample` bit for bit (tests/test_train.py
+# samples are those of :func:`fastsuper.sample` bit for bit (tests/train/test_adam.py
 # checks it); training passes laws that carry gap thresholds
 # (:func:`fastsuper.core.bundles.gap_tables`), which replace most logarithms
 # of the geometric skipping at small ``n`` or large ``p``.

@@ -3,15 +3,19 @@
 :func:`fit_exact` maximises the exact gain ``L~`` (equivalently minimises
 the exact loss ``L = E sum_j I_j x_j**2 - L~``) of the ``power`` model
 ``x_hat = (W.T @ W @ x + b)**m`` over ``W`` (and ``b``) with L-BFGS-B and
-the exact gradient of :func:`fastsuper.exact.api.exact_gain_grad` -- no
+the exact gradient of :func:`fastsuper.exact_gain_grad` -- no
 sampling, so the result and its gain are reproducible to round-off.
 
-Starts: the unsuperposed optimum of THEORY §5.1 (``min(n, d)`` orthogonal
-columns with ``A_ii**m = mu_{m+1} / mu_{2m}``, the rest zero; for symmetric
-value laws a stationary point, so it ends where it starts and guarantees the
-unsuperposed gain ``p kappa min(n, d)``), ``restarts`` seeded random frames
-with the best common norm of THEORY §5.3, and ``W0`` when given.  The best
-end point is returned as an :class:`ExactFit`.
+Starts, each run to convergence by :func:`maximise_gain`: ``W0`` when given;
+the unsuperposed optimum of THEORY §5.1 (the ``min(n, d)`` features with the
+largest ``I_i p_i`` on orthogonal axes with ``A_ii**m = mu_{m+1} / mu_{2m}``,
+the others zero; for symmetric value laws and no bias a stationary point, so
+it ends where it starts and guarantees the unsuperposed gain
+``p kappa min(n, d)``); then ``restarts`` random frames (uniform random
+directions, stream ``numpy.random.default_rng([seed, k])``) with the best
+common norm of THEORY §5.3, ``c**m = mu_{m+1} / (mu_{2m} (1 + (n-1)/D(d,
+m)))`` and column norm ``sqrt(c)``, or ``init_norm``.  The bias starts at 0.
+The best end point is returned as an :class:`ExactFit`.
 
 Scaling.  The gain is of order ``p``, so L-BFGS-B, whose stopping test on
 the objective is ``(f_k - f_{k+1}) / max(|f_k|, |f_{k+1}|, 1) <= ftol``, would
@@ -25,22 +29,23 @@ from __future__ import annotations
 
 import json
 import math
-import numbers
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
-from fastsuper.analysis import random_frame, random_frame_norm
+from fastsuper.core import arguments
 from fastsuper.core import validation as v
 from fastsuper.core.laws import SparseInputs, ValueLaw
 from fastsuper.core.model import Model
 from fastsuper.exact.api import exact_gain, exact_gain_grad, exact_loss_and_gain
+from fastsuper.exact.first_order import random_frame, random_frame_norm
+from fastsuper.train.common import law_from_spec, law_spec
 
-__all__ = ["ExactFit", "fit_exact"]
+__all__ = ["ExactFit", "GainRun", "fit_exact", "maximise_gain"]
 
 _FUNC = "fit_exact"
-_LAW_NAMES = ("gaussian", "rademacher", "uniform_sym", "uniform", "constant")
 
 
 @dataclass(frozen=True, eq=False)
@@ -127,6 +132,21 @@ class ExactFit:
         return SparseInputs(self.n, p=self.p, values=self.law, importance=self.importance)
 
     @property
+    def gain_history(self) -> np.ndarray:
+        """:attr:`history`: the exact gain of the best start, before and after each iteration."""
+        return self.history
+
+    @property
+    def loss_mean_over_features(self) -> float:
+        """:attr:`loss` divided by ``n``: Elhage et al.'s mean over features."""
+        return self.loss / self.n
+
+    @property
+    def gain_mean_over_features(self) -> float:
+        """:attr:`gain` divided by ``n``."""
+        return self.gain / self.n
+
+    @property
     def settings(self) -> dict:
         """The arguments of the run as a plain dict (``p``, ``importance`` as lists)."""
         p = self.p if isinstance(self.p, float) else np.asarray(self.p).tolist()
@@ -136,7 +156,7 @@ class ExactFit:
             "d": self.d,
             "m": self.m,
             "p": p,
-            "values": _law_spec(self.law),
+            "values": law_spec(self.law),
             "importance": imp,
             "bias": self.bias,
             "restarts": self.restarts,
@@ -150,8 +170,9 @@ class ExactFit:
         p = f"{self.p:g}" if isinstance(self.p, float) else "<per feature>"
         return (
             f"ExactFit(n={self.n}, d={self.d}, m={self.m}, p={p}, values={self.law!r}, "
-            f"bias={self.bias}, gain={self.gain:.10g}, loss={self.loss:.10g}, "
-            f"best={self.starts[self.best]!r} of {len(self.starts)} starts)"
+            f"bias={self.bias}, gain={self.gain:.10g}, loss={self.loss:.10g} (exact, sums over "
+            f"the {self.n} features), best={self.starts[self.best]!r} of {len(self.starts)} "
+            "starts)"
         )
 
     # ------------------------------------------------------------ files
@@ -161,9 +182,7 @@ class ExactFit:
         The suffix ``.npz`` is added when ``path`` lacks it (as ``numpy.savez``
         does).  Read it back with :meth:`ExactFit.load`.
         """
-        if not isinstance(path, (str, Path)):
-            raise TypeError(f"ExactFit.save: path must be a str or pathlib.Path, got {path!r}")
-        path = Path(path)
+        path = v.check_path("path", path, func="ExactFit.save")
         if path.suffix != ".npz":
             path = path.with_name(path.name + ".npz")
         meta = {
@@ -197,8 +216,7 @@ class ExactFit:
     @classmethod
     def load(cls, path) -> ExactFit:
         """Read a result written by :meth:`save`."""
-        if not isinstance(path, (str, Path)):
-            raise TypeError(f"ExactFit.load: path must be a str or pathlib.Path, got {path!r}")
+        path = v.check_path("path", path, func="ExactFit.load")
         with np.load(path, allow_pickle=False) as z:
             if "meta" not in z.files:
                 raise ValueError(f"ExactFit.load: {path} was not written by ExactFit.save")
@@ -224,7 +242,7 @@ class ExactFit:
                 d=int(s["d"]),
                 m=int(s["m"]),
                 p=p,
-                law=_law_from_spec(s["values"]),
+                law=law_from_spec(s["values"]),
                 importance=importance,
                 bias=bool(s["bias"]),
                 restarts=int(s["restarts"]),
@@ -236,75 +254,68 @@ class ExactFit:
             )
 
 
-def _law_spec(law: ValueLaw):
-    if law.name == "discrete":
-        return {"name": "discrete", "support": law.support.tolist(), "probs": law.probs.tolist()}
-    return law.name
-
-
-def _law_from_spec(spec) -> ValueLaw:
-    if isinstance(spec, str):
-        return ValueLaw(spec)
-    return ValueLaw("discrete", support=spec["support"], probs=spec["probs"])
-
-
 # --------------------------------------------------------------------------
-# argument checks (every message names the argument and what is allowed)
+# arguments
 
 
-def _int(name: str, value, minimum: int, what: str = "") -> int:
-    ok = isinstance(value, numbers.Integral) and not isinstance(value, bool)
-    if not ok and isinstance(value, float) and value.is_integer():
-        value, ok = int(value), True
-    if not ok:
-        raise TypeError(f"{_FUNC}: {name} must be an integer >= {minimum}{what}, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{_FUNC}: {name} must be an integer >= {minimum}{what}, got {value}")
-    return int(value)
+@dataclass(frozen=True)
+class _Problem:
+    """The model family and the input law of a fit (checked arguments)."""
+
+    n: int
+    d: int
+    m: int
+    p: float | np.ndarray  # as given: a float, or one probability per feature
+    p_arr: np.ndarray  # one probability per feature
+    law: ValueLaw
+    importance: np.ndarray | None
+    bias: bool
+
+    def inputs(self) -> SparseInputs:
+        return SparseInputs(self.n, p=self.p_arr, values=self.law, importance=self.importance)
 
 
-def _positive(name: str, value, allow_none: bool = False):
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{_FUNC}: {name} must be a positive real number, got {value!r}")
-    value = float(value)
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{_FUNC}: {name} must be a finite number > 0, got {value}")
-    return value
+@dataclass(frozen=True)
+class _Search:
+    """The starts and the L-BFGS-B settings of a fit (checked arguments)."""
+
+    restarts: int
+    seed: int
+    maxiter: int
+    tol: float
+    init_norm: float | None
+    W0: np.ndarray | None
 
 
-def _probability(p, n: int):
-    if isinstance(p, bool) or p is None or isinstance(p, str):
-        raise TypeError(
-            f"{_FUNC}: p must be a probability in (0, 1] or an array of n = {n} of them, got {p!r}"
-        )
-    try:
-        arr = v.check_probabilities("p", p, n)
-    except (TypeError, ValueError) as exc:
-        raise type(exc)(f"{_FUNC}: {exc}; p must lie in (0, 1]") from None
-    if np.any(arr <= 0):
-        i = int(np.argmax(arr <= 0))
-        raise ValueError(
-            f"{_FUNC}: p must lie in (0, 1] (the gain vanishes at p = 0); p[{i}] = {arr[i]}"
-        )
-    scalar = np.ndim(p) == 0
-    return (float(arr[0]) if scalar else arr), arr
-
-
-def _values(values) -> ValueLaw:
-    if isinstance(values, ValueLaw):
-        law = values
-    elif isinstance(values, str) and values in _LAW_NAMES:
-        law = ValueLaw(values)
-    else:
-        raise ValueError(
-            f"{_FUNC}: values must be one of {list(_LAW_NAMES)} or a fastsuper.ValueLaw "
-            f"(e.g. ValueLaw('discrete', support=..., probs=...)), got {values!r}"
-        )
+def _problem(n, d, m, p, values, importance, bias) -> _Problem:
+    n = v.check_int("n", n, minimum=1, func=_FUNC, what=" (number of features)")
+    d = v.check_int("d", d, minimum=1, func=_FUNC, what=" (hidden dimension)")
+    m = v.check_int("m", m, minimum=1, func=_FUNC, what=" (the power activation's exponent)")
+    p_arr = v.check_probabilities("p", p, n, positive=True, func=_FUNC)
+    law = arguments.check_law("values", values, func=_FUNC)
     if law.moment(2) <= 0:
         raise ValueError(f"{_FUNC}: values {law!r} is almost surely 0; nothing to reconstruct")
-    return law
+    if importance is not None:
+        importance = v.as_float_array(
+            "importance", importance, ndim=1, dtype=np.float64, shape=(n,), func=_FUNC
+        )
+        importance = v.check_positive_entries("importance", importance, func=_FUNC).copy()
+    bias = v.check_bool("bias", bias, func=_FUNC)
+    p_given = float(p_arr[0]) if np.ndim(p) == 0 else p_arr
+    return _Problem(n, d, m, p_given, p_arr, law, importance, bias)
+
+
+def _search(problem: _Problem, restarts, seed, maxiter, tol, init_norm, W0) -> _Search:
+    restarts = v.check_int(
+        "restarts", restarts, minimum=0, func=_FUNC, what=" (number of random starts)"
+    )
+    seed = v.check_int("seed", seed, minimum=0, func=_FUNC)
+    maxiter = v.check_int("maxiter", maxiter, minimum=1, func=_FUNC)
+    tol = v.check_real("tol", tol, positive=True, func=_FUNC)
+    init_norm = v.check_real("init_norm", init_norm, positive=True, func=_FUNC, allow_none=True)
+    if W0 is not None:
+        W0 = v.check_weights("W0", W0, shape=(problem.d, problem.n), func=_FUNC)
+    return _Search(restarts, seed, maxiter, tol, init_norm, W0)
 
 
 # --------------------------------------------------------------------------
@@ -321,147 +332,184 @@ def _unsuperposed(n: int, d: int, m: int, law: ValueLaw, weight: np.ndarray) -> 
     return W
 
 
+def _starts(
+    problem: _Problem, search: _Search, inputs: SparseInputs
+) -> list[tuple[str, np.ndarray]]:
+    """``(label, W)`` of every start, in the order they are run."""
+    n, d, m, law = problem.n, problem.d, problem.m, problem.law
+    starts = []
+    if search.W0 is not None:
+        starts.append(("W0", search.W0.copy()))
+    starts.append(("unsuperposed", _unsuperposed(n, d, m, law, inputs.importance * problem.p_arr)))
+    norm = search.init_norm if search.init_norm is not None else random_frame_norm(n, d, m, law)
+    for k in range(search.restarts):
+        starts.append((f"random {k}", random_frame(n, d, norm, [search.seed, k])))
+    if search.W0 is not None:  # a clear error now rather than a silently failed start
+        try:
+            exact_loss_and_gain(Model(search.W0, activation="power", exponent=m), inputs)
+        except FloatingPointError as exc:
+            raise FloatingPointError(f"{_FUNC}: W0 cannot be a start: {exc}") from None
+    return starts
+
+
 # --------------------------------------------------------------------------
 # the optimisation
 
 
-def _minimise(W_start, b_start, inputs, m, scale, maxiter, tol):
-    """One L-BFGS-B run from ``(W_start, b_start)``; returns (W, b, gain, nit, nfev, ok, hist)."""
-    from scipy.optimize import minimize
+class GainRun(NamedTuple):
+    """One L-BFGS-B run of :func:`maximise_gain`."""
 
-    d, n = W_start.shape
-    fit_bias = b_start is not None
-    nw = d * n
-    last = {}  # the last point evaluated (L-BFGS-B's callback reports it)
-    best = {"x": None, "gain": -math.inf}  # the best point evaluated
+    W: np.ndarray  # end point (d, n)
+    b: np.ndarray | None  # end bias (None without)
+    gain: float  # exact gain at the end point (-inf if the start overflowed)
+    nit: int  # L-BFGS-B iterations
+    nfev: int  # objective evaluations
+    converged: bool  # tolerance met (not maxiter, not an abnormal stop)
+    history: np.ndarray  # exact gain before the first and after each iteration
 
-    def unpack(x):
-        W = x[:nw].reshape(d, n)
-        b = x[nw:] if fit_bias else None
+
+class _Objective:
+    """``-L~ / scale`` and its gradient at a flat point ``x = (W, b)``, for L-BFGS-B.
+
+    Remembers the last point evaluated (L-BFGS-B's callback reports it) and
+    the best one (returned when a trial point beat the last iterate).
+    """
+
+    def __init__(self, inputs: SparseInputs, m: int, shape: tuple, fit_bias: bool, scale: float):
+        self.inputs, self.m, self.shape, self.fit_bias, self.scale = (
+            inputs, m, shape, fit_bias, scale
+        )  # fmt: skip
+        self.nw = shape[0] * shape[1]
+        self.last: dict = {}
+        self.best: dict = {"x": None, "gain": -math.inf}
+        self.history: list[float] = []
+
+    def unpack(self, x):
+        W = x[: self.nw].reshape(self.shape)
+        b = x[self.nw :] if self.fit_bias else None
         return W, b
 
-    def objective(x):
-        W, b = unpack(x)
+    def __call__(self, x):
+        W, b = self.unpack(x)
         if not np.all(np.isfinite(x)):  # a trial step beyond the float64 range
-            last.update(x=x.copy(), gain=-math.inf)
+            self.last.update(x=x.copy(), gain=-math.inf)
             return math.inf, np.zeros_like(x)
         try:
             gain, dW, db = exact_gain_grad(
-                Model(W, b, activation="power", exponent=m), inputs, wrt_bias=fit_bias
-            )
+                Model(W, b, activation="power", exponent=self.m), self.inputs,
+                wrt_bias=self.fit_bias,
+            )  # fmt: skip
         except FloatingPointError:  # a trial step so long that moments overflow float64
-            last.update(x=x.copy(), gain=-math.inf)
+            self.last.update(x=x.copy(), gain=-math.inf)
             return math.inf, np.zeros_like(x)
-        grad = -dW.ravel() if not fit_bias else -np.concatenate([dW.ravel(), db])
-        last.update(x=x.copy(), gain=gain)
-        if gain > best["gain"]:
-            best.update(x=last["x"], gain=gain)
-        return -gain / scale, grad / scale
+        grad = -dW.ravel() if not self.fit_bias else -np.concatenate([dW.ravel(), db])
+        self.last.update(x=x.copy(), gain=gain)
+        if gain > self.best["gain"]:
+            self.best.update(x=self.last["x"], gain=gain)
+        return -gain / self.scale, grad / self.scale
 
-    history = []
-
-    def callback(xk):
-        if "x" in last and np.array_equal(last["x"], xk):
-            history.append(last["gain"])
+    def callback(self, xk):
+        if "x" in self.last and np.array_equal(self.last["x"], xk):
+            self.history.append(self.last["gain"])
         else:  # pragma: no cover - L-BFGS-B reports its last evaluated point
-            history.append(-objective(xk)[0] * scale)
+            self.history.append(-self(xk)[0] * self.scale)
 
+    def gain_at(self, x) -> float:
+        W, b = self.unpack(x)
+        return exact_gain(Model(W, b, activation="power", exponent=self.m), self.inputs)
+
+
+def maximise_gain(W_start, b_start, inputs, m, scale, maxiter, tol) -> GainRun:
+    """One L-BFGS-B run on the exact gain of the ``power`` model from ``(W_start, b_start)``.
+
+    The run of each start of :func:`fit_exact`, unchecked: ``W_start`` (d, n)
+    float64, ``b_start`` (n,) or ``None`` (no bias fitted), ``inputs`` a
+    :class:`fastsuper.SparseInputs` with Bernoulli features, ``m`` the
+    integer exponent; L-BFGS-B minimises ``-L~ / scale`` with ``ftol = gtol =
+    tol`` and at most ``maxiter`` iterations (see the module docstring).
+
+    Returns
+    -------
+    GainRun
+        ``(W, b, gain, nit, nfev, converged, history)``.
+    """
+    from scipy.optimize import minimize
+
+    fit_bias = b_start is not None
+    obj = _Objective(inputs, m, W_start.shape, fit_bias, scale)
     x0 = W_start.ravel() if not fit_bias else np.concatenate([W_start.ravel(), b_start])
     x0 = np.array(x0, dtype=np.float64)
-    f0 = objective(x0)[0]
+    f0 = obj(x0)[0]
     if not math.isfinite(f0):
-        return W_start.copy(), b_start, -math.inf, 0, 1, False, np.array([-math.inf])
-    history.append(-f0 * scale)
-    res = minimize(
-        objective,
-        x0,
-        jac=True,
-        method="L-BFGS-B",
-        callback=callback,
-        options={
-            "maxiter": maxiter,
-            "maxfun": 10 * maxiter + 100,
-            "ftol": tol,
-            "gtol": tol,
-            "maxcor": 20,
-        },
-    )
+        return GainRun(W_start.copy(), b_start, -math.inf, 0, 1, False, np.array([-math.inf]))
+    obj.history.append(-f0 * scale)
+    options = {"maxiter": maxiter, "maxfun": 10 * maxiter + 100, "ftol": tol, "gtol": tol,
+               "maxcor": 20}  # fmt: skip
+    res = minimize(obj, x0, jac=True, method="L-BFGS-B", callback=obj.callback, options=options)
     x = np.array(res.x, dtype=np.float64)
     ok = bool(res.success) and int(res.nit) < maxiter and math.isfinite(res.fun)
-    gain = -math.inf
-    if math.isfinite(res.fun):  # the exact gain at the end point, not -f * scale
-        W, b = unpack(x)
-        gain = exact_gain(Model(W, b, activation="power", exponent=m), inputs)
-    if best["gain"] > gain:  # a trial point beat the last iterate (e.g. an abnormal stop)
-        x, gain = best["x"], best["gain"]
-        history.append(gain)
-    W, b = unpack(x)
+    gain = obj.gain_at(x) if math.isfinite(res.fun) else -math.inf  # not -f * scale
+    if obj.best["gain"] > gain:  # a trial point beat the last iterate (e.g. an abnormal stop)
+        x, gain = obj.best["x"], obj.best["gain"]
+        obj.history.append(gain)
+    W, b = obj.unpack(x)
     W, b = W.copy(), (None if b is None else b.copy())
-    return W, b, gain, int(res.nit), int(res.nfev), ok, np.array(history, dtype=np.float64)
+    history = np.array(obj.history, dtype=np.float64)
+    return GainRun(W, b, gain, int(res.nit), int(res.nfev), ok, history)
+
+
+def _result(problem: _Problem, search: _Search, inputs, scale, starts, runs) -> ExactFit:
+    """The :class:`ExactFit` of the best run."""
+    gains = np.array([r.gain for r in runs])
+    best = int(np.argmax(gains))
+    W, b, history = runs[best].W, runs[best].b, runs[best].history
+    model = Model(W, b, activation="power", exponent=problem.m)
+    loss, gain = exact_loss_and_gain(model, inputs)
+    return ExactFit(
+        W=W, b=b, gain=float(gain), loss=float(loss), gains=gains,
+        nit=np.array([r.nit for r in runs], dtype=np.int64),
+        nfev=np.array([r.nfev for r in runs], dtype=np.int64),
+        converged=np.array([r.converged for r in runs], dtype=bool),
+        starts=tuple(s[0] for s in starts), best=best, history=history,
+        n=problem.n, d=problem.d, m=problem.m, p=problem.p, law=problem.law,
+        importance=problem.importance, bias=problem.bias, restarts=search.restarts,
+        seed=search.seed, maxiter=search.maxiter, tol=search.tol, init_norm=search.init_norm,
+        scale=scale,
+    )  # fmt: skip
 
 
 def fit_exact(
-    n,
-    d,
-    *,
-    m=3,
-    p,
-    values="gaussian",
-    importance=None,
-    bias=False,
-    restarts=4,
-    seed=0,
-    maxiter=2000,
-    W0=None,
-    tol=1e-12,
-    init_norm=None,
-) -> ExactFit:
+    n, d, *, m=3, p, values="gaussian", importance=None, bias=False, restarts=4, seed=0,
+    maxiter=2000, W0=None, tol=1e-12, init_norm=None,
+) -> ExactFit:  # fmt: skip
     """Maximise the exact gain of the ``power`` model with L-BFGS-B (THEORY §3, §5).
 
-    Deterministic optimisation of the population gain
-    ``L~ = E sum_j I_j x_j**2 - L`` (equivalently of the loss ``L``) of
-    ``x_hat = (W.T @ W @ x + b)**m`` under independent Bernoulli(``p``)
-    features, with :func:`scipy.optimize.minimize` (``method="L-BFGS-B"``,
-    ``jac=True``) on the exact value and gradient of
-    :func:`fastsuper.exact.api.exact_gain_grad`.  Each evaluation costs
-    ``O(n**2 (d + m))``.
-
-    Starts, each run to convergence: ``W0`` (if given); the unsuperposed
-    optimum of THEORY §5.1 (the ``min(n, d)`` features with the largest
-    ``I_i p_i`` on orthogonal axes with ``A_ii**m = mu_{m+1} / mu_{2m}``, the
-    others zero -- for symmetric value laws and no bias this is a stationary
-    point, kept as it is, so the result is never below ``p kappa min(n, d)``);
-    then ``restarts`` random frames (uniform random directions, stream
-    ``numpy.random.default_rng([seed, k])``) with the best common norm of
-    THEORY §5.3, ``c**m = mu_{m+1} / (mu_{2m} (1 + (n-1)/D(d, m)))`` and
-    column norm ``sqrt(c)``, or ``init_norm``.  The bias starts at 0.  The
-    start with the largest final gain is returned.
-
-    L-BFGS-B minimises the rescaled objective ``-L~ / L0`` with
-    ``L0 = E sum_j I_j x_j**2 = mu_2 sum_j I_j p_j`` (the loss of ``W = 0``),
-    so that its tolerances mean the same at every ``p`` (the raw gain is of
-    order ``p``); ``ftol = gtol = tol`` refer to this scaled objective.
+    Deterministic optimisation of the population gain ``L~ = E sum_j I_j
+    x_j**2 - L`` of ``x_hat = (W.T @ W @ x + b)**m`` under independent
+    Bernoulli(``p``) features: :func:`scipy.optimize.minimize` (L-BFGS-B) on
+    the exact value and gradient of :func:`fastsuper.exact_gain_grad`, each
+    evaluation ``O(n**2 (d + m))``.  Every start runs to convergence and the
+    best end point is returned; the starts (``W0``, the unsuperposed optimum
+    of THEORY §5.1, ``restarts`` random frames with THEORY §5.3's norm) and the
+    scaling of the objective are described in :mod:`fastsuper.train.lbfgs`.
 
     Parameters
     ----------
     n, d : int
         Number of features and hidden dimension (integers ``>= 1``).
     m : int, default 3
-        Exponent of ``phi(t) = t**m`` (integer ``>= 1``; the paper takes it
-        odd, ``m = 1`` is the linear model).
+        Exponent of ``phi(t) = t**m`` (integer ``>= 1``; ``m = 1``: linear).
     p : float or array_like of shape (n,)
         Feature probability in ``(0, 1]``, one for all or one per feature.
     values : str or ValueLaw, default "gaussian"
-        Law of an active feature's value: ``"gaussian"``, ``"rademacher"``,
-        ``"uniform_sym"``, ``"uniform"``, ``"constant"`` or a ValueLaw.
+        Law of an active feature's value (a name or a ValueLaw).
     importance : array_like of shape (n,), optional
         Positive loss weights ``I_j`` (default 1).
     bias : bool, default False
         Also fit the output bias ``b`` (the paper has none).
-    restarts : int, default 4
-        Number of random-frame starts (``>= 0``).
-    seed : int, default 0
-        Seed of the random starts (``>= 0``).
+    restarts, seed : int, default 4, 0
+        Random-frame starts (``>= 0``) and their seed (``>= 0``; start ``k``
+        uses ``numpy.random.default_rng([seed, k])``).
     maxiter : int, default 2000
         Most L-BFGS-B iterations per start.
     W0 : array_like of shape (d, n), optional
@@ -474,10 +522,8 @@ def fit_exact(
     Returns
     -------
     ExactFit
-        Best ``W`` (and ``b``), its exact gain and loss, every start's final
-        gain, iterations and evaluations, the best start's gain history and
-        the settings; ``.model()`` gives the fitted Model, ``.save(path)``
-        and ``ExactFit.load(path)`` an ``.npz`` round trip.
+        Best ``W`` (and ``b``), its exact gain and loss, every start's
+        outcome and the settings (``.model()``, ``.save(path)``).
 
     Raises
     ------
@@ -486,102 +532,26 @@ def fit_exact(
     FloatingPointError
         If ``W0`` is so large that the moments of its gain overflow float64.
 
-    See Also
-    --------
-    fastsuper.exact.api.exact_gain_grad : the value and gradient optimised.
-    fastsuper.analysis.first_order_cap : the first-order cap ``kappa min(n, D)``.
-
     Examples
     --------
     Without superposition room (``n <= d``) the optimum is the unsuperposed
     one, ``p kappa n`` with ``kappa = mu_4**2 / mu_6 = 0.6`` (THEORY §5.1):
 
-    >>> from fastsuper.train.lbfgs import fit_exact
-    >>> fit = fit_exact(3, 3, m=3, p=0.01, restarts=1)
+    >>> import fastsuper as fs
+    >>> fit = fs.fit_exact(3, 3, m=3, p=0.01, restarts=1)
     >>> round(fit.gain / (0.01 * 0.6 * 3), 9)
     1.0
-    >>> fit.model()
-    Model(d=3, n=3, activation='power', exponent=3, bias=no, dtype=float64)
     """
-    n = _int("n", n, 1, " (number of features)")
-    d = _int("d", d, 1, " (hidden dimension)")
-    m = _int("m", m, 1, " (the power activation's exponent)")
-    p_given, p_arr = _probability(p, n)
-    law = _values(values)
-    if importance is not None:
-        try:
-            importance = v.as_float_array(
-                "importance", importance, ndim=1, dtype=np.float64, shape=(n,)
-            )
-        except (TypeError, ValueError) as exc:
-            raise type(exc)(f"{_FUNC}: {exc}") from None
-        if np.any(importance <= 0):
-            i = int(np.argmax(importance <= 0))
-            raise ValueError(f"{_FUNC}: importance must be > 0; importance[{i}] = {importance[i]}")
-        importance = importance.copy()
-    if not isinstance(bias, (bool, np.bool_)):
-        raise TypeError(f"{_FUNC}: bias must be True or False, got {bias!r}")
-    bias = bool(bias)
-    restarts = _int("restarts", restarts, 0, " (number of random starts)")
-    seed = _int("seed", seed, 0)
-    maxiter = _int("maxiter", maxiter, 1)
-    tol = _positive("tol", tol)
-    init_norm = _positive("init_norm", init_norm, allow_none=True)
-    if W0 is not None:
-        try:
-            W0 = v.as_float_array("W0", W0, ndim=2, dtype=np.float64, shape=(d, n))
-        except (TypeError, ValueError) as exc:
-            raise type(exc)(f"{_FUNC}: {exc} (W0 must have shape (d, n) = ({d}, {n}))") from None
-
-    inputs = SparseInputs(n, p=p_arr, values=law, importance=importance)
+    problem = _problem(n, d, m, p, values, importance, bias)
+    search = _search(problem, restarts, seed, maxiter, tol, init_norm, W0)
+    inputs = problem.inputs()
     imp = inputs.importance
-    scale = law.moment(2) * math.fsum((imp * p_arr).tolist())  # L0 = E sum_j I_j x_j**2
-
-    starts = []
-    if W0 is not None:
-        starts.append(("W0", W0.copy()))
-    starts.append(("unsuperposed", _unsuperposed(n, d, m, law, imp * p_arr)))
-    norm = init_norm if init_norm is not None else random_frame_norm(n, d, m, law)
-    for k in range(restarts):
-        starts.append((f"random {k}", random_frame(n, d, norm, [seed, k])))
-
-    if W0 is not None:  # a clear error now rather than a silently failed start
-        try:
-            exact_loss_and_gain(Model(W0, activation="power", exponent=m), inputs)
-        except FloatingPointError as exc:
-            raise FloatingPointError(f"{_FUNC}: W0 cannot be a start: {exc}") from None
+    scale = problem.law.moment(2) * math.fsum((imp * problem.p_arr).tolist())  # L0
+    starts = _starts(problem, search, inputs)
     runs = []
     for _, W_start in starts:
+        b_start = np.zeros(problem.n) if problem.bias else None
         runs.append(
-            _minimise(W_start, np.zeros(n) if bias else None, inputs, m, scale, maxiter, tol)
+            maximise_gain(W_start, b_start, inputs, problem.m, scale, search.maxiter, search.tol)
         )
-    gains = np.array([r[2] for r in runs])
-    best = int(np.argmax(gains))
-    W, b, _, _, _, _, history = runs[best]
-    loss, gain = exact_loss_and_gain(Model(W, b, activation="power", exponent=m), inputs)
-    return ExactFit(
-        W=W,
-        b=b,
-        gain=float(gain),
-        loss=float(loss),
-        gains=gains,
-        nit=np.array([r[3] for r in runs], dtype=np.int64),
-        nfev=np.array([r[4] for r in runs], dtype=np.int64),
-        converged=np.array([r[5] for r in runs], dtype=bool),
-        starts=tuple(s[0] for s in starts),
-        best=best,
-        history=history,
-        n=n,
-        d=d,
-        m=m,
-        p=p_given,
-        law=law,
-        importance=importance,
-        bias=bias,
-        restarts=restarts,
-        seed=seed,
-        maxiter=maxiter,
-        tol=tol,
-        init_norm=init_norm,
-        scale=scale,
-    )
+    return _result(problem, search, inputs, scale, starts, runs)

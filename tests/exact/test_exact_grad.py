@@ -1,28 +1,23 @@
-"""Tests of fastsuper.exact.api.exact_loss_grad: the exact gradient of THEORY §3."""
+"""The exact gradient of THEORY §3 (exact_loss_grad, exact_gain_grad)."""
 
 from __future__ import annotations
 
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 from naive import enumerate_inputs
 
-from fastsuper.core.laws import SparseInputs, ValueLaw
-from fastsuper.core.model import Model
-from fastsuper.exact.api import (
-    _binomials,
-    _moments_from_cumulants,
+from fastsuper import (
+    Model,
+    SparseInputs,
+    ValueLaw,
     exact_gain,
     exact_gain_grad,
     exact_loss,
     exact_loss_grad,
 )
+from fastsuper import testing as T
 
 # value laws: symmetric and not, continuous and discrete
 LAWS = {
@@ -112,16 +107,16 @@ def test_matches_enumeration(law_name, m):
 def test_moment_cumulant_derivative():
     """dM_s/dkappa_r = C(s, r) M_{s-r}, the total derivative through the recursion."""
     R = 8
-    binom = _binomials(R)
+    binom = T.binomials(R)
     kappa = np.array([0.0, 0.3, 1.2, -0.4, 2.0, 0.7, -1.1, 0.5, 0.9])
-    M = _moments_from_cumulants(kappa, binom)
+    M = T.moments_from_cumulants(kappa, binom)
     h = 1e-4
     for r in range(1, R + 1):
 
         def moments(t, r=r):
             k = kappa.copy()
             k[r] = t[0]
-            return _moments_from_cumulants(k, binom)
+            return T.moments_from_cumulants(k, binom)
 
         for s in range(1, R + 1):
             fd = _fd(lambda t, s=s, moments=moments: moments(t)[s], kappa[r : r + 1], h)[0]
@@ -248,7 +243,7 @@ def test_errors():
         exact_loss_grad(model, 0.5)
     with pytest.raises(TypeError, match="wrt_bias must be True or False"):
         exact_loss_grad(model, inputs, wrt_bias=1)
-    with pytest.raises(ValueError, match="does not match model.n"):
+    with pytest.raises(ValueError, match="does not match the model's n"):
         exact_loss_grad(model, SparseInputs(4, p=0.5))
     with pytest.raises(ValueError, match="activation='power'"):
         exact_loss_grad(Model(np.eye(2, 3), activation="relu_power", exponent=1), inputs)

@@ -6,29 +6,13 @@ from fractions import Fraction
 import numba
 import numpy as np
 import pytest
+from builders import random_model
 from checks import assert_same_estimate
 from naive import enumerate_inputs, gain_numpy, loss_numpy
 from scipy import stats
 
 import fastsuper as fs
-from fastsuper.core.bundles import activation
-from fastsuper.mc.kernels_cpu import PATH_COLUMNS, ST_LOSS_M2, ST_LOSS_MEAN, mc_blocks
-from fastsuper.mc.kernels_stratified import (
-    K_TAIL,
-    MODE_BINOM,
-    MODE_PLAIN,
-    MODE_SEQ,
-    binom_ge2_cdf,
-)
-from fastsuper.mc.stratified import StratifiedSampler, sample_ge2, stratified_estimate
-
-
-def _model(n, d, act="power", a=3, bias=True, seed=0, scale=0.5):
-    rng = np.random.default_rng(seed)
-    W = rng.normal(size=(d, n)) * scale
-    b = rng.normal(size=n) * 0.2 if bias else None
-    return fs.Model(W, b, activation=act, exponent=a)
-
+from fastsuper import testing as T
 
 # --------------------------------------------------------------------------
 # (a) the sampler given K >= 2 against brute-force enumeration
@@ -65,13 +49,13 @@ def _chi2_pvalue(counts, expected):
 
 
 PATTERN_CASES = [
-    ("scalar p=0.3", 0.3, MODE_BINOM),
-    ("scalar p=1e-6", 1e-6, MODE_BINOM),
-    ("scalar p=0.9", 0.9, MODE_BINOM),
-    ("per-feature", [0.3, 0.05, 0.6, 1e-3, 0.2, 0.45, 0.1], MODE_SEQ),
-    ("per-feature with 0 and 1", [0.2, 0.0, 1.0, 0.3, 0.0, 0.1, 0.7], MODE_SEQ),
-    ("per-feature tiny", [3e-7, 1e-7, 2e-7, 5e-8, 1e-7, 4e-7, 1e-7], MODE_SEQ),
-    ("per-feature dense", [0.9, 0.99, 0.5, 0.97, 0.8, 0.95, 0.6], MODE_SEQ),
+    ("scalar p=0.3", 0.3, T.MODE_BINOM),
+    ("scalar p=1e-6", 1e-6, T.MODE_BINOM),
+    ("scalar p=0.9", 0.9, T.MODE_BINOM),
+    ("per-feature", [0.3, 0.05, 0.6, 1e-3, 0.2, 0.45, 0.1], T.MODE_SEQ),
+    ("per-feature with 0 and 1", [0.2, 0.0, 1.0, 0.3, 0.0, 0.1, 0.7], T.MODE_SEQ),
+    ("per-feature tiny", [3e-7, 1e-7, 2e-7, 5e-8, 1e-7, 4e-7, 1e-7], T.MODE_SEQ),
+    ("per-feature dense", [0.9, 0.99, 0.5, 0.97, 0.8, 0.95, 0.6], T.MODE_SEQ),
 ]
 
 
@@ -80,14 +64,14 @@ def test_conditional_sampler_law_matches_enumeration(name, p, mode):
     """Frequencies of the active sets against P(S | K >= 2): chi-square, fixed seed."""
     n, N = 7, 200_000
     inputs = fs.SparseInputs(n, p=p, values="constant")
-    smp = StratifiedSampler(inputs)
+    smp = T.StratifiedSampler(inputs)
     assert smp.mode == mode
     law, p_ge2 = _exact_pattern_law(inputs.p)
     assert smp.p_ge2 == pytest.approx(p_ge2, rel=1e-13)
     assert fs.low_order_terms(fs.Model(np.eye(2, n)), inputs).p_ge2 == pytest.approx(
         p_ge2, rel=1e-13
     )
-    batch = sample_ge2(inputs, N, seed=11)
+    batch = T.sample_ge2(inputs, N, seed=11)
     counts = np.bincount(_masks(batch), minlength=1 << n)
     assert counts[law == 0].sum() == 0  # impossible sets (|S| < 2, p = 0 or 1) never drawn
     inner = np.ones(batch.indices.size - 1, dtype=bool)  # sorted, distinct within a sample
@@ -101,19 +85,19 @@ def test_conditional_sampler_law_matches_enumeration(name, p, mode):
 def test_binomial_table_against_scipy():
     """The table of K | K >= 2 (scalar p): exact law, and truncated only past 1e-17."""
     for n, p in [(5, 0.3), (1000, 1e-4), (1000, 0.5), (10**6, 1e-6), (1000, 1e-7), (2, 0.5)]:
-        cdf = binom_ge2_cdf(n, p, K_TAIL)
+        cdf = T.binom_ge2_cdf(n, p, T.K_TAIL)
         k = np.arange(2, 2 + cdf.size)
         ref = stats.binom.pmf(k, n, p) / stats.binom.sf(1, n, p)
         np.testing.assert_allclose(np.diff(cdf, prepend=0.0), ref, rtol=0, atol=1e-13)
         assert cdf[-1] == 1.0 and np.all(np.diff(cdf) >= 0)
-        assert stats.binom.sf(k[-1], n, p) / stats.binom.sf(1, n, p) < K_TAIL
-    assert binom_ge2_cdf(5, 0.3, K_TAIL).size == 4  # small n: the whole law
+        assert stats.binom.sf(k[-1], n, p) / stats.binom.sf(1, n, p) < T.K_TAIL
+    assert T.binom_ge2_cdf(5, 0.3, T.K_TAIL).size == 4  # small n: the whole law
 
 
 def test_scalar_sampler_large_n():
     """n = 300, p = 0.01: K | K >= 2 against the binomial law; features uniform."""
     n, p, N = 300, 0.01, 100_000
-    batch = sample_ge2(fs.SparseInputs(n, p=p, values="constant"), N, seed=3)
+    batch = T.sample_ge2(fs.SparseInputs(n, p=p, values="constant"), N, seed=3)
     K = batch.counts()
     kk = np.arange(2, K.max() + 1)
     exp = N * stats.binom.pmf(kk, n, p) / stats.binom.sf(1, n, p)
@@ -133,11 +117,11 @@ def test_sequential_sampler_large_n_per_feature():
     n, N = 500, 200_000
     p = rng.uniform(0, 2e-3, n)
     inputs = fs.SparseInputs(n, p=p, values="constant")
-    batch = sample_ge2(inputs, N, seed=8)
+    batch = T.sample_ge2(inputs, N, seed=8)
     assert batch.counts().min() >= 2
     lg = np.log1p(-p)
     p_other_ge1 = -np.expm1(lg.sum() - lg)
-    p_ge2 = StratifiedSampler(inputs).p_ge2
+    p_ge2 = T.StratifiedSampler(inputs).p_ge2
     marg = p * p_other_ge1 / p_ge2
     obs = np.bincount(batch.indices, minlength=n)
     z = (obs - N * marg) / np.sqrt(N * marg * (1 - marg))
@@ -150,7 +134,7 @@ def test_p_ge2_accurate_for_tiny_p():
     for p in (1e-7, 1e-12, [1e-9, 3e-10, 2e-9, 0.0, 5e-9]):
         inputs = fs.SparseInputs(5, p=p)
         _, exact = _exact_pattern_law(inputs.p)
-        assert StratifiedSampler(inputs).p_ge2 == pytest.approx(exact, rel=1e-13)
+        assert T.StratifiedSampler(inputs).p_ge2 == pytest.approx(exact, rel=1e-13)
 
 
 # --------------------------------------------------------------------------
@@ -162,7 +146,7 @@ def test_p_ge2_accurate_for_tiny_p():
 def test_agrees_with_exact_loss(p, per_feature_p):
     """power activation: |stratified - exact_loss| < 5 SE, loss and gain."""
     n = 60
-    model = _model(n, 5, "power", 3, bias=True, seed=1)
+    model = random_model(n, 5, "power", 3, bias=True, seed=1)
     pv = np.random.default_rng(2).uniform(0, 2 * p, n) if per_feature_p else p
     inputs = fs.SparseInputs(n, p=pv, values="gaussian", importance=1.0 + np.arange(n) % 3)
     exact_l, exact_g = fs.exact_loss_and_gain(model, inputs)
@@ -175,7 +159,7 @@ def test_agrees_with_exact_loss(p, per_feature_p):
 def test_float32_model():
     """float32 weights: computed in float32, against the exact loss of those weights."""
     n = 60
-    model = _model(n, 5, "power", 3, bias=True, seed=1)
+    model = random_model(n, 5, "power", 3, bias=True, seed=1)
     model32 = model.with_params(model.W.astype(np.float32), model.b.astype(np.float32))
     ref = model32.with_params(model32.W.astype(np.float64), model32.b.astype(np.float64))
     inputs = fs.SparseInputs(n, p=1e-3, values="gaussian")
@@ -187,7 +171,7 @@ def test_float32_model():
 def test_agrees_with_naive(p):
     """relu_power with bias (no closed form): stratified vs naive within 5 joint SE."""
     n = 80
-    model = _model(n, 8, "relu_power", 2, bias=True, seed=4)
+    model = random_model(n, 8, "relu_power", 2, bias=True, seed=4)
     inputs = fs.SparseInputs(n, p=p, values="uniform")
     naive = fs.estimate_loss(model, inputs, 400_000, seed=5)
     strat = fs.estimate_loss(model, inputs, 100_000, seed=6, method="stratified")
@@ -230,7 +214,7 @@ def test_agrees_with_enumeration(cfg):
     """Discrete laws, any activation: loss, gain and per-feature loss within 5 SE."""
     cfg = dict(cfg)
     n = 6
-    model = _model(n, 3, cfg.pop("act"), cfg.pop("a"), bias=True, seed=7, scale=0.8)
+    model = random_model(n, 3, cfg.pop("act"), cfg.pop("a"), bias=True, seed=7, scale=0.8)
     law = cfg.pop("values")
     extra = dict(support=[-1.0, 0.5, 2.0], probs=[0.3, 0.5, 0.2]) if law == "discrete" else {}
     imp = 0.9 ** np.arange(n)
@@ -248,7 +232,7 @@ def test_agrees_with_enumeration(cfg):
 def test_exactly_k_at_most_one_is_exact(k):
     """Exactly k <= 1 active: no sampling, exact to round-off, zero stderr."""
     n = 6
-    model = _model(n, 3, "relu_power", 2, bias=True, seed=7)
+    model = random_model(n, 3, "relu_power", 2, bias=True, seed=7)
     inputs = fs.SparseInputs(n, k=k, values="rademacher")
     ref_l, ref_g, ref_pf = _enumerated(model, inputs)
     est = fs.estimate_loss(model, inputs, 1000, seed=1, method="stratified", per_feature=True)
@@ -262,13 +246,13 @@ def test_exactly_k_at_most_one_is_exact(k):
 def test_no_second_active_is_exact():
     """P(K >= 2) = 0 (one feature can be active): exact; P(K >= 2) = 1 (p = 1): sampled."""
     n = 5
-    model = _model(n, 2, "power", 3, seed=2)
+    model = random_model(n, 2, "power", 3, seed=2)
     inputs = fs.SparseInputs(n, p=[0.0, 0.3, 0.0, 0.0, 0.0], values="gaussian")
     est = fs.estimate_loss(model, inputs, 100, method="stratified")
     assert est.n_samples == 0 and est.stderr == 0
     assert est.mean == pytest.approx(fs.exact_loss(model, inputs), rel=1e-12)
     inputs = fs.SparseInputs(n, p=1.0, values="rademacher")
-    assert StratifiedSampler(inputs).mode == MODE_PLAIN
+    assert T.StratifiedSampler(inputs).mode == T.MODE_PLAIN
     est = fs.estimate_loss(model, inputs, 20_000, seed=1, method="stratified")
     assert abs(est.mean - fs.exact_loss(model, inputs)) < 5 * est.stderr
 
@@ -277,7 +261,7 @@ def test_no_second_active_is_exact():
 def test_exactly_k_at_least_two_equals_naive(k):
     """Exactly k >= 2 active: every sample is in the stratum; the numbers are the naive ones."""
     n = 30
-    model = _model(n, 4, "relu_power", 2, seed=3)
+    model = random_model(n, 4, "relu_power", 2, seed=3)
     inputs = fs.SparseInputs(n, k=k, values="uniform")
     kw = dict(per_feature=True, block_size=700, path="columns")
     naive = fs.estimate_loss(model, inputs, 5000, seed=2, **kw)
@@ -290,14 +274,14 @@ def test_exactly_k_at_least_two_equals_naive(k):
 def test_paths_agree_and_precomputed_terms():
     """dense and columns paths: same numbers to round-off; terms= reuses the exact part."""
     n = 50
-    model = _model(n, 6, "relu_power", 2, seed=5)
+    model = random_model(n, 6, "relu_power", 2, seed=5)
     inputs = fs.SparseInputs(n, p=np.linspace(1e-3, 0.05, n), values="uniform")
     a = fs.estimate_loss(model, inputs, 3000, seed=1, method="stratified", path="dense")
     b = fs.estimate_loss(model, inputs, 3000, seed=1, method="stratified", path="columns")
     assert a.mean == pytest.approx(b.mean, rel=1e-12)
     assert a.stderr == pytest.approx(b.stderr, rel=1e-9)
     terms = fs.low_order_terms(model, inputs)
-    c = stratified_estimate(model, inputs, 3000, seed=1, path="columns", terms=terms)
+    c = T.stratified_estimate(model, inputs, 3000, seed=1, path="columns", terms=terms)
     assert (c.mean, c.stderr) == (b.mean, b.stderr)
 
 
@@ -310,7 +294,7 @@ def test_paths_agree_and_precomputed_terms():
         ("signed_power", 1.5, dict(k=3)),  # stored z, MODE_PLAIN
     ],
 )
-def test_columns_blocked_agrees_with_columns(dtype, act, a, law):
+def test_columns_blocked_agrees_with_columns(dtype, act, a, law, set_numba_threads):
     """The tiled path of the K >= 2 sampler (n = 150: several tiles, a padded one):
     the same samples as "columns", the same numbers to round-off, per feature too;
     bit for bit whatever the thread count."""
@@ -323,22 +307,18 @@ def test_columns_blocked_agrees_with_columns(dtype, act, a, law):
     rtol = 1e-12 if dtype == np.float64 else 1e-5
     for pf in (False, True):
         kw = dict(seed=2, terms=terms, per_feature=pf, block_size=700)
-        ref = stratified_estimate(model, inputs, 3000, path="columns", **kw)
-        got = stratified_estimate(model, inputs, 3000, path="columns_blocked", **kw)
+        ref = T.stratified_estimate(model, inputs, 3000, path="columns", **kw)
+        got = T.stratified_estimate(model, inputs, 3000, path="columns_blocked", **kw)
         assert got.path == "columns_blocked"
         assert got.mean == pytest.approx(ref.mean, rel=rtol)
         assert got.stderr == pytest.approx(ref.stderr, rel=50 * rtol)
         assert got.gain_mean == pytest.approx(ref.gain_mean, rel=rtol, abs=rtol * ref.mean)
         if pf:
             np.testing.assert_allclose(got.per_feature, ref.per_feature, rtol=rtol, atol=rtol)
-    before = numba.get_num_threads()
-    try:
-        runs = []
-        for t in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
-            numba.set_num_threads(t)
-            runs.append(stratified_estimate(model, inputs, 3000, path="columns_blocked", **kw))
-    finally:
-        numba.set_num_threads(before)
+    runs = []
+    for t in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
+        set_numba_threads(t)
+        runs.append(T.stratified_estimate(model, inputs, 3000, path="columns_blocked", **kw))
     assert (runs[0].mean, runs[0].stderr) == (runs[1].mean, runs[1].stderr)
     np.testing.assert_array_equal(runs[0].per_feature, runs[1].per_feature)
 
@@ -357,20 +337,22 @@ def test_unbiased_with_small_batches():
     variances); naive estimates with 40x more samples each scatter far more.
     """
     n, R, N = 30, 2000, 20
-    model = _model(n, 3, "power", 3, bias=False, seed=6, scale=0.9)
+    model = random_model(n, 3, "power", 3, bias=False, seed=6, scale=0.9)
     inputs = fs.SparseInputs(n, p=1e-3, values="gaussian")
     exact = fs.exact_loss(model, inputs)
     terms = fs.low_order_terms(model, inputs)
-    smp = StratifiedSampler(inputs)
-    st, _, _ = mc_blocks(
-        model.W, model.A, model.bias, inputs.importance, activation(model), PATH_COLUMNS, False,
-        np.uint64(4), 0, R * N, N, inputs._kernel_params(), smp.kernel_args(),
+    smp = T.StratifiedSampler(inputs)
+    st, _, _ = T.mc_blocks(
+        model.W, model.A, model.bias, inputs.importance, T.activation(model), T.PATH_COLUMNS,
+        False, np.uint64(4), 0, R * N, N, T.input_law(inputs), smp.kernel_args(),
     )  # fmt: skip
     P2 = terms.p_ge2
-    means = terms.lower_bound + P2 * st[:, ST_LOSS_MEAN]
-    se2 = P2**2 * st[:, ST_LOSS_M2] / (N - 1) / N
+    means = terms.lower_bound + P2 * st[:, T.ST_LOSS_MEAN]
+    se2 = P2**2 * st[:, T.ST_LOSS_M2] / (N - 1) / N
     for r in (0, R - 1):
-        e = stratified_estimate(model, inputs, N, seed=4, start=r * N, path="columns", terms=terms)
+        e = T.stratified_estimate(
+            model, inputs, N, seed=4, start=r * N, path="columns", terms=terms
+        )
         assert e.mean == pytest.approx(means[r], rel=1e-14)
         assert e.stderr**2 == pytest.approx(se2[r], rel=1e-12)
     se_avg = means.std(ddof=1) / math.sqrt(R)
@@ -416,7 +398,7 @@ def test_variance_ratio_matches_strata_exact(p):
     batches of each) agrees within 5 standard errors of the batch means.
     """
     n = 8
-    model = _model(n, 3, "relu_power", 1, bias=True, seed=8, scale=0.5)
+    model = random_model(n, 3, "relu_power", 1, bias=True, seed=8, scale=0.5)
     inputs = fs.SparseInputs(n, p=p, support=[-1.0, 0.5, 1.0], probs=[0.3, 0.5, 0.2])
     X, w = _enumerate_fast(p, n, inputs.law.support, inputs.law.probs)
     loss = loss_numpy(model.W, model.b, "relu_power", 1, X)
@@ -480,7 +462,7 @@ def test_variance_ratio_matches_strata_estimated(p):
     errors (batch means, and the prediction's own error through sigma_{>=2}).
     """
     n, a = 100, 2
-    model = _model(n, 10, "relu_power", a, bias=True, seed=9, scale=0.25)
+    model = random_model(n, 10, "relu_power", a, bias=True, seed=9, scale=0.25)
     inputs = fs.SparseInputs(n, p=p, values="uniform")
     terms = fs.low_order_terms(model, inputs)
     m1, m2 = _k1_moments_uniform(model, a)
@@ -512,24 +494,20 @@ def test_variance_ratio_matches_strata_estimated(p):
 
 
 @pytest.mark.parametrize("p", [1e-3, "per-feature"])
-def test_bit_identical_for_any_thread_count(p):
+def test_bit_identical_for_any_thread_count(p, set_numba_threads):
     n = 40
-    model = _model(n, 4, "relu_power", 2, seed=10)
+    model = random_model(n, 4, "relu_power", 2, seed=10)
     pv = np.linspace(1e-4, 0.02, n) if p == "per-feature" else p
     inputs = fs.SparseInputs(n, p=pv, values="gaussian")
-    old = numba.get_num_threads()
     out = []
-    try:
-        for threads in (1, 2):
-            numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
-            kw = dict(method="stratified", per_feature=True, block_size=1000)
-            out.append(fs.estimate_loss(model, inputs, 20_000, seed=5, **kw))
-    finally:
-        numba.set_num_threads(old)
+    for threads in (1, 2):
+        set_numba_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+        kw = dict(method="stratified", per_feature=True, block_size=1000)
+        out.append(fs.estimate_loss(model, inputs, 20_000, seed=5, **kw))
     a, b = out
     assert_same_estimate(a, b)
-    batch1 = sample_ge2(inputs, 3000, seed=5, start=100)
-    batch2 = sample_ge2(inputs, 3000, seed=5, start=100, chunk_size=7)
+    batch1 = T.sample_ge2(inputs, 3000, seed=5, start=100)
+    batch2 = T.sample_ge2(inputs, 3000, seed=5, start=100, chunk_size=7)
     np.testing.assert_array_equal(batch1.indices, batch2.indices)
     np.testing.assert_array_equal(batch1.values, batch2.values)
 
@@ -540,7 +518,7 @@ def test_bit_identical_for_any_thread_count(p):
 
 def test_bad_inputs_raise_clear_errors():
     n = 10
-    model = _model(n, 3, seed=1)
+    model = random_model(n, 3, seed=1)
     inputs = fs.SparseInputs(n, p=0.1)
     with pytest.raises(ValueError, match=r"method must be one of \('naive', 'stratified'\)"):
         fs.estimate_loss(model, inputs, 100, method="strat")
@@ -556,9 +534,9 @@ def test_bad_inputs_raise_clear_errors():
         fs.estimate_loss(model, fs.SparseInputs(n + 1, p=0.1), 100, method="stratified")
     other = fs.low_order_terms(model, fs.SparseInputs(n, p=0.2))
     with pytest.raises(ValueError, match="computed for another input law"):
-        stratified_estimate(model, inputs, 100, terms=other)
+        T.stratified_estimate(model, inputs, 100, terms=other)
     with pytest.raises(TypeError, match="terms must be the LowOrderTerms"):
-        stratified_estimate(model, inputs, 100, terms=0.5)
+        T.stratified_estimate(model, inputs, 100, terms=0.5)
     with pytest.raises(ValueError, match="nothing to sample"):
-        sample_ge2(fs.SparseInputs(n, k=1), 10)
+        T.sample_ge2(fs.SparseInputs(n, k=1), 10)
     assert fs.estimate_loss(model, inputs, 100).method == "naive"  # the default is unchanged

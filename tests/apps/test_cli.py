@@ -93,9 +93,7 @@ def test_train_adam_and_exact_write_results(tmp_path, capsys):
         )
         == 0
     )
-    from fastsuper.train.adam import FitResult
-
-    res = FitResult.load(prefix + ".npz")
+    res = fs.FitResult.load(prefix + ".npz")
     assert res.W.shape == (2, 2, 5)
     for name in ("-loss.png", "-gram-0.png", "-features-1.png"):
         assert (tmp_path / ("adam" + name)).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -123,9 +121,65 @@ def test_train_adam_and_exact_write_results(tmp_path, capsys):
         )
         == 0
     )
-    from fastsuper.train.lbfgs import ExactFit
-
-    fit = ExactFit.load(prefix + ".npz")
+    fit = fs.ExactFit.load(prefix + ".npz")
     # n <= d: no superposition needed, the optimum is p kappa n (THEORY §5.1)
     assert fit.gain == pytest.approx(0.01 * 0.6 * 4, rel=1e-6)
     assert "exact fit" in capsys.readouterr().out
+
+
+def test_estimate_prints_a_verdict_and_exits_1_when_the_check_fails(monkeypatch, capsys):
+    import dataclasses
+
+    from fastsuper.mc import api
+
+    args = ["estimate", "--n", "40", "--d", "4", "--p", "0.05", "--samples", "20000"]
+    assert main(args) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith("check: z = ")
+    assert "PASS — Monte Carlo agrees with the exact loss" in last
+    real = api.estimate_loss
+
+    def biased(*a, **kw):  # an estimator 20% off
+        est = real(*a, **kw)
+        return dataclasses.replace(est, mean=1.2 * est.mean)
+
+    monkeypatch.setattr(api, "estimate_loss", biased)
+    assert main(args) == 1
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert "FAIL — Monte Carlo and the exact loss disagree (needs |z| < 5)" in last
+
+
+def test_estimate_relu_power_defaults_to_exponent_1(capsys):
+    args = ["estimate", "--n", "20", "--d", "3", "--p", "0.1", "--samples", "1e4"]
+    assert main([*args, "--activation", "relu_power"]) == 0
+    assert "activation=relu_power exponent=1 " in capsys.readouterr().out
+    assert main([*args, "--activation", "relu"]) == 0
+    assert "activation=relu exponent=1 " in capsys.readouterr().out
+    assert main(args) == 0
+    assert "activation=power exponent=3 " in capsys.readouterr().out
+    assert main([*args, "--activation", "relu", "--exponent", "2"]) == 2
+    assert "activation='relu' has exponent 1" in capsys.readouterr().err
+
+
+def test_train_reports_sums_over_features_and_plots_without_warnings(tmp_path, capsys):
+    """The adam fit's loss is a sum over features (as `estimate`); the loss plot of a long
+    run draws one curve per instance with no legend or layout warning; the exact fit's
+    history is plotted as a gain."""
+    import warnings
+
+    prefix = str(tmp_path / "adam")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        rc = main(["train", "--instances", "2", "--steps", "3000", "--out", prefix, "--quiet"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "a sum over the 5 features" in out
+    res = fs.FitResult.load(prefix + ".npz")
+    line = next(x for x in out.splitlines() if x.strip().startswith("instance 1:"))
+    assert f"final loss {res.final_loss[1]:.6g}" in line
+    prefix = str(tmp_path / "exact")
+    rc = main(["train", "--method", "exact", "--n", "4", "--d", "2", "--p", "0.05",
+               "--restarts", "1", "--maxiter", "20", "--out", prefix])  # fmt: skip
+    assert rc == 0
+    assert (tmp_path / "exact-gain.png").read_bytes()[:4] == b"\x89PNG"
+    assert "(exact, sums over the 4 features)" in capsys.readouterr().out

@@ -111,16 +111,12 @@ def test_moments_table():
 
 
 @pytest.mark.parametrize("kw", [dict(p=0.05), dict(p=np.linspace(0, 0.3, 64)), dict(k=5)])
-def test_bitwise_determinism_threads_chunks_start(kw):
+def test_bitwise_determinism_threads_chunks_start(kw, set_numba_threads):
     inputs = fs.SparseInputs(64, values="gaussian", **kw)
-    old = numba.get_num_threads()
-    try:
-        numba.set_num_threads(1)
-        one = fs.sample(inputs, 5000, seed=123)
-        numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
-        two = fs.sample(inputs, 5000, seed=123, chunk_size=7)
-    finally:
-        numba.set_num_threads(old)
+    set_numba_threads(1)
+    one = fs.sample(inputs, 5000, seed=123)
+    set_numba_threads(min(2, numba.config.NUMBA_NUM_THREADS))
+    two = fs.sample(inputs, 5000, seed=123, chunk_size=7)
     for name in ("indptr", "indices", "values"):
         assert np.array_equal(getattr(one, name), getattr(two, name)), name
     tail = fs.sample(inputs, 2000, seed=123, start=3000, chunk_size=333)

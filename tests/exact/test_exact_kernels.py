@@ -1,4 +1,4 @@
-"""The exact-loss kernels (fastsuper.exact.kernels_cpu) against dense NumPy."""
+"""The exact-loss CPU kernels against dense NumPy."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 from naive import grad_w_numpy, power_sums_numpy
 
-from fastsuper.core.config import EXACT_ROWS_PER_ITEM as ROWS_PER_ITEM
-from fastsuper.exact.kernels_cpu import exact_grad_w, exact_power_sums
+from fastsuper import testing as T
+
+ROWS_PER_ITEM = T.config.EXACT_ROWS_PER_ITEM
 
 
 def _gamma_problem(n, d, seed, R=7):
@@ -25,7 +26,7 @@ def test_power_sums_match_numpy_and_skip_the_diagonal(n):
     rng = np.random.default_rng(n)
     A = rng.normal(size=(n, n))  # not symmetric; diagonal non-zero: it must be skipped
     c = rng.normal(size=(7, n))
-    got = exact_power_sums(A, c)
+    got = T.exact_power_sums(A, c)
     ref = power_sums_numpy(A, c)
     assert got.shape == (7, n)
     np.testing.assert_array_equal(got[0], 0.0)
@@ -44,7 +45,7 @@ def test_power_sums_match_numpy_and_skip_the_diagonal(n):
 )
 def test_grad_w_matches_stored_gamma(orders):
     W, A, coef, c, g_diag = _gamma_problem(ROWS_PER_ITEM * 2 + 5, 4, 1)
-    got = exact_grad_w(A, W, coef, c, np.array(orders, dtype=np.int64), g_diag)
+    got = T.exact_grad_w(A, W, coef, c, np.array(orders, dtype=np.int64), g_diag)
     ref = grad_w_numpy(A, W, coef, c, orders, g_diag)
     np.testing.assert_allclose(got, ref, rtol=1e-11, atol=1e-12 * np.abs(ref).max())
 
@@ -55,9 +56,9 @@ def test_exact_kernels_do_not_depend_on_the_thread_count():
     before = numba.get_num_threads()
     try:
         numba.set_num_threads(1)
-        one = (exact_power_sums(A, c), exact_grad_w(A, W, coef, c, orders, g_diag))
+        one = (T.exact_power_sums(A, c), T.exact_grad_w(A, W, coef, c, orders, g_diag))
         numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
-        two = (exact_power_sums(A, c), exact_grad_w(A, W, coef, c, orders, g_diag))
+        two = (T.exact_power_sums(A, c), T.exact_grad_w(A, W, coef, c, orders, g_diag))
     finally:
         numba.set_num_threads(before)
     for x, y in zip(one, two):

@@ -10,8 +10,8 @@ import pytest
 from naive_train import adam_step_numpy, feature_dimensionality, loss_grad_numpy
 
 import fastsuper as fs
-from fastsuper.exact.api import exact_loss_grad
-from fastsuper.train.adam import FitResult, fit, initial_weights, instance_seed, loss_grad
+from fastsuper import FitResult, exact_loss_grad, fit, loss_grad
+from fastsuper import testing as T
 
 # every activation family, integer and real exponents
 ACTIVATIONS = [
@@ -37,14 +37,6 @@ def _model(n, d, act, a, dtype=np.float64, seed=0, scale=0.5, bias=True):
     W = (rng.normal(size=(d, n)) * scale).astype(dtype)
     b = (rng.normal(size=n) * 0.2).astype(dtype) if bias else None
     return fs.Model(W, b, activation=act, exponent=a)
-
-
-@pytest.fixture
-def threads():
-    """Set numba's thread count inside a test, restored afterwards."""
-    old = numba.get_num_threads()
-    yield numba.set_num_threads
-    numba.set_num_threads(old)
 
 
 # --------------------------------------------------------------------------
@@ -167,12 +159,12 @@ def test_loss_grad_agrees_with_exact_gradient(m, values, p):
     )
 
 
-def test_loss_grad_same_for_any_thread_count(threads):
+def test_loss_grad_same_for_any_thread_count(set_numba_threads):
     model = _model(40, 6, "relu_power", 1)
     inputs = fs.SparseInputs(40, p=0.1, values="uniform")
-    threads(1)
+    set_numba_threads(1)
     one = loss_grad(model, inputs, 20_000, seed=3, block_size=1000)
-    threads(min(2, numba.config.NUMBA_NUM_THREADS))
+    set_numba_threads(min(2, numba.config.NUMBA_NUM_THREADS))
     two = loss_grad(model, inputs, 20_000, seed=3, block_size=1000)
     assert one.loss == two.loss
     assert np.array_equal(one.dW, two.dW) and np.array_equal(one.db, two.db)
@@ -193,7 +185,7 @@ def _adam_reference(res: FitResult, steps: int, lr: float):
         mW, vW, mb, vb = np.zeros_like(W), np.zeros_like(W), np.zeros(n), np.zeros(n)
         losses = []
         for t in range(steps):
-            X = fs.sample(inputs, B, instance_seed(s["seed"], k), start=t * B).to_dense()
+            X = fs.sample(inputs, B, T.instance_seed(s["seed"], k), start=t * B).to_dense()
             loss, dW, db = loss_grad_numpy(
                 W, b, s["activation"], s["exponent"], X, inputs.importance
             )
@@ -226,15 +218,17 @@ def test_adam_steps_match_numpy(n, d, p, act, a, values):
     W, b, hist = _adam_reference(res, steps, lr)
     np.testing.assert_allclose(res.W, W, rtol=1e-12, atol=1e-12 * np.abs(W).max())
     np.testing.assert_allclose(res.b, b, rtol=1e-12, atol=1e-12 * np.abs(b).max())
-    np.testing.assert_allclose(res.loss_history, hist, rtol=1e-12)
-    assert np.array_equal(res.W0, initial_weights(n, d, len(p), seed=5))
+    # the reference records Elhage et al.'s mean over features; fit reports the sum
+    np.testing.assert_allclose(res.loss_history, n * hist, rtol=1e-12)
+    np.testing.assert_allclose(res.loss_history_mean_over_features, hist, rtol=1e-12)
+    assert np.array_equal(res.W0, T.initial_weights(n, d, len(p), seed=5))
 
 
-def test_fit_same_for_any_thread_count_and_instance_count(threads):
+def test_fit_same_for_any_thread_count_and_instance_count(set_numba_threads):
     kw = dict(importance=0.9 ** np.arange(5), steps=200, seed=7, log_every=10)
-    threads(1)
+    set_numba_threads(1)
     one = fit(5, 2, n_instances=3, p=[1.0, 0.3, 0.05], **kw)
-    threads(min(2, numba.config.NUMBA_NUM_THREADS))
+    set_numba_threads(min(2, numba.config.NUMBA_NUM_THREADS))
     two = fit(5, 2, n_instances=3, p=[1.0, 0.3, 0.05], **kw)
     fewer = fit(5, 2, n_instances=2, p=[1.0, 0.3], **kw)
     for x, y in [(one.W, two.W), (one.b, two.b), (one.loss_history, two.loss_history)]:
@@ -272,8 +266,9 @@ def test_linear_model_reaches_closed_form_optimum():
         optimum = np.delete(imp * np.full(n, var), kept).sum()  # a sum over features
         loss = fs.exact_loss(res.model(k), res.inputs(k))
         assert optimum * (1 - 1e-9) <= loss <= optimum * 1.01
-        # fit reports a mean over features: the batch loss is near optimum / n
-        assert res.loss_history[-5:, k].mean() == pytest.approx(optimum / n, rel=0.2)
+        # fit reports a sum over features, as exact_loss: the batch loss is near the optimum
+        assert res.loss_history[-5:, k].mean() == pytest.approx(optimum, rel=0.2)
+        assert res.final_loss_mean_over_features[k] == res.final_loss[k] / n
         assert np.allclose(np.diag(res.model(k).A), np.isin(np.arange(n), kept), atol=0.05)
 
 
@@ -299,6 +294,65 @@ def test_elhage_dense_features_and_pentagon():
         gaps = np.diff(np.r_[angles, angles[0] + 360])
         assert np.all(np.abs(gaps - 72) < 5), gaps
         np.testing.assert_allclose(feature_dimensionality(W), 0.4, atol=0.03)
+
+
+# --------------------------------------------------------------------------
+# the loss convention and the default exponents
+
+
+def test_fit_reports_the_loss_as_a_sum_over_features():
+    """loss_history[0] is the loss of the initial weights on step 0's batch, summed over
+    features as estimate_loss and loss_grad report it; the mean over features by name."""
+    n, B, seed = 6, 256, 4
+    res = fit(n, 3, n_instances=2, p=[0.5, 0.1], importance=0.8 ** np.arange(n), steps=1,
+              batch_size=B, log_every=1, seed=seed)  # fmt: skip
+    for k in range(2):
+        start = fs.Model(res.W0[k], np.zeros(n), activation="relu_power", exponent=1)
+        ref = loss_grad(start, res.inputs(k), B, T.instance_seed(seed, k)).loss
+        assert res.loss_history[0, k] == pytest.approx(ref, rel=1e-12)
+        assert res.final_loss[k] == res.loss_history[0, k]
+        assert res.loss_history_mean_over_features[0, k] == pytest.approx(ref / n, rel=1e-12)
+        assert res.final_loss_mean_over_features[k] == pytest.approx(ref / n, rel=1e-12)
+    assert "(batch loss, sum over the 6 features)" in repr(res)
+
+
+def test_fit_result_load_reads_mean_over_features_files_as_sums(tmp_path):
+    """A file without ``loss_convention`` holds the mean over features: read as the sum."""
+    res = fit(4, 2, n_instances=2, p=[0.5, 0.1], steps=20, log_every=5, seed=2)
+    res.save(tmp_path / "new.npz")
+    with np.load(tmp_path / "new.npz") as f:
+        assert str(f["loss_convention"]) == "sum over features"
+        old = {k: f[k] for k in f.files if k != "loss_convention"}
+    old["loss_history"] = old["loss_history"] / 4
+    np.savez(tmp_path / "old.npz", **old)
+    np.testing.assert_allclose(
+        FitResult.load(tmp_path / "old.npz").loss_history, res.loss_history, rtol=1e-15
+    )
+    assert np.array_equal(FitResult.load(tmp_path / "new.npz").loss_history, res.loss_history)
+
+
+@pytest.mark.parametrize(
+    "activation,exponent", [("power", 3), ("signed_power", 3), ("relu_power", 1), ("relu", 1)]
+)
+def test_fit_and_model_share_one_default_exponent_per_activation(activation, exponent):
+    res = fit(4, 2, p=0.5, activation=activation, steps=2, log_every=1, seed=1, lr=1e-4)
+    assert res.settings["exponent"] == exponent
+    assert res.model().exponent == exponent == fs.Model(res.W[0], activation=activation).exponent
+    explicit = fit(4, 2, p=0.5, activation=activation, exponent=exponent, steps=2, log_every=1,
+                   seed=1, lr=1e-4)  # fmt: skip
+    assert np.array_equal(res.W, explicit.W)
+    assert np.array_equal(res.loss_history, explicit.loss_history)
+
+
+def test_fit_relu_is_relu_power_with_exponent_1():
+    kw = dict(n_instances=2, p=[0.5, 0.1], steps=30, log_every=10, seed=5)
+    relu = fit(5, 2, activation="relu", **kw)
+    relu_power = fit(5, 2, activation="relu_power", exponent=1, **kw)
+    assert np.array_equal(relu.W, relu_power.W)
+    assert np.array_equal(relu.loss_history, relu_power.loss_history)
+    assert relu.model(1).activation == "relu"
+    with pytest.raises(ValueError, match="activation='relu' has exponent 1, got exponent=2"):
+        fit(5, 2, activation="relu", exponent=2, **kw)
 
 
 # --------------------------------------------------------------------------

@@ -1,22 +1,23 @@
-"""Tests of fastsuper.exact.api: the closed-form population loss of THEORY §3."""
+"""The closed-form population loss of THEORY §3 (exact_loss, exact_gain)."""
 
 from __future__ import annotations
 
 import functools
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 from naive import enumerate_inputs, forward_numpy, gain_numpy, loss_numpy
 
-from fastsuper.core.laws import SparseInputs, ValueLaw
-from fastsuper.core.model import Model
-from fastsuper.exact.api import exact_gain, exact_loss, exact_loss_and_gain
+from fastsuper import (
+    Model,
+    SparseInputs,
+    ValueLaw,
+    exact_gain,
+    exact_loss,
+    exact_loss_and_gain,
+)
+from fastsuper import testing as T
 
 RTOL = 1e-12
 
@@ -199,15 +200,13 @@ def test_per_feature_sums_and_gain_plus_loss(values):
 
 
 def test_cumulant_moment_recursions_invert():
-    import fastsuper.exact.api as ex
-
-    binom = ex._binomials(8)
+    binom = T.binomials(8)
     gaussian = np.array([1.0, 0, 1, 0, 3, 0, 15, 0, 105])
-    kappa = ex._cumulants_from_moments(gaussian, binom)
+    kappa = T.cumulants_from_moments(gaussian, binom)
     np.testing.assert_allclose(kappa[1:], [0, 1, 0, 0, 0, 0, 0, 0], atol=1e-12)
     moments = np.random.default_rng(0).uniform(-1, 1, (9, 4))
     moments[0] = 1.0
-    back = ex._moments_from_cumulants(ex._cumulants_from_moments(moments, binom), binom)
+    back = T.moments_from_cumulants(T.cumulants_from_moments(moments, binom), binom)
     np.testing.assert_allclose(back, moments, rtol=1e-12)
 
 
@@ -226,7 +225,7 @@ def test_bad_arguments(func, ok):
         func(np.eye(3), inputs)
     with pytest.raises(TypeError, match=r"inputs must be a .*SparseInputs, got float"):
         func(model, 0.1)
-    with pytest.raises(ValueError, match=r"inputs\.n = 4 does not match model\.n = 3"):
+    with pytest.raises(ValueError, match=r"inputs\.n = 4 does not match the model's n = 3"):
         func(model, SparseInputs(4, p=0.1))
     with pytest.raises(
         ValueError, match=r"activation = 'relu_power' has no closed form.*estimate_loss.*k <= 1"

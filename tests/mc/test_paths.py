@@ -9,14 +9,12 @@ every branch of the blocked kernels runs on tiny sizes.
 import numba
 import numpy as np
 import pytest
+from builders import random_model
 from checks import assert_same_estimate
 from naive import gain_numpy, loss_numpy
 
 import fastsuper as fs
-import fastsuper.mc.cpu as mcpu
-import fastsuper.mc.kernels_cpu as kc
-import fastsuper.mc.paths as E
-from fastsuper.core import config
+from fastsuper import testing as T
 
 PATHS = ("dense", "columns", "blocked", "columns_blocked")
 
@@ -24,17 +22,10 @@ PATHS = ("dense", "columns", "blocked", "columns_blocked")
 @pytest.fixture
 def small_shapes(monkeypatch):
     """Narrow tiles (16/32 outputs), products of 8 x 16, sub-blocks of ~8 samples."""
-    monkeypatch.setattr(config, "COLUMN_TILE_BYTES", 1)  # -> narrow tiles: 128-byte panel rows
-    monkeypatch.setattr(config, "COLUMN_SUB_ENTRIES", 16)
-    monkeypatch.setattr(config, "GEMM_ROWS", 8)
-    monkeypatch.setattr(config, "BLAS_SINGLE_THREAD_MNK", 8 * 16 * 4)
-
-
-def _model(n, d, act, a, bias, dtype, seed=0, scale=0.5):
-    rng = np.random.default_rng(seed)
-    W = (rng.normal(size=(d, n)) * scale).astype(dtype)
-    b = (rng.normal(size=n) * 0.2).astype(dtype) if bias else None
-    return fs.Model(W, b, activation=act, exponent=a)
+    monkeypatch.setattr(T.config, "COLUMN_TILE_BYTES", 1)  # -> narrow tiles: 128-byte panel rows
+    monkeypatch.setattr(T.config, "COLUMN_SUB_ENTRIES", 16)
+    monkeypatch.setattr(T.config, "GEMM_ROWS", 8)
+    monkeypatch.setattr(T.config, "BLAS_SINGLE_THREAD_MNK", 8 * 16 * 4)
 
 
 CASES = [
@@ -53,7 +44,7 @@ CASES = [
 def test_every_path_matches_numpy_reference(case, dtype, small_shapes):
     act, a, bias, pattern = case
     n, d, N = 70, 5, 3000
-    model = _model(n, d, act, a, bias, dtype)
+    model = random_model(n, d, act, a, bias, dtype)
     imp = 0.95 ** np.arange(n)
     if pattern == "k":
         inputs = fs.SparseInputs(n, k=4, values="gaussian", importance=imp)
@@ -87,28 +78,24 @@ def test_every_path_matches_numpy_reference(case, dtype, small_shapes):
 
 
 @pytest.mark.parametrize("path", PATHS)
-def test_thread_count_invariance_bitwise(path, small_shapes):
-    model = _model(90, 6, "relu_power", 2, True, np.float64)
+def test_thread_count_invariance_bitwise(path, small_shapes, set_numba_threads):
+    model = random_model(90, 6, "relu_power", 2, True, np.float64)
     inputs = fs.SparseInputs(90, p=0.05, values="uniform")
-    old = numba.get_num_threads()
     res = []
-    try:
-        for t in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
-            numba.set_num_threads(t)
-            res.append(
-                fs.estimate_loss(
-                    model, inputs, 9000, seed=5, path=path, per_feature=True, block_size=1000
-                )
+    for t in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
+        set_numba_threads(t)
+        res.append(
+            fs.estimate_loss(
+                model, inputs, 9000, seed=5, path=path, per_feature=True, block_size=1000
             )
-    finally:
-        numba.set_num_threads(old)
+        )
     a, b = res
     assert_same_estimate(a, b)
 
 
 @pytest.mark.parametrize("path", PATHS)
 def test_block_size_changes_only_roundoff(path):
-    model = _model(120, 8, "signed_power", 3, False, np.float64)
+    model = random_model(120, 8, "signed_power", 3, False, np.float64)
     inputs = fs.SparseInputs(120, p=0.04, values="gaussian")
     ests = [
         fs.estimate_loss(model, inputs, 6000, seed=2, path=path, block_size=bs)
@@ -178,7 +165,7 @@ def test_float32_accumulates_in_float64():
 @pytest.mark.parametrize(
     "n,d,p,dtype,n_samples,expected",
     [
-        # each choice is the fastest path measured at that shape (benchmarks/cost_model.py)
+        # each choice is the fastest path measured at that shape (scripts/cost_model.py)
         (1000, 64, 0.01, np.float64, 10**6, "columns_blocked"),  # sparse: tiles of rows of A
         (100, 20, 0.05, np.float64, 10**6, "columns_blocked"),  # one wide tile, padded
         (1000, 64, 0.2, np.float64, 10**6, "blocked"),  # E K = 200 > d: matrix products
@@ -193,16 +180,16 @@ def test_float32_accumulates_in_float64():
 def test_cost_model_choices(n, d, p, dtype, n_samples, expected):
     model = fs.Model(np.zeros((d, n), dtype=dtype))
     inputs = fs.SparseInputs(n, p=p)
-    assert E.choose_path(model, inputs, n_samples) == expected
+    assert T.choose_path(model, inputs, n_samples) == expected
 
 
 def test_path_shapes_do_not_depend_on_threads():
-    assert E.path_shape("blocked", 1000, 64, 8, 10.0) == (128, 32)
-    tile, sub = E.path_shape("columns_blocked", 1000, 64, 8, 10.0)
+    assert T.path_shape("blocked", 1000, 64, 8, 10.0) == (128, 32)
+    tile, sub = T.path_shape("columns_blocked", 1000, 64, 8, 10.0)
     assert tile == 64 and sub == 3276  # 512-byte panel rows
-    assert E.path_shape("columns_blocked", 1000, 64, 4, 10.0)[0] == 128
-    assert E.path_shape("columns_blocked", 100000, 64, 8, 10.0)[0] == 16  # narrow tiles
-    assert E.path_shape("columns", 100, 64, 8, 10.0) == (0, 0)
+    assert T.path_shape("columns_blocked", 1000, 64, 4, 10.0)[0] == 128
+    assert T.path_shape("columns_blocked", 100000, 64, 8, 10.0)[0] == 16  # narrow tiles
+    assert T.path_shape("columns", 100, 64, 8, 10.0) == (0, 0)
 
 
 @pytest.mark.parametrize(
@@ -224,10 +211,10 @@ def test_wide_tiles_every_fused_activation(act, a, dtype):
     padded last one (n = 150), each fused activation and the stored-z fallback,
     against the NumPy reference; with ``per_feature`` (stored z) as well."""
     n, d, N = 150, 6, 2000
-    model = _model(n, d, act, a, True, dtype, scale=0.4)
+    model = random_model(n, d, act, a, True, dtype, scale=0.4)
     imp = 0.97 ** np.arange(n)
     inputs = fs.SparseInputs(n, p=0.04, values="uniform_sym", importance=imp)
-    assert E.path_shape("columns_blocked", n, d, np.dtype(dtype).itemsize, 6.0)[0] in (64, 128)
+    assert T.path_shape("columns_blocked", n, d, np.dtype(dtype).itemsize, 6.0)[0] in (64, 128)
     X = fs.sample(inputs, N, seed=5, dtype=dtype).to_dense()
     loss = loss_numpy(model.W, model.b, act, a, X, imp)
     rtol = 1e-10 if dtype == np.float64 else 2e-4
@@ -245,8 +232,8 @@ def test_panels_are_aligned_and_exact(dtype):
     n = 37
     A = rng.normal(size=(n, n)).astype(dtype)
     for width in (16, 32, 64, 128):
-        P = kc.column_panels(A, width)
-        assert P.ctypes.data % config.VECTOR_ALIGN == 0
+        P = T.column_panels(A, width)
+        assert P.ctypes.data % T.config.VECTOR_ALIGN == 0
         nt = -(-n // width)
         assert P.shape == (nt * n, width)
         dense = P.reshape(nt, n, width).transpose(1, 0, 2).reshape(n, nt * width)
@@ -258,10 +245,10 @@ def test_aligned_copies_only_misaligned_arrays():
     buf = np.arange(1000, dtype=np.float64)
     off = next(o for o in range(8) if buf[o:].ctypes.data % 64 != 0)
     view = buf[off : off + 512].reshape(64, 8)
-    out = kc.aligned(view)
+    out = T.aligned(view)
     assert out.ctypes.data % 64 == 0 and out is not view
     np.testing.assert_array_equal(out, view)
-    assert kc.aligned(out) is out
+    assert T.aligned(out) is out
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
@@ -269,17 +256,17 @@ def test_misaligned_panels_give_the_same_numbers(dtype):
     """Panels that lost their alignment (as after a trip through Dask) are realigned
     by run_blocks: statistics identical, bit for bit."""
     n, d = 70, 5
-    model = _model(n, d, "relu_power", 2, True, dtype)
+    model = random_model(n, d, "relu_power", 2, True, dtype)
     inputs = fs.SparseInputs(n, p=0.05, values="uniform")
-    P = E.path_operand(model, "columns_blocked")
+    P = T.path_operand(model, "columns_blocked")
     buf = np.empty(P.size + 64, dtype=dtype)
     off = next(o for o in range(1, 64) if buf[o:].ctypes.data % 64 != 0)
     Pm = buf[off : off + P.size].reshape(P.shape)
     Pm[...] = P
     assert Pm.ctypes.data % 64 != 0
     args = (inputs, "columns_blocked", False, 7, 0, 3000, 512)
-    ref = mcpu.run_blocks(model, inputs, P, *args[1:])
-    got = mcpu.run_blocks(model, inputs, Pm, *args[1:])
+    ref = T.run_blocks(model, inputs, P, *args[1:])
+    got = T.run_blocks(model, inputs, Pm, *args[1:])
     for r, g in zip(ref, got):
         np.testing.assert_array_equal(r, g)
 
@@ -287,8 +274,8 @@ def test_misaligned_panels_give_the_same_numbers(dtype):
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_gram_is_w_transpose_w(dtype):
     """gram (one BLAS thread for small products) computes W^T W; the kernels' A."""
-    model = _model(300, 20, "power", 3, False, dtype)
-    A = E.gram(model)
+    model = random_model(300, 20, "power", 3, False, dtype)
+    A = T.gram(model)
     ref = model.W.astype(np.float64).T @ model.W.astype(np.float64)
     tol = 1e-12 if dtype == np.float64 else 1e-5
     np.testing.assert_allclose(A, ref, rtol=0, atol=tol * np.abs(ref).max())
@@ -298,7 +285,7 @@ def test_gram_is_w_transpose_w(dtype):
 def test_gram_does_not_depend_on_the_alignment_of_w():
     """A W that is not even aligned to its itemsize (as after unpickling on a Dask
     worker) gives the same A bit for bit: NumPy would multiply it with its own loops."""
-    model = _model(60, 6, "relu_power", 1.5, False, np.float64)
+    model = random_model(60, 6, "relu_power", 1.5, False, np.float64)
     buf = np.zeros(model.W.nbytes + 1, dtype=np.uint8)
     W = np.frombuffer(buf.data, dtype=np.float64, count=model.W.size, offset=1)
     W = W.reshape(model.W.shape)
@@ -306,4 +293,4 @@ def test_gram_does_not_depend_on_the_alignment_of_w():
     assert not W.flags.aligned
     odd = fs.Model(model.W, activation="relu_power", exponent=1.5)
     odd.W = W  # what unpickling leaves
-    np.testing.assert_array_equal(E.gram(odd), E.gram(model))
+    np.testing.assert_array_equal(T.gram(odd), T.gram(model))

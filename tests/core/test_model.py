@@ -1,47 +1,12 @@
-"""Forward pass against the NumPy reference, every activation and dtype."""
+"""The model: per-element activations against NumPy, and the validation of its arguments."""
 
 import numpy as np
 import pytest
-from naive import dphi_numpy, forward_numpy, phi_numpy
+from builders import ACTIVATION_CASES as CASES
+from naive import dphi_numpy, phi_numpy
 
 import fastsuper as fs
-from fastsuper.core.activations import ACTIVATIONS, dphi, phi
-from fastsuper.core.bundles import Activation
-
-CASES = [
-    ("power", 1),
-    ("power", 2),
-    ("power", 3),
-    ("power", 5),
-    ("signed_power", 1.5),
-    ("signed_power", 2),
-    ("signed_power", 0.7),
-    ("relu_power", 1),
-    ("relu_power", 2),
-    ("relu_power", 3),
-    ("relu_power", 2.5),
-    ("relu_power", 4),
-]
-TOL = {np.float64: 1e-12, np.float32: 2e-5}
-
-
-@pytest.mark.parametrize("act,a", CASES)
-@pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_forward_dense_and_sparse(act, a, dtype):
-    rng = np.random.default_rng(1)
-    n, d = 23, 6
-    W = (rng.normal(size=(d, n)) / 2).astype(dtype)
-    b = (rng.normal(size=n) / 4).astype(dtype)
-    model = fs.Model(W, b, activation=act, exponent=a)
-    batch = fs.sample(fs.SparseInputs(n, p=0.2, values="gaussian"), 300, seed=7, dtype=dtype)
-    X = batch.to_dense()
-    ref = forward_numpy(W, b, act, a, X)
-    scale = np.abs(ref).max()
-    for got in (fs.forward(model, X), fs.forward(model, batch)):
-        assert got.dtype == dtype and got.shape == X.shape
-        np.testing.assert_allclose(got, ref, rtol=TOL[dtype], atol=TOL[dtype] * scale)
-    one = fs.forward(model, X[3])
-    np.testing.assert_allclose(one, ref[3], rtol=TOL[dtype], atol=TOL[dtype] * scale)
+from fastsuper import testing as T
 
 
 @pytest.mark.parametrize("act,a", CASES)
@@ -49,7 +14,7 @@ def test_phi_dphi_per_element(act, a):
     import numba
 
     t = np.linspace(-2.5, 2.5, 41)
-    code = ACTIVATIONS[act]
+    code = T.ACTIVATIONS[act]
     ia = int(a) if float(a).is_integer() else -1
 
     @numba.njit
@@ -57,11 +22,11 @@ def test_phi_dphi_per_element(act, a):
         f = np.empty_like(t)
         g = np.empty_like(t)
         for i in range(t.size):
-            f[i] = phi(t[i], act)
-            g[i] = dphi(t[i], act)
+            f[i] = T.phi(t[i], act)
+            g[i] = T.dphi(t[i], act)
         return f, g
 
-    f, g = both(t, Activation(code, float(a), ia))
+    f, g = both(t, T.Activation(code, float(a), ia))
     np.testing.assert_allclose(f, phi_numpy(t, act, a), rtol=1e-14, atol=1e-300)
     nz = t != 0
     np.testing.assert_allclose(g[nz], dphi_numpy(t[nz], act, a), rtol=1e-13)
@@ -99,3 +64,27 @@ def test_model_validation():
     batch = fs.sample(fs.SparseInputs(4, p=0.5), 3)
     with pytest.raises(ValueError, match="X has n = 4 features but the model has n = 3"):
         fs.forward(model, batch)
+
+
+@pytest.mark.parametrize(
+    "activation,exponent", [("power", 3), ("signed_power", 3), ("relu_power", 1), ("relu", 1)]
+)
+def test_one_default_exponent_per_activation(activation, exponent):
+    """No exponent: the activation's own default (relu_power is ReLU, not ReLU^3)."""
+    model = fs.Model(np.eye(2, 3), activation=activation)
+    assert model.exponent == exponent and model.activation == activation
+    assert f"exponent={exponent}" in repr(model)
+
+
+def test_relu_is_relu_power_with_exponent_1():
+    rng = np.random.default_rng(3)
+    W, b = rng.normal(size=(3, 9)) * 0.6, rng.normal(size=9) * 0.2
+    relu = fs.Model(W, b, activation="relu")
+    same = fs.Model(W, b, activation="relu_power", exponent=1)
+    assert (relu.act_code, relu.exponent, relu.int_exponent) == (same.act_code, 1, 1)
+    inputs = fs.SparseInputs(9, p=0.3, values="gaussian")
+    a, c = fs.estimate_loss(relu, inputs, 4096, seed=3), fs.estimate_loss(same, inputs, 4096, 3)
+    assert (a.mean, a.gain_mean, a.stderr) == (c.mean, c.gain_mean, c.stderr)
+    assert fs.Model(W, activation="relu", exponent=1.0).exponent == 1
+    with pytest.raises(ValueError, match="activation='relu' has exponent 1, got exponent=3"):
+        fs.Model(W, activation="relu", exponent=3)

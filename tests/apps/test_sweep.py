@@ -11,7 +11,6 @@ import pytest
 
 import fastsuper as fs
 from fastsuper.analysis import random_frame, random_frame_norm
-from fastsuper.train.adam import FitResult, fit
 
 GRID = {"p": [0.02, 0.2], "d": [2, 3]}
 FIXED = {"n": 16, "n_samples": 4000, "exact": True}
@@ -138,8 +137,8 @@ def test_fit_rows_save_loadable_weights(tmp_path):
     res = fs.sweep("fit", {"p": [0.1, 1.0]}, seeds=[3], fixed=fixed, weights_dir=tmp_path / "w",
                    progress=False)  # fmt: skip
     for row in res.rows:
-        direct = fit(5, 2, p=row["p"], importance=0.9 ** np.arange(5), steps=60, seed=3)
-        saved = FitResult.load(row["weights"])
+        direct = fs.fit(5, 2, p=row["p"], importance=0.9 ** np.arange(5), steps=60, seed=3)
+        saved = fs.FitResult.load(row["weights"])
         np.testing.assert_array_equal(saved.W, direct.W)
         assert row["final_batch_loss"] == direct.final_loss[0]
         est = fs.estimate_loss(direct.model(0), direct.inputs(0), 2000, 3)
@@ -198,7 +197,7 @@ def test_optional_table_libraries(tmp_path, reference):
         (dict(output="x.txt"), ValueError, "output must be a .csv file"),
         (dict(executor="threads"), ValueError, "executor must be one of"),
         (dict(n_jobs=2), ValueError, "n_jobs is for executor='processes' only"),
-        (dict(on_error="ignore"), ValueError, "on_error must be 'raise' or 'record'"),
+        (dict(on_error="ignore"), ValueError, r"on_error must be one of \('raise', 'record'\)"),
         (dict(max_points=-1), ValueError, "max_points must be an integer >= 0"),
         (dict(weights_dir="w"), ValueError, "weights_dir is for kind='fit' only"),
         (dict(client="tcp://x", executor="local"), ValueError, "client is for executor='dask'"),
@@ -223,18 +222,11 @@ def test_output_of_another_sweep_is_refused(tmp_path, reference):
         fs.sweep("exact", GRID, fixed={"n": 16}, output=path, progress=False)
 
 
-def test_dask_executor_resumes_to_the_local_table(tmp_path, reference):
-    distributed = pytest.importorskip("distributed")
+def test_dask_executor_resumes_to_the_local_table(tmp_path, reference, dask_client):
     out = tmp_path / "d.csv"
-    with (
-        distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                 dashboard_address=None,
-                                 scheduler_kwargs={"dashboard_address": ":0"}) as cluster,
-        distributed.Client(cluster) as client,
-    ):  # fmt: skip
-        first = _est(output=out, client=client, max_points=7)
-        assert not first.complete and len(first) == 7
-        second = _est(output=out, client=client)
+    first = _est(output=out, client=dask_client, max_points=7)
+    assert not first.complete and len(first) == 7
+    second = _est(output=out, client=dask_client)
     assert second.complete and second.n_new == 5
     _assert_same_table(second, reference)
     assert len(_csv_rows(out)) == 1 + 12

@@ -1,22 +1,16 @@
-"""Tests of fastsuper.exact.low_order: the exact k = 0 and k = 1 strata (THEORY §4)."""
+"""The exact k = 0 and k = 1 strata of THEORY §4 (low_order_terms)."""
 
 from __future__ import annotations
 
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
+from naive import enumerate_inputs, gain_numpy, loss_numpy
 from scipy import integrate
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from naive import enumerate_inputs, gain_numpy, loss_numpy
-
-from fastsuper.core.laws import SparseInputs, ValueLaw
-from fastsuper.core.model import Model
-from fastsuper.exact.low_order import LowOrderTerms, k1_conditional_loss, low_order_terms
+from fastsuper import LowOrderTerms, Model, SparseInputs, ValueLaw, low_order_terms
+from fastsuper import testing as T
 
 RTOL = 1e-12
 
@@ -252,7 +246,7 @@ def test_continuous_pairs_match_quad(law, act, a):
         A = np.array(A)
         model = Model(_psd(A), b, activation=act, exponent=a)
         inputs = SparseInputs(3, p=0.1, values=law, importance=imp)
-        M = k1_conditional_loss(model, inputs, per_output=True)
+        M = T.k1_conditional_loss(model, inputs, per_output=True)
         ref = np.array(
             [
                 [imp[j] * _pair_quad(law, act, a, A[j, i], b[j], i == j) for i in range(3)]
@@ -262,7 +256,7 @@ def test_continuous_pairs_match_quad(law, act, a):
         _close(M, ref, rtol=1e-10, atol=1e-15)
         terms = low_order_terms(model, inputs)
         _close(terms.loss1, M.sum(axis=0), rtol=1e-14)
-        _close(terms.loss1, k1_conditional_loss(model, inputs), rtol=0)
+        _close(terms.loss1, T.k1_conditional_loss(model, inputs), rtol=0)
         _close(terms.gain1, imp * mu2 - terms.loss1, rtol=1e-12, atol=1e-14)
         _close(terms.loss0, sum(imp[j] * _phi(b[j], act, a) ** 2 for j in range(3)))
 
@@ -345,7 +339,7 @@ def test_bad_inputs_raise():
     with pytest.raises(ValueError, match=r"model\.n = 3.*inputs\.n = 4"):
         low_order_terms(model, SparseInputs(4, p=0.1))
     with pytest.raises(ValueError, match=r"model\.n = 3.*inputs\.n = 2"):
-        k1_conditional_loss(model, SparseInputs(2, p=0.1))
+        T.k1_conditional_loss(model, SparseInputs(2, p=0.1))
     with pytest.raises(TypeError, match="model must be"):
         low_order_terms(np.eye(3), SparseInputs(3, p=0.1))
     with pytest.raises(TypeError, match="inputs must be"):

@@ -17,28 +17,9 @@ import numpy as np
 import pytest
 
 import fastsuper as fs
+from fastsuper import testing as T
 
 distributed = pytest.importorskip("distributed")
-
-from fastsuper.mc import dask as backend_dask  # noqa: E402
-from fastsuper.mc.paths import choose_path  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def client():
-    """One cluster for the module: 2 single-threaded worker processes with nannies."""
-    with (
-        distributed.LocalCluster(
-            n_workers=2,
-            threads_per_worker=1,
-            processes=True,
-            dashboard_address=None,
-            scheduler_kwargs={"dashboard_address": ":0"},  # never port 8787 (may be taken)
-            env={"NUMBA_NUM_THREADS": "1"},
-        ) as cluster,
-        distributed.Client(cluster) as c,
-    ):
-        yield c
 
 
 def _cpu(client, model, inputs, n_samples, **kw) -> fs.LossEstimate:
@@ -53,7 +34,7 @@ def _cpu(client, model, inputs, n_samples, **kw) -> fs.LossEstimate:
     in a worker, with the code the chunks run with.
     """
     warm = dict(kw)  # the path the real call takes (the cost model depends on n_samples)
-    warm.setdefault("path", choose_path(model, inputs, n_samples))
+    warm.setdefault("path", T.choose_path(model, inputs, n_samples))
     fs.estimate_loss(model, inputs, 2 * kw.get("block_size", 2048), **warm)
     return client.submit(fs.estimate_loss, model, inputs, n_samples, pure=False, **kw).result()
 
@@ -86,50 +67,50 @@ def _problem(dtype=np.float64, n=120, d=6, p=0.03, bias=True, **law):
         (np.float32, "columns", False, 2 * 1000, 17),  # unaligned W on the workers
         (np.float32, "dense", True, 3 * 1000, 0),
         (np.float64, "dense", False, 1000, 5),  # one block per chunk, last chunk partial
-        (np.float64, "blocked", True, 2 * 1000, 0),  # the CPU-only paths of issue 6
+        (np.float64, "blocked", True, 2 * 1000, 0),  # the CPU-only paths
         (np.float32, "columns_blocked", False, None, 3),
     ],
 )
-def test_bit_identical_to_cpu(client, dtype, path, per_feature, chunk_size, start):
+def test_bit_identical_to_cpu(dask_client, dtype, path, per_feature, chunk_size, start):
     model, inputs = _problem(dtype)
     kw = dict(seed=3, path=path, per_feature=per_feature, block_size=1000, start=start)
-    cpu = _cpu(client, model, inputs, 45_123, **kw)
+    cpu = _cpu(dask_client, model, inputs, 45_123, **kw)
     dk = fs.estimate_loss(
-        model, inputs, 45_123, backend="dask", client=client, chunk_size=chunk_size, **kw
+        model, inputs, 45_123, backend="dask", client=dask_client, chunk_size=chunk_size, **kw
     )
     _same(cpu, dk)
 
 
-def test_bit_identical_other_laws(client):
+def test_bit_identical_other_laws(dask_client):
     """Exactly-k pattern, a discrete law, per-feature p, no bias, relu: still bit for bit."""
     model, inputs = _problem(bias=False, n=60, p=None, k=3, support=[-1.0, 0.5, 2.0],
                              probs=[0.2, 0.5, 0.3])  # fmt: skip
     model = fs.Model(model.W, activation="relu_power", exponent=1.5)
     _same(
-        _cpu(client, model, inputs, 20_000, seed=9, per_feature=True),
+        _cpu(dask_client, model, inputs, 20_000, seed=9, per_feature=True),
         fs.estimate_loss(model, inputs, 20_000, seed=9, per_feature=True, backend="dask",
-                         client=client),
+                         client=dask_client),
     )  # fmt: skip
     p = np.linspace(0.0, 0.2, 60)
     inputs = fs.SparseInputs(60, p=p, values="uniform")
     _same(
-        _cpu(client, model, inputs, 20_000, seed=2, block_size=512),
+        _cpu(dask_client, model, inputs, 20_000, seed=2, block_size=512),
         fs.estimate_loss(model, inputs, 20_000, seed=2, block_size=512, backend="dask",
-                         client=client, chunk_size=2048),
+                         client=dask_client, chunk_size=2048),
     )  # fmt: skip
 
 
-def test_estimate_is_close_to_exact(client):
+def test_estimate_is_close_to_exact(dask_client):
     """An independent reference: the closed form of a power model."""
     rng = np.random.default_rng(0)
     model = fs.Model(rng.normal(size=(4, 30)) / 2, exponent=3)
     inputs = fs.SparseInputs(30, p=0.05, values="rademacher")
-    est = fs.estimate_loss(model, inputs, 200_000, seed=1, backend="dask", client=client)
+    est = fs.estimate_loss(model, inputs, 200_000, seed=1, backend="dask", client=dask_client)
     assert abs(est.mean - fs.exact_loss(model, inputs)) < 5 * est.stderr
     assert est.n_samples == 200_000
 
 
-def test_overflow_reported_as_on_cpu(client):
+def test_overflow_reported_as_on_cpu(dask_client):
     rng = np.random.default_rng(1)
     model = fs.Model((rng.normal(size=(3, 40)) * 60).astype(np.float32), exponent=9)
     inputs = fs.SparseInputs(40, p=0.05)
@@ -137,73 +118,73 @@ def test_overflow_reported_as_on_cpu(client):
         fs.estimate_loss(model, inputs, 30_000, seed=4, block_size=1024)
     with pytest.raises(FloatingPointError) as dk:
         fs.estimate_loss(model, inputs, 30_000, seed=4, block_size=1024, backend="dask",
-                         client=client, chunk_size=4096)  # fmt: skip
+                         client=dask_client, chunk_size=4096)  # fmt: skip
     assert str(dk.value) == str(cpu.value)
     assert "first at sample index" in str(dk.value)
 
 
-def test_worker_killed_mid_run_loses_no_chunk(client):
+def test_worker_killed_mid_run_loses_no_chunk(dask_client):
     """SIGKILL a worker holding our chunks; the nanny restarts it, the chunks are recomputed."""
     model, inputs = _problem(n=400, d=20, p=0.01)
     n_samples, block, chunk = 40 * 4 * 2048, 2048, 4 * 2048  # 40 chunks of ~40 ms
-    cpu = _cpu(client, model, inputs, n_samples, seed=5, path="dense", per_feature=True)
-    pids_before = set(client.run(os.getpid).values())
-    run = backend_dask._plan(model, inputs, n_samples, 5, "dense", block, 0, True, chunk, 2)
+    cpu = _cpu(dask_client, model, inputs, n_samples, seed=5, path="dense", per_feature=True)
+    pids_before = set(dask_client.run(os.getpid).values())
+    run = T.dask_plan(model, inputs, n_samples, 5, "dense", block, 0, True, chunk, 2)
     t0 = time.perf_counter()
-    futures = run.submit(client)
+    futures = run.submit(dask_client)
     assert len(futures) == 40
     distributed.wait(futures, return_when="FIRST_COMPLETED")
     keys = {f.key for f in futures}
     # a worker that runs, queues or holds (not yet gathered) some of our chunks
     on_worker: dict[str, set] = {}
-    for w, ks in client.processing().items():
+    for w, ks in dask_client.processing().items():
         on_worker.setdefault(w, set()).update(keys & set(ks))
-    for k, ws in client.who_has(futures).items():
+    for k, ws in dask_client.who_has(futures).items():
         for w in ws:
             on_worker.setdefault(w, set()).add(k)
     victim = max(on_worker, key=lambda w: len(on_worker[w]))
     lost = on_worker[victim]
     pending = sum(not f.done() for f in futures)
     assert lost and pending > 0, (lost, pending)
-    pid = client.run(os.getpid, workers=[victim])[victim]
+    pid = dask_client.run(os.getpid, workers=[victim])[victim]
     os.kill(pid, signal.SIGKILL)
-    est = run.collect(client, t0)
+    est = run.collect(dask_client, t0)
     _same(cpu, est)
-    client.wait_for_workers(2, timeout=60)
-    pids_after = set(client.run(os.getpid).values())
+    dask_client.wait_for_workers(2, timeout=60)
+    pids_after = set(dask_client.run(os.getpid).values())
     assert pid in pids_before and pid not in pids_after  # the worker really died and was replaced
 
 
-def test_bad_arguments_fail_before_any_work(client):
+def test_bad_arguments_fail_before_any_work(dask_client):
     model, inputs = _problem()
     with pytest.raises(ValueError, match="chunk_size must be a multiple of block_size = 1000"):
-        fs.estimate_loss(model, inputs, 10_000, block_size=1000, backend="dask", client=client,
+        fs.estimate_loss(model, inputs, 10_000, block_size=1000, backend="dask", client=dask_client,
                          chunk_size=1500)  # fmt: skip
     with pytest.raises(TypeError, match="client must be a dask.distributed.Client"):
         fs.estimate_loss(model, inputs, 10_000, backend="dask", client="tcp://x:1")
     with pytest.raises(ValueError, match="for backend='dask' only"):
-        fs.estimate_loss(model, inputs, 10_000, client=client)
+        fs.estimate_loss(model, inputs, 10_000, client=dask_client)
     with pytest.raises(NotImplementedError, match="method='naive' with backend='dask'"):
-        fs.estimate_loss(model, inputs, 10_000, backend="dask", client=client,
+        fs.estimate_loss(model, inputs, 10_000, backend="dask", client=dask_client,
                          method="stratified")  # fmt: skip
     with pytest.raises(ValueError, match="n_samples must be an integer >= 2"):
-        fs.estimate_loss(model, inputs, 1, backend="dask", client=client)
+        fs.estimate_loss(model, inputs, 1, backend="dask", client=dask_client)
     with pytest.raises(TypeError, match="per_feature must be True or False"):
-        fs.estimate_loss(model, inputs, 100, backend="dask", client=client, per_feature="yes")
+        fs.estimate_loss(model, inputs, 100, backend="dask", client=dask_client, per_feature="yes")
 
 
 def test_default_chunk_is_whole_blocks_and_spreads_small_runs():
     model, inputs = _problem()
     for n_samples in (10, 50_000, 10**9):
-        c = backend_dask.default_chunk_size(model, inputs, n_samples, 1000, 8, "columns")
+        c = T.default_chunk_size(model, inputs, n_samples, 1000, 8, "columns")
         assert c % 1000 == 0 and c >= 1000
     # a small run is cut into about TASKS_PER_THREAD chunks per thread
-    c = backend_dask.default_chunk_size(model, inputs, 64_000, 1000, 8, "columns")
+    c = T.default_chunk_size(model, inputs, 64_000, 1000, 8, "columns")
     assert -(-64_000 // c) == 32
 
 
 def test_without_client_starts_and_closes_a_local_cluster(monkeypatch):
-    monkeypatch.setattr(backend_dask, "_cpu_count", lambda: 1)
+    T.patch_cpu_count(monkeypatch, lambda: 1)
     model, inputs = _problem()
     cpu = fs.estimate_loss(model, inputs, 12_345, seed=8)  # compiled here, or loaded
     dk = fs.estimate_loss(model, inputs, 12_345, seed=8, backend="dask")

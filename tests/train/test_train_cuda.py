@@ -1,0 +1,91 @@
+"""The sampled loss gradient and Adam on CUDA against the CPU."""
+
+import numpy as np
+import pytest
+from builders import random_model
+from cudatools import assert_close, cuda_or_skip
+
+import fastsuper as fs
+from fastsuper import testing as T
+
+cuda = cuda_or_skip()
+
+pytestmark = [pytest.mark.cudasim, pytest.mark.usefixtures("small_cuda_launches")]
+
+
+# --------------------------------------------------------------------------
+# sampled loss gradient against the CPU backend
+
+GRAD_SETTINGS = [
+    # per-feature p, importances, bias; 3 chunks, a partial last block
+    dict(n=12, d=3, act="power", a=3, N=300, block=64, dtype=np.float64,
+         inputs=dict(p=np.linspace(0.05, 0.4, 12), values="gaussian",
+                     importance=0.9 ** np.arange(12))),
+    # exactly k active, relu, no bias
+    dict(n=10, d=2, act="relu_power", a=1, N=200, block=50, bias=False, dtype=np.float64,
+         inputs=dict(k=3, values="uniform")),
+    # non-integer exponent, one row
+    dict(n=6, d=1, act="signed_power", a=1.5, N=150, block=32, dtype=np.float64,
+         inputs=dict(p=0.5, values="rademacher")),
+    # float32 compute, float64 sums
+    dict(n=8, d=3, act="relu_power", a=2, N=200, block=40, dtype=np.float32,
+         inputs=dict(p=0.3, values="uniform")),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("threads", [128, 4, 1])
+@pytest.mark.parametrize("cfg", GRAD_SETTINGS, ids=lambda c: f"n{c['n']}-{c['act']}")
+def test_loss_grad_matches_cpu(cfg, threads, monkeypatch):
+    """Threads over features: one feature each (128 > n), several (4), or all (1)."""
+    monkeypatch.setattr(T.config, "GRAD_THREADS", threads)
+
+    model = random_model(
+        cfg["n"], cfg["d"], cfg["act"], cfg["a"], bias=cfg.get("bias", True), dtype=cfg["dtype"]
+    )
+    inputs = fs.SparseInputs(cfg["n"], **cfg["inputs"])
+    kw = dict(seed=5, start=3, block_size=cfg["block"])
+    ref = fs.loss_grad(model, inputs, cfg["N"], **kw)
+    got = fs.loss_grad(model, inputs, cfg["N"], backend="cuda", **kw)
+    assert got.dW.shape == ref.dW.shape and got.db.shape == ref.db.shape
+    if cfg["dtype"] == np.float64:
+        assert_close(got.loss, ref.loss)
+        assert_close(got.dW, ref.dW)
+        assert_close(got.db, ref.db)
+    else:
+        assert_close(got.loss, ref.loss, 1e-6)
+        assert_close(got.dW, ref.dW, 1e-5)
+        assert_close(got.db, ref.db, 1e-5)
+
+
+def test_loss_grad_cuda_errors():
+    inputs = fs.SparseInputs(4, p=0.5)
+    with pytest.raises(ValueError, match="backend must be"):
+        fs.loss_grad(random_model(4, 2), inputs, 10, backend="gpu")
+    big = fs.Model(np.full((2, 4), 1e30), activation="power", exponent=9)
+    with pytest.raises(FloatingPointError, match="first at sample index"):
+        fs.loss_grad(big, fs.SparseInputs(4, p=1.0), 10, backend="cuda", block_size=4)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_fit_adam_matches_cpu(dtype, monkeypatch):
+    """``fit(backend="cuda")``: same samples, same Adam steps as the CPU, to round-off."""
+    monkeypatch.setattr(T.config, "GRAD_THREADS", 4)
+    kw = dict(
+        n_instances=2, p=[0.5, 0.2], importance=0.9 ** np.arange(6), steps=4, batch_size=24,
+        lr=1e-2, seed=5, log_every=2, dtype=dtype,
+    )  # fmt: skip
+    cpu = fs.fit(6, 2, **kw)
+    gpu = fs.fit(6, 2, backend="cuda", **kw)
+    tol = 1e-10 if dtype == np.float64 else 1e-4
+    assert gpu.W.dtype == cpu.W.dtype
+    np.testing.assert_allclose(gpu.W, cpu.W, rtol=tol, atol=tol)
+    np.testing.assert_allclose(gpu.b, cpu.b, rtol=tol, atol=tol)
+    np.testing.assert_allclose(gpu.loss_history, cpu.loss_history, rtol=tol)
+    assert np.any(gpu.W != gpu.W0)  # it trained
+
+
+def test_fit_backend_errors():
+    with pytest.raises(ValueError, match=r"backend must be one of \('cpu', 'cuda'\), got 'gpu'"):
+        fs.fit(4, 2, steps=1, backend="gpu")
+    with pytest.raises(ValueError, match="method='exact' runs on the CPU"):
+        fs.fit(4, 2, method="exact", activation="power", exponent=3, p=0.1, backend="cuda")
