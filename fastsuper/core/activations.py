@@ -124,8 +124,9 @@ def dphi(t, act):
 
 
 @njit
-def _relu(t):
-    return t if t > 0 else t - t  # select, no branch; NaN -> NaN
+def relu(t):
+    """``max(t, 0)`` in the dtype of ``t``; NaN stays NaN."""
+    return t if t > 0 else t - t  # select, no branch
 
 
 @njit(fastmath={"contract"})
@@ -153,14 +154,14 @@ def phi_inplace(z, act):
     elif code == RELU_POWER:
         if ia == 1:
             for j in range(n):
-                z[j] = _relu(z[j])
+                z[j] = relu(z[j])
         elif ia == 2:
             for j in range(n):
-                u = _relu(z[j])
+                u = relu(z[j])
                 z[j] = u * u
         elif ia == 3:
             for j in range(n):
-                u = _relu(z[j])
+                u = relu(z[j])
                 z[j] = u * u * u
         else:
             for j in range(n):

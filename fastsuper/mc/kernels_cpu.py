@@ -14,7 +14,7 @@ import numba
 import numpy as np
 
 from fastsuper.core import config
-from fastsuper.core.activations import POWER, RELU_POWER, SIGNED_POWER, _relu, phi_inplace
+from fastsuper.core.activations import POWER, RELU_POWER, SIGNED_POWER, phi_inplace, relu
 from fastsuper.core.bundles import borrowed_law, borrowed_rule
 from fastsuper.core.jit import borrow, kernel_njit, njit, parallel_njit
 from fastsuper.core.laws import draw_active_by, draw_value, draw_values
@@ -165,14 +165,14 @@ def _phi_loss(z, it, act):
     code, ia = act.code, act.ia
     if code == RELU_POWER and ia == 2:
         for j in range(w):
-            u = _relu(z[j])
+            u = relu(z[j])
             u = u * u
             z[j] = u
             f = np.float64(u)
             acc += it[j] * (f * f)
     elif code == RELU_POWER and ia == 1:
         for j in range(w):
-            u = _relu(z[j])
+            u = relu(z[j])
             z[j] = u
             f = np.float64(u)
             acc += it[j] * (f * f)

@@ -14,7 +14,14 @@ from fastsuper.core.cuda import launch_grid, quiet_launch, require_cuda
 from fastsuper.core.laws import SparseInputs
 from fastsuper.core.model import Model
 from fastsuper.mc.cuda import DeviceInputs, chunk_samples, draw_chunk
-from fastsuper.train.common import SampledLossGrad, check_model_inputs, instance_seed, progress_bar
+from fastsuper.train.common import (
+    SampledLossGrad,
+    check_block_losses,
+    check_gradient,
+    check_model_inputs,
+    instance_seed,
+    progress_bar,
+)
 
 __all__ = ["fit_adam_cuda", "loss_grad_cuda"]
 
@@ -86,8 +93,6 @@ def loss_grad_cuda(
     tot_gW = np.zeros((d, n))
     tot_gb = np.zeros(n)
     loss_sum = 0.0
-    n_bad = 0
-    first_bad = -1
     for lo in range(0, n_samples, chunk):
         ns = min(chunk, n_samples - lo)
         nbc = -(-ns // block)
@@ -122,52 +127,16 @@ def loss_grad_cuda(
             gW,
             gb,
         )
-        bad_h = bad.copy_to_host()
-        for c in range(nbc):
-            if bad_h[c, 0] > 0:
-                if n_bad == 0:
-                    first_bad = int(bad_h[c, 1])
-                n_bad += int(bad_h[c, 0])
+        check_block_losses(bad.copy_to_host(), model, seed)
         loss_sum += merge_blocks(
             loss.copy_to_host(), gW.copy_to_host(), gb.copy_to_host(), tot_gW, tot_gb
         )
-    if n_bad:
-        raise FloatingPointError(
-            f"the loss overflowed (inf or NaN) in {n_bad} samples, first at sample index "
-            f"{first_bad} (seed {seed}); the model's pre-activations are too large for "
-            f"{model.dtype} with exponent {model.exponent:g}: scale W down"
-            + (" or use float64" if model.dtype == np.float32 else "")
-        )
-    if not (np.all(np.isfinite(tot_gW)) and np.all(np.isfinite(tot_gb))):
-        raise FloatingPointError(
-            f"the gradient is not finite (the loss is {loss_sum / n_samples:g}): phi' is "
-            f"unbounded where the loss is not differentiable ({model.activation} with exponent "
-            f"{model.exponent:g}) or the products overflowed; scale W down or use another "
-            "exponent"
-        )
+    check_gradient(model, loss_sum / n_samples, tot_gW, tot_gb)
     inv = 1.0 / n_samples
     return SampledLossGrad(loss_sum * inv, tot_gW * inv, tot_gb * inv)
 
 
-def fit_adam_cuda(
-    W: np.ndarray,
-    B: np.ndarray,
-    P: np.ndarray,
-    imp: np.ndarray,
-    law,
-    *,
-    activation: str,
-    exponent: float,
-    bias: bool,
-    seed: int,
-    steps: int,
-    batch_size: int,
-    lr: float,
-    betas: tuple[float, float],
-    eps: float,
-    log_every: int,
-    progress: bool = False,
-):
+def fit_adam_cuda(W, B, P, imp, law, settings: dict, progress: bool = False):
     """Adam training of ``fit(..., backend="cuda")``: gradients on the GPU, updates on the host.
 
     Validated arguments come from :func:`fastsuper.fit`, which is the public
@@ -191,7 +160,11 @@ def fit_adam_cuda(
         Feature probabilities and importances.
     law : ValueLaw
         Law of an active feature's value.
-    activation, exponent, bias, seed, steps, batch_size, lr, betas, eps, log_every, progress
+    settings : dict
+        The checked arguments of :func:`fastsuper.fit` (``activation``,
+        ``exponent``, ``bias``, ``seed``, ``steps``, ``batch_size``, ``lr``,
+        ``betas``, ``eps``, ``log_every``: the settings of its result).
+    progress : bool, default False
         As in :func:`fastsuper.fit`.
 
     Returns
@@ -208,7 +181,10 @@ def fit_adam_cuda(
 
     require_cuda()
     n_inst, d, n = W.shape
-    beta1, beta2 = float(betas[0]), float(betas[1])
+    activation, exponent, bias = settings["activation"], settings["exponent"], settings["bias"]
+    seed, steps, batch_size = settings["seed"], settings["steps"], settings["batch_size"]
+    lr, eps, log_every = settings["lr"], settings["eps"], settings["log_every"]
+    beta1, beta2 = float(settings["betas"][0]), float(settings["betas"][1])
     n_log = (steps + log_every - 1) // log_every
     hist = np.full((n_log, n_inst), np.nan)
     status = np.full(n_inst, OK, dtype=np.int64)
