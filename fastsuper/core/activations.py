@@ -125,8 +125,8 @@ def dphi(t, act):
 
 @njit
 def relu(t):
-    """``max(t, 0)`` as a select without a branch (NaN stays NaN)."""
-    return t if t > 0 else t - t
+    """``max(t, 0)`` in the dtype of ``t``; NaN stays NaN."""
+    return t if t > 0 else t - t  # select, no branch
 
 
 @njit(fastmath={"contract"})

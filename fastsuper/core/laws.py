@@ -292,9 +292,12 @@ class SparseInputs:
 # per-sample sampling maths (shared by the CPU and CUDA kernels)
 #
 # One implementation of each step, ``inline="always"``: Numba splices it into
-# the kernels that draw many samples (no call per sample, no reference
-# counting of the law's arrays per sample), and numba-cuda into the device
-# code.  Every function takes the law as one InputLaw bundle ``law``.
+# the kernels (no call per sample) and numba-cuda into the device code.  Every
+# function takes the law as one InputLaw bundle ``law``.  Kernels that draw many
+# samples pass borrowed views of their bundles and buffers
+# (:func:`fastsuper.core.bundles.borrowed_law`, :func:`fastsuper.core.jit.borrow`):
+# Numba counts a reference for every array an inlined function receives, with
+# atomic operations, which costs more than drawing a sample at small n.
 
 
 @njit(inline="always")

@@ -49,6 +49,154 @@ _I32 = ir.IntType(32)
 _I64 = ir.IntType(64)
 
 
+#: the integer power of each activation mode
+_POWER = {MODE_RELU1: 1, MODE_RELU2: 2, MODE_RELU3: 3, MODE_POW2: 2, MODE_POW3: 3}
+
+
+class _TileCode:
+    """The LLVM IR of one call of a tile intrinsic (:func:`_make_tile_kernel`).
+
+    Holds what its parts share: the builder, the arrays and scalars of the
+    call, the element and vector types.
+    """
+
+    def __init__(self, mode, context, builder, tys, args):
+        self.mode, self.context, self.builder, self.tys = mode, context, builder, tys
+
+        def array(i):
+            return context.make_array(tys[i])(context, builder, args[i])
+
+        def as_i64(i):
+            return context.cast(builder, args[i], tys[i], types.int64)
+
+        self.pa, self.ba, self.ca, self.va = array(0), array(2), array(4), array(5)
+        self.oa, self.ia = array(8), array(9)
+        self.poff, self.j0, self.e0, self.e1 = as_i64(1), as_i64(3), as_i64(6), as_i64(7)
+        dt = tys[0].dtype
+        self.isz = 4 if dt == types.float32 else 8
+        self.elty = context.get_value_type(dt)
+        self.lanes = config.VECTOR_BYTES // self.isz
+        self.vty = ir.VectorType(self.elty, self.lanes)
+        self.dvty = ir.VectorType(ir.DoubleType(), self.lanes)
+        self.narrow_sum = self.isz == 4 and tys[9].dtype == types.float32
+        self.fma = cgutils.get_or_insert_function(
+            builder.module,
+            ir.FunctionType(self.vty, [self.vty] * 3),
+            f"llvm.fma.v{self.lanes}f{8 * self.isz}",
+        )
+
+    def vec_ptr(self, ptr, k, ty=None):
+        """Pointer to the ``k``-th vector from ``ptr`` (of type ``ty``, the tile's by default)."""
+        ty = self.vty if ty is None else ty
+        elem = self.builder.gep(ptr, [ir.Constant(_I64, k * self.lanes)])
+        return self.builder.bitcast(elem, ty.as_pointer())
+
+    def splat(self, x):
+        """The vector with every lane ``x``."""
+        b, vty = self.builder, self.vty
+        v = b.insert_element(ir.Constant(vty, ir.Undefined), x, ir.Constant(_I32, 0))
+        mask = ir.Constant(ir.VectorType(_I32, self.lanes), [0] * self.lanes)
+        return b.shuffle_vector(v, ir.Constant(vty, ir.Undefined), mask)
+
+    def add_rows(self, width):
+        """``z = b[j0 : j0 + width] + sum_e P[row of cidx[e]] cval[e]``: one accumulator a vector.
+
+        The accumulators are allocas in the entry block (LLVM promotes them
+        to registers).  The activation modes also scatter the sample's ``x``
+        into the dense tile buffer ``out``.
+        """
+        b, isz = self.builder, self.isz
+        nvec = width // self.lanes
+        bptr = b.gep(self.ba.data, [self.j0])
+        acc = [cgutils.alloca_once(b, self.vty) for _ in range(nvec)]
+        for k in range(nvec):
+            b.store(b.load(self.vec_ptr(bptr, k), align=isz), acc[k])
+        row_len = ir.Constant(_I64, width)
+        with cgutils.for_range(b, b.sub(self.e1, self.e0)) as loop:
+            e = b.add(self.e0, loop.index)
+            i = b.load(b.gep(self.ca.data, [e]))
+            i = self.context.cast(b, i, self.tys[4].dtype, types.int64)
+            xs = b.load(b.gep(self.va.data, [e]))
+            x = self.splat(xs)
+            row = b.gep(self.pa.data, [b.add(self.poff, b.mul(i, row_len))])
+            if self.mode != MODE_Z:
+                # x_i into the tile's dense x buffer when i is in the tile, else
+                # into its guard slot (index width): a select, no branch
+                rel = b.sub(i, self.j0)
+                inside = b.icmp_unsigned("<", rel, row_len)
+                slot = b.select(inside, rel, row_len)
+                b.store(xs, b.gep(self.oa.data, [slot]))
+            for k in range(nvec):
+                r = b.load(self.vec_ptr(row, k), align=isz)
+                b.store(b.call(self.fma, [r, x, b.load(acc[k])]), acc[k])
+        return acc
+
+    def loss_terms(self, acc):
+        """The vector sum of ``imp_j (phi_j - x_j)^2`` over the tile (``out`` left zero)."""
+        b, isz, oa = self.builder, self.isz, self.oa
+        zero = ir.Constant(self.vty, [ir.Constant(self.elty, 0.0)] * self.lanes)
+        iptr = b.gep(self.ia.data, [self.j0])
+        total = None
+        for k in range(len(acc)):
+            z = b.load(acc[k])
+            if self.mode in (MODE_RELU1, MODE_RELU2, MODE_RELU3):
+                # relu(t) = t if t > 0 else t - t  (NaN stays NaN, as in activations.relu)
+                z = b.select(b.fcmp_ordered(">", z, zero), z, b.fsub(z, z))
+            u = z
+            for _ in range(_POWER[self.mode] - 1):
+                u = b.fmul(u, z)
+            xv = b.load(self.vec_ptr(oa.data, k), align=isz)
+            b.store(zero, self.vec_ptr(oa.data, k), align=isz)  # zeros for the next sample
+            dif = b.fsub(u, xv)  # phi_j - x_j
+            if self.narrow_sum:  # float32 terms, summed in float32 over the tile's vectors
+                w = b.load(self.vec_ptr(iptr, k), align=isz)
+                t = b.fmul(w, b.fmul(dif, dif))
+            else:
+                dd = b.fpext(dif, self.dvty) if isz == 4 else dif
+                w = b.load(self.vec_ptr(iptr, k, self.dvty), align=8)
+                t = b.fmul(w, b.fmul(dd, dd))
+            total = t if total is None else b.fadd(total, t)
+        if self.narrow_sum:
+            total = b.fpext(total, self.dvty)
+        return total
+
+    def horizontal_sum(self, total):
+        """The float64 sum of the lanes of ``total``, pairwise."""
+        b = self.builder
+        h = self.lanes
+        while h > 1:
+            h //= 2
+            lo = ir.Constant(ir.VectorType(_I32, h), list(range(h)))
+            hi = ir.Constant(ir.VectorType(_I32, h), list(range(h, 2 * h)))
+            left = b.shuffle_vector(total, total, lo)
+            total = b.fadd(left, b.shuffle_vector(total, total, hi))
+        return b.extract_element(total, ir.Constant(_I32, 0))
+
+    def emit(self, tile_bytes):
+        """The tile's code for rows of ``tile_bytes``; returns the float64 sum."""
+        acc = self.add_rows(tile_bytes // self.isz)
+        if self.mode == MODE_Z:
+            for k in range(len(acc)):
+                ptr = self.vec_ptr(self.oa.data, k)
+                self.builder.store(self.builder.load(acc[k]), ptr, align=self.isz)
+            return self.context.get_constant(types.float64, 0.0)
+        return self.horizontal_sum(self.loss_terms(acc))
+
+    def body(self):
+        """One intrinsic for both panel widths: the branch on ``P.shape[1]`` is taken
+        once per call and predicted."""
+        b = self.builder
+        result = cgutils.alloca_once(b, ir.DoubleType())
+        ncols = cgutils.unpack_tuple(b, self.pa.shape, 2)[1]
+        wide = b.icmp_signed("==", ncols, ir.Constant(ncols.type, config.TILE_BYTES // self.isz))
+        with b.if_else(wide) as (then, otherwise):
+            with then:
+                b.store(self.emit(config.TILE_BYTES), result)
+            with otherwise:
+                b.store(self.emit(config.NARROW_TILE_BYTES), result)
+        return b.load(result)
+
+
 def _make_tile_kernel(mode: int):
     """The intrinsic applying activation ``mode`` to one sample's tile.
 
@@ -71,123 +219,7 @@ def _make_tile_kernel(mode: int):
         sig = types.float64(P, poff, b, j0, cidx, cval, e0, e1, out, imp)
 
         def codegen(context, builder, signature, args):
-            tys = signature.args
-
-            def array(i):
-                return context.make_array(tys[i])(context, builder, args[i])
-
-            def as_i64(i):
-                return context.cast(builder, args[i], tys[i], types.int64)
-
-            pa, ba, ca, va, oa, ia = array(0), array(2), array(4), array(5), array(8), array(9)
-            poff_, j0_, e0_, e1_ = as_i64(1), as_i64(3), as_i64(6), as_i64(7)
-            dt = tys[0].dtype
-            isz = 4 if dt == types.float32 else 8
-            elty = context.get_value_type(dt)
-            lanes = config.VECTOR_BYTES // isz
-            vty = ir.VectorType(elty, lanes)
-            dvty = ir.VectorType(ir.DoubleType(), lanes)
-            narrow_sum = isz == 4 and tys[9].dtype == types.float32
-            fma = cgutils.get_or_insert_function(
-                builder.module, ir.FunctionType(vty, [vty] * 3), f"llvm.fma.v{lanes}f{8 * isz}"
-            )
-
-            def vec_ptr(ptr, k, ty=vty):
-                elem = builder.gep(ptr, [ir.Constant(_I64, k * lanes)])
-                return builder.bitcast(elem, ty.as_pointer())
-
-            def splat(x):
-                v = builder.insert_element(ir.Constant(vty, ir.Undefined), x, ir.Constant(_I32, 0))
-                mask = ir.Constant(ir.VectorType(_I32, lanes), [0] * lanes)
-                return builder.shuffle_vector(v, ir.Constant(vty, ir.Undefined), mask)
-
-            def emit(tile_bytes):
-                """The tile's code for rows of ``tile_bytes``; returns the float64 sum."""
-                width = tile_bytes // isz
-                nvec = width // lanes
-                # z = b[j0 : j0 + width], one accumulator per vector (allocas in the entry
-                # block: LLVM promotes them to registers)
-                bptr = builder.gep(ba.data, [j0_])
-                acc = [cgutils.alloca_once(builder, vty) for _ in range(nvec)]
-                for k in range(nvec):
-                    builder.store(builder.load(vec_ptr(bptr, k), align=isz), acc[k])
-                row_len = ir.Constant(_I64, width)
-                with cgutils.for_range(builder, builder.sub(e1_, e0_)) as loop:
-                    e = builder.add(e0_, loop.index)
-                    i = builder.load(builder.gep(ca.data, [e]))
-                    i = context.cast(builder, i, tys[4].dtype, types.int64)
-                    xs = builder.load(builder.gep(va.data, [e]))
-                    x = splat(xs)
-                    row = builder.gep(pa.data, [builder.add(poff_, builder.mul(i, row_len))])
-                    if mode != MODE_Z:
-                        # x_i into the tile's dense x buffer when i is in the tile, else
-                        # into its guard slot (index width): a select, no branch
-                        rel = builder.sub(i, j0_)
-                        inside = builder.icmp_unsigned("<", rel, row_len)
-                        slot = builder.select(inside, rel, row_len)
-                        builder.store(xs, builder.gep(oa.data, [slot]))
-                    for k in range(nvec):
-                        r = builder.load(vec_ptr(row, k), align=isz)
-                        builder.store(builder.call(fma, [r, x, builder.load(acc[k])]), acc[k])
-                if mode == MODE_Z:
-                    for k in range(nvec):
-                        builder.store(builder.load(acc[k]), vec_ptr(oa.data, k), align=isz)
-                    return context.get_constant(types.float64, 0.0)
-                zero = ir.Constant(vty, [ir.Constant(elty, 0.0)] * lanes)
-                iptr = builder.gep(ia.data, [j0_])
-                total = None
-                for k in range(nvec):
-                    z = builder.load(acc[k])
-                    if mode in (MODE_RELU1, MODE_RELU2, MODE_RELU3):
-                        # relu(t) = t if t > 0 else t - t  (NaN stays NaN, as in activations._relu)
-                        z = builder.select(
-                            builder.fcmp_ordered(">", z, zero), z, builder.fsub(z, z)
-                        )
-                    power = {
-                        MODE_RELU1: 1,
-                        MODE_RELU2: 2,
-                        MODE_RELU3: 3,
-                        MODE_POW2: 2,
-                        MODE_POW3: 3,
-                    }
-                    u = z
-                    for _ in range(power[mode] - 1):
-                        u = builder.fmul(u, z)
-                    xv = builder.load(vec_ptr(oa.data, k), align=isz)
-                    builder.store(zero, vec_ptr(oa.data, k), align=isz)  # zeros for the next sample
-                    dif = builder.fsub(u, xv)  # phi_j - x_j
-                    if narrow_sum:  # float32 terms, summed in float32 over the tile's vectors
-                        w = builder.load(vec_ptr(iptr, k), align=isz)
-                        t = builder.fmul(w, builder.fmul(dif, dif))
-                    else:
-                        dd = builder.fpext(dif, dvty) if isz == 4 else dif
-                        w = builder.load(vec_ptr(iptr, k, dvty), align=8)
-                        t = builder.fmul(w, builder.fmul(dd, dd))
-                    total = t if total is None else builder.fadd(total, t)
-                if narrow_sum:
-                    total = builder.fpext(total, dvty)
-                h = lanes  # pairwise horizontal sum
-                while h > 1:
-                    h //= 2
-                    lo = ir.Constant(ir.VectorType(_I32, h), list(range(h)))
-                    hi = ir.Constant(ir.VectorType(_I32, h), list(range(h, 2 * h)))
-                    left = builder.shuffle_vector(total, total, lo)
-                    total = builder.fadd(left, builder.shuffle_vector(total, total, hi))
-                return builder.extract_element(total, ir.Constant(_I32, 0))
-
-            # one intrinsic for both panel widths: the branch on P.shape[1] is taken
-            # once per call and predicted
-            result = cgutils.alloca_once(builder, ir.DoubleType())
-            ncols = cgutils.unpack_tuple(builder, pa.shape, 2)[1]
-            wide = builder.icmp_signed(
-                "==", ncols, ir.Constant(ncols.type, config.TILE_BYTES // isz)
-            )
-            with builder.if_else(wide) as (then, otherwise):
-                with then:
-                    builder.store(emit(config.TILE_BYTES), result)
-                with otherwise:
-                    builder.store(emit(config.NARROW_TILE_BYTES), result)
-            return builder.load(result)
+            return _TileCode(mode, context, builder, signature.args, args).body()
 
         return sig, codegen
 

@@ -60,8 +60,9 @@ from fastsuper.core.progress import progress_bar, progress_enabled
 from fastsuper.core.rng import seed_key
 from fastsuper.train.common import (
     MASK64,
-    AdamRun,
     SampledLossGrad,
+    check_block_losses,
+    check_gradient,
     instance_seed,
     law_from_spec,
     law_spec,
@@ -166,7 +167,7 @@ def loss_grad(
         )
 
     loss_sum, tot_gW, tot_gb = _run_waves(run, n_blocks, model, seed)
-    _check_gradient(model, loss_sum / n_samples, tot_gW, tot_gb)
+    check_gradient(model, loss_sum / n_samples, tot_gW, tot_gb)
     inv = 1.0 / n_samples
     return SampledLossGrad(loss_sum * inv, tot_gW * inv, tot_gb * inv)
 
@@ -203,35 +204,12 @@ def _run_waves(run, n_blocks: int, model: Model, seed: int) -> tuple:
                 out = [run(*job) for job in jobs]
             else:
                 out = list(pool.map(run, *zip(*jobs)))
-            _check_block_losses(out, model, seed)
+            check_block_losses([(o[1], o[2]) for o in out], model, seed)
             loss_sum += merge_blocks(np.array([o[0] for o in out]), gW, gb, tot_gW, tot_gb)
     finally:
         if pool is not None:
             pool.shutdown()
     return loss_sum, tot_gW, tot_gb
-
-
-def _check_block_losses(out: list, model: Model, seed: int) -> None:
-    """Raise FloatingPointError if a block of ``out`` (``(loss, n_bad, first_bad)``) overflowed."""
-    bad = [(o[2], o[1]) for o in out if o[1] > 0]
-    if bad:
-        raise FloatingPointError(
-            f"the loss overflowed (inf or NaN) in {sum(x[1] for x in bad)} samples, first "
-            f"at sample index {bad[0][0]} (seed {seed}); the model's pre-activations are "
-            f"too large for {model.dtype} with exponent {model.exponent:g}: scale W down"
-            + (" or use float64" if model.dtype == np.float32 else "")
-        )
-
-
-def _check_gradient(model: Model, loss: float, gW: np.ndarray, gb: np.ndarray) -> None:
-    """Raise FloatingPointError if the summed gradient is not finite."""
-    if not (np.all(np.isfinite(gW)) and np.all(np.isfinite(gb))):
-        raise FloatingPointError(
-            f"the gradient is not finite (the loss is {loss:g}): phi' is "
-            f"unbounded where the loss is not differentiable ({model.activation} with exponent "
-            f"{model.exponent:g}" + (" < 1 at z = 0" if model.exponent < 1 else "") + ") or the "
-            "products overflowed; scale W down or use another exponent"
-        )
 
 
 # --------------------------------------------------------------------------
@@ -638,11 +616,7 @@ def _fit_adam(o: FitOptions) -> FitResult:
     if backend == "cuda":
         from fastsuper.train.cuda import fit_adam_cuda
 
-        run = AdamRun(
-            activation, exponent, bias, settings["seed"], steps, batch, lr, (beta1, beta2), eps,
-            log_every, progress,
-        )  # fmt: skip
-        hist, status, elapsed = fit_adam_cuda(W, B, P, imp, law, run)
+        hist, status, elapsed = fit_adam_cuda(W, B, P, imp, law, settings, progress)
         _raise_diverged(status, lr, W.dtype, exponent)
         _warn_blown_up(hist, P, imp, law, lr)
         return FitResult(W, B, hist * n, settings, "adam", W0_copy, elapsed)

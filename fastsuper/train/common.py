@@ -12,8 +12,9 @@ from fastsuper.core.laws import ValueLaw
 from fastsuper.core.rng import mix64, seed_key
 
 __all__ = [
-    "AdamRun",
     "SampledLossGrad",
+    "check_block_losses",
+    "check_gradient",
     "check_model_inputs",
     "instance_seed",
     "law_from_spec",
@@ -23,22 +24,6 @@ __all__ = [
 
 MASK64 = (1 << 64) - 1
 _INSTANCE_SALT = 0x452821E638D01377  # digits of pi, after those of fastsuper.core.rng
-
-
-class AdamRun(NamedTuple):
-    """The activation and the checked Adam settings of one :func:`fastsuper.fit` run."""
-
-    activation: str
-    exponent: float
-    bias: bool
-    seed: int
-    steps: int
-    batch_size: int
-    lr: float
-    betas: tuple
-    eps: float
-    log_every: int
-    progress: bool
 
 
 class SampledLossGrad(NamedTuple):
@@ -52,6 +37,34 @@ class SampledLossGrad(NamedTuple):
     loss: float
     dW: np.ndarray
     db: np.ndarray
+
+
+def check_block_losses(blocks, model, seed: int) -> None:
+    """Raise FloatingPointError if a block of samples overflowed.
+
+    ``blocks`` holds ``(number of non-finite sample losses, first such sample
+    index)`` per block, in block order (the CPU and CUDA gradient kernels'
+    outputs).
+    """
+    bad = [(int(first), int(count)) for count, first in blocks if count > 0]
+    if bad:
+        raise FloatingPointError(
+            f"the loss overflowed (inf or NaN) in {sum(x[1] for x in bad)} samples, first "
+            f"at sample index {bad[0][0]} (seed {seed}); the model's pre-activations are "
+            f"too large for {model.dtype} with exponent {model.exponent:g}: scale W down"
+            + (" or use float64" if model.dtype == np.float32 else "")
+        )
+
+
+def check_gradient(model, loss: float, gW: np.ndarray, gb: np.ndarray) -> None:
+    """Raise FloatingPointError if the summed gradient is not finite."""
+    if not (np.all(np.isfinite(gW)) and np.all(np.isfinite(gb))):
+        raise FloatingPointError(
+            f"the gradient is not finite (the loss is {loss:g}): phi' is "
+            f"unbounded where the loss is not differentiable ({model.activation} with exponent "
+            f"{model.exponent:g}" + (" < 1 at z = 0" if model.exponent < 1 else "") + ") or the "
+            "products overflowed; scale W down or use another exponent"
+        )
 
 
 def law_spec(law: ValueLaw):

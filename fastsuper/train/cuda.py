@@ -16,8 +16,9 @@ from fastsuper.core.model import Model
 from fastsuper.core.progress import progress_bar
 from fastsuper.mc.cuda import DeviceInputs, chunk_samples, draw_chunk
 from fastsuper.train.common import (
-    AdamRun,
     SampledLossGrad,
+    check_block_losses,
+    check_gradient,
     check_model_inputs,
     instance_seed,
     show_progress,
@@ -71,7 +72,7 @@ def loss_grad_cuda(
     cuda, kc = _kernels()
     check_model_inputs(model, inputs)
     n_samples = v.check_int("n_samples", n_samples, minimum=1)
-    seed = v.check_seed("seed", seed)
+    seed = v.check_int("seed", seed)
     start = v.check_int("start", start, minimum=0)
     if block_size is None:
         block_size = config.GRAD_BLOCK
@@ -93,8 +94,6 @@ def loss_grad_cuda(
     tot_gW = np.zeros((d, n))
     tot_gb = np.zeros(n)
     loss_sum = 0.0
-    n_bad = 0
-    first_bad = -1
     for lo in range(0, n_samples, chunk):
         ns = min(chunk, n_samples - lo)
         nbc = -(-ns // block)
@@ -108,42 +107,37 @@ def loss_grad_cuda(
         gbuf = cuda.device_array((nbc, n), dtype=dtype)
         lbuf = cuda.device_array((nbc, n), dtype=np.float64)
         kc.grad_kernel[launch_grid(cuda, nbc, 1), threads](
-            W_d, b_d, imp_d, imp2_d, act, dtype.type(0), block, ns, start + lo, indptr_d,
-            indices_d, values_d, hbuf, gbuf, ubuf, lbuf, loss, bad, gW, gb,
-        )  # fmt: skip
-        bad_h = bad.copy_to_host()
-        for c in range(nbc):
-            if bad_h[c, 0] > 0:
-                if n_bad == 0:
-                    first_bad = int(bad_h[c, 1])
-                n_bad += int(bad_h[c, 0])
+            W_d,
+            b_d,
+            imp_d,
+            imp2_d,
+            act,
+            dtype.type(0),
+            block,
+            ns,
+            start + lo,
+            indptr_d,
+            indices_d,
+            values_d,
+            hbuf,
+            gbuf,
+            ubuf,
+            lbuf,
+            loss,
+            bad,
+            gW,
+            gb,
+        )
+        check_block_losses(bad.copy_to_host(), model, seed)
         loss_sum += merge_blocks(
             loss.copy_to_host(), gW.copy_to_host(), gb.copy_to_host(), tot_gW, tot_gb
         )
-    _check_finite(model, seed, n_bad, first_bad, loss_sum / n_samples, tot_gW, tot_gb)
+    check_gradient(model, loss_sum / n_samples, tot_gW, tot_gb)
     inv = 1.0 / n_samples
     return SampledLossGrad(loss_sum * inv, tot_gW * inv, tot_gb * inv)
 
 
-def _check_finite(model, seed, n_bad, first_bad, loss, gW, gb) -> None:
-    """Raise ``FloatingPointError`` for overflowed samples or a gradient that is not finite."""
-    if n_bad:
-        raise FloatingPointError(
-            f"the loss overflowed (inf or NaN) in {n_bad} samples, first at sample index "
-            f"{first_bad} (seed {seed}); the model's pre-activations are too large for "
-            f"{model.dtype} with exponent {model.exponent:g}: scale W down"
-            + (" or use float64" if model.dtype == np.float32 else "")
-        )
-    if not (np.all(np.isfinite(gW)) and np.all(np.isfinite(gb))):
-        raise FloatingPointError(
-            f"the gradient is not finite (the loss is {loss:g}): phi' is "
-            f"unbounded where the loss is not differentiable ({model.activation} with exponent "
-            f"{model.exponent:g}) or the products overflowed; scale W down or use another "
-            "exponent"
-        )
-
-
-def fit_adam_cuda(W: np.ndarray, B: np.ndarray, P: np.ndarray, imp: np.ndarray, law, run: AdamRun):
+def fit_adam_cuda(W, B, P, imp, law, settings: dict, progress: bool = False):
     """Adam training of ``fit(..., backend="cuda")``: gradients on the GPU, updates on the host.
 
     Validated arguments come from :func:`fastsuper.fit`, which is the public
@@ -167,8 +161,12 @@ def fit_adam_cuda(W: np.ndarray, B: np.ndarray, P: np.ndarray, imp: np.ndarray, 
         Feature probabilities and importances.
     law : ValueLaw
         Law of an active feature's value.
-    run : AdamRun
-        The model's activation and the checked Adam settings of :func:`fastsuper.fit`.
+    settings : dict
+        The checked arguments of :func:`fastsuper.fit` (``activation``,
+        ``exponent``, ``bias``, ``seed``, ``steps``, ``batch_size``, ``lr``,
+        ``betas``, ``eps``, ``log_every``: the settings of its result).
+    progress : bool, default False
+        As in :func:`fastsuper.fit`.
 
     Returns
     -------
@@ -182,10 +180,12 @@ def fit_adam_cuda(W: np.ndarray, B: np.ndarray, P: np.ndarray, imp: np.ndarray, 
     """
     from fastsuper.train.kernels_cpu import OK, adam_update
 
-    activation, exponent, bias, seed, steps, batch_size, lr, betas, eps, log_every, progress = run
     require_cuda()
     n_inst, d, n = W.shape
-    beta1, beta2 = float(betas[0]), float(betas[1])
+    activation, exponent, bias = settings["activation"], settings["exponent"], settings["bias"]
+    seed, steps, batch_size = settings["seed"], settings["steps"], settings["batch_size"]
+    lr, eps, log_every = settings["lr"], settings["eps"], settings["log_every"]
+    beta1, beta2 = float(settings["betas"][0]), float(settings["betas"][1])
     n_log = (steps + log_every - 1) // log_every
     hist = np.full((n_log, n_inst), np.nan)
     status = np.full(n_inst, OK, dtype=np.int64)
