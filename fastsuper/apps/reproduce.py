@@ -675,10 +675,8 @@ def plot_capacity(result: dict, path=None, *, ax=None):
     ----------
     result : dict
         What :func:`capacity` returns (or ``capacity.json`` holds).
-    path : str or pathlib.Path, optional
-        Write the figure to this PNG file.
-    ax : matplotlib.axes.Axes, optional
-        Draw here (default: a new figure).
+    path, ax
+        As in :func:`plot_figure3`.
 
     Returns
     -------

@@ -166,10 +166,8 @@ def random_frame_norm(n, d, m, law) -> float:
 
     Parameters
     ----------
-    n, d, m : int
-        Features, hidden dimension and exponent (integers ``>= 1``).
-    law : ValueLaw or str
-        Value law.
+    n, d, m, law
+        As in :func:`random_frame_value`.
 
     Returns
     -------

@@ -205,16 +205,8 @@ def sample_cuda(
 
     Parameters
     ----------
-    inputs : SparseInputs
-        The input law.
-    n_samples : int
-        How many samples to draw.
-    seed : int, default 0
-        Seed, an integer in ``[-2**63, 2**64)`` (a negative one is taken modulo ``2**64``).
-    start : int, default 0
-        Index of the first sample.
-    dtype : {numpy.float64, numpy.float32}
-        dtype of ``values``.
+    inputs, n_samples, seed, start, dtype
+        As in :func:`fastsuper.sample` (which also takes ``chunk_size``).
 
     Returns
     -------
