@@ -7,6 +7,7 @@ tests); pip runs with ``-qq`` (errors only) everywhere.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -22,8 +23,13 @@ def _dry_run(target: str, tmp_path: Path) -> list[str]:
     """The commands ``make -n target`` would run in a fresh clone (no .venv yet)."""
     for name in ("Makefile", "pyproject.toml"):
         shutil.copy(ROOT / name, tmp_path / name)
-    out = subprocess.run(["make", "-n", target], cwd=tmp_path, capture_output=True, text=True,
-                         check=True, timeout=60)  # fmt: skip
+    # a clean environment: under `make test` the inherited MAKEFLAGS/MAKELEVEL would make
+    # the inner make print "Entering/Leaving directory" lines
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
+    out = subprocess.run(
+        ["make", "--no-print-directory", "-n", target],
+        cwd=tmp_path, capture_output=True, text=True, check=True, timeout=60, env=env,
+    )  # fmt: skip
     return out.stdout.splitlines()
 
 
