@@ -7,7 +7,8 @@
 # the package in each checkout (FASTSUPER_BENCH_CHECKOUT), alternating OLD, NEW, OLD, NEW, ...
 # for ROUNDS rounds (default 3) with --append-samples, so each side's result is
 # the median over all its rounds; then prints `asv compare` (ratios NEW/OLD,
-# flagged past 5%).  Both checkouts must be commits of this repository.  Check
+# flagged past 5%).  ASV_QUICK=1 runs each benchmark once per round (the median is
+# then over the rounds).  Both checkouts must be commits of this repository.  Check
 # the load average first: the numbers are only fair on a quiet machine.
 set -euo pipefail
 old=$(cd "$1" && pwd); new=$(cd "$2" && pwd)
@@ -23,7 +24,7 @@ for r in $(seq 1 "$rounds"); do
     if [ $side = old ]; then dir=$old; hash=$h_old; else dir=$new; hash=$h_new; fi
     echo "round $r: $side ($hash)"
     FASTSUPER_BENCH_CHECKOUT="$dir" "$asv" run --python=same --set-commit-hash="$hash" \
-      --append-samples -b "$bench" --show-stderr >/dev/null
+      --append-samples ${ASV_QUICK:+--quick} -b "$bench" --show-stderr >/dev/null || true
   done
 done
 echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
