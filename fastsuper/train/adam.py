@@ -321,6 +321,134 @@ class FitResult:
             raise IndexError(f"k must be in [0, {self.n_instances}), got {k}")
         return k
 
+    def select(self, instances) -> FitResult:
+        """The result restricted to the given instances, in the order given.
+
+        ``instances`` is a sequence of instance indices (repeats allowed).
+        Weights, biases, initial weights, loss history and the per-instance
+        settings (``p``, ``importance``) are taken from those instances;
+        ``settings["instances"]`` records which they were (indices into
+        the original result, composed when selecting again).
+        """
+        idx = np.asarray(instances)
+        if idx.ndim != 1 or idx.size == 0 or idx.dtype.kind not in "iu":
+            raise ValueError(
+                f"instances must be a non-empty 1-d sequence of integers, got {instances!r}"
+            )
+        bad = idx[(idx < 0) | (idx >= self.n_instances)]
+        if bad.size:
+            raise IndexError(f"instances must lie in [0, {self.n_instances}), got {int(bad[0])}")
+        s = dict(self.settings)
+        for key in ("p", "importance"):
+            if key in s:
+                s[key] = [s[key][int(k)] for k in idx]
+        origin = s.get("instances", list(range(self.n_instances)))
+        s["instances"] = [int(origin[int(k)]) for k in idx]
+        s["n_instances"] = int(idx.size)
+        return FitResult(
+            W=self.W[idx].copy(), b=self.b[idx].copy(),
+            loss_history=self.loss_history[:, idx].copy(), settings=s, method=self.method,
+            W0=None if self.W0 is None else self.W0[idx].copy(), elapsed=self.elapsed,
+        )  # fmt: skip
+
+    def best(self, restarts: int, losses=None, *, window: int | None = None) -> FitResult:
+        """The lowest-loss instance of each configuration, over its ``restarts`` restarts.
+
+        Instances ``c * restarts .. (c + 1) * restarts - 1`` are restarts of
+        configuration ``c`` (as :func:`numpy.repeat` of the per-configuration
+        ``p`` and ``importance`` lays them out; each instance starts from its
+        own random weights); they must share their ``p`` and ``importance``.
+        Ranked by ``losses`` (one per instance, e.g. exact or Monte-Carlo
+        losses of the trained models) when given, else by the mean of the
+        last ``window`` recorded batch losses (default: the last tenth of the
+        record, at least one), which is less noisy than the final batch
+        loss.  Non-finite losses (a diverged restart) rank last.
+
+        Parameters
+        ----------
+        restarts : int
+            Restarts per configuration; must divide ``n_instances``.
+        losses : array_like of shape (n_instances,), optional
+            The losses to rank by.
+        window : int, optional
+            Recorded batch losses averaged when ``losses`` is not given.
+
+        Returns
+        -------
+        FitResult
+            One instance per configuration (:meth:`select` of the winners;
+            ``settings["instances"]`` holds their indices here).
+
+        Raises
+        ------
+        ValueError
+            If ``restarts`` does not divide ``n_instances``, the restarts of
+            one configuration differ in ``p`` or ``importance``, or every
+            restart of a configuration has a non-finite loss.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import fastsuper as fs
+        >>> p = np.repeat([0.5, 0.05], 3)  # two configurations, three restarts each
+        >>> res = fs.fit(5, 2, n_instances=6, p=p, steps=200, batch_size=64, progress=False)
+        >>> best = res.best(3)
+        >>> best.n_instances, [round(q, 2) for q in best.settings["p"][1][:1]]
+        (2, [0.05])
+        """
+        restarts = v.check_int("restarts", restarts, minimum=1)
+        if self.n_instances % restarts:
+            raise ValueError(
+                f"restarts must divide n_instances = {self.n_instances}, got {restarts}"
+            )
+        score = self._ranking_losses(losses, window)
+        groups = self.n_instances // restarts
+        winners = []
+        for c in range(groups):
+            block = range(c * restarts, (c + 1) * restarts)
+            self._check_same_configuration(c, block)
+            sc = score[c * restarts : (c + 1) * restarts]
+            if not np.isfinite(sc).any():
+                raise ValueError(
+                    f"every restart of configuration {c} (instances {block.start} .. "
+                    f"{block.stop - 1}) has a non-finite loss; nothing to choose"
+                )
+            winners.append(c * restarts + int(np.argmin(np.where(np.isfinite(sc), sc, np.inf))))
+        return self.select(winners)
+
+    def _ranking_losses(self, losses, window) -> np.ndarray:
+        """The per-instance losses :meth:`best` ranks by."""
+        if losses is not None:
+            arr = np.asarray(losses, dtype=np.float64)
+            if arr.shape != (self.n_instances,):
+                raise ValueError(
+                    f"losses must have shape ({self.n_instances},), one per instance, "
+                    f"got shape {arr.shape}"
+                )
+            return arr
+        n_log = self.loss_history.shape[0]
+        if n_log == 0:
+            raise ValueError("no batch loss was recorded; pass losses= to rank the restarts")
+        if window is None:
+            window = max(1, n_log // 10)
+        window = v.check_int("window", window, minimum=1)
+        return self.loss_history[-min(window, n_log) :].mean(axis=0)
+
+    def _check_same_configuration(self, c: int, block: range) -> None:
+        """Raise unless the instances of ``block`` share ``p`` and ``importance``."""
+        for key in ("p", "importance"):
+            rows = self.settings.get(key)
+            if rows is None:
+                continue
+            first = np.asarray(rows[block.start])
+            for k in block:
+                if not np.array_equal(np.asarray(rows[k]), first):
+                    raise ValueError(
+                        f"the restarts of configuration {c} (instances {block.start} .. "
+                        f"{block.stop - 1}) must share {key}, but instance {k} differs from "
+                        f"instance {block.start}; lay configurations out with numpy.repeat"
+                    )
+
     def model(self, k: int = 0) -> Model:
         """Instance ``k`` as a :class:`fastsuper.Model` (no bias when trained without)."""
         k = self._check_k(k)
