@@ -60,6 +60,9 @@ SINGLE_THREAD_FMA = 1 << 31
 
 #: rows of A per parallel work item of the exact power-sum and gradient kernels
 EXACT_ROWS_PER_ITEM = 16
+#: floating-point operations (``n**2 (4d + 4m)``) from which an exact loss-and-gradient
+#: evaluation runs its row kernels in parallel; below, on their serial twins
+EXACT_PARALLEL_FLOPS = 4e6
 #: n below which the k = 1 terms run on the serial twin of their kernel
 LOW_ORDER_SERIAL_BELOW = 64
 #: entries of A formed at once by :func:`fastsuper.loss_bounds`
