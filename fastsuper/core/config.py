@@ -79,6 +79,14 @@ GRAD_BLOCK = 2048
 GRAD_BLOCKS_PER_WAVE = 64
 
 # --------------------------------------------------------------------------
+# threads
+
+#: ``OMP_WAIT_POLICY`` put in the environment when fastsuper is imported, unless already
+#: set: ``"PASSIVE"`` lets Numba's OpenMP threads sleep at the end of a parallel region
+#: instead of spinning (see docs/benchmarks.md, "Threading layers"); ``None``: leave it
+OMP_WAIT_POLICY = "PASSIVE"
+
+# --------------------------------------------------------------------------
 # Dask
 
 #: multiply-adds per chunk aimed at by the default chunk size
