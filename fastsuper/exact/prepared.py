@@ -18,22 +18,35 @@ import math
 
 import numpy as np
 
-from fastsuper.core import arguments
+from fastsuper.core import arguments, config
 from fastsuper.core import validation as v
 from fastsuper.core.blas import single_thread_if_small
 from fastsuper.core.laws import SparseInputs
 from fastsuper.core.model import Model
 from fastsuper.exact.api import _closed_form_exponent, binomials, cumulants_from_moments
+from fastsuper.exact.kernels_fused import fused_loss_grad
 from fastsuper.exact.kernels_prepared import (
     OVERFLOW_FORWARD,
+    OVERFLOW_GRADIENT,
     exact_flops,
     prepared_pass,
     use_parallel,
 )
 
-__all__ = ["ExactEvaluator"]
+__all__ = ["KERNELS", "ExactEvaluator"]
 
 _FUNC = "ExactEvaluator"
+#: the ``kernel`` choices of :class:`ExactEvaluator`
+KERNELS = ("auto", "rows", "fused")
+
+
+def _status(terms, dW, db, want_grad: bool) -> int:
+    """The :func:`~fastsuper.exact.kernels_prepared.prepared_pass` status of filled buffers."""
+    if not (np.all(np.isfinite(terms[1])) and np.all(np.isfinite(terms[2]))):
+        return OVERFLOW_FORWARD
+    if want_grad and not (np.all(np.isfinite(dW)) and np.all(np.isfinite(db))):
+        return OVERFLOW_GRADIENT
+    return 0
 
 
 class ExactEvaluator:
@@ -64,6 +77,14 @@ class ExactEvaluator:
         one (``False``).  Default: from the amount of work
         (:func:`fastsuper.exact.kernels_prepared.use_parallel`).  The numbers
         are the same either way.
+    kernel : {"auto", "rows", "fused"}, default "auto"
+        ``"rows"``: ``A = W^T W`` formed by one matrix product, then the row
+        kernels (the public functions' numbers bit for bit).  ``"fused"``:
+        the tiled kernel of :mod:`fastsuper.exact.kernels_fused`, which never
+        forms ``A`` (memory ``O(n d)``; faster for large ``n``; the same
+        values to round-off, independent of the thread count; always
+        parallel).  ``"auto"``: ``"fused"`` from ``n >=``
+        :data:`fastsuper.core.config.EXACT_FUSED_FROM` on, else ``"rows"``.
 
     Attributes
     ----------
@@ -73,6 +94,8 @@ class ExactEvaluator:
         Whether a bias is taken.
     parallel : bool
         Whether the row kernels run in parallel.
+    kernel : str
+        ``"rows"`` or ``"fused"``.
     scale : float
         ``L0 = E sum_j I_j x_j**2``, the loss of ``W = 0`` without bias.
     last_gain : float
@@ -103,7 +126,7 @@ class ExactEvaluator:
     """
 
     def __init__(self, inputs: SparseInputs, d: int, m: int = 3, *, bias: bool = False,
-                 parallel: bool | None = None):  # fmt: skip
+                 parallel: bool | None = None, kernel: str = "auto"):  # fmt: skip
         arguments.check_inputs(inputs, func=_FUNC)
         self.n = n = inputs.n
         self.d = d = v.check_int("d", d, minimum=1, func=_FUNC, what=" (hidden dimension)")
@@ -113,14 +136,20 @@ class ExactEvaluator:
         if parallel is None:
             parallel = use_parallel(n, d, m)
         self.parallel = v.check_bool("parallel", parallel, func=_FUNC)
+        kernel = v.check_choice("kernel", kernel, KERNELS, func=_FUNC)
+        if kernel == "auto":
+            fused_from = config.EXACT_FUSED_FROM
+            kernel = "fused" if fused_from is not None and n >= fused_from else "rows"
+        self.kernel = kernel
         self.inputs = inputs
         self._tables(inputs, m)
-        self._A = np.empty((n, n))
+        self._A = np.empty((n, n) if kernel == "rows" else (0, 0))
         self._terms = np.empty((3, n))
         self._dW = np.empty((d, n))
         self._db = np.empty(n)
         self._zero_b = np.zeros(n)
-        self._blas = single_thread_if_small(float(n) * n * d)
+        fma = 0.0 if kernel == "fused" else float(n) * n * d  # fused: small products only
+        self._blas = single_thread_if_small(fma)
         self.last_gain = math.nan
         self.scale = inputs.law.moment(2) * math.fsum((self._imp * self._p).tolist())
 
@@ -154,12 +183,18 @@ class ExactEvaluator:
     def _run(self, W, b, want_grad: bool, func: str) -> int:
         """Fill the buffers for ``(W, b)``; raise FloatingPointError on overflow."""
         W, b, has_b = self._weights(W, b)
-        with self._blas:
-            np.matmul(W.T, W, out=self._A)
-        status = prepared_pass(
-            self._A, W, b, has_b, self._binom, self._ex, self._kx, self._imp, self._orders,
-            self.m, self.parallel, want_grad, self._terms, self._dW, self._db,
-        )  # fmt: skip
+        tables = (self._binom, self._ex, self._kx, self._imp, self._orders, self.m)
+        if self.kernel == "fused":
+            with self._blas:  # the tiles' products on one BLAS thread
+                fused_loss_grad(W, b, has_b, *tables, want_grad, self._terms, self._dW, self._db,
+                                config.EXACT_FUSED_ROWS, config.EXACT_FUSED_COLS,
+                                config.EXACT_FUSED_GROUPS)  # fmt: skip
+            status = _status(self._terms, self._dW, self._db, want_grad)
+        else:
+            with self._blas:
+                np.matmul(W.T, W, out=self._A)
+            status = prepared_pass(self._A, W, b, has_b, *tables, self.parallel, want_grad,
+                                   self._terms, self._dW, self._db)  # fmt: skip
         if status:
             part = "a forward moment" if status == OVERFLOW_FORWARD else "the gradient"
             raise FloatingPointError(
@@ -241,5 +276,6 @@ class ExactEvaluator:
     def __repr__(self) -> str:
         return (
             f"ExactEvaluator(n={self.n}, d={self.d}, m={self.m}, bias={self.bias}, "
-            f"parallel={self.parallel}, flops per call={exact_flops(self.n, self.d, self.m):.3g})"
+            f"parallel={self.parallel}, kernel={self.kernel!r}, "
+            f"flops per call={exact_flops(self.n, self.d, self.m):.3g})"
         )

@@ -447,7 +447,7 @@ def maximise_gain(
 
     fit_bias = b_start is not None
     if evaluator is None:
-        evaluator = ExactEvaluator(inputs, W_start.shape[0], m, bias=fit_bias)
+        evaluator = ExactEvaluator(inputs, W_start.shape[0], m, bias=fit_bias, kernel="rows")
     obj = _Objective(evaluator, scale)
     obj.on_iteration = on_iteration
     x0 = W_start.ravel() if not fit_bias else np.concatenate([W_start.ravel(), b_start])
@@ -565,7 +565,7 @@ def fit_exact(
     imp = inputs.importance
     scale = problem.law.moment(2) * math.fsum((imp * problem.p_arr).tolist())  # L0
     starts = _starts(problem, search, inputs)
-    evaluator = ExactEvaluator(inputs, problem.d, problem.m, bias=problem.bias)
+    evaluator = ExactEvaluator(inputs, problem.d, problem.m, bias=problem.bias, kernel="rows")
     runs = []
     # BLAS stays on one thread for the whole fit when A = W^T W is small: no BLAS thread
     # spins beside Numba's kernels and the optimiser between evaluations

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numba
 import numpy as np
 import pytest
 from naive import enumerate_inputs
@@ -143,3 +144,61 @@ def test_blas_threads_restores_the_counts():
             assert all(t == 1 for t in inside)
     after = [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
     assert after == before
+
+
+# --------------------------------------------------------------------------
+# the fused kernel
+
+
+@pytest.fixture
+def small_tiles(monkeypatch):
+    """Tiles far smaller than n, so blocks, tiles and groups all have edges."""
+    monkeypatch.setattr(config, "EXACT_FUSED_ROWS", 5)
+    monkeypatch.setattr(config, "EXACT_FUSED_COLS", 8)
+    monkeypatch.setattr(config, "EXACT_FUSED_GROUPS", 3)
+
+
+@pytest.mark.parametrize("law", sorted(LAWS))
+@pytest.mark.parametrize("m", [1, 2, 3, 4])
+@pytest.mark.parametrize("bias", [False, True])
+def test_fused_kernel_agrees_with_the_rows(small_tiles, law, m, bias):
+    W, b, inputs = _case(law, m, bias, n=37, d=4)
+    rows = ExactEvaluator(inputs, 4, m, bias=bias, kernel="rows")
+    fused = ExactEvaluator(inputs, 4, m, bias=bias, kernel="fused")
+    assert fused.kernel == "fused" and rows.kernel == "rows"
+    ref, got = rows.loss_grad(W, b), fused.loss_grad(W, b)
+    assert got[0] == pytest.approx(ref[0], rel=1e-12)
+    scale = np.abs(ref[1]).max()
+    np.testing.assert_allclose(got[1], ref[1], rtol=0, atol=1e-12 * scale)
+    if bias:
+        np.testing.assert_allclose(got[2], ref[2], rtol=0, atol=1e-12 * np.abs(ref[2]).max())
+    lg_ref, lg = rows.loss_and_gain(W, b), fused.loss_and_gain(W, b)
+    assert lg == pytest.approx(lg_ref, rel=1e-12)
+
+
+def test_fused_kernel_does_not_depend_on_the_thread_count(small_tiles):
+    W, b, inputs = _case("uniform", 3, True, n=41, d=3)
+    ev = ExactEvaluator(inputs, 3, 3, bias=True, kernel="fused")
+    saved = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        one = ev.loss_grad(W, b)
+        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+        many = ev.loss_grad(W, b)
+    finally:
+        numba.set_num_threads(saved)
+    assert one[0] == many[0]
+    assert np.array_equal(one[1], many[1]) and np.array_equal(one[2], many[2])
+
+
+def test_fused_kernel_default_size_and_overflow(monkeypatch):
+    inputs = SparseInputs(6, p=0.5)
+    monkeypatch.setattr(config, "EXACT_FUSED_FROM", 6)
+    assert ExactEvaluator(inputs, 2).kernel == "fused"
+    monkeypatch.setattr(config, "EXACT_FUSED_FROM", None)
+    assert ExactEvaluator(inputs, 2).kernel == "rows"
+    ev = ExactEvaluator(inputs, 2, kernel="fused")
+    with pytest.raises(FloatingPointError, match="overflow"):
+        ev.gain_grad(np.full((2, 6), 1e60))
+    with pytest.raises(ValueError, match="kernel"):
+        ExactEvaluator(inputs, 2, kernel="tiles")
