@@ -169,39 +169,115 @@ def _horner_step(g, t, a, kr, step):
 
 
 @kernel_njit
+def _uniform_step(orders):
+    """The common step of ``orders`` when every step is 1 or every step is 2 and there are at
+    most 4 orders ending at 1 or 2 (one pass per row: :func:`_gamma_row_one_pass`); else 0."""
+    no = orders.shape[0]
+    if no < 1 or no > 4 or orders[no - 1] > 2:
+        return 0
+    step = orders[0] - orders[1] if no > 1 else 1
+    if step != 1 and step != 2:
+        return 0
+    for q in range(1, no):
+        if orders[q - 1] - orders[q] != step:
+            return 0
+    return step
+
+
+@kernel_njit
+def _gamma_row_one_pass(g, t, i0, kx, coef, orders, j, step):
+    """Row ``j`` of ``Gamma`` in one pass: every Horner step in registers (see
+    :func:`_uniform_step` for the orders it covers)."""
+    no = orders.shape[0]
+    cols = g.shape[0]
+    last = orders[no - 1] - 1  # 0 or 1
+    r0 = orders[0]
+    a0 = coef[r0, j]
+    k0 = kx[r0, i0 : i0 + cols]
+    r1 = orders[min(1, no - 1)]
+    a1 = coef[r1, j] if no > 1 else 0.0
+    k1 = kx[r1, i0 : i0 + cols]
+    r2 = orders[min(2, no - 1)]
+    a2 = coef[r2, j] if no > 2 else 0.0
+    k2 = kx[r2, i0 : i0 + cols]
+    r3 = orders[min(3, no - 1)]
+    a3 = coef[r3, j] if no > 3 else 0.0
+    k3 = kx[r3, i0 : i0 + cols]
+    for ii in range(cols):
+        u = t[ii]
+        v = u * u if step == 2 else u
+        h = a0 * k0[ii]
+        if no > 1:
+            h = h * v + a1 * k1[ii]
+        if no > 2:
+            h = h * v + a2 * k2[ii]
+        if no > 3:
+            h = h * v + a3 * k3[ii]
+        g[ii] = h * u if last == 1 else h
+
+
+@kernel_njit
+def _horner_step(g, t, a, kr, step):
+    """``g = g * t**step + a * kr`` elementwise (one vectorised pass)."""
+    if step == 1:
+        for ii in range(g.shape[0]):
+            g[ii] = g[ii] * t[ii] + a * kr[ii]
+    elif step == 2:
+        for ii in range(g.shape[0]):
+            u = t[ii]
+            g[ii] = g[ii] * (u * u) + a * kr[ii]
+    else:
+        for ii in range(g.shape[0]):
+            u = t[ii]
+            v = u
+            for _ in range(step - 1):
+                v *= u
+            g[ii] = g[ii] * v + a * kr[ii]
+
+
+@kernel_njit
+def _gamma_row(g, t, i0, kx, coef, orders, j):
+    """Row ``j`` of ``Gamma`` over the tile's columns, one pass per order (any orders)."""
+    no = orders.shape[0]
+    cols = g.shape[0]
+    if no == 0:
+        g[:] = 0.0
+        return
+    o = orders[0]
+    a = coef[o, j]
+    ko = kx[o, i0 : i0 + cols]
+    for ii in range(cols):
+        g[ii] = a * ko[ii]
+    for q in range(1, no):
+        r = orders[q]
+        _horner_step(g, t, coef[r, j], kx[r, i0 : i0 + cols], orders[q - 1] - r)
+    last = orders[no - 1] - 1
+    if last == 1:
+        for ii in range(cols):
+            g[ii] *= t[ii]
+    elif last > 1:
+        for ii in range(cols):
+            u = t[ii]
+            v = u
+            for _ in range(last - 1):
+                v *= u
+            g[ii] *= v
+
+
+@kernel_njit
 def _gamma_tile(T, j0, i0, kx, coef, orders, g_diag, G):
     """``G = Gamma[j0:, i0:]`` from the tile ``T`` of ``A`` (Horner's rule over ``orders``)."""
     rows, cols = T.shape
-    no = orders.shape[0]
+    step = _uniform_step(orders)
     for jj in range(rows):
-        t = T[jj]
-        g = G[jj]
         j = j0 + jj
-        if no == 0:
-            g[:] = 0.0
+        if step > 0:
+            _gamma_row_one_pass(G[jj], T[jj], i0, kx, coef, orders, j, step)
         else:
-            o = orders[0]
-            a = coef[o, j]
-            ko = kx[o, i0 : i0 + cols]
-            for ii in range(cols):
-                g[ii] = a * ko[ii]
-            for q in range(1, no):
-                r = orders[q]
-                _horner_step(g, t, coef[r, j], kx[r, i0 : i0 + cols], orders[q - 1] - r)
-            last = orders[no - 1] - 1
-            if last == 1:
-                for ii in range(cols):
-                    g[ii] *= t[ii]
-            elif last > 1:
-                for ii in range(cols):
-                    u = t[ii]
-                    v = u
-                    for _ in range(last - 1):
-                        v *= u
-                    g[ii] *= v
+            _gamma_row(G[jj], T[jj], i0, kx, coef, orders, j)
         diag = j - i0
         if 0 <= diag < cols:
-            g[diag] = g_diag[j]
+            G[jj, diag] = g_diag[j]
 
 
 @kernel_njit
