@@ -1,4 +1,4 @@
-"""asv benchmarks of the fixed costs: small problems, repeated calls, and the exact kernel at n = 6000.
+"""asv benchmarks of fixed costs: small problems, repeated calls, the exact kernel at n = 6000.
 
 One benchmark per row of ``scripts/bench_small.py`` (which also measures them
 beside busy background processes and side by side with another checkout).
