@@ -13,6 +13,8 @@ estimate_loss
     Monte-Carlo loss and gain (fused, parallel, deterministic).
 exact_loss, exact_gain, exact_loss_grad
     Closed forms (and exact gradients) for ``power`` activations.
+ExactEvaluator
+    The exact loss, gain and gradients prepared once for many weights (optimisers).
 low_order_terms
     Exact k = 0 and k = 1 terms (any activation): a rigorous lower bound.
 loss_bounds
@@ -48,6 +50,7 @@ from fastsuper.exact.api import (
 )
 from fastsuper.exact.bounds import LossBounds, loss_bounds
 from fastsuper.exact.low_order import LowOrderTerms, low_order_terms
+from fastsuper.exact.prepared import ExactEvaluator
 from fastsuper.mc.api import LossEstimate, estimate_loss
 from fastsuper.mc.forward import forward
 from fastsuper.train.adam import FitResult, fit, loss_grad
@@ -58,6 +61,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CheckReport",
+    "ExactEvaluator",
     "ExactFit",
     "FitResult",
     "LossBounds",

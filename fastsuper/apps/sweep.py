@@ -539,9 +539,9 @@ def _run_row(func: Callable, q: dict, seed: int, record: bool) -> dict:
 
 
 def _init_process(threads: int) -> None:  # pragma: no cover - runs in the pool's processes
-    import numba
+    from fastsuper.core.blas import set_worker_threads
 
-    numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
+    set_worker_threads(threads)  # Numba and BLAS threads: the jobs' threads add up to the CPUs
 
 
 def _execute(executor, func, todo, record, n_jobs, client) -> Iterator[tuple[int, dict]]:
@@ -554,10 +554,10 @@ def _execute(executor, func, todo, record, n_jobs, client) -> Iterator[tuple[int
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
-        import numba
+        from fastsuper.core.blas import threads_per_worker, usable_cpus
 
-        jobs = n_jobs or max(1, min(len(todo), os.cpu_count() or 1))
-        threads = max(1, numba.config.NUMBA_NUM_THREADS // jobs)
+        jobs = n_jobs or max(1, min(len(todo), usable_cpus()))
+        threads = threads_per_worker(jobs)
         pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
                                    initializer=_init_process, initargs=(threads,))  # fmt: skip
         try:

@@ -60,6 +60,19 @@ SINGLE_THREAD_FMA = 1 << 31
 
 #: rows of A per parallel work item of the exact power-sum and gradient kernels
 EXACT_ROWS_PER_ITEM = 16
+#: floating-point operations (``n**2 (4d + 4m)``) from which an exact loss-and-gradient
+#: evaluation runs its row kernels in parallel; below, on their serial twins
+EXACT_PARALLEL_FLOPS = 4e6
+#: rows of A per block of the fused exact kernel (:mod:`fastsuper.exact.kernels_fused`)
+EXACT_FUSED_ROWS = 32
+#: columns of A per tile of the fused exact kernel (rows x columns x d stays under
+#: BLAS_SINGLE_THREAD_MNK, so its tile products run on one BLAS thread)
+EXACT_FUSED_COLS = 512
+#: row-block groups of the fused exact kernel: its parallel work items, each with a d x n
+#: gradient accumulator (a fixed number, so the sums do not depend on the thread count)
+EXACT_FUSED_GROUPS = 8
+#: n from which :class:`fastsuper.ExactEvaluator` uses the fused kernel by default
+EXACT_FUSED_FROM = 4096
 #: n below which the k = 1 terms run on the serial twin of their kernel
 LOW_ORDER_SERIAL_BELOW = 64
 #: entries of A formed at once by :func:`fastsuper.loss_bounds`
@@ -74,6 +87,14 @@ GEOMETRY_BLOCK_ELEMS = 1 << 20
 GRAD_BLOCK = 2048
 #: blocks whose partial gradients are held in memory at once by the sampled gradient
 GRAD_BLOCKS_PER_WAVE = 64
+
+# --------------------------------------------------------------------------
+# threads
+
+#: ``OMP_WAIT_POLICY`` put in the environment when fastsuper is imported, unless already
+#: set: ``"PASSIVE"`` lets Numba's OpenMP threads sleep at the end of a parallel region
+#: instead of spinning (see docs/benchmarks.md, "Threading layers"); ``None``: leave it
+OMP_WAIT_POLICY = "PASSIVE"
 
 # --------------------------------------------------------------------------
 # Dask

@@ -42,7 +42,7 @@ from fastsuper.core import validation as v
 from fastsuper.core.blas import single_thread_if_small
 from fastsuper.core.laws import SparseInputs
 from fastsuper.core.model import Model
-from fastsuper.exact.kernels_cpu import exact_grad_w, exact_power_sums
+from fastsuper.exact.kernels_prepared import pick_kernels
 
 __all__ = [
     "MomentTerms",
@@ -216,8 +216,8 @@ def forward_terms(model: Model, inputs: SparseInputs, m: int, backend: str = "cp
             from fastsuper.exact.cuda import exact_power_sums_cuda
 
             ky = exact_power_sums_cuda(A, kx, symmetric=True)
-        else:
-            ky = exact_power_sums(A, kx)
+        else:  # the serial twin of the kernel when the work is small (same numbers)
+            ky = pick_kernels(n, W.shape[0], m)[0](A, kx)
         if b is not None:
             ky[1] += b
         my = moments_from_cumulants(ky, binom)  # my[s, j] = E y_j**s
@@ -352,7 +352,8 @@ def _backward(func: str, fw: ForwardTerms, m: int) -> tuple[np.ndarray, np.ndarr
         # symmetric laws), evaluated by Horner's rule row by row.
         orders = [r for r in range(R, 0, -1) if np.any(kx[r] != 0.0)]
         coef = np.arange(R + 1)[:, None] * g_kap
-        dW = exact_grad_w(A, W, coef, kx, np.array(orders, dtype=np.int64), g_diag)
+        grad_w = pick_kernels(n, d, m)[1]  # the serial twin when the work is small
+        dW = grad_w(A, W, coef, kx, np.array(orders, dtype=np.int64), g_diag)
         db = g_kap[1].copy()
 
     for name, arr in (("dL/dW", dW), ("dL/db", db)):

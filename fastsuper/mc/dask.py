@@ -49,10 +49,12 @@ import sys
 import threading
 import time
 
+import numba
 import numpy as np
 
 from fastsuper.core import config
 from fastsuper.core import validation as v
+from fastsuper.core.blas import threads_per_worker
 from fastsuper.core.laws import SparseInputs
 from fastsuper.core.model import Model
 from fastsuper.mc.common import LossEstimate, check_run, finish
@@ -67,6 +69,8 @@ __all__ = [
     "guarded_by_main",
     "default_chunk_size",
     "estimate_loss_dask",
+    "host_threads",
+    "worker_numba_threads",
     "local_client",
     "require_distributed",
 ]
@@ -326,9 +330,40 @@ def _payload(model: Model, inputs: SparseInputs, A, path: str, flags: tuple):
     return model, inputs, path_operand(model, path, A)  # the CPU backend's operand
 
 
-def _chunk_stats(payload, seed_u64, first, count, block, path, want_pf):
-    """Per-block statistics of samples ``first .. first + count - 1`` (a Dask task)."""
+def worker_numba_threads(host_threads: dict) -> None:
+    """Numba threads of this Dask worker thread: the CPUs of its process shared among the Dask
+    threads of every worker on its host (``host_threads``: host -> their sum)."""
+    try:
+        import distributed
+
+        worker = distributed.get_worker()
+    except (ImportError, ValueError):  # run outside a worker (tests call the task directly)
+        return
+    host = worker.address.rsplit(":", 1)[0]
+    sharing = host_threads.get(host, getattr(worker.state, "nthreads", 1))
+    numba_threads = threads_per_worker(sharing)
+    if numba_threads != numba.get_num_threads():
+        numba.set_num_threads(numba_threads)
+
+
+def host_threads(client) -> dict:
+    """Dask threads per host (address without port) of ``client``'s workers."""
+    out: dict = {}
+    for addr, info in client.scheduler_info(n_workers=-1)["workers"].items():
+        host = addr.rsplit(":", 1)[0]
+        out[host] = out.get(host, 0) + int(info.get("nthreads", 1))
+    return out
+
+
+def _chunk_stats(payload, seed_u64, first, count, block, path, want_pf, sharing=None):
+    """Per-block statistics of samples ``first .. first + count - 1`` (a Dask task).
+
+    ``sharing`` (host -> Dask threads) sets the Numba threads of the worker
+    thread (:func:`worker_numba_threads`); the statistics do not depend on it.
+    """
     model, inputs, A = payload
+    if sharing:
+        worker_numba_threads(sharing)
     with _kernel_lock():
         return run_blocks(model, inputs, A, path, want_pf, seed_u64, first, count, block)
 
@@ -386,6 +421,7 @@ class _Run:
             key=f"fastsuper-data-{token}",
         )
         seed_u64 = self.seed & _MASK64
+        sharing = host_threads(client)
         self.futures = [
             client.submit(
                 _chunk_stats,
@@ -396,6 +432,7 @@ class _Run:
                 self.block,
                 self.path,
                 self.want_pf,
+                sharing,
                 key=f"fastsuper-mc-{token}-{seed_u64}-{self.start + lo}-{count}",
                 pure=True,
             )

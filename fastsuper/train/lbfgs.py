@@ -37,11 +37,13 @@ import numpy as np
 
 from fastsuper.core import arguments
 from fastsuper.core import validation as v
+from fastsuper.core.blas import single_thread_if_small
 from fastsuper.core.laws import SparseInputs, ValueLaw
 from fastsuper.core.model import Model
 from fastsuper.core.progress import Throttle, progress_bar, progress_enabled
-from fastsuper.exact.api import exact_gain, exact_gain_grad, exact_loss_and_gain
+from fastsuper.exact.api import exact_loss_and_gain
 from fastsuper.exact.first_order import random_frame, random_frame_norm
+from fastsuper.exact.prepared import ExactEvaluator
 from fastsuper.train.common import law_from_spec, law_spec
 
 __all__ = ["ExactFit", "GainRun", "fit_exact", "maximise_gain"]
@@ -372,16 +374,18 @@ class GainRun(NamedTuple):
 class _Objective:
     """``-L~ / scale`` and its gradient at a flat point ``x = (W, b)``, for L-BFGS-B.
 
+    Evaluated by a prepared :class:`fastsuper.ExactEvaluator` (the numbers
+    of :func:`fastsuper.exact_gain_grad`, without its per-call checks).
     Remembers the last point evaluated (L-BFGS-B's callback reports it) and
     the best one (returned when a trial point beat the last iterate).
     """
 
-    def __init__(self, inputs: SparseInputs, m: int, shape: tuple, fit_bias: bool, scale: float):
-        self.inputs, self.m, self.shape, self.fit_bias, self.scale = (
-            inputs, m, shape, fit_bias, scale
-        )  # fmt: skip
+    def __init__(self, evaluator: ExactEvaluator, scale: float):
+        self.evaluator, self.scale = evaluator, scale
         self.on_iteration = None  # called with (iteration, gain) after each iteration
-        self.nw = shape[0] * shape[1]
+        self.nw = evaluator.d * evaluator.n
+        self.shape = (evaluator.d, evaluator.n)
+        self.fit_bias = evaluator.bias
         self.last: dict = {}
         self.best: dict = {"x": None, "gain": -math.inf}
         self.history: list[float] = []
@@ -392,23 +396,19 @@ class _Objective:
         return W, b
 
     def __call__(self, x):
-        W, b = self.unpack(x)
         if not np.all(np.isfinite(x)):  # a trial step beyond the float64 range
             self.last.update(x=x.copy(), gain=-math.inf)
             return math.inf, np.zeros_like(x)
         try:
-            gain, dW, db = exact_gain_grad(
-                Model(W, b, activation="power", exponent=self.m), self.inputs,
-                wrt_bias=self.fit_bias,
-            )  # fmt: skip
+            f, grad = self.evaluator.objective(x, self.scale)
         except FloatingPointError:  # a trial step so long that moments overflow float64
             self.last.update(x=x.copy(), gain=-math.inf)
             return math.inf, np.zeros_like(x)
-        grad = -dW.ravel() if not self.fit_bias else -np.concatenate([dW.ravel(), db])
+        gain = self.evaluator.last_gain
         self.last.update(x=x.copy(), gain=gain)
         if gain > self.best["gain"]:
             self.best.update(x=self.last["x"], gain=gain)
-        return -gain / self.scale, grad / self.scale
+        return f, grad
 
     def callback(self, xk):
         if "x" in self.last and np.array_equal(self.last["x"], xk):
@@ -420,11 +420,11 @@ class _Objective:
 
     def gain_at(self, x) -> float:
         W, b = self.unpack(x)
-        return exact_gain(Model(W, b, activation="power", exponent=self.m), self.inputs)
+        return self.evaluator.loss_and_gain(W, b)[1]
 
 
 def maximise_gain(
-    W_start, b_start, inputs, m, scale, maxiter, tol, *, on_iteration=None
+    W_start, b_start, inputs, m, scale, maxiter, tol, *, on_iteration=None, evaluator=None
 ) -> GainRun:
     """One L-BFGS-B run on the exact gain of the ``power`` model from ``(W_start, b_start)``.
 
@@ -434,6 +434,9 @@ def maximise_gain(
     integer exponent; L-BFGS-B minimises ``-L~ / scale`` with ``ftol = gtol =
     tol`` and at most ``maxiter`` iterations (see the module docstring);
     ``on_iteration(iteration, gain)``, when given, is called after each.
+    ``evaluator``: a :class:`fastsuper.ExactEvaluator` for ``inputs``, the
+    shape of ``W_start``, ``m`` and the bias (default: one made here), so
+    that several runs share its preparation.
 
     Returns
     -------
@@ -443,7 +446,9 @@ def maximise_gain(
     from scipy.optimize import minimize
 
     fit_bias = b_start is not None
-    obj = _Objective(inputs, m, W_start.shape, fit_bias, scale)
+    if evaluator is None:
+        evaluator = ExactEvaluator(inputs, W_start.shape[0], m, bias=fit_bias, kernel="rows")
+    obj = _Objective(evaluator, scale)
     obj.on_iteration = on_iteration
     x0 = W_start.ravel() if not fit_bias else np.concatenate([W_start.ravel(), b_start])
     x0 = np.array(x0, dtype=np.float64)
@@ -560,8 +565,12 @@ def fit_exact(
     imp = inputs.importance
     scale = problem.law.moment(2) * math.fsum((imp * problem.p_arr).tolist())  # L0
     starts = _starts(problem, search, inputs)
+    evaluator = ExactEvaluator(inputs, problem.d, problem.m, bias=problem.bias, kernel="rows")
     runs = []
-    with progress_bar(len(starts), _FUNC, unit="starts", enabled=progress) as bar:
+    # BLAS stays on one thread for the whole fit when A = W^T W is small: no BLAS thread
+    # spins beside Numba's kernels and the optimiser between evaluations
+    blas = single_thread_if_small(float(problem.n) * problem.n * problem.d)
+    with blas, progress_bar(len(starts), _FUNC, unit="starts", enabled=progress) as bar:
         for label, W_start in starts:
             b_start = np.zeros(problem.n) if problem.bias else None
             show = _StartProgress(bar, label, max((r.gain for r in runs), default=-math.inf))
@@ -575,6 +584,7 @@ def fit_exact(
                     search.maxiter,
                     search.tol,
                     on_iteration=show if progress else None,
+                    evaluator=evaluator,
                 )  # fmt: skip
             )
             bar.update()

@@ -1,0 +1,281 @@
+"""Prepared exact evaluations: one law and one model shape, many weights (THEORY §3).
+
+An optimiser evaluates the exact loss and its gradient hundreds or thousands
+of times for one input law and one shape of ``W``.  :class:`ExactEvaluator`
+does once what every call of :func:`fastsuper.exact_loss_grad` does again:
+checking the arguments and the memory, the moments and cumulants of the
+law, Pascal's triangle, the orders of the gradient's Horner rule, the
+choice between the serial and the parallel row kernels
+(:func:`fastsuper.exact.kernels_prepared.use_parallel`) and the buffers.  An
+evaluation is then one matrix product ``W^T W`` into a held buffer and one
+compiled pass (:func:`fastsuper.exact.kernels_prepared.prepared_pass`), with
+the numbers of the public functions bit for bit.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from fastsuper.core import arguments, config
+from fastsuper.core import validation as v
+from fastsuper.core.blas import single_thread_if_small
+from fastsuper.core.laws import SparseInputs
+from fastsuper.core.model import Model
+from fastsuper.exact.api import _closed_form_exponent, binomials, cumulants_from_moments
+from fastsuper.exact.kernels_fused import fused_loss_grad
+from fastsuper.exact.kernels_prepared import (
+    OVERFLOW_FORWARD,
+    OVERFLOW_GRADIENT,
+    exact_flops,
+    prepared_pass,
+    use_parallel,
+)
+
+__all__ = ["KERNELS", "ExactEvaluator"]
+
+_FUNC = "ExactEvaluator"
+#: the ``kernel`` choices of :class:`ExactEvaluator`
+KERNELS = ("auto", "rows", "fused")
+
+
+def _status(terms, dW, db, want_grad: bool) -> int:
+    """The :func:`~fastsuper.exact.kernels_prepared.prepared_pass` status of filled buffers."""
+    if not (np.all(np.isfinite(terms[1])) and np.all(np.isfinite(terms[2]))):
+        return OVERFLOW_FORWARD
+    if want_grad and not (np.all(np.isfinite(dW)) and np.all(np.isfinite(db))):
+        return OVERFLOW_GRADIENT
+    return 0
+
+
+class ExactEvaluator:
+    """Exact loss, gain and gradients of ``power`` models of one shape on one input law.
+
+    Everything that does not depend on the weights is checked and computed
+    when the evaluator is made; each call then costs one product ``W^T W``
+    and one compiled pass.  The values are those of
+    :func:`fastsuper.exact_loss_grad`, :func:`fastsuper.exact_gain_grad` and
+    :func:`fastsuper.exact_loss_and_gain` bit for bit.  For optimisers,
+    :meth:`objective` takes a flat parameter vector.  The weights passed to
+    a call are trusted: float64 arrays of the shapes below (other dtypes are
+    converted, other shapes refused).
+
+    Parameters
+    ----------
+    inputs : fastsuper.SparseInputs
+        Independent Bernoulli inputs (``p`` scalar or per feature); any value
+        law with finite moments up to ``2m + 1``, any importances.
+    d : int
+        Hidden dimension: ``W`` has shape ``(d, inputs.n)``.
+    m : int, default 3
+        Exponent of the activation ``phi(t) = t**m`` (integer ``>= 1``).
+    bias : bool, default False
+        Whether calls take a bias ``b`` (shape ``(n,)``) and return ``dL/db``.
+    parallel : bool, optional
+        Run the ``O(n**2)`` row kernels on Numba's threads (``True``) or on
+        one (``False``).  Default: from the amount of work
+        (:func:`fastsuper.exact.kernels_prepared.use_parallel`).  The numbers
+        are the same either way.
+    kernel : {"auto", "rows", "fused"}, default "auto"
+        ``"rows"``: ``A = W^T W`` formed by one matrix product, then the row
+        kernels (the public functions' numbers bit for bit).  ``"fused"``:
+        the tiled kernel of :mod:`fastsuper.exact.kernels_fused`, which never
+        forms ``A`` (memory ``O(n d)``; faster for large ``n``; the same
+        values to round-off, independent of the thread count; always
+        parallel).  ``"auto"``: ``"fused"`` from ``n >=``
+        :data:`fastsuper.core.config.EXACT_FUSED_FROM` on, else ``"rows"``.
+
+    Attributes
+    ----------
+    n, d, m : int
+        Features, hidden dimension, exponent.
+    bias : bool
+        Whether a bias is taken.
+    parallel : bool
+        Whether the row kernels run in parallel.
+    kernel : str
+        ``"rows"`` or ``"fused"``.
+    scale : float
+        ``L0 = E sum_j I_j x_j**2``, the loss of ``W = 0`` without bias.
+    last_gain : float
+        The exact gain at the point of the last :meth:`objective` call
+        (``nan`` before the first).
+
+    Raises
+    ------
+    TypeError, ValueError
+        On a bad argument; a :class:`~fastsuper.core.validation.TooLargeError`
+        when ``A = W^T W`` does not fit in memory.
+
+    See Also
+    --------
+    fastsuper.exact_loss_grad, fastsuper.exact_gain_grad, fastsuper.fit_exact
+
+    Examples
+    --------
+    >>> import numpy as np, fastsuper as fs
+    >>> inputs = fs.SparseInputs(2, p=0.1, values="gaussian")
+    >>> ev = fs.ExactEvaluator(inputs, d=2, m=3)
+    >>> W = (1 / 5) ** (1 / 6) * np.eye(2)  # the unsuperposed optimum (THEORY §5.1)
+    >>> gain, dW, db = ev.gain_grad(W)
+    >>> round(gain, 12), bool(np.abs(dW).max() < 1e-14), db
+    (0.12, True, None)
+    >>> gain == fs.exact_gain_grad(fs.Model(W, exponent=3), inputs)[0]
+    True
+    """
+
+    def __init__(self, inputs: SparseInputs, d: int, m: int = 3, *, bias: bool = False,
+                 parallel: bool | None = None, kernel: str = "auto"):  # fmt: skip
+        arguments.check_inputs(inputs, func=_FUNC)
+        self.n = n = inputs.n
+        self.d = d = v.check_int("d", d, minimum=1, func=_FUNC, what=" (hidden dimension)")
+        self.m = m = v.check_int("m", m, minimum=1, func=_FUNC, what=" (the exponent)")
+        self.bias = v.check_bool("bias", bias, func=_FUNC)
+        _closed_form_exponent(_FUNC, Model(np.zeros((d, n)), exponent=m), inputs)
+        if parallel is None:
+            parallel = use_parallel(n, d, m)
+        self.parallel = v.check_bool("parallel", parallel, func=_FUNC)
+        kernel = v.check_choice("kernel", kernel, KERNELS, func=_FUNC)
+        if kernel == "auto":
+            fused_from = config.EXACT_FUSED_FROM
+            kernel = "fused" if fused_from is not None and n >= fused_from else "rows"
+        self.kernel = kernel
+        self.inputs = inputs
+        self._tables(inputs, m)
+        self._A = np.empty((n, n) if kernel == "rows" else (0, 0))
+        self._terms = np.empty((3, n))
+        self._dW = np.empty((d, n))
+        self._db = np.empty(n)
+        self._zero_b = np.zeros(n)
+        fma = 0.0 if kernel == "fused" else float(n) * n * d  # fused: small products only
+        self._blas = single_thread_if_small(fma)
+        self.last_gain = math.nan
+        self.scale = inputs.law.moment(2) * math.fsum((self._imp * self._p).tolist())
+
+    def _tables(self, inputs: SparseInputs, m: int) -> None:
+        """The law's moments and cumulants, Pascal's triangle and the gradient's orders."""
+        R = 2 * m
+        self._binom = binomials(R)
+        self._p = np.asarray(inputs.p, dtype=np.float64)
+        mu = np.array([inputs.law.moment(r) for r in range(R + 2)], dtype=np.float64)
+        with np.errstate(over="ignore", invalid="ignore", under="ignore"):
+            ex = self._p[None, :] * mu[:, None]
+            ex[0] = 1.0
+            self._kx = cumulants_from_moments(ex[: R + 1], self._binom)
+        self._ex = ex
+        self._imp = np.ascontiguousarray(inputs.importance, dtype=np.float64)
+        orders = [r for r in range(R, 0, -1) if np.any(self._kx[r] != 0.0)]
+        self._orders = np.array(orders, dtype=np.int64)
+
+    # ------------------------------------------------------------ evaluation
+    def _weights(self, W, b):
+        W = np.asarray(W, dtype=np.float64)
+        if W.shape != (self.d, self.n):
+            raise ValueError(f"{_FUNC}: W must have shape {(self.d, self.n)}, got {W.shape}")
+        if b is None:
+            return np.ascontiguousarray(W), self._zero_b, False
+        b = np.asarray(b, dtype=np.float64)
+        if b.shape != (self.n,):
+            raise ValueError(f"{_FUNC}: b must have shape {(self.n,)}, got {b.shape}")
+        return np.ascontiguousarray(W), b, True
+
+    def _run(self, W, b, want_grad: bool, func: str) -> int:
+        """Fill the buffers for ``(W, b)``; raise FloatingPointError on overflow."""
+        W, b, has_b = self._weights(W, b)
+        tables = (self._binom, self._ex, self._kx, self._imp, self._orders, self.m)
+        if self.kernel == "fused":
+            with self._blas:  # the tiles' products on one BLAS thread
+                fused_loss_grad(W, b, has_b, *tables, want_grad, self._terms, self._dW, self._db,
+                                config.EXACT_FUSED_ROWS, config.EXACT_FUSED_COLS,
+                                config.EXACT_FUSED_GROUPS)  # fmt: skip
+            status = _status(self._terms, self._dW, self._db, want_grad)
+        else:
+            with self._blas:
+                np.matmul(W.T, W, out=self._A)
+            status = prepared_pass(self._A, W, b, has_b, *tables, self.parallel, want_grad,
+                                   self._terms, self._dW, self._db)  # fmt: skip
+        if status:
+            part = "a forward moment" if status == OVERFLOW_FORWARD else "the gradient"
+            raise FloatingPointError(
+                f"{func}: float64 overflow in {part} with m = {self.m} (max |W| = "
+                f"{np.max(np.abs(W)):.3g}); the 2m-th moments of A x + b exceed the float64 "
+                "range, rescale W or b"
+            )
+        return status
+
+    def _sum(self, per: np.ndarray, func: str) -> float:
+        total = math.fsum(per.tolist())
+        if not math.isfinite(total):
+            raise FloatingPointError(f"{func}: float64 overflow summing over features")
+        return total
+
+    def loss_and_gain(self, W, b=None) -> tuple[float, float]:
+        """Exact loss and gain of ``(W, b)`` (as :func:`fastsuper.exact_loss_and_gain`)."""
+        func = f"{_FUNC}.loss_and_gain"
+        self._run(W, b, False, func)
+        ex2, exzm, ez2m = self._terms
+        loss = self._imp * (ex2 - 2.0 * exzm + ez2m)
+        gain = self._imp * (2.0 * exzm - ez2m)
+        return self._sum(loss, func), self._sum(gain, func)
+
+    def loss_grad(self, W, b=None):
+        """Exact loss and gradient, as :func:`fastsuper.exact_loss_grad` (``wrt_bias=bias``).
+
+        Returns
+        -------
+        loss : float
+        dW : ndarray of shape (d, n)
+        db : ndarray of shape (n,), or None without bias
+        """
+        func = f"{_FUNC}.loss_grad"
+        self._run(W, b, True, func)
+        ex2, exzm, ez2m = self._terms
+        loss = self._sum(self._imp * (ex2 - 2.0 * exzm + ez2m), func)
+        return loss, self._dW.copy(), (self._db.copy() if self.bias else None)
+
+    def gain_grad(self, W, b=None):
+        """Exact gain and its gradient, as :func:`fastsuper.exact_gain_grad` (``wrt_bias=bias``).
+
+        Returns
+        -------
+        gain : float
+        dW : ndarray of shape (d, n)
+        db : ndarray of shape (n,), or None without bias
+        """
+        func = f"{_FUNC}.gain_grad"
+        self._run(W, b, True, func)
+        _, exzm, ez2m = self._terms
+        gain = self._sum(self._imp * (2.0 * exzm - ez2m), func)
+        return gain, -self._dW, (-self._db if self.bias else None)
+
+    def objective(self, x, scale: float = 1.0):
+        """``(-L~ / scale, gradient)`` at the flat point ``x = (W.ravel(), b)``, for minimisers.
+
+        ``x`` has ``d * n`` entries (``W`` in C order), plus ``n`` for ``b``
+        with ``bias=True``; the gradient is a new array of the same length.
+        ``scale=ev.scale`` gives the objective :func:`fastsuper.fit_exact`
+        minimises, ``L / L0 - 1``.  Raises FloatingPointError when a moment
+        overflows (a step too long: return ``inf`` to the optimiser).
+        """
+        func = f"{_FUNC}.objective"
+        self.last_gain = math.nan
+        nw = self.d * self.n
+        W = x[:nw].reshape(self.d, self.n)
+        b = x[nw:] if self.bias else None
+        self._run(W, b, True, func)
+        _, exzm, ez2m = self._terms
+        gain = self._sum(self._imp * (2.0 * exzm - ez2m), func)
+        self.last_gain = gain
+        grad = np.empty(nw + (self.n if self.bias else 0))
+        np.divide(self._dW.reshape(-1), scale, out=grad[:nw])
+        if self.bias:
+            np.divide(self._db, scale, out=grad[nw:])
+        return -gain / scale, grad
+
+    def __repr__(self) -> str:
+        return (
+            f"ExactEvaluator(n={self.n}, d={self.d}, m={self.m}, bias={self.bias}, "
+            f"parallel={self.parallel}, kernel={self.kernel!r}, "
+            f"flops per call={exact_flops(self.n, self.d, self.m):.3g})"
+        )

@@ -1,0 +1,204 @@
+"""ExactEvaluator: the public closed forms' numbers bit for bit, prepared once for many weights."""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+import pytest
+from naive import enumerate_inputs
+
+import fastsuper as fs
+from fastsuper import ExactEvaluator, Model, SparseInputs, ValueLaw
+from fastsuper.core import config
+from fastsuper.core.blas import blas_threads
+from fastsuper.exact import kernels_prepared as kp
+from fastsuper.exact.kernels_cpu import exact_grad_w, exact_power_sums
+
+LAWS = {
+    "gaussian": ValueLaw("gaussian"),
+    "rademacher": ValueLaw("rademacher"),
+    "uniform": ValueLaw("uniform"),
+    "discrete": ValueLaw("discrete", support=[-1.3, 0.4, 2.1], probs=[0.2, 0.5, 0.3]),
+}
+
+
+def _case(law, m, bias, n, d, seed=0):
+    rng = np.random.default_rng([seed, m, bias, n, d, len(law)])
+    W = 0.8 * rng.normal(size=(d, n)) / math.sqrt(d)
+    b = rng.normal(scale=0.3, size=n) if bias else None
+    p = rng.uniform(0.05, 0.9, n)
+    imp = rng.uniform(0.5, 2.0, n)
+    return W, b, SparseInputs(n, p=p, values=LAWS[law], importance=imp)
+
+
+def _same(a, b):
+    return a is None and b is None or np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("law", sorted(LAWS))
+@pytest.mark.parametrize("m", [1, 2, 3, 4])
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("parallel", [False, True])
+def test_bit_identical_to_public_functions(law, m, bias, parallel):
+    W, b, inputs = _case(law, m, bias, n=23, d=4)
+    model = Model(W, b, exponent=m)
+    ev = ExactEvaluator(inputs, 4, m, bias=bias, parallel=parallel)
+    ref_loss = fs.exact_loss_grad(model, inputs, wrt_bias=bias)
+    ref_gain = fs.exact_gain_grad(model, inputs, wrt_bias=bias)
+    loss = ev.loss_grad(W, b)
+    gain = ev.gain_grad(W, b)
+    assert loss[0] == ref_loss[0] and gain[0] == ref_gain[0]
+    for got, ref in zip(loss[1:] + gain[1:], ref_loss[1:] + ref_gain[1:], strict=True):
+        assert _same(got, ref)
+    assert ev.loss_and_gain(W, b) == fs.exact_loss_and_gain(model, inputs)
+
+
+def test_enumeration_and_repeated_calls():
+    """Against enumeration of every input (discrete law, n = 5), and the same on every call."""
+    W, b, inputs = _case("discrete", 2, True, n=5, d=2)
+    X, prob = enumerate_inputs(inputs.p, [-1.3, 0.4, 2.1], [0.2, 0.5, 0.3])
+    Z = (X @ W.T @ W + b) ** 2
+    loss = float(np.sum(prob[:, None] * inputs.importance * (X - Z) ** 2))
+    ev = ExactEvaluator(inputs, 2, 2, bias=True)
+    first = ev.loss_grad(W, b)
+    assert first[0] == pytest.approx(loss, rel=1e-12)
+    other = ev.loss_grad(2 * W, b)  # the buffers do not leak between calls
+    assert other[0] != first[0]
+    again = ev.loss_grad(W, b)
+    assert again[0] == first[0] and np.array_equal(again[1], first[1])
+
+
+def test_objective_is_the_fit_exact_objective():
+    W, b, inputs = _case("uniform", 3, True, n=12, d=3)
+    ev = ExactEvaluator(inputs, 3, 3, bias=True)
+    x = np.concatenate([W.ravel(), b])
+    f, g = ev.objective(x, ev.scale)
+    gain, dW, db = fs.exact_gain_grad(Model(W, b, exponent=3), inputs)
+    assert f == -gain / ev.scale and ev.last_gain == gain
+    assert np.array_equal(g, -np.concatenate([dW.ravel(), db]) / ev.scale)
+    assert ev.scale == pytest.approx(
+        float(np.sum(inputs.importance * inputs.p)) * LAWS["uniform"].moment(2), rel=1e-15
+    )
+    # finite differences of the objective
+    rng = np.random.default_rng(1)
+    u = rng.normal(size=x.size)
+    h = 1e-6
+    fd = (ev.objective(x + h * u)[0] - ev.objective(x - h * u)[0]) / (2 * h)
+    assert fd == pytest.approx(float(ev.objective(x)[1] @ u), rel=1e-6)
+
+
+def test_serial_twins_are_bit_identical():
+    rng = np.random.default_rng(3)
+    n, d = 70, 5
+    W = rng.normal(size=(d, n))
+    A = W.T @ W
+    kx = rng.normal(size=(7, n))
+    coef = rng.normal(size=(7, n))
+    orders = np.array([6, 5, 3, 1], dtype=np.int64)
+    g_diag = rng.normal(size=n)
+    assert np.array_equal(kp.power_sums_serial(A, kx), exact_power_sums(A, kx))
+    assert np.array_equal(
+        kp.grad_w_serial(A, W, coef, kx, orders, g_diag),
+        exact_grad_w(A, W, coef, kx, orders, g_diag),
+    )
+
+
+def test_parallel_decision_follows_the_cost_model(monkeypatch):
+    inputs = SparseInputs(30, p=0.1)
+    monkeypatch.setattr(config, "EXACT_PARALLEL_FLOPS", 1e300)
+    assert not ExactEvaluator(inputs, 3).parallel
+    assert kp.pick_kernels(30, 3, 3)[0] is kp.power_sums_serial
+    assert kp.exact_flops(30, 3, 3) == 30 * 30 * (4 * 3 + 4 * 3)
+
+
+def test_overflow_and_bad_arguments():
+    inputs = SparseInputs(4, p=0.5)
+    ev = ExactEvaluator(inputs, 2, 3)
+    with pytest.raises(FloatingPointError, match="overflow"):
+        ev.gain_grad(np.full((2, 4), 1e60))
+    with pytest.raises(ValueError, match="shape"):
+        ev.gain_grad(np.ones((3, 4)))
+    with pytest.raises(ValueError, match="shape"):
+        ExactEvaluator(inputs, 2, 3, bias=True).gain_grad(np.ones((2, 4)), np.ones(3))
+    with pytest.raises(ValueError, match="exactly k"):
+        ExactEvaluator(SparseInputs(4, k=1), 2)
+    with pytest.raises(ValueError, match="d"):
+        ExactEvaluator(inputs, 0)
+    with pytest.raises(TypeError):
+        ExactEvaluator(inputs, 2, bias="yes")
+    with pytest.raises(TypeError):
+        ExactEvaluator("inputs", 2)
+    assert "ExactEvaluator(n=4, d=2, m=3" in repr(ev)
+
+
+def test_blas_threads_restores_the_counts():
+    from threadpoolctl import threadpool_info
+
+    before = [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+    limit = blas_threads(1)
+    for _ in range(2):  # the context object can be entered again
+        with limit:
+            inside = [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+            assert all(t == 1 for t in inside)
+    after = [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+    assert after == before
+
+
+# --------------------------------------------------------------------------
+# the fused kernel
+
+
+@pytest.fixture
+def small_tiles(monkeypatch):
+    """Tiles far smaller than n, so blocks, tiles and groups all have edges."""
+    monkeypatch.setattr(config, "EXACT_FUSED_ROWS", 5)
+    monkeypatch.setattr(config, "EXACT_FUSED_COLS", 8)
+    monkeypatch.setattr(config, "EXACT_FUSED_GROUPS", 3)
+
+
+@pytest.mark.parametrize("law", sorted(LAWS))
+@pytest.mark.parametrize("m", [1, 2, 3, 4])
+@pytest.mark.parametrize("bias", [False, True])
+def test_fused_kernel_agrees_with_the_rows(small_tiles, law, m, bias):
+    W, b, inputs = _case(law, m, bias, n=37, d=4)
+    rows = ExactEvaluator(inputs, 4, m, bias=bias, kernel="rows")
+    fused = ExactEvaluator(inputs, 4, m, bias=bias, kernel="fused")
+    assert fused.kernel == "fused" and rows.kernel == "rows"
+    ref, got = rows.loss_grad(W, b), fused.loss_grad(W, b)
+    assert got[0] == pytest.approx(ref[0], rel=1e-12)
+    scale = np.abs(ref[1]).max()
+    np.testing.assert_allclose(got[1], ref[1], rtol=0, atol=1e-12 * scale)
+    if bias:
+        np.testing.assert_allclose(got[2], ref[2], rtol=0, atol=1e-12 * np.abs(ref[2]).max())
+    lg_ref, lg = rows.loss_and_gain(W, b), fused.loss_and_gain(W, b)
+    assert lg == pytest.approx(lg_ref, rel=1e-12)
+
+
+def test_fused_kernel_does_not_depend_on_the_thread_count(small_tiles):
+    W, b, inputs = _case("uniform", 3, True, n=41, d=3)
+    ev = ExactEvaluator(inputs, 3, 3, bias=True, kernel="fused")
+    saved = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        one = ev.loss_grad(W, b)
+        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+        many = ev.loss_grad(W, b)
+    finally:
+        numba.set_num_threads(saved)
+    assert one[0] == many[0]
+    assert np.array_equal(one[1], many[1]) and np.array_equal(one[2], many[2])
+
+
+def test_fused_kernel_default_size_and_overflow(monkeypatch):
+    inputs = SparseInputs(6, p=0.5)
+    monkeypatch.setattr(config, "EXACT_FUSED_FROM", 6)
+    assert ExactEvaluator(inputs, 2).kernel == "fused"
+    monkeypatch.setattr(config, "EXACT_FUSED_FROM", None)
+    assert ExactEvaluator(inputs, 2).kernel == "rows"
+    ev = ExactEvaluator(inputs, 2, kernel="fused")
+    with pytest.raises(FloatingPointError, match="overflow"):
+        ev.gain_grad(np.full((2, 6), 1e60))
+    with pytest.raises(ValueError, match="kernel"):
+        ExactEvaluator(inputs, 2, kernel="tiles")
