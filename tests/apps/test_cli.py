@@ -229,7 +229,7 @@ def test_help_gives_each_default_once(command, capsys):
         (["estimate", "--n", "0"], "argument --n: expected a positive integer, got '0'"),
         (["estimate", "--samples", "many"], "argument --samples: expected a positive integer"),
         (["estimate", "--norm", "-1"], "argument --norm: expected a finite number > 0"),
-        (["estimate", "--activation", "tanh"], "argument --activation: invalid choice: 'tanh'"),
+        (["estimate", "--activation", "swish"], "argument --activation: invalid choice: 'swish'"),
         (["estimate", "--p", "1.5", "--samples", "100"], "p must lie in [0, 1]"),
         (["estimate", "--seed", str(2**64), "--samples", "100"], "seed must be an integer in"),
         (["estimate", "--samples", "1e15", "--n", "10"], "TiB of memory, more than this machine"),
