@@ -152,10 +152,10 @@ def loss_numpy(W, b, activation, a, X, importance=None, param=None):
     return ((X - R) ** 2 * I).sum(axis=1)
 
 
-def gain_numpy(W, b, activation, a, X, importance=None):
+def gain_numpy(W, b, activation, a, X, importance=None, param=None):
     X = np.asarray(X, dtype=np.float64)
     I = np.ones(X.shape[1]) if importance is None else np.asarray(importance)
-    return (X**2 * I).sum(axis=1) - loss_numpy(W, b, activation, a, X, importance)
+    return (X**2 * I).sum(axis=1) - loss_numpy(W, b, activation, a, X, importance, param)
 
 
 def enumerate_inputs(p, support, probs, max_active=None):
