@@ -16,7 +16,7 @@ import numpy as np
 from fastsuper.analysis import random_frame, random_frame_norm
 from fastsuper.core.activations import ACTIVATIONS
 from fastsuper.core.laws import SparseInputs, ValueLaw
-from fastsuper.core.model import check_activation
+from fastsuper.core.model import check_activation, check_param
 from fastsuper.core.validation import LAW_NAMES
 
 
@@ -85,7 +85,10 @@ def default_norm(law: ValueLaw, exponent: float, n: int, d: int) -> float:
 _ACTIVATIONS = list(ACTIVATIONS)
 _EXPONENT_HELP = (
     "activation exponent (default: the activation's own: 3 for power and signed_power, 1 for "
-    "relu_power and relu)"
+    "relu_power and relu; fixed at 1 for gelu ... identity)"
+)
+_PARAM_HELP = (
+    "the activation's parameter: beta of softplus (default 1), slope of leaky_relu (default 0.01)"
 )
 
 
@@ -118,6 +121,7 @@ def _add_estimate(sub) -> None:
     est.add_argument("--p", type=float, default=1e-3, help="feature probability")
     est.add_argument("--exponent", "-m", type=_positive_float, default=None, help=_EXPONENT_HELP)
     est.add_argument("--activation", default="power", choices=_ACTIVATIONS)
+    est.add_argument("--param", type=float, default=None, help=_PARAM_HELP)
     est.add_argument("--values", default="gaussian", choices=list(LAW_NAMES))
     est.add_argument(
         "--samples",
@@ -201,6 +205,7 @@ def _add_train(sub) -> None:
         help="default: relu_power (adam; with exponent 1, ReLU), power (exact)",
     )
     tr.add_argument("--exponent", "-m", type=_positive_float, default=None, help=_EXPONENT_HELP)
+    tr.add_argument("--param", type=float, default=None, help=_PARAM_HELP)
     tr.add_argument(
         "--values",
         default=None,
@@ -352,7 +357,9 @@ def _estimate(args) -> int:
     exact = exact_loss_and_gain(model, inputs) if model.activation == "power" else None
     print(
         f"fastsuper estimate: n={model.n} d={model.d} activation={model.activation} "
-        f"exponent={model.exponent:g} values={inputs.law.name} p={args.p:g} dtype={model.dtype} "
+        f"exponent={model.exponent:g} "
+        + ("" if model.param_or_none is None else f"param={model.param:g} ")
+        + f"values={inputs.law.name} p={args.p:g} dtype={model.dtype} "
         f"bias={'yes' if model.b is not None else 'no'}"
     )
     run = dict(seconds=wall, samples_per_second=est.n_samples / wall,
@@ -400,7 +407,7 @@ def _estimate_problem(args):
             norm = default_norm(law, exponent, args.n, args.d)
         W = random_frame(args.n, args.d, norm, args.weight_seed, args.dtype)
     b = np.load(args.bias) if args.bias else None
-    model = Model(W, b, activation=activation, exponent=exponent)
+    model = Model(W, b, activation=activation, exponent=exponent, param=args.param)
     return model, SparseInputs(model.n, p=args.p, values=law)
 
 
@@ -418,6 +425,7 @@ def _estimate_table(args, model, inputs, est, low, exact, run: dict) -> tuple[li
         "d": model.d,
         "activation": model.activation,
         "exponent": model.exponent,
+        "param": model.param_or_none,
         "values": inputs.law.name,
         "p": args.p,
         "dtype": str(model.dtype),
@@ -474,6 +482,7 @@ def _train_model(args, exact: bool) -> dict:
     return {
         "activation": activation,
         "exponent": exponent,
+        "param": check_param(activation, args.param),
         "values": args.values or ("gaussian" if exact else "uniform"),
         "importance": decay ** np.arange(args.n),
         "bias": (not exact) if args.bias is None else args.bias == "yes",
@@ -532,7 +541,7 @@ def _train_adam(args, m: dict):
     instances = _train_instances(args)
     res = fit(args.n, args.d, n_instances=instances, p=args.p, importance=m["importance"],
               activation=m["activation"], exponent=m["exponent"], values=m["values"],
-              bias=m["bias"], steps=args.steps, batch_size=args.batch, lr=args.lr,
+              param=args.param, bias=m["bias"], steps=args.steps, batch_size=args.batch, lr=args.lr,
               seed=args.seed, dtype=np.dtype(args.dtype), progress=_progress(args),
               backend=args.backend)  # fmt: skip
     print(
