@@ -370,7 +370,8 @@ class _FitRow:
         res = fit(q["n"], q["d"], n_instances=1, p=q["p"],
                   importance=q["importance_decay"] ** np.arange(q["n"]),
                   activation=q["activation"], exponent=q["exponent"], values=q["values"],
-                  param=q.get("param"), bias=q["bias"], steps=q["steps"], batch_size=q["batch_size"], lr=q["lr"],
+                  param=q.get("param"), bias=q["bias"], steps=q["steps"],
+                  batch_size=q["batch_size"], lr=q["lr"],
                   seed=seed, dtype=np.dtype(q["dtype"]), log_every=q["log_every"],
                   progress=False)  # fmt: skip
         out = {"final_batch_loss": float(res.final_loss[0])}
