@@ -396,6 +396,17 @@ def phi_inplace(z, act):
     """
     n = z.shape[0]
     code, ia = act.code, act.ia
+    if code == LEAKY_RELU:  # straight-line select: vectorised
+        c = z.dtype.type(act.c)
+        for j in range(n):
+            u = z[j]
+            z[j] = u if u > 0 else c * u
+        return
+    if code >= GELU:  # the per-element maths without the dispatch of phi
+        cc = act.c
+        for j in range(n):
+            z[j] = like(z[j], smooth_phi(np.float64(z[j]), code, cc))
+        return
     if code == POWER or (code == SIGNED_POWER and ia >= 1 and ia % 2 == 1):
         if ia == 1:
             return
