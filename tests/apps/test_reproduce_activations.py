@@ -29,8 +29,8 @@ def test_rows_are_the_best_restart_of_one_fit(tiny_run):
     out, res = tiny_run
     assert sorted(res["curves"]) == ["power3_exact", "relu", "softplus", "unsuperposed"]
     ps = np.repeat(TINY["ps"], 2)
-    fit = fs.fit(8, 2, n_instances=4, p=ps, activation="softplus", param=1.0, values="uniform",
-                 steps=30, batch_size=64, lr=1e-2, seed=0, log_every=30, progress=False)  # fmt: skip
+    kw = dict(values="uniform", steps=30, batch_size=64, lr=1e-2, seed=0, log_every=30)
+    fit = fs.fit(8, 2, n_instances=4, p=ps, activation="softplus", param=1.0, progress=False, **kw)
     for q, p in enumerate(TINY["ps"]):
         ests = [
             fs.estimate_loss(fit.model(k), fit.inputs(k), 2000, seed=1, method="stratified")
