@@ -245,6 +245,9 @@ def _verdict(result: dict) -> tuple[bool, str]:
 def plot_activations(result: dict, path=None, *, ax=None):
     """Plot an :func:`activations` result: gain against ``p`` on log axes, one line per name.
 
+    Points where the gain is not positive (the model does worse than
+    ``x_hat = 0``) are left out; their curve's label says so.
+
     Parameters
     ----------
     result : dict
@@ -261,9 +264,11 @@ def plot_activations(result: dict, path=None, *, ax=None):
     """
     ax, path = axes_for(ax, path, (7.5, 5.5), func="plot_activations")
     for name, c in result["curves"].items():
-        gain = np.maximum(np.array(c["gain"]), 1e-300)
+        gain = np.array(c["gain"], dtype=np.float64)
+        label = name if (gain > 0).all() else f"{name} (gain <= 0 not drawn)"
+        gain[gain <= 0] = np.nan  # no logarithm
         style = "--" if name == "unsuperposed" else (":" if name.endswith("_exact") else "o-")
-        ax.plot(c["p"], gain, style, ms=4, label=name)
+        ax.plot(c["p"], gain, style, ms=4, label=label)
     s = result["settings"]
     ax.set_xscale("log")
     ax.set_yscale("log")
