@@ -333,8 +333,11 @@ def loss_bounds(model: Model, inputs: SparseInputs) -> LossBounds:
     Parameters
     ----------
     model : Model
-        Any activation (``power``, ``signed_power``, ``relu_power``),
-        any exponent, with or without bias.
+        Any activation (``power``, ``signed_power``, ``relu_power`` with any
+        exponent; ``gelu``, ``gelu_tanh``, ``tanh``, ``softplus``, ``sigmoid``,
+        ``silu``, ``leaky_relu``, ``identity``), with or without bias.  For the
+        smooth activations the lower bound is the k <= 1 part less the
+        quadrature's error estimate (:attr:`LowOrderTerms.quad_error`).
     inputs : SparseInputs
         Independent features (``p`` scalar or per feature) or "exactly k
         active"; any value law and importances.

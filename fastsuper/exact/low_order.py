@@ -42,6 +42,13 @@ which is what makes the integrals exact:
   ``s`` in 0.35 ... 80 and ``|t| <= 30`` (beyond, the values approach the
   denormals), and every pair term within 1.2e-14.
 
+``leaky_relu`` is ``sigma(t) |t|`` with ``sigma = -slope`` on the left, so
+the rules above are exact for it.  The smooth activations (``gelu``,
+``gelu_tanh``, ``tanh``, ``softplus``, ``sigmoid``, ``silu``) have no such
+form: for uniform and Gaussian values their integrals are done by adaptive
+Gauss-Kronrod (:mod:`fastsuper.exact.quadrature`, whose error estimate is
+:attr:`LowOrderTerms.quad_error`); discrete laws are finite sums as above.
+
 ``A_ji = 0`` (no dependence on ``xi``) is handled exactly.  The diagonal term
 is ``mu_2 - 2 E[xi phi] + E[phi**2]`` wherever ``phi`` has a kink, so when
 the reconstruction is good its error is ~1e-16 *absolute* (times ``mu_2``),
@@ -826,7 +833,6 @@ def low_order_terms(model: Model, inputs: SparseInputs) -> LowOrderTerms:
         --------
         >>> import numpy as np
         >>> from fastsuper.core.model import Model
-    from fastsuper.exact.quadrature import smooth_pair
         >>> from fastsuper.core.laws import SparseInputs
         >>> model = Model(np.eye(2), activation="power", exponent=1)
         >>> terms = low_order_terms(model, SparseInputs(2, p=0.5, values="rademacher"))
