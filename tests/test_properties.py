@@ -137,12 +137,13 @@ def test_model(W, b, activation, exponent):
         assert model.b is None or (model.b.shape == (model.n,) and np.all(np.isfinite(model.b)))
 
 
+NEW_ACTIVATIONS = ["gelu", "gelu_tanh", "tanh", "softplus", "sigmoid", "silu", "leaky_relu",
+                   "identity", "relu"]  # fmt: skip
+
+
 @SETTINGS
 @given(
-    activation=mostly(
-        st.sampled_from(["gelu", "gelu_tanh", "tanh", "softplus", "sigmoid", "silu",
-                         "leaky_relu", "identity", "relu"])  # fmt: skip
-    ),
+    activation=mostly(st.sampled_from(NEW_ACTIVATIONS)),
     exponent=mostly(st.one_of(st.none(), st.just(1), st.floats(0.1, 5))),
     param=mostly(
         st.one_of(st.none(), st.floats(0, 1), st.floats(1e-3, 1e3)),

@@ -798,50 +798,51 @@ def k1_conditional_loss(
 def low_order_terms(model: Model, inputs: SparseInputs) -> LowOrderTerms:
     """Exact k = 0 and k = 1 terms of the loss decomposition (THEORY §4).
 
-        Parameters
-        ----------
-        model : Model
-            The autoencoder: any activation (``power``, ``signed_power``,
-            ``relu_power``), integer or real exponent, with or without bias.
-            Computed in float64 whatever the dtype of ``W``.
-        inputs : SparseInputs
-            Input law: any value law, per-feature ``p`` and importances; the
-            "exactly k" pattern gives ``P(K=0) = [k == 0]``, ``P(only i) = [k == 1] / n``.
+    Parameters
+    ----------
+    model : Model
+        The autoencoder: any activation (``power``, ``signed_power``,
+        ``relu_power``, integer or real exponent; the smooth and
+        piecewise-linear ones, ``gelu`` ... ``identity``), with or without bias.
+        Computed in float64 whatever the dtype of ``W``.
+    inputs : SparseInputs
+        Input law: any value law, per-feature ``p`` and importances; the
+        "exactly k" pattern gives ``P(K=0) = [k == 0]``, ``P(only i) = [k == 1] / n``.
 
-        Returns
-        -------
-        LowOrderTerms
-            ``p0, loss0, gain0, p1, loss1, gain1, p_ge2`` and the k <= 1 parts
-            ``lower_bound`` (a rigorous lower bound of the loss) and ``gain_le1``.
-            Losses and gains are sums over features (``mean_over_features()``
-            divides by ``n``).
+    Returns
+    -------
+    LowOrderTerms
+        ``p0, loss0, gain0, p1, loss1, gain1, p_ge2`` and the k <= 1 parts
+        ``lower_bound`` (a rigorous lower bound of the loss) and ``gain_le1``.
+        Losses and gains are sums over features (``mean_over_features()``
+        divides by ``n``).
 
-        Notes
-        -----
-        Exact (finite sums, closed forms or exact Gauss rules) for discrete
-        laws, for uniform laws and for Gaussian values with ``power``
-        activations -- except that a uniform law with a real exponent and the
-        kink at least the support's length outside the support uses
-        Gauss-Legendre converged to round-off.  Gaussian values with
-        ``signed_power``/``relu_power`` (integer exponents included) use
-        truncated Gauss-Jacobi and Gauss-Hermite rules, measured within 1.2e-14
-        relative of 30-digit references (see the module docstring).  Cost
-        ``O(n**2)`` times at most ~100 quadrature nodes per pair, compiled and
-        parallel over features (timings in docs/benchmarks.md).
+    Notes
+    -----
+    Exact (finite sums, closed forms or exact Gauss rules) for discrete
+    laws, for uniform laws and for Gaussian values with ``power``
+    activations -- except that a uniform law with a real exponent and the
+    kink at least the support's length outside the support uses
+    Gauss-Legendre converged to round-off.  Gaussian values with
+    ``signed_power``/``relu_power`` (integer exponents included) use
+    truncated Gauss-Jacobi and Gauss-Hermite rules, measured within 1.2e-14
+    relative of 30-digit references (see the module docstring).  Cost
+    ``O(n**2)`` times at most ~100 quadrature nodes per pair, compiled and
+    parallel over features (timings in docs/benchmarks.md).
 
-        Examples
-        --------
-        >>> import numpy as np
-        >>> from fastsuper.core.model import Model
-        >>> from fastsuper.core.laws import SparseInputs
-        >>> model = Model(np.eye(2), activation="power", exponent=1)
-        >>> terms = low_order_terms(model, SparseInputs(2, p=0.5, values="rademacher"))
-        >>> terms.p0, terms.p1.tolist(), terms.lower_bound
-        (0.25, [0.25, 0.25], 0.0)
-        >>> model = Model(np.eye(2), b=[0.5, 0.5], activation="relu_power", exponent=1)
-        >>> terms = low_order_terms(model, SparseInputs(2, p=0.5, values="constant"))
-        >>> terms.loss0, terms.loss1.tolist(), terms.lower_bound
-        (0.5, [0.5, 0.5], 0.375)
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastsuper.core.model import Model
+    >>> from fastsuper.core.laws import SparseInputs
+    >>> model = Model(np.eye(2), activation="power", exponent=1)
+    >>> terms = low_order_terms(model, SparseInputs(2, p=0.5, values="rademacher"))
+    >>> terms.p0, terms.p1.tolist(), terms.lower_bound
+    (0.25, [0.25, 0.25], 0.0)
+    >>> model = Model(np.eye(2), b=[0.5, 0.5], activation="relu_power", exponent=1)
+    >>> terms = low_order_terms(model, SparseInputs(2, p=0.5, values="constant"))
+    >>> terms.loss0, terms.loss1.tolist(), terms.lower_bound
+    (0.5, [0.5, 0.5], 0.375)
     """
     _check(model, inputs)
     bias = np.ascontiguousarray(model.bias, dtype=np.float64)
