@@ -88,7 +88,7 @@ _EXPONENT_HELP = (
     "relu_power and relu; fixed at 1 for gelu ... identity)"
 )
 _PARAM_HELP = (
-    "the activation's parameter: beta of softplus (default 1), slope of leaky_relu (default 0.01)"
+    "the activation's parameter: beta of softplus, slope of leaky_relu (by default 1 and 0.01)"
 )
 
 
