@@ -137,6 +137,28 @@ def test_model(W, b, activation, exponent):
         assert model.b is None or (model.b.shape == (model.n,) and np.all(np.isfinite(model.b)))
 
 
+NEW_ACTIVATIONS = ["gelu", "gelu_tanh", "tanh", "softplus", "sigmoid", "silu", "leaky_relu",
+                   "identity", "relu"]  # fmt: skip
+
+
+@SETTINGS
+@given(
+    activation=mostly(st.sampled_from(NEW_ACTIVATIONS)),
+    exponent=mostly(st.one_of(st.none(), st.just(1), st.floats(0.1, 5))),
+    param=mostly(
+        st.one_of(st.none(), st.floats(0, 1), st.floats(1e-3, 1e3)),
+        st.one_of(st.floats(-1e9, 1e9), st.floats(allow_nan=True), ODD),
+    ),
+)
+def test_model_activation_parameter(activation, exponent, param):
+    """Any activation name and parameter: a model whose phi is finite, or a clear error."""
+    model = outcome(fs.Model, np.eye(2, 3), activation=activation, exponent=exponent, param=param)
+    if model is not None:
+        assert model.exponent == 1 and math.isfinite(model.param)
+        est = fs.estimate_loss(model, fs.SparseInputs(3, p=0.5), 200, seed=0)
+        assert math.isfinite(est.mean) and est.mean >= 0
+
+
 @SETTINGS
 @given(r=mostly(st.integers(-2, 2000)), law=st.sampled_from([*LAWS, "discrete"]))
 def test_value_law_moments(r, law):
@@ -306,7 +328,8 @@ TOKENS = {
     "--d": ["2", "0", "1e12", "nan"],
     "--p": ["0.1", "1.5", "-0.1", "nan", "inf", "0.1,0.2"],
     "--exponent": ["3", "2", "0", "-1", "inf", "2.5", "400"],
-    "--activation": ["power", "relu_power", "tanh"],
+    "--activation": ["power", "relu_power", "tanh", "softplus", "swish"],
+    "--param": ["2", "0", "-1", "nan", "x"],
     "--values": ["gaussian", "uniform", "cauchy"],
     "--samples": ["100", "0", "1", "abc", "1e15"],
     "--seed": ["0", "-1", str(2**64), "x"],

@@ -111,6 +111,8 @@ class Activation(NamedTuple):
     a: float
     #: the exponent as an integer when it is one, else -1
     ia: int
+    #: the activation's parameter in float64 (softplus ``beta``, leaky_relu ``slope``; else 0)
+    c: float = 0.0
 
 
 def gap_tables(n: int, log1mp: float) -> tuple[np.ndarray, np.ndarray]:
@@ -165,7 +167,12 @@ def activation(model, dtype=None) -> Activation:
     The exponent is in ``dtype``, by default the model's compute dtype.
     """
     dt = model.dtype if dtype is None else np.dtype(dtype)
-    return Activation(int(model.act_code), dt.type(model.exponent), int(model.int_exponent))
+    return Activation(
+        int(model.act_code),
+        dt.type(model.exponent),
+        int(model.int_exponent),
+        float(model.param),
+    )
 
 
 @njit(inline="always")

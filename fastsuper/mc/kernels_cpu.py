@@ -14,7 +14,17 @@ import numba
 import numpy as np
 
 from fastsuper.core import config
-from fastsuper.core.activations import POWER, RELU_POWER, SIGNED_POWER, phi_inplace, relu
+from fastsuper.core.activations import (
+    GELU,
+    LEAKY_RELU,
+    POWER,
+    RELU_POWER,
+    SIGNED_POWER,
+    like,
+    phi_inplace,
+    relu,
+    smooth_phi,
+)
 from fastsuper.core.bundles import borrowed_law, borrowed_rule
 from fastsuper.core.jit import borrow, kernel_njit, njit, parallel_njit
 from fastsuper.core.laws import draw_active_by, draw_value, draw_values
@@ -180,6 +190,21 @@ def _phi_loss(z, it, act):
     elif (code == POWER or code == SIGNED_POWER) and ia == 3:
         for j in range(w):
             u = z[j] * z[j] * z[j]
+            z[j] = u
+            f = np.float64(u)
+            acc += it[j] * (f * f)
+    elif code == LEAKY_RELU:
+        c = z.dtype.type(act.c)
+        for j in range(w):
+            u = z[j]
+            u = u if u > 0 else c * u
+            z[j] = u
+            f = np.float64(u)
+            acc += it[j] * (f * f)
+    elif code >= GELU:  # a scalar call per element (no array passed per tile)
+        cc = act.c
+        for j in range(w):
+            u = like(z[j], smooth_phi(np.float64(z[j]), code, cc))
             z[j] = u
             f = np.float64(u)
             acc += it[j] * (f * f)

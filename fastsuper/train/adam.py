@@ -51,11 +51,11 @@ import numpy as np
 
 from fastsuper.core import arguments, config
 from fastsuper.core import validation as v
-from fastsuper.core.activations import DEFAULT_EXPONENTS
+from fastsuper.core.activations import DEFAULT_EXPONENTS, PARAM_NAMES
 from fastsuper.core.bundles import InputLaw, gap_tables, input_law
 from fastsuper.core.bundles import activation as activation_bundle
 from fastsuper.core.laws import SparseInputs
-from fastsuper.core.model import Model, check_activation
+from fastsuper.core.model import Model, check_activation, check_param
 from fastsuper.core.progress import progress_bar, progress_enabled
 from fastsuper.core.rng import seed_key
 from fastsuper.train.common import (
@@ -454,7 +454,9 @@ class FitResult:
         k = self._check_k(k)
         s = self.settings
         b = self.b[k] if s.get("bias", True) else None
-        return Model(self.W[k], b, activation=s["activation"], exponent=s["exponent"])
+        return Model(
+            self.W[k], b, activation=s["activation"], exponent=s["exponent"], param=s.get("param")
+        )
 
     def inputs(self, k: int = 0) -> SparseInputs:
         """The input law instance ``k`` was trained on, as a :class:`fastsuper.SparseInputs`."""
@@ -541,6 +543,7 @@ class FitOptions:
     b0: Any = None
     progress: Any = None
     backend: Any = "cpu"
+    param: Any = None
 
 
 # --------------------------------------------------------------------------
@@ -554,7 +557,7 @@ def fit(
     method: str = "adam", steps: int = 10_000, batch_size: int = 1024, lr: float = 1e-3,
     betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, seed: int = 0,
     dtype=np.float64, log_every: int = 100, W0=None, b0=None, progress: bool | None = None,
-    backend: str = "cpu",
+    backend: str = "cpu", param: float | None = None,
 ) -> FitResult:  # fmt: skip
     """Train ``n_instances`` independent tied-weight autoencoders at once.
 
@@ -571,9 +574,10 @@ def fit(
         -linspace(0, 1, n_instances)`` (from dense to p = 0.02).
     importance : array_like, optional
         ``I_j > 0``, shape ``(n,)`` or ``(n_instances, n)``; default 1.
-    activation : {"relu_power", "relu", "power", "signed_power"}, default "relu_power"
+    activation : str, default "relu_power"
         Output activation (THEORY §1; with its default exponent 1, ``max(t, 0)``:
-        Elhage et al.'s ReLU, as ``"relu"``).
+        Elhage et al.'s ReLU, as ``"relu"``), or any other of :class:`fastsuper.Model`'s
+        (``"gelu"``, ``"tanh"``, ``"softplus"``, ...).
     exponent : float, optional
         Its exponent; default the activation's own, as in :class:`fastsuper.Model`
         (1 for ``"relu"`` and ``"relu_power"``, 3 for ``"power"`` and ``"signed_power"``).
@@ -581,6 +585,9 @@ def fit(
         Law of an active feature's value.
     bias : bool, default True
         Train a bias ``b`` (else ``b = 0``).
+    param : float, optional
+        The activation's parameter (``"softplus"``: ``beta``, ``"leaky_relu"``: ``slope``),
+        as in :class:`fastsuper.Model`.
     method : {"adam", "exact"}
         ``"adam"``: stochastic, many instances.  ``"exact"``: L-BFGS on the exact
         loss of one ``power`` model (integer ``exponent``, ``p`` given; ``steps``
@@ -636,7 +643,7 @@ def fit(
     v.check_choice("backend", backend, ("cpu", "cuda"))
     options = FitOptions(n, d, n_instances, p, importance, activation, exponent, values, bias,
                          steps, batch_size, lr, betas, eps, seed, dtype, log_every, W0, b0,
-                         progress, backend)  # fmt: skip
+                         progress, backend, param)  # fmt: skip
     return FITTERS[method](options)
 
 
@@ -652,6 +659,7 @@ def _check_fit_args(o: FitOptions):
     importance = 1.0 if o.importance is None else o.importance
     imp = v.check_per_instance("importance", importance, n_instances, n, kind="positive")
     activation, exponent = check_activation(o.activation, o.exponent)
+    param = check_param(activation, o.param)
     law = arguments.check_law("values", o.values)
     bias = v.check_bool("bias", o.bias)
     steps = v.check_int("steps", o.steps, minimum=1)
@@ -668,7 +676,7 @@ def _check_fit_args(o: FitOptions):
         func="fit",
     )
     W, B = _starts(o, (n_instances, d, n), bias, seed, dt)
-    Model(W[0], B[0], activation=activation, exponent=exponent)  # checks the weights
+    Model(W[0], B[0], activation=activation, exponent=exponent, param=o.param)  # checks W
     settings = dict(
         n=n,
         d=d,
@@ -686,6 +694,8 @@ def _check_fit_args(o: FitOptions):
         dtype=dt.name,
         log_every=log_every,
     )
+    if activation in PARAM_NAMES:
+        settings["param"] = param
     return settings, P, imp, law, W, B, progress
 
 
@@ -748,7 +758,7 @@ def _fit_adam(o: FitOptions) -> FitResult:
         _raise_diverged(status, lr, W.dtype, exponent)
         _warn_blown_up(hist, P, imp, law, lr)
         return FitResult(W, B, hist * n, settings, "adam", W0_copy, elapsed)
-    model = Model(W[0], B[0], activation=activation, exponent=exponent)
+    model = Model(W[0], B[0], activation=activation, exponent=exponent, param=settings.get("param"))
     act = activation_bundle(model)
     # sampler parameters per instance (SparseInputs._kernel_params for each row of P)
     pmax = P.max(axis=1)
