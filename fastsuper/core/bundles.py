@@ -195,9 +195,7 @@ def group_fields(inputs) -> tuple:
     if inputs.groups is None:
         return (0, 0.0, -math.inf, False, _NO_GROUP_F, _NO_GROUP_I, _NO_GROUP_I, _NO_GROUP_I,
                 _NO_GROUP_F, False)  # fmt: skip
-    from fastsuper.core.groups import units
-
-    u = units(inputs.groups, inputs.ungrouped_p)
+    u = inputs.group_units  # fastsuper.core.groups.Units
     qmax = float(u.q.max())
     log1mq = math.log1p(-qmax) if qmax < 1.0 else -math.inf
     thin = bool(np.any(u.q != u.q[0]))

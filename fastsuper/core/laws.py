@@ -30,6 +30,7 @@ from fastsuper.core.bundles import (
 )
 from fastsuper.core.groups import ALL as G_ALL
 from fastsuper.core.groups import PARTIAL as G_PARTIAL
+from fastsuper.core.groups import parse_groups, units
 from fastsuper.core.jit import borrow, njit, parallel_njit
 from fastsuper.core.rng import sample_key, seed_key, uniform
 
@@ -290,8 +291,6 @@ correlated [2, 3] q=0.1, exclusive [4, 5] q=0.1])
 
     def _set_groups(self, groups, kind, q, weights, r) -> None:
         """Check the group specification and turn ``p`` into the marginals."""
-        from fastsuper.core.groups import parse_groups
-
         if self.k is not None:
             raise ValueError(f"give either k or groups, not both (got k={self.k})")
         spec = parse_groups(self.n, groups, kind, q, weights, r, self._p_given)
@@ -304,6 +303,8 @@ correlated [2, 3] q=0.1, exclusive [4, 5] q=0.1])
         self.groups = spec
         self.ungrouped_p = np.where(free, self.p, 0.0)
         self.p = spec.marginals(self.ungrouped_p)
+        #: the law laid out for the sampler (:class:`fastsuper.core.groups.Units`)
+        self.group_units = units(spec, self.ungrouped_p)
 
     # ------------------------------------------------------------------ info
     @property

@@ -1,10 +1,9 @@
 """Grouped input laws: the group spec, and the sampler against the law (THEORY §8)."""
 
-import itertools
-
 import numba
 import numpy as np
 import pytest
+from naive import grouped_patterns as pattern_probs
 from scipy import stats
 
 import fastsuper as fs
@@ -31,34 +30,6 @@ def mixed_law(values="rademacher"):
         kind=["correlated", "exclusive", "partial"], q=[0.4, 0.5, 0.6],
         weights=[1, 1, 1, 1, 3, 1, 1, 1, 1], r=[1, 1, 0.5, 1, 1, 1, 0.25, 1.0, 1],
     )  # fmt: skip
-
-
-def pattern_probs(inputs):
-    """Exact probability of every activity pattern (tuple of 0/1 per feature), by enumeration."""
-    n, spec = inputs.n, inputs.groups
-    units = [(mem, spec.kinds[g], spec.q[g]) for g, mem in enumerate(spec.members)]
-    units += [(np.array([i]), "correlated", inputs.p[i]) for i in np.flatnonzero(spec.label < 0)]
-    probs = {(0,) * n: 1.0}
-    for mem, kind, q in units:
-        options = [((), 1.0 - q)]
-        if kind == "exclusive":
-            options += [((i,), q * spec.weights[i]) for i in mem]
-        else:
-            for bits in itertools.product([0, 1], repeat=mem.size):
-                r = spec.r[mem]
-                pr = q * np.prod(np.where(bits, r, 1.0 - r))
-                options.append((tuple(mem[np.array(bits, bool)]), pr))
-        new = {}
-        for pat, pr in probs.items():
-            for act, po in options:
-                if po == 0.0:
-                    continue
-                key = list(pat)
-                for i in act:
-                    key[i] = 1
-                new[tuple(key)] = new.get(tuple(key), 0.0) + pr * po
-        probs = new
-    return probs
 
 
 # ---------------------------------------------------------------- the spec
