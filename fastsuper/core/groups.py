@@ -28,10 +28,12 @@ from fastsuper.core import validation as v
 __all__ = [
     "ALL",
     "EXCLUSIVE",
+    "GROUP_KEYS",
     "KINDS",
     "PARTIAL",
     "GroupSpec",
     "Units",
+    "check_group_kwargs",
     "parse_groups",
     "units",
 ]
@@ -90,6 +92,19 @@ class GroupSpec:
                 out[mem] = self.q[g] * self.weights[mem]
             else:
                 out[mem] = self.q[g] * self.r[mem]
+        return out
+
+    def to_kwargs(self) -> dict:
+        """The spec as JSON-serialisable keyword arguments of :class:`fastsuper.SparseInputs`."""
+        out = {
+            "groups": [mem.tolist() for mem in self.members],
+            "kind": list(self.kinds),
+            "q": self.q.tolist(),
+        }
+        if "exclusive" in self.kinds:
+            out["weights"] = np.where(self.weights > 0, self.weights, 1.0).tolist()
+        if "partial" in self.kinds:
+            out["r"] = self.r.tolist()
         return out
 
     def describe(self, limit: int = 4) -> str:
@@ -343,3 +358,28 @@ def units(spec: GroupSpec, p: np.ndarray) -> Units:
     last = mem[ptr[1:] - 1]
     interleaved = bool(np.any(last[:-1] > mem[ptr[1:-1]]))
     return Units(np.array(q), ptr, mem, np.array(kind, dtype=np.int64), val, interleaved)
+
+
+#: the keyword arguments of :class:`fastsuper.SparseInputs` that describe groups
+GROUP_KEYS = ("groups", "kind", "q", "weights", "r")
+
+
+def check_group_kwargs(groups, *, func=None) -> dict | None:
+    """A dict of group keywords (``groups``, ``kind``, ``q``, ``weights``, ``r``), or ``None``.
+
+    The form in which :func:`fastsuper.fit` and :func:`fastsuper.fit_exact`
+    take a grouped law; the values are checked when the law is built.
+    """
+    if groups is None:
+        return None
+    if not isinstance(groups, dict) or "groups" not in groups:
+        raise TypeError(
+            f"{v.prefix(func)}groups must be a dict of SparseInputs keywords with at least "
+            f"'groups' (and any of {list(GROUP_KEYS[1:])}), got {v.show(groups)}"
+        )
+    bad = sorted(set(groups) - set(GROUP_KEYS))
+    if bad:
+        raise ValueError(
+            f"{v.prefix(func)}groups has unknown keys {bad}; allowed: {list(GROUP_KEYS)}"
+        )
+    return dict(groups)
