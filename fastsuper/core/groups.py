@@ -28,6 +28,7 @@ from fastsuper.core import validation as v
 __all__ = [
     "ALL",
     "EXCLUSIVE",
+    "EXCLUSIVE_EQUAL",
     "GROUP_KEYS",
     "KINDS",
     "PARTIAL",
@@ -39,8 +40,8 @@ __all__ = [
 ]
 
 #: sampler codes of a unit: every member active, each member with its own probability
-#: (a partial group with some ``r_i < 1``), or exactly one member
-ALL, PARTIAL, EXCLUSIVE = range(3)
+#: (a partial group with some ``r_i < 1``), or exactly one member (by weight, or uniformly)
+ALL, PARTIAL, EXCLUSIVE, EXCLUSIVE_EQUAL = range(4)
 #: accepted kind names and their canonical names
 KINDS = {
     "correlated": "correlated",
@@ -307,7 +308,8 @@ class Units:
 
     Units are ordered by their smallest feature; unit ``u`` has members
     ``mem[ptr[u]:ptr[u+1]]`` (sorted), gate probability ``q[u]``, sampler
-    code ``kind[u]`` (:data:`ALL`, :data:`PARTIAL` or :data:`EXCLUSIVE`) and per-member
+    code ``kind[u]`` (:data:`ALL`, :data:`PARTIAL`, :data:`EXCLUSIVE` or
+    :data:`EXCLUSIVE_EQUAL`) and per-member
     ``val``: the in-group probability (partial) or the cumulative weight
     (exclusive, last member exactly 1).  ``interleaved`` is True when the
     members of different units interleave, so a sample's active features
@@ -348,7 +350,8 @@ def units(spec: GroupSpec, p: np.ndarray) -> Units:
                 cw = np.cumsum(spec.weights[m])
                 cw[-1] = 1.0
                 val[at : at + m.size] = cw
-                kind.append(EXCLUSIVE)
+                w = spec.weights[m]
+                kind.append(EXCLUSIVE_EQUAL if np.all(w == w[0]) else EXCLUSIVE)
             else:
                 val[at : at + m.size] = spec.r[m]
                 kind.append(PARTIAL if np.any(spec.r[m] < 1.0) else ALL)

@@ -29,6 +29,7 @@ from fastsuper.core.bundles import (
     plain_rule,
 )
 from fastsuper.core.groups import ALL as G_ALL
+from fastsuper.core.groups import EXCLUSIVE_EQUAL as G_EQUAL
 from fastsuper.core.groups import PARTIAL as G_PARTIAL
 from fastsuper.core.groups import parse_groups, units
 from fastsuper.core.jit import borrow, njit, parallel_njit
@@ -476,8 +477,9 @@ def _open_unit(key, c, law, u, out_idx, count):
     """The active members of unit ``u`` whose gate opened; returns ``(c, count)``.
 
     Every member (``ALL``); each member ``t`` with probability ``gval[t]``, one
-    counter each (``PARTIAL``); or the one member whose cumulative weight
-    first exceeds a uniform, one counter (``EXCLUSIVE``).
+    counter each (``PARTIAL``); or one member from one counter ``x``: member
+    ``floor(x * size)`` (``EXCLUSIVE_EQUAL``), or the first whose cumulative
+    weight exceeds ``x`` (``EXCLUSIVE``).
     """
     lo = law.gptr[u]
     hi = law.gptr[u + 1]
@@ -496,14 +498,14 @@ def _open_unit(key, c, law, u, out_idx, count):
     else:
         x = uniform(key, c)
         c += 1
-        a = lo
-        b = hi - 1  # the last cumulative weight is 1 > x
-        while a < b:
-            mid = (a + b) // 2
-            if x < law.gval[mid]:
-                b = mid
-            else:
-                a = mid + 1
+        if kind == G_EQUAL:  # equal weights
+            a = lo + int(x * (hi - lo))
+            if a >= hi:
+                a = hi - 1
+        else:
+            a = lo
+            while a < hi - 1 and x >= law.gval[a]:  # the last cumulative weight is 1 > x
+                a += 1
         out_idx[count] = law.gmem[a]
         count += 1
     return c, count
