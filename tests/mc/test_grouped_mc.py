@@ -131,3 +131,13 @@ def test_dask_is_bit_identical_to_cpu(dask_client):
                           client=dask_client, chunk_size=4096)  # fmt: skip
     assert dk.mean == cpu.mean and dk.stderr == cpu.stderr
     np.testing.assert_array_equal(dk.per_feature, cpu.per_feature)
+
+
+def test_check_compares_grouped_laws_with_the_exact_loss():
+    inputs = grouped_law()
+    report = fs.check(_model(24, 4, seed=7), inputs, 40_000, seed=3)
+    assert report.kind == "exact" and report.passed
+    assert report.reference == pytest.approx(fs.exact_loss(_model(24, 4, seed=7), inputs))
+    relu = fs.Model(_model(24, 4, seed=7).W, activation="relu")
+    report = fs.check(relu, inputs, 20_000, seed=3)
+    assert report.kind == "lower_bound" and report.lower_bound == 0.0 and report.passed
