@@ -485,7 +485,7 @@ def fit(
         keywords of :class:`fastsuper.SparseInputs` (``groups`` and any of
         ``kind``, ``q``, ``weights``, ``r``); ``p`` (one law for all
         instances) then applies to the ungrouped features and is the default
-        ``q``.  CPU only for ``method="adam"``.
+        ``q``.
 
     Returns
     -------
@@ -583,8 +583,6 @@ def _grouped(o: FitOptions, P: np.ndarray, imp: np.ndarray, law) -> tuple:
             "fit: with groups every instance has the same input law: give p and importance "
             "as a scalar or one value per feature, not one per instance"
         )
-    if o.backend != "cpu":
-        raise ValueError("fit: grouped input laws train on the CPU (backend='cpu')")
     p0 = float(P[0, 0]) if np.all(P[0] == P[0, 0]) else P[0]
     try:
         inputs = SparseInputs(P.shape[1], p=p0, values=law, importance=imp[0], **groups)
