@@ -171,9 +171,9 @@ def _members(n: int, groups, func) -> list[np.ndarray]:
         arr = np.asarray(groups)
     except ValueError:  # ragged lists
         arr = None
-    if arr is not None and arr.ndim == 1 and arr.dtype.kind in "iu" and arr.shape == (n,):
+    if arr is not None and arr.ndim == 1 and arr.dtype.kind in "iu":
         if len(groups) and not isinstance(groups[0], (list, tuple, np.ndarray)):
-            return _members_from_labels(n, arr, func)
+            return _members_from_labels(n, arr, func)  # labels (of any length: checked there)
     if arr is not None and arr.ndim == 1 and arr.dtype.kind not in "iuO":
         raise TypeError(
             f"{v.prefix(func)}groups must hold integers (labels or feature indices), got "

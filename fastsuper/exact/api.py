@@ -152,6 +152,13 @@ def _closed_form_exponent(func: str, model, inputs, backend: str = "cpu") -> int
         raise ValueError(f"{func}: model exponent must be an integer >= 1, got {model.exponent!r}")
     arguments.check_moments(inputs.law, m, func=func)
     n, d = model.n, model.d
+    if inputs.pattern == "grouped":  # a dozen (2m + 1) x n x groups arrays (THEORY §8)
+        v.check_memory(
+            f"the grouped closed form at n = {n} features in {inputs.groups.n_groups} groups",
+            8.0 * n * (3 * n + 12 * (2 * m + 1) * inputs.groups.n_groups),
+            func=func,
+            hint="estimate the loss by Monte Carlo instead (fastsuper.estimate_loss)",
+        )
     # A = W.T @ W (n x n) and a few dozen float64 vectors of length n per moment order
     v.check_memory(
         f"the closed form at n = {n} features (A = W.T @ W is n x n)",

@@ -69,7 +69,7 @@ BAD = [
      r"feature 1 appears twice \(groups\[0\] and groups\[1\]\)"),
     (dict(groups=[[0, 7]]), ValueError, r"groups\[0\] holds feature index 7, outside \[0, n=4\)"),
     (dict(groups=[[]]), ValueError, r"groups\[0\] must be a non-empty"),
-    (dict(groups=[0, 0, 1]), ValueError, r"groups\[0\] must be|shape \(4,\)"),
+    (dict(groups=[0, 0, 1]), ValueError, r"groups as labels must have shape \(4,\)"),
     (dict(groups=[-1, -1, -1, -1]), ValueError, "groups holds no group"),
     (dict(groups="ab"), TypeError, "groups must be one integer label per feature"),
     (dict(groups=[0.5, 0, 1, 1]), TypeError, "groups must hold integers"),

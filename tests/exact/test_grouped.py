@@ -139,3 +139,11 @@ def test_grouped_refusals():
     relu = fs.Model(model.W, activation="relu_power", exponent=1)
     with pytest.raises(ValueError, match="no closed form"):
         fs.exact_loss(relu, inputs)
+
+
+def test_huge_grouped_closed_form_is_refused_before_allocating():
+    n = 60_000
+    inputs = fs.SparseInputs(n, p=1e-3, groups=np.arange(n) // 2, kind="exclusive")
+    model = fs.Model(np.ones((1, n)) * 1e-3, exponent=3)
+    with pytest.raises(ValueError, match="grouped closed form at n = 60000 features in 30000"):
+        fs.exact_loss(model, inputs)
