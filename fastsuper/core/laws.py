@@ -331,6 +331,23 @@ correlated [2, 3] q=0.1, exclusive [4, 5] q=0.1])
             return float(self.k)
         return float(self.n * self.p[0]) if self.p_is_scalar else float(self.p.sum())
 
+    def independent(self) -> SparseInputs:
+        """The independent law with the same marginals ``p``, values and importances.
+
+        For comparing a grouped law with independent features that are active
+        as often (``self`` itself when there are no groups).
+
+        Examples
+        --------
+        >>> import fastsuper as fs
+        >>> g = fs.SparseInputs(4, groups=[[0, 1, 2, 3]], q=0.2, kind="exclusive")
+        >>> g.independent()
+        SparseInputs(n=4, p=0.05, values=ValueLaw('gaussian'))
+        """
+        if self.groups is None:
+            return self
+        return SparseInputs(self.n, p=self.p.copy(), values=self.law, importance=self.importance)
+
     def moment(self, r: int) -> float:
         """Raw moment ``mu_r = E xi**r`` of the value law."""
         return self.law.moment(r)

@@ -122,6 +122,8 @@ def test_correlation_changes_the_loss_but_not_the_marginals():
     cor = fs.SparseInputs(2, groups=[[0, 1]], q=0.2, values="constant")
     exc = fs.SparseInputs(2, groups=[[0, 1]], q=0.4, kind="exclusive", values="constant")
     assert np.allclose(cor.p, ind.p) and np.allclose(exc.p, ind.p)
+    assert np.array_equal(cor.independent().p, cor.p) and cor.independent().groups is None
+    assert ind.independent() is ind
     losses = [fs.exact_loss(model, x) for x in (ind, cor, exc)]
     # x_hat = (x0 + x1) / 2 on both outputs: loss = E[(x0 - x1)**2] / 2
     assert losses[0] == pytest.approx((0.4 - 2 * 0.2**2) / 2, rel=1e-14)
