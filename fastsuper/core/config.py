@@ -64,6 +64,8 @@ EXACT_ROWS_PER_ITEM = 16
 LOW_ORDER_SERIAL_BELOW = 64
 #: entries of A formed at once by :func:`fastsuper.loss_bounds`
 BOUNDS_BLOCK_ELEMS = 1 << 22
+#: entries (rows x (groups + n) x moment orders) of one row block of the grouped closed form
+GROUPED_BLOCK_ELEMS = 1 << 22
 #: entries of the Gram matrix formed at once by the geometry functions
 GEOMETRY_BLOCK_ELEMS = 1 << 20
 

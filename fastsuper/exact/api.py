@@ -37,7 +37,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from fastsuper.core import arguments
+from fastsuper.core import arguments, config
 from fastsuper.core import validation as v
 from fastsuper.core.blas import single_thread_if_small
 from fastsuper.core.laws import SparseInputs
@@ -152,10 +152,10 @@ def _closed_form_exponent(func: str, model, inputs, backend: str = "cpu") -> int
         raise ValueError(f"{func}: model exponent must be an integer >= 1, got {model.exponent!r}")
     arguments.check_moments(inputs.law, m, func=func)
     n, d = model.n, model.d
-    if inputs.pattern == "grouped":  # a dozen (2m + 1) x n x groups arrays (THEORY §8)
+    if inputs.pattern == "grouped":  # A, a row block of Gamma and its scratch (THEORY §8)
         v.check_memory(
             f"the grouped closed form at n = {n} features in {inputs.groups.n_groups} groups",
-            8.0 * n * (3 * n + 12 * (2 * m + 1) * inputs.groups.n_groups),
+            8.0 * (3.0 * n * n + 16.0 * config.GROUPED_BLOCK_ELEMS + 4.0 * n * (2 * m + 2)),
             func=func,
             hint="estimate the loss by Monte Carlo instead (fastsuper.estimate_loss)",
         )

@@ -5,6 +5,7 @@ import pytest
 from naive import enumerate_grouped_inputs, gain_numpy, loss_numpy
 
 import fastsuper as fs
+from fastsuper import testing as T
 
 LAWS = [
     dict(support=[-1.0, 0.5, 2.0], probs=[0.3, 0.3, 0.4]),
@@ -71,7 +72,10 @@ def _shrink(spec):
 
 
 @pytest.mark.parametrize("spec", range(len(SPECS)))
-def test_gradient_matches_finite_differences(spec):
+@pytest.mark.parametrize("block_elems", [1 << 22, 1])
+def test_gradient_matches_finite_differences(spec, block_elems, monkeypatch):
+    """Also with one output row per block (``config.GROUPED_BLOCK_ELEMS``)."""
+    monkeypatch.setattr(T.config, "GROUPED_BLOCK_ELEMS", block_elems)
     n, d, m = 8, 3, 3
     inputs = _inputs(SPECS[spec], LAWS[0], n, np.linspace(0.5, 2.0, n))
     model = _model(n, d, m, True, seed=spec)
@@ -143,9 +147,34 @@ def test_grouped_refusals():
         fs.exact_loss(relu, inputs)
 
 
-def test_huge_grouped_closed_form_is_refused_before_allocating():
-    n = 60_000
+def test_huge_grouped_closed_form_is_refused_before_allocating(monkeypatch):
+    monkeypatch.setattr(T.config, "MEMORY_LIMIT_BYTES", 1 << 24)
+    n = 2000
     inputs = fs.SparseInputs(n, p=1e-3, groups=np.arange(n) // 2, kind="exclusive")
     model = fs.Model(np.ones((1, n)) * 1e-3, exponent=3)
-    with pytest.raises(ValueError, match="grouped closed form at n = 60000 features in 30000"):
+    with pytest.raises(ValueError, match="grouped closed form at n = 2000 features in 1000"):
         fs.exact_loss(model, inputs)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_kernel_matches_the_numpy_reference(bias, monkeypatch):
+    """The compiled per-row kernel against the NumPy row blocks, at n = 40 (beyond enumeration)."""
+    monkeypatch.setattr(T.config, "GROUPED_BLOCK_ELEMS", 1 << 12)  # several row blocks
+    n, d, m = 40, 5, 3
+    labels = np.arange(n) % 9 - 1
+    r = np.where(np.isin(labels, [2, 5, 6]), np.linspace(0.2, 1.0, n), 1.0)  # partial groups
+    inputs = fs.SparseInputs(
+        n, p=0.1, support=[-1.0, 0.5, 2.0], probs=[0.3, 0.3, 0.4],
+        importance=np.linspace(0.5, 2.0, n), groups=labels,
+        kind=["correlated", "exclusive", "partial", "correlated", "exclusive", "partial",
+              "partial", "exclusive"],
+        q=np.linspace(0.05, 0.4, 8), r=r, weights=np.arange(1.0, n + 1),
+    )  # fmt: skip
+    model = _model(n, d, m, bias, seed=4)
+    terms, rW, rb = T.grouped_reference(model, inputs, m)
+    per = fs.exact_loss(model, inputs, per_feature=True)
+    ref = terms.imp * (terms.ex2 - 2.0 * terms.exzm + terms.ez2m)
+    np.testing.assert_allclose(per, ref, rtol=1e-12, atol=1e-14 * np.abs(ref).max())
+    _, dW, db = fs.exact_loss_grad(model, inputs)
+    np.testing.assert_allclose(dW, rW, rtol=1e-11, atol=1e-13 * np.abs(rW).max())
+    np.testing.assert_allclose(db, rb, rtol=1e-11, atol=1e-13 * np.abs(rb).max())
