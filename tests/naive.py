@@ -188,6 +188,59 @@ def enumerate_inputs(p, support, probs, max_active=None):
     return np.array(rows), np.array(weights)
 
 
+def grouped_patterns(inputs):
+    """Exact probability of every activity pattern (tuple of 0/1 per feature) of a grouped law.
+
+    Enumerates each group's outcomes from its definition (THEORY §8): gate
+    closed; correlated/partial: every subset of members with its in-group
+    probabilities; exclusive: one member with its weight.
+    """
+    n, spec = inputs.n, inputs.groups
+    units = [(mem, spec.kinds[g], spec.q[g]) for g, mem in enumerate(spec.members)]
+    units += [(np.array([i]), "correlated", inputs.p[i]) for i in np.flatnonzero(spec.label < 0)]
+    probs = {(0,) * n: 1.0}
+    for mem, kind, q in units:
+        options = [((), 1.0 - q)]
+        if kind == "exclusive":
+            options += [((i,), q * spec.weights[i]) for i in mem]
+        else:
+            for bits in itertools.product([0, 1], repeat=mem.size):
+                r = spec.r[mem]
+                pr = q * np.prod(np.where(bits, r, 1.0 - r))
+                options.append((tuple(mem[np.array(bits, bool)]), pr))
+        new = {}
+        for pat, pr in probs.items():
+            for act, po in options:
+                if po == 0.0:
+                    continue
+                key = list(pat)
+                for i in act:
+                    key[i] = 1
+                new[tuple(key)] = new.get(tuple(key), 0.0) + pr * po
+        probs = new
+    return probs
+
+
+def enumerate_grouped_inputs(inputs):
+    """Every input vector of a grouped law with discrete values, with its probability.
+
+    Returns (X of shape (M, n), weights of shape (M,)), weights summing to 1.
+    """
+    support, probs = inputs.law.support, inputs.law.probs
+    rows, weights = [], []
+    for pat, pp in grouped_patterns(inputs).items():
+        act = [i for i, on in enumerate(pat) if on]
+        for vals in itertools.product(range(support.size), repeat=len(act)):
+            x = np.zeros(inputs.n)
+            w = pp
+            for i, t in zip(act, vals, strict=True):
+                x[i] = support[t]
+                w *= probs[t]
+            rows.append(x)
+            weights.append(w)
+    return np.array(rows), np.array(weights)
+
+
 def power_sums_numpy(A, c):
     """``S[r, j] = sum_{i != j} A[j, i]**r c[r, i]`` (row 0 zero), dense NumPy."""
     A = np.array(A, dtype=np.float64)

@@ -81,6 +81,8 @@ LOW_ORDER_QUAD_RTOL = 1e-11
 LOW_ORDER_QUAD_SEGMENTS = 400
 #: entries of A formed at once by :func:`fastsuper.loss_bounds`
 BOUNDS_BLOCK_ELEMS = 1 << 22
+#: entries (rows x (groups + n) x moment orders) of one row block of the grouped closed form
+GROUPED_BLOCK_ELEMS = 1 << 22
 #: entries of the Gram matrix formed at once by the geometry functions
 GEOMETRY_BLOCK_ELEMS = 1 << 20
 

@@ -68,7 +68,7 @@ import numba
 import numpy as np
 from scipy.special import roots_hermitenorm, roots_jacobi, roots_legendre
 
-from fastsuper.core import config
+from fastsuper.core import arguments, config
 from fastsuper.core.activations import LEAKY_RELU, POWER, SIGNED_POWER, SMOOTH_CODES, phi
 from fastsuper.core.arguments import check_moments
 from fastsuper.core.bundles import Activation, activation
@@ -602,6 +602,10 @@ def _check(model, inputs) -> None:
             f"model and inputs disagree on the number of features: model.n = {model.n} "
             f"(W has shape {model.W.shape}) but inputs.n = {inputs.n}"
         )
+    arguments.refuse_groups(
+        inputs, "the k <= 1 terms (and the bounds built on them)",
+        hint="for power activations use exact_loss, else estimate_loss",
+    )  # fmt: skip
     ia = model.int_exponent
     if inputs.law.code == GAUSSIAN and (
         model.act_code == POWER or (model.act_code == SIGNED_POWER and ia >= 1 and ia % 2 == 1)

@@ -579,7 +579,12 @@ def _block_gemm(
             bt = b[j0:j1]
             it = borrow(imp[j0:j1])
             bi, bc, bv, bcur, br1, br2 = (
-                borrow(imp), borrow(cidx), borrow(cval), borrow(cur), borrow(row1), borrow(row2)
+                borrow(imp),
+                borrow(cidx),
+                borrow(cval),
+                borrow(cur),
+                borrow(row1),
+                borrow(row2),
             )
             for s in range(m):
                 z = borrow(Z[s])

@@ -52,8 +52,9 @@ import numpy as np
 from fastsuper.core import arguments, config
 from fastsuper.core import validation as v
 from fastsuper.core.activations import DEFAULT_EXPONENTS, PARAM_NAMES
-from fastsuper.core.bundles import InputLaw, gap_tables, input_law
+from fastsuper.core.bundles import InputLaw, gap_tables, group_fields, input_law
 from fastsuper.core.bundles import activation as activation_bundle
+from fastsuper.core.groups import check_group_kwargs
 from fastsuper.core.laws import SparseInputs
 from fastsuper.core.model import Model, check_activation, check_param
 from fastsuper.core.progress import progress_bar, progress_enabled
@@ -463,7 +464,8 @@ class FitResult:
         k = self._check_k(k)
         s = self.settings
         return SparseInputs(self.n, p=np.asarray(s["p"][k]), values=law_from_spec(s["values"]),
-                            importance=np.asarray(s["importance"][k]))  # fmt: skip
+                            importance=np.asarray(s["importance"][k]),
+                            **s.get("groups", {}))  # fmt: skip
 
     def save(self, path) -> None:
         """Write to ``path`` (NumPy ``.npz``; read back with :meth:`load`)."""
@@ -544,6 +546,7 @@ class FitOptions:
     progress: Any = None
     backend: Any = "cpu"
     param: Any = None
+    groups: Any = None
 
 
 # --------------------------------------------------------------------------
@@ -557,7 +560,7 @@ def fit(
     method: str = "adam", steps: int = 10_000, batch_size: int = 1024, lr: float = 1e-3,
     betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, seed: int = 0,
     dtype=np.float64, log_every: int = 100, W0=None, b0=None, progress: bool | None = None,
-    backend: str = "cpu", param: float | None = None,
+    backend: str = "cpu", param: float | None = None, groups: dict | None = None,
 ) -> FitResult:  # fmt: skip
     """Train ``n_instances`` independent tied-weight autoencoders at once.
 
@@ -612,6 +615,12 @@ def fit(
         ``"cuda"`` (``method="adam"``): each batch and its gradient on the GPU
         (:func:`fastsuper.train.cuda.fit_adam_cuda`), Adam's update on the
         host: the same samples and, to float round-off, the same trajectory.
+    groups : dict, optional
+        A grouped input law (THEORY §8) shared by every instance: the group
+        keywords of :class:`fastsuper.SparseInputs` (``groups`` and any of
+        ``kind``, ``q``, ``weights``, ``r``); ``p`` (one law for all
+        instances) then applies to the ungrouped features and is the default
+        ``q``.
 
     Returns
     -------
@@ -643,7 +652,7 @@ def fit(
     v.check_choice("backend", backend, ("cpu", "cuda"))
     options = FitOptions(n, d, n_instances, p, importance, activation, exponent, values, bias,
                          steps, batch_size, lr, betas, eps, seed, dtype, log_every, W0, b0,
-                         progress, backend, param)  # fmt: skip
+                         progress, backend, param, groups)  # fmt: skip
     return FITTERS[method](options)
 
 
@@ -675,6 +684,7 @@ def _check_fit_args(o: FitOptions):
         8.0 * n_instances * (7.0 * (d + 1) * n + -(-steps // log_every)),
         func="fit",
     )
+    P, group_law = _grouped(o, P, imp, law)
     W, B = _starts(o, (n_instances, d, n), bias, seed, dt)
     Model(W[0], B[0], activation=activation, exponent=exponent, param=o.param)  # checks W
     settings = dict(
@@ -696,7 +706,28 @@ def _check_fit_args(o: FitOptions):
     )
     if activation in PARAM_NAMES:
         settings["param"] = param
+    if group_law is not None:
+        settings["groups"] = group_law.groups.to_kwargs()
     return settings, P, imp, law, W, B, progress
+
+
+def _grouped(o: FitOptions, P: np.ndarray, imp: np.ndarray, law) -> tuple:
+    """``(P, law)``: the marginals of every instance and the grouped law (``None`` without)."""
+    groups = check_group_kwargs(o.groups, func="fit")
+    if groups is None:
+        return P, None
+    if np.any(P != P[0]) or np.any(imp != imp[0]):
+        raise ValueError(
+            "fit: with groups every instance has the same input law: give p and importance "
+            "as a scalar or one value per feature, not one per instance"
+        )
+    p0 = float(P[0, 0]) if np.all(P[0] == P[0, 0]) else P[0]
+    try:
+        inputs = SparseInputs(P.shape[1], p=p0, values=law, importance=imp[0], **groups)
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(f"fit: {exc}") from None
+    inputs.check_sampleable(func="fit")
+    return np.tile(inputs.p, (P.shape[0], 1)), inputs
 
 
 def _starts(o: FitOptions, shape: tuple, bias: bool, seed: int, dt: np.dtype) -> tuple:
@@ -760,6 +791,8 @@ def _fit_adam(o: FitOptions) -> FitResult:
         return FitResult(W, B, hist * n, settings, "adam", W0_copy, elapsed)
     model = Model(W[0], B[0], activation=activation, exponent=exponent, param=settings.get("param"))
     act = activation_bundle(model)
+    # the group fields of a grouped law (shared by the instances), else placeholders
+    fit_inputs = SparseInputs(n, p=P[0], values=law, **settings.get("groups", {}))
     # sampler parameters per instance (SparseInputs._kernel_params for each row of P)
     pmax = P.max(axis=1)
     log1mp = np.array([math.log1p(-x) if x < 1.0 else -math.inf for x in pmax])
@@ -792,7 +825,8 @@ def _fit_adam(o: FitOptions) -> FitResult:
     t0 = time.perf_counter()
     for c in range(chunks):
         lo, hi = bounds[c], bounds[c + 1]
-        laws = InputLaw(n, -1, pmax, log1mp, thin, P, law.code, law.support, law.cumprobs, tlo, thi)
+        laws = InputLaw(n, -1, pmax, log1mp, thin, P, law.code, law.support, law.cumprobs, tlo, thi,
+                        *group_fields(fit_inputs))  # fmt: skip
         adam_kernel(
             W, B, mW, vW, mb, vb, imp, bias, act, skeys, laws, lo, hi - lo, batch,
             (lr, beta1, beta2, eps), log_every, hist, status, groups, rows, dense_x,
@@ -882,7 +916,7 @@ def _fit_exact(o: FitOptions):
         raise ValueError("method='exact' needs p (the feature probability)")
     return fit_exact(o.n, o.d, m=int(exponent), p=o.p, values=o.values,
                      importance=o.importance, bias=o.bias, seed=o.seed, maxiter=o.steps,
-                     W0=o.W0, progress=o.progress)  # fmt: skip
+                     W0=o.W0, progress=o.progress, groups=o.groups)  # fmt: skip
 
 
 #: optimisers of :func:`fit`: ``method`` name -> function ``(options: FitOptions) -> result``.

@@ -195,8 +195,9 @@ def fit_adam_cuda(W, B, P, imp, law, settings: dict, progress: bool = False):
     for k in range(n_inst):
         pk = P[k]
         inputs = SparseInputs(
-            n, p=float(pk[0]) if np.all(pk == pk[0]) else pk, values=law, importance=imp[k]
-        )
+            n, p=float(pk[0]) if np.all(pk == pk[0]) else pk, values=law, importance=imp[k],
+            **settings.get("groups", {}),
+        )  # fmt: skip
         skey = instance_seed(seed, k)
         mW = np.zeros((d, n))
         vW = np.zeros((d, n))

@@ -102,3 +102,15 @@ def test_loss_grad_smooth_activations_match_cpu(act, param, monkeypatch):
     assert_close(got.loss, ref.loss)
     assert_close(got.dW, ref.dW)
     assert_close(got.db, ref.db)
+
+
+def test_fit_adam_with_groups_matches_cpu(monkeypatch):
+    monkeypatch.setattr(T.config, "GRAD_THREADS", 4)
+    kw = dict(
+        n_instances=2, p=0.3, steps=3, batch_size=16, lr=1e-2, seed=2, log_every=1,
+        groups=dict(groups=[[0, 1], [2, 3, 4]], kind=["correlated", "exclusive"]),
+    )  # fmt: skip
+    cpu = fs.fit(6, 2, **kw)
+    gpu = fs.fit(6, 2, backend="cuda", **kw)
+    np.testing.assert_allclose(gpu.W, cpu.W, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(gpu.loss_history, cpu.loss_history, rtol=1e-10)
