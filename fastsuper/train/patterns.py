@@ -10,6 +10,9 @@ L-BFGS-B and the exact gradient, from
 * the *unsuperposed* start: the ``min(n, d)`` features of largest ``I_i p_i``
   on their own unit dimension, the others off with their output at the mean
   ``b_i = p_i / 2``;
+* with ``constructions`` (default), every tegum product of dedicated features and
+  antipodal pairs on the coordinate axes (:func:`tegum_starts`; and for ``n = 3``,
+  ``d >= 2`` the triangle), the features left out at their mean;
 * ``restarts`` random starts: Xavier-normal weights (as :func:`fastsuper.fit`
   draws them, seeded by ``[seed, k]``) and a bias ``U(0, 0.1)`` (a start with
   every output dead is a flat region of the loss, which no local method leaves);
@@ -38,7 +41,7 @@ from scipy.optimize import minimize
 from fastsuper.core import validation as v
 from fastsuper.exact.patterns import MAX_FEATURES, pattern_kernel
 
-__all__ = ["PatternFit", "fit_pattern_exact", "unsuperposed_start"]
+__all__ = ["PatternFit", "fit_pattern_exact", "tegum_starts", "unsuperposed_start"]
 
 _FUNC = "fit_pattern_exact"
 
@@ -55,7 +58,7 @@ class PatternFit:
         Its exact loss (a sum over features).
     losses : ndarray
         The final loss of every start, in the order run (given starts, the
-        unsuperposed start, then the random ones).
+        unsuperposed start, the constructions, then the random ones).
     labels : list of str
         What each start was.
     settings : dict
@@ -120,6 +123,62 @@ def unsuperposed_start(n: int, d: int, p, importance) -> tuple[np.ndarray, np.nd
     return W, b
 
 
+def _assignments(n: int, d: int):
+    """Each feature on an axis (0..d-1) or off (-1); at most two per axis; axes used in
+    order of first use (so that axis permutations are not repeated)."""
+    if n == 0:
+        yield ()
+        return
+    for rest in _assignments(n - 1, d):
+        used = max(rest, default=-1)
+        for a in range(-1, min(used + 2, d)):
+            if a < 0 or rest.count(a) < 2:
+                yield (*rest, a)
+
+
+def tegum_starts(n: int, d: int, p) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """Constructions to start from: dedicated features and antipodal pairs on the axes.
+
+    Every way to put each feature on a coordinate axis or leave it out, at most two
+    per axis (a pair is antipodal, ``+e`` and ``-e``), up to a permutation of the axes;
+    a feature left out outputs its mean ``b_i = p_i / 2``.  For ``n = 3``, ``d >= 2``
+    also the triangle.  The all-off start is omitted.
+
+    Parameters
+    ----------
+    n, d : int
+    p : array_like of shape (n,)
+
+    Returns
+    -------
+    list of (label, W, b)
+
+    Examples
+    --------
+    >>> from fastsuper.train.patterns import tegum_starts
+    >>> [label for label, W, b in tegum_starts(2, 1, [0.1, 0.1])]
+    ['axes (-1, 0)', 'axes (0, -1)', 'axes (0, 0)']
+    """
+    p = np.asarray(p, dtype=np.float64)
+    out = []
+    for assign in _assignments(n, d):
+        if max(assign) < 0:
+            continue
+        W = np.zeros((d, n))
+        b = p / 2.0
+        for i, a in enumerate(assign):
+            if a >= 0:
+                W[a, i] = 1.0 if assign[:i].count(a) == 0 else -1.0
+                b[i] = 0.0
+        out.append((f"axes {assign}", W, b))
+    if n == 3 and d >= 2:
+        t = 2 * np.pi * np.arange(3) / 3
+        W = np.zeros((d, 3))
+        W[:2] = np.cos(t), np.sin(t)
+        out.append(("triangle", W, np.zeros(3)))
+    return out
+
+
 def _check(n, d, p, importance, restarts, seed, maxiter, starts):
     n = v.check_int("n", n, minimum=1, func=_FUNC)
     if n > MAX_FEATURES:
@@ -144,7 +203,7 @@ def _check(n, d, p, importance, restarts, seed, maxiter, starts):
 
 def fit_pattern_exact(
     n: int, d: int, *, p, importance=None, restarts: int = 8, seed: int = 0,
-    maxiter: int = 500, starts=None,
+    maxiter: int = 500, starts=None, constructions: bool = True,
 ) -> PatternFit:  # fmt: skip
     """Minimise the exact loss of a ReLU model with bias (``n <= 3``, U[0,1] values).
 
@@ -164,6 +223,9 @@ def fit_pattern_exact(
         L-BFGS-B iterations per start.
     starts : list of (W, b), optional
         Further starts, run first.
+    constructions : bool, default True
+        Also start from every :func:`tegum_starts` construction (after the
+        unsuperposed start, before the random ones).
 
     Returns
     -------
@@ -185,6 +247,10 @@ def fit_pattern_exact(
     )
     labels = [f"given {k}" for k in range(len(given))] + ["unsuperposed"]
     runs = list(given) + [unsuperposed_start(n, d, p, imp)]
+    if v.check_bool("constructions", constructions, func=_FUNC):
+        for label, W0, b0 in tegum_starts(n, d, p):
+            labels.append(label)
+            runs.append((W0, b0))
     std = math.sqrt(2.0 / (n + d))
     for k in range(restarts):
         rng = np.random.default_rng([seed, k])

@@ -8,7 +8,7 @@ import pytest
 
 import fastsuper as fs
 from fastsuper.exact.patterns import pattern_loss, pattern_loss_grad
-from fastsuper.train.patterns import fit_pattern_exact, unsuperposed_start
+from fastsuper.train.patterns import fit_pattern_exact, tegum_starts, unsuperposed_start
 
 
 @pytest.mark.parametrize(("p", "r"), [(0.02, 0.5), (0.2, 0.2), (0.5, 0.3), (0.9, 0.5), (0.3, 3.0)])
@@ -23,7 +23,9 @@ def test_optimum_beats_both_closed_form_branches(p, r):
     assert res.loss == pytest.approx(pattern_loss(model, inputs), rel=1e-14)
     _, gW, gb = pattern_loss_grad(model, inputs)
     assert np.max(np.abs(np.r_[gW.ravel(), gb])) < 1e-6
-    assert len(res.losses) == 5 and res.labels[0] == "unsuperposed"
+    # unsuperposed, the three axis constructions, four random starts
+    assert len(res.losses) == 8 and res.labels[0] == "unsuperposed"
+    assert res.labels[1:4] == ["axes (-1, 0)", "axes (0, -1)", "axes (0, 0)"]
     assert res.loss == res.losses.min()
 
 
@@ -42,6 +44,11 @@ def test_sparse_superposition_and_given_starts():
     res = fit_pattern_exact(2, 1, p=0.01, importance=[1.0, 0.8], restarts=2, starts=[start])
     assert res.labels[:2] == ["given 0", "unsuperposed"]
     assert res.W[0, 0] * res.W[0, 1] < 0 and res.loss <= 1.8 * 0.01**2 / 6
+    labels = [lab for lab, _, _ in tegum_starts(3, 2, [0.1, 0.2, 0.3])]
+    # 3 features on 2 axes (or off), at most 2 per axis, up to swapping the axes
+    assert len(labels) == len(set(labels)) == 13 and labels[-1] == "triangle"
+    for lab, W, b in tegum_starts(3, 2, [0.1, 0.2, 0.3]):
+        assert np.all(np.abs(W.sum(axis=1)) <= 1.0 + 1e-12)  # at most one pair per axis
     W, b = unsuperposed_start(3, 2, [0.1, 0.2, 0.3], [1.0, 1.0, 1.0])
     np.testing.assert_array_equal(W, [[0, 0, 1], [0, 1, 0]])
     np.testing.assert_array_equal(b, [0.05, 0, 0])
