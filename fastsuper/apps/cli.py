@@ -260,13 +260,19 @@ def _add_reproduce(sub) -> None:
         "verdict (PASS or FAIL, with its criterion); the exit status is 1 when it fails.",
         formatter_class=_Formatter,
     )
-    rep.add_argument("experiment", choices=["figure3", "capacity"], help="which experiment")
+    rep.add_argument(
+        "experiment",
+        choices=["figure3", "capacity", "phase-diagram", "geometry"],
+        help="which experiment (phase-diagram, geometry: Elhage et al.'s toy models, "
+        "see fastsuper.apps.phase and fastsuper.apps.geometry_sweep)",
+    )
     rep.add_argument("--out", default=None, help="output folder (default: ./EXPERIMENT)")
     rep.add_argument("--quick", action="store_true", help="a small, quick version")
     rep.add_argument(
         "--no-resume",
         action="store_true",
-        help="figure3: start afresh instead of reusing the points already in --out",
+        help="figure3, phase-diagram, geometry: start afresh instead of reusing the points "
+        "already in --out",
     )
     rep.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
 
@@ -627,6 +633,10 @@ def _sweep(args) -> int:
 
 
 def _reproduce(args) -> int:
+    if args.experiment in ("phase-diagram", "geometry"):
+        from fastsuper.apps.phase import reproduce_cli
+
+        return reproduce_cli(args)
     from fastsuper.apps.reproduce import capacity, figure3
 
     out = args.out if args.out is not None else args.experiment

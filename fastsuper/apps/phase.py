@@ -252,11 +252,11 @@ def _summary(s: dict, store: _Store, seconds: float) -> dict:
                  if nm == name}  # fmt: skip
         dis = []
         for (ip, ir), r in sorted(cells.items()):
-            if str(r["regime_trained"]) != str(r["regime_exact"]):
+            rt = r["regime_trained"]
+            if rt != r["regime_exact"]:
                 dis.append({"ip": ip, "ir": ir, "p": float(r["p"]), "r": float(r["r"]),
-                            "trained": r["regime_trained"], "exact": r["regime_exact"],
-                            "gap": float(r["gap"]),
-                            "within_one_cell": _near(cells, ip, ir, r["regime_trained"])})  # fmt: skip
+                            "trained": rt, "exact": r["regime_exact"], "gap": float(r["gap"]),
+                            "within_one_cell": _near(cells, ip, ir, rt)})  # fmt: skip
         grid = np.full((s["n_p"], s["n_r"], 2), -1, dtype=int)
         for (ip, ir), r in cells.items():
             grid[ip, ir] = REGIMES.index(r["regime_trained"]), REGIMES.index(r["regime_exact"])
@@ -407,3 +407,51 @@ def plot_phase_diagram(result: dict, path=None, *, ax=None):
         _panel(a, name, result["diagrams"][name], result["settings"])
     save_png(axes[0].figure, path, dpi=90)
     return axes
+
+
+# --------------------------------------------------------------------------
+# the command line
+
+
+def _print_phase(res: dict) -> None:
+    for name, dg in res["diagrams"].items():
+        n_cells = res["settings"]["n_p"] * res["settings"]["n_r"]
+        print(f"{name}: {dg['n_disagree']} of {n_cells} cells disagree with the exact optimum "
+              f"({dg['n_far']} farther than one cell from its boundary, "
+              f"{dg['n_exact_better']} where the exact optimum has the lower loss)")  # fmt: skip
+        for x in dg["disagreements"]:
+            print(f"  p = {x['p']:.4g}, r = {x['r']:.4g}: trained {x['trained']}, exact "
+                  f"{x['exact']}, L(trained) - L(exact) = {x['gap']:+.3e}")  # fmt: skip
+
+
+def _print_geometry(res: dict) -> None:
+    for r in res["instances"]:
+        print(f"1/(1-S) = {r['inv_density']:9.3f}: d/|W|_F^2 = {r['dims_per_feature']:.4f}")
+    pl = res["plateau"]
+    if pl["length"]:
+        print(f"plateau (d/|W|_F^2 in [0.45, 0.55]): {pl['length']} sparsities, 1/(1-S) from "
+              f"{pl['inv_density_from']:.3g} to {pl['inv_density_to']:.3g}")  # fmt: skip
+    else:
+        print("plateau (d/|W|_F^2 in [0.45, 0.55]): none")
+    share = ", ".join(f"{k}: {v:.3f}" for k, v in res["sticky_share"].items())
+    print(f"share of features nearest to each sticky fraction: {share}")
+
+
+def reproduce_cli(args) -> int:
+    """``fastsuper reproduce phase-diagram | geometry``: run, print the summary, name the files."""
+    from fastsuper.apps.geometry_sweep import geometry_sweep
+
+    out = args.out if args.out is not None else args.experiment
+    progress = False if args.quiet else None
+    t0 = time.perf_counter()
+    if args.experiment == "phase-diagram":
+        res = phase_diagram(out, quick=args.quick, resume=not args.no_resume, progress=progress)
+        _print_phase(res)
+        names = ["phase_diagram.csv", "phase_diagram.json", "phase_diagram.png"]
+    else:
+        res = geometry_sweep(out, quick=args.quick, resume=not args.no_resume, progress=progress)
+        _print_geometry(res)
+        names = ["geometry.csv", "geometry_features.csv", "geometry.json", "geometry.png"]
+    print(f"{args.experiment}: {time.perf_counter() - t0:.1f} s")
+    print("wrote " + ", ".join(str(Path(out) / n) for n in names))
+    return 0

@@ -47,7 +47,7 @@ def test_sparse_superposition_and_given_starts():
     labels = [lab for lab, _, _ in tegum_starts(3, 2, [0.1, 0.2, 0.3])]
     # 3 features on 2 axes (or off), at most 2 per axis, up to swapping the axes
     assert len(labels) == len(set(labels)) == 13 and labels[-1] == "triangle"
-    for lab, W, b in tegum_starts(3, 2, [0.1, 0.2, 0.3]):
+    for _, W, _ in tegum_starts(3, 2, [0.1, 0.2, 0.3]):
         assert np.all(np.abs(W.sum(axis=1)) <= 1.0 + 1e-12)  # at most one pair per axis
     W, b = unsuperposed_start(3, 2, [0.1, 0.2, 0.3], [1.0, 1.0, 1.0])
     np.testing.assert_array_equal(W, [[0, 0, 1], [0, 1, 0]])
