@@ -182,3 +182,29 @@ def test_trained_pentagon_is_recognised():
     for k in range(2):
         g = feature_geometry(res.W[k])
         assert g.shapes == ["pentagon"] and g.sticky == ["2/5"] * 5
+
+
+hypothesis = pytest.importorskip("hypothesis")
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+from hypothesis.extra import numpy as hnp  # noqa: E402
+
+WEIGHTS = hnp.arrays(
+    np.float64,
+    hnp.array_shapes(min_dims=2, max_dims=2, min_side=1, max_side=6),
+    elements=st.floats(-3, 3, allow_nan=False).map(lambda x: 0.0 if abs(x) < 1e-3 else x),
+)
+
+
+@settings(max_examples=80, derandomize=True, deadline=None)
+@given(WEIGHTS)
+def test_geometry_of_any_weights(W):
+    """Any finite W: D in [0, 1] as the naive loop, the factors partition the represented
+    features (the naive components), every label is a known one."""
+    g = feature_geometry(W)
+    assert np.all((g.D >= 0) & (g.D <= 1 + 1e-12))
+    np.testing.assert_allclose(g.D, dimensionality(W), rtol=1e-9, atol=1e-15)
+    assert [f.tolist() for f in g.factors] == components(W, 0.1, 0.3)
+    rep = np.flatnonzero(np.linalg.norm(W, axis=0) >= 0.3)
+    assert sorted(np.concatenate(g.factors).tolist() if g.factors else []) == rep.tolist()
+    assert set(g.shapes) <= set(POLYTOPES) | {"dedicated", "other"}

@@ -229,8 +229,9 @@ def _row_cells(s: dict, name: str, ip: int, p: float, rs: np.ndarray) -> list:
             "W_trained": _fmt(W), "b_trained": _fmt(b), "W_exact": _fmt(ex.W),
             "b_exact": _fmt(ex.b), "restart_losses": _fmt(losses), "seconds": 0.0,
         })  # fmt: skip
+    per_cell = (time.perf_counter() - t0) / len(rows)
     for row in rows:
-        row["seconds"] = (time.perf_counter() - t0) / len(rows)
+        row["seconds"] = per_cell
     return rows
 
 

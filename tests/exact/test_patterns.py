@@ -123,3 +123,30 @@ def test_refuses_what_it_does_not_cover():
         )
     with pytest.raises(ValueError, match="does not match"):
         pattern_loss(fs.Model([[1.0, 0.0, 0.0]], activation="relu"), inputs)
+
+
+hypothesis = pytest.importorskip("hypothesis")
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=40, derandomize=True, deadline=None)
+@given(
+    st.integers(1, 3),
+    st.integers(1, 3),
+    st.lists(st.floats(-2, 2), min_size=12, max_size=12),
+    st.lists(st.sampled_from([0.0, 0.3, 0.7, 1.0]), min_size=3, max_size=3),
+)
+def test_any_small_model(n, d, vals, ps):
+    """Any weights, bias and p (0 and 1 included): a finite loss >= 0 whose k <= 1 part is
+    low_order_terms' and whose gradient is finite."""
+    W = np.array(vals[: d * n]).reshape(d, n)
+    b = np.array(vals[9 : 9 + n])
+    inputs = _inputs(ps[:n], [1.0] * n)
+    model = fs.Model(W, b, activation="relu")
+    loss, gW, gb = pattern_loss_grad(model, inputs)
+    terms = pattern_terms(model, inputs)
+    assert loss >= -1e-15 and np.all(terms >= -1e-15)
+    assert np.all(np.isfinite(gW)) and np.all(np.isfinite(gb))
+    lo = fs.low_order_terms(model, inputs).lower_bound
+    assert terms[0] + terms[1] == pytest.approx(lo, rel=1e-12, abs=1e-15)
