@@ -359,6 +359,8 @@ def _edges(ax, ex: np.ndarray, pe: np.ndarray, re_: np.ndarray) -> None:
 
 def _panel(ax, name: str, dg: dict, s: dict) -> None:
     from matplotlib.colors import ListedColormap
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
 
     ps, rs = _grid(s)
     pe = np.r_[ps[0] ** 2 / ps[1], np.sqrt(ps[:-1] * ps[1:]), ps[-1] ** 2 / ps[-2]]
@@ -368,10 +370,13 @@ def _panel(ax, name: str, dg: dict, s: dict) -> None:
     _edges(ax, np.asarray(dg["exact"]), pe, re_)
     for x in dg["disagreements"]:
         ax.plot(x["r"], x["p"], "kx", ms=7)
+    handles = [Patch(color=c, label=f"trained: {g}") for c, g in zip(_REGIME_COLOURS, REGIMES)]
+    handles.append(Line2D([], [], color="k", lw=2, label="exact optimum: regime boundary"))
     if name == "2-1":
         rr = np.geomspace(*s["r_range"], 200)
-        ax.plot(rr, theory_boundary(rr), "r--", lw=1.5, label="THEORY §9 closed form")
-        ax.legend(loc="lower left", fontsize=7)
+        (line,) = ax.plot(rr, theory_boundary(rr), "r--", lw=1.5, label="THEORY §9 closed form")
+        handles.append(line)
+    ax.legend(handles=handles, loc="lower left", fontsize=7)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("relative importance r of the last feature")
