@@ -256,7 +256,8 @@ def _add_train_run(tr) -> None:
 def _add_reproduce(sub) -> None:
     rep = sub.add_parser(
         "reproduce",
-        help="regenerate the paper's experiments (figure3, capacity) with the sharp theory lines",
+        help="regenerate the experiments (figure3, capacity, activations, phase-diagram, "
+        "geometry) beside their theory lines",
         description="figure3: the paper's Figure 3 (d = 10 and 15, m = 3, n = 6000, Gaussian "
         "values), the exact gain optimised at each p, beside the first-order cap p kappa D(d, m) "
         "and the unsuperposed line p kappa d; resumes an interrupted run from its output folder "
@@ -264,19 +265,24 @@ def _add_reproduce(sub) -> None:
         "against n, beside kappa n D/(n + D - 1) and kappa min(n, D). activations: the best "
         "trained loss of each output activation (gelu, tanh, softplus, ...) against p at "
         "n = 100, d = 10, beside the power family's optimum and the unsuperposed baseline "
-        "(resumable). The last line is the "
+        "(resumable). phase-diagram, geometry: Elhage et al.'s phase diagrams (trained and "
+        "exact optima) and feature geometry. The last line is the "
         "verdict (PASS or FAIL, with its criterion); the exit status is 1 when it fails.",
         formatter_class=_Formatter,
     )
     rep.add_argument(
-        "experiment", choices=["figure3", "capacity", "activations"], help="which experiment"
+        "experiment",
+        choices=["figure3", "capacity", "activations", "phase-diagram", "geometry"],
+        help="which experiment (phase-diagram, geometry: Elhage et al.'s toy models, "
+        "see fastsuper.apps.phase and fastsuper.apps.geometry_sweep)",
     )
     rep.add_argument("--out", default=None, help="output folder (default: ./EXPERIMENT)")
     rep.add_argument("--quick", action="store_true", help="a small, quick version")
     rep.add_argument(
         "--no-resume",
         action="store_true",
-        help="figure3, activations: start afresh instead of reusing the points already in --out",
+        help="figure3, activations, phase-diagram, geometry: start afresh instead of reusing "
+        "the points already in --out",
     )
     rep.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
 
@@ -641,6 +647,10 @@ def _sweep(args) -> int:
 
 
 def _reproduce(args) -> int:
+    if args.experiment in ("phase-diagram", "geometry"):
+        from fastsuper.apps.phase import reproduce_cli
+
+        return reproduce_cli(args)
     from fastsuper.apps.reproduce import capacity, figure3
 
     out = args.out if args.out is not None else args.experiment
