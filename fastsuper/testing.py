@@ -95,13 +95,11 @@ from fastsuper.core.bundles import Activation, activation, input_law
 from fastsuper.core.cuda import require_cuda, simulator, to_device_array
 from fastsuper.core.progress import progress_bar, progress_enabled
 from fastsuper.core.validation import TooLargeError, machine_memory
-
-# private at their home module (they are to be made public there)
-from fastsuper.exact.api import binomials, cumulants_from_moments, moments_from_cumulants
 from fastsuper.exact.api import forward_terms as exact_forward
 from fastsuper.exact.grouped import grouped_reference
 from fastsuper.exact.kernels_cpu import exact_grad_w, exact_power_sums
 from fastsuper.exact.low_order import k1_conditional_loss
+from fastsuper.exact.moments import binomials, cumulants_from_moments, moments_from_cumulants
 from fastsuper.mc import dask as mc_dask
 from fastsuper.mc.common import run_memory
 from fastsuper.mc.cpu import run_blocks

@@ -45,6 +45,7 @@ from fastsuper.core.blas import single_thread_if_small
 from fastsuper.core.laws import SparseInputs
 from fastsuper.core.model import Model
 from fastsuper.exact.kernels_grouped import grouped_rows
+from fastsuper.exact.moments import binomials, cumulants_from_moments, moments_from_cumulants
 
 __all__ = [
     "GroupedTerms",
@@ -53,41 +54,6 @@ __all__ = [
     "grouped_reference",
     "grouped_terms",
 ]
-
-
-# the recursions of THEORY §3 (as in fastsuper.exact.api, which builds on this module)
-
-
-def binomials(r_max: int) -> np.ndarray:
-    """Pascal's triangle ``C[r, k]`` for ``0 <= k <= r <= r_max`` in float64."""
-    c = np.zeros((r_max + 1, r_max + 1))
-    c[:, 0] = 1.0
-    for r in range(1, r_max + 1):
-        c[r, 1 : r + 1] = c[r - 1, :r] + c[r - 1, 1 : r + 1]
-    return c
-
-
-def cumulants_from_moments(moments: np.ndarray, binom: np.ndarray) -> np.ndarray:
-    """``kappa_r = M_r - sum_{k=1}^{r-1} C(r-1, k-1) kappa_k M_{r-k}`` along axis 0."""
-    kappa = np.zeros_like(moments)
-    for r in range(1, moments.shape[0]):
-        acc = moments[r].copy()
-        for k in range(1, r):
-            acc -= binom[r - 1, k - 1] * kappa[k] * moments[r - k]
-        kappa[r] = acc
-    return kappa
-
-
-def moments_from_cumulants(kappa: np.ndarray, binom: np.ndarray) -> np.ndarray:
-    """``M_r = sum_{k=1}^{r} C(r-1, k-1) kappa_k M_{r-k}``, ``M_0 = 1``, along axis 0."""
-    moments = np.zeros_like(kappa)
-    moments[0] = 1.0
-    for r in range(1, kappa.shape[0]):
-        acc = np.zeros_like(kappa[0])
-        for k in range(1, r + 1):
-            acc += binom[r - 1, k - 1] * kappa[k] * moments[r - k]
-        moments[r] = acc
-    return moments
 
 
 def _mom_adjoint(kappa, moments, g_moments, binom):

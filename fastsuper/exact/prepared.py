@@ -23,7 +23,7 @@ from fastsuper.core import validation as v
 from fastsuper.core.blas import single_thread_if_small
 from fastsuper.core.laws import SparseInputs
 from fastsuper.core.model import Model
-from fastsuper.exact.api import _closed_form_exponent, binomials, cumulants_from_moments
+from fastsuper.exact.api import _closed_form_exponent
 from fastsuper.exact.grouped import grouped_loss_grad, grouped_terms
 from fastsuper.exact.kernels_fused import fused_loss_grad
 from fastsuper.exact.kernels_prepared import (
@@ -33,6 +33,7 @@ from fastsuper.exact.kernels_prepared import (
     prepared_pass,
     use_parallel,
 )
+from fastsuper.exact.moments import binomials, cumulants_from_moments
 
 __all__ = ["KERNELS", "ExactEvaluator"]
 
