@@ -441,6 +441,8 @@ def _print_geometry(res: dict) -> None:
         print("plateau (d/|W|_F^2 in [0.45, 0.55]): none")
     share = ", ".join(f"{k}: {v:.3f}" for k, v in res["sticky_share"].items())
     print(f"share of features nearest to each sticky fraction: {share}")
+    at = ", ".join(f"{k}: {v:.3f}" for k, v in res["sticky_at"].items())
+    print(f"share of features represented and within 0.02 of it: {at}")
 
 
 def reproduce_cli(args) -> int:

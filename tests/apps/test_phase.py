@@ -103,6 +103,11 @@ def test_geometry_sweep_outputs_and_plateau(tmp_path, monkeypatch):
         shares = [float(row[f"share_{lab}"]) for lab in ("1", "3/4", "2/3", "1/2", "2/5",
                                                           "3/8", "0")]  # fmt: skip
         assert sum(shares) == pytest.approx(1.0)
+        g = fs.geometry.feature_geometry(W)
+        rep = np.linalg.norm(W, axis=0) >= 0.3
+        for f, lab in [(0.5, "1/2"), (1.0, "1"), (2 / 3, "2/3")]:
+            want = np.mean(rep & (np.abs(g.D - f) <= 0.02))
+            assert float(row[f"at_{lab}"]) == pytest.approx(want)
     assert sum(res["sticky_share"].values()) == pytest.approx(1.0)
     assert (tmp_path / "geometry.png").stat().st_size > 1000
     monkeypatch.setattr(gs, "fit", lambda *a, **k: (_ for _ in ()).throw(AssertionError))
@@ -134,4 +139,5 @@ def test_command_line(tmp_path, monkeypatch, capsys):
                  str(tmp_path / "g")]) == 0  # fmt: skip
     out = capsys.readouterr().out
     assert "share of features nearest to each sticky fraction" in out
+    assert "share of features represented and within 0.02 of it" in out
     assert (tmp_path / "g" / "geometry_features.csv").exists()
