@@ -70,6 +70,13 @@ def geometry_settings(quick: bool = False) -> dict:
     return s
 
 
+def _same_run(res: FitResult, s: dict, pc: np.ndarray) -> bool:
+    """Whether a saved chunk was trained with these settings (else it is trained again)."""
+    got = res.settings
+    same = all(got.get(k) == s[k] for k in ("n", "d", "steps", "batch_size", "lr"))
+    return same and res.W.shape[0] == pc.size and np.allclose(np.asarray(got["p"])[:, 0], pc)
+
+
 def _train(s: dict, out: Path, resume: bool, bar) -> list[np.ndarray]:
     """The trained ``W`` of every instance, chunk by chunk (each chunk saved in ``fits/``)."""
     ps = 1.0 / np.geomspace(*s["inv_density_range"], s["n_sparsities"])
@@ -79,9 +86,8 @@ def _train(s: dict, out: Path, resume: bool, bar) -> list[np.ndarray]:
     for c, lo in enumerate(range(0, ps.size, s["chunk"])):
         pc = ps[lo : lo + s["chunk"]]
         path = fits / f"chunk_{c:03d}.npz"
-        if resume and path.exists():
-            res = FitResult.load(path)
-        else:
+        res = FitResult.load(path) if resume and path.exists() else None
+        if res is None or not _same_run(res, s, pc):
             res = fit(s["n"], s["d"], n_instances=pc.size, p=pc, steps=s["steps"],
                       batch_size=s["batch_size"], lr=s["lr"], seed=s["seed"] + c,
                       progress=False)  # fmt: skip

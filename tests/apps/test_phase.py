@@ -88,6 +88,9 @@ def test_phase_diagram_outputs_and_resume(tmp_path, monkeypatch):
     monkeypatch.setattr(phase, "fit", boom)
     again = phase.phase_diagram(tmp_path, settings=s, progress=False)
     assert again["diagrams"] == res["diagrams"]
+    # other settings: nothing is reused
+    with pytest.raises(AssertionError, match="trained again"):
+        phase.phase_diagram(tmp_path, settings=dict(s, steps=301), progress=False)
 
 
 def test_geometry_sweep_outputs_and_plateau(tmp_path, monkeypatch):
@@ -115,6 +118,11 @@ def test_geometry_sweep_outputs_and_plateau(tmp_path, monkeypatch):
         gs.geometry_sweep(tmp_path, quick=True, settings=tiny, progress=False)["instances"]
         == res["instances"]
     )
+    # other settings: the saved chunks are not reused
+    monkeypatch.undo()
+    other = gs.geometry_sweep(tmp_path, quick=True, settings=dict(tiny, steps=101), progress=False)
+    assert other["settings"]["steps"] == 101
+    assert fs.FitResult.load(tmp_path / "fits" / "chunk_000.npz").settings["steps"] == 101
     rows = [{"dims_per_feature": v, "inv_density": float(i)}
             for i, v in enumerate([1.0, 0.52, 0.49, 0.7, 0.5])]  # fmt: skip
     assert gs._plateau(rows) == {"length": 2, "inv_density_from": 1.0, "inv_density_to": 2.0}
