@@ -9,8 +9,9 @@ call), and records the geometry of each trained ``W``
 * ``d / |W|_F**2`` ("dimensions per feature") against ``1 / (1 - S)``, whose
   plateau at 1/2 is the regime of antipodal pairs;
 * every feature's dimensionality ``D_i`` against ``1 / (1 - S)``, with the
-  sticky fractions (1, 3/4, 2/3, 1/2, 2/5, 3/8, 0) drawn as lines, and the
-  share of features nearest to each;
+  sticky fractions (1, 3/4, 2/3, 1/2, 2/5, 3/8, 0) drawn as lines, the share
+  of features nearest to each, and the share of represented features within
+  0.02 of each non-zero one (``at_*``);
 * the tegum factors and their shapes (digon, triangle, tetrahedron, pentagon,
   square antiprism, other).
 
@@ -38,6 +39,8 @@ __all__ = ["geometry_settings", "geometry_sweep", "plot_geometry"]
 
 #: d / |W|_F**2 counts as on the antipodal plateau within this range
 PLATEAU = (0.45, 0.55)
+#: a represented feature sits *at* a sticky fraction when its D_i is this close to it
+STICKY_TOL = 0.02
 
 
 def geometry_settings(quick: bool = False) -> dict:
@@ -67,6 +70,13 @@ def geometry_settings(quick: bool = False) -> dict:
     return s
 
 
+def _same_run(res: FitResult, s: dict, pc: np.ndarray) -> bool:
+    """Whether a saved chunk was trained with these settings (else it is trained again)."""
+    got = res.settings
+    same = all(got.get(k) == s[k] for k in ("n", "d", "steps", "batch_size", "lr"))
+    return same and res.W.shape[0] == pc.size and np.allclose(np.asarray(got["p"])[:, 0], pc)
+
+
 def _train(s: dict, out: Path, resume: bool, bar) -> list[np.ndarray]:
     """The trained ``W`` of every instance, chunk by chunk (each chunk saved in ``fits/``)."""
     ps = 1.0 / np.geomspace(*s["inv_density_range"], s["n_sparsities"])
@@ -76,9 +86,8 @@ def _train(s: dict, out: Path, resume: bool, bar) -> list[np.ndarray]:
     for c, lo in enumerate(range(0, ps.size, s["chunk"])):
         pc = ps[lo : lo + s["chunk"]]
         path = fits / f"chunk_{c:03d}.npz"
-        if resume and path.exists():
-            res = FitResult.load(path)
-        else:
+        res = FitResult.load(path) if resume and path.exists() else None
+        if res is None or not _same_run(res, s, pc):
             res = fit(s["n"], s["d"], n_instances=pc.size, p=pc, steps=s["steps"],
                       batch_size=s["batch_size"], lr=s["lr"], seed=s["seed"] + c,
                       progress=False)  # fmt: skip
@@ -94,11 +103,15 @@ def _rows(s: dict, Ws: list) -> tuple[list, list]:
     for k, (p, W) in enumerate(zip(ps, Ws)):
         g = feature_geometry(W)
         share = {lab: g.sticky.count(lab) / s["n"] for lab in STICKY_LABELS}
+        rep = np.array([f != "not represented" for f in g.feature_shape])
+        at = {lab: float(np.mean(rep & (np.abs(g.D - f) <= STICKY_TOL)))
+              for f, lab in zip(STICKY_FRACTIONS, STICKY_LABELS) if f > 0}  # fmt: skip
         counts = g.shape_counts()
         inst.append({"instance": k, "p": float(p), "inv_density": float(1 / p),
                      "dims_per_feature": g.dimensions_per_feature,
-                     "represented": s["n"] - g.feature_shape.count("not represented"),
+                     "represented": int(rep.sum()),
                      **{f"share_{lab}": share[lab] for lab in STICKY_LABELS},
+                     **{f"at_{lab}": at[lab] for lab in at},
                      "shapes": json.dumps(counts, sort_keys=True)})  # fmt: skip
         for i in range(s["n"]):
             feats.append({"instance": k, "p": float(p), "feature": i, "D": float(g.D[i]),
@@ -153,8 +166,11 @@ def geometry_sweep(
         ``settings``, ``seconds``, ``instances`` (per instance: ``p``,
         ``inv_density = 1 / p``, ``dims_per_feature``, the share of features at
         each sticky fraction, the shape counts), ``plateau`` (the longest run of
-        consecutive sparsities with ``d / |W|_F**2`` in [0.45, 0.55]) and
-        ``sticky_share`` (the share of all features nearest to each fraction).
+        consecutive sparsities with ``d / |W|_F**2`` in [0.45, 0.55]),
+        ``sticky_share`` (the share of all features nearest to each fraction,
+        ``"0"`` including the dropped ones and every ``D_i < 3/16``) and
+        ``sticky_at`` (the share of all features that are represented and
+        within :data:`STICKY_TOL` of each non-zero fraction).
 
     Examples
     --------
@@ -185,6 +201,9 @@ def geometry_sweep(
         "instances": inst,
         "plateau": _plateau(inst),
         "sticky_share": {lab: labels.count(lab) / len(labels) for lab in STICKY_LABELS},
+        "sticky_at": {
+            k[3:]: float(np.mean([r[k] for r in inst])) for k in inst[0] if k.startswith("at_")
+        },  # fmt: skip
         "features": {"p": [f["p"] for f in feats], "D": [f["D"] for f in feats]},
     }
     with open(out / "geometry.json", "w") as fh:

@@ -161,9 +161,15 @@ def _fmt(a) -> str:
 class _Store:
     """``phase_diagram.csv``: rows appended as they finish, read back to resume."""
 
-    def __init__(self, out: Path, resume: bool):
+    def __init__(self, out: Path, resume: bool, settings: dict):
         self.csv = out / "phase_diagram.csv"
         self.rows: dict = {}
+        saved = out / "phase_settings.json"
+        mine = json.dumps({k: list(v) if isinstance(v, tuple) else v for k, v in settings.items()},
+                          sort_keys=True)  # fmt: skip
+        if not saved.exists() or saved.read_text() != mine:
+            resume = False  # rows of other settings are not reused
+        saved.write_text(mine)
         if resume and self.csv.exists():
             with open(self.csv, newline="") as fh:
                 for row in csv.DictReader(fh):
@@ -288,7 +294,8 @@ def phase_diagram(
     quick : bool, default False
         The coarse version of :func:`phase_diagram_settings`.
     resume : bool, default True
-        Reuse the cells already in ``out``.
+        Reuse the cells already in ``out`` (when they were computed with the same
+        settings, recorded in ``phase_settings.json``).
     progress : bool, optional
         A progress bar over the cells (default: when stderr is a terminal).
     settings : dict, optional
@@ -319,7 +326,7 @@ def phase_diagram(
         s.update(settings)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    store = _Store(out, resume)
+    store = _Store(out, resume, s)
     ps, rs = _grid(s)
     t0 = time.perf_counter()
     total = len(s["diagrams"]) * ps.size * rs.size
@@ -441,6 +448,8 @@ def _print_geometry(res: dict) -> None:
         print("plateau (d/|W|_F^2 in [0.45, 0.55]): none")
     share = ", ".join(f"{k}: {v:.3f}" for k, v in res["sticky_share"].items())
     print(f"share of features nearest to each sticky fraction: {share}")
+    at = ", ".join(f"{k}: {v:.3f}" for k, v in res["sticky_at"].items())
+    print(f"share of features represented and within 0.02 of it: {at}")
 
 
 def reproduce_cli(args) -> int:

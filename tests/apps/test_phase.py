@@ -88,6 +88,9 @@ def test_phase_diagram_outputs_and_resume(tmp_path, monkeypatch):
     monkeypatch.setattr(phase, "fit", boom)
     again = phase.phase_diagram(tmp_path, settings=s, progress=False)
     assert again["diagrams"] == res["diagrams"]
+    # other settings: nothing is reused
+    with pytest.raises(AssertionError, match="trained again"):
+        phase.phase_diagram(tmp_path, settings=dict(s, steps=301), progress=False)
 
 
 def test_geometry_sweep_outputs_and_plateau(tmp_path, monkeypatch):
@@ -103,6 +106,11 @@ def test_geometry_sweep_outputs_and_plateau(tmp_path, monkeypatch):
         shares = [float(row[f"share_{lab}"]) for lab in ("1", "3/4", "2/3", "1/2", "2/5",
                                                           "3/8", "0")]  # fmt: skip
         assert sum(shares) == pytest.approx(1.0)
+        g = fs.geometry.feature_geometry(W)
+        rep = np.linalg.norm(W, axis=0) >= 0.3
+        for f, lab in [(0.5, "1/2"), (1.0, "1"), (2 / 3, "2/3")]:
+            want = np.mean(rep & (np.abs(g.D - f) <= 0.02))
+            assert float(row[f"at_{lab}"]) == pytest.approx(want)
     assert sum(res["sticky_share"].values()) == pytest.approx(1.0)
     assert (tmp_path / "geometry.png").stat().st_size > 1000
     monkeypatch.setattr(gs, "fit", lambda *a, **k: (_ for _ in ()).throw(AssertionError))
@@ -110,6 +118,11 @@ def test_geometry_sweep_outputs_and_plateau(tmp_path, monkeypatch):
         gs.geometry_sweep(tmp_path, quick=True, settings=tiny, progress=False)["instances"]
         == res["instances"]
     )
+    # other settings: the saved chunks are not reused
+    monkeypatch.undo()
+    other = gs.geometry_sweep(tmp_path, quick=True, settings=dict(tiny, steps=101), progress=False)
+    assert other["settings"]["steps"] == 101
+    assert fs.FitResult.load(tmp_path / "fits" / "chunk_000.npz").settings["steps"] == 101
     rows = [{"dims_per_feature": v, "inv_density": float(i)}
             for i, v in enumerate([1.0, 0.52, 0.49, 0.7, 0.5])]  # fmt: skip
     assert gs._plateau(rows) == {"length": 2, "inv_density_from": 1.0, "inv_density_to": 2.0}
@@ -134,4 +147,5 @@ def test_command_line(tmp_path, monkeypatch, capsys):
                  str(tmp_path / "g")]) == 0  # fmt: skip
     out = capsys.readouterr().out
     assert "share of features nearest to each sticky fraction" in out
+    assert "share of features represented and within 0.02 of it" in out
     assert (tmp_path / "g" / "geometry_features.csv").exists()
