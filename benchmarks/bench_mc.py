@@ -73,6 +73,43 @@ class EstimateLoss:
     track_samples_per_second.unit = "samples/s"
 
 
+#: every activation against ``relu_power`` 1 (the reference of the activation comparison)
+ACT_NAMES = ["relu_power", "leaky_relu", "identity", "gelu", "gelu_tanh", "silu", "sigmoid",
+             "tanh", "softplus"]  # fmt: skip
+
+
+class EstimateLossActivations:
+    """``estimate_loss`` per activation at n = 1000, d = 64, p = 0.01, uniform values (auto path).
+
+    ``relu_power`` runs with exponent 1; the others with their defaults.  Compare
+    the rates side by side (``scripts/bench_activations.py`` interleaves them).
+    """
+
+    params = (ACT_NAMES, DTYPES)
+    param_names = ["activation", "dtype"]
+    timeout = 300
+
+    def setup(self, activation, dtype):
+        W = _frame(N, D, dtype)
+        exponent = 1 if activation == "relu_power" else None
+        self.model = fs.Model(W, activation=activation, exponent=exponent)
+        self.inputs = fs.SparseInputs(N, p=P, values="uniform")
+        self.samples = MC_SAMPLES // 2
+        fs.estimate_loss(self.model, self.inputs, 1000, seed=0)
+        fs.estimate_loss(self.model, self.inputs, self.samples, seed=0)
+
+    def _run(self):
+        return fs.estimate_loss(self.model, self.inputs, self.samples, seed=1)
+
+    def time_estimate_loss(self, activation, dtype):
+        self._run()
+
+    def track_samples_per_second(self, activation, dtype):
+        return _best_rate(self._run, self.samples)
+
+    track_samples_per_second.unit = "samples/s"
+
+
 class Sample:
     """``sample``: CSR batches of n = 1000 features, Gaussian values."""
 

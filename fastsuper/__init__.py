@@ -23,6 +23,8 @@ check
     Monte Carlo against the exact value (or the bounds).
 theory
     Bounds and extremal constructions of THEORY §5 (``fastsuper.theory``).
+geometry
+    Feature dimensionalities, tegum factors and polytopes (``fastsuper.geometry``).
 fit, fit_exact, loss_grad
     Training: Adam over many instances (sampled gradients), L-BFGS on the
     exact loss of power models.
@@ -36,8 +38,8 @@ kernels
 
 from __future__ import annotations
 
+from fastsuper import geometry, theory
 from fastsuper import njit_api as kernels
-from fastsuper import theory
 from fastsuper.apps.sweep import SweepResult, sweep
 from fastsuper.core.laws import SparseBatch, SparseInputs, ValueLaw, sample
 from fastsuper.core.model import Model
@@ -83,6 +85,7 @@ __all__ = [
     "kernels",
     "fit_exact",
     "forward",
+    "geometry",
     "loss_bounds",
     "loss_grad",
     "low_order_terms",

@@ -2,7 +2,8 @@
 
 Quantities of a weight matrix ``W`` (d, n) with ``A = W.T @ W``:
 
-* :func:`feature_dimensionality` -- Elhage et al.'s ``D_i`` (THEORY §6);
+* :func:`feature_dimensionality` -- Elhage et al.'s ``D_i`` (THEORY §6), defined in
+  :mod:`fastsuper.geometry` with the rest of the feature geometry;
 * :func:`first_order_objective` -- ``F(A)``, the coefficient of ``p`` in the
   exact gain of the ``power`` model as ``p -> 0`` (THEORY §5.3);
 
@@ -25,13 +26,13 @@ from fastsuper.core import validation as v
 from fastsuper.exact.first_order import (
     first_order_cap,
     first_order_objective,
-    gram_blocks,
     kappa,
     random_frame,
     random_frame_norm,
     random_frame_value,
     sphere_dimension,
 )
+from fastsuper.geometry import feature_dimensionality
 
 __all__ = [
     "LEGEND_MAX",
@@ -54,50 +55,6 @@ __all__ = [
 
 # --------------------------------------------------------------------------
 # helpers
-
-
-# --------------------------------------------------------------------------
-# geometry
-
-
-def feature_dimensionality(W) -> np.ndarray:
-    """Feature dimensionality ``D_i = |w_i|**2 / sum_j (w_i_hat @ w_j)**2`` (THEORY §6).
-
-    Elhage et al.'s measure of the share of a dimension that feature ``i``
-    gets: 1 for a feature orthogonal to all others, ``d/n`` for every
-    feature of a tight frame of ``n`` unit vectors in ``R^d`` (pentagon 2/5,
-    antipodal pair 1/2), and 0 for a zero column (a dropped feature).
-
-    Parameters
-    ----------
-    W : array_like of shape (d, n)
-        Weights; column ``i`` is feature ``i``'s direction ``w_i``.
-
-    Returns
-    -------
-    ndarray of shape (n,), float64
-        ``D_i = |w_i|**4 / sum_j (w_i . w_j)**2`` (the sum includes
-        ``j = i``), 0 where ``w_i = 0``.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from fastsuper.analysis import feature_dimensionality
-    >>> feature_dimensionality([[1.0, -1.0, 0.0], [0.0, 0.0, 0.0]])  # antipodal pair, zero
-    array([0.5, 0.5, 0. ])
-    >>> t = 2 * np.pi * np.arange(5) / 5  # pentagon
-    >>> np.round(feature_dimensionality(np.stack([np.cos(t), np.sin(t)])), 12)
-    array([0.4, 0.4, 0.4, 0.4, 0.4])
-    """
-    W = v.check_weights("W", W, func="feature_dimensionality")
-    n = W.shape[1]
-    sq = np.einsum("ij,ij->j", W, W)  # |w_i|**2
-    out = np.zeros(n)
-    for lo, hi, G in gram_blocks(W):
-        denom = np.einsum("ij,ij->i", G, G)  # sum_j (w_i . w_j)**2 >= |w_i|**4
-        nz = sq[lo:hi] > 0
-        out[lo:hi][nz] = sq[lo:hi][nz] ** 2 / denom[nz]
-    return out
 
 
 # --------------------------------------------------------------------------

@@ -78,8 +78,10 @@ def model_params(model: Model) -> tuple:
     """The tuple ``(W, b, act, a, ia)`` that the kernels take for ``model``.
 
     ``W`` (d, n) in the model's dtype, ``b`` (n) the bias (zeros without
-    one), ``act`` the activation code, ``a`` the exponent (float64) and
-    ``ia`` the exponent as an integer (-1 when it is not one).
+    one), ``act`` the activation code, ``a`` the exponent (float64) -- for
+    ``"softplus"`` and ``"leaky_relu"`` their parameter (``beta``, ``slope``)
+    instead, their exponent being fixed at 1 -- and ``ia`` the exponent as an
+    integer (-1 when it is not one).
 
     Examples
     --------
@@ -91,7 +93,8 @@ def model_params(model: Model) -> tuple:
     if not isinstance(model, Model):
         raise TypeError(f"model must be a fastsuper.Model, got {type(model).__name__}")
     act = activation(model)
-    return (model.W, model.bias, act.code, float(model.exponent), act.ia)
+    a = model.param if model.param_or_none is not None else float(model.exponent)
+    return (model.W, model.bias, act.code, a, act.ia)
 
 
 def law_params(inputs: SparseInputs) -> InputLaw:
@@ -170,7 +173,7 @@ def forward_one(model, idx, val, k, xhat):
         Receives the reconstruction.
     """
     W, b, code, a, ia = model
-    act = Activation(code, a, ia)
+    act = Activation(code, a, ia, np.float64(a))
     _preact(W, b, idx, val, k, xhat)
     for j in range(xhat.shape[0]):
         xhat[j] = phi(xhat[j], act)
@@ -237,7 +240,7 @@ def grad_one(model, imp, idx, val, k, xhat, gW, gb):
         The loss of the sample.
     """
     W, b, code, a, ia = model
-    act = Activation(code, a, ia)
+    act = Activation(code, a, ia, np.float64(a))
     d, n = W.shape
     h = np.zeros(d)
     for r in range(d):

@@ -68,6 +68,8 @@ exact_power_sums_cuda
     Their CUDA counterpart (imported on first access).
 k1_conditional_loss
     The loss given exactly one active feature (THEORY §4).
+grouped_reference
+    The grouped closed form (THEORY §8) in NumPy: the compiled kernel's reference.
 
 Training
 --------
@@ -97,6 +99,7 @@ from fastsuper.core.validation import TooLargeError, machine_memory
 # private at their home module (they are to be made public there)
 from fastsuper.exact.api import binomials, cumulants_from_moments, moments_from_cumulants
 from fastsuper.exact.api import forward_terms as exact_forward
+from fastsuper.exact.grouped import grouped_reference
 from fastsuper.exact.kernels_cpu import exact_grad_w, exact_power_sums
 from fastsuper.exact.low_order import k1_conditional_loss
 from fastsuper.mc import dask as mc_dask
@@ -138,6 +141,7 @@ __all__ = [
     "aligned",
     "binom_ge2_cdf",
     "binomials",
+    "grouped_reference",
     "capacity",
     "choose_path",
     "cli_default_norm",

@@ -17,9 +17,9 @@ class CheckReport:
     """Outcome of :func:`check`.
 
     ``kind`` is ``"exact"`` when the closed form exists (``power`` activation,
-    independent features): the test is two-sided, ``|z| < z_max`` with
+    independent features or a grouped law): the test is two-sided, ``|z| < z_max`` with
     ``z = (MC - exact) / stderr``.  Otherwise ``kind`` is ``"lower_bound"``:
-    the exact k <= 1 part of the loss bounds it from below, and the test is
+    the exact k <= 1 part of the loss (0 for a grouped law) bounds it from below, and the test is
     one-sided, ``z > -z_max`` with ``z = (MC - bound) / stderr`` -- unless
     the value law is bounded, when ``kind`` is ``"bounds"``: the rigorous
     upper bound of :func:`fastsuper.loss_bounds` is also finite and the
@@ -152,9 +152,12 @@ def compare(est: LossEstimate, model: Model, inputs: SparseInputs, *, z_max: flo
     -------
     CheckReport
     """
-    bounds = loss_bounds(model, inputs)
-    lower, upper = bounds.lower, bounds.upper
-    if model.activation == "power" and inputs.pattern == "bernoulli":
+    if inputs.pattern == "grouped":  # no k <= 1 bounds (THEORY §8): exact, or loss >= 0
+        lower, upper = 0.0, math.inf
+    else:
+        bounds = loss_bounds(model, inputs)
+        lower, upper = bounds.lower, bounds.upper
+    if model.activation == "power" and inputs.pattern in ("bernoulli", "grouped"):
         kind, ref = "exact", exact_loss(model, inputs)
     elif math.isfinite(upper):
         kind = "bounds"

@@ -23,7 +23,9 @@ ACTIVATION_CASES = [
 ]
 
 
-def random_model(n, d, act="power", a=3, bias=True, dtype=np.float64, seed=0, scale=0.5):
+def random_model(
+    n, d, act="power", a=3, bias=True, dtype=np.float64, seed=0, scale=0.5, param=None
+):
     """A model with N(0, scale**2) weights and N(0, 0.2**2) biases, drawn in float64.
 
     Parameters
@@ -31,7 +33,8 @@ def random_model(n, d, act="power", a=3, bias=True, dtype=np.float64, seed=0, sc
     n, d : int
         Features and hidden dimension: ``W`` has shape ``(d, n)``.
     act, a
-        Activation family and exponent.
+        Activation family and exponent (``param``: its parameter, softplus beta or
+        leaky_relu slope).
     bias : bool
         Draw a bias (after ``W``) or leave the model without one.
     dtype : numpy dtype
@@ -44,4 +47,4 @@ def random_model(n, d, act="power", a=3, bias=True, dtype=np.float64, seed=0, sc
     rng = np.random.default_rng(seed)
     W = (rng.normal(size=(d, n)) * scale).astype(dtype)
     b = (rng.normal(size=n) * 0.2).astype(dtype) if bias else None
-    return fs.Model(W, b, activation=act, exponent=a)
+    return fs.Model(W, b, activation=act, exponent=a, param=param)

@@ -157,3 +157,24 @@ def test_kernels_show_their_public_names_only():
     assert dir(K) == sorted(K.__all__)
     assert not {"np", "njit", "annotations"} & set(dir(K))
     assert all(callable(getattr(K, name)) for name in K.__all__)
+
+
+@pytest.mark.parametrize("activation, param", [("gelu", None), ("softplus", 2.5),
+                                               ("leaky_relu", 0.2), ("sigmoid", None)])  # fmt: skip
+def test_smooth_activations_and_their_parameter(activation, param):
+    """``model_params`` carries softplus's beta and leaky_relu's slope in place of the exponent."""
+    model, inputs = _problem("relu", 1)
+    model = fs.Model(model.W, model.b, activation=activation, param=param)
+    mp, law, imp = K.model_params(model), K.law_params(inputs), inputs.importance
+    assert mp[3] == (param if param is not None else 1.0)
+    N = 300
+    X = fs.sample(inputs, N, seed=3).to_dense()
+    losses = user_losses(mp, imp, law, 3, N)
+    ref = loss_numpy(model.W, model.b, activation, 1, X, imp, param=param)
+    np.testing.assert_allclose(losses, ref, rtol=1e-11, atol=1e-12)
+    gW, gb = np.zeros((model.d, model.n)), np.zeros(model.n)
+    loss = user_grad(mp, imp, law, 3, N, gW, gb)
+    api = fs.loss_grad(model, inputs, N, seed=3)
+    assert loss == pytest.approx(api.loss, rel=1e-12)
+    np.testing.assert_allclose(gW, api.dW, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(gb, api.db, rtol=1e-10, atol=1e-12)

@@ -17,7 +17,7 @@ import warnings
 
 import numpy as np
 import pytest
-from naive import enumerate_inputs, gain_numpy, loss_numpy
+from naive import enumerate_grouped_inputs, enumerate_inputs, gain_numpy, loss_numpy
 
 import fastsuper as fs
 from fastsuper.apps.cli import main
@@ -104,6 +104,78 @@ def test_sparse_inputs(n, p, values):
         assert math.isfinite(inputs.expected_active)
 
 
+KINDS = ["correlated", "partial", "exclusive", "anticorrelated"]
+
+
+@SETTINGS
+@given(
+    groups=mostly(
+        st.one_of(
+            st.lists(st.integers(-1, 3), min_size=5, max_size=5),
+            st.lists(st.lists(st.integers(0, 4), min_size=1, max_size=3), min_size=1, max_size=3),
+        ),
+        st.one_of(st.lists(st.integers(-9, 9), max_size=7), st.lists(st.lists(ODD)), ODD),
+    ),
+    kind=mostly(st.one_of(st.sampled_from(KINDS), st.lists(st.sampled_from(KINDS), max_size=4))),
+    q=mostly(st.one_of(st.none(), st.floats(0.0, 1.0), st.lists(st.floats(0.0, 1.0), max_size=4))),
+    weights=mostly(st.one_of(st.none(), st.lists(st.floats(0.0, 3.0), min_size=5, max_size=5))),
+    r=mostly(st.one_of(st.none(), st.floats(0.0, 1.0), st.lists(st.floats(0.0, 1.0), max_size=5))),
+)
+def test_grouped_inputs(groups, kind, q, weights, r):
+    inputs = outcome(fs.SparseInputs, 5, p=0.2, groups=groups, kind=kind, q=q, weights=weights,
+                     r=r)  # fmt: skip
+    if inputs is not None:
+        assert inputs.pattern == "grouped" and inputs.p.shape == (5,)
+        assert np.all((inputs.p >= 0) & (inputs.p <= 1))
+        batch = outcome(fs.sample, inputs, 200, seed=1)
+        if batch is not None:
+            on = batch.to_dense() != 0
+            spec = inputs.groups
+            for g, mem in enumerate(spec.members):
+                if spec.kinds[g] == "exclusive":
+                    assert np.all(on[:, mem].sum(axis=1) <= 1)
+                elif spec.kinds[g] == "correlated":
+                    assert np.all(on[:, mem] == on[:, mem[:1]])
+
+
+@SETTINGS
+@given(
+    data=st.data(),
+    n=st.integers(1, 5),
+    m=st.integers(1, 3),
+    bias=st.booleans(),
+)
+def test_grouped_exact_loss_is_the_enumerated_mean(data, n, m, bias):
+    entries = st.floats(-1.5, 1.5, allow_subnormal=False)
+    W = data.draw(hnp.arrays(np.float64, (2, n), elements=entries))
+    b = data.draw(hnp.arrays(np.float64, n, elements=entries)) if bias else None
+    labels = data.draw(st.lists(st.integers(-1, 2), min_size=n, max_size=n))
+    n_groups = len(set(labels) - {-1})
+    if n_groups == 0:
+        labels[0] = 0
+        n_groups = 1
+    kinds = data.draw(st.lists(st.sampled_from(KINDS), min_size=n_groups, max_size=n_groups))
+    probs = st.floats(0.0, 1.0)
+    q = data.draw(st.lists(probs, min_size=n_groups, max_size=n_groups))
+    r = data.draw(st.lists(st.floats(0.01, 1.0), min_size=n, max_size=n))
+    r = [1.0 if labels[i] < 0 or kinds[sorted(set(labels) - {-1}).index(labels[i])] != "partial"
+         else r[i] for i in range(n)]  # fmt: skip
+    w = data.draw(st.lists(st.floats(0.1, 3.0), min_size=n, max_size=n))
+    has_exclusive = any(k in ("exclusive", "anticorrelated") for k in kinds)
+    inputs = fs.SparseInputs(
+        n, p=data.draw(probs), values=fs.ValueLaw("discrete", [-0.5, 2.0], [0.3, 0.7]),
+        groups=labels, kind=kinds, q=q, r=r, weights=w if has_exclusive else None,
+    )  # fmt: skip
+    model = fs.Model(W, b, exponent=m)
+    X, weight = enumerate_grouped_inputs(inputs)
+    loss = float(weight @ loss_numpy(W, b, "power", m, X))
+    gain = float(weight @ gain_numpy(W, b, "power", m, X))
+    got_loss, got_gain = fs.exact_loss_and_gain(model, inputs)
+    scale = 1.0 + float(weight @ np.abs(loss_numpy(W, b, "power", m, X)))
+    assert abs(got_loss - loss) <= 1e-10 * scale
+    assert abs(got_gain - gain) <= 1e-10 * scale
+
+
 @SETTINGS
 @given(
     W=mostly(
@@ -135,6 +207,28 @@ def test_model(W, b, activation, exponent):
         assert np.all(np.isfinite(model.W)) and model.d >= 1 and model.n >= 1
         assert math.isfinite(model.exponent) and model.exponent > 0
         assert model.b is None or (model.b.shape == (model.n,) and np.all(np.isfinite(model.b)))
+
+
+NEW_ACTIVATIONS = ["gelu", "gelu_tanh", "tanh", "softplus", "sigmoid", "silu", "leaky_relu",
+                   "identity", "relu"]  # fmt: skip
+
+
+@SETTINGS
+@given(
+    activation=mostly(st.sampled_from(NEW_ACTIVATIONS)),
+    exponent=mostly(st.one_of(st.none(), st.just(1), st.floats(0.1, 5))),
+    param=mostly(
+        st.one_of(st.none(), st.floats(0, 1), st.floats(1e-3, 1e3)),
+        st.one_of(st.floats(-1e9, 1e9), st.floats(allow_nan=True), ODD),
+    ),
+)
+def test_model_activation_parameter(activation, exponent, param):
+    """Any activation name and parameter: a model whose phi is finite, or a clear error."""
+    model = outcome(fs.Model, np.eye(2, 3), activation=activation, exponent=exponent, param=param)
+    if model is not None:
+        assert model.exponent == 1 and math.isfinite(model.param)
+        est = fs.estimate_loss(model, fs.SparseInputs(3, p=0.5), 200, seed=0)
+        assert math.isfinite(est.mean) and est.mean >= 0
 
 
 @SETTINGS
@@ -306,7 +400,8 @@ TOKENS = {
     "--d": ["2", "0", "1e12", "nan"],
     "--p": ["0.1", "1.5", "-0.1", "nan", "inf", "0.1,0.2"],
     "--exponent": ["3", "2", "0", "-1", "inf", "2.5", "400"],
-    "--activation": ["power", "relu_power", "tanh"],
+    "--activation": ["power", "relu_power", "tanh", "softplus", "swish"],
+    "--param": ["2", "0", "-1", "nan", "x"],
     "--values": ["gaussian", "uniform", "cauchy"],
     "--samples": ["100", "0", "1", "abc", "1e15"],
     "--seed": ["0", "-1", str(2**64), "x"],

@@ -16,7 +16,7 @@ import numpy as np
 from fastsuper.analysis import random_frame, random_frame_norm
 from fastsuper.core.activations import ACTIVATIONS
 from fastsuper.core.laws import SparseInputs, ValueLaw
-from fastsuper.core.model import check_activation
+from fastsuper.core.model import check_activation, check_param
 from fastsuper.core.validation import LAW_NAMES
 
 
@@ -85,7 +85,10 @@ def default_norm(law: ValueLaw, exponent: float, n: int, d: int) -> float:
 _ACTIVATIONS = list(ACTIVATIONS)
 _EXPONENT_HELP = (
     "activation exponent (default: the activation's own: 3 for power and signed_power, 1 for "
-    "relu_power and relu)"
+    "relu_power and relu; fixed at 1 for gelu ... identity)"
+)
+_PARAM_HELP = (
+    "the activation's parameter: beta of softplus, slope of leaky_relu (by default 1 and 0.01)"
 )
 
 
@@ -118,6 +121,7 @@ def _add_estimate(sub) -> None:
     est.add_argument("--p", type=float, default=1e-3, help="feature probability")
     est.add_argument("--exponent", "-m", type=_positive_float, default=None, help=_EXPONENT_HELP)
     est.add_argument("--activation", default="power", choices=_ACTIVATIONS)
+    est.add_argument("--param", type=float, default=None, help=_PARAM_HELP)
     est.add_argument("--values", default="gaussian", choices=list(LAW_NAMES))
     est.add_argument(
         "--samples",
@@ -201,6 +205,7 @@ def _add_train(sub) -> None:
         help="default: relu_power (adam; with exponent 1, ReLU), power (exact)",
     )
     tr.add_argument("--exponent", "-m", type=_positive_float, default=None, help=_EXPONENT_HELP)
+    tr.add_argument("--param", type=float, default=None, help=_PARAM_HELP)
     tr.add_argument(
         "--values",
         default=None,
@@ -251,22 +256,33 @@ def _add_train_run(tr) -> None:
 def _add_reproduce(sub) -> None:
     rep = sub.add_parser(
         "reproduce",
-        help="regenerate the paper's experiments (figure3, capacity) with the sharp theory lines",
+        help="regenerate the experiments (figure3, capacity, activations, phase-diagram, "
+        "geometry) beside their theory lines",
         description="figure3: the paper's Figure 3 (d = 10 and 15, m = 3, n = 6000, Gaussian "
         "values), the exact gain optimised at each p, beside the first-order cap p kappa D(d, m) "
         "and the unsuperposed line p kappa d; resumes an interrupted run from its output folder "
         "(long at the paper's size; --quick: a small version). capacity: gain/p at small p "
-        "against n, beside kappa n D/(n + D - 1) and kappa min(n, D). The last line is the "
+        "against n, beside kappa n D/(n + D - 1) and kappa min(n, D). activations: the best "
+        "trained loss of each output activation (gelu, tanh, softplus, ...) against p at "
+        "n = 100, d = 10, beside the power family's optimum and the unsuperposed baseline "
+        "(resumable). phase-diagram, geometry: Elhage et al.'s phase diagrams (trained and "
+        "exact optima) and feature geometry. The last line is the "
         "verdict (PASS or FAIL, with its criterion); the exit status is 1 when it fails.",
         formatter_class=_Formatter,
     )
-    rep.add_argument("experiment", choices=["figure3", "capacity"], help="which experiment")
+    rep.add_argument(
+        "experiment",
+        choices=["figure3", "capacity", "activations", "phase-diagram", "geometry"],
+        help="which experiment (phase-diagram, geometry: Elhage et al.'s toy models, "
+        "see fastsuper.apps.phase and fastsuper.apps.geometry_sweep)",
+    )
     rep.add_argument("--out", default=None, help="output folder (default: ./EXPERIMENT)")
     rep.add_argument("--quick", action="store_true", help="a small, quick version")
     rep.add_argument(
         "--no-resume",
         action="store_true",
-        help="figure3: start afresh instead of reusing the points already in --out",
+        help="figure3, activations, phase-diagram, geometry: start afresh instead of reusing "
+        "the points already in --out",
     )
     rep.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
 
@@ -352,7 +368,9 @@ def _estimate(args) -> int:
     exact = exact_loss_and_gain(model, inputs) if model.activation == "power" else None
     print(
         f"fastsuper estimate: n={model.n} d={model.d} activation={model.activation} "
-        f"exponent={model.exponent:g} values={inputs.law.name} p={args.p:g} dtype={model.dtype} "
+        f"exponent={model.exponent:g} "
+        + ("" if model.param_or_none is None else f"param={model.param:g} ")
+        + f"values={inputs.law.name} p={args.p:g} dtype={model.dtype} "
         f"bias={'yes' if model.b is not None else 'no'}"
     )
     run = dict(seconds=wall, samples_per_second=est.n_samples / wall,
@@ -400,7 +418,7 @@ def _estimate_problem(args):
             norm = default_norm(law, exponent, args.n, args.d)
         W = random_frame(args.n, args.d, norm, args.weight_seed, args.dtype)
     b = np.load(args.bias) if args.bias else None
-    model = Model(W, b, activation=activation, exponent=exponent)
+    model = Model(W, b, activation=activation, exponent=exponent, param=args.param)
     return model, SparseInputs(model.n, p=args.p, values=law)
 
 
@@ -418,6 +436,7 @@ def _estimate_table(args, model, inputs, est, low, exact, run: dict) -> tuple[li
         "d": model.d,
         "activation": model.activation,
         "exponent": model.exponent,
+        "param": model.param_or_none,
         "values": inputs.law.name,
         "p": args.p,
         "dtype": str(model.dtype),
@@ -474,6 +493,7 @@ def _train_model(args, exact: bool) -> dict:
     return {
         "activation": activation,
         "exponent": exponent,
+        "param": check_param(activation, args.param),
         "values": args.values or ("gaussian" if exact else "uniform"),
         "importance": decay ** np.arange(args.n),
         "bias": (not exact) if args.bias is None else args.bias == "yes",
@@ -532,7 +552,7 @@ def _train_adam(args, m: dict):
     instances = _train_instances(args)
     res = fit(args.n, args.d, n_instances=instances, p=args.p, importance=m["importance"],
               activation=m["activation"], exponent=m["exponent"], values=m["values"],
-              bias=m["bias"], steps=args.steps, batch_size=args.batch, lr=args.lr,
+              param=args.param, bias=m["bias"], steps=args.steps, batch_size=args.batch, lr=args.lr,
               seed=args.seed, dtype=np.dtype(args.dtype), progress=_progress(args),
               backend=args.backend)  # fmt: skip
     print(
@@ -627,6 +647,10 @@ def _sweep(args) -> int:
 
 
 def _reproduce(args) -> int:
+    if args.experiment in ("phase-diagram", "geometry"):
+        from fastsuper.apps.phase import reproduce_cli
+
+        return reproduce_cli(args)
     from fastsuper.apps.reproduce import capacity, figure3
 
     out = args.out if args.out is not None else args.experiment
@@ -641,6 +665,16 @@ def _reproduce(args) -> int:
             ok = "yes" if c["within_5pct_below_cap"] else "NO"
             print(f"d = {d}: gain / (p kappa D) at p <= d^{e:g}: {pts} (within 5% below: {ok})")
         names = ["figure3.csv", "figure3.json", "figure3.png"]
+    elif args.experiment == "activations":
+        from fastsuper.apps.reproduce_activations import activations
+
+        res = activations(
+            out, quick=args.quick, resume=not args.no_resume, progress=_progress(args)
+        )
+        for name, c in res["curves"].items():
+            gains = ", ".join(f"{g:.4g}" for g in c["gain"])
+            print(f"{name:>14}: gain at p = {c['p']}: {gains}")
+        names = ["activations.csv", "activations.json", "activations.png"]
     else:
         res = capacity(out, quick=args.quick, progress=_progress(args))
         names = ["capacity.csv", "capacity.json", "capacity.png"]

@@ -58,7 +58,7 @@ import numpy as np
 from fastsuper.core import arguments
 from fastsuper.core import validation as v
 from fastsuper.core.activations import DEFAULT_EXPONENTS
-from fastsuper.core.model import check_activation
+from fastsuper.core.model import check_activation, check_param
 from fastsuper.core.progress import progress_bar, progress_enabled
 from fastsuper.mc.common import METHODS, PATHS
 
@@ -73,7 +73,8 @@ class _Required:
 
 
 #: parameters of the built-in row functions and their defaults (``REQUIRED`` must be given;
-#: ``exponent=None`` is the activation's default, as in :class:`fastsuper.Model`)
+#: ``exponent=None`` is the activation's default, as in :class:`fastsuper.Model`; so is
+#: ``param=None``, which leaves the point's key as it is without the parameter)
 REQUIRED = _Required()
 _FRAME = {
     "n": REQUIRED,
@@ -81,6 +82,7 @@ _FRAME = {
     "p": REQUIRED,
     "exponent": None,
     "activation": "power",
+    "param": None,
     "values": "gaussian",
     "norm": None,
     "weight_seed": None,
@@ -102,6 +104,7 @@ KINDS: dict[str, dict[str, Any]] = {
         "p": REQUIRED,
         "activation": "relu_power",
         "exponent": None,
+        "param": None,
         "values": "uniform",
         "bias": True,
         "importance_decay": 1.0,
@@ -324,7 +327,7 @@ def _frame_model(q: dict, seed: int):
         norm = random_frame_norm(q["n"], q["d"], int(e), law) if e.is_integer() else 1.0
     ws = seed if q["weight_seed"] is None else q["weight_seed"]
     W = random_frame(q["n"], q["d"], norm, ws, np.dtype(q["dtype"]))
-    model = Model(W, activation=q["activation"], exponent=q["exponent"])
+    model = Model(W, activation=q["activation"], exponent=q["exponent"], param=q.get("param"))
     return model, SparseInputs(q["n"], p=q["p"], values=law)
 
 
@@ -367,7 +370,8 @@ class _FitRow:
         res = fit(q["n"], q["d"], n_instances=1, p=q["p"],
                   importance=q["importance_decay"] ** np.arange(q["n"]),
                   activation=q["activation"], exponent=q["exponent"], values=q["values"],
-                  bias=q["bias"], steps=q["steps"], batch_size=q["batch_size"], lr=q["lr"],
+                  param=q.get("param"), bias=q["bias"], steps=q["steps"],
+                  batch_size=q["batch_size"], lr=q["lr"],
                   seed=seed, dtype=np.dtype(q["dtype"]), log_every=q["log_every"],
                   progress=False)  # fmt: skip
         out = {"final_batch_loss": float(res.final_loss[0])}
@@ -417,6 +421,7 @@ def _check_builtin_point(kind: str, q: dict) -> None:
         v.check_int("d", q["d"], minimum=1)
         v.check_probabilities("p", q["p"])
         check_activation(q["activation"], q["exponent"])
+        check_param(q["activation"], q.get("param"))
         arguments.check_law("values", q["values"])
         v.check_choice("dtype", q["dtype"], ("float32", "float64"))
         if kind in ("estimate", "exact"):
@@ -713,6 +718,8 @@ def _full_points(kind, names: list[str], points: list[dict]) -> list[dict]:
         qq = {k: q.get(k, d) for k, d in spec.items()}
         if qq["exponent"] is None and qq["activation"] in DEFAULT_EXPONENTS:
             qq["exponent"] = DEFAULT_EXPONENTS[qq["activation"]]  # the activation's default
+        if "param" in qq and qq["param"] is None:
+            del qq["param"]  # the activation's default; the key stays that of older runs
         _check_builtin_point(kind, qq)
         full.append(qq)
     return full

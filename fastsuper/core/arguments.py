@@ -45,6 +45,16 @@ def check_inputs(inputs, *, func: str | None = None) -> None:
         )
 
 
+def refuse_groups(inputs, what: str, *, func: str | None = None, hint: str = "") -> None:
+    """Raise ValueError if ``inputs`` is a grouped law, which ``what`` does not handle."""
+    if getattr(inputs, "groups", None) is not None:
+        raise ValueError(
+            f"{prefix(func)}{what} assumes independent features and does not handle grouped "
+            f"input laws (inputs has groups={inputs.groups.describe()})"
+            + (f"; {hint}" if hint else "")
+        )
+
+
 def check_model_inputs(model, inputs, *, func: str | None = None) -> None:
     """A :class:`~fastsuper.core.model.Model` and a :class:`~fastsuper.core.laws.SparseInputs`
     with the same number of features."""

@@ -32,6 +32,7 @@ __all__ = [
     "SampleRule",
     "activation",
     "gap_tables",
+    "group_fields",
     "input_law",
     "plain_rule",
 ]
@@ -41,6 +42,11 @@ __all__ = [
 GAP_SCAN = 8
 #: relative half-width of the band around each threshold where the logarithm decides
 GAP_BAND = 1e-9
+
+
+#: placeholders of the group fields of a law without groups (a device array may not be empty)
+_NO_GROUP_F = np.zeros(1)
+_NO_GROUP_I = np.zeros(1, dtype=np.int64)
 
 
 class InputLaw(NamedTuple):
@@ -69,6 +75,30 @@ class InputLaw(NamedTuple):
     tlo: np.ndarray
     #: upper thresholds, the companion of ``tlo``
     thi: np.ndarray
+    # grouped laws (THEORY §8, :mod:`fastsuper.core.groups`): every group and every
+    # ungrouped feature is a unit; ``ngrp = 0`` (and length-1 placeholders) for
+    # independent features
+    #: number of units, or 0 for a law without groups
+    ngrp: int = 0
+    #: largest gate probability of a unit
+    gqmax: float = 0.0
+    #: ``log(1 - gqmax)`` (``-inf`` when ``gqmax == 1``)
+    glog1mq: float = -math.inf
+    #: True when the gate probabilities differ across units (thinning after the skip)
+    gthin: bool = False
+    #: gate probability of each unit, float64
+    gq: np.ndarray = _NO_GROUP_F
+    #: unit ``u`` has members ``gmem[gptr[u]:gptr[u + 1]]``, int64
+    gptr: np.ndarray = _NO_GROUP_I
+    #: members of the units, sorted within each unit, int64
+    gmem: np.ndarray = _NO_GROUP_I
+    #: sampler code of each unit (:data:`fastsuper.core.groups.ALL`, ``PARTIAL``,
+    #: ``EXCLUSIVE``), int64
+    gkind: np.ndarray = _NO_GROUP_I
+    #: per member: in-group probability (partial) or cumulative weight (exclusive), float64
+    gval: np.ndarray = _NO_GROUP_F
+    #: True when the members of different units interleave (sort each sample's features)
+    gsort: bool = False
 
 
 #: rules of :class:`SampleRule`: the law given ``K >= 2`` with one ``p``
@@ -111,6 +141,8 @@ class Activation(NamedTuple):
     a: float
     #: the exponent as an integer when it is one, else -1
     ia: int
+    #: the activation's parameter in float64 (softplus ``beta``, leaky_relu ``slope``; else 0)
+    c: float = 0.0
 
 
 def gap_tables(n: int, log1mp: float) -> tuple[np.ndarray, np.ndarray]:
@@ -156,7 +188,21 @@ def input_law(inputs, gaps: bool = False) -> InputLaw:
         inputs.law.cumprobs,
         tlo,
         thi,
+        *group_fields(inputs),
     )
+
+
+def group_fields(inputs) -> tuple:
+    """The group fields of the :class:`InputLaw` of ``inputs`` (placeholders without groups)."""
+    if inputs.groups is None:
+        return (0, 0.0, -math.inf, False, _NO_GROUP_F, _NO_GROUP_I, _NO_GROUP_I, _NO_GROUP_I,
+                _NO_GROUP_F, False)  # fmt: skip
+    u = inputs.group_units  # fastsuper.core.groups.Units
+    qmax = float(u.q.max())
+    log1mq = math.log1p(-qmax) if qmax < 1.0 else -math.inf
+    thin = bool(np.any(u.q != u.q[0]))
+    return (int(u.q.shape[0]), qmax, log1mq, thin, u.q, u.ptr, u.mem, u.kind, u.val,
+            u.interleaved)  # fmt: skip
 
 
 def activation(model, dtype=None) -> Activation:
@@ -165,7 +211,12 @@ def activation(model, dtype=None) -> Activation:
     The exponent is in ``dtype``, by default the model's compute dtype.
     """
     dt = model.dtype if dtype is None else np.dtype(dtype)
-    return Activation(int(model.act_code), dt.type(model.exponent), int(model.int_exponent))
+    return Activation(
+        int(model.act_code),
+        dt.type(model.exponent),
+        int(model.int_exponent),
+        float(model.param),
+    )
 
 
 @njit(inline="always")
@@ -179,6 +230,8 @@ def borrowed_law(law):
     return InputLaw(
         law.n, law.kfix, law.pmax, law.log1mp, law.thin, borrow(law.p), law.code,
         borrow(law.support), borrow(law.cum), borrow(law.tlo), borrow(law.thi),
+        law.ngrp, law.gqmax, law.glog1mq, law.gthin, borrow(law.gq), borrow(law.gptr),
+        borrow(law.gmem), borrow(law.gkind), borrow(law.gval), law.gsort,
     )  # fmt: skip
 
 

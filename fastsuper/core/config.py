@@ -75,8 +75,14 @@ EXACT_FUSED_GROUPS = 8
 EXACT_FUSED_FROM = 4096
 #: n below which the k = 1 terms run on the serial twin of their kernel
 LOW_ORDER_SERIAL_BELOW = 64
+#: relative tolerance of the adaptive Gauss-Kronrod quadrature of the k = 1 terms
+#: of smooth activations (:mod:`fastsuper.exact.quadrature`), and its most segments per pair
+LOW_ORDER_QUAD_RTOL = 1e-11
+LOW_ORDER_QUAD_SEGMENTS = 400
 #: entries of A formed at once by :func:`fastsuper.loss_bounds`
 BOUNDS_BLOCK_ELEMS = 1 << 22
+#: entries (rows x (groups + n) x moment orders) of one row block of the grouped closed form
+GROUPED_BLOCK_ELEMS = 1 << 22
 #: entries of the Gram matrix formed at once by the geometry functions
 GEOMETRY_BLOCK_ELEMS = 1 << 20
 

@@ -28,6 +28,10 @@ from fastsuper.core.bundles import (
     borrowed_rule,
     plain_rule,
 )
+from fastsuper.core.groups import ALL as G_ALL
+from fastsuper.core.groups import EXCLUSIVE_EQUAL as G_EQUAL
+from fastsuper.core.groups import PARTIAL as G_PARTIAL
+from fastsuper.core.groups import parse_groups, units
 from fastsuper.core.jit import borrow, njit, parallel_njit
 from fastsuper.core.rng import sample_key, seed_key, uniform
 
@@ -174,6 +178,35 @@ class SparseInputs:
         :func:`fastsuper.exact_loss`.
     support, probs : array_like, optional
         Shortcut for ``values=ValueLaw("discrete", support, probs)``.
+    groups : array_like of int of shape (n,), or list of array_like of int, optional
+        Grouped law (THEORY §8): one label per feature (features with the
+        same label ``>= 0`` form a group, groups ordered by label; a negative
+        label leaves the feature independent), or a list of disjoint arrays
+        of feature indices, one per group.  Groups are independent of each
+        other and of the ungrouped features, which keep their ``p``.
+    kind : str or sequence of str, default "correlated"
+        What happens when a group's gate opens (probability ``q``), one name
+        for all groups or one per group: ``"correlated"`` (every member
+        active), ``"partial"`` (member ``i`` active with probability
+        ``r[i]``, independently) or ``"exclusive"`` (alias
+        ``"anticorrelated"``: exactly one member, chosen with ``weights``).
+    q : float or array_like of shape (n_groups,), optional
+        Gate probability of each group; default ``p`` (when it is one number).
+    weights : array_like of shape (n,), optional
+        Positive weights of the members of exclusive groups, normalised
+        within each group (default equal).
+    r : float or array_like of shape (n,), optional
+        In-group probability of the members of partial groups, in ``(0, 1]``
+        (default 1).
+
+    Attributes
+    ----------
+    p : ndarray of shape (n,)
+        Marginal activation probability of each feature (for a grouped law
+        ``q r_i`` or ``q w_i`` on group members).
+    groups : GroupSpec or None
+        The checked groups (:class:`fastsuper.core.groups.GroupSpec`), or
+        ``None`` for independent features.
 
     Examples
     --------
@@ -183,6 +216,16 @@ class SparseInputs:
     1.0
     >>> inputs.moment(4)
     3.0
+
+    Two correlated pairs and an anticorrelated pair among 8 features:
+
+    >>> g = fs.SparseInputs(8, p=0.01, groups=[[0, 1], [2, 3], [4, 5]],
+    ...                     kind=["correlated", "correlated", "exclusive"], q=0.1)
+    >>> g
+    SparseInputs(n=8, p=0.01, values=ValueLaw('gaussian'), groups=[correlated [0, 1] q=0.1, \
+correlated [2, 3] q=0.1, exclusive [4, 5] q=0.1])
+    >>> g.p.tolist()
+    [0.1, 0.1, 0.1, 0.1, 0.05, 0.05, 0.01, 0.01]
     """
 
     def __init__(
@@ -195,8 +238,14 @@ class SparseInputs:
         k=None,
         support=None,
         probs=None,
+        groups=None,
+        kind="correlated",
+        q=None,
+        weights=None,
+        r=None,
     ):
         self.n = v.check_int("n", n, minimum=1)
+        self._p_given = p
         # p and the importances (float64) and the kernels' per-feature tables
         v.check_memory(f"n = {self.n} features", 24.0 * self.n, func="SparseInputs")
         if isinstance(values, ValueLaw):
@@ -210,6 +259,8 @@ class SparseInputs:
         else:
             self.law = ValueLaw(values)
         if k is None:
+            if p is None and groups is not None:
+                p = 0.0  # every feature grouped (else _set_groups asks for p)
             if p is None:
                 raise ValueError(
                     "give p (probability of each feature being active) or k (exactly k active)"
@@ -223,6 +274,11 @@ class SparseInputs:
             if self.k > self.n:
                 raise ValueError(f"k must be in [0, n={self.n}], got {self.k}")
             self.p = np.full(self.n, self.k / self.n)
+        self.groups = None
+        if groups is not None:
+            self._set_groups(groups, kind, q, weights, r)
+        elif any(x is not None for x in (q, weights, r)) or kind != "correlated":
+            raise ValueError("q, weights, r and kind describe groups: give groups= as well")
         if importance is None:
             self.importance = np.ones(self.n)
         else:
@@ -234,11 +290,35 @@ class SparseInputs:
                 raise ValueError(f"importance must be > 0; importance[{i}] = {imp[i]}")
             self.importance = imp
 
+    def _set_groups(self, groups, kind, q, weights, r) -> None:
+        """Check the group specification and turn ``p`` into the marginals."""
+        if self.k is not None:
+            raise ValueError(f"give either k or groups, not both (got k={self.k})")
+        spec = parse_groups(self.n, groups, kind, q, weights, r, self._p_given)
+        free = spec.label < 0
+        if self._p_given is None and free.any():
+            i = int(np.argmax(free))
+            raise ValueError(
+                f"feature {i} is in no group: give p (the probability of the ungrouped features)"
+            )
+        self.groups = spec
+        self.ungrouped_p = np.where(free, self.p, 0.0)
+        self.p = spec.marginals(self.ungrouped_p)
+        #: the law laid out for the sampler (:class:`fastsuper.core.groups.Units`)
+        self.group_units = units(spec, self.ungrouped_p)
+
     # ------------------------------------------------------------------ info
     @property
     def pattern(self) -> str:
-        """``"bernoulli"`` (independent features) or ``"exactly_k"``."""
+        """``"bernoulli"`` (independent features), ``"exactly_k"`` or ``"grouped"``."""
+        if self.groups is not None:
+            return "grouped"
         return "bernoulli" if self.k is None else "exactly_k"
+
+    @property
+    def gates(self) -> np.ndarray:
+        """Gate probability of each group (empty without groups)."""
+        return np.zeros(0) if self.groups is None else self.groups.q.copy()
 
     @property
     def p_is_scalar(self) -> bool:
@@ -250,6 +330,23 @@ class SparseInputs:
         if self.k is not None:
             return float(self.k)
         return float(self.n * self.p[0]) if self.p_is_scalar else float(self.p.sum())
+
+    def independent(self) -> SparseInputs:
+        """The independent law with the same marginals ``p``, values and importances.
+
+        For comparing a grouped law with independent features that are active
+        as often (``self`` itself when there are no groups).
+
+        Examples
+        --------
+        >>> import fastsuper as fs
+        >>> g = fs.SparseInputs(4, groups=[[0, 1, 2, 3]], q=0.2, kind="exclusive")
+        >>> g.independent()
+        SparseInputs(n=4, p=0.05, values=ValueLaw('gaussian'))
+        """
+        if self.groups is None:
+            return self
+        return SparseInputs(self.n, p=self.p.copy(), values=self.law, importance=self.importance)
 
     def moment(self, r: int) -> float:
         """Raw moment ``mu_r = E xi**r`` of the value law."""
@@ -268,6 +365,11 @@ class SparseInputs:
             if self.k is not None
             else (f"p={self.p[0]:g}" if self.p_is_scalar else "p=<per feature>")
         )
+        if self.groups is not None:
+            p = self._p_given
+            pat = f"p={float(p):g}" if p is not None and np.ndim(p) == 0 else "p=<per feature>"
+            grp = f", groups={self.groups.describe()}"
+            return f"SparseInputs(n={self.n}, {pat}, values={self.law!r}{grp})"
         return f"SparseInputs(n={self.n}, {pat}, values={self.law!r})"
 
     def check_sampleable(self, *, func: str | None = None) -> None:
@@ -278,6 +380,8 @@ class SparseInputs:
         any ``p``): see :func:`fastsuper.core.validation.check_sampled_p`.
         """
         v.check_sampled_p("p", float(self.p.max()), func=func)
+        if self.groups is not None:
+            v.check_sampled_p("q", float(self.groups.q.max()), func=func)
 
     # ------------------------------------------------------- kernel params
     def _kernel_params(self):
@@ -386,8 +490,98 @@ def draw_bernoulli_tail(key, c, pos, law, out_idx, count):
 
 
 @njit(inline="always")
+def _open_unit(key, c, law, u, out_idx, count):
+    """The active members of unit ``u`` whose gate opened; returns ``(c, count)``.
+
+    Every member (``ALL``); each member ``t`` with probability ``gval[t]``, one
+    counter each (``PARTIAL``); or one member from one counter ``x``: member
+    ``floor(x * size)`` (``EXCLUSIVE_EQUAL``), or the first whose cumulative
+    weight exceeds ``x`` (``EXCLUSIVE``).
+    """
+    lo = law.gptr[u]
+    hi = law.gptr[u + 1]
+    kind = law.gkind[u]
+    if kind == G_ALL:
+        for t in range(lo, hi):
+            out_idx[count] = law.gmem[t]
+            count += 1
+    elif kind == G_PARTIAL:
+        for t in range(lo, hi):
+            x = uniform(key, c)
+            c += 1
+            if x < law.gval[t]:
+                out_idx[count] = law.gmem[t]
+                count += 1
+    else:
+        x = uniform(key, c)
+        c += 1
+        if kind == G_EQUAL:  # equal weights
+            a = lo + int(x * (hi - lo))
+            if a >= hi:
+                a = hi - 1
+        else:
+            a = lo
+            while a < hi - 1 and x >= law.gval[a]:  # the last cumulative weight is 1 > x
+                a += 1
+        out_idx[count] = law.gmem[a]
+        count += 1
+    return c, count
+
+
+@njit(inline="always")
+def draw_grouped(key, law, out_idx, at):
+    """The sorted active set of one sample of a grouped law into ``out_idx[at:]``; its size.
+
+    The units (groups and ungrouped features, :mod:`fastsuper.core.groups`)
+    are skipped geometrically as :func:`draw_bernoulli_tail` skips features:
+    gaps ``floor(log(u) / log(1 - gqmax))`` from counters ``0, 1, ...``, and
+    with unequal gates a candidate unit kept with probability ``gq / gqmax``
+    (one more counter); an open unit adds its members (:func:`_open_unit`).
+    A law of singleton units draws the same samples as the independent law
+    with ``p = gq``.  When units interleave, the active features are sorted.
+    """
+    nu = law.ngrp
+    qmax = law.gqmax
+    log1mq = law.glog1mq
+    count = at
+    if qmax <= 0.0:
+        return 0
+    c = 0
+    pos = -1
+    while True:
+        if qmax >= 1.0:
+            pos += 1
+        else:
+            u = uniform(key, c)
+            c += 1
+            ratio = math.log(u) / log1mq  # floor(ratio) >= nu - pos - 1 ends the sample
+            if ratio >= nu - pos - 1:
+                break
+            pos += int(math.floor(ratio)) + 1
+        if pos >= nu:
+            break
+        if law.gthin:
+            u = uniform(key, c)
+            c += 1
+            if u * qmax >= law.gq[pos]:
+                continue
+        c, count = _open_unit(key, c, law, pos, out_idx, count)
+    if law.gsort:  # insertion sort
+        for t in range(at + 1, count):
+            x = out_idx[t]
+            s = t - 1
+            while s >= at and out_idx[s] > x:
+                out_idx[s + 1] = out_idx[s]
+                s -= 1
+            out_idx[s + 1] = x
+    return count - at
+
+
+@njit(inline="always")
 def draw_active(key, law, out_idx, at):
     """The sorted active set of one sample into ``out_idx[at:]``; returns its size."""
+    if law.ngrp > 0:
+        return draw_grouped(key, law, out_idx, at)
     if law.kfix >= 0:
         return draw_subset(key, law.n, law.kfix, out_idx, at)
     return draw_bernoulli_tail(key, 0, -1, law, out_idx, at) - at

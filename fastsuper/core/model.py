@@ -5,9 +5,16 @@ from __future__ import annotations
 import numpy as np
 
 from fastsuper.core import validation as v
-from fastsuper.core.activations import ACTIVATIONS, DEFAULT_EXPONENTS, FIXED_EXPONENTS, POWER
+from fastsuper.core.activations import (
+    ACTIVATIONS,
+    DEFAULT_EXPONENTS,
+    DEFAULT_PARAMS,
+    FIXED_EXPONENTS,
+    PARAM_NAMES,
+    POWER,
+)
 
-__all__ = ["Model", "check_activation"]
+__all__ = ["Model", "check_activation", "check_param"]
 
 
 def check_activation(activation, exponent=None, *, func: str | None = None) -> tuple[str, float]:
@@ -15,10 +22,14 @@ def check_activation(activation, exponent=None, *, func: str | None = None) -> t
 
     Parameters
     ----------
-    activation : {"power", "signed_power", "relu_power", "relu"}
-        Activation family (:data:`~fastsuper.core.activations.ACTIVATIONS`).
+    activation : str
+        Activation (:data:`~fastsuper.core.activations.ACTIVATIONS`): ``"power"``,
+        ``"signed_power"``, ``"relu_power"``, ``"relu"``, ``"gelu"``, ``"gelu_tanh"``,
+        ``"tanh"``, ``"softplus"``, ``"sigmoid"``, ``"silu"``, ``"leaky_relu"`` or
+        ``"identity"``.
     exponent : float, optional
-        Exponent ``a > 0``; an integer for ``"power"``, 1 for ``"relu"``.  Default
+        Exponent ``a > 0``; an integer for ``"power"``, 1 for ``"relu"`` and the
+        activations without an exponent (``"gelu"`` ... ``"identity"``).  Default
         :data:`~fastsuper.core.activations.DEFAULT_EXPONENTS` ``[activation]``: 3 for
         ``"power"`` and ``"signed_power"``, 1 for ``"relu_power"`` and ``"relu"``.
 
@@ -46,6 +57,50 @@ def check_activation(activation, exponent=None, *, func: str | None = None) -> t
     return activation, exponent
 
 
+def check_param(activation: str, param=None, *, func: str | None = None) -> float:
+    """The parameter of ``activation`` checked: softplus's ``beta``, leaky_relu's ``slope``.
+
+    Parameters
+    ----------
+    activation : str
+        A checked activation name (:func:`check_activation`).
+    param : float, optional
+        ``beta > 0`` (at most 1e6) for ``"softplus"``, ``0 <= slope <= 1`` for
+        ``"leaky_relu"``; default :data:`~fastsuper.core.activations.DEFAULT_PARAMS`
+        (1 and 0.01).  Other activations take none (``None``).
+
+    Returns
+    -------
+    float
+        The parameter (0.0 for activations without one).
+
+    Examples
+    --------
+    >>> check_param("softplus", 2)
+    2.0
+    >>> check_param("relu")
+    0.0
+    """
+    name = PARAM_NAMES.get(activation)
+    if name is None:
+        if param is not None:
+            raise ValueError(
+                f"{v.prefix(func)}activation={activation!r} takes no parameter, got "
+                f"param={param!r}; only {sorted(PARAM_NAMES)} have one"
+            )
+        return 0.0
+    if param is None:
+        return float(DEFAULT_PARAMS[activation])
+    value = v.check_real(f"param ({name} of {activation})", param, func=func)
+    lo, hi = (0.0, 1.0) if activation == "leaky_relu" else (0.0, 1e6)
+    if not (lo < value <= hi if activation == "softplus" else lo <= value <= hi):
+        allowed = "0 < beta <= 1e6" if activation == "softplus" else "0 <= slope <= 1"
+        raise ValueError(
+            f"{v.prefix(func)}param ({name} of {activation}) must satisfy {allowed}, got {param!r}"
+        )
+    return value
+
+
 class Model:
     """Tied-weight autoencoder ``x_hat = phi(W.T @ W @ x + b)``.
 
@@ -61,7 +116,11 @@ class Model:
     exponent : float, optional
         Exponent ``a > 0``; an integer ``m >= 1`` for ``"power"``, 1 for ``"relu"``.
         Default: the activation's own, 3 for ``"power"`` and ``"signed_power"``, 1 for
-        ``"relu_power"`` and ``"relu"`` (:func:`check_activation`).
+        the others (:func:`check_activation`).
+    param : float, optional
+        The activation's parameter: ``beta`` of ``"softplus"``
+        (``log(1 + exp(beta t)) / beta``, default 1) or the negative ``slope`` of
+        ``"leaky_relu"`` (default 0.01) (:func:`check_param`).
 
     Examples
     --------
@@ -71,9 +130,19 @@ class Model:
     (2, 3, dtype('float64'))
     >>> fs.Model(np.eye(2, 3), activation="relu")
     Model(d=2, n=3, activation='relu', exponent=1, bias=no, dtype=float64)
+    >>> fs.Model(np.eye(2, 3), activation="softplus", param=2.0)
+    Model(d=2, n=3, activation='softplus', exponent=1, param=2, bias=no, dtype=float64)
     """
 
-    def __init__(self, W, b=None, activation: str = "power", exponent: float | None = None):
+    def __init__(
+        self,
+        W,
+        b=None,
+        activation: str = "power",
+        exponent: float | None = None,
+        *,
+        param: float | None = None,
+    ):
         self.W = v.check_weights("W", W, dtype=None)
         self.d, self.n = self.W.shape
         self.dtype = self.W.dtype
@@ -82,6 +151,7 @@ class Model:
         else:
             self.b = v.as_float_array("b", b, ndim=1, shape=(self.n,)).astype(self.dtype)
         self.activation, self.exponent = check_activation(activation, exponent)
+        self.param = check_param(activation, param)
         self.act_code = ACTIVATIONS[activation]
         is_int = float(self.exponent).is_integer()
         self.int_exponent = int(self.exponent) if is_int else -1
@@ -97,18 +167,29 @@ class Model:
         return self.W.T @ self.W
 
     def _act_args(self):
-        """(code, exponent in the compute dtype, integer exponent or -1)."""
-        return self.act_code, self.dtype.type(self.exponent), self.int_exponent
+        """(code, exponent in the compute dtype, integer exponent or -1, parameter)."""
+        return self.act_code, self.dtype.type(self.exponent), self.int_exponent, self.param
 
     def with_params(self, W=None, b=None) -> Model:
         """A copy with other weights or bias (same activation)."""
         return Model(
-            self.W if W is None else W, self.b if b is None else b, self.activation, self.exponent
+            self.W if W is None else W,
+            self.b if b is None else b,
+            self.activation,
+            self.exponent,
+            param=self.param_or_none,
         )
+
+    @property
+    def param_or_none(self) -> float | None:
+        """The activation's parameter, or None when it has none (the ``param=`` argument)."""
+        return self.param if self.activation in PARAM_NAMES else None
 
     def __repr__(self) -> str:
         return (
             f"Model(d={self.d}, n={self.n}, activation={self.activation!r}, "
-            f"exponent={self.exponent:g}, bias={'yes' if self.b is not None else 'no'}, "
+            f"exponent={self.exponent:g}, "
+            + (f"param={self.param:g}, " if self.activation in PARAM_NAMES else "")
+            + f"bias={'yes' if self.b is not None else 'no'}, "
             f"dtype={self.dtype})"
         )

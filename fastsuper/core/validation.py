@@ -21,6 +21,7 @@ ValueError: kappa: m must be an integer >= 1, got 0
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 import os
@@ -411,10 +412,12 @@ def gib(nbytes: float) -> str:
     return f"{g / 1024:.3g} TiB" if g >= 1024 else f"{g:.3g} GiB"
 
 
+@functools.cache
 def machine_memory() -> int | None:
     """Bytes of memory this process may use: the physical memory, or a smaller cgroup limit.
 
     ``None`` when the operating system does not say (then nothing is refused).
+    Read once per process (every checked call asks).
     """
     total = None
     try:

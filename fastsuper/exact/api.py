@@ -37,11 +37,12 @@ from typing import NamedTuple
 
 import numpy as np
 
-from fastsuper.core import arguments
+from fastsuper.core import arguments, config
 from fastsuper.core import validation as v
 from fastsuper.core.blas import single_thread_if_small
 from fastsuper.core.laws import SparseInputs
 from fastsuper.core.model import Model
+from fastsuper.exact.grouped import check_gradient_finite, grouped_loss_grad, grouped_terms
 from fastsuper.exact.kernels_prepared import pick_kernels
 
 __all__ = [
@@ -128,7 +129,7 @@ def moments_from_cumulants(kappa: np.ndarray, binom: np.ndarray) -> np.ndarray:
 BACKENDS = ("cpu", "cuda")
 
 
-def _closed_form_exponent(func: str, model, inputs) -> int:
+def _closed_form_exponent(func: str, model, inputs, backend: str = "cpu") -> int:
     """Check that ``(model, inputs)`` has the closed form; return the integer exponent ``m``."""
     arguments.check_model_inputs(model, inputs, func=func)
     if model.activation != "power":
@@ -137,7 +138,11 @@ def _closed_form_exponent(func: str, model, inputs) -> int:
             "loss exists only for activation='power' (integer exponent). Use "
             "fastsuper.estimate_loss (Monte Carlo) or the k <= 1 lower bound instead"
         )
-    if inputs.pattern != "bernoulli":
+    if inputs.pattern == "grouped" and backend != "cpu":
+        raise ValueError(
+            f"{func}: backend={backend!r} does not compute grouped input laws; use backend='cpu'"
+        )
+    if inputs.pattern not in ("bernoulli", "grouped"):
         raise ValueError(
             f"{func}: inputs.pattern = {inputs.pattern!r} (exactly k = {inputs.k} active) has no "
             "closed form; only the independent Bernoulli pattern (SparseInputs(n, p=...)) does"
@@ -147,6 +152,13 @@ def _closed_form_exponent(func: str, model, inputs) -> int:
         raise ValueError(f"{func}: model exponent must be an integer >= 1, got {model.exponent!r}")
     arguments.check_moments(inputs.law, m, func=func)
     n, d = model.n, model.d
+    if inputs.pattern == "grouped":  # A, a row block of Gamma and its scratch (THEORY §8)
+        v.check_memory(
+            f"the grouped closed form at n = {n} features in {inputs.groups.n_groups} groups",
+            8.0 * (3.0 * n * n + 16.0 * config.GROUPED_BLOCK_ELEMS + 4.0 * n * (2 * m + 2)),
+            func=func,
+            hint="estimate the loss by Monte Carlo instead (fastsuper.estimate_loss)",
+        )
     # A = W.T @ W (n x n) and a few dozen float64 vectors of length n per moment order
     v.check_memory(
         f"the closed form at n = {n} features (A = W.T @ W is n x n)",
@@ -159,9 +171,9 @@ def _closed_form_exponent(func: str, model, inputs) -> int:
 
 def _check(func: str, model, inputs, backend, flag_name: str, flag) -> tuple[int, bool, str]:
     """``(m, flag, backend)`` checked for the public function ``func``."""
-    m = _closed_form_exponent(func, model, inputs)
-    flag = v.check_bool(flag_name, flag, func=func)
     backend = v.check_choice("backend", backend, BACKENDS, func=func)
+    m = _closed_form_exponent(func, model, inputs, backend)
+    flag = v.check_bool(flag_name, flag, func=func)
     return m, flag, backend
 
 
@@ -270,6 +282,10 @@ class MomentTerms(NamedTuple):
 
 def _terms(model: Model, inputs: SparseInputs, m: int, func: str, backend: str = "cpu"):
     """The :class:`MomentTerms` of checked arguments (``func`` names the caller in errors)."""
+    if inputs.pattern == "grouped":  # THEORY §8
+        fw, terms = grouped_terms(model, inputs, m)
+        _check_terms(func, fw, m)
+        return MomentTerms(*terms)
     fw = forward_terms(model, inputs, m, backend)
     _check_terms(func, fw, m)
     return MomentTerms(fw.ex2, fw.exzm, fw.ez2m, fw.imp)
@@ -298,8 +314,8 @@ def moment_terms(model: Model, inputs: SparseInputs, *, backend: str = "cpu") ->
     (array([0.5, 0.5]), array([1.5, 1.5]), array([7.5, 7.5]))
     """
     func = "moment_terms"
-    m = _closed_form_exponent(func, model, inputs)
     backend = v.check_choice("backend", backend, BACKENDS, func=func)
+    m = _closed_form_exponent(func, model, inputs, backend)
     return _terms(model, inputs, m, func, backend)
 
 
@@ -577,6 +593,11 @@ def exact_gain(
 
 def _loss_grad(func: str, model, inputs, wrt_bias, backend: str = "cpu"):
     m, wrt_bias, backend = _check(func, model, inputs, backend, "wrt_bias", wrt_bias)
+    if inputs.pattern == "grouped":  # THEORY §8
+        fw, dW, db = grouped_loss_grad(model, inputs, m)
+        _check_terms(func, fw, m)
+        check_gradient_finite(func, dW, db)
+        return fw, dW, (db if wrt_bias else None)
     fw = forward_terms(model, inputs, m, backend)
     _check_terms(func, fw, m)
     dW, db = _backward(func, fw, m)

@@ -9,7 +9,12 @@ Common step.  For every output ``j``,
 ``z_j = sum_{i active} A_ji xi_i + b_j`` has ``|z_j| <= V_j = |b_j| +
 sum_i |A_ji| |xi_i| beta_i``, and every activation has ``|phi(t)| <= |t|**a``
 (``power``, ``signed_power``: equality; ``relu_power``: ``max(t, 0)**a <=
-|t|**a``), so ``(x_j - phi(z_j))**2 <= x_j**2 + 2 |x_j| V_j**a + V_j**(2a)``.
+|t|**a``; with ``a = 1``: ``identity``, ``leaky_relu`` (slope <= 1), ``tanh``,
+``gelu``, ``gelu_tanh`` and ``silu``, whose ``|phi(t)| <= |t|``), so
+``(x_j - phi(z_j))**2 <= x_j**2 + 2 |x_j| V_j**a + V_j**(2a)``.  ``sigmoid``
+and ``softplus`` have ``phi(0) > 0`` but ``|phi(t)| <= phi(0) + |t|`` (their
+slopes are at most 1), so they take the same bounds with ``|b_j| + phi(0)``
+in place of ``|b_j|`` (:func:`bound_model`).
 
 1. Moment bound (independent features, any value law with finite
    moments, Gaussian included).  With the weighted AM-GM inequality
@@ -282,6 +287,17 @@ def _moment_kernel(A, bias, p, nu, binom, w1, w2, out):  # pragma: no cover - co
         out[j] = tot
 
 
+def bound_model(model: Model) -> Model:
+    """The model whose ``|t|**a`` bounds hold for ``model``: itself, or for ``sigmoid`` and
+    ``softplus`` a ``relu_power`` 1 model with the bias ``|b_j| + phi(0)``."""
+    if model.activation not in ("sigmoid", "softplus"):
+        return model
+    phi0 = 0.5 if model.activation == "sigmoid" else math.log(2.0) / model.param
+    bias = np.abs(np.asarray(model.bias, dtype=np.float64)) + phi0 * (1.0 + 1e-15)
+    W = np.asarray(model.W, dtype=np.float64)
+    return Model(W, bias, activation="relu_power", exponent=1)
+
+
 def _moment_bound(model: Model, inputs: SparseInputs) -> float:
     """``sum_j I_j E[1{K >= 2} (x_j**2 + 2 |x_j| h1(V_j) + h2(V_j))]`` (independent features)."""
     a = float(model.exponent)
@@ -317,8 +333,11 @@ def loss_bounds(model: Model, inputs: SparseInputs) -> LossBounds:
     Parameters
     ----------
     model : Model
-        Any activation (``power``, ``signed_power``, ``relu_power``),
-        any exponent, with or without bias.
+        Any activation (``power``, ``signed_power``, ``relu_power`` with any
+        exponent; ``gelu``, ``gelu_tanh``, ``tanh``, ``softplus``, ``sigmoid``,
+        ``silu``, ``leaky_relu``, ``identity``), with or without bias.  For the
+        smooth activations the lower bound is the k <= 1 part less the
+        quadrature's error estimate (:attr:`LowOrderTerms.quad_error`).
     inputs : SparseInputs
         Independent features (``p`` scalar or per feature) or "exactly k
         active"; any value law and importances.
@@ -358,7 +377,10 @@ def loss_bounds(model: Model, inputs: SparseInputs) -> LossBounds:
     """
     _check(model, inputs)
     terms = low_order_terms(model, inputs)
+    model = bound_model(model)  # the k >= 2 bounds below see phi only through |phi| <= |t|**a
     lower = terms.lower_bound
+    if terms.quad_error > 0.0:  # smooth activations: less the quadrature's error estimate
+        lower = max(lower - terms.quad_error, 0.0)
     imp = np.asarray(inputs.importance, dtype=np.float64)
     law = inputs.law
     lo_v, hi_v = law.bounds

@@ -42,6 +42,13 @@ which is what makes the integrals exact:
   ``s`` in 0.35 ... 80 and ``|t| <= 30`` (beyond, the values approach the
   denormals), and every pair term within 1.2e-14.
 
+``leaky_relu`` is ``sigma(t) |t|`` with ``sigma = -slope`` on the left, so
+the rules above are exact for it.  The smooth activations (``gelu``,
+``gelu_tanh``, ``tanh``, ``softplus``, ``sigmoid``, ``silu``) have no such
+form: for uniform and Gaussian values their integrals are done by adaptive
+Gauss-Kronrod (:mod:`fastsuper.exact.quadrature`, whose error estimate is
+:attr:`LowOrderTerms.quad_error`); discrete laws are finite sums as above.
+
 ``A_ji = 0`` (no dependence on ``xi``) is handled exactly.  The diagonal term
 is ``mu_2 - 2 E[xi phi] + E[phi**2]`` wherever ``phi`` has a kink, so when
 the reconstruction is good its error is ~1e-16 *absolute* (times ``mu_2``),
@@ -61,18 +68,20 @@ import numba
 import numpy as np
 from scipy.special import roots_hermitenorm, roots_jacobi, roots_legendre
 
-from fastsuper.core import config
-from fastsuper.core.activations import POWER, SIGNED_POWER, phi
+from fastsuper.core import arguments, config
+from fastsuper.core.activations import LEAKY_RELU, POWER, SIGNED_POWER, SMOOTH_CODES, phi
 from fastsuper.core.arguments import check_moments
 from fastsuper.core.bundles import Activation, activation
 from fastsuper.core.jit import njit, serial_and_parallel
 from fastsuper.core.laws import GAUSSIAN, UNIFORM, UNIFORM_SYM, SparseInputs
 from fastsuper.core.model import Model
+from fastsuper.exact.quadrature import smooth_pair
 
 __all__ = ["LowOrderTerms", "k1_conditional_loss", "loss0_terms", "low_order_terms"]
 
-# how the 1-D integrals are done (internal codes)
-_DISCRETE, _UNIFORM, _GAUSS_QUAD, _GAUSS_POLY = range(4)
+# how the 1-D integrals are done (internal codes); the last two: smooth activations
+# by adaptive Gauss-Kronrod (:mod:`fastsuper.exact.quadrature`)
+_DISCRETE, _UNIFORM, _GAUSS_QUAD, _GAUSS_POLY, _SMOOTH_UNIFORM, _SMOOTH_GAUSS = range(6)
 
 _N_GJ = 50  # Gauss-Jacobi nodes per Gaussian half-line (more for exponents > 20)
 _N_GH = 40  # Gauss-Hermite nodes (Gaussian, kink far out)
@@ -90,7 +99,7 @@ _SPLIT = 134217729.0  # 2**27 + 1, Dekker's splitter
 _LawPack = namedtuple(
     "_LawPack",
     "kind code a ia sneg mu1 mu2 lo hi sup prb ga_v ga_w gb_v gb_w gh_x gh_w gl_v gl_w "
-    "binom2m binomm mom",
+    "binom2m binomm mom c qtol qseg",
 )
 
 
@@ -101,7 +110,7 @@ _LawPack = namedtuple(
 @njit(inline="always")
 def _activation(P):
     """The :class:`~fastsuper.core.bundles.Activation` of a ``_LawPack`` (exponent in float64)."""
-    return Activation(P.code, P.a, P.ia)
+    return Activation(P.code, P.a, P.ia, P.c)
 
 
 @njit
@@ -394,8 +403,20 @@ def _diag(c, b, P):
 
 
 @njit
+def _smooth(c, b, diag, P, act):
+    """``smooth_pair`` of a ``_LawPack`` with a smooth activation; a constant when ``c == 0``."""
+    if c == 0.0:
+        f = phi(b, act)
+        if diag:
+            return P.mu2 - 2.0 * P.mu1 * f + f * f, f * (2.0 * P.mu1 - f), 0.0
+        return f * f, P.mu1 * f, 0.0
+    gauss = P.kind == _SMOOTH_GAUSS
+    return smooth_pair(c, b, diag, False, act, gauss, P.lo, P.hi, P.qtol, P.qseg)
+
+
+@njit
 def _column(i, AT, bias, imp, P, mat, store):
-    """``(loss1[i], gain1[i])``, writing ``mat[:, i]`` if ``store``.
+    """``(loss1[i], gain1[i], quadrature error of loss1[i])``, writing ``mat[:, i]`` if ``store``.
 
     ``AT[i, j] = A_ji`` (row ``i`` of ``A.T`` is column ``i`` of ``A``); ``P``
     is a ``_LawPack``.  Each branch on the (loop invariant) law kind calls one
@@ -403,6 +424,7 @@ def _column(i, AT, bias, imp, P, mat, store):
     """
     kind, act, sneg = P.kind, _activation(P), P.sneg
     off = 0.0  # sum_{j != i} I_j E phi(A_ji xi + b_j)**2
+    qerr = 0.0
     for j in range(AT.shape[0]):
         if j == i:
             continue
@@ -413,6 +435,9 @@ def _column(i, AT, bias, imp, P, mat, store):
             e2, _ = _pair_uniform(c, bias[j], False, act, sneg, P.mu1, P.lo, P.hi, P.gl_v, P.gl_w)
         elif kind == _GAUSS_POLY:
             e2, _ = _pair_gauss_poly(c, bias[j], False, act.ia, P.binom2m, P.binomm, P.mom)
+        elif kind >= _SMOOTH_UNIFORM:
+            e2, _, er = _smooth(c, bias[j], False, P, act)
+            qerr += imp[j] * er
         else:
             e2, _ = _pair_gauss_quad(
                 c, bias[j], False, act, sneg, P.ga_v, P.ga_w, P.gb_v, P.gb_w, P.gh_x, P.gh_w
@@ -421,21 +446,26 @@ def _column(i, AT, bias, imp, P, mat, store):
         off += e2
         if store:
             mat[j, i] = e2
-    ld, gd = _diag(AT[i, i], bias[i], P)
+    if kind >= _SMOOTH_UNIFORM:
+        ld, gd, er = _smooth(AT[i, i], bias[i], True, P, act)
+        qerr += imp[i] * er
+    else:
+        ld, gd = _diag(AT[i, i], bias[i], P)
     ld *= imp[i]
     gd *= imp[i]
     if store:
         mat[i, i] = ld
-    return ld + off, gd - off
+    return ld + off, gd - off, qerr
 
 
 @serial_and_parallel
-def _k1_columns(AT, bias, imp, P, loss1, gain1, mat, store):
-    """``loss1[i]``, ``gain1[i]`` for every ``i`` (``prange``; nothing shared between ``i``)."""
+def _k1_columns(AT, bias, imp, P, loss1, gain1, qerr, mat, store):
+    """``loss1[i]``, ``gain1[i]``, ``qerr[i]`` for every ``i`` (``prange``; nothing shared)."""
     for i in numba.prange(AT.shape[0]):
-        li, gi = _column(i, AT, bias, imp, P, mat, store)
+        li, gi, ei = _column(i, AT, bias, imp, P, mat, store)
         loss1[i] = li
         gain1[i] = gi
+        qerr[i] = ei
 
 
 @njit
@@ -501,6 +531,10 @@ class LowOrderTerms:
         ``I_i E phi (2 xi - phi) - sum_{j != i} ...``, not by that subtraction).
     p_ge2 : float
         ``P(K >= 2)``, computed without cancellation.
+    quad_error : float
+        Error estimate of :attr:`lower_bound` and :attr:`gain_le1` from the adaptive
+        quadrature of smooth activations (:mod:`fastsuper.exact.quadrature`); 0 for
+        the exact rules of the other activations.
     """
 
     p0: float
@@ -510,6 +544,7 @@ class LowOrderTerms:
     loss1: np.ndarray
     gain1: np.ndarray
     p_ge2: float
+    quad_error: float = 0.0
 
     def __post_init__(self):
         for name in ("p1", "loss1", "gain1"):  # frozen: read-only float64 copies
@@ -567,6 +602,10 @@ def _check(model, inputs) -> None:
             f"model and inputs disagree on the number of features: model.n = {model.n} "
             f"(W has shape {model.W.shape}) but inputs.n = {inputs.n}"
         )
+    arguments.refuse_groups(
+        inputs, "the k <= 1 terms (and the bounds built on them)",
+        hint="for power activations use exact_loss, else estimate_loss",
+    )  # fmt: skip
     ia = model.int_exponent
     if inputs.law.code == GAUSSIAN and (
         model.act_code == POWER or (model.act_code == SIGNED_POWER and ia >= 1 and ia % 2 == 1)
@@ -644,6 +683,8 @@ def _kernel_args(model: Model, inputs: SparseInputs):
         sneg = -1.0 if ia % 2 else 1.0
     elif act == SIGNED_POWER:
         sneg = -1.0
+    elif act == LEAKY_RELU:  # -slope |t| on the left of the kink
+        sneg = -float(model.param)
     else:
         sneg = 0.0
     mu1, mu2 = law.moment(1), law.moment(2)
@@ -655,6 +696,10 @@ def _kernel_args(model: Model, inputs: SparseInputs):
         kind = _DISCRETE
         sup, prb = law.support, law.probs
         lo = hi = 0.0
+    elif act in SMOOTH_CODES:
+        kind = _SMOOTH_GAUSS if law.code == GAUSSIAN else _SMOOTH_UNIFORM
+        if law.code == GAUSSIAN:
+            lo = hi = 0.0
     elif law.code in (UNIFORM, UNIFORM_SYM):
         kind = _UNIFORM
         gl_v, gl_w = _legendre_table(max(_N_GL, ia + 1))
@@ -676,7 +721,10 @@ def _kernel_args(model: Model, inputs: SparseInputs):
         np.ascontiguousarray(z, dtype=np.float64)
         for z in (sup, prb, ga_v, ga_w, gb_v, gb_w, gh_x, gh_w, gl_v, gl_w, binom2m, binomm, mom)
     ]
-    return _LawPack(kind, act, a, ia, sneg, float(mu1), float(mu2), float(lo), float(hi), *arrs)
+    quad = (float(model.param), config.LOW_ORDER_QUAD_RTOL, config.LOW_ORDER_QUAD_SEGMENTS)
+    return _LawPack(
+        kind, act, a, ia, sneg, float(mu1), float(mu2), float(lo), float(hi), *arrs, *quad
+    )
 
 
 @njit
@@ -701,9 +749,10 @@ def _run_k1(model: Model, inputs: SparseInputs, store: bool):
     n = model.n
     loss1 = np.empty(n)
     gain1 = np.empty(n)
+    qerr = np.empty(n)
     mat = np.zeros((n, n) if store else (1, 1))
     kernel = _k1_columns.pick(n, config.LOW_ORDER_SERIAL_BELOW)
-    kernel(AT, bias, imp, _kernel_args(model, inputs), loss1, gain1, mat, store)
+    kernel(AT, bias, imp, _kernel_args(model, inputs), loss1, gain1, qerr, mat, store)
     bad = ~(np.isfinite(loss1) & np.isfinite(gain1))
     if bad.any():
         i = int(np.argmax(bad))
@@ -711,7 +760,7 @@ def _run_k1(model: Model, inputs: SparseInputs, store: bool):
             f"the k = 1 loss overflowed for feature {i} (loss1[{i}] = {loss1[i]}); "
             "the weights, bias or exponent are too large for float64"
         )
-    return loss1, gain1, (mat if store else None)
+    return loss1, gain1, (mat if store else None), qerr
 
 
 def k1_conditional_loss(
@@ -746,7 +795,7 @@ def k1_conditional_loss(
     array([0.16666667, 0.16666667])
     """
     _check(model, inputs)
-    loss1, _, mat = _run_k1(model, inputs, per_output)
+    loss1, _, mat, _ = _run_k1(model, inputs, per_output)
     return mat if per_output else loss1
 
 
@@ -757,7 +806,8 @@ def low_order_terms(model: Model, inputs: SparseInputs) -> LowOrderTerms:
     ----------
     model : Model
         The autoencoder: any activation (``power``, ``signed_power``,
-        ``relu_power``), integer or real exponent, with or without bias.
+        ``relu_power``, integer or real exponent; the smooth and
+        piecewise-linear ones, ``gelu`` ... ``identity``), with or without bias.
         Computed in float64 whatever the dtype of ``W``.
     inputs : SparseInputs
         Input law: any value law, per-feature ``p`` and importances; the
@@ -808,7 +858,7 @@ def low_order_terms(model: Model, inputs: SparseInputs) -> LowOrderTerms:
             f"the k = 0 loss sum_j I_j phi(b_j)**2 overflowed ({loss0}); the bias or exponent "
             "is too large for float64"
         )
-    loss1, gain1, _ = _run_k1(model, inputs, False)
+    loss1, gain1, _, qerr = _run_k1(model, inputs, False)
     n = model.n
     if inputs.pattern == "exactly_k":
         k = inputs.k
@@ -819,5 +869,12 @@ def low_order_terms(model: Model, inputs: SparseInputs) -> LowOrderTerms:
         p0, p1, p_ge2 = _strata_probs(np.ascontiguousarray(inputs.p, dtype=np.float64))
         p0, p_ge2 = float(p0), float(p_ge2)
     return LowOrderTerms(
-        p0=p0, loss0=loss0, gain0=0.0 - loss0, p1=p1, loss1=loss1, gain1=gain1, p_ge2=p_ge2
+        p0=p0,
+        loss0=loss0,
+        gain0=0.0 - loss0,
+        p1=p1,
+        loss1=loss1,
+        gain1=gain1,
+        p_ge2=p_ge2,
+        quad_error=float(np.dot(p1, qerr)),
     )

@@ -55,13 +55,19 @@ class DeviceInputs:
         arrays = ("p", "support", "cum", "tlo", "thi")
         self.law = law._replace(
             **{f: cuda.to_device(np.ascontiguousarray(getattr(law, f), dtype=np.float64))
-               for f in arrays}
+               for f in arrays + ("gq", "gval")},
+            **{f: cuda.to_device(np.ascontiguousarray(getattr(law, f), dtype=np.int64))
+               for f in ("gptr", "gmem", "gkind")},
         )  # fmt: skip
         self.n = n = law.n
         kfix = law.kfix
         self.expected = float(n * law.pmax) if kfix < 0 else float(kfix)
         if kfix >= 0:
             cap = max(kfix, 1)
+        elif law.ngrp > 0:  # a group opens all at once: room for its size beyond the spread
+            ek = self.expected = inputs.expected_active
+            big = int(np.max(np.diff(law.gptr)))
+            cap = min(n, max(1, math.ceil(ek + 8.0 * math.sqrt(ek * big) + 16.0 + big)))
         else:
             ek = self.expected
             cap = min(n, max(1, math.ceil(ek + 8.0 * math.sqrt(ek) + 16.0)))

@@ -14,7 +14,17 @@ import numba
 import numpy as np
 
 from fastsuper.core import config
-from fastsuper.core.activations import POWER, RELU_POWER, SIGNED_POWER, phi_inplace, relu
+from fastsuper.core.activations import (
+    GELU,
+    LEAKY_RELU,
+    POWER,
+    RELU_POWER,
+    SIGNED_POWER,
+    like,
+    phi_inplace,
+    relu,
+    smooth_phi,
+)
 from fastsuper.core.bundles import borrowed_law, borrowed_rule
 from fastsuper.core.jit import borrow, kernel_njit, njit, parallel_njit
 from fastsuper.core.laws import draw_active_by, draw_value, draw_values
@@ -100,10 +110,11 @@ def _sample_loss(z, imp, act, idx, xv, k, want_pf, pf_loss, pf_loss2):
     else:
         loss = _phi_sum(z, imp)
     x2 = 0.0
+    bz, bimp, bpf1, bpf2 = borrow(z), borrow(imp), borrow(pf_loss), borrow(pf_loss2)
     for q in range(k):
         i = idx[q]
         x = np.float64(xv[q])
-        loss += _correction(z, 0, i, x, imp, want_pf, pf_loss, pf_loss2)
+        loss += _correction(bz, 0, i, x, bimp, want_pf, bpf1, bpf2)
         x2 += imp[i] * x * x
     return loss, x2
 
@@ -182,6 +193,21 @@ def _phi_loss(z, it, act):
             z[j] = u
             f = np.float64(u)
             acc += it[j] * (f * f)
+    elif code == LEAKY_RELU:
+        c = z.dtype.type(act.c)
+        for j in range(w):
+            u = z[j]
+            u = u if u > 0 else c * u
+            z[j] = u
+            f = np.float64(u)
+            acc += it[j] * (f * f)
+    elif code >= GELU:  # a scalar call per element (no array passed per tile)
+        cc = act.c
+        for j in range(w):
+            u = like(z[j], smooth_phi(np.float64(z[j]), code, cc))
+            z[j] = u
+            f = np.float64(u)
+            acc += it[j] * (f * f)
     else:
         phi_inplace(z, act)
         acc = _phi_sum(z, it)
@@ -217,7 +243,9 @@ def _correction(z, j0, i, x, imp, want_pf, pf1, pf2):
 
     ``z`` holds phi of outputs ``j0 ..``; with ``want_pf`` the feature's
     per-feature sums ``pf1``, ``pf2`` change from ``I_i phi_i^2`` to
-    ``I_i (x - phi_i)^2``.
+    ``I_i (x - phi_i)^2``.  Callers in a loop pass borrowed arrays
+    (:func:`~fastsuper.core.jit.borrow`): an inlined function counts a
+    reference to each array it receives, which costs more than its arithmetic.
     """
     f = np.float64(z[i - j0])
     corr = imp[i] * (x * x - 2.0 * x * f)
@@ -237,8 +265,9 @@ def _corrections(z, j0, j1, imp, cidx, cval, e, e1, want_pf, pf1, pf2):
     below ``j1``.  Returns ``(sum, e)``.
     """
     acc = 0.0
+    bz, bimp, bpf1, bpf2 = borrow(z), borrow(imp), borrow(pf1), borrow(pf2)
     while e < e1 and cidx[e] < j1:
-        acc += _correction(z, j0, cidx[e], np.float64(cval[e]), imp, want_pf, pf1, pf2)
+        acc += _correction(bz, j0, cidx[e], np.float64(cval[e]), bimp, want_pf, bpf1, bpf2)
         e += 1
     return acc, e
 
@@ -415,6 +444,12 @@ def tile_stats(
     mode = _fused_mode(act, want_pf)
     width = P.shape[1]
     nt = P.shape[0] // n
+    # borrowed views: the inlined per-sample calls below count no references
+    P, bp, ip, zb, imp, cidx, cval, cur = (
+        borrow(P), borrow(bp), borrow(ip), borrow(zb), borrow(imp), borrow(cidx), borrow(cval),
+        borrow(cur),
+    )  # fmt: skip
+    row1, row2 = borrow(row1), borrow(row2)
     for s in range(m):
         lsum[s] = 0.0
         cur[s] = ptr[s]
@@ -542,13 +577,21 @@ def _block_gemm(
             Z = zbuf[: m * w].reshape((m, w))
             np.dot(Hm, WT[j0:j1].T, Z)
             bt = b[j0:j1]
-            it = imp[j0:j1]
+            it = borrow(imp[j0:j1])
+            bi, bc, bv, bcur, br1, br2 = (
+                borrow(imp),
+                borrow(cidx),
+                borrow(cval),
+                borrow(cur),
+                borrow(row1),
+                borrow(row2),
+            )
             for s in range(m):
-                z = Z[s]
+                z = borrow(Z[s])
                 for j in range(w):
                     z[j] += bt[j]
                 lsum[s] += _tile_loss(
-                    z, it, act, j0, j1, imp, cidx, cval, cur, s, ptr[s + 1], want_pf, row1, row2
+                    z, it, act, j0, j1, bi, bc, bv, bcur, s, ptr[s + 1], want_pf, br1, br2
                 )
         for s in range(m):
             welford_add(st, lsum[s], x2[s] - lsum[s], start + s0 + s)

@@ -76,6 +76,10 @@ class StratifiedSampler:
 
     def __init__(self, inputs: SparseInputs):
         arguments.check_inputs(inputs)
+        arguments.refuse_groups(
+            inputs, "stratified sampling (K >= 2 of independent features)",
+            hint="use method='naive' (plain Monte Carlo)",
+        )  # fmt: skip
         n, kfix, pmax, log1mp, thin, p, *_ = inputs._kernel_params()
         self.n = n
         self.params = (n, kfix, pmax, log1mp, thin, np.ascontiguousarray(p, dtype=np.float64))

@@ -51,11 +51,12 @@ import numpy as np
 
 from fastsuper.core import arguments, config
 from fastsuper.core import validation as v
-from fastsuper.core.activations import DEFAULT_EXPONENTS
-from fastsuper.core.bundles import InputLaw, gap_tables, input_law
+from fastsuper.core.activations import DEFAULT_EXPONENTS, PARAM_NAMES
+from fastsuper.core.bundles import InputLaw, gap_tables, group_fields, input_law
 from fastsuper.core.bundles import activation as activation_bundle
+from fastsuper.core.groups import check_group_kwargs
 from fastsuper.core.laws import SparseInputs
-from fastsuper.core.model import Model, check_activation
+from fastsuper.core.model import Model, check_activation, check_param
 from fastsuper.core.progress import progress_bar, progress_enabled
 from fastsuper.core.rng import seed_key
 from fastsuper.train.common import (
@@ -321,19 +322,150 @@ class FitResult:
             raise IndexError(f"k must be in [0, {self.n_instances}), got {k}")
         return k
 
+    def select(self, instances) -> FitResult:
+        """The result restricted to the given instances, in the order given.
+
+        ``instances`` is a sequence of instance indices (repeats allowed).
+        Weights, biases, initial weights, loss history and the per-instance
+        settings (``p``, ``importance``) are taken from those instances;
+        ``settings["instances"]`` records which they were (indices into
+        the original result, composed when selecting again).
+        """
+        idx = np.asarray(instances)
+        if idx.ndim != 1 or idx.size == 0 or idx.dtype.kind not in "iu":
+            raise ValueError(
+                f"instances must be a non-empty 1-d sequence of integers, got {instances!r}"
+            )
+        bad = idx[(idx < 0) | (idx >= self.n_instances)]
+        if bad.size:
+            raise IndexError(f"instances must lie in [0, {self.n_instances}), got {int(bad[0])}")
+        s = dict(self.settings)
+        for key in ("p", "importance"):
+            if key in s:
+                s[key] = [s[key][int(k)] for k in idx]
+        origin = s.get("instances", list(range(self.n_instances)))
+        s["instances"] = [int(origin[int(k)]) for k in idx]
+        s["n_instances"] = int(idx.size)
+        return FitResult(
+            W=self.W[idx].copy(), b=self.b[idx].copy(),
+            loss_history=self.loss_history[:, idx].copy(), settings=s, method=self.method,
+            W0=None if self.W0 is None else self.W0[idx].copy(), elapsed=self.elapsed,
+        )  # fmt: skip
+
+    def best(self, restarts: int, losses=None, *, window: int | None = None) -> FitResult:
+        """The lowest-loss instance of each configuration, over its ``restarts`` restarts.
+
+        Instances ``c * restarts .. (c + 1) * restarts - 1`` are restarts of
+        configuration ``c`` (as :func:`numpy.repeat` of the per-configuration
+        ``p`` and ``importance`` lays them out; each instance starts from its
+        own random weights); they must share their ``p`` and ``importance``.
+        Ranked by ``losses`` (one per instance, e.g. exact or Monte-Carlo
+        losses of the trained models) when given, else by the mean of the
+        last ``window`` recorded batch losses (default: the last tenth of the
+        record, at least one), which is less noisy than the final batch
+        loss.  Non-finite losses (a diverged restart) rank last.
+
+        Parameters
+        ----------
+        restarts : int
+            Restarts per configuration; must divide ``n_instances``.
+        losses : array_like of shape (n_instances,), optional
+            The losses to rank by.
+        window : int, optional
+            Recorded batch losses averaged when ``losses`` is not given.
+
+        Returns
+        -------
+        FitResult
+            One instance per configuration (:meth:`select` of the winners;
+            ``settings["instances"]`` holds their indices here).
+
+        Raises
+        ------
+        ValueError
+            If ``restarts`` does not divide ``n_instances``, the restarts of
+            one configuration differ in ``p`` or ``importance``, or every
+            restart of a configuration has a non-finite loss.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import fastsuper as fs
+        >>> p = np.repeat([0.5, 0.05], 3)  # two configurations, three restarts each
+        >>> res = fs.fit(5, 2, n_instances=6, p=p, steps=200, batch_size=64, progress=False)
+        >>> best = res.best(3)
+        >>> best.n_instances, [round(q, 2) for q in best.settings["p"][1][:1]]
+        (2, [0.05])
+        """
+        restarts = v.check_int("restarts", restarts, minimum=1)
+        if self.n_instances % restarts:
+            raise ValueError(
+                f"restarts must divide n_instances = {self.n_instances}, got {restarts}"
+            )
+        score = self._ranking_losses(losses, window)
+        groups = self.n_instances // restarts
+        winners = []
+        for c in range(groups):
+            block = range(c * restarts, (c + 1) * restarts)
+            self._check_same_configuration(c, block)
+            sc = score[c * restarts : (c + 1) * restarts]
+            if not np.isfinite(sc).any():
+                raise ValueError(
+                    f"every restart of configuration {c} (instances {block.start} .. "
+                    f"{block.stop - 1}) has a non-finite loss; nothing to choose"
+                )
+            winners.append(c * restarts + int(np.argmin(np.where(np.isfinite(sc), sc, np.inf))))
+        return self.select(winners)
+
+    def _ranking_losses(self, losses, window) -> np.ndarray:
+        """The per-instance losses :meth:`best` ranks by."""
+        if losses is not None:
+            arr = np.asarray(losses, dtype=np.float64)
+            if arr.shape != (self.n_instances,):
+                raise ValueError(
+                    f"losses must have shape ({self.n_instances},), one per instance, "
+                    f"got shape {arr.shape}"
+                )
+            return arr
+        n_log = self.loss_history.shape[0]
+        if n_log == 0:
+            raise ValueError("no batch loss was recorded; pass losses= to rank the restarts")
+        if window is None:
+            window = max(1, n_log // 10)
+        window = v.check_int("window", window, minimum=1)
+        return self.loss_history[-min(window, n_log) :].mean(axis=0)
+
+    def _check_same_configuration(self, c: int, block: range) -> None:
+        """Raise unless the instances of ``block`` share ``p`` and ``importance``."""
+        for key in ("p", "importance"):
+            rows = self.settings.get(key)
+            if rows is None:
+                continue
+            first = np.asarray(rows[block.start])
+            for k in block:
+                if not np.array_equal(np.asarray(rows[k]), first):
+                    raise ValueError(
+                        f"the restarts of configuration {c} (instances {block.start} .. "
+                        f"{block.stop - 1}) must share {key}, but instance {k} differs from "
+                        f"instance {block.start}; lay configurations out with numpy.repeat"
+                    )
+
     def model(self, k: int = 0) -> Model:
         """Instance ``k`` as a :class:`fastsuper.Model` (no bias when trained without)."""
         k = self._check_k(k)
         s = self.settings
         b = self.b[k] if s.get("bias", True) else None
-        return Model(self.W[k], b, activation=s["activation"], exponent=s["exponent"])
+        return Model(
+            self.W[k], b, activation=s["activation"], exponent=s["exponent"], param=s.get("param")
+        )
 
     def inputs(self, k: int = 0) -> SparseInputs:
         """The input law instance ``k`` was trained on, as a :class:`fastsuper.SparseInputs`."""
         k = self._check_k(k)
         s = self.settings
         return SparseInputs(self.n, p=np.asarray(s["p"][k]), values=law_from_spec(s["values"]),
-                            importance=np.asarray(s["importance"][k]))  # fmt: skip
+                            importance=np.asarray(s["importance"][k]),
+                            **s.get("groups", {}))  # fmt: skip
 
     def save(self, path) -> None:
         """Write to ``path`` (NumPy ``.npz``; read back with :meth:`load`)."""
@@ -413,6 +545,8 @@ class FitOptions:
     b0: Any = None
     progress: Any = None
     backend: Any = "cpu"
+    param: Any = None
+    groups: Any = None
 
 
 # --------------------------------------------------------------------------
@@ -426,7 +560,7 @@ def fit(
     method: str = "adam", steps: int = 10_000, batch_size: int = 1024, lr: float = 1e-3,
     betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, seed: int = 0,
     dtype=np.float64, log_every: int = 100, W0=None, b0=None, progress: bool | None = None,
-    backend: str = "cpu",
+    backend: str = "cpu", param: float | None = None, groups: dict | None = None,
 ) -> FitResult:  # fmt: skip
     """Train ``n_instances`` independent tied-weight autoencoders at once.
 
@@ -443,9 +577,10 @@ def fit(
         -linspace(0, 1, n_instances)`` (from dense to p = 0.02).
     importance : array_like, optional
         ``I_j > 0``, shape ``(n,)`` or ``(n_instances, n)``; default 1.
-    activation : {"relu_power", "relu", "power", "signed_power"}, default "relu_power"
+    activation : str, default "relu_power"
         Output activation (THEORY §1; with its default exponent 1, ``max(t, 0)``:
-        Elhage et al.'s ReLU, as ``"relu"``).
+        Elhage et al.'s ReLU, as ``"relu"``), or any other of :class:`fastsuper.Model`'s
+        (``"gelu"``, ``"tanh"``, ``"softplus"``, ...).
     exponent : float, optional
         Its exponent; default the activation's own, as in :class:`fastsuper.Model`
         (1 for ``"relu"`` and ``"relu_power"``, 3 for ``"power"`` and ``"signed_power"``).
@@ -453,6 +588,9 @@ def fit(
         Law of an active feature's value.
     bias : bool, default True
         Train a bias ``b`` (else ``b = 0``).
+    param : float, optional
+        The activation's parameter (``"softplus"``: ``beta``, ``"leaky_relu"``: ``slope``),
+        as in :class:`fastsuper.Model`.
     method : {"adam", "exact"}
         ``"adam"``: stochastic, many instances.  ``"exact"``: L-BFGS on the exact
         loss of one ``power`` model (integer ``exponent``, ``p`` given; ``steps``
@@ -477,6 +615,12 @@ def fit(
         ``"cuda"`` (``method="adam"``): each batch and its gradient on the GPU
         (:func:`fastsuper.train.cuda.fit_adam_cuda`), Adam's update on the
         host: the same samples and, to float round-off, the same trajectory.
+    groups : dict, optional
+        A grouped input law (THEORY §8) shared by every instance: the group
+        keywords of :class:`fastsuper.SparseInputs` (``groups`` and any of
+        ``kind``, ``q``, ``weights``, ``r``); ``p`` (one law for all
+        instances) then applies to the ungrouped features and is the default
+        ``q``.
 
     Returns
     -------
@@ -508,7 +652,7 @@ def fit(
     v.check_choice("backend", backend, ("cpu", "cuda"))
     options = FitOptions(n, d, n_instances, p, importance, activation, exponent, values, bias,
                          steps, batch_size, lr, betas, eps, seed, dtype, log_every, W0, b0,
-                         progress, backend)  # fmt: skip
+                         progress, backend, param, groups)  # fmt: skip
     return FITTERS[method](options)
 
 
@@ -524,6 +668,7 @@ def _check_fit_args(o: FitOptions):
     importance = 1.0 if o.importance is None else o.importance
     imp = v.check_per_instance("importance", importance, n_instances, n, kind="positive")
     activation, exponent = check_activation(o.activation, o.exponent)
+    param = check_param(activation, o.param)
     law = arguments.check_law("values", o.values)
     bias = v.check_bool("bias", o.bias)
     steps = v.check_int("steps", o.steps, minimum=1)
@@ -539,8 +684,9 @@ def _check_fit_args(o: FitOptions):
         8.0 * n_instances * (7.0 * (d + 1) * n + -(-steps // log_every)),
         func="fit",
     )
+    P, group_law = _grouped(o, P, imp, law)
     W, B = _starts(o, (n_instances, d, n), bias, seed, dt)
-    Model(W[0], B[0], activation=activation, exponent=exponent)  # checks the weights
+    Model(W[0], B[0], activation=activation, exponent=exponent, param=o.param)  # checks W
     settings = dict(
         n=n,
         d=d,
@@ -558,7 +704,30 @@ def _check_fit_args(o: FitOptions):
         dtype=dt.name,
         log_every=log_every,
     )
+    if activation in PARAM_NAMES:
+        settings["param"] = param
+    if group_law is not None:
+        settings["groups"] = group_law.groups.to_kwargs()
     return settings, P, imp, law, W, B, progress
+
+
+def _grouped(o: FitOptions, P: np.ndarray, imp: np.ndarray, law) -> tuple:
+    """``(P, law)``: the marginals of every instance and the grouped law (``None`` without)."""
+    groups = check_group_kwargs(o.groups, func="fit")
+    if groups is None:
+        return P, None
+    if np.any(P != P[0]) or np.any(imp != imp[0]):
+        raise ValueError(
+            "fit: with groups every instance has the same input law: give p and importance "
+            "as a scalar or one value per feature, not one per instance"
+        )
+    p0 = float(P[0, 0]) if np.all(P[0] == P[0, 0]) else P[0]
+    try:
+        inputs = SparseInputs(P.shape[1], p=p0, values=law, importance=imp[0], **groups)
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(f"fit: {exc}") from None
+    inputs.check_sampleable(func="fit")
+    return np.tile(inputs.p, (P.shape[0], 1)), inputs
 
 
 def _starts(o: FitOptions, shape: tuple, bias: bool, seed: int, dt: np.dtype) -> tuple:
@@ -620,8 +789,10 @@ def _fit_adam(o: FitOptions) -> FitResult:
         _raise_diverged(status, lr, W.dtype, exponent)
         _warn_blown_up(hist, P, imp, law, lr)
         return FitResult(W, B, hist * n, settings, "adam", W0_copy, elapsed)
-    model = Model(W[0], B[0], activation=activation, exponent=exponent)
+    model = Model(W[0], B[0], activation=activation, exponent=exponent, param=settings.get("param"))
     act = activation_bundle(model)
+    # the group fields of a grouped law (shared by the instances), else placeholders
+    fit_inputs = SparseInputs(n, p=P[0], values=law, **settings.get("groups", {}))
     # sampler parameters per instance (SparseInputs._kernel_params for each row of P)
     pmax = P.max(axis=1)
     log1mp = np.array([math.log1p(-x) if x < 1.0 else -math.inf for x in pmax])
@@ -654,7 +825,8 @@ def _fit_adam(o: FitOptions) -> FitResult:
     t0 = time.perf_counter()
     for c in range(chunks):
         lo, hi = bounds[c], bounds[c + 1]
-        laws = InputLaw(n, -1, pmax, log1mp, thin, P, law.code, law.support, law.cumprobs, tlo, thi)
+        laws = InputLaw(n, -1, pmax, log1mp, thin, P, law.code, law.support, law.cumprobs, tlo, thi,
+                        *group_fields(fit_inputs))  # fmt: skip
         adam_kernel(
             W, B, mW, vW, mb, vb, imp, bias, act, skeys, laws, lo, hi - lo, batch,
             (lr, beta1, beta2, eps), log_every, hist, status, groups, rows, dense_x,
@@ -744,7 +916,7 @@ def _fit_exact(o: FitOptions):
         raise ValueError("method='exact' needs p (the feature probability)")
     return fit_exact(o.n, o.d, m=int(exponent), p=o.p, values=o.values,
                      importance=o.importance, bias=o.bias, seed=o.seed, maxiter=o.steps,
-                     W0=o.W0, progress=o.progress)  # fmt: skip
+                     W0=o.W0, progress=o.progress, groups=o.groups)  # fmt: skip
 
 
 #: optimisers of :func:`fit`: ``method`` name -> function ``(options: FitOptions) -> result``.

@@ -195,8 +195,9 @@ def fit_adam_cuda(W, B, P, imp, law, settings: dict, progress: bool = False):
     for k in range(n_inst):
         pk = P[k]
         inputs = SparseInputs(
-            n, p=float(pk[0]) if np.all(pk == pk[0]) else pk, values=law, importance=imp[k]
-        )
+            n, p=float(pk[0]) if np.all(pk == pk[0]) else pk, values=law, importance=imp[k],
+            **settings.get("groups", {}),
+        )  # fmt: skip
         skey = instance_seed(seed, k)
         mW = np.zeros((d, n))
         vW = np.zeros((d, n))
@@ -204,7 +205,13 @@ def fit_adam_cuda(W, B, P, imp, law, settings: dict, progress: bool = False):
         vb = np.zeros(n)
         scale = 1.0 / n  # loss_grad_cuda averages over samples; fit's loss also over features
         for t in range(steps):
-            model = Model(W[k], B[k] if bias else None, activation=activation, exponent=exponent)
+            model = Model(
+                W[k],
+                B[k] if bias else None,
+                activation=activation,
+                exponent=exponent,
+                param=settings.get("param"),
+            )
             try:
                 loss, gW, gb = loss_grad_cuda(model, inputs, batch_size, skey, start=t * batch_size)
             except FloatingPointError:

@@ -499,7 +499,8 @@ def instance_law(laws, k):
     """
     return InputLaw(
         laws.n, laws.kfix, laws.pmax[k], laws.log1mp[k], laws.thin[k], laws.p[k], laws.code,
-        laws.support, laws.cum, laws.tlo[k], laws.thi[k],
+        laws.support, laws.cum, laws.tlo[k], laws.thi[k], laws.ngrp, laws.gqmax, laws.glog1mq,
+        laws.gthin, laws.gq, laws.gptr, laws.gmem, laws.gkind, laws.gval, laws.gsort,
     )  # fmt: skip
 
 

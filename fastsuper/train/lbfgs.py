@@ -38,6 +38,7 @@ import numpy as np
 from fastsuper.core import arguments
 from fastsuper.core import validation as v
 from fastsuper.core.blas import single_thread_if_small
+from fastsuper.core.groups import check_group_kwargs
 from fastsuper.core.laws import SparseInputs, ValueLaw
 from fastsuper.core.model import Model
 from fastsuper.core.progress import Throttle, progress_bar, progress_enabled
@@ -124,6 +125,7 @@ class ExactFit:
     tol: float
     init_norm: float | None
     scale: float
+    groups: dict | None = None
 
     # ------------------------------------------------------------ views
     def model(self) -> Model:
@@ -132,7 +134,9 @@ class ExactFit:
 
     def inputs(self) -> SparseInputs:
         """The :class:`fastsuper.SparseInputs` the fit was made for."""
-        return SparseInputs(self.n, p=self.p, values=self.law, importance=self.importance)
+        return SparseInputs(
+            self.n, p=self.p, values=self.law, importance=self.importance, **(self.groups or {})
+        )
 
     @property
     def gain_history(self) -> np.ndarray:
@@ -167,13 +171,15 @@ class ExactFit:
             "maxiter": self.maxiter,
             "tol": self.tol,
             "init_norm": self.init_norm,
+            "groups": self.groups,
         }
 
     def __repr__(self) -> str:
         p = f"{self.p:g}" if isinstance(self.p, float) else "<per feature>"
         return (
             f"ExactFit(n={self.n}, d={self.d}, m={self.m}, p={p}, values={self.law!r}, "
-            f"bias={self.bias}, gain={self.gain:.10g}, loss={self.loss:.10g} (exact, sums over "
+            + ("" if self.groups is None else f"groups={self.inputs().groups.describe()}, ")
+            + f"bias={self.bias}, gain={self.gain:.10g}, loss={self.loss:.10g} (exact, sums over "
             f"the {self.n} features), best={self.starts[self.best]!r} of {len(self.starts)} "
             "starts)"
         )
@@ -254,6 +260,7 @@ class ExactFit:
                 tol=float(s["tol"]),
                 init_norm=None if s["init_norm"] is None else float(s["init_norm"]),
                 scale=float(meta["scale"]),
+                groups=s.get("groups"),
             )
 
 
@@ -273,9 +280,13 @@ class _Problem:
     law: ValueLaw
     importance: np.ndarray | None
     bias: bool
+    groups: dict | None = None  # SparseInputs keywords of a grouped law (JSON values)
 
     def inputs(self) -> SparseInputs:
-        return SparseInputs(self.n, p=self.p_arr, values=self.law, importance=self.importance)
+        return SparseInputs(
+            self.n, p=self.p if self.groups else self.p_arr, values=self.law,
+            importance=self.importance, **(self.groups or {}),
+        )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -290,7 +301,7 @@ class _Search:
     W0: np.ndarray | None
 
 
-def _problem(n, d, m, p, values, importance, bias) -> _Problem:
+def _problem(n, d, m, p, values, importance, bias, groups=None) -> _Problem:
     n = v.check_int("n", n, minimum=1, func=_FUNC, what=" (number of features)")
     d = v.check_int("d", d, minimum=1, func=_FUNC, what=" (hidden dimension)")
     m = v.check_int("m", m, minimum=1, func=_FUNC, what=" (the power activation's exponent)")
@@ -305,7 +316,14 @@ def _problem(n, d, m, p, values, importance, bias) -> _Problem:
         importance = v.check_positive_entries("importance", importance, func=_FUNC).copy()
     bias = v.check_bool("bias", bias, func=_FUNC)
     p_given = float(p_arr[0]) if np.ndim(p) == 0 else p_arr
-    return _Problem(n, d, m, p_given, p_arr, law, importance, bias)
+    groups = check_group_kwargs(groups, func=_FUNC)
+    if groups is not None:  # checked by the law, kept in JSON form
+        try:
+            law_in = SparseInputs(n, p=p_given, values=law, **groups)
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"{_FUNC}: {exc}") from None
+        groups = law_in.groups.to_kwargs()
+    return _Problem(n, d, m, p_given, p_arr, law, importance, bias, groups)
 
 
 def _search(problem: _Problem, restarts, seed, maxiter, tol, init_norm, W0) -> _Search:
@@ -343,7 +361,7 @@ def _starts(
     starts = []
     if search.W0 is not None:
         starts.append(("W0", search.W0.copy()))
-    starts.append(("unsuperposed", _unsuperposed(n, d, m, law, inputs.importance * problem.p_arr)))
+    starts.append(("unsuperposed", _unsuperposed(n, d, m, law, inputs.importance * inputs.p)))
     norm = search.init_norm if search.init_norm is not None else random_frame_norm(n, d, m, law)
     for k in range(search.restarts):
         starts.append((f"random {k}", random_frame(n, d, norm, [search.seed, k])))
@@ -487,13 +505,13 @@ def _result(problem: _Problem, search: _Search, inputs, scale, starts, runs) -> 
         n=problem.n, d=problem.d, m=problem.m, p=problem.p, law=problem.law,
         importance=problem.importance, bias=problem.bias, restarts=search.restarts,
         seed=search.seed, maxiter=search.maxiter, tol=search.tol, init_norm=search.init_norm,
-        scale=scale,
+        scale=scale, groups=problem.groups,
     )  # fmt: skip
 
 
 def fit_exact(
     n, d, *, m=3, p, values="gaussian", importance=None, bias=False, restarts=4, seed=0,
-    maxiter=2000, W0=None, tol=1e-12, init_norm=None, progress=None,
+    maxiter=2000, W0=None, tol=1e-12, init_norm=None, progress=None, groups=None,
 ) -> ExactFit:  # fmt: skip
     """Maximise the exact gain of the ``power`` model with L-BFGS-B (THEORY §3, §5).
 
@@ -534,6 +552,11 @@ def fit_exact(
     progress : bool, optional
         A progress bar on stderr: one step per start, with the iteration and
         the gains reached.  Default: shown when stderr is a terminal.
+    groups : dict, optional
+        A grouped input law (THEORY §8): the group keywords of
+        :class:`fastsuper.SparseInputs` (``groups`` and any of ``kind``,
+        ``q``, ``weights``, ``r``); ``p`` then applies to the ungrouped
+        features (and is the default ``q``).
 
     Returns
     -------
@@ -558,12 +581,12 @@ def fit_exact(
     >>> round(fit.gain / (0.01 * 0.6 * 3), 9)
     1.0
     """
-    problem = _problem(n, d, m, p, values, importance, bias)
+    problem = _problem(n, d, m, p, values, importance, bias, groups)
     search = _search(problem, restarts, seed, maxiter, tol, init_norm, W0)
     progress = progress_enabled(progress, func=_FUNC)
     inputs = problem.inputs()
     imp = inputs.importance
-    scale = problem.law.moment(2) * math.fsum((imp * problem.p_arr).tolist())  # L0
+    scale = problem.law.moment(2) * math.fsum((imp * inputs.p).tolist())  # L0
     starts = _starts(problem, search, inputs)
     evaluator = ExactEvaluator(inputs, problem.d, problem.m, bias=problem.bias, kernel="rows")
     runs = []

@@ -229,7 +229,7 @@ def test_help_gives_each_default_once(command, capsys):
         (["estimate", "--n", "0"], "argument --n: expected a positive integer, got '0'"),
         (["estimate", "--samples", "many"], "argument --samples: expected a positive integer"),
         (["estimate", "--norm", "-1"], "argument --norm: expected a finite number > 0"),
-        (["estimate", "--activation", "tanh"], "argument --activation: invalid choice: 'tanh'"),
+        (["estimate", "--activation", "swish"], "argument --activation: invalid choice: 'swish'"),
         (["estimate", "--p", "1.5", "--samples", "100"], "p must lie in [0, 1]"),
         (["estimate", "--seed", str(2**64), "--samples", "100"], "seed must be an integer in"),
         (["estimate", "--samples", "1e15", "--n", "10"], "TiB of memory, more than this machine"),
@@ -315,3 +315,26 @@ def test_subcommands_show_progress_on_a_terminal_only(tmp_path, capsys, monkeypa
     terminal.truncate(0)
     _run([*argv, "--quiet"], capsys)
     assert "steps" not in terminal.getvalue()
+
+
+def test_estimate_and_train_take_the_activation_parameter(tmp_path, capsys):
+    W = np.random.default_rng(0).normal(size=(3, 12)) / 2
+    np.save(tmp_path / "W.npy", W)
+    json_path = tmp_path / "est.json"
+    args = ["estimate", "--weights", str(tmp_path / "W.npy"), "--activation", "softplus",
+            "--param", "2", "--values", "uniform", "--p", "0.1", "--samples", "1e4",
+            "--json", str(json_path)]  # fmt: skip
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert "activation=softplus exponent=1 param=2" in text
+    rec = json.loads(json_path.read_text())
+    model = fs.Model(W, activation="softplus", param=2.0)
+    est = fs.estimate_loss(model, fs.SparseInputs(12, p=0.1, values="uniform"), 10_000, seed=0)
+    assert rec["param"] == 2.0 and rec["loss_mc"] == pytest.approx(est.mean, rel=1e-12)
+    assert main(args[:7] + ["--activation", "gelu", "--samples", "100"]) == 2
+    assert "activation='gelu' takes no parameter" in capsys.readouterr().err
+    prefix = str(tmp_path / "leaky")
+    args = ["train", "--n", "5", "--d", "2", "--instances", "1", "--steps", "20",
+            "--activation", "leaky_relu", "--param", "0.2", "--out", prefix, "--quiet"]  # fmt: skip
+    assert main(args) == 0
+    assert fs.FitResult.load(prefix + ".npz").model(0).param == 0.2

@@ -208,7 +208,7 @@ def test_optional_table_libraries(tmp_path, reference):
         (dict(grid={"p": [0.1, 0.1]}), ValueError, "holds a value twice"),
         (dict(grid={"p": [np.ones(2)]}), TypeError, "must be a scalar"),
         (dict(grid={"p": [1.5]}), ValueError, "p must lie in"),
-        (dict(grid={"activation": ["tanh"]}, fixed=NDP), ValueError, "activation must be one of"),
+        (dict(grid={"activation": ["swish"]}, fixed=NDP), ValueError, "activation must be one of"),
         (
             dict(grid={"activation": ["relu_power"]}, fixed={**NDP, "exact": True}),
             ValueError,
@@ -273,3 +273,19 @@ def test_command_line_sweep_resumes(tmp_path, capsys):
     assert text[0] == "p,n,d,seed,loss,gain,elapsed,error" and len(text) == 2
     assert main(["sweep", "exact", "--grid", "p"]) == 2
     assert "--grid expects NAME=VALUE, got 'p'" in capsys.readouterr().err
+
+
+def test_sweep_over_activations_and_their_parameter():
+    """A grid over activations and their parameter: each row is the direct computation."""
+    grid = {"activation": ["softplus", "leaky_relu"], "param": [None, 0.5]}
+    fixed = {"n": 12, "d": 3, "p": 0.1, "n_samples": 2000, "norm": 1.0}
+    res = fs.sweep("estimate", grid, seeds=[0], fixed=fixed, progress=False)
+    assert len(res) == 4
+    for row in res.rows:
+        param = None if row["param"] is None or row["param"] != row["param"] else row["param"]
+        W = random_frame(12, 3, 1.0, 0)
+        model = fs.Model(W, activation=row["activation"], param=param)
+        est = fs.estimate_loss(model, fs.SparseInputs(12, p=0.1), 2000, 0)
+        assert row["loss"] == est.mean and row["error"] == ""
+    with pytest.raises(ValueError, match="takes no parameter"):
+        fs.sweep("estimate", {"activation": ["gelu"], "param": [3.0]}, fixed=fixed)

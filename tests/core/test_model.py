@@ -47,7 +47,7 @@ def test_model_validation():
     with pytest.raises(ValueError, match=r"b has shape \(2,\); axis 0 must have length 3"):
         fs.Model(W, b=np.ones(2))
     with pytest.raises(ValueError, match="activation must be one of"):
-        fs.Model(W, activation="tanh")
+        fs.Model(W, activation="swish")
     with pytest.raises(ValueError, match="exponent must be > 0, got 0.0"):
         fs.Model(W, exponent=0)
     with pytest.raises(ValueError, match="exponent must be > 0, got -1.0"):

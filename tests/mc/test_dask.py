@@ -242,3 +242,18 @@ def test_script_without_main_guard_gets_a_clear_error(tmp_path):
     assert f"the script {script}, and line 4 of it runs at import time" in last
     assert 'if __name__ == "__main__":' in last
     assert "Nanny" not in run.stderr
+
+
+@pytest.mark.parametrize("act,param", [("gelu", None), ("softplus", 2.0), ("leaky_relu", 0.1)])
+def test_bit_identical_smooth_activations(dask_client, act, param):
+    """The activation's parameter travels to the workers: the CPU's numbers bit for bit."""
+    model, inputs = _problem(np.float64)
+    model = fs.Model(model.W, model.b, activation=act, param=param)
+    kw = dict(seed=4, per_feature=True, block_size=1000)
+    cpu = _cpu(dask_client, model, inputs, 12_000, **kw)
+    dk = fs.estimate_loss(model, inputs, 12_000, backend="dask", client=dask_client, **kw)
+    _same(cpu, dk)
+    other = fs.Model(model.W, model.b, activation=act, param=0.5 if param else None)
+    if param is not None:  # another parameter is another computation, not a cached one
+        dk2 = fs.estimate_loss(other, inputs, 12_000, backend="dask", client=dask_client, **kw)
+        assert dk2.mean != dk.mean

@@ -155,3 +155,22 @@ def test_estimate_loss_dispatches_to_cuda():
     assert gpu.gain_mean == pytest.approx(cpu.gain_mean, rel=1e-12)
     with pytest.raises(NotImplementedError, match="CPU only"):
         fs.estimate_loss(model, inputs, 300, backend="cuda", method="stratified")
+
+
+@pytest.mark.parametrize(
+    "act,param,dtype",
+    [("gelu", None, np.float64), ("softplus", 2.0, np.float32), ("leaky_relu", 0.1, np.float64),
+     ("gelu_tanh", None, np.float32), ("silu", None, np.float64), ("tanh", None, np.float64),
+     ("sigmoid", None, np.float64)],
+)  # fmt: skip
+def test_estimate_smooth_activations_match_cpu(act, param, dtype):
+    n = 10
+    model = random_model(n, 3, act, None, dtype=dtype, param=param)
+    inputs = fs.SparseInputs(n, p=0.3, values="gaussian")
+    kw = dict(path="columns", block_size=40, per_feature=True)
+    ref = fs.estimate_loss(model, inputs, 80, seed=9, **kw)
+    got = T.estimate_loss_cuda(model, inputs, 80, 9, **kw)
+    tol = 1e-12 if dtype == np.float64 else 1e-5
+    assert _rel(got.mean, ref.mean) < tol
+    assert _rel(got.gain_mean, ref.gain_mean) < tol
+    np.testing.assert_allclose(got.per_feature, ref.per_feature, rtol=tol * 10, atol=tol)

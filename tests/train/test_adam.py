@@ -405,7 +405,7 @@ def test_fit_defaults_and_progress(capsys):
             ValueError,
             r"importance must be a scalar or have shape \(3,\)",
         ),
-        (dict(activation="tanh"), ValueError, "activation must be one of"),
+        (dict(activation="swish"), ValueError, "activation must be one of"),
         (dict(activation="power", exponent=1.5), ValueError, "exponent must be an integer"),
         (dict(exponent=0), ValueError, "exponent must be > 0"),
         (dict(values="cauchy"), ValueError, "values must be one of"),

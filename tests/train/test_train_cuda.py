@@ -89,3 +89,28 @@ def test_fit_backend_errors():
         fs.fit(4, 2, steps=1, backend="gpu")
     with pytest.raises(ValueError, match="method='exact' runs on the CPU"):
         fs.fit(4, 2, method="exact", activation="power", exponent=3, p=0.1, backend="cuda")
+
+
+@pytest.mark.parametrize("act,param", [("gelu", None), ("softplus", 2.0), ("silu", None)])
+def test_loss_grad_smooth_activations_match_cpu(act, param, monkeypatch):
+    monkeypatch.setattr(T.config, "GRAD_THREADS", 4)
+    model = random_model(6, 2, act, None, param=param)
+    inputs = fs.SparseInputs(6, p=0.4, values="gaussian")
+    kw = dict(seed=5, block_size=32)
+    ref = fs.loss_grad(model, inputs, 64, **kw)
+    got = fs.loss_grad(model, inputs, 64, backend="cuda", **kw)
+    assert_close(got.loss, ref.loss)
+    assert_close(got.dW, ref.dW)
+    assert_close(got.db, ref.db)
+
+
+def test_fit_adam_with_groups_matches_cpu(monkeypatch):
+    monkeypatch.setattr(T.config, "GRAD_THREADS", 4)
+    kw = dict(
+        n_instances=2, p=0.3, steps=3, batch_size=16, lr=1e-2, seed=2, log_every=1,
+        groups=dict(groups=[[0, 1], [2, 3, 4]], kind=["correlated", "exclusive"]),
+    )  # fmt: skip
+    cpu = fs.fit(6, 2, **kw)
+    gpu = fs.fit(6, 2, backend="cuda", **kw)
+    np.testing.assert_allclose(gpu.W, cpu.W, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(gpu.loss_history, cpu.loss_history, rtol=1e-10)

@@ -1,0 +1,56 @@
+"""Monte-Carlo throughput of every activation against relu_power 1, side by side.
+
+n = 1000, d = 64, p = 0.01, uniform values, the auto path; each round runs every
+activation once (interleaved, so that a change in the machine's load hits them
+alike), and the table shows the median of the rounds with the load average
+before and after.  Usage::
+
+    python scripts/bench_activations.py [--dtype float32] [--rounds 3] [--samples 50000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import numpy as np
+
+import fastsuper as fs
+
+NAMES = ["relu_power", "leaky_relu", "identity", "gelu", "gelu_tanh", "silu", "sigmoid",
+         "tanh", "softplus"]  # fmt: skip
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dtype", default="float64", choices=["float64", "float32"])
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--samples", type=int, default=50_000)
+    args = ap.parse_args()
+    n, d, p = 1000, 64, 0.01
+    rng = np.random.default_rng(0)
+    W = (rng.standard_normal((d, n)) / np.sqrt(d)).astype(args.dtype)
+    inputs = fs.SparseInputs(n, p=p, values="uniform")
+    models = {a: fs.Model(W, activation=a, exponent=1 if a == "relu_power" else None)
+              for a in NAMES}  # fmt: skip
+    paths = {a: fs.estimate_loss(m, inputs, args.samples, seed=0).path for a, m in models.items()}
+    load0 = os.getloadavg()
+    rates: dict[str, list[float]] = {a: [] for a in NAMES}
+    for _ in range(args.rounds):
+        for a, m in models.items():
+            t0 = time.perf_counter()
+            fs.estimate_loss(m, inputs, args.samples, seed=1)
+            rates[a].append(args.samples / (time.perf_counter() - t0))
+    load1 = os.getloadavg()
+    base = float(np.median(rates["relu_power"]))
+    print(f"dtype {args.dtype}, {args.rounds} rounds of {args.samples} samples; load average "
+          f"{load0[0]:.2f} before, {load1[0]:.2f} after")  # fmt: skip
+    print(f"{'activation':<12} {'path':<16} {'samples/s':>12} {'relu_power 1 / this':>20}")
+    for a in NAMES:
+        r = float(np.median(rates[a]))
+        print(f"{a:<12} {paths[a]:<16} {r:>12,.0f} {base / r:>20.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,70 @@
+"""Sampled gradients and Adam with the smooth and piecewise-linear activations."""
+
+import numpy as np
+import pytest
+from builders import random_model
+
+import fastsuper as fs
+from fastsuper import loss_grad
+
+CASES = [
+    ("gelu", None, "gaussian"),
+    ("gelu_tanh", None, "uniform"),
+    ("tanh", None, "uniform_sym"),
+    ("softplus", 2.0, "gaussian"),
+    ("sigmoid", None, "uniform"),
+    ("silu", None, "gaussian"),
+    ("leaky_relu", 0.1, "uniform_sym"),
+    ("identity", None, "gaussian"),
+]
+
+
+@pytest.mark.parametrize("act,param,values", CASES)
+@pytest.mark.parametrize("dtype", [np.float64])
+def test_loss_grad_matches_finite_differences(act, param, values, dtype):
+    """Central differences of the sampled mean loss (same samples) in every W and b entry."""
+    n, d, N, h = 6, 3, 300, 1e-6
+    model = random_model(n, d, act, None, scale=0.6, param=param, dtype=dtype)
+    inputs = fs.SparseInputs(n, p=0.4, values=values, importance=0.9 ** np.arange(n))
+    got = loss_grad(model, inputs, N, seed=1, block_size=100)
+
+    def f(W, b):
+        return loss_grad(model.with_params(W, b), inputs, N, seed=1, block_size=100).loss
+
+    fd_W = np.zeros_like(got.dW)
+    for idx in np.ndindex(model.W.shape):
+        Wp, Wm = model.W.copy(), model.W.copy()
+        Wp[idx] += h
+        Wm[idx] -= h
+        fd_W[idx] = (f(Wp, model.b) - f(Wm, model.b)) / (2 * h)
+    fd_b = np.zeros_like(got.db)
+    for j in range(n):
+        bp, bm = model.b.copy(), model.b.copy()
+        bp[j] += h
+        bm[j] -= h
+        fd_b[j] = (f(model.W, bp) - f(model.W, bm)) / (2 * h)
+    scale = max(np.abs(got.dW).max(), np.abs(got.db).max())
+    np.testing.assert_allclose(got.dW, fd_W, rtol=1e-6, atol=1e-7 * scale)
+    np.testing.assert_allclose(got.db, fd_b, rtol=1e-6, atol=1e-7 * scale)
+    assert got.loss == pytest.approx(fs.estimate_loss(model, inputs, N, seed=1).mean, rel=1e-12)
+
+
+@pytest.mark.parametrize("act,param", [("gelu", None), ("softplus", 3.0), ("leaky_relu", 0.2)])
+def test_fit_lowers_the_loss_and_keeps_the_parameter(act, param, tmp_path):
+    res = fs.fit(8, 3, n_instances=2, p=0.1, activation=act, param=param, steps=300, lr=1e-2,
+                 batch_size=256, seed=2, log_every=50)  # fmt: skip
+    assert (res.loss_history[-1] < res.loss_history[0]).all()
+    model = res.model(1)
+    assert model.activation == act and model.param_or_none == param
+    path = tmp_path / "fit.npz"
+    res.save(path)
+    assert fs.FitResult.load(path).model(1).param_or_none == param
+    est = fs.estimate_loss(model, res.inputs(1), 20_000, seed=3)
+    assert np.isfinite(est.mean)
+
+
+def test_fit_refuses_a_bad_parameter():
+    with pytest.raises(ValueError, match="0 < beta <= 1e6"):
+        fs.fit(4, 2, activation="softplus", param=-1.0, steps=1)
+    with pytest.raises(ValueError, match="takes no parameter"):
+        fs.fit(4, 2, activation="gelu", param=1.0, steps=1)
