@@ -24,6 +24,7 @@ from fastsuper.core.blas import single_thread_if_small
 from fastsuper.core.laws import SparseInputs
 from fastsuper.core.model import Model
 from fastsuper.exact.api import _closed_form_exponent, binomials, cumulants_from_moments
+from fastsuper.exact.grouped import grouped_loss_grad, grouped_terms
 from fastsuper.exact.kernels_fused import fused_loss_grad
 from fastsuper.exact.kernels_prepared import (
     OVERFLOW_FORWARD,
@@ -65,7 +66,9 @@ class ExactEvaluator:
     ----------
     inputs : fastsuper.SparseInputs
         Independent Bernoulli inputs (``p`` scalar or per feature); any value
-        law with finite moments up to ``2m + 1``, any importances.
+        law with finite moments up to ``2m + 1``, any importances.  A grouped
+        law (THEORY §8) is evaluated by :mod:`fastsuper.exact.grouped` on
+        every call, with the same numbers as the functions above.
     d : int
         Hidden dimension: ``W`` has shape ``(d, inputs.n)``.
     m : int, default 3
@@ -95,7 +98,7 @@ class ExactEvaluator:
     parallel : bool
         Whether the row kernels run in parallel.
     kernel : str
-        ``"rows"`` or ``"fused"``.
+        ``"rows"``, ``"fused"``, or ``"grouped"`` for a grouped law.
     scale : float
         ``L0 = E sum_j I_j x_j**2``, the loss of ``W = 0`` without bias.
     last_gain : float
@@ -140,6 +143,9 @@ class ExactEvaluator:
         if kernel == "auto":
             fused_from = config.EXACT_FUSED_FROM
             kernel = "fused" if fused_from is not None and n >= fused_from else "rows"
+        self._grouped = inputs.pattern == "grouped"
+        if self._grouped:  # the grouped closed form (THEORY §8) on every call
+            kernel = "grouped"
         self.kernel = kernel
         self.inputs = inputs
         self._tables(inputs, m)
@@ -193,7 +199,9 @@ class ExactEvaluator:
         """Fill the buffers for ``(W, b)``; raise FloatingPointError on overflow."""
         W, b, has_b = self._weights(W, b)
         tables = (self._binom, self._ex, self._kx, self._imp, self._orders, self.m)
-        if self.kernel == "fused":
+        if self._grouped:
+            status = self._run_grouped(W, b if has_b else None, want_grad)
+        elif self.kernel == "fused":
             with self._blas:  # the tiles' products on one BLAS thread
                 fused_loss_grad(W, b, has_b, *tables, want_grad, self._terms, self._dW, self._db,
                                 config.EXACT_FUSED_ROWS, config.EXACT_FUSED_COLS,
@@ -215,6 +223,18 @@ class ExactEvaluator:
                 "range, rescale W or b"
             )
         return status
+
+    def _run_grouped(self, W, b, want_grad: bool) -> int:
+        """:meth:`_run` for a grouped law: the buffers from :mod:`fastsuper.exact.grouped`."""
+        model = Model(W, b, exponent=self.m)
+        if want_grad:
+            fw, dW, db = grouped_loss_grad(model, self.inputs, self.m)
+            self._dW[...] = dW
+            self._db[...] = db
+        else:
+            fw = grouped_terms(model, self.inputs, self.m)[0]
+        self._terms[0], self._terms[1], self._terms[2] = fw.ex2, fw.exzm, fw.ez2m
+        return _status(self._terms, self._dW, self._db, want_grad)
 
     def _sum(self, per: np.ndarray, func: str) -> float:
         total = math.fsum(per.tolist())

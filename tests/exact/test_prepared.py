@@ -210,3 +210,26 @@ def test_fused_kernel_default_size_and_overflow(monkeypatch):
         ev.gain_grad(np.full((2, 6), 1e60))
     with pytest.raises(ValueError, match="kernel"):
         ExactEvaluator(inputs, 2, kernel="tiles")
+
+
+@pytest.mark.parametrize("m", [1, 2, 3])
+def test_grouped_law_matches_public_functions(m):
+    """A grouped law goes through the grouped closed form: the public functions' numbers."""
+    inputs = SparseInputs(
+        7, p=0.3, values="gaussian", groups=[[0, 1], [2, 3, 4]], kind=["correlated", "exclusive"],
+        importance=np.linspace(0.5, 1.5, 7),
+    )  # fmt: skip
+    rng = np.random.default_rng(m)
+    W, b = 0.7 * rng.normal(size=(3, 7)), 0.2 * rng.normal(size=7)
+    ev = ExactEvaluator(inputs, 3, m, bias=True)
+    assert ev.kernel == "grouped"
+    model = Model(W, b, exponent=m)
+    loss, dW, db = ev.loss_grad(W, b)
+    ref = fs.exact_loss_grad(model, inputs)
+    assert loss == ref[0]
+    np.testing.assert_array_equal(dW, ref[1])
+    np.testing.assert_array_equal(db, ref[2])
+    gain, gW, gb = ev.gain_grad(W, b)
+    assert gain == fs.exact_gain_grad(model, inputs)[0]
+    np.testing.assert_array_equal(gW, -ref[1])
+    assert ev.loss_and_gain(W, b) == fs.exact_loss_and_gain(model, inputs)
