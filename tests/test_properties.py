@@ -430,3 +430,33 @@ def test_cli_estimate_options(data, capsys):
         assert "Monte Carlo" in out and "nan" not in out.lower(), (argv, out)
         verdict = out.strip().splitlines()[-1]
         assert ("FAIL" in verdict) == (rc == 1) and ("PASS" in verdict) == (rc == 0), out
+
+
+# --------------------------------------------------------------------------
+# the prepared exact evaluator
+
+
+@SETTINGS
+@given(
+    data=st.data(),
+    d=mostly(st.integers(1, 3), st.one_of(EDGE_INTS, ODD)),
+    m=mostly(st.integers(1, 3), st.one_of(EDGE_INTS, ODD)),
+    bias=mostly(st.booleans()),
+    kernel=mostly(st.sampled_from(["auto", "rows", "fused"]), st.one_of(st.text(max_size=3), ODD)),
+)
+def test_exact_evaluator(data, d, m, bias, kernel):
+    """Odd arguments are refused when the evaluator is made; odd weights when it is called;
+    otherwise the values of exact_loss_grad (to round-off for the fused kernel)."""
+    inputs = fs.SparseInputs(4, p=0.3, values="rademacher")
+    ev = outcome(fs.ExactEvaluator, inputs, d, m, bias=bias, kernel=kernel)
+    if ev is None:
+        return
+    entries = st.floats(-1.5, 1.5, allow_subnormal=False)
+    W = data.draw(mostly(hnp.arrays(np.float64, (ev.d, 4), elements=entries), ODD))
+    b = data.draw(hnp.arrays(np.float64, 4, elements=entries)) if ev.bias else None
+    got = outcome(ev.loss_grad, W, b)
+    if got is None:
+        return
+    ref = fs.exact_loss_grad(fs.Model(W, b, exponent=ev.m), inputs, wrt_bias=ev.bias)
+    assert got[0] == pytest.approx(ref[0], rel=1e-12, abs=1e-300)
+    np.testing.assert_allclose(got[1], ref[1], rtol=1e-10, atol=1e-12)

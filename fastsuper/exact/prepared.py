@@ -177,15 +177,24 @@ class ExactEvaluator:
 
     # ------------------------------------------------------------ evaluation
     def _weights(self, W, b):
-        W = np.asarray(W, dtype=np.float64)
-        if W.shape != (self.d, self.n):
-            raise ValueError(f"{_FUNC}: W must have shape {(self.d, self.n)}, got {W.shape}")
+        """``(W, b, has_b)`` as float64 C-contiguous arrays of the evaluator's shapes.
+
+        A float64 ndarray of the right shape is taken as it is (a NaN or an
+        infinity in it is found when the pass reports a non-finite result);
+        anything else goes through the package's array checks.
+        """
+        W = self._array("W", W, (self.d, self.n))
         if b is None:
-            return np.ascontiguousarray(W), self._zero_b, False
-        b = np.asarray(b, dtype=np.float64)
-        if b.shape != (self.n,):
-            raise ValueError(f"{_FUNC}: b must have shape {(self.n,)}, got {b.shape}")
-        return np.ascontiguousarray(W), b, True
+            return W, self._zero_b, False
+        if not self.bias:
+            raise ValueError(f"{_FUNC}: made with bias=False, but a bias b was given")
+        return W, self._array("b", b, (self.n,)), True
+
+    def _array(self, name: str, x, shape: tuple) -> np.ndarray:
+        if not (isinstance(x, np.ndarray) and x.dtype == np.float64 and x.shape == shape):
+            x = v.as_float_array(name, x, ndim=len(shape), shape=shape, func=_FUNC)
+            x = x.astype(np.float64, copy=False)
+        return np.ascontiguousarray(x)
 
     def _run(self, W, b, want_grad: bool, func: str) -> int:
         """Fill the buffers for ``(W, b)``; raise FloatingPointError on overflow."""
@@ -205,6 +214,9 @@ class ExactEvaluator:
             status = prepared_pass(self._A, W, b, has_b, *tables, self.parallel, want_grad,
                                    self._terms, self._dW, self._db)  # fmt: skip
         if status:
+            for name, x in (("W", W), ("b", b)):
+                if not np.isfinite(x).all():
+                    raise ValueError(f"{func}: {name} has a NaN or an infinite entry")
             part = "a forward moment" if status == OVERFLOW_FORWARD else "the gradient"
             raise FloatingPointError(
                 f"{func}: float64 overflow in {part} with m = {self.m} (max |W| = "
@@ -281,6 +293,7 @@ class ExactEvaluator:
         """
         func = f"{_FUNC}.objective"
         self.last_gain = math.nan
+        x = self._array("x", x, (self.d * self.n + (self.n if self.bias else 0),))
         nw = self.d * self.n
         W = x[:nw].reshape(self.d, self.n)
         b = x[nw:] if self.bias else None

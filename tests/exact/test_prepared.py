@@ -118,10 +118,18 @@ def test_overflow_and_bad_arguments():
     ev = ExactEvaluator(inputs, 2, 3)
     with pytest.raises(FloatingPointError, match="overflow"):
         ev.gain_grad(np.full((2, 4), 1e60))
-    with pytest.raises(ValueError, match="shape"):
+    with pytest.raises(ValueError, match="W"):
         ev.gain_grad(np.ones((3, 4)))
-    with pytest.raises(ValueError, match="shape"):
+    with pytest.raises(ValueError, match="b"):
         ExactEvaluator(inputs, 2, 3, bias=True).gain_grad(np.ones((2, 4)), np.ones(3))
+    with pytest.raises(ValueError, match="bias=False"):
+        ev.gain_grad(np.ones((2, 4)), np.ones(4))
+    with pytest.raises(ValueError, match="NaN"):
+        ev.gain_grad(np.full((2, 4), np.nan))
+    with pytest.raises(TypeError):
+        ev.gain_grad(np.ones((2, 4), dtype=complex))
+    # lists and float32 are converted
+    assert ev.gain_grad([[0.5] * 4] * 2)[0] == ev.gain_grad(np.full((2, 4), 0.5))[0]
     with pytest.raises(ValueError, match="exactly k"):
         ExactEvaluator(SparseInputs(4, k=1), 2)
     with pytest.raises(ValueError, match="d"):
