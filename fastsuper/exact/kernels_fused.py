@@ -217,25 +217,6 @@ def _gamma_row_one_pass(g, t, i0, kx, coef, orders, j, step):
 
 
 @kernel_njit
-def _horner_step(g, t, a, kr, step):
-    """``g = g * t**step + a * kr`` elementwise (one vectorised pass)."""
-    if step == 1:
-        for ii in range(g.shape[0]):
-            g[ii] = g[ii] * t[ii] + a * kr[ii]
-    elif step == 2:
-        for ii in range(g.shape[0]):
-            u = t[ii]
-            g[ii] = g[ii] * (u * u) + a * kr[ii]
-    else:
-        for ii in range(g.shape[0]):
-            u = t[ii]
-            v = u
-            for _ in range(step - 1):
-                v *= u
-            g[ii] = g[ii] * v + a * kr[ii]
-
-
-@kernel_njit
 def _gamma_row(g, t, i0, kx, coef, orders, j):
     """Row ``j`` of ``Gamma`` over the tile's columns, one pass per order (any orders)."""
     no = orders.shape[0]
