@@ -277,7 +277,9 @@ correlated [2, 3] q=0.1, exclusive [4, 5] q=0.1])
         self.groups = None
         if groups is not None:
             self._set_groups(groups, kind, q, weights, r)
-        elif any(x is not None for x in (q, weights, r)) or kind != "correlated":
+        elif any(x is not None for x in (q, weights, r)) or not (
+            isinstance(kind, str) and kind == "correlated"
+        ):
             raise ValueError("q, weights, r and kind describe groups: give groups= as well")
         if importance is None:
             self.importance = np.ones(self.n)

@@ -28,6 +28,10 @@ form ``A`` plus ``O(n**2 m)``.
 :func:`exact_loss_grad` (and :func:`exact_gain_grad`) reuse the same forward
 pass and add the exact gradient in ``W`` and ``b`` at the same cost (THEORY §3
 "Gradient"; the chain rule is written out in :func:`_backward`).
+
+Grouped input laws (correlated and anticorrelated features, THEORY §8) have
+closed forms too: every function here hands them to
+:mod:`fastsuper.exact.grouped` (CPU only).
 """
 
 from __future__ import annotations

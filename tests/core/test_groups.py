@@ -87,6 +87,7 @@ BAD = [
     (dict(groups=[[0, 1]], kind="partial", r=[0, 1, 1, 1]), ValueError, r"r must lie in \(0, 1\]"),
     (dict(q=0.3), ValueError, "give groups= as well"),
     (dict(kind="exclusive"), ValueError, "give groups= as well"),
+    (dict(kind=np.array(["correlated", "exclusive"])), ValueError, "give groups= as well"),
 ]  # fmt: skip
 
 
