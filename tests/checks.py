@@ -16,3 +16,20 @@ def assert_same_estimate(a, b) -> None:
     else:
         assert np.array_equal(a.per_feature, b.per_feature)
         assert np.array_equal(a.per_feature_stderr, b.per_feature_stderr)
+
+
+def central_differences(f, W, b, h):
+    """Central differences ``(dF/dW, dF/db)`` of the scalar ``f(W, b)``, entry by entry."""
+    fd_W = np.zeros_like(W, dtype=np.float64)
+    for idx in np.ndindex(W.shape):
+        Wp, Wm = W.copy(), W.copy()
+        Wp[idx] += h
+        Wm[idx] -= h
+        fd_W[idx] = (f(Wp, b) - f(Wm, b)) / (2 * h)
+    fd_b = np.zeros_like(b, dtype=np.float64)
+    for j in range(b.shape[0]):
+        bp, bm = b.copy(), b.copy()
+        bp[j] += h
+        bm[j] -= h
+        fd_b[j] = (f(W, bp) - f(W, bm)) / (2 * h)
+    return fd_W, fd_b

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 from builders import random_model
+from checks import central_differences
 
 import fastsuper as fs
 from fastsuper import loss_grad
@@ -31,18 +32,7 @@ def test_loss_grad_matches_finite_differences(act, param, values, dtype):
     def f(W, b):
         return loss_grad(model.with_params(W, b), inputs, N, seed=1, block_size=100).loss
 
-    fd_W = np.zeros_like(got.dW)
-    for idx in np.ndindex(model.W.shape):
-        Wp, Wm = model.W.copy(), model.W.copy()
-        Wp[idx] += h
-        Wm[idx] -= h
-        fd_W[idx] = (f(Wp, model.b) - f(Wm, model.b)) / (2 * h)
-    fd_b = np.zeros_like(got.db)
-    for j in range(n):
-        bp, bm = model.b.copy(), model.b.copy()
-        bp[j] += h
-        bm[j] -= h
-        fd_b[j] = (f(model.W, bp) - f(model.W, bm)) / (2 * h)
+    fd_W, fd_b = central_differences(f, model.W, model.b, h)
     scale = max(np.abs(got.dW).max(), np.abs(got.db).max())
     np.testing.assert_allclose(got.dW, fd_W, rtol=1e-6, atol=1e-7 * scale)
     np.testing.assert_allclose(got.db, fd_b, rtol=1e-6, atol=1e-7 * scale)
