@@ -1,6 +1,7 @@
 """Assertions shared by several test modules."""
 
 import numpy as np
+from scipy import stats
 
 
 def assert_same_estimate(a, b) -> None:
@@ -33,3 +34,20 @@ def central_differences(f, W, b, h):
         bm[j] -= h
         fd_b[j] = (f(W, bp) - f(W, bm)) / (2 * h)
     return fd_W, fd_b
+
+
+def chi2_pvalue(observed, expected, min_expected=5.0):
+    """Chi-square goodness-of-fit p-value, pooling the cells of small expectation.
+
+    A pooled cell of expectation 0 must be empty (a pattern of probability 0
+    was never drawn) and is then left out.
+    """
+    observed = np.asarray(observed, float)
+    expected = np.asarray(expected, float)
+    keep = expected >= min_expected
+    obs = np.append(observed[keep], observed[~keep].sum())
+    exp = np.append(expected[keep], expected[~keep].sum())
+    if exp[-1] == 0:
+        assert obs[-1] == 0, "a pattern of probability 0 was drawn"
+        obs, exp = obs[:-1], exp[:-1]
+    return stats.chisquare(obs, exp * obs.sum() / exp.sum()).pvalue

@@ -3,23 +3,11 @@
 import numba
 import numpy as np
 import pytest
+from checks import chi2_pvalue
 from naive import grouped_patterns as pattern_probs
 from scipy import stats
 
 import fastsuper as fs
-
-
-def _chi2_pvalue(observed, expected, min_expected=5.0):
-    """Chi-square goodness of fit, pooling cells with small expectation."""
-    observed = np.asarray(observed, float)
-    expected = np.asarray(expected, float)
-    keep = expected >= min_expected
-    obs = np.append(observed[keep], observed[~keep].sum())
-    exp = np.append(expected[keep], expected[~keep].sum())
-    if exp[-1] == 0:
-        assert obs[-1] == 0, "a pattern of probability 0 was drawn"
-        obs, exp = obs[:-1], exp[:-1]
-    return stats.chisquare(obs, exp * obs.sum() / exp.sum()).pvalue
 
 
 def mixed_law(values="rademacher"):
@@ -131,9 +119,9 @@ def test_sampled_patterns_match_the_law():
     for val, cnt in zip(*np.unique(pats @ weights, return_counts=True), strict=True):
         observed[lookup.get(int(val), len(keys))] += cnt
     expected = np.append([probs[k] * N for k in keys], 0.0)
-    assert _chi2_pvalue(observed, expected) > 1e-4
+    assert chi2_pvalue(observed, expected) > 1e-4
     # marginals and values
-    assert _chi2_pvalue(pats.sum(0), inputs.p * N) > 1e-4
+    assert chi2_pvalue(pats.sum(0), inputs.p * N) > 1e-4
     vals = batch.values
     assert set(np.unique(vals)) == {-1.0, 1.0}
     assert abs(vals.mean()) < 5 / np.sqrt(vals.size)
@@ -158,7 +146,7 @@ def test_groups_are_independent_and_exclusive_never_doubles():
     assert np.all(on[:, 3:].sum(axis=1) <= 1)
     table = np.array([[np.sum(~a & ~b), np.sum(~a & b)], [np.sum(a & ~b), np.sum(a & b)]])
     assert stats.chi2_contingency(table).pvalue > 1e-4
-    assert _chi2_pvalue(on[:, 3:].sum(0), np.full(3, 0.2 * N)) > 1e-4
+    assert chi2_pvalue(on[:, 3:].sum(0), np.full(3, 0.2 * N)) > 1e-4
 
 
 @pytest.mark.parametrize(
@@ -199,4 +187,4 @@ def test_gate_one_and_every_feature_grouped():
     N = 40_000
     on = fs.sample(inputs, N, seed=2).to_dense() != 0
     assert on[:, :2].all() and np.all(on[:, 2:].sum(axis=1) == 1)
-    assert _chi2_pvalue(on[:, 2:].sum(0), [0.5 * N, 0.25 * N, 0.25 * N]) > 1e-4
+    assert chi2_pvalue(on[:, 2:].sum(0), [0.5 * N, 0.25 * N, 0.25 * N]) > 1e-4

@@ -5,23 +5,12 @@ import math
 import numba
 import numpy as np
 import pytest
+from checks import chi2_pvalue
 from scipy import stats
 
 import fastsuper as fs
 
 LAWS = ["gaussian", "rademacher", "uniform_sym", "uniform", "constant"]
-
-
-def _chi2_pvalue(observed, expected, min_expected=5.0):
-    """Chi-square goodness of fit, pooling cells with small expectation."""
-    observed = np.asarray(observed, float)
-    expected = np.asarray(expected, float)
-    keep = expected >= min_expected
-    obs = np.append(observed[keep], observed[~keep].sum())
-    exp = np.append(expected[keep], expected[~keep].sum())
-    if exp[-1] == 0:
-        obs, exp = obs[:-1], exp[:-1]
-    return stats.chisquare(obs, exp * obs.sum() / exp.sum()).pvalue
 
 
 @pytest.mark.parametrize("n,p", [(50, 0.1), (1000, 1e-3), (20, 0.9), (7, 0.5)])
@@ -31,14 +20,14 @@ def test_active_counts_are_binomial(n, p):
     counts = batch.counts()
     expected = stats.binom.pmf(np.arange(n + 1), n, p) * N
     observed = np.bincount(counts, minlength=n + 1)
-    assert _chi2_pvalue(observed, expected) > 1e-4
+    assert chi2_pvalue(observed, expected) > 1e-4
 
 
 @pytest.mark.parametrize("n,p", [(50, 0.1), (1000, 1e-2)])
 def test_indices_uniform_sorted_unique(n, p):
     batch = fs.sample(fs.SparseInputs(n, p=p), 30_000, seed=3)
     occ = np.bincount(batch.indices, minlength=n)
-    assert _chi2_pvalue(occ, np.full(n, occ.mean())) > 1e-4
+    assert chi2_pvalue(occ, np.full(n, occ.mean())) > 1e-4
     for s in range(0, 30_000, 997):
         idx = batch.indices[batch.indptr[s] : batch.indptr[s + 1]]
         assert np.all(np.diff(idx) > 0)
@@ -64,7 +53,7 @@ def test_exactly_k_pattern():
     batch = fs.sample(fs.SparseInputs(n, k=k, values="rademacher"), N, seed=2)
     assert np.all(batch.counts() == k)
     occ = np.bincount(batch.indices, minlength=n)
-    assert _chi2_pvalue(occ, np.full(n, N * k / n)) > 1e-4
+    assert chi2_pvalue(occ, np.full(n, N * k / n)) > 1e-4
     # a uniform k-subset: P(0 and 1 both active) = k(k-1)/(n(n-1))
     dense = batch.to_dense() != 0
     pj = k * (k - 1) / (n * (n - 1))
@@ -97,7 +86,7 @@ def test_value_distributions():
     vals = fs.sample(inputs, 20_000, seed=4).values
     observed = [(vals == s).sum() for s in support]
     assert sum(observed) == vals.size
-    assert _chi2_pvalue(observed, probs * vals.size) > 1e-4
+    assert chi2_pvalue(observed, probs * vals.size) > 1e-4
     assert inputs.moment(3) == pytest.approx(float(np.dot(probs, support**3)), rel=1e-15)
 
 
