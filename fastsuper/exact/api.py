@@ -68,8 +68,20 @@ __all__ = [
 BACKENDS = ("cpu", "cuda")
 
 
-def _closed_form_exponent(func: str, model, inputs, backend: str = "cpu") -> int:
-    """Check that ``(model, inputs)`` has the closed form; return the integer exponent ``m``."""
+def _fused_bytes(n: int, d: int) -> float:
+    """Scratch of the fused kernel: per group, a block of rows of ``A`` and a gradient."""
+    groups, rows = config.EXACT_FUSED_GROUPS, config.EXACT_FUSED_ROWS
+    return 8.0 * groups * n * (rows + d)
+
+
+def _closed_form_exponent(
+    func: str, model, inputs, backend: str = "cpu", dense_a: bool = True
+) -> int:
+    """Check that ``(model, inputs)`` has the closed form; return the integer exponent ``m``.
+
+    The memory check counts ``A = W^T W`` (n x n) unless ``dense_a`` is False
+    (the fused kernel, which forms tiles of ``A`` only).
+    """
     arguments.check_model_inputs(model, inputs, func=func)
     if model.activation != "power":
         raise ValueError(
@@ -100,8 +112,9 @@ def _closed_form_exponent(func: str, model, inputs, backend: str = "cpu") -> int
         )
     # A = W.T @ W (n x n) and a few dozen float64 vectors of length n per moment order
     v.check_memory(
-        f"the closed form at n = {n} features (A = W.T @ W is n x n)",
-        8.0 * n * n + 8.0 * n * (d + 12 * (2 * m + 2)),
+        f"the closed form at n = {n} features"
+        + (" (A = W.T @ W is n x n)" if dense_a else " (fused kernel)"),
+        (8.0 * n * n if dense_a else _fused_bytes(n, d)) + 8.0 * n * (d + 12 * (2 * m + 2)),
         func=func,
         hint="estimate the loss by Monte Carlo instead (fastsuper.estimate_loss)",
     )

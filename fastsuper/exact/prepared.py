@@ -136,10 +136,6 @@ class ExactEvaluator:
         self.d = d = v.check_int("d", d, minimum=1, func=_FUNC, what=" (hidden dimension)")
         self.m = m = v.check_int("m", m, minimum=1, func=_FUNC, what=" (the exponent)")
         self.bias = v.check_bool("bias", bias, func=_FUNC)
-        _closed_form_exponent(_FUNC, Model(np.zeros((d, n)), exponent=m), inputs)
-        if parallel is None:
-            parallel = use_parallel(n, d, m)
-        self.parallel = v.check_bool("parallel", parallel, func=_FUNC)
         kernel = v.check_choice("kernel", kernel, KERNELS, func=_FUNC)
         if kernel == "auto":
             fused_from = config.EXACT_FUSED_FROM
@@ -147,6 +143,11 @@ class ExactEvaluator:
         self._grouped = inputs.pattern == "grouped"
         if self._grouped:  # the grouped closed form (THEORY §8) on every call
             kernel = "grouped"
+        zeros = Model(np.zeros((d, n)), exponent=m)  # the fused kernel never forms the n x n A
+        _closed_form_exponent(_FUNC, zeros, inputs, dense_a=kernel != "fused")
+        if parallel is None:
+            parallel = use_parallel(n, d, m)
+        self.parallel = v.check_bool("parallel", parallel, func=_FUNC)
         self.kernel = kernel
         self.inputs = inputs
         self._tables(inputs, m)

@@ -233,3 +233,19 @@ def test_grouped_law_matches_public_functions(m):
     assert gain == fs.exact_gain_grad(model, inputs)[0]
     np.testing.assert_array_equal(gW, -ref[1])
     assert ev.loss_and_gain(W, b) == fs.exact_loss_and_gain(model, inputs)
+
+
+def test_fused_evaluator_needs_no_n_squared_memory(monkeypatch):
+    """The fused kernel never forms A: its memory check counts O(n d) scratch, not n^2."""
+    n, d = 3000, 4
+    inputs = SparseInputs(n, p=0.01, values="gaussian")
+    limit = 40 * 2**20  # below A's 72 MB, above the fused kernel's few MB
+    monkeypatch.setattr(config, "MEMORY_LIMIT_BYTES", limit)
+    with pytest.raises(MemoryError, match=r"A = W\.T @ W is n x n"):
+        ExactEvaluator(inputs, d, 3, kernel="rows")
+    ev = ExactEvaluator(inputs, d, 3, kernel="fused")
+    W = np.random.default_rng(0).normal(size=(d, n)) / math.sqrt(n)
+    monkeypatch.setattr(config, "MEMORY_LIMIT_BYTES", None)
+    ref = ExactEvaluator(inputs, d, 3, kernel="rows").loss_and_gain(W)
+    got = ev.loss_and_gain(W)
+    np.testing.assert_allclose(got, ref, rtol=1e-12)
