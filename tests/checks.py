@@ -1,7 +1,10 @@
 """Assertions shared by several test modules."""
 
+import numba
 import numpy as np
 from scipy import stats
+
+from fastsuper import testing as T
 
 
 def assert_same_estimate(a, b) -> None:
@@ -51,3 +54,14 @@ def chi2_pvalue(observed, expected, min_expected=5.0):
         assert obs[-1] == 0, "a pattern of probability 0 was drawn"
         obs, exp = obs[:-1], exp[:-1]
     return stats.chisquare(obs, exp * obs.sum() / exp.sum()).pvalue
+
+
+@numba.njit
+def phi_dphi(t, act):
+    """``phi`` and ``phi'`` of the Activation bundle ``act`` at every entry of ``t`` (compiled)."""
+    f = np.empty_like(t)
+    g = np.empty_like(t)
+    for i in range(t.size):
+        f[i] = T.phi(t[i], act)
+        g[i] = T.dphi(t[i], act)
+    return f, g

@@ -85,6 +85,17 @@ def outcome(func, *args, **kwargs):
 # the input law and the model
 
 
+def _assert_enumerated(model, inputs, X, weight):
+    """The exact loss and gain equal their means over the enumerated inputs ``X``."""
+    W, b, m = model.W, model.b, model.int_exponent
+    loss = float(weight @ loss_numpy(W, b, "power", m, X))
+    gain = float(weight @ gain_numpy(W, b, "power", m, X))
+    got_loss, got_gain = fs.exact_loss_and_gain(model, inputs)
+    scale = 1.0 + float(weight @ np.abs(loss_numpy(W, b, "power", m, X)))
+    assert abs(got_loss - loss) <= 1e-10 * scale
+    assert abs(got_gain - gain) <= 1e-10 * scale
+
+
 @SETTINGS
 @given(
     n=mostly(st.integers(1, 6), st.one_of(EDGE_INTS, st.sampled_from([10**13, 3.0, 2.5]), ODD)),
@@ -168,12 +179,7 @@ def test_grouped_exact_loss_is_the_enumerated_mean(data, n, m, bias):
     )  # fmt: skip
     model = fs.Model(W, b, exponent=m)
     X, weight = enumerate_grouped_inputs(inputs)
-    loss = float(weight @ loss_numpy(W, b, "power", m, X))
-    gain = float(weight @ gain_numpy(W, b, "power", m, X))
-    got_loss, got_gain = fs.exact_loss_and_gain(model, inputs)
-    scale = 1.0 + float(weight @ np.abs(loss_numpy(W, b, "power", m, X)))
-    assert abs(got_loss - loss) <= 1e-10 * scale
-    assert abs(got_gain - gain) <= 1e-10 * scale
+    _assert_enumerated(model, inputs, X, weight)
 
 
 @SETTINGS
@@ -294,12 +300,7 @@ def test_exact_loss_is_the_enumerated_mean(data, n, d, m, law, bias):
     model = fs.Model(W, b, exponent=m)
     inputs = fs.SparseInputs(n, p=p, values=values)
     X, weight = enumerate_inputs(p, support, probs)
-    loss = float(weight @ loss_numpy(W, b, "power", m, X))
-    gain = float(weight @ gain_numpy(W, b, "power", m, X))
-    got_loss, got_gain = fs.exact_loss_and_gain(model, inputs)
-    scale = 1.0 + float(weight @ np.abs(loss_numpy(W, b, "power", m, X)))
-    assert abs(got_loss - loss) <= 1e-10 * scale
-    assert abs(got_gain - gain) <= 1e-10 * scale
+    _assert_enumerated(model, inputs, X, weight)
 
 
 @SETTINGS

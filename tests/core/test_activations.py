@@ -10,9 +10,9 @@ silu, gelu_tanh).
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 import pytest
+from checks import phi_dphi
 from naive import SMOOTH_PARAMS, smooth_ref
 
 import fastsuper as fs
@@ -31,16 +31,6 @@ CASES = [(name, None) for name in SMOOTH_PARAMS] + [
     ("leaky_relu", 0.2),
     ("leaky_relu", 0.0),
 ]
-
-
-@numba.njit
-def _both(t, act):
-    f = np.empty_like(t)
-    g = np.empty_like(t)
-    for i in range(t.size):
-        f[i] = T.phi(t[i], act)
-        g[i] = T.dphi(t[i], act)
-    return f, g
 
 
 def _bundle(name, param, dtype):
@@ -65,7 +55,7 @@ def _extreme(dtype):
 
 def _check(name, param, t):
     dtype = t.dtype.type
-    f, g = _both(t, _bundle(name, param, dtype))
+    f, g = phi_dphi(t, _bundle(name, param, dtype))
     assert f.dtype == t.dtype and g.dtype == t.dtype
     assert not np.isnan(f).any(), "NaN for a number"
     if name == "identity":  # power with exponent 1: t - t + 1, NaN at +-inf like every power
@@ -112,24 +102,24 @@ def test_random_arguments(name, param, dtype, data):
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("name", sorted(SMOOTH_PARAMS))
 def test_nan_propagates(name, dtype):
-    f, g = _both(np.array([np.nan], dtype), _bundle(name, None, dtype))
+    f, g = phi_dphi(np.array([np.nan], dtype), _bundle(name, None, dtype))
     assert np.isnan(f[0]) and np.isnan(g[0])
 
 
 @pytest.mark.parametrize("name,param", CASES)
 def test_derivative_by_finite_differences(name, param):
     t = np.linspace(-6.0, 6.0, 121) + 0.01  # away from the kink of leaky_relu
-    f, g = _both(t, _bundle(name, param, np.float64))
+    f, g = phi_dphi(t, _bundle(name, param, np.float64))
     h = 1e-6
-    fp, _ = _both(t + h, _bundle(name, param, np.float64))
-    fm, _ = _both(t - h, _bundle(name, param, np.float64))
+    fp, _ = phi_dphi(t + h, _bundle(name, param, np.float64))
+    fm, _ = phi_dphi(t - h, _bundle(name, param, np.float64))
     np.testing.assert_allclose(g, (fp - fm) / (2 * h), rtol=1e-7, atol=1e-8)
 
 
 def test_gelu_tanh_is_close_to_gelu():
     t = np.linspace(-8, 8, 801)
-    f, _ = _both(t, _bundle("gelu", None, np.float64))
-    h, _ = _both(t, _bundle("gelu_tanh", None, np.float64))
+    f, _ = phi_dphi(t, _bundle("gelu", None, np.float64))
+    h, _ = phi_dphi(t, _bundle("gelu_tanh", None, np.float64))
     assert np.abs(f - h).max() < 1e-3  # the approximation's known accuracy
 
 
