@@ -33,7 +33,9 @@ model (K = expected number of active features, s = bytes per value):
   ``n (2 c_phi + 8)`` for the activation, its derivative and the loss; bytes
   ``3 d n s`` (W read three times) plus ``16 d n`` (the float64 partial
   gradient read and written), again without reuse.  Also prints Adam steps
-  per second of ``fit(..., backend="cuda")`` at the same size.
+  per second of ``fit(..., backend="cuda")`` at the same size with
+  ``--instances`` instances (one thread block each, many steps per launch),
+  beside the CPU's ``fit`` on the same problem.
 
 Peaks come from the device attributes (SM count, SM clock, memory clock and
 bus width) and a table of FP32/FP64 lanes per SM by compute capability
@@ -157,6 +159,9 @@ def main(argv=None) -> int:
     ap.add_argument("--samples", type=int, default=10_000_000)
     ap.add_argument("--block-size", type=int, default=None)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument(
+        "--instances", type=int, default=128, help="instances trained at once (--kernel train)"
+    )
     ap.add_argument("--per-feature", action="store_true")
     ap.add_argument("--check", action="store_true", help="compare with the CPU backend first")
     ap.add_argument("--peak-tflops", type=float, default=None, help="override the FLOP/s peak")
@@ -318,14 +323,23 @@ def _train(args, fs, bc, model, inputs, peaks, pf, bw, k, dtype, simulated) -> i
         + f"; {ab / 1e9:.4g} GB/s"
         + (f" = {100 * ab / bw:.3g}% of DRAM bandwidth (no-reuse upper bound)" if bw else "")
     )
-    steps, batch = (2, 8) if simulated else (20, 1024)
+    from fastsuper.core import config
+
+    steps, batch = (2, 8) if simulated else (200, 1024)
+    inst = 2 if simulated else args.instances
     fit_kw = dict(
-        n_instances=1, p=args.p, activation=args.activation, exponent=args.exponent,
-        values=args.values, steps=steps, batch_size=batch, dtype=dtype, backend="cuda",
+        n_instances=inst, p=args.p, activation=args.activation, exponent=args.exponent,
+        values=args.values, steps=steps, batch_size=batch, dtype=dtype, progress=False,
     )  # fmt: skip
-    fs.fit(args.n, args.d, **dict(fit_kw, steps=2))  # compile
-    t_fit = _best(lambda: fs.fit(args.n, args.d, **fit_kw), args.repeats)
-    print(f"fit(backend='cuda'): {steps / t_fit:.4g} Adam steps/s at batch {batch}")
+    fs.fit(args.n, args.d, **dict(fit_kw, steps=2, backend="cuda"))  # compile
+    fs.fit(args.n, args.d, **dict(fit_kw, steps=2))
+    t_fit = _best(lambda: fs.fit(args.n, args.d, backend="cuda", **fit_kw), args.repeats)
+    t_cpu = _best(lambda: fs.fit(args.n, args.d, **fit_kw), args.repeats)
+    print(
+        f"fit, {inst} instances, batch {batch}: {steps / t_fit:.4g} Adam steps/s on the GPU "
+        f"(one launch per {config.CUDA_TRAIN_STEPS} steps), {steps / t_cpu:.4g} on the CPU "
+        f"({t_cpu / t_fit:.3g}x)"
+    )
     if args.json:
         res = dict(
             vars(args),

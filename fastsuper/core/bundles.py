@@ -236,6 +236,21 @@ def borrowed_law(law):
 
 
 @njit(inline="always")
+def instance_law(laws, k):
+    """The :class:`~fastsuper.core.bundles.InputLaw` of instance ``k`` of a stack of laws.
+
+    ``laws`` is an ``InputLaw`` whose fields ``pmax``, ``log1mp``, ``thin``
+    (one entry per instance), ``p``, ``tlo`` and ``thi`` (one row per
+    instance) hold every instance's values.
+    """
+    return InputLaw(
+        laws.n, laws.kfix, laws.pmax[k], laws.log1mp[k], laws.thin[k], laws.p[k], laws.code,
+        laws.support, laws.cum, laws.tlo[k], laws.thi[k], laws.ngrp, laws.gqmax, laws.glog1mq,
+        laws.gthin, laws.gq, laws.gptr, laws.gmem, laws.gkind, laws.gval, laws.gsort,
+    )  # fmt: skip
+
+
+@njit(inline="always")
 def borrowed_rule(rule):
     """``rule`` with borrowed views of its arrays (see :func:`borrowed_law`)."""
     return SampleRule(

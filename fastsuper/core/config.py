@@ -125,6 +125,8 @@ POWER_THREADS = 128
 GRAM_THREADS = 128
 #: most threads per block of the sampled-gradient kernel (a thread block per sample block)
 GRAD_THREADS = 128
+#: Adam steps per launch of the device training kernel (all instances, a thread block each)
+CUDA_TRAIN_STEPS = 256
 #: samples per chunk (whole sample blocks; at least one block)
 CHUNK_SAMPLES = 1 << 20
 #: device scratch a chunk may use (sampler sink, CSR arrays, per-sample results)

@@ -9,11 +9,12 @@ import numpy as np
 
 from fastsuper.core import config
 from fastsuper.core import validation as v
-from fastsuper.core.bundles import activation
+from fastsuper.core.bundles import InputLaw, activation, gap_tables, group_fields
 from fastsuper.core.cuda import launch_grid, quiet_launch, require_cuda
 from fastsuper.core.laws import SparseInputs
 from fastsuper.core.model import Model
 from fastsuper.core.progress import progress_bar
+from fastsuper.core.rng import seed_key
 from fastsuper.mc.cuda import DeviceInputs, chunk_samples, draw_chunk
 from fastsuper.train.common import (
     SampledLossGrad,
@@ -24,7 +25,7 @@ from fastsuper.train.common import (
     show_progress,
 )
 
-__all__ = ["fit_adam_cuda", "loss_grad_cuda"]
+__all__ = ["fit_adam_cuda", "loss_grad_cuda", "stacked_law"]
 
 
 def _kernels():
@@ -137,20 +138,51 @@ def loss_grad_cuda(
     return SampledLossGrad(loss_sum * inv, tot_gW * inv, tot_gb * inv)
 
 
+def stacked_law(P: np.ndarray, law, fit_inputs: SparseInputs) -> InputLaw:
+    """Every instance's :class:`InputLaw` in one (see :func:`~fastsuper.core.bundles.instance_law`).
+
+    ``P`` (n_instances, n) holds the feature probabilities, ``law`` is the
+    :class:`~fastsuper.core.laws.ValueLaw` and ``fit_inputs`` supplies the
+    group fields (shared by the instances).  The sampler parameters of row
+    ``k`` are :meth:`SparseInputs._kernel_params`'s for ``P[k]``, with gap
+    thresholds.
+    """
+    n = P.shape[1]
+    pmax = P.max(axis=1)
+    log1mp = np.array([math.log1p(-x) if x < 1.0 else -math.inf for x in pmax])
+    thin = np.array([not np.all(row == row[0]) for row in P], dtype=np.bool_)
+    tables = [gap_tables(n, x) for x in log1mp]
+    tlo = np.array([t[0] for t in tables])
+    thi = np.array([t[1] for t in tables])
+    return InputLaw(n, -1, pmax, log1mp, thin, P, law.code, law.support, law.cumprobs, tlo, thi,
+                    *group_fields(fit_inputs))  # fmt: skip
+
+
+def _law_to_device(cuda, law: InputLaw) -> InputLaw:
+    """``law`` with its arrays in device memory (float64, or int64 for the group tables)."""
+    ints = ("gptr", "gmem", "gkind")
+    return law._replace(**{
+        f: cuda.to_device(np.ascontiguousarray(getattr(law, f),
+                                               dtype=np.int64 if f in ints else np.float64))
+        for f in ("pmax", "log1mp", "p", "support", "cum", "tlo", "thi", "gq", "gval") + ints
+    }, thin=cuda.to_device(np.ascontiguousarray(law.thin)))  # fmt: skip
+
+
 def fit_adam_cuda(W, B, P, imp, law, settings: dict, progress: bool = False):
-    """Adam training of ``fit(..., backend="cuda")``: gradients on the GPU, updates on the host.
+    """Adam training of ``fit(..., backend="cuda")``: sampling, gradients and updates on the GPU.
 
     Validated arguments come from :func:`fastsuper.fit`, which is the public
     entry point.  Step ``t`` of instance ``k`` draws samples ``t *
     batch_size .. (t + 1) * batch_size - 1`` of seed
-    :func:`~fastsuper.train.adam.instance_seed` ``(seed, k)`` and computes the
-    batch's loss and gradient with :func:`loss_grad_cuda` (the CPU's samples
-    and per-sample formulas); the float64 Adam update is the CPU kernel's
-    (:func:`fastsuper.train.kernels_cpu.adam_update`).  The trajectory
-    therefore equals ``fit(..., backend="cpu")``'s up to float round-off in
-    the gradient sums.  Instances are trained one after the other, one
-    kernel launch per step: a GPU pays off for large ``n``, ``d`` and
-    ``batch_size``.
+    :func:`~fastsuper.train.adam.instance_seed` ``(seed, k)`` (the CPU's
+    samples) and adds their gradients in sample order with the CPU's
+    per-sample formulas; the float64 Adam update is the CPU kernel's
+    formula.  The trajectory therefore equals ``fit(..., backend="cpu")``'s
+    up to float round-off in the gradient sums.  One launch of
+    :func:`kernels_cuda.train_kernel` runs ``config.CUDA_TRAIN_STEPS`` steps
+    of every instance (a thread block per instance, the weights and Adam's
+    moments staying in device memory), so the GPU is not bound by launches;
+    many instances fill it.
 
     Parameters
     ----------
@@ -178,54 +210,54 @@ def fit_adam_cuda(W, B, P, imp, law, settings: dict, progress: bool = False):
     elapsed : float
         Wall time in seconds.
     """
-    from fastsuper.train.kernels_cpu import OK, adam_update
+    from fastsuper.train.kernels_cpu import OK
 
-    require_cuda()
+    cuda, kc = _kernels()
     n_inst, d, n = W.shape
-    activation, exponent, bias = settings["activation"], settings["exponent"], settings["bias"]
+    dtype = W.dtype
     seed, steps, batch_size = settings["seed"], settings["steps"], settings["batch_size"]
     lr, eps, log_every = settings["lr"], settings["eps"], settings["log_every"]
     beta1, beta2 = float(settings["betas"][0]), float(settings["betas"][1])
+    model = Model(W[0], B[0], activation=settings["activation"], exponent=settings["exponent"],
+                  param=settings.get("param"))  # fmt: skip
+    fit_inputs = SparseInputs(n, p=P[0], values=law, **settings.get("groups", {}))
+    laws = _law_to_device(cuda, stacked_law(P, law, fit_inputs))
+    skeys = np.array([seed_key(np.uint64(instance_seed(seed, k))) for k in range(n_inst)],
+                     dtype=np.uint64)  # fmt: skip
     n_log = (steps + log_every - 1) // log_every
-    hist = np.full((n_log, n_inst), np.nan)
-    status = np.full(n_inst, OK, dtype=np.int64)
-    total = steps * n_inst
-    bar = progress_bar(total, "fit", unit="steps", enabled=progress)
+    dev = {name: cuda.to_device(a) for name, a in (
+        ("W", W), ("B", B), ("imp", np.ascontiguousarray(imp, dtype=np.float64)),
+        ("imp2", np.ascontiguousarray(2.0 * imp, dtype=dtype)), ("skeys", skeys),
+        ("hist", np.full((n_log, n_inst), np.nan)), ("status", np.full(n_inst, OK, np.int64)),
+    )}  # fmt: skip
+    zeros = {name: cuda.to_device(np.zeros(shape, dtype=dt)) for name, shape, dt in (
+        ("mW", (n_inst, d, n), np.float64), ("vW", (n_inst, d, n), np.float64),
+        ("mb", (n_inst, n), np.float64), ("vb", (n_inst, n), np.float64),
+        ("idx", (n_inst, n), np.int64), ("val", (n_inst, n), dtype),
+        ("h", (n_inst, d), dtype), ("g", (n_inst, n), dtype), ("u", (n_inst, d), dtype),
+        ("lt", (n_inst, n), np.float64), ("gW", (n_inst, d, n), np.float64),
+        ("gb", (n_inst, n), np.float64), ("k", n_inst, np.int64),
+    )}  # fmt: skip
+    threads = max(1, min(int(config.GRAD_THREADS), max(n, d)))
+    grid = launch_grid(cuda, n_inst, 1)
+    per_launch = max(1, int(config.CUDA_TRAIN_STEPS))
+    if progress:
+        per_launch = min(per_launch, max(1, steps // 20))
+    bar = progress_bar(steps, "fit", unit="steps", enabled=progress)
     t0 = time.perf_counter()
-    for k in range(n_inst):
-        pk = P[k]
-        inputs = SparseInputs(
-            n, p=float(pk[0]) if np.all(pk == pk[0]) else pk, values=law, importance=imp[k],
-            **settings.get("groups", {}),
+    for lo in range(0, steps, per_launch):
+        kc.train_kernel[grid, threads](
+            dev["W"], dev["B"], zeros["mW"], zeros["vW"], zeros["mb"], zeros["vb"], dev["imp"],
+            dev["imp2"], settings["bias"], activation(model), dtype.type(0), dev["skeys"], laws,
+            lo, min(per_launch, steps - lo), batch_size, (lr, beta1, beta2, eps), log_every,
+            dev["hist"], dev["status"], zeros["idx"], zeros["val"], zeros["h"], zeros["g"],
+            zeros["u"], zeros["lt"], zeros["gW"], zeros["gb"], zeros["k"],
         )  # fmt: skip
-        skey = instance_seed(seed, k)
-        mW = np.zeros((d, n))
-        vW = np.zeros((d, n))
-        mb = np.zeros(n)
-        vb = np.zeros(n)
-        scale = 1.0 / n  # loss_grad_cuda averages over samples; fit's loss also over features
-        for t in range(steps):
-            model = Model(
-                W[k],
-                B[k] if bias else None,
-                activation=activation,
-                exponent=exponent,
-                param=settings.get("param"),
-            )
-            try:
-                loss, gW, gb = loss_grad_cuda(model, inputs, batch_size, skey, start=t * batch_size)
-            except FloatingPointError:
-                status[k] = t
-                break
-            if t % log_every == 0:
-                hist[t // log_every, k] = loss * scale
-            step = np.float64(t + 1)
-            step_size = lr / (1.0 - beta1**step)
-            bc2s = math.sqrt(1.0 - beta2**step)
-            adam_update(W[k], mW, vW, gW, scale, step_size, bc2s, beta1, beta2, eps)
-            if bias:
-                adam_update(B[k], mb, vb, gb, scale, step_size, bc2s, beta1, beta2, eps)
-            if progress and (t + 1) % max(1, steps // 20) == 0:
-                show_progress(bar, k * steps + t + 1, hist, log_every)
+        if progress:
+            show_progress(bar, min(steps, lo + per_launch), dev["hist"].copy_to_host(), log_every)
+    hist = dev["hist"].copy_to_host()
+    status = dev["status"].copy_to_host()
+    W[...] = dev["W"].copy_to_host()
+    B[...] = dev["B"].copy_to_host()
     bar.close()
     return hist, status, time.perf_counter() - t0

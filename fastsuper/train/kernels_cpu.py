@@ -35,7 +35,7 @@ import numba
 import numpy as np
 
 from fastsuper.core.activations import RELU_POWER, dphi, phi
-from fastsuper.core.bundles import InputLaw, borrowed_law
+from fastsuper.core.bundles import borrowed_law, instance_law
 from fastsuper.core.jit import borrow, kernel_njit, njit, parallel_njit
 from fastsuper.core.laws import draw_active, draw_sample, draw_values
 from fastsuper.core.rng import sample_key
@@ -487,21 +487,6 @@ def _blas_scratch(W, rows):
         np.empty((rows, d), dtype=dt),
         np.empty((d, n), dtype=dt),
     )
-
-
-@njit(inline="always")
-def instance_law(laws, k):
-    """The :class:`~fastsuper.core.bundles.InputLaw` of instance ``k`` of a stack of laws.
-
-    ``laws`` is an ``InputLaw`` whose fields ``pmax``, ``log1mp``, ``thin``
-    (one entry per instance), ``p``, ``tlo`` and ``thi`` (one row per
-    instance) hold every instance's values.
-    """
-    return InputLaw(
-        laws.n, laws.kfix, laws.pmax[k], laws.log1mp[k], laws.thin[k], laws.p[k], laws.code,
-        laws.support, laws.cum, laws.tlo[k], laws.thi[k], laws.ngrp, laws.gqmax, laws.glog1mq,
-        laws.gthin, laws.gq, laws.gptr, laws.gmem, laws.gkind, laws.gval, laws.gsort,
-    )  # fmt: skip
 
 
 @parallel_njit

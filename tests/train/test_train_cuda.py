@@ -114,3 +114,33 @@ def test_fit_adam_with_groups_matches_cpu(monkeypatch):
     gpu = fs.fit(6, 2, backend="cuda", **kw)
     np.testing.assert_allclose(gpu.W, cpu.W, rtol=1e-10, atol=1e-10)
     np.testing.assert_allclose(gpu.loss_history, cpu.loss_history, rtol=1e-10)
+
+
+def test_fit_steps_per_launch_change_nothing(monkeypatch):
+    """Adam steps run on the device, many per launch: splitting them into launches of
+    2 steps (one instance diverging at the start, one training) gives the same
+    numbers bit for bit, and the CPU's to round-off."""
+    monkeypatch.setattr(T.config, "GRAD_THREADS", 4)
+    kw = dict(
+        n_instances=3, p=[0.6, 0.3, 0.1], importance=0.9 ** np.arange(5), steps=5,
+        batch_size=12, lr=1e-2, seed=9, log_every=2,
+    )  # fmt: skip
+    one = fs.fit(5, 3, backend="cuda", **kw)
+    monkeypatch.setattr(T.config, "CUDA_TRAIN_STEPS", 2)
+    split = fs.fit(5, 3, backend="cuda", **kw)
+    assert np.array_equal(one.W, split.W) and np.array_equal(one.b, split.b)
+    assert np.array_equal(one.loss_history, split.loss_history)
+    cpu = fs.fit(5, 3, **kw)
+    np.testing.assert_allclose(split.W, cpu.W, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(split.loss_history, cpu.loss_history, rtol=1e-10)
+
+
+def test_fit_cuda_reports_divergence_like_the_cpu(monkeypatch):
+    """An instance whose batch loss overflows stops on the device at the CPU's step."""
+    monkeypatch.setattr(T.config, "GRAD_THREADS", 4)
+    W0 = np.full((2, 3), 1e30)  # (w w x)^9 overflows float64 inside phi
+    kw = dict(p=1.0, activation="power", exponent=9, W0=W0, steps=3, batch_size=4)
+    for backend in ("cpu", "cuda"):
+        with pytest.raises(FloatingPointError, match="of instance 0 became inf or NaN at step 0"):
+            fs.fit(3, 2, backend=backend, **kw)
+    assert np.all(W0 == 1e30)
