@@ -612,9 +612,10 @@ def fit(
         A progress bar with the mean batch loss on stderr (``method="exact"``:
         one step per start).  Default: shown when stderr is a terminal.
     backend : {"cpu", "cuda"}, default "cpu"
-        ``"cuda"`` (``method="adam"``): each batch and its gradient on the GPU
-        (:func:`fastsuper.train.cuda.fit_adam_cuda`), Adam's update on the
-        host: the same samples and, to float round-off, the same trajectory.
+        ``"cuda"`` (``method="adam"``): sampling, gradients and Adam's updates
+        on the GPU, many steps of every instance per launch
+        (:func:`fastsuper.train.cuda.fit_adam_cuda`): the same samples and, to
+        float round-off, the same trajectory.
     groups : dict, optional
         A grouped input law (THEORY §8) shared by every instance: the group
         keywords of :class:`fastsuper.SparseInputs` (``groups`` and any of
