@@ -267,13 +267,13 @@ def run_grad_blas(
     ``dense_x``, else loops over the active entries.  Products run in the
     compute dtype, sums over sub-batches in float64 (``gW``, ``gWt``, ``gb``
     as in :func:`run_grad`).  ``work`` is the scratch of :func:`_blas_scratch`
-    (``T`` (d, n) in it is scratch too).  With ``chunked`` (a law of
+    (``T`` and ``T2`` (d, n) in it are scratch too).  With ``chunked`` (a law of
     :func:`~fastsuper.core.laws.chunked_bernoulli`) the active sets are drawn
     by :func:`~fastsuper.core.laws.draw_bernoulli_chunked`: the same sets.
     """
-    ptr, cidx, cval, X, H, Z, U, T, ubuf, gbuf = work
-    ubits = ubuf.view(np.int64)
+    ptr, cidx, cval, X, H, Z, U, T, T2, ubuf, gbuf = work
     blaw, bidx, bval = borrowed_law(law), borrow(cidx), borrow(cval)  # no counting per row
+    ubuf, ubits, gbuf = borrow(ubuf), borrow(ubuf.view(np.int64)), borrow(gbuf)
     chunked = chunked and chunked_bernoulli(blaw)
     d, n = W.shape
     relu = act.code == RELU_POWER and act.ia == 1
@@ -331,16 +331,14 @@ def run_grad_blas(
         loss_sum += loss
     # ---- decoder term h g^T; u = W g; encoder term u x^T
     np.dot(Hc.T, Zc, T)
-    for r in range(d):
-        for j in range(n):
-            gW[r, j] += T[r, j]
     np.dot(Zc, Wt, Uc)
     if dense_x:
-        np.dot(Uc.T, Xc, T)
+        np.dot(Uc.T, Xc, T2)
+        add_in_order(gW, T, T2)
+    else:
         for r in range(d):
             for j in range(n):
                 gW[r, j] += T[r, j]
-    else:
         for row in range(count):
             for e in range(ptr[row], ptr[row + 1]):
                 i = cidx[e]
@@ -352,6 +350,15 @@ def run_grad_blas(
         for e in range(ptr[row], ptr[row + 1]):
             Xc[row, cidx[e]] = 0
     return loss_sum, nbad, first_bad
+
+
+@njit
+def add_in_order(gW, T, T2):
+    """``gW += T`` then ``gW += T2``, in one pass (no fastmath: the two additions stay in order)."""
+    d, n = gW.shape
+    for r in range(d):
+        for j in range(n):
+            gW[r, j] = (gW[r, j] + T[r, j]) + T2[r, j]
 
 
 @kernel_njit
@@ -501,6 +508,7 @@ def _blas_scratch(W, rows):
         np.empty((rows, d), dtype=dt),
         np.empty((rows, n), dtype=dt),
         np.empty((rows, d), dtype=dt),
+        np.empty((d, n), dtype=dt),
         np.empty((d, n), dtype=dt),
         np.empty(GAP_CHUNK),
         np.empty(GAP_CHUNK, dtype=np.int64),
