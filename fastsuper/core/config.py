@@ -93,6 +93,13 @@ GEOMETRY_BLOCK_ELEMS = 1 << 20
 GRAD_BLOCK = 2048
 #: blocks whose partial gradients are held in memory at once by the sampled gradient
 GRAD_BLOCKS_PER_WAVE = 64
+#: training multiplies the dense sub-batch of inputs by BLAS when this many times the
+#: expected active features (``sum(p)``) is at least ``n`` (else loops over the active entries)
+DENSE_X_RATIO = 5.0
+#: expected active features per sample (``n p``) from which training draws the active
+#: sets of independent features a chunk of gaps at a time
+#: (:func:`fastsuper.core.laws.draw_bernoulli_chunked`; the same samples either way)
+CHUNKED_GAPS_FROM = 4.0
 
 # --------------------------------------------------------------------------
 # threads

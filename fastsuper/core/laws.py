@@ -589,6 +589,80 @@ def draw_active(key, law, out_idx, at):
     return draw_bernoulli_tail(key, 0, -1, law, out_idx, at) - at
 
 
+#: uniforms that :func:`draw_bernoulli_chunked` draws and converts to gaps at once
+GAP_CHUNK = 16
+#: ``log2(1 + f)`` on ``[0, 1)`` as a polynomial in ``f`` (least squares, degree 6) and a
+#: bound on its error (tests/core checks it); the sampler takes it for an estimate only
+LOG2_POLY = (
+    4.645790736504444e-06, 1.4424044207857916, -0.7170452317449608, 0.45402159406315357,
+    -0.2725776897289712, 0.11804611149830388, -0.024857244169306302,
+)  # fmt: skip
+LOG2_POLY_ERROR = 1e-5
+_MANT = (1 << 52) - 1
+_TWO_M52 = 2.0**-52
+
+
+@njit(inline="always")
+def chunked_bernoulli(law):
+    """Whether :func:`draw_bernoulli_chunked` draws the active set of ``law``.
+
+    Independent features with one ``p`` (no thinning, no groups, no fixed
+    ``k``) and ``0 < p < 1``.
+    """
+    return law.ngrp == 0 and law.kfix < 0 and not law.thin and 0.0 < law.pmax < 1.0
+
+
+@njit(inline="always")
+def draw_bernoulli_chunked(key, law, out_idx, at, ubuf, ubits, gbuf):
+    """:func:`draw_active` for a law of :func:`chunked_bernoulli`, the same set bit for bit.
+
+    The gap after counter ``c``'s uniform ``u`` is ``floor(log(u) / log(1 -
+    p))`` (the sample ends when it reaches the features left) whatever came
+    before, so the gaps are computed ``len(ubuf)`` at a time in loops the
+    compiler vectorises: ``log2(u)`` is the exponent of ``u`` plus
+    :data:`LOG2_POLY` of its mantissa, within :data:`LOG2_POLY_ERROR`; where
+    the ratio so estimated lies farther than that error from every integer,
+    its floor is the formula's gap, else the formula decides (serially).
+    ``ubuf`` (float64), ``ubits`` (its int64 view) and ``gbuf`` (int64) are
+    scratch of equal length.  Returns the size of the set written to
+    ``out_idx[at:]``.
+    """
+    n = law.n
+    log1mp = law.log1mp
+    scale = math.log(2.0) / log1mp
+    margin = LOG2_POLY_ERROR * abs(scale) + 1e-9
+    last = np.float64(n) + 0.5
+    c0, c1, c2, c3, c4, c5, c6 = LOG2_POLY
+    width = ubuf.shape[0]
+    count = at
+    pos = -1
+    c = 0
+    while True:
+        for j in range(width):
+            ubuf[j] = uniform(key, c + j)
+        for j in range(width):
+            b = ubits[j]
+            f = np.float64(b & _MANT) * _TWO_M52
+            l2 = np.float64((b >> 52) - 1023) + (
+                c0 + f * (c1 + f * (c2 + f * (c3 + f * (c4 + f * (c5 + f * c6)))))
+            )
+            r = min(l2 * scale, last)
+            g = int(r)
+            fr = r - g
+            gbuf[j] = g if (fr > margin) & (fr < 1.0 - margin) else -1
+        for j in range(width):
+            gap = gbuf[j]
+            if gap < 0:  # the ratio lies near an integer: the formula decides
+                ratio = math.log(ubuf[j]) / log1mp
+                gap = n if ratio >= n else int(math.floor(ratio))
+            pos += gap + 1
+            if pos >= n:
+                return count - at
+            out_idx[count] = pos
+            count += 1
+        c += width
+
+
 @njit(inline="always")
 def _search_cdf(cdf, u):
     """Smallest ``t`` with ``u < cdf[t]`` (``cdf`` non-decreasing, last entry 1)."""
@@ -682,8 +756,13 @@ def draw_value(key, a, law):
 def draw_values(key, k, law, out_val, at):
     """Values of the active features ``0 .. k-1`` into ``out_val[at:at+k]`` (:func:`draw_value`).
 
-    Stored in the dtype of ``out_val`` (each float64 draw rounded once).
+    Stored in the dtype of ``out_val`` (each float64 draw rounded once).  U(0, 1) values
+    (one counter each, no branch) in a loop of their own, which the compiler vectorises.
     """
+    if law.code == UNIFORM:
+        for a in range(k):
+            out_val[at + a] = uniform(key, VALUE_BASE + 2 * a)
+        return
     for a in range(k):
         out_val[at + a] = draw_value(key, a, law)
 

@@ -808,10 +808,16 @@ def _fit_adam(o: FitOptions) -> FitResult:
     # work split: instances grouped by estimated cost, one group per thread
     rows = _blas_rows(n, d, batch)
     active = P.sum(axis=1)
-    dense_x = np.asarray(5.0 * active >= n, dtype=np.bool_)
-    # per-sample cost, in units of one value draw (measured at n=5, d=2 and n=100, d=20)
+    dense_x = np.asarray(config.DENSE_X_RATIO * active >= n, dtype=np.bool_)
+    # active sets drawn a chunk of gaps at a time where a sample has enough of them
+    chunked = (pmax < 1.0) & (pmax > 0.0) & ~thin & (pmax * n >= config.CHUNKED_GAPS_FROM)
+    if "groups" in settings:
+        chunked[:] = False
+    # per-sample cost, in units of one value draw (measured at n=5, d=2, n=100, d=20 and
+    # n=400, d=30); a gap drawn in a chunk costs about a value draw, else four
     draws = np.where(pmax >= 1.0, 0.0, active + 1.0)  # geometric gaps drawn per sample
-    costs = 10.0 + n * padded_width(d) * (0.05 if rows else 1.0) + active + 4.0 * draws
+    per_gap = np.where(chunked & (rows > 0), 1.0, 4.0)
+    costs = 10.0 + n * padded_width(d) * (0.05 if rows else 1.0) + active + per_gap * draws
     groups = _groups(costs, min(numba.get_num_threads(), n_inst))
     n_log = (steps + log_every - 1) // log_every
     hist = np.full((n_log, n_inst), np.nan)
@@ -830,7 +836,7 @@ def _fit_adam(o: FitOptions) -> FitResult:
                         *group_fields(fit_inputs))  # fmt: skip
         adam_kernel(
             W, B, mW, vW, mb, vb, imp, bias, act, skeys, laws, lo, hi - lo, batch,
-            (lr, beta1, beta2, eps), log_every, hist, status, groups, rows, dense_x,
+            (lr, beta1, beta2, eps), log_every, hist, status, groups, rows, dense_x, chunked,
         )  # fmt: skip
         show_progress(bar, hi, hist, log_every)
     bar.close()

@@ -37,7 +37,14 @@ import numpy as np
 from fastsuper.core.activations import RELU_POWER, dphi, phi
 from fastsuper.core.bundles import borrowed_law, instance_law
 from fastsuper.core.jit import borrow, kernel_njit, njit, parallel_njit
-from fastsuper.core.laws import draw_active, draw_sample, draw_values
+from fastsuper.core.laws import (
+    GAP_CHUNK,
+    chunked_bernoulli,
+    draw_active,
+    draw_bernoulli_chunked,
+    draw_sample,
+    draw_values,
+)
 from fastsuper.core.rng import sample_key
 
 #: codes of the per-instance status array of :func:`adam_kernel`
@@ -248,7 +255,9 @@ def run_grad(W, Wt, b, imp, imp2, act, skey, first, count, law, work, gW, gb):
 
 
 @kernel_njit
-def run_grad_blas(W, Wt, b, imp, imp2, act, skey, first, count, law, dense_x, work, gW, gWt, gb):
+def run_grad_blas(
+    W, Wt, b, imp, imp2, act, skey, first, count, law, dense_x, chunked, work, gW, gWt, gb
+):
     """:func:`run_grad` for a sub-batch of ``count <= X.shape[0]`` samples, with BLAS.
 
     The sub-batch is sampled into the dense ``X`` (rows, n; zeros on entry
@@ -258,10 +267,14 @@ def run_grad_blas(W, Wt, b, imp, imp2, act, skey, first, count, law, dense_x, wo
     ``dense_x``, else loops over the active entries.  Products run in the
     compute dtype, sums over sub-batches in float64 (``gW``, ``gWt``, ``gb``
     as in :func:`run_grad`).  ``work`` is the scratch of :func:`_blas_scratch`
-    (``T`` (d, n) in it is scratch too).
+    (``T`` and ``T2`` (d, n) in it are scratch too).  With ``chunked`` (a law of
+    :func:`~fastsuper.core.laws.chunked_bernoulli`) the active sets are drawn
+    by :func:`~fastsuper.core.laws.draw_bernoulli_chunked`: the same sets.
     """
-    ptr, cidx, cval, X, H, Z, U, T = work
+    ptr, cidx, cval, X, H, Z, U, T, T2, ubuf, gbuf = work
     blaw, bidx, bval = borrowed_law(law), borrow(cidx), borrow(cval)  # no counting per row
+    ubuf, ubits, gbuf = borrow(ubuf), borrow(ubuf.view(np.int64)), borrow(gbuf)
+    chunked = chunked and chunked_bernoulli(blaw)
     d, n = W.shape
     relu = act.code == RELU_POWER and act.ia == 1
     zero = Wt[0, 0] - Wt[0, 0]
@@ -274,7 +287,10 @@ def run_grad_blas(W, Wt, b, imp, imp2, act, skey, first, count, law, dense_x, wo
     for row in range(count):
         key = sample_key(skey, first + row)
         ptr[row] = nnz
-        k = draw_active(key, blaw, bidx, nnz)
+        if chunked:
+            k = draw_bernoulli_chunked(key, blaw, bidx, nnz, ubuf, ubits, gbuf)
+        else:
+            k = draw_active(key, blaw, bidx, nnz)
         draw_values(key, k, blaw, bval, nnz)  # rounded to the compute dtype
         for e in range(nnz, nnz + k):
             Xc[row, cidx[e]] = cval[e]
@@ -315,16 +331,14 @@ def run_grad_blas(W, Wt, b, imp, imp2, act, skey, first, count, law, dense_x, wo
         loss_sum += loss
     # ---- decoder term h g^T; u = W g; encoder term u x^T
     np.dot(Hc.T, Zc, T)
-    for r in range(d):
-        for j in range(n):
-            gW[r, j] += T[r, j]
     np.dot(Zc, Wt, Uc)
     if dense_x:
-        np.dot(Uc.T, Xc, T)
+        np.dot(Uc.T, Xc, T2)
+        add_in_order(gW, T, T2)
+    else:
         for r in range(d):
             for j in range(n):
                 gW[r, j] += T[r, j]
-    else:
         for row in range(count):
             for e in range(ptr[row], ptr[row + 1]):
                 i = cidx[e]
@@ -336,6 +350,15 @@ def run_grad_blas(W, Wt, b, imp, imp2, act, skey, first, count, law, dense_x, wo
         for e in range(ptr[row], ptr[row + 1]):
             Xc[row, cidx[e]] = 0
     return loss_sum, nbad, first_bad
+
+
+@njit
+def add_in_order(gW, T, T2):
+    """``gW += T`` then ``gW += T2``, in one pass (no fastmath: the two additions stay in order)."""
+    d, n = gW.shape
+    for r in range(d):
+        for j in range(n):
+            gW[r, j] = (gW[r, j] + T[r, j]) + T2[r, j]
 
 
 @kernel_njit
@@ -486,13 +509,16 @@ def _blas_scratch(W, rows):
         np.empty((rows, n), dtype=dt),
         np.empty((rows, d), dtype=dt),
         np.empty((d, n), dtype=dt),
+        np.empty((d, n), dtype=dt),
+        np.empty(GAP_CHUNK),
+        np.empty(GAP_CHUNK, dtype=np.int64),
     )
 
 
 @parallel_njit
 def adam_kernel(
     W, B, mW, vW, mb, vb, imp, use_bias, act, skeys, laws, t_start, n_steps, batch, adam,
-    log_every, hist, status, groups, blas_rows, dense_x,
+    log_every, hist, status, groups, blas_rows, dense_x, chunked,
 ):  # fmt: skip
     """Train every instance for steps ``t_start .. t_start+n_steps-1`` with Adam.
 
@@ -514,8 +540,9 @@ def adam_kernel(
     for all its steps.  Instances are independent, so the grouping changes
     only the speed.  With ``blas_rows > 0`` the batch is processed in
     sub-batches of that many rows by :func:`run_grad_blas` (``dense_x[k]``:
-    dense products for instance ``k``'s ``h`` and encoder term), else by
-    :func:`run_grad`.
+    dense products for instance ``k``'s ``h`` and encoder term; ``chunked[k]``:
+    its active sets drawn by :func:`~fastsuper.core.laws.draw_bernoulli_chunked`),
+    else by :func:`run_grad`.
     """
     lr, beta1, beta2, eps = adam
     n_inst, d, n = W.shape
@@ -549,7 +576,8 @@ def adam_kernel(
                     for lo in range(0, batch, blas_rows):
                         l1, n1, f1 = run_grad_blas(
                             Wk, Wt, bk, impk, imp2, act, skeys[k], t * batch + lo,
-                            min(blas_rows, batch - lo), law, dense_x[k], blas_work, gW, gWt, gb,
+                            min(blas_rows, batch - lo), law, dense_x[k], chunked[k], blas_work,
+                            gW, gWt, gb,
                         )  # fmt: skip
                         ls += l1
                         nb += n1
