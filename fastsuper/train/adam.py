@@ -52,8 +52,8 @@ import numpy as np
 from fastsuper.core import arguments, config
 from fastsuper.core import validation as v
 from fastsuper.core.activations import DEFAULT_EXPONENTS, PARAM_NAMES
-from fastsuper.core.bundles import InputLaw, gap_tables, group_fields, input_law
 from fastsuper.core.bundles import activation as activation_bundle
+from fastsuper.core.bundles import input_law
 from fastsuper.core.groups import check_group_kwargs
 from fastsuper.core.laws import SparseInputs
 from fastsuper.core.model import Model, check_activation, check_param
@@ -64,10 +64,12 @@ from fastsuper.train.common import (
     SampledLossGrad,
     check_block_losses,
     check_gradient,
+    instance_keys,
     instance_seed,
     law_from_spec,
     law_spec,
     show_progress,
+    stacked_law,
 )
 from fastsuper.train.kernels_cpu import (
     OK,
@@ -794,17 +796,9 @@ def _fit_adam(o: FitOptions) -> FitResult:
     act = activation_bundle(model)
     # the group fields of a grouped law (shared by the instances), else placeholders
     fit_inputs = SparseInputs(n, p=P[0], values=law, **settings.get("groups", {}))
-    # sampler parameters per instance (SparseInputs._kernel_params for each row of P)
-    pmax = P.max(axis=1)
-    log1mp = np.array([math.log1p(-x) if x < 1.0 else -math.inf for x in pmax])
-    thin = np.array([not np.all(row == row[0]) for row in P], dtype=np.bool_)
-    tables = [gap_tables(n, x) for x in log1mp]
-    tlo = np.array([t[0] for t in tables])
-    thi = np.array([t[1] for t in tables])
-    skeys = np.array(
-        [seed_key(np.uint64(instance_seed(settings["seed"], k))) for k in range(n_inst)],
-        dtype=np.uint64,
-    )
+    laws = stacked_law(P, law, fit_inputs)  # sampler parameters per instance
+    pmax, thin = laws.pmax, laws.thin
+    skeys = instance_keys(settings["seed"], n_inst)
     # work split: instances grouped by estimated cost, one group per thread
     rows = _blas_rows(n, d, batch)
     active = P.sum(axis=1)
@@ -832,8 +826,6 @@ def _fit_adam(o: FitOptions) -> FitResult:
     t0 = time.perf_counter()
     for c in range(chunks):
         lo, hi = bounds[c], bounds[c + 1]
-        laws = InputLaw(n, -1, pmax, log1mp, thin, P, law.code, law.support, law.cumprobs, tlo, thi,
-                        *group_fields(fit_inputs))  # fmt: skip
         adam_kernel(
             W, B, mW, vW, mb, vb, imp, bias, act, skeys, laws, lo, hi - lo, batch,
             (lr, beta1, beta2, eps), log_every, hist, status, groups, rows, dense_x, chunked,

@@ -1,14 +1,16 @@
-"""What the training modules share: the result type, instance seeds, value laws as JSON."""
+"""What the training modules share: the result type, instance seeds and laws, value laws as JSON."""
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import numpy as np
 
 from fastsuper.core import validation as v
 from fastsuper.core.arguments import check_model_inputs
-from fastsuper.core.laws import ValueLaw
+from fastsuper.core.bundles import InputLaw, gap_tables, group_fields
+from fastsuper.core.laws import SparseInputs, ValueLaw
 from fastsuper.core.rng import mix64, seed_key
 
 __all__ = [
@@ -16,10 +18,12 @@ __all__ = [
     "check_block_losses",
     "check_gradient",
     "check_model_inputs",
+    "instance_keys",
     "instance_seed",
     "law_from_spec",
     "law_spec",
     "show_progress",
+    "stacked_law",
 ]
 
 MASK64 = (1 << 64) - 1
@@ -111,3 +115,31 @@ def show_progress(bar, done: int, hist: np.ndarray, log_every: int) -> None:
         f"mean batch loss {finite.mean():.5g} (mean over features)" if finite.size else "", False
     )
     bar.update(done - bar.n)
+
+
+def stacked_law(P: np.ndarray, law, fit_inputs: SparseInputs) -> InputLaw:
+    """Every instance's :class:`InputLaw` in one (see :func:`~fastsuper.core.bundles.instance_law`).
+
+    ``P`` (n_instances, n) holds the feature probabilities, ``law`` is the
+    :class:`~fastsuper.core.laws.ValueLaw` and ``fit_inputs`` supplies the
+    group fields (shared by the instances).  The sampler parameters of row
+    ``k`` are :meth:`SparseInputs._kernel_params`'s for ``P[k]``, with gap
+    thresholds.
+    """
+    n = P.shape[1]
+    pmax = P.max(axis=1)
+    log1mp = np.array([math.log1p(-x) if x < 1.0 else -math.inf for x in pmax])
+    thin = np.array([not np.all(row == row[0]) for row in P], dtype=np.bool_)
+    tables = [gap_tables(n, x) for x in log1mp]
+    tlo = np.array([t[0] for t in tables])
+    thi = np.array([t[1] for t in tables])
+    return InputLaw(n, -1, pmax, log1mp, thin, P, law.code, law.support, law.cumprobs, tlo, thi,
+                    *group_fields(fit_inputs))  # fmt: skip
+
+
+def instance_keys(seed: int, n_instances: int) -> np.ndarray:
+    """Sampler keys (uint64) of the instances of ``fit``: ``seed_key(instance_seed(seed, k))``."""
+    return np.array(
+        [seed_key(np.uint64(instance_seed(seed, k))) for k in range(n_instances)],
+        dtype=np.uint64,
+    )

@@ -2,30 +2,29 @@
 
 from __future__ import annotations
 
-import math
 import time
 
 import numpy as np
 
 from fastsuper.core import config
 from fastsuper.core import validation as v
-from fastsuper.core.bundles import InputLaw, activation, gap_tables, group_fields
+from fastsuper.core.bundles import InputLaw, activation
 from fastsuper.core.cuda import launch_grid, quiet_launch, require_cuda
 from fastsuper.core.laws import SparseInputs
 from fastsuper.core.model import Model
 from fastsuper.core.progress import progress_bar
-from fastsuper.core.rng import seed_key
 from fastsuper.mc.cuda import DeviceInputs, chunk_samples, draw_chunk
 from fastsuper.train.common import (
     SampledLossGrad,
     check_block_losses,
     check_gradient,
     check_model_inputs,
-    instance_seed,
+    instance_keys,
     show_progress,
+    stacked_law,
 )
 
-__all__ = ["fit_adam_cuda", "loss_grad_cuda", "stacked_law"]
+__all__ = ["fit_adam_cuda", "loss_grad_cuda"]
 
 
 def _kernels():
@@ -138,26 +137,6 @@ def loss_grad_cuda(
     return SampledLossGrad(loss_sum * inv, tot_gW * inv, tot_gb * inv)
 
 
-def stacked_law(P: np.ndarray, law, fit_inputs: SparseInputs) -> InputLaw:
-    """Every instance's :class:`InputLaw` in one (see :func:`~fastsuper.core.bundles.instance_law`).
-
-    ``P`` (n_instances, n) holds the feature probabilities, ``law`` is the
-    :class:`~fastsuper.core.laws.ValueLaw` and ``fit_inputs`` supplies the
-    group fields (shared by the instances).  The sampler parameters of row
-    ``k`` are :meth:`SparseInputs._kernel_params`'s for ``P[k]``, with gap
-    thresholds.
-    """
-    n = P.shape[1]
-    pmax = P.max(axis=1)
-    log1mp = np.array([math.log1p(-x) if x < 1.0 else -math.inf for x in pmax])
-    thin = np.array([not np.all(row == row[0]) for row in P], dtype=np.bool_)
-    tables = [gap_tables(n, x) for x in log1mp]
-    tlo = np.array([t[0] for t in tables])
-    thi = np.array([t[1] for t in tables])
-    return InputLaw(n, -1, pmax, log1mp, thin, P, law.code, law.support, law.cumprobs, tlo, thi,
-                    *group_fields(fit_inputs))  # fmt: skip
-
-
 def _law_to_device(cuda, law: InputLaw) -> InputLaw:
     """``law`` with its arrays in device memory (float64, or int64 for the group tables)."""
     ints = ("gptr", "gmem", "gkind")
@@ -222,8 +201,7 @@ def fit_adam_cuda(W, B, P, imp, law, settings: dict, progress: bool = False):
                   param=settings.get("param"))  # fmt: skip
     fit_inputs = SparseInputs(n, p=P[0], values=law, **settings.get("groups", {}))
     laws = _law_to_device(cuda, stacked_law(P, law, fit_inputs))
-    skeys = np.array([seed_key(np.uint64(instance_seed(seed, k))) for k in range(n_inst)],
-                     dtype=np.uint64)  # fmt: skip
+    skeys = instance_keys(seed, n_inst)
     n_log = (steps + log_every - 1) // log_every
     dev = {name: cuda.to_device(a) for name, a in (
         ("W", W), ("B", B), ("imp", np.ascontiguousarray(imp, dtype=np.float64)),
