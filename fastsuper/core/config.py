@@ -73,6 +73,12 @@ EXACT_FUSED_COLS = 512
 EXACT_FUSED_GROUPS = 8
 #: n from which :class:`fastsuper.ExactEvaluator` uses the fused kernel by default
 EXACT_FUSED_FROM = 4096
+#: prepared evaluators kept per thread for the calls of :func:`fastsuper.exact_loss_grad`
+#: and :func:`fastsuper.exact_gain_grad` (:func:`fastsuper.exact.prepared.prepared_call`)
+EXACT_CACHE_SIZE = 8
+#: the most bytes of ``A = W^T W`` buffers those cached evaluators hold per thread (larger
+#: problems take the general path, where the fixed costs do not matter)
+EXACT_CACHE_BYTES = 64 * 2**20
 #: n below which the k = 1 terms run on the serial twin of their kernel
 LOW_ORDER_SERIAL_BELOW = 64
 #: relative tolerance of the adaptive Gauss-Kronrod quadrature of the k = 1 terms
