@@ -76,6 +76,10 @@ EXACT_FUSED_FROM = 4096
 #: prepared evaluators kept per thread for the calls of :func:`fastsuper.exact_loss_grad`
 #: and :func:`fastsuper.exact_gain_grad` (:func:`fastsuper.exact.prepared.prepared_call`)
 EXACT_CACHE_SIZE = 8
+#: n from which :func:`fastsuper.exact_loss_grad` and :func:`fastsuper.exact_gain_grad` run
+#: the fused kernel (values to round-off of the row kernels, not bit for bit; faster and
+#: without the n x n matrix there: docs/benchmarks.md, "Fused exact kernel"); None: never
+EXACT_PUBLIC_FUSED_FROM = 2048
 #: the most bytes of ``A = W^T W`` buffers those cached evaluators hold per thread (larger
 #: problems take the general path, where the fixed costs do not matter)
 EXACT_CACHE_BYTES = 64 * 2**20

@@ -513,6 +513,11 @@ def exact_loss_grad(
     ``dM_s/dkappa_r = C(s, r) M_{s-r}``, then to ``Gamma_ji = dL/dA_ji`` and
     ``dL/dW = W (Gamma + Gamma.T)``.  Cost ``O(n**2 (d + m))`` time, like the
     loss, with scratch memory of a few rows per thread beside ``W.T @ W``.
+    Repeated calls for one input law and shape reuse a prepared
+    :class:`fastsuper.ExactEvaluator` (kept per thread), the same numbers bit
+    for bit; from ``n >=`` :data:`fastsuper.core.config.EXACT_PUBLIC_FUSED_FROM`
+    features the fused kernel runs instead of ``W.T @ W`` and the row kernels
+    (memory ``O(n d)``; the same values to round-off, about ``1e-15`` relative).
 
     Parameters
     ----------

@@ -323,7 +323,7 @@ class ExactEvaluator:
 _LOCAL = threading.local()
 
 
-def _cached_evaluator(model, inputs, d: int, m: int) -> ExactEvaluator | None:
+def _cached_evaluator(model, inputs, d: int, m: int, kernel: str) -> ExactEvaluator | None:
     """The evaluator of ``(inputs, d, m)`` from this thread's cache, made on a miss.
 
     Keyed on everything the preparation reads: ``d``, ``m``, the value law,
@@ -336,14 +336,15 @@ def _cached_evaluator(model, inputs, d: int, m: int) -> ExactEvaluator | None:
     law, p, imp = inputs.law, inputs.p, inputs.importance
     if type(p) is not np.ndarray or type(imp) is not np.ndarray:
         return None
-    key = (d, m, law.code, law.support.tobytes(), law.probs.tobytes(), p.tobytes(), imp.tobytes())
+    law_key = (law.code, law.support.tobytes(), law.probs.tobytes())
+    key = (d, m, kernel, law_key, p.tobytes(), imp.tobytes())
     cache = getattr(_LOCAL, "cache", None)
     if cache is None:
         cache = _LOCAL.cache = {}
     ev = cache.pop(key, None)
     if ev is None:
         try:
-            ev = ExactEvaluator(inputs, d, m, bias=True, kernel="rows")
+            ev = ExactEvaluator(inputs, d, m, bias=True, kernel=kernel)
         except (TypeError, ValueError, MemoryError):
             return None
         held = ev._A.nbytes
@@ -375,9 +376,13 @@ def prepared_call(model, inputs, backend, wrt_bias, gain: bool):
     inputs, ``A = W^T W`` within the cache's memory) are answered by a
     prepared :class:`ExactEvaluator` from a small per-thread cache: a few
     cheap checks of the arguments and one compiled pass, the same numbers
-    bit for bit.  Anything else -- other types, a bad argument, a NaN, an
-    overflow -- returns ``None``, and the general path of the public
-    function checks the arguments and raises its errors.
+    bit for bit.  From ``n >=``
+    :data:`fastsuper.core.config.EXACT_PUBLIC_FUSED_FROM` features on, the
+    evaluator runs the fused kernel (:mod:`fastsuper.exact.kernels_fused`:
+    no ``n x n`` matrix, the row kernels' values to round-off).  Anything
+    else -- other types, a bad argument, a NaN, an overflow -- returns
+    ``None``, and the general path of the public function checks the
+    arguments and raises its errors.
     """
     if not (type(backend) is str and backend == "cpu" and (wrt_bias is True or wrt_bias is False)):
         return None
@@ -386,13 +391,15 @@ def prepared_call(model, inputs, backend, wrt_bias, gain: bool):
     n, d, m = model.n, model.d, model.int_exponent
     if model.activation != "power" or inputs.pattern != "bernoulli" or inputs.n != n or m < 1:
         return None
-    if 8.0 * n * n > config.EXACT_CACHE_BYTES:
+    fused_from = config.EXACT_PUBLIC_FUSED_FROM
+    kernel = "fused" if fused_from is not None and n >= fused_from else "rows"
+    if kernel == "rows" and 8.0 * n * n > config.EXACT_CACHE_BYTES:
         return None
     W = _as_f64(model.W, (d, n))
     b = None if model.b is None else _as_f64(model.b, (n,))
     if W is None or (b is None and model.b is not None):
         return None
-    ev = _cached_evaluator(model, inputs, d, m)
+    ev = _cached_evaluator(model, inputs, d, m, kernel)
     if ev is None or ev._fill(W, ev._zero_b if b is None else b, b is not None, True):
         return None
     total = feature_sums(ev._terms, ev._imp, ev._per)[1 if gain else 0]
