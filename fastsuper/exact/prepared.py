@@ -161,6 +161,8 @@ class ExactEvaluator:
         self._zero_b = np.zeros(n)
         fma = 0.0 if kernel == "fused" else float(n) * n * d  # fused: small products only
         self._blas = single_thread_if_small(fma)
+        # products this small run on one BLAS thread anyway (no thread to stop from spinning)
+        self._limit_blas = not 0.0 < fma <= config.BLAS_SINGLE_THREAD_MNK
         self.last_gain = math.nan
         self.scale = inputs.law.moment(2) * math.fsum((self._imp * self._p).tolist())
 
@@ -211,7 +213,10 @@ class ExactEvaluator:
                                 self._dW, self._db, config.EXACT_FUSED_ROWS,
                                 config.EXACT_FUSED_COLS, config.EXACT_FUSED_GROUPS)  # fmt: skip
             return _status(self._terms, self._dW, self._db, want_grad)
-        with self._blas:
+        if self._limit_blas:
+            with self._blas:
+                np.matmul(W.T, W, out=self._A)
+        else:
             np.matmul(W.T, W, out=self._A)
         return prepared_pass(self._A, W, b, has_b, *self._tables_args, self.parallel, want_grad,
                              self._terms, self._dW, self._db)  # fmt: skip
