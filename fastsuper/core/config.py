@@ -80,6 +80,9 @@ EXACT_CACHE_SIZE = 8
 #: the fused kernel (values to round-off of the row kernels, not bit for bit; faster and
 #: without the n x n matrix there: docs/benchmarks.md, "Fused exact kernel"); None: never
 EXACT_PUBLIC_FUSED_FROM = 2048
+#: parameters up to which :func:`fastsuper.fit_exact` runs SciPy's L-BFGS-B with every BLAS
+#: library on one thread (OpenBLAS splits no vector operation below 10 000 entries)
+LBFGS_SINGLE_THREAD_PARAMS = 10_000
 #: the most bytes of ``A = W^T W`` buffers those cached evaluators hold per thread (larger
 #: problems take the general path, where the fixed costs do not matter)
 EXACT_CACHE_BYTES = 64 * 2**20
