@@ -90,7 +90,7 @@ class EmptyWork:
 
 class ExactLarge:
     """``exact_loss_grad`` at n = 6000, d = 10, m = 3 (the fused kernel where the checkout runs
-    it from ``config.EXACT_PUBLIC_FUSED_FROM`` on, else the row kernels) and the fused
+    it from ``config.EXACT_FUSED_FROM`` on, else the row kernels) and the fused
     evaluator; ``track_percent_of_matmul`` (the evaluator) and ``track_public_percent_of_matmul``
     (the public call) are rates as a percentage of the matmul rate measured beside them
     (n**2 (4d + 4m) flops)."""

@@ -515,7 +515,7 @@ def exact_loss_grad(
     loss, with scratch memory of a few rows per thread beside ``W.T @ W``.
     Repeated calls for one input law and shape reuse a prepared
     :class:`fastsuper.ExactEvaluator` (kept per thread), the same numbers bit
-    for bit; from ``n >=`` :data:`fastsuper.core.config.EXACT_PUBLIC_FUSED_FROM`
+    for bit; from ``n >=`` :data:`fastsuper.core.config.EXACT_FUSED_FROM`
     features the fused kernel runs instead of ``W.T @ W`` and the row kernels
     (memory ``O(n d)``; the same values to round-off, about ``1e-15`` relative).
 

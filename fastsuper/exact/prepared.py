@@ -382,7 +382,7 @@ def prepared_call(model, inputs, backend, wrt_bias, gain: bool):
     prepared :class:`ExactEvaluator` from a small per-thread cache: a few
     cheap checks of the arguments and one compiled pass, the same numbers
     bit for bit.  From ``n >=``
-    :data:`fastsuper.core.config.EXACT_PUBLIC_FUSED_FROM` features on, the
+    :data:`fastsuper.core.config.EXACT_FUSED_FROM` features on, the
     evaluator runs the fused kernel (:mod:`fastsuper.exact.kernels_fused`:
     no ``n x n`` matrix, the row kernels' values to round-off).  Anything
     else -- other types, a bad argument, a NaN, an overflow -- returns
@@ -396,7 +396,7 @@ def prepared_call(model, inputs, backend, wrt_bias, gain: bool):
     n, d, m = model.n, model.d, model.int_exponent
     if model.activation != "power" or inputs.pattern != "bernoulli" or inputs.n != n or m < 1:
         return None
-    fused_from = config.EXACT_PUBLIC_FUSED_FROM
+    fused_from = config.EXACT_FUSED_FROM
     kernel = "fused" if fused_from is not None and n >= fused_from else "rows"
     if kernel == "rows" and 8.0 * n * n > config.EXACT_CACHE_BYTES:
         return None

@@ -258,7 +258,7 @@ def _general(monkeypatch, f, *args, **kwargs):
     """``f(*args, **kwargs)`` on the general path (no cached evaluator)."""
     with monkeypatch.context() as mp:
         mp.setattr(config, "EXACT_CACHE_BYTES", 0)
-        mp.setattr(config, "EXACT_PUBLIC_FUSED_FROM", None)
+        mp.setattr(config, "EXACT_FUSED_FROM", None)
         return f(*args, **kwargs)
 
 
@@ -326,14 +326,14 @@ def test_public_functions_use_the_fused_kernel_for_large_n(monkeypatch, bias):
     model = Model(W, b, exponent=3)
     monkeypatch.setattr(config, "EXACT_FUSED_ROWS", 8)
     monkeypatch.setattr(config, "EXACT_FUSED_COLS", 16)
-    monkeypatch.setattr(config, "EXACT_PUBLIC_FUSED_FROM", 40)
+    monkeypatch.setattr(config, "EXACT_FUSED_FROM", 40)
     for f in (fs.exact_loss_grad, fs.exact_gain_grad):
         ref = _general(monkeypatch, f, model, inputs)
         got = f(model, inputs)
         assert got[0] == pytest.approx(ref[0], rel=1e-12, abs=0)
         for x, y in zip(got[1:], ref[1:], strict=True):
             np.testing.assert_allclose(x, y, rtol=1e-12, atol=1e-12 * np.abs(y).max())
-    monkeypatch.setattr(config, "EXACT_PUBLIC_FUSED_FROM", 41)  # below: the rows, bit for bit
+    monkeypatch.setattr(config, "EXACT_FUSED_FROM", 41)  # below: the rows, bit for bit
     ref = _general(monkeypatch, fs.exact_loss_grad, model, inputs)
     got = fs.exact_loss_grad(model, inputs)
     assert got[0] == ref[0] and _same(got[1], ref[1]) and _same(got[2], ref[2])
