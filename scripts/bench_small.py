@@ -13,16 +13,19 @@ load average is printed with each table.  The children use the environment
 as given (set ``NUMBA_NUM_THREADS`` / ``OPENBLAS_NUM_THREADS`` to measure
 other thread counts).  Rows (``--rows``):
 
-gain_grad    ``exact_gain_grad`` at n = 100, d = 5, m = 3, per call
+gain_grad    ``exact_gain_grad`` at n = 100, d = 5, m = 3, per call (wall time ``us`` and
+             CPU time ``cpu_us``, the fairer measure beside other processes)
 prepared     the same through ``ExactEvaluator.gain_grad`` (the public call where a
              checkout has no ExactEvaluator)
 fit_exact    ``fit_exact(100, 5, m=3, p=1e-2)`` (its gain must agree to 1e-10)
 prange       an empty ``prange`` region
 mc_empty     ``estimate_loss`` of 2 000 samples at n = 20 (and, in ``x1``, on one thread)
 mc_small     ``estimate_loss`` of 20 000 samples at n = 50
-exact_6000   ``exact_loss_grad`` at n = 6000, d = 10, m = 3, with the percentage of the
-             matmul rate F measured in the same process (n**2 (4d + 4m) flops); where
-             the checkout has it, ``ExactEvaluator(kernel="fused")`` in ``fused``
+exact_6000   ``exact_loss_grad`` at n = 6000, d = 10, m = 3 (the fused kernel where the
+             checkout runs it from ``config.EXACT_FUSED_FROM`` on), with the
+             percentage of the matmul rate F measured in the same process
+             (n**2 (4d + 4m) flops); where the checkout has it,
+             ``ExactEvaluator(kernel="fused")`` in ``fused``
 
 docs/benchmarks.md ("Small problems") has the numbers measured with it.
 """
@@ -48,14 +51,14 @@ import fastsuper as fs
 
 row = sys.argv[1]
 
-def med(f, reps=5, inner=1):
+def med(f, reps=5, inner=1, clock=time.perf_counter):
     f()
     out = []
     for _ in range(reps):
-        t = time.perf_counter()
+        t = clock()
         for _ in range(inner):
             f()
-        out.append((time.perf_counter() - t) / inner)
+        out.append((clock() - t) / inner)
     return statistics.median(out)
 
 res = {}
@@ -69,6 +72,7 @@ if row in ("gain_grad", "prepared"):
     else:
         f = lambda: fs.exact_gain_grad(model, inputs)
     res["us"] = 1e6 * med(f, 5, 200)
+    res["cpu_us"] = 1e6 * med(f, 5, 200, time.process_time)  # CPU time of this process
 elif row == "fit_exact":
     fs.fit_exact(4, 2, m=3, p=0.1, restarts=0, progress=False)  # load the kernels
     t = time.perf_counter()

@@ -71,8 +71,20 @@ EXACT_FUSED_COLS = 512
 #: row-block groups of the fused exact kernel: its parallel work items, each with a d x n
 #: gradient accumulator (a fixed number, so the sums do not depend on the thread count)
 EXACT_FUSED_GROUPS = 8
-#: n from which :class:`fastsuper.ExactEvaluator` uses the fused kernel by default
-EXACT_FUSED_FROM = 4096
+#: n from which :class:`fastsuper.ExactEvaluator` uses the fused kernel by default, and
+#: :func:`fastsuper.exact_loss_grad` and :func:`fastsuper.exact_gain_grad` run it (values to
+#: round-off of the row kernels, not bit for bit; faster and without the n x n matrix from
+#: there on: docs/benchmarks.md, "Fused exact kernel"); None: never
+EXACT_FUSED_FROM = 2048
+#: prepared evaluators kept per thread for the calls of :func:`fastsuper.exact_loss_grad`
+#: and :func:`fastsuper.exact_gain_grad` (:func:`fastsuper.exact.prepared.prepared_call`)
+EXACT_CACHE_SIZE = 8
+#: parameters up to which :func:`fastsuper.fit_exact` runs SciPy's L-BFGS-B with every BLAS
+#: library on one thread (OpenBLAS splits no vector operation below 10 000 entries)
+LBFGS_SINGLE_THREAD_PARAMS = 10_000
+#: the most bytes of ``A = W^T W`` buffers those cached evaluators hold per thread (larger
+#: problems take the general path, where the fixed costs do not matter)
+EXACT_CACHE_BYTES = 64 * 2**20
 #: n below which the k = 1 terms run on the serial twin of their kernel
 LOW_ORDER_SERIAL_BELOW = 64
 #: relative tolerance of the adaptive Gauss-Kronrod quadrature of the k = 1 terms

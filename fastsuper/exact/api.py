@@ -41,14 +41,16 @@ from typing import NamedTuple
 
 import numpy as np
 
-from fastsuper.core import arguments, config
 from fastsuper.core import validation as v
 from fastsuper.core.blas import single_thread_if_small
 from fastsuper.core.laws import SparseInputs
 from fastsuper.core.model import Model
+from fastsuper.exact.checks import BACKENDS
+from fastsuper.exact.checks import closed_form_exponent as _closed_form_exponent
 from fastsuper.exact.grouped import check_gradient_finite, grouped_loss_grad, grouped_terms
 from fastsuper.exact.kernels_prepared import pick_kernels
 from fastsuper.exact.moments import binomials, cumulants_from_moments, moments_from_cumulants
+from fastsuper.exact.prepared import prepared_call
 
 __all__ = [
     "MomentTerms",
@@ -63,62 +65,6 @@ __all__ = [
 
 # --------------------------------------------------------------------------
 # validation
-
-
-BACKENDS = ("cpu", "cuda")
-
-
-def _fused_bytes(n: int, d: int) -> float:
-    """Scratch of the fused kernel: per group, a block of rows of ``A`` and a gradient."""
-    groups, rows = config.EXACT_FUSED_GROUPS, config.EXACT_FUSED_ROWS
-    return 8.0 * groups * n * (rows + d)
-
-
-def _closed_form_exponent(
-    func: str, model, inputs, backend: str = "cpu", dense_a: bool = True
-) -> int:
-    """Check that ``(model, inputs)`` has the closed form; return the integer exponent ``m``.
-
-    The memory check counts ``A = W^T W`` (n x n) unless ``dense_a`` is False
-    (the fused kernel, which forms tiles of ``A`` only).
-    """
-    arguments.check_model_inputs(model, inputs, func=func)
-    if model.activation != "power":
-        raise ValueError(
-            f"{func}: model.activation = {model.activation!r} has no closed form; the exact "
-            "loss exists only for activation='power' (integer exponent). Use "
-            "fastsuper.estimate_loss (Monte Carlo) or the k <= 1 lower bound instead"
-        )
-    if inputs.pattern == "grouped" and backend != "cpu":
-        raise ValueError(
-            f"{func}: backend={backend!r} does not compute grouped input laws; use backend='cpu'"
-        )
-    if inputs.pattern not in ("bernoulli", "grouped"):
-        raise ValueError(
-            f"{func}: inputs.pattern = {inputs.pattern!r} (exactly k = {inputs.k} active) has no "
-            "closed form; only the independent Bernoulli pattern (SparseInputs(n, p=...)) does"
-        )
-    m = model.int_exponent
-    if m < 1:  # pragma: no cover - Model already guarantees this for "power"
-        raise ValueError(f"{func}: model exponent must be an integer >= 1, got {model.exponent!r}")
-    arguments.check_moments(inputs.law, m, func=func)
-    n, d = model.n, model.d
-    if inputs.pattern == "grouped":  # A, a row block of Gamma and its scratch (THEORY §8)
-        v.check_memory(
-            f"the grouped closed form at n = {n} features in {inputs.groups.n_groups} groups",
-            8.0 * (3.0 * n * n + 16.0 * config.GROUPED_BLOCK_ELEMS + 4.0 * n * (2 * m + 2)),
-            func=func,
-            hint="estimate the loss by Monte Carlo instead (fastsuper.estimate_loss)",
-        )
-    # A = W.T @ W (n x n) and a few dozen float64 vectors of length n per moment order
-    v.check_memory(
-        f"the closed form at n = {n} features"
-        + (" (A = W.T @ W is n x n)" if dense_a else " (fused kernel)"),
-        (8.0 * n * n if dense_a else _fused_bytes(n, d)) + 8.0 * n * (d + 12 * (2 * m + 2)),
-        func=func,
-        hint="estimate the loss by Monte Carlo instead (fastsuper.estimate_loss)",
-    )
-    return m
 
 
 def _check(func: str, model, inputs, backend, flag_name: str, flag) -> tuple[int, bool, str]:
@@ -567,6 +513,11 @@ def exact_loss_grad(
     ``dM_s/dkappa_r = C(s, r) M_{s-r}``, then to ``Gamma_ji = dL/dA_ji`` and
     ``dL/dW = W (Gamma + Gamma.T)``.  Cost ``O(n**2 (d + m))`` time, like the
     loss, with scratch memory of a few rows per thread beside ``W.T @ W``.
+    Repeated calls for one input law and shape reuse a prepared
+    :class:`fastsuper.ExactEvaluator` (kept per thread), the same numbers bit
+    for bit; from ``n >=`` :data:`fastsuper.core.config.EXACT_FUSED_FROM`
+    features the fused kernel runs instead of ``W.T @ W`` and the row kernels
+    (memory ``O(n d)``; the same values to round-off, about ``1e-15`` relative).
 
     Parameters
     ----------
@@ -629,6 +580,9 @@ def exact_loss_grad(
     array([0.5])
     """
     func = "exact_loss_grad"
+    fast = prepared_call(model, inputs, backend, wrt_bias, gain=False)
+    if fast is not None:  # a cached prepared evaluator: the same numbers, no fixed costs
+        return fast
     fw, dW, db = _loss_grad(func, model, inputs, wrt_bias, backend)
     with np.errstate(over="ignore", invalid="ignore"):
         loss = fw.imp * (fw.ex2 - 2.0 * fw.exzm + fw.ez2m)
@@ -695,6 +649,9 @@ def exact_gain_grad(
     (True, True)
     """
     func = "exact_gain_grad"
+    fast = prepared_call(model, inputs, backend, wrt_bias, gain=True)
+    if fast is not None:  # a cached prepared evaluator: the same numbers, no fixed costs
+        return fast
     fw, dW, db = _loss_grad(func, model, inputs, wrt_bias, backend)
     with np.errstate(over="ignore", invalid="ignore"):
         gain = fw.imp * (2.0 * fw.exzm - fw.ez2m)

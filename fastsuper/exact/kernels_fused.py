@@ -91,6 +91,80 @@ def _row_terms(j, S, b, has_b, diag_j, binom, ex, imp, m, terms, coef, db, g_dia
             db[j] = acc
 
 
+@kernel_njit(inline="always")
+def _power_sums_quad(T, jj, j0, k1, k2, k3, k4, k5, k6, S):
+    """:func:`_power_sums_tile` for ``R = 6`` on the four rows ``jj .. jj + 3`` of ``T`` at
+    once: each column's cumulants are loaded once for the four rows (24 running sums)."""
+    t0, t1, t2, t3 = T[jj], T[jj + 1], T[jj + 2], T[jj + 3]
+    a1 = a2 = a3 = a4 = a5 = a6 = 0.0
+    b1 = b2 = b3 = b4 = b5 = b6 = 0.0
+    c1 = c2 = c3 = c4 = c5 = c6 = 0.0
+    e1 = e2 = e3 = e4 = e5 = e6 = 0.0
+    for ii in range(t0.shape[0]):
+        q1, q2, q3, q4, q5, q6 = k1[ii], k2[ii], k3[ii], k4[ii], k5[ii], k6[ii]
+        x = t0[ii]
+        x2 = x * x
+        x3 = x2 * x
+        a1 += x * q1
+        a2 += x2 * q2
+        a3 += x3 * q3
+        a4 += x2 * x2 * q4
+        a5 += x2 * x3 * q5
+        a6 += x3 * x3 * q6
+        x = t1[ii]
+        x2 = x * x
+        x3 = x2 * x
+        b1 += x * q1
+        b2 += x2 * q2
+        b3 += x3 * q3
+        b4 += x2 * x2 * q4
+        b5 += x2 * x3 * q5
+        b6 += x3 * x3 * q6
+        x = t2[ii]
+        x2 = x * x
+        x3 = x2 * x
+        c1 += x * q1
+        c2 += x2 * q2
+        c3 += x3 * q3
+        c4 += x2 * x2 * q4
+        c5 += x2 * x3 * q5
+        c6 += x3 * x3 * q6
+        x = t3[ii]
+        x2 = x * x
+        x3 = x2 * x
+        e1 += x * q1
+        e2 += x2 * q2
+        e3 += x3 * q3
+        e4 += x2 * x2 * q4
+        e5 += x2 * x3 * q5
+        e6 += x3 * x3 * q6
+    j = j0 + jj
+    S[1, j] += a1
+    S[2, j] += a2
+    S[3, j] += a3
+    S[4, j] += a4
+    S[5, j] += a5
+    S[6, j] += a6
+    S[1, j + 1] += b1
+    S[2, j + 1] += b2
+    S[3, j + 1] += b3
+    S[4, j + 1] += b4
+    S[5, j + 1] += b5
+    S[6, j + 1] += b6
+    S[1, j + 2] += c1
+    S[2, j + 2] += c2
+    S[3, j + 2] += c3
+    S[4, j + 2] += c4
+    S[5, j + 2] += c5
+    S[6, j + 2] += c6
+    S[1, j + 3] += e1
+    S[2, j + 3] += e2
+    S[3, j + 3] += e3
+    S[4, j + 3] += e4
+    S[5, j + 3] += e5
+    S[6, j + 3] += e6
+
+
 @kernel_njit
 def _power_sums_tile(T, j0, i0, kx, R, S):
     """Add the tile ``T = A[j0:, i0:]``'s power sums to ``S[:, j0 + jj]``.
@@ -108,7 +182,10 @@ def _power_sums_tile(T, j0, i0, kx, R, S):
     if R == 6:
         k1, k2, k3 = kx[1, i0 : i0 + cols], kx[2, i0 : i0 + cols], kx[3, i0 : i0 + cols]
         k4, k5, k6 = kx[4, i0 : i0 + cols], kx[5, i0 : i0 + cols], kx[6, i0 : i0 + cols]
-        for jj in range(rows):
+        quads = rows // 4
+        for q in range(quads):
+            _power_sums_quad(T, 4 * q, j0, k1, k2, k3, k4, k5, k6, S)
+        for jj in range(4 * quads, rows):
             t = T[jj]
             s1 = s2 = s3 = s4 = s5 = s6 = 0.0
             for ii in range(cols):

@@ -197,3 +197,74 @@ def prepared_pass(A, W, b, has_b, binom, ex, kx, imp, orders, m, parallel, want_
             if not np.isfinite(dW[k, j]):
                 return OVERFLOW_GRADIENT
     return 0
+
+
+@njit
+def exact_fsum(x):
+    """``math.fsum(x)`` of a 1-d float64 array: the correctly rounded sum.
+
+    The algorithm of CPython's ``math.fsum`` (Shewchuk's exact partials, then
+    the half-even correction across partials), so the value is Python's bit
+    for bit.  Returns NaN where Python raises or a value is not finite (an
+    intermediate overflow, an infinity or a NaN among the values): the caller
+    then takes the general path.
+    """
+    partials = np.empty(x.shape[0] + 1)
+    n = 0
+    lo = 0.0
+    for k in range(x.shape[0]):
+        v = x[k]
+        if not np.isfinite(v):
+            return np.nan
+        i = 0
+        for j in range(n):
+            y = partials[j]
+            if abs(v) < abs(y):
+                v, y = y, v
+            hi = v + y
+            yr = hi - v
+            lo = y - yr
+            if lo != 0.0:
+                partials[i] = lo
+                i += 1
+            v = hi
+        n = i
+        if v != 0.0:
+            if not np.isfinite(v):
+                return np.nan
+            partials[n] = v
+            n += 1
+    hi = 0.0
+    if n > 0:
+        n -= 1
+        hi = partials[n]
+        while n > 0:
+            v = hi
+            n -= 1
+            y = partials[n]
+            hi = v + y
+            yr = hi - v
+            lo = y - yr
+            if lo != 0.0:
+                break
+        if n > 0 and ((lo < 0.0 and partials[n - 1] < 0.0) or (lo > 0.0 and partials[n - 1] > 0.0)):
+            y = lo * 2.0
+            v = hi + y
+            yr = v - hi
+            if y == yr:
+                hi = v
+    return hi
+
+
+@njit
+def feature_sums(terms, imp, per):
+    """``(loss, gain)``: the correctly rounded sums over features of the per-feature loss
+    ``imp (ex2 - 2 exzm + ez2m)`` and gain ``imp (2 exzm - ez2m)`` of ``terms`` (NumPy's
+    operations in NumPy's order, then :func:`exact_fsum`); ``per`` is (n,) scratch."""
+    n = terms.shape[1]
+    for j in range(n):
+        per[j] = imp[j] * (terms[0, j] - 2.0 * terms[1, j] + terms[2, j])
+    loss = exact_fsum(per)
+    for j in range(n):
+        per[j] = imp[j] * (2.0 * terms[1, j] - terms[2, j])
+    return loss, exact_fsum(per)

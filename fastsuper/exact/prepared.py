@@ -15,6 +15,7 @@ the numbers of the public functions bit for bit.
 from __future__ import annotations
 
 import math
+import threading
 
 import numpy as np
 
@@ -23,19 +24,20 @@ from fastsuper.core import validation as v
 from fastsuper.core.blas import single_thread_if_small
 from fastsuper.core.laws import SparseInputs
 from fastsuper.core.model import Model
-from fastsuper.exact.api import _closed_form_exponent
+from fastsuper.exact.checks import closed_form_exponent
 from fastsuper.exact.grouped import grouped_loss_grad, grouped_terms
 from fastsuper.exact.kernels_fused import fused_loss_grad
 from fastsuper.exact.kernels_prepared import (
     OVERFLOW_FORWARD,
     OVERFLOW_GRADIENT,
     exact_flops,
+    feature_sums,
     prepared_pass,
     use_parallel,
 )
 from fastsuper.exact.moments import binomials, cumulants_from_moments
 
-__all__ = ["KERNELS", "ExactEvaluator"]
+__all__ = ["KERNELS", "ExactEvaluator", "prepared_call"]
 
 _FUNC = "ExactEvaluator"
 #: the ``kernel`` choices of :class:`ExactEvaluator`
@@ -144,7 +146,7 @@ class ExactEvaluator:
         if self._grouped:  # the grouped closed form (THEORY §8) on every call
             kernel = "grouped"
         zeros = Model(np.zeros((d, n)), exponent=m)  # the fused kernel never forms the n x n A
-        _closed_form_exponent(_FUNC, zeros, inputs, dense_a=kernel != "fused")
+        closed_form_exponent(_FUNC, zeros, inputs, dense_a=kernel != "fused")
         if parallel is None:
             parallel = use_parallel(n, d, m)
         self.parallel = v.check_bool("parallel", parallel, func=_FUNC)
@@ -155,9 +157,12 @@ class ExactEvaluator:
         self._terms = np.empty((3, n))
         self._dW = np.empty((d, n))
         self._db = np.empty(n)
+        self._per = np.empty(n)
         self._zero_b = np.zeros(n)
         fma = 0.0 if kernel == "fused" else float(n) * n * d  # fused: small products only
         self._blas = single_thread_if_small(fma)
+        # products this small run on one BLAS thread anyway (no thread to stop from spinning)
+        self._limit_blas = not 0.0 < fma <= config.BLAS_SINGLE_THREAD_MNK
         self.last_gain = math.nan
         self.scale = inputs.law.moment(2) * math.fsum((self._imp * self._p).tolist())
 
@@ -175,6 +180,7 @@ class ExactEvaluator:
         self._imp = np.ascontiguousarray(inputs.importance, dtype=np.float64)
         orders = [r for r in range(R, 0, -1) if np.any(self._kx[r] != 0.0)]
         self._orders = np.array(orders, dtype=np.int64)
+        self._tables_args = (self._binom, self._ex, self._kx, self._imp, self._orders, m)
 
     # ------------------------------------------------------------ evaluation
     def _weights(self, W, b):
@@ -197,23 +203,28 @@ class ExactEvaluator:
             x = x.astype(np.float64, copy=False)
         return np.ascontiguousarray(x)
 
+    def _fill(self, W, b, has_b: bool, want_grad: bool) -> int:
+        """Fill the buffers for checked ``(W, b)``; return the pass's status (0: finite)."""
+        if self._grouped:
+            return self._run_grouped(W, b if has_b else None, want_grad)
+        if self.kernel == "fused":
+            with self._blas:  # the tiles' products on one BLAS thread
+                fused_loss_grad(W, b, has_b, *self._tables_args, want_grad, self._terms,
+                                self._dW, self._db, config.EXACT_FUSED_ROWS,
+                                config.EXACT_FUSED_COLS, config.EXACT_FUSED_GROUPS)  # fmt: skip
+            return _status(self._terms, self._dW, self._db, want_grad)
+        if self._limit_blas:
+            with self._blas:
+                np.matmul(W.T, W, out=self._A)
+        else:
+            np.matmul(W.T, W, out=self._A)
+        return prepared_pass(self._A, W, b, has_b, *self._tables_args, self.parallel, want_grad,
+                             self._terms, self._dW, self._db)  # fmt: skip
+
     def _run(self, W, b, want_grad: bool, func: str) -> int:
         """Fill the buffers for ``(W, b)``; raise FloatingPointError on overflow."""
         W, b, has_b = self._weights(W, b)
-        tables = (self._binom, self._ex, self._kx, self._imp, self._orders, self.m)
-        if self._grouped:
-            status = self._run_grouped(W, b if has_b else None, want_grad)
-        elif self.kernel == "fused":
-            with self._blas:  # the tiles' products on one BLAS thread
-                fused_loss_grad(W, b, has_b, *tables, want_grad, self._terms, self._dW, self._db,
-                                config.EXACT_FUSED_ROWS, config.EXACT_FUSED_COLS,
-                                config.EXACT_FUSED_GROUPS)  # fmt: skip
-            status = _status(self._terms, self._dW, self._db, want_grad)
-        else:
-            with self._blas:
-                np.matmul(W.T, W, out=self._A)
-            status = prepared_pass(self._A, W, b, has_b, *tables, self.parallel, want_grad,
-                                   self._terms, self._dW, self._db)  # fmt: skip
+        status = self._fill(W, b, has_b, want_grad)
         if status:
             for name, x in (("W", W), ("b", b)):
                 if not np.isfinite(x).all():
@@ -238,20 +249,18 @@ class ExactEvaluator:
         self._terms[0], self._terms[1], self._terms[2] = fw.ex2, fw.exzm, fw.ez2m
         return _status(self._terms, self._dW, self._db, want_grad)
 
-    def _sum(self, per: np.ndarray, func: str) -> float:
-        total = math.fsum(per.tolist())
-        if not math.isfinite(total):
+    def _sums(self, func: str) -> tuple[float, float]:
+        """``(loss, gain)`` of the filled buffers, each ``math.fsum`` of its per-feature values."""
+        loss, gain = feature_sums(self._terms, self._imp, self._per)
+        if not (math.isfinite(loss) and math.isfinite(gain)):
             raise FloatingPointError(f"{func}: float64 overflow summing over features")
-        return total
+        return loss, gain
 
     def loss_and_gain(self, W, b=None) -> tuple[float, float]:
         """Exact loss and gain of ``(W, b)`` (as :func:`fastsuper.exact_loss_and_gain`)."""
         func = f"{_FUNC}.loss_and_gain"
         self._run(W, b, False, func)
-        ex2, exzm, ez2m = self._terms
-        loss = self._imp * (ex2 - 2.0 * exzm + ez2m)
-        gain = self._imp * (2.0 * exzm - ez2m)
-        return self._sum(loss, func), self._sum(gain, func)
+        return self._sums(func)
 
     def loss_grad(self, W, b=None):
         """Exact loss and gradient, as :func:`fastsuper.exact_loss_grad` (``wrt_bias=bias``).
@@ -264,8 +273,7 @@ class ExactEvaluator:
         """
         func = f"{_FUNC}.loss_grad"
         self._run(W, b, True, func)
-        ex2, exzm, ez2m = self._terms
-        loss = self._sum(self._imp * (ex2 - 2.0 * exzm + ez2m), func)
+        loss = self._sums(func)[0]
         return loss, self._dW.copy(), (self._db.copy() if self.bias else None)
 
     def gain_grad(self, W, b=None):
@@ -279,8 +287,7 @@ class ExactEvaluator:
         """
         func = f"{_FUNC}.gain_grad"
         self._run(W, b, True, func)
-        _, exzm, ez2m = self._terms
-        gain = self._sum(self._imp * (2.0 * exzm - ez2m), func)
+        gain = self._sums(func)[1]
         return gain, -self._dW, (-self._db if self.bias else None)
 
     def objective(self, x, scale: float = 1.0):
@@ -299,8 +306,7 @@ class ExactEvaluator:
         W = x[:nw].reshape(self.d, self.n)
         b = x[nw:] if self.bias else None
         self._run(W, b, True, func)
-        _, exzm, ez2m = self._terms
-        gain = self._sum(self._imp * (2.0 * exzm - ez2m), func)
+        gain = self._sums(func)[1]
         self.last_gain = gain
         grad = np.empty(nw + (self.n if self.bias else 0))
         np.divide(self._dW.reshape(-1), scale, out=grad[:nw])
@@ -314,3 +320,96 @@ class ExactEvaluator:
             f"parallel={self.parallel}, kernel={self.kernel!r}, "
             f"flops per call={exact_flops(self.n, self.d, self.m):.3g})"
         )
+
+
+# ------------------------------------------------------------------ the public functions' cache
+
+#: the evaluators of :func:`prepared_call`, one cache per thread (their buffers are not shared)
+_LOCAL = threading.local()
+
+
+def _cached_evaluator(model, inputs, d: int, m: int, kernel: str) -> ExactEvaluator | None:
+    """The evaluator of ``(inputs, d, m)`` from this thread's cache, made on a miss.
+
+    Keyed on everything the preparation reads: ``d``, ``m``, the value law,
+    ``p`` and the importances (their bytes, so a law changed in place gets a
+    new evaluator).  At most :data:`fastsuper.core.config.EXACT_CACHE_SIZE`
+    evaluators holding :data:`fastsuper.core.config.EXACT_CACHE_BYTES` of
+    ``A`` buffers are kept, the least recently used dropped first.  ``None``
+    where the evaluator cannot be made (the general path reports why).
+    """
+    law, p, imp = inputs.law, inputs.p, inputs.importance
+    if type(p) is not np.ndarray or type(imp) is not np.ndarray:
+        return None
+    law_key = (law.code, law.support.tobytes(), law.probs.tobytes())
+    key = (d, m, kernel, law_key, p.tobytes(), imp.tobytes())
+    cache = getattr(_LOCAL, "cache", None)
+    if cache is None:
+        cache = _LOCAL.cache = {}
+    ev = cache.pop(key, None)
+    if ev is None:
+        try:
+            ev = ExactEvaluator(inputs, d, m, bias=True, kernel=kernel)
+        except (TypeError, ValueError, MemoryError):
+            return None
+        held = ev._A.nbytes
+        for old in list(cache):
+            if (
+                len(cache) < config.EXACT_CACHE_SIZE
+                and held + sum(e._A.nbytes for e in cache.values()) <= config.EXACT_CACHE_BYTES
+            ):
+                break
+            del cache[old]
+    cache[key] = ev  # the most recently used last
+    return ev
+
+
+def _as_f64(x, shape: tuple):
+    """``x`` as a C-contiguous float64 array of ``shape``, or None (the general path's case)."""
+    if type(x) is not np.ndarray or x.shape != shape or x.dtype.kind != "f":
+        return None
+    if x.dtype == np.float64 and x.flags.c_contiguous:
+        return x
+    return np.ascontiguousarray(x, dtype=np.float64)
+
+
+def prepared_call(model, inputs, backend, wrt_bias, gain: bool):
+    """:func:`fastsuper.exact_loss_grad` (or ``exact_gain_grad`` with ``gain``) of a cached
+    evaluator, or ``None`` where the call takes the general path.
+
+    Plain calls (a float ``power`` model on the CPU, independent Bernoulli
+    inputs, ``A = W^T W`` within the cache's memory) are answered by a
+    prepared :class:`ExactEvaluator` from a small per-thread cache: a few
+    cheap checks of the arguments and one compiled pass, the same numbers
+    bit for bit.  From ``n >=``
+    :data:`fastsuper.core.config.EXACT_FUSED_FROM` features on, the
+    evaluator runs the fused kernel (:mod:`fastsuper.exact.kernels_fused`:
+    no ``n x n`` matrix, the row kernels' values to round-off).  Anything
+    else -- other types, a bad argument, a NaN, an overflow -- returns
+    ``None``, and the general path of the public function checks the
+    arguments and raises its errors.
+    """
+    if not (type(backend) is str and backend == "cpu" and (wrt_bias is True or wrt_bias is False)):
+        return None
+    if type(model) is not Model or type(inputs) is not SparseInputs:
+        return None
+    n, d, m = model.n, model.d, model.int_exponent
+    if model.activation != "power" or inputs.pattern != "bernoulli" or inputs.n != n or m < 1:
+        return None
+    fused_from = config.EXACT_FUSED_FROM
+    kernel = "fused" if fused_from is not None and n >= fused_from else "rows"
+    if kernel == "rows" and 8.0 * n * n > config.EXACT_CACHE_BYTES:
+        return None
+    W = _as_f64(model.W, (d, n))
+    b = None if model.b is None else _as_f64(model.b, (n,))
+    if W is None or (b is None and model.b is not None):
+        return None
+    ev = _cached_evaluator(model, inputs, d, m, kernel)
+    if ev is None or ev._fill(W, ev._zero_b if b is None else b, b is not None, True):
+        return None
+    total = feature_sums(ev._terms, ev._imp, ev._per)[1 if gain else 0]
+    if not math.isfinite(total):
+        return None
+    if gain:
+        return total, -ev._dW, (-ev._db if wrt_bias else None)
+    return total, ev._dW.copy(), (ev._db.copy() if wrt_bias else None)

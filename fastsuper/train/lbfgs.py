@@ -27,6 +27,7 @@ every ``p`` and ``n``, and ``ftol = gtol = tol`` apply to it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from dataclasses import dataclass
@@ -35,7 +36,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from fastsuper.core import arguments
+from fastsuper.core import arguments, config
 from fastsuper.core import validation as v
 from fastsuper.core.blas import single_thread_if_small
 from fastsuper.core.groups import check_group_kwargs
@@ -441,6 +442,21 @@ class _Objective:
         return self.evaluator.loss_and_gain(W, b)[1]
 
 
+def _lbfgs_blas(size: int):
+    """Context of one L-BFGS-B run on ``size`` parameters: every loaded BLAS library (SciPy's
+    too) on one thread when ``size <=`` :data:`fastsuper.core.config.LBFGS_SINGLE_THREAD_PARAMS`.
+
+    L-BFGS-B's vector and small-matrix operations gain nothing from threads at these
+    sizes, and OpenBLAS's waking and spinning threads cost far more than the operations
+    on a busy machine (docs/benchmarks.md); the iterates are the same.
+    """
+    if size > config.LBFGS_SINGLE_THREAD_PARAMS:
+        return contextlib.nullcontext()
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=1, user_api="blas")
+
+
 def maximise_gain(
     W_start, b_start, inputs, m, scale, maxiter, tol, *, on_iteration=None, evaluator=None
 ) -> GainRun:
@@ -476,7 +492,9 @@ def maximise_gain(
     obj.history.append(-f0 * scale)
     options = {"maxiter": maxiter, "maxfun": 10 * maxiter + 100, "ftol": tol, "gtol": tol,
                "maxcor": 20}  # fmt: skip
-    res = minimize(obj, x0, jac=True, method="L-BFGS-B", callback=obj.callback, options=options)
+    with _lbfgs_blas(x0.size):
+        res = minimize(obj, x0, jac=True, method="L-BFGS-B", callback=obj.callback,
+                       options=options)  # fmt: skip
     x = np.array(res.x, dtype=np.float64)
     ok = bool(res.success) and int(res.nit) < maxiter and math.isfinite(res.fun)
     gain = obj.gain_at(x) if math.isfinite(res.fun) else -math.inf  # not -f * scale

@@ -249,3 +249,104 @@ def test_fused_evaluator_needs_no_n_squared_memory(monkeypatch):
     ref = ExactEvaluator(inputs, d, 3, kernel="rows").loss_and_gain(W)
     got = ev.loss_and_gain(W)
     np.testing.assert_allclose(got, ref, rtol=1e-12)
+
+
+# ---------------------------------------------------------------- the public functions' cache
+
+
+def _general(monkeypatch, f, *args, **kwargs):
+    """``f(*args, **kwargs)`` on the general path (no cached evaluator)."""
+    with monkeypatch.context() as mp:
+        mp.setattr(config, "EXACT_CACHE_BYTES", 0)
+        mp.setattr(config, "EXACT_FUSED_FROM", None)
+        return f(*args, **kwargs)
+
+
+@pytest.mark.parametrize("law", sorted(LAWS))
+@pytest.mark.parametrize("m", [1, 3])
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("wrt_bias", [False, True])
+def test_cached_public_calls_are_the_general_path_bit_for_bit(monkeypatch, law, m, bias, wrt_bias):
+    W, b, inputs = _case(law, m, bias, n=19, d=3)
+    for dtype in (np.float64, np.float32):
+        model = Model(W.astype(dtype), None if b is None else b.astype(dtype), exponent=m)
+        for f in (fs.exact_loss_grad, fs.exact_gain_grad):
+            ref = _general(monkeypatch, f, model, inputs, wrt_bias=wrt_bias)
+            for _ in range(2):  # a miss, then a hit
+                got = f(model, inputs, wrt_bias=wrt_bias)
+                assert got[0] == ref[0] and _same(got[1], ref[1]) and _same(got[2], ref[2])
+
+
+def test_cache_follows_changes_in_place_and_keeps_results(monkeypatch):
+    """A law changed in place gets its own evaluator; returned arrays are never overwritten."""
+    W, b, inputs = _case("gaussian", 3, True, n=12, d=3)
+    model = Model(W, b, exponent=3)
+    first = fs.exact_loss_grad(model, inputs)
+    kept = first[1].copy()
+    inputs.p[:] = inputs.p[::-1].copy()
+    inputs.importance[0] = 3.0
+    second = fs.exact_loss_grad(model, inputs)
+    ref = _general(monkeypatch, fs.exact_loss_grad, model, inputs)
+    assert second[0] == ref[0] and _same(second[1], ref[1]) and _same(second[2], ref[2])
+    assert second[0] != first[0] and np.array_equal(first[1], kept)
+    with pytest.raises(TypeError, match="exact_loss_grad: wrt_bias"):
+        fs.exact_loss_grad(model, inputs, wrt_bias=1)
+    with pytest.raises(ValueError, match="exact_gain_grad: inputs.n = 13"):
+        fs.exact_gain_grad(model, SparseInputs(13, p=0.1))
+    bad = Model(W.copy(), b, exponent=3)
+    bad.W[0, 0] = np.nan  # changed after the checks of Model: the general path's error
+    with pytest.raises(FloatingPointError, match="exact_gain_grad: float64 overflow"):
+        fs.exact_gain_grad(bad, inputs)
+
+
+def test_cache_is_per_thread_and_bounded(monkeypatch):
+    import threading
+
+    monkeypatch.setattr(config, "EXACT_CACHE_SIZE", 2)
+    cases = [_case("uniform", 2, False, n=10 + k, d=2, seed=k) for k in range(4)]
+    refs = [_general(monkeypatch, fs.exact_gain_grad, Model(W, exponent=2), i) for W, _, i in cases]
+    out = {}
+
+    def work(t):
+        out[t] = [fs.exact_gain_grad(Model(W, exponent=2), i) for W, _, i in cases * 3]
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for res in out.values():
+        for got, ref in zip(res, refs * 3, strict=True):
+            assert got[0] == ref[0] and _same(got[1], ref[1]) and _same(got[2], ref[2])
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_public_functions_use_the_fused_kernel_for_large_n(monkeypatch, bias):
+    W, b, inputs = _case("discrete", 3, bias, n=40, d=3)
+    model = Model(W, b, exponent=3)
+    monkeypatch.setattr(config, "EXACT_FUSED_ROWS", 8)
+    monkeypatch.setattr(config, "EXACT_FUSED_COLS", 16)
+    monkeypatch.setattr(config, "EXACT_FUSED_FROM", 40)
+    for f in (fs.exact_loss_grad, fs.exact_gain_grad):
+        ref = _general(monkeypatch, f, model, inputs)
+        got = f(model, inputs)
+        assert got[0] == pytest.approx(ref[0], rel=1e-12, abs=0)
+        for x, y in zip(got[1:], ref[1:], strict=True):
+            np.testing.assert_allclose(x, y, rtol=1e-12, atol=1e-12 * np.abs(y).max())
+    monkeypatch.setattr(config, "EXACT_FUSED_FROM", 41)  # below: the rows, bit for bit
+    ref = _general(monkeypatch, fs.exact_loss_grad, model, inputs)
+    got = fs.exact_loss_grad(model, inputs)
+    assert got[0] == ref[0] and _same(got[1], ref[1]) and _same(got[2], ref[2])
+
+
+def test_exact_fsum_is_math_fsum():
+    rng = np.random.default_rng(7)
+    for k in range(400):
+        x = rng.normal(size=k % 40) * 10.0 ** rng.integers(-200, 200, size=k % 40)
+        x = np.concatenate([x, -x[: k % 5], [1e16, 1.0, 1e-16][: k % 4]])
+        got = kp.exact_fsum(x)
+        assert got == math.fsum(x.tolist()) and math.copysign(1, got) == math.copysign(
+            1, math.fsum(x.tolist())
+        )
+    assert math.isnan(kp.exact_fsum(np.array([1e308, 1e308])))
+    assert math.isnan(kp.exact_fsum(np.array([1.0, np.inf])))

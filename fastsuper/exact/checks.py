@@ -1,0 +1,69 @@
+"""Argument checks shared by the exact closed forms and the prepared evaluator (THEORY §3).
+
+:func:`closed_form_exponent` checks that a model and an input law have the
+closed form of :mod:`fastsuper.exact.api` and that its scratch fits in
+memory; :class:`fastsuper.exact.prepared.ExactEvaluator` runs the same check
+once per law and shape.
+"""
+
+from __future__ import annotations
+
+from fastsuper.core import arguments, config
+from fastsuper.core import validation as v
+
+__all__ = ["BACKENDS", "closed_form_exponent", "fused_bytes"]
+
+BACKENDS = ("cpu", "cuda")
+
+
+def fused_bytes(n: int, d: int) -> float:
+    """Scratch of the fused kernel: per group, a block of rows of ``A`` and a gradient."""
+    groups, rows = config.EXACT_FUSED_GROUPS, config.EXACT_FUSED_ROWS
+    return 8.0 * groups * n * (rows + d)
+
+
+def closed_form_exponent(
+    func: str, model, inputs, backend: str = "cpu", dense_a: bool = True
+) -> int:
+    """Check that ``(model, inputs)`` has the closed form; return the integer exponent ``m``.
+
+    The memory check counts ``A = W^T W`` (n x n) unless ``dense_a`` is False
+    (the fused kernel, which forms tiles of ``A`` only).
+    """
+    arguments.check_model_inputs(model, inputs, func=func)
+    if model.activation != "power":
+        raise ValueError(
+            f"{func}: model.activation = {model.activation!r} has no closed form; the exact "
+            "loss exists only for activation='power' (integer exponent). Use "
+            "fastsuper.estimate_loss (Monte Carlo) or the k <= 1 lower bound instead"
+        )
+    if inputs.pattern == "grouped" and backend != "cpu":
+        raise ValueError(
+            f"{func}: backend={backend!r} does not compute grouped input laws; use backend='cpu'"
+        )
+    if inputs.pattern not in ("bernoulli", "grouped"):
+        raise ValueError(
+            f"{func}: inputs.pattern = {inputs.pattern!r} (exactly k = {inputs.k} active) has no "
+            "closed form; only the independent Bernoulli pattern (SparseInputs(n, p=...)) does"
+        )
+    m = model.int_exponent
+    if m < 1:  # pragma: no cover - Model already guarantees this for "power"
+        raise ValueError(f"{func}: model exponent must be an integer >= 1, got {model.exponent!r}")
+    arguments.check_moments(inputs.law, m, func=func)
+    n, d = model.n, model.d
+    if inputs.pattern == "grouped":  # A, a row block of Gamma and its scratch (THEORY §8)
+        v.check_memory(
+            f"the grouped closed form at n = {n} features in {inputs.groups.n_groups} groups",
+            8.0 * (3.0 * n * n + 16.0 * config.GROUPED_BLOCK_ELEMS + 4.0 * n * (2 * m + 2)),
+            func=func,
+            hint="estimate the loss by Monte Carlo instead (fastsuper.estimate_loss)",
+        )
+    # A = W.T @ W (n x n) and a few dozen float64 vectors of length n per moment order
+    v.check_memory(
+        f"the closed form at n = {n} features"
+        + (" (A = W.T @ W is n x n)" if dense_a else " (fused kernel)"),
+        (8.0 * n * n if dense_a else fused_bytes(n, d)) + 8.0 * n * (d + 12 * (2 * m + 2)),
+        func=func,
+        hint="estimate the loss by Monte Carlo instead (fastsuper.estimate_loss)",
+    )
+    return m
