@@ -38,6 +38,7 @@ optimiser registers itself there.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -563,6 +564,7 @@ def fit(
     betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, seed: int = 0,
     dtype=np.float64, log_every: int = 100, W0=None, b0=None, progress: bool | None = None,
     backend: str = "cpu", param: float | None = None, groups: dict | None = None,
+    restarts: int = 1,
 ) -> FitResult:  # fmt: skip
     """Train ``n_instances`` independent tied-weight autoencoders at once.
 
@@ -624,12 +626,21 @@ def fit(
         ``kind``, ``q``, ``weights``, ``r``); ``p`` (one law for all
         instances) then applies to the ungrouped features and is the default
         ``q``.
+    restarts : int, default 1
+        Train each of the ``n_instances`` configurations (its ``p`` and
+        ``importance``) this many times, from different random weights and
+        samples, all at once, and keep the best of each
+        (:meth:`FitResult.best`: the lowest mean of the last tenth of the
+        recorded batch losses), as Elhage et al. did for their small models.
+        ``method="adam"`` only; not with ``W0``/``b0``.
 
     Returns
     -------
     FitResult
         ``W``, ``b``, ``loss_history``, ``settings``; ``.model(k)`` gives
-        instance ``k`` as a :class:`fastsuper.Model`.
+        instance ``k`` as a :class:`fastsuper.Model`.  With ``restarts > 1``,
+        one instance per configuration, and ``settings["instances"]`` holds
+        the winners' indices among the ``n_instances * restarts`` trained.
 
     Raises
     ------
@@ -653,10 +664,40 @@ def fit(
     """
     v.check_choice("method", method, sorted(FITTERS))
     v.check_choice("backend", backend, ("cpu", "cuda"))
+    restarts = v.check_int("restarts", restarts, minimum=1)
     options = FitOptions(n, d, n_instances, p, importance, activation, exponent, values, bias,
                          steps, batch_size, lr, betas, eps, seed, dtype, log_every, W0, b0,
                          progress, backend, param, groups)  # fmt: skip
-    return FITTERS[method](options)
+    if restarts == 1:
+        return FITTERS[method](options)
+    if method != "adam":
+        raise ValueError(
+            f"restarts applies to method='adam' (fit_exact has its own starts), got method="
+            f"{method!r} with restarts = {restarts}"
+        )
+    return FITTERS[method](_repeated(options, restarts)).best(restarts)
+
+
+def _repeated(o: FitOptions, restarts: int) -> FitOptions:
+    """``o`` with every configuration (instance) repeated ``restarts`` times, as
+    :meth:`FitResult.best` expects them (each restart draws its own initial weights
+    and samples)."""
+    if o.W0 is not None or o.b0 is not None:
+        raise ValueError(
+            "W0 and b0 cannot be given with restarts > 1: each restart starts from its own "
+            "random weights (train copies of W0 as instances, then FitResult.best, instead)"
+        )
+    n = v.check_int("n", o.n, minimum=1)
+    n_instances = v.check_int("n_instances", o.n_instances, minimum=1)
+    imp = 1.0 if o.importance is None else o.importance
+    imp = v.check_per_instance("importance", imp, n_instances, n, kind="positive")
+    p = o.p  # a grouped law's p is one law for all instances
+    if o.groups is None:
+        p = 50.0 ** -np.linspace(0.0, 1.0, n_instances) if p is None else p
+        p = np.repeat(v.check_per_instance("p", p, n_instances, n, kind="probability"), restarts, 0)
+    return dataclasses.replace(
+        o, n_instances=n_instances * restarts, p=p, importance=np.repeat(imp, restarts, axis=0)
+    )
 
 
 def _check_fit_args(o: FitOptions):

@@ -117,3 +117,35 @@ def test_best_of_trained_restarts():
         np.testing.assert_array_equal(m_best.W, m_k.W)
         np.testing.assert_array_equal(m_best.bias, m_k.bias)
         np.testing.assert_array_equal(best.inputs(c).p, res.inputs(k).p)
+
+
+def test_fit_restarts_is_best_of_the_repeated_instances():
+    """fit(restarts=k) trains each configuration k times (numpy.repeat layout) and keeps
+    the restart with the lowest mean of the last tenth of its batch losses."""
+    p = [0.6, 0.05]
+    imp = [0.9 ** np.arange(5), np.ones(5)]
+    kw = dict(importance=imp, steps=60, batch_size=32, lr=1e-2, log_every=5, seed=3)
+    got = fs.fit(5, 2, n_instances=2, p=p, restarts=3, **kw)
+    full = fs.fit(
+        5, 2, n_instances=6, p=np.repeat(p, 3), **dict(kw, importance=np.repeat(imp, 3, 0))
+    )
+    n_log = full.loss_history.shape[0]  # 12 records: the last tenth is max(1, 12 // 10) = 1
+    tail = full.loss_history[-max(1, n_log // 10) :].mean(axis=0)
+    want = _argmin_blocks(tail, 3)
+    assert got.settings["instances"] == want
+    assert got.n_instances == 2
+    np.testing.assert_array_equal(got.W, full.W[want])
+    np.testing.assert_array_equal(got.b, full.b[want])
+    assert got.settings["p"][1][0] == 0.05
+
+
+def test_fit_restarts_with_groups_and_errors():
+    groups = dict(groups=[[0, 1]], kind="exclusive")
+    got = fs.fit(4, 2, n_instances=1, p=0.3, groups=groups, restarts=2, steps=20, batch_size=16)
+    assert got.n_instances == 1 and got.settings["instances"][0] in (0, 1)
+    with pytest.raises(ValueError, match="restarts must be an integer >= 1, got 0"):
+        fs.fit(4, 2, restarts=0)
+    with pytest.raises(ValueError, match="W0 and b0 cannot be given with restarts > 1"):
+        fs.fit(4, 2, restarts=2, W0=np.ones((2, 4)))
+    with pytest.raises(ValueError, match="restarts applies to method='adam'"):
+        fs.fit(4, 2, method="exact", activation="power", exponent=3, p=0.1, restarts=2)
