@@ -21,9 +21,12 @@ LLVM vectorises a loop over them:
 Each activation is accurate to a few float64 ulps of the exact function on a
 *domain* (:func:`fast_domain`); elements outside it (the far tails, huge
 arguments, infinities, NaN) are recomputed by the caller with the accurate
-``smooth_phi``.  Compiled with fastmath off (the rounding trick of ``exp``
-relies on it): callers that are fastmath kernels call the array functions
-here, which LLVM may inline without changing their floating-point flags.
+``smooth_phi``.  For a float32 array the polynomials are shorter and the
+double-double steps left out (the float64 result is within about 1e-8
+relative, then rounded to float32: within 1 float32 ulp).  Compiled with
+fastmath off (the rounding trick of ``exp`` relies on it): callers that are
+fastmath kernels call the array functions here, which LLVM may inline
+without changing their floating-point flags.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from __future__ import annotations
 import numpy as np
 from llvmlite import ir
 from numba.core import types
-from numba.extending import intrinsic
+from numba.extending import intrinsic, overload
 
 from fastsuper.core.activations import (
     GELU_TANH,
@@ -52,6 +55,8 @@ _LN2_HI = 6.93147180369123816490e-01  # ln 2 to 32 bits (k * _LN2_HI is exact fo
 _LN2_LO = 1.90821492927058770002e-10
 _LN2 = 0.6931471805599453
 _LN2_TAIL = 2.3190468138462996e-17  # ln 2 - _LN2
+_GELU_K = 0.7978845608028654  # as in activations
+_GELU_C = 0.044715
 
 
 @intrinsic
@@ -64,14 +69,37 @@ def bits_to_float64(typingctx, i):
     return types.float64(types.int64), codegen
 
 
+def single(z):
+    """Whether the array ``z`` is float32 (compiled: a constant of its type)."""
+    return z.dtype == np.float32
+
+
+@overload(single)
+def _single_impl(z):
+    if isinstance(z.dtype, types.Float) and z.dtype.bitwidth == 32:
+        return lambda z: True
+    return lambda z: False
+
+
 @njit(inline="always")
-def exp_parts(x):
+def exp_parts(x, short=False):
     """``(s, p)`` with ``exp(x) = s (1 + p)``: ``s = 2**k`` and ``p = expm1(r)``.
 
-    Valid for ``-708 <= x <= 709`` (``2**k`` normal); no branch.
+    Valid for ``-708 <= x <= 709`` (``2**k`` normal); no branch.  ``short``
+    (a compile-time constant): the polynomial to degree 7, within 1e-8
+    relative (enough for a float32 result).
     """
     kf = (x * _LOG2E + _ROUND) - _ROUND
     r = (x - kf * _LN2_HI) - kf * _LN2_LO
+    if short:
+        q = 1.0 / 5040.0
+        q = q * r + 1.0 / 720.0
+        q = q * r + 1.0 / 120.0
+        q = q * r + 1.0 / 24.0
+        q = q * r + 1.0 / 6.0
+        q = q * r + 0.5
+        s = bits_to_float64((np.int64(kf) + 1023) << 52)
+        return s, r + (r * r) * q
     q = 1.0 / 6227020800.0
     q = q * r + 1.0 / 479001600.0
     q = q * r + 1.0 / 39916800.0
@@ -90,41 +118,41 @@ def exp_parts(x):
 
 
 @njit(inline="always")
-def exp_fast(x):
-    """``exp(x)`` for ``-708 <= x <= 709`` (within about 1 ulp)."""
-    s, p = exp_parts(x)
+def exp_fast(x, short=False):
+    """``exp(x)`` for ``-708 <= x <= 709`` (within about 1 ulp; ``short``: :func:`exp_parts`)."""
+    s, p = exp_parts(x, short)
     return s + s * p
 
 
 @njit(inline="always")
-def expm1_fast(x):
+def expm1_fast(x, short=False):
     """``exp(x) - 1`` for ``-708 <= x <= 709`` (within a few ulps, also near 0)."""
-    s, p = exp_parts(x)
+    s, p = exp_parts(x, short)
     return (s - 1.0) + s * p
 
 
 @njit(inline="always")
-def log1p_unit(e):
-    """``log(1 + e)`` for ``0 <= e <= 1`` (within a few ulps); no branch."""
+def log1p_unit(e, short=False):
+    """``log(1 + e)`` for ``0 <= e <= 1`` (within a few ulps; ``short``: 1e-9); no branch."""
     big = e > 0.5
     v = (e - 1.0) * 0.5 if big else e  # 1 + e = 2 (1 + v); e - 1 exact there
     s = v / (2.0 + v)
     s2 = s * s
-    q = 1.0 / 25.0
-    for k in range(11, -1, -1):
+    q = 1.0 / 13.0 if short else 1.0 / 25.0
+    for k in range(5 if short else 11, -1, -1):
         q = q * s2 + 1.0 / (2 * k + 1)
     r = 2.0 * s * q
     return (_LN2 + (_LN2_TAIL + r)) if big else r
 
 
 @njit(inline="always")
-def _sigmoid_fast(uh, ul):
+def _sigmoid_fast(uh, ul, short=False):
     """``(sigma(u), sigma(-u))`` of ``u = uh + ul`` (``sigma(-u)`` for ``|uh| <= 708``).
 
     As ``_sigmoid_dd``; beyond ``|uh| = 708`` the larger of the two is still right (1).
     """
     a = abs(uh)
-    e = exp_fast(-(708.0 if a > 708.0 else a))
+    e = exp_fast(-(708.0 if a > 708.0 else a), short)
     e = e - e * ul if uh >= 0.0 else e + e * ul
     big = 1.0 / (1.0 + e)
     small = e * big
@@ -132,85 +160,99 @@ def _sigmoid_fast(uh, ul):
 
 
 @njit(inline="always")
-def sigmoid_fast(t):
-    """``sigma(t)`` for ``|t| <= 700``."""
-    return _sigmoid_fast(t, 0.0)[0]
+def sigmoid_fast(t, short=False):
+    """``sigma(t)`` for ``|t| <= 700`` (``short``: for a float32 result)."""
+    return _sigmoid_fast(t, 0.0, short)[0]
 
 
 @njit(inline="always")
-def silu_fast(t):
+def silu_fast(t, short=False):
     """``t sigma(t)`` for ``|t| <= 700``."""
-    return t * _sigmoid_fast(t, 0.0)[0]
+    return t * _sigmoid_fast(t, 0.0, short)[0]
 
 
 @njit(inline="always")
-def tanh_fast(t):
+def tanh_fast(t, short=False):
     """``tanh(t)`` for ``|t| <= 1e300`` (``-expm1(-2|t|) / (2 + expm1(-2|t|))``)."""
     a = abs(t)
     a = 20.0 if a > 20.0 else a  # tanh(20) is 1 in float64
-    m = expm1_fast(-2.0 * a)
+    m = expm1_fast(-2.0 * a, short)
     r = -m / (2.0 + m)
     return -r if t < 0.0 else r
 
 
 @njit(inline="always")
-def gelu_tanh_fast(t):
-    """``t sigma(2 u)`` of the tanh GELU for ``-19.5 <= t`` (``u`` in double-double)."""
+def gelu_tanh_fast(t, short=False):
+    """``t sigma(2 u)`` of the tanh GELU for ``-19.5 <= t`` (``u`` in double-double).
+
+    ``short`` (a float32 result): ``u`` in float64 only, the short ``exp``.
+    """
     tc = 30.0 if t > 30.0 else t
-    uh, ul = _gelu_tanh_u(tc)
-    s = _sigmoid_fast(2.0 * uh, 2.0 * ul)[0]
+    if short:
+        uh, ul = _GELU_K * (tc + _GELU_C * (tc * tc * tc)), 0.0
+    else:
+        uh, ul = _gelu_tanh_u(tc)
+    s = _sigmoid_fast(2.0 * uh, 2.0 * ul, short)[0]
     return t if t > 30.0 else tc * s
 
 
 @njit(inline="always")
-def softplus_fast(t, c):
-    """``log(1 + exp(c t)) / c`` where ``|t| < 1e150`` and ``|c t| <= 600``."""
-    uh, ul = _two_prod(c, t)
-    e = exp_fast(-abs(uh))
+def softplus_fast(t, c, short=False):
+    """``log(1 + exp(c t)) / c`` where ``|t| < 1e150`` and ``|c t| <= 600``.
+
+    ``short`` (a float32 result): ``c t`` rounded, the short ``exp`` and ``log1p``.
+    """
+    uh, ul = (c * t, 0.0) if short else _two_prod(c, t)
+    e = exp_fast(-abs(uh), short)
     pos = uh >= 0.0
     e = e - e * ul if pos else e + e * ul
-    lg = log1p_unit(e) / c
+    lg = log1p_unit(e, short) / c
     return t + lg if pos else lg
 
 
 @njit
 def _loop_sigmoid(z, c, lo, hi, out):
+    short = single(z)
     for j in range(z.shape[0]):
         t = np.float64(z[j])
         t = t if (t >= lo) & (t <= hi) else 0.0
-        out[j] = like(z[j], sigmoid_fast(t))
+        out[j] = like(z[j], sigmoid_fast(t, short))
 
 
 @njit
 def _loop_silu(z, c, lo, hi, out):
+    short = single(z)
     for j in range(z.shape[0]):
         t = np.float64(z[j])
         t = t if (t >= lo) & (t <= hi) else 0.0
-        out[j] = like(z[j], silu_fast(t))
+        out[j] = like(z[j], silu_fast(t, short))
 
 
 @njit
 def _loop_tanh(z, c, lo, hi, out):
+    short = single(z)
     for j in range(z.shape[0]):
         t = np.float64(z[j])
         t = t if (t >= lo) & (t <= hi) else 0.0
-        out[j] = like(z[j], tanh_fast(t))
+        out[j] = like(z[j], tanh_fast(t, short))
 
 
 @njit
 def _loop_gelu_tanh(z, c, lo, hi, out):
+    short = single(z)
     for j in range(z.shape[0]):
         t = np.float64(z[j])
         t = t if (t >= lo) & (t <= hi) else 0.0
-        out[j] = like(z[j], gelu_tanh_fast(t))
+        out[j] = like(z[j], gelu_tanh_fast(t, short))
 
 
 @njit
 def _loop_softplus(z, c, lo, hi, out):
+    short = single(z)
     for j in range(z.shape[0]):
         t = np.float64(z[j])
         t = t if (t >= lo) & (t <= hi) else 0.0
-        out[j] = like(z[j], softplus_fast(t, c))
+        out[j] = like(z[j], softplus_fast(t, c, short))
 
 
 @njit

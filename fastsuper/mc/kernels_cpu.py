@@ -38,6 +38,7 @@ from fastsuper.mc.simd import (
     MODE_RELU3,
     MODE_Z,
     MODE_ZX,
+    loss_terms_sum,
     tile_pow2,
     tile_pow3,
     tile_relu1,
@@ -45,7 +46,6 @@ from fastsuper.mc.simd import (
     tile_relu3,
     tile_z,
     tile_zx,
-    vector_sum,
 )
 
 #: columns of the per-block statistics array
@@ -399,16 +399,15 @@ def _fused_mode(act, want_pf):
 
 
 @kernel_njit(inline="always")
-def _zx_loss(zb, width, ip, j0, act, tb, fb):
+def _zx_loss(zb, width, ip, j0, act, fb):
     """``sum_j imp_j (phi_j - x_j)^2`` of a tile stored by ``MODE_ZX``; the ``x`` part left zero.
 
     ``zb[:width]`` holds ``z``, ``zb[width : 2 width]`` the dense ``x``,
     ``ip`` the zero-padded importances; the activation by a vectorised loop
     (:func:`fastsuper.core.vecmath.phi_fast`, into ``fb``: a separate
     array, as the loop is vectorised only when its input and output do not
-    overlap; leaky_relu and the identity here), the terms into the float64
-    buffer ``tb`` and summed in a fixed order
-    (:func:`fastsuper.mc.simd.vector_sum`).
+    overlap; leaky_relu and the identity here), then the terms in float64,
+    summed in a fixed order (:func:`fastsuper.mc.simd.loss_terms_sum`).
     """
     code = act.code
     z = zb[:width]
@@ -424,11 +423,7 @@ def _zx_loss(zb, width, ip, j0, act, tb, fb):
         f = z
     else:
         phi_fast(z, code, act.c, f)
-    for j in range(width):
-        d = np.float64(f[j]) - np.float64(x[j])
-        tb[j] = np.float64(w[j]) * (d * d)
-        x[j] = 0
-    return vector_sum(tb[:width])
+    return loss_terms_sum(f, x, w)
 
 
 @njit
@@ -443,13 +438,13 @@ def _aligned_buffer(size, dt):
 def tile_workspace(P, b, imp, n, m_max):
     """Buffers of :func:`tile_stats` for blocks of up to ``m_max`` samples.
 
-    ``(bp, ip, zb, ptr, cidx, cval, x2, lsum, cur, tb, fb)``: bias and importances
+    ``(bp, ip, zb, ptr, cidx, cval, x2, lsum, cur, fb)``: bias and importances
     zero-padded to whole tiles in the compute dtype, and the tile buffer
     (``z`` of a tile, its dense ``x`` plus a guard slot, or both: ``2 width
     + 1`` elements), aligned to :data:`config.VECTOR_ALIGN` bytes; CSR rows
     (grown by :func:`csr_room`) with each sample's ``sum_i I_i x_i^2``;
-    per-sample loss sums and cursors; a float64 tile of loss terms and a tile
-    of activations in the compute dtype.
+    per-sample loss sums and cursors; a tile of activations in the compute
+    dtype.
     """
     dt = P.dtype
     width = P.shape[1]
@@ -463,15 +458,14 @@ def tile_workspace(P, b, imp, n, m_max):
     ptr = np.empty(m_max + 1, dtype=np.int64)
     cidx = np.empty(4 * m_max + n, dtype=np.int64)
     cval = np.empty(4 * m_max + n, dtype=dt)
-    tb = _aligned_buffer(width, np.float64)
     fb = _aligned_buffer(width, dt)
     x2, lsum = np.empty(m_max), np.empty(m_max)
-    return bp, ip, zb, ptr, cidx, cval, x2, lsum, np.empty(m_max, np.int64), tb, fb
+    return bp, ip, zb, ptr, cidx, cval, x2, lsum, np.empty(m_max, np.int64), fb
 
 
 @kernel_njit(inline="always")
 def tile_stats(
-    P, bp, ip, zb, act, want_pf, imp, n, m, ptr, cidx, cval, x2, lsum, cur, tb, fb, first, st,
+    P, bp, ip, zb, act, want_pf, imp, n, m, ptr, cidx, cval, x2, lsum, cur, fb, first, st,
     row1, row2,
 ):  # fmt: skip
     """Losses of the CSR samples ``s < m`` (sample indices ``first + s``) into ``st``.
@@ -497,7 +491,7 @@ def tile_stats(
         borrow(P), borrow(bp), borrow(ip), borrow(zb), borrow(imp), borrow(cidx), borrow(cval),
         borrow(cur),
     )  # fmt: skip
-    row1, row2, tb, fb = borrow(row1), borrow(row2), borrow(tb), borrow(fb)
+    row1, row2, fb = borrow(row1), borrow(row2), borrow(fb)
     for s in range(m):
         lsum[s] = 0.0
         cur[s] = ptr[s]
@@ -515,7 +509,7 @@ def tile_stats(
                     z, it, act, j0, j1, imp, cidx, cval, cur, s, e1, want_pf, row1, row2
                 )
             elif mode == MODE_ZX:
-                lsum[s] += _zx_loss(zb, width, ip, j0, act, tb, fb)
+                lsum[s] += _zx_loss(zb, width, ip, j0, act, fb)
             else:  # the tile's whole loss, corrections included
                 lsum[s] += acc
     for s in range(m):
@@ -537,12 +531,12 @@ def _block_columns_tiled(
     """
     n = law.n
     m_max = max(1, min(sub, hi - lo))
-    bp, ip, zb, ptr, cidx, cval, x2, lsum, cur, tb, fb = tile_workspace(P, b, imp, n, m_max)
+    bp, ip, zb, ptr, cidx, cval, x2, lsum, cur, fb = tile_workspace(P, b, imp, n, m_max)
     for s0 in range(lo, hi, m_max):
         m = min(m_max, hi - s0)
         cidx, cval = _draw_csr(skey, start + s0, m, imp, law, rule, ptr, cidx, cval, x2)
         tile_stats(
-            P, bp, ip, zb, act, want_pf, imp, n, m, ptr, cidx, cval, x2, lsum, cur, tb, fb,
+            P, bp, ip, zb, act, want_pf, imp, n, m, ptr, cidx, cval, x2, lsum, cur, fb,
             start + s0, st, row1, row2,
         )  # fmt: skip
 

@@ -240,28 +240,45 @@ def _make_tile_kernel(mode: int):
 
 
 @intrinsic
-def vector_sum(typingctx, buf):
-    """The sum of a float64 array whose length is a multiple of the vector width, in a fixed order.
+def loss_terms_sum(typingctx, f, x, w):
+    """``sum_j w_j (f_j - x_j)^2`` in float64 over arrays whose length is a multiple of 8.
 
-    One vector accumulator (:data:`config.VECTOR_BYTES` wide) over the
-    array's vectors in order, then its lanes pairwise: the same order
-    whatever the CPU, so the result is reproducible bit for bit.
+    ``f``, ``x``, ``w`` of one dtype (float32 terms are formed in float64);
+    ``x`` is left zero.  Eight terms at a time in one ``<8 x double>``
+    accumulator, in order, then its lanes pairwise: the same order whatever
+    the CPU, so the result is reproducible bit for bit.
     """
 
     def codegen(context, builder, signature, args):
-        arr = context.make_array(signature.args[0])(context, builder, args[0])
-        lanes = config.VECTOR_BYTES // 8
-        vty = ir.VectorType(ir.DoubleType(), lanes)
-        n = cgutils.unpack_tuple(builder, arr.shape, 1)[0]
-        nvec = builder.sdiv(n, ir.Constant(n.type, lanes))
-        acc = cgutils.alloca_once(builder, vty)
-        builder.store(ir.Constant(vty, [ir.Constant(ir.DoubleType(), 0.0)] * lanes), acc)
+        fa, xa, wa = (
+            context.make_array(ty)(context, builder, a) for ty, a in zip(signature.args, args)
+        )
+        dt = signature.args[0].dtype
+        isz = 4 if dt == types.float32 else 8
+        elty = context.get_value_type(dt)
+        vty = ir.VectorType(elty, 8)
+        dvty = ir.VectorType(ir.DoubleType(), 8)
+        n = cgutils.unpack_tuple(builder, fa.shape, 1)[0]
+        nvec = builder.sdiv(n, ir.Constant(n.type, 8))
+        acc = cgutils.alloca_once(builder, dvty)
+        builder.store(ir.Constant(dvty, [ir.Constant(ir.DoubleType(), 0.0)] * 8), acc)
+        zero = ir.Constant(vty, [ir.Constant(elty, 0.0)] * 8)
         with cgutils.for_range(builder, nvec) as loop:
-            off = builder.mul(loop.index, ir.Constant(loop.index.type, lanes))
-            ptr = builder.bitcast(builder.gep(arr.data, [off]), vty.as_pointer())
-            builder.store(builder.fadd(builder.load(acc), builder.load(ptr, align=8)), acc)
+            off = builder.mul(loop.index, ir.Constant(loop.index.type, 8))
+
+            def ptr(arr):
+                return builder.bitcast(builder.gep(arr.data, [off]), vty.as_pointer())
+
+            def load(arr):
+                v = builder.load(ptr(arr), align=isz)
+                return builder.fpext(v, dvty) if isz == 4 else v
+
+            d = builder.fsub(load(fa), load(xa))
+            t = builder.fmul(load(wa), builder.fmul(d, d))
+            builder.store(zero, ptr(xa), align=isz)
+            builder.store(builder.fadd(builder.load(acc), t), acc)
         total = builder.load(acc)
-        h = lanes
+        h = 8
         while h > 1:
             h //= 2
             lo = ir.Constant(ir.VectorType(_I32, h), list(range(h)))
@@ -270,4 +287,4 @@ def vector_sum(typingctx, buf):
             total = builder.fadd(left, builder.shuffle_vector(total, total, hi))
         return builder.extract_element(total, ir.Constant(_I32, 0))
 
-    return types.float64(buf), codegen
+    return types.float64(f, x, w), codegen
