@@ -2,8 +2,9 @@
 
 n = 1000, d = 64, p = 0.01, uniform values, the auto path; each round runs every
 activation once (interleaved, so that a change in the machine's load hits them
-alike), and the table shows the median of the rounds with the load average
-before and after.  Usage::
+alike), timed by this process's CPU time (``time.process_time``; run it with
+``NUMBA_NUM_THREADS=1``), and the table shows the median of the rounds with the
+load average before and after.  Usage::
 
     python scripts/bench_activations.py [--dtype float32] [--rounds 3] [--samples 50000]
 """

@@ -15,6 +15,12 @@ terms are ``imp_j (phi_j - x_j)^2`` over the whole tile, with the sample's
 ``x`` scattered into a dense tile buffer while its rows are added: no
 separate, branchy pass for the corrections of the active features.
 
+The other activations with a vectorised form (``MODE_ZX``: the smooth ones
+of :mod:`fastsuper.core.vecmath`, leaky_relu, identity) leave the tile's
+``z`` and its dense ``x`` side by side in the tile buffer; the caller applies
+the activation in a vectorised loop and :func:`loss_terms_sum` forms and sums
+the loss terms in one pass.
+
 Everything is generic LLVM IR (``llvm.fma`` on vector types, ``select``,
 ``fpext``), so the code is portable across x86-64 (SSE2 to AVX-512) and
 AArch64; CPU code only (the CUDA kernels do not use it).
