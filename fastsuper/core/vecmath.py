@@ -31,12 +31,15 @@ without changing their floating-point flags.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from llvmlite import ir
 from numba.core import types
 from numba.extending import intrinsic, overload
 
 from fastsuper.core.activations import (
+    GELU,
     GELU_TANH,
     SIGMOID,
     SILU,
@@ -55,6 +58,13 @@ _LN2_HI = 6.93147180369123816490e-01  # ln 2 to 32 bits (k * _LN2_HI is exact fo
 _LN2_LO = 1.90821492927058770002e-10
 _LN2 = 0.6931471805599453
 _LN2_TAIL = 2.3190468138462996e-17  # ln 2 - _LN2
+_SQRT1_2 = 0.7071067811865476
+_SQRT1_2_LO = -4.833646656726457e-17  # sqrt(1/2) - _SQRT1_2
+_TWO_OVER_SQRT_PI = 1.1283791670955126
+#: ``erf(x) / x = sum_n _ERF_TAYLOR[n] x**(2 n)``: ``2 / sqrt(pi) (-1)**n / (n! (2 n + 1))``
+_ERF_TAYLOR = np.array(
+    [_TWO_OVER_SQRT_PI * (-1) ** n / (math.factorial(n) * (2 * n + 1)) for n in range(15)]
+)
 _GELU_K = 0.7978845608028654  # as in activations
 _GELU_C = 0.044715
 
@@ -210,6 +220,24 @@ def softplus_fast(t, c, short=False):
     return t + lg if pos else lg
 
 
+@njit(inline="always")
+def gelu_fast(t, short=False):
+    """``t Phi(t)`` for ``|t| <= 1``: ``Phi = (1 + erf(x)) / 2``, ``x = t / sqrt(2)``.
+
+    ``erf(x) / x`` by its Taylor series in ``x**2 <= 1/2`` (to ``x**28``; to
+    ``x**16`` with ``short``), with the rounding error of ``x`` corrected to
+    first order.
+    """
+    xh, xl = _two_prod(t, _SQRT1_2)
+    xl += t * _SQRT1_2_LO  # t / sqrt(2) = xh + xl
+    w = xh * xh
+    q = _ERF_TAYLOR[8] if short else _ERF_TAYLOR[14]
+    for k in range(7 if short else 13, -1, -1):
+        q = q * w + _ERF_TAYLOR[k]
+    erf = xh * q + xl * _TWO_OVER_SQRT_PI * (1.0 - w)  # erf'(x) = 2 exp(-x**2) / sqrt(pi)
+    return t * (0.5 + 0.5 * erf)
+
+
 @njit
 def _loop_sigmoid(z, c, lo, hi, out):
     short = single(z)
@@ -256,6 +284,15 @@ def _loop_softplus(z, c, lo, hi, out):
 
 
 @njit
+def _loop_gelu(z, c, lo, hi, out):
+    short = single(z)
+    for j in range(z.shape[0]):
+        t = np.float64(z[j])
+        t = t if (t >= lo) & (t <= hi) else 0.0
+        out[j] = like(z[j], gelu_fast(t, short))
+
+
+@njit
 def fast_domain(code, c):
     """``(lo, hi)``: the fast form of activation ``code`` is accurate for ``lo <= t <= hi``."""
     if code == SOFTPLUS:  # |c t| <= 600 and |t| < 1e150
@@ -265,13 +302,15 @@ def fast_domain(code, c):
         return -700.0, 700.0
     if code == TANH:
         return -1e300, 1e300
+    if code == GELU:
+        return -1.0, 1.0
     return -19.5, np.inf  # GELU_TANH
 
 
 @njit
 def has_fast_form(code):
     """Whether :func:`phi_fast` has a vectorised loop for activation ``code``."""
-    return code >= GELU_TANH and code <= SILU
+    return code >= GELU and code <= SILU
 
 
 @njit
@@ -299,6 +338,8 @@ def phi_fast(z, code, c, out):
         _loop_tanh(z, c, lo, hi, out)
     elif code == GELU_TANH:
         _loop_gelu_tanh(z, c, lo, hi, out)
+    elif code == GELU:
+        _loop_gelu(z, c, lo, hi, out)
     else:
         _loop_softplus(z, c, lo, hi, out)
     if bad:  # the few elements outside the domain, one at a time
