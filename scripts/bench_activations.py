@@ -2,8 +2,9 @@
 
 n = 1000, d = 64, p = 0.01, uniform values, the auto path; each round runs every
 activation once (interleaved, so that a change in the machine's load hits them
-alike), and the table shows the median of the rounds with the load average
-before and after.  Usage::
+alike), timed by this process's CPU time (``time.process_time``; run it with
+``NUMBA_NUM_THREADS=1``), and the table shows the median of the rounds with the
+load average before and after.  Usage::
 
     python scripts/bench_activations.py [--dtype float32] [--rounds 3] [--samples 50000]
 """
@@ -39,9 +40,9 @@ def main() -> None:
     rates: dict[str, list[float]] = {a: [] for a in NAMES}
     for _ in range(args.rounds):
         for a, m in models.items():
-            t0 = time.perf_counter()
+            t0 = time.process_time()
             fs.estimate_loss(m, inputs, args.samples, seed=1)
-            rates[a].append(args.samples / (time.perf_counter() - t0))
+            rates[a].append(args.samples / (time.process_time() - t0))
     load1 = os.getloadavg()
     base = float(np.median(rates["relu_power"]))
     print(f"dtype {args.dtype}, {args.rounds} rounds of {args.samples} samples; load average "

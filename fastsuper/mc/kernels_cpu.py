@@ -29,6 +29,7 @@ from fastsuper.core.bundles import borrowed_law, borrowed_rule
 from fastsuper.core.jit import borrow, kernel_njit, njit, parallel_njit
 from fastsuper.core.laws import draw_active_by, draw_value, draw_values
 from fastsuper.core.rng import sample_key, seed_key
+from fastsuper.core.vecmath import has_fast_form, phi_fast
 from fastsuper.mc.simd import (
     MODE_POW2,
     MODE_POW3,
@@ -36,12 +37,15 @@ from fastsuper.mc.simd import (
     MODE_RELU2,
     MODE_RELU3,
     MODE_Z,
+    MODE_ZX,
+    loss_terms_sum,
     tile_pow2,
     tile_pow3,
     tile_relu1,
     tile_relu2,
     tile_relu3,
     tile_z,
+    tile_zx,
 )
 
 #: columns of the per-block statistics array
@@ -374,6 +378,8 @@ def _tile_call(mode, P, poff, b, j0, cidx, cval, e0, e1, z, imp):
         return tile_pow2(P, poff, b, j0, cidx, cval, e0, e1, z, imp)
     if mode == MODE_POW3:
         return tile_pow3(P, poff, b, j0, cidx, cval, e0, e1, z, imp)
+    if mode == MODE_ZX:
+        return tile_zx(P, poff, b, j0, cidx, cval, e0, e1, z, imp)
     return tile_z(P, poff, b, j0, cidx, cval, e0, e1, z, imp)
 
 
@@ -387,7 +393,37 @@ def _fused_mode(act, want_pf):
         return MODE_RELU1 + ia - 1
     if (code == POWER or (code == SIGNED_POWER and ia % 2 == 1)) and (ia == 2 or ia == 3):
         return MODE_POW2 if ia == 2 else MODE_POW3
+    if (code == POWER and ia == 1) or code == LEAKY_RELU or has_fast_form(code):
+        return MODE_ZX
     return MODE_Z
+
+
+@kernel_njit(inline="always")
+def _zx_loss(zb, width, ip, j0, act, fb):
+    """``sum_j imp_j (phi_j - x_j)^2`` of a tile stored by ``MODE_ZX``; the ``x`` part left zero.
+
+    ``zb[:width]`` holds ``z``, ``zb[width : 2 width]`` the dense ``x``,
+    ``ip`` the zero-padded importances; the activation by a vectorised loop
+    (:func:`fastsuper.core.vecmath.phi_fast`, into ``fb``: a separate
+    array, as the loop is vectorised only when its input and output do not
+    overlap; leaky_relu and the identity here), then the terms in float64,
+    summed in a fixed order (:func:`fastsuper.mc.simd.loss_terms_sum`).
+    """
+    code = act.code
+    z = zb[:width]
+    x = zb[width : 2 * width]
+    w = ip[j0 : j0 + width]
+    f = fb[:width]
+    if code == LEAKY_RELU:
+        c = z.dtype.type(act.c)
+        for j in range(width):
+            u = z[j]
+            f[j] = u if u > 0 else c * u
+    elif code == POWER:
+        f = z
+    else:
+        phi_fast(z, code, act.c, f)
+    return loss_terms_sum(f, x, w)
 
 
 @njit
@@ -402,11 +438,13 @@ def _aligned_buffer(size, dt):
 def tile_workspace(P, b, imp, n, m_max):
     """Buffers of :func:`tile_stats` for blocks of up to ``m_max`` samples.
 
-    ``(bp, ip, zb, ptr, cidx, cval, x2, lsum, cur)``: bias and importances
+    ``(bp, ip, zb, ptr, cidx, cval, x2, lsum, cur, fb)``: bias and importances
     zero-padded to whole tiles in the compute dtype, and the tile buffer
-    (``z`` of a tile, or its dense ``x`` plus a guard slot), aligned to
-    :data:`config.VECTOR_ALIGN` bytes; CSR rows (grown by :func:`csr_room`) with
-    each sample's ``sum_i I_i x_i^2``; per-sample loss sums and cursors.
+    (``z`` of a tile, its dense ``x`` plus a guard slot, or both: ``2 width
+    + 1`` elements), aligned to :data:`config.VECTOR_ALIGN` bytes; CSR rows
+    (grown by :func:`csr_room`) with each sample's ``sum_i I_i x_i^2``;
+    per-sample loss sums and cursors; a tile of activations in the compute
+    dtype.
     """
     dt = P.dtype
     width = P.shape[1]
@@ -416,17 +454,20 @@ def tile_workspace(P, b, imp, n, m_max):
     for j in range(n):
         bp[j] = b[j]
         ip[j] = imp[j]
-    zb = _aligned_buffer(width + 1, dt)
+    zb = _aligned_buffer(2 * width + 1, dt)
     ptr = np.empty(m_max + 1, dtype=np.int64)
     cidx = np.empty(4 * m_max + n, dtype=np.int64)
     cval = np.empty(4 * m_max + n, dtype=dt)
-    return bp, ip, zb, ptr, cidx, cval, np.empty(m_max), np.empty(m_max), np.empty(m_max, np.int64)
+    fb = _aligned_buffer(width, dt)
+    x2, lsum = np.empty(m_max), np.empty(m_max)
+    return bp, ip, zb, ptr, cidx, cval, x2, lsum, np.empty(m_max, np.int64), fb
 
 
 @kernel_njit(inline="always")
 def tile_stats(
-    P, bp, ip, zb, act, want_pf, imp, n, m, ptr, cidx, cval, x2, lsum, cur, first, st, row1, row2
-):
+    P, bp, ip, zb, act, want_pf, imp, n, m, ptr, cidx, cval, x2, lsum, cur, fb, first, st,
+    row1, row2,
+):  # fmt: skip
     """Losses of the CSR samples ``s < m`` (sample indices ``first + s``) into ``st``.
 
     ``lsum[s]``, the loss of sample ``s``, is computed from the panels, tile by tile.
@@ -439,7 +480,8 @@ def tile_stats(
     store ``z`` and are finished by :func:`_tile_loss` (activation,
     ``sum_j I_j phi_j^2``, the corrections of the active features in the
     tile; per-feature sums into ``row1``/``row2``).  A sample's loss is the
-    sum of its tiles' terms.
+    sum of its tiles' terms.  The activations with a vectorised form
+    (``MODE_ZX``) store ``z`` and ``x`` and are finished by :func:`_zx_loss`.
     """
     mode = _fused_mode(act, want_pf)
     width = P.shape[1]
@@ -449,7 +491,7 @@ def tile_stats(
         borrow(P), borrow(bp), borrow(ip), borrow(zb), borrow(imp), borrow(cidx), borrow(cval),
         borrow(cur),
     )  # fmt: skip
-    row1, row2 = borrow(row1), borrow(row2)
+    row1, row2, fb = borrow(row1), borrow(row2), borrow(fb)
     for s in range(m):
         lsum[s] = 0.0
         cur[s] = ptr[s]
@@ -466,6 +508,8 @@ def tile_stats(
                 lsum[s] += _tile_loss(
                     z, it, act, j0, j1, imp, cidx, cval, cur, s, e1, want_pf, row1, row2
                 )
+            elif mode == MODE_ZX:
+                lsum[s] += _zx_loss(zb, width, ip, j0, act, fb)
             else:  # the tile's whole loss, corrections included
                 lsum[s] += acc
     for s in range(m):
@@ -487,13 +531,13 @@ def _block_columns_tiled(
     """
     n = law.n
     m_max = max(1, min(sub, hi - lo))
-    bp, ip, zb, ptr, cidx, cval, x2, lsum, cur = tile_workspace(P, b, imp, n, m_max)
+    bp, ip, zb, ptr, cidx, cval, x2, lsum, cur, fb = tile_workspace(P, b, imp, n, m_max)
     for s0 in range(lo, hi, m_max):
         m = min(m_max, hi - s0)
         cidx, cval = _draw_csr(skey, start + s0, m, imp, law, rule, ptr, cidx, cval, x2)
         tile_stats(
-            P, bp, ip, zb, act, want_pf, imp, n, m, ptr, cidx, cval, x2, lsum, cur, start + s0,
-            st, row1, row2,
+            P, bp, ip, zb, act, want_pf, imp, n, m, ptr, cidx, cval, x2, lsum, cur, fb,
+            start + s0, st, row1, row2,
         )  # fmt: skip
 
 

@@ -15,6 +15,12 @@ terms are ``imp_j (phi_j - x_j)^2`` over the whole tile, with the sample's
 ``x`` scattered into a dense tile buffer while its rows are added: no
 separate, branchy pass for the corrections of the active features.
 
+The other activations with a vectorised form (``MODE_ZX``: the smooth ones
+of :mod:`fastsuper.core.vecmath`, leaky_relu, identity) leave the tile's
+``z`` and its dense ``x`` side by side in the tile buffer; the caller applies
+the activation in a vectorised loop and :func:`loss_terms_sum` forms and sums
+the loss terms in one pass.
+
 Everything is generic LLVM IR (``llvm.fma`` on vector types, ``select``,
 ``fpext``), so the code is portable across x86-64 (SSE2 to AVX-512) and
 AArch64; CPU code only (the CUDA kernels do not use it).
@@ -42,8 +48,9 @@ from numba.core.extending import intrinsic
 from fastsuper.core import config
 
 #: modes: store ``z`` only (any activation), or apply one of these activations
-#: and return the tile's loss ``sum_j imp_j (phi_j - x_j)^2`` in float64
-MODE_Z, MODE_RELU1, MODE_RELU2, MODE_RELU3, MODE_POW2, MODE_POW3 = range(6)
+#: and return the tile's loss ``sum_j imp_j (phi_j - x_j)^2`` in float64, or
+#: (``MODE_ZX``) store ``z`` and the tile's dense ``x`` side by side
+MODE_Z, MODE_RELU1, MODE_RELU2, MODE_RELU3, MODE_POW2, MODE_POW3, MODE_ZX = range(7)
 
 _I32 = ir.IntType(32)
 _I64 = ir.IntType(64)
@@ -122,9 +129,13 @@ class _TileCode:
             if self.mode != MODE_Z:
                 # x_i into the tile's dense x buffer when i is in the tile, else
                 # into its guard slot (index width): a select, no branch
+                # (MODE_ZX: the buffer starts at index width, the guard at 2 width)
                 rel = b.sub(i, self.j0)
                 inside = b.icmp_unsigned("<", rel, row_len)
-                slot = b.select(inside, rel, row_len)
+                if self.mode == MODE_ZX:
+                    slot = b.select(inside, b.add(rel, row_len), b.add(row_len, row_len))
+                else:
+                    slot = b.select(inside, rel, row_len)
                 b.store(xs, b.gep(self.oa.data, [slot]))
             for k in range(nvec):
                 r = b.load(self.vec_ptr(row, k), align=isz)
@@ -175,7 +186,7 @@ class _TileCode:
     def emit(self, tile_bytes):
         """The tile's code for rows of ``tile_bytes``; returns the float64 sum."""
         acc = self.add_rows(tile_bytes // self.isz)
-        if self.mode == MODE_Z:
+        if self.mode in (MODE_Z, MODE_ZX):
             for k in range(len(acc)):
                 ptr = self.vec_ptr(self.oa.data, k)
                 self.builder.store(self.builder.load(acc[k]), ptr, align=self.isz)
@@ -211,7 +222,10 @@ def _make_tile_kernel(mode: int):
     tile's dense ``x``: while the rows are added, each ``x_i`` is stored at
     ``i - j0`` when ``i`` is in the tile, else at the guard slot ``width``
     (a select, no branch); they return ``sum_j imp_j (phi_j - x_j)^2`` over
-    the tile and leave ``out[:width]`` zero again.
+    the tile and leave ``out[:width]`` zero again.  :data:`MODE_ZX` writes
+    ``z`` to ``out[:width]`` and the dense ``x`` to ``out[width : 2 width]``
+    (guard slot ``2 width``; ``out`` has ``2 width + 1`` elements, the ``x``
+    part zeros on entry) and returns 0: the caller applies the activation.
     """
 
     @intrinsic
@@ -226,6 +240,57 @@ def _make_tile_kernel(mode: int):
     return tile_kernel
 
 
-(tile_z, tile_relu1, tile_relu2, tile_relu3, tile_pow2, tile_pow3) = (
-    _make_tile_kernel(mode) for mode in range(6)
+(tile_z, tile_relu1, tile_relu2, tile_relu3, tile_pow2, tile_pow3, tile_zx) = (
+    _make_tile_kernel(mode) for mode in range(7)
 )
+
+
+@intrinsic
+def loss_terms_sum(typingctx, f, x, w):
+    """``sum_j w_j (f_j - x_j)^2`` in float64 over arrays whose length is a multiple of 8.
+
+    ``f``, ``x``, ``w`` of one dtype (float32 terms are formed in float64);
+    ``x`` is left zero.  Eight terms at a time in one ``<8 x double>``
+    accumulator, in order, then its lanes pairwise: the same order whatever
+    the CPU, so the result is reproducible bit for bit.
+    """
+
+    def codegen(context, builder, signature, args):
+        fa, xa, wa = (
+            context.make_array(ty)(context, builder, a) for ty, a in zip(signature.args, args)
+        )
+        dt = signature.args[0].dtype
+        isz = 4 if dt == types.float32 else 8
+        elty = context.get_value_type(dt)
+        vty = ir.VectorType(elty, 8)
+        dvty = ir.VectorType(ir.DoubleType(), 8)
+        n = cgutils.unpack_tuple(builder, fa.shape, 1)[0]
+        nvec = builder.sdiv(n, ir.Constant(n.type, 8))
+        acc = cgutils.alloca_once(builder, dvty)
+        builder.store(ir.Constant(dvty, [ir.Constant(ir.DoubleType(), 0.0)] * 8), acc)
+        zero = ir.Constant(vty, [ir.Constant(elty, 0.0)] * 8)
+        with cgutils.for_range(builder, nvec) as loop:
+            off = builder.mul(loop.index, ir.Constant(loop.index.type, 8))
+
+            def ptr(arr):
+                return builder.bitcast(builder.gep(arr.data, [off]), vty.as_pointer())
+
+            def load(arr):
+                v = builder.load(ptr(arr), align=isz)
+                return builder.fpext(v, dvty) if isz == 4 else v
+
+            d = builder.fsub(load(fa), load(xa))
+            t = builder.fmul(load(wa), builder.fmul(d, d))
+            builder.store(zero, ptr(xa), align=isz)
+            builder.store(builder.fadd(builder.load(acc), t), acc)
+        total = builder.load(acc)
+        h = 8
+        while h > 1:
+            h //= 2
+            lo = ir.Constant(ir.VectorType(_I32, h), list(range(h)))
+            hi = ir.Constant(ir.VectorType(_I32, h), list(range(h, 2 * h)))
+            left = builder.shuffle_vector(total, total, lo)
+            total = builder.fadd(left, builder.shuffle_vector(total, total, hi))
+        return builder.extract_element(total, ir.Constant(_I32, 0))
+
+    return types.float64(f, x, w), codegen

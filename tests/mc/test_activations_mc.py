@@ -26,7 +26,7 @@ CASES = [
 
 @pytest.mark.parametrize("act,param", CASES)
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-@pytest.mark.parametrize("path", ["dense", "columns", "blocked"])
+@pytest.mark.parametrize("path", ["dense", "columns", "blocked", "columns_blocked"])
 def test_matches_numpy_reference_on_same_samples(act, param, dtype, path):
     n, N = 25, 3000
     model = random_model(n, 5, act, None, dtype=dtype, param=param)
@@ -43,6 +43,28 @@ def test_matches_numpy_reference_on_same_samples(act, param, dtype, path):
         loss.std(ddof=1) / np.sqrt(N), rel=1e-3 if dtype == np.float32 else 1e-9
     )
     assert est.per_feature.sum() == pytest.approx(est.mean, rel=1e-9)
+
+
+@pytest.mark.parametrize("act,param", CASES)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("scale", [0.5, 40.0])
+def test_vectorised_tiles_match_numpy_reference(act, param, dtype, scale):
+    """Path "columns_blocked" without per-feature sums: the vectorised activations.
+
+    Several tiles with a padded last one; ``scale`` 40 puts pre-activations
+    in the far tails, where the accurate per-element forms take over.
+    """
+    n, N = 150, 1500
+    model = random_model(n, 4, act, None, dtype=dtype, param=param, scale=scale)
+    imp = 0.98 ** np.arange(n)
+    inputs = fs.SparseInputs(n, p=0.03, values="gaussian", importance=imp)
+    est = fs.estimate_loss(model, inputs, N, seed=5, path="columns_blocked", block_size=500)
+    X = fs.sample(inputs, N, seed=5, dtype=dtype).to_dense()
+    loss = loss_numpy(model.W, model.b, act, 1, X, imp, param=param)
+    gain = gain_numpy(model.W, model.b, act, 1, X, imp, param=param)
+    rtol = 1e-10 if dtype == np.float64 else 1e-4
+    assert est.mean == pytest.approx(loss.mean(), rel=rtol)
+    assert est.gain_mean == pytest.approx(gain.mean(), rel=rtol, abs=rtol * abs(loss.mean()))
 
 
 @pytest.mark.parametrize("act,param", CASES)
