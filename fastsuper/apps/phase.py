@@ -7,7 +7,11 @@ with bias, U[0,1] values (THEORY §6, §9).  For each cell
 
 * **trained**: ``restarts`` instances trained with :func:`fastsuper.fit`
   (Adam; every cell of a row of ``p`` and every restart in one call, many
-  instances at once); the winner is the restart of lowest *exact* loss
+  instances at once); every restart is first trained ``screen_steps`` steps,
+  then per cell only ``keep`` of them -- the best of each regime found, then
+  the next best, by exact loss -- go on to ``steps`` (most restarts fall into
+  the same basin early, so this costs about half of training all of them to
+  the end); the winner is the restart of lowest *exact* loss
   (:func:`fastsuper.exact.patterns.pattern_loss`);
 * **exact**: the optimum of the exact loss by L-BFGS with restarts
   (:func:`fastsuper.train.patterns.fit_pattern_exact`), started also from the
