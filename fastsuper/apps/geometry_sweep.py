@@ -35,7 +35,7 @@ from fastsuper.core.progress import progress_bar, progress_enabled
 from fastsuper.geometry import STICKY_FRACTIONS, STICKY_LABELS, feature_geometry
 from fastsuper.train.adam import FitResult, fit
 
-__all__ = ["geometry_settings", "geometry_sweep", "plot_geometry"]
+__all__ = ["geometry_settings", "geometry_sweep", "inv_densities", "plot_geometry"]
 
 #: d / |W|_F**2 counts as on the antipodal plateau within this range
 PLATEAU = (0.45, 0.55)
@@ -50,24 +50,52 @@ def geometry_settings(quick: bool = False) -> dict:
     --------
     >>> from fastsuper.apps.geometry_sweep import geometry_settings
     >>> s = geometry_settings()
-    >>> s["n"], s["d"], s["n_sparsities"], s["steps"]
-    (400, 30, 16, 10000)
+    >>> s["n"], s["d"], s["n_sparsities"], s["n_fine"], s["steps"]
+    (400, 30, 10, 10, 10000)
+    >>> inv_densities(s).round(2).tolist()[:5]
+    [1.0, 1.5, 1.71, 1.96, 2.24]
     """
     s = {
         "n": 400,
         "d": 30,
-        "n_sparsities": 16,
+        "n_sparsities": 10,
         "inv_density_range": (1.0, 1000.0),
+        "n_fine": 10,
+        "fine_range": (1.5, 5.0),
         "steps": 10_000,
         "batch_size": 1024,
         "lr": 1e-3,
-        "chunk": 4,
+        "chunk": 6,
         "seed": 0,
     }
     if quick:
-        s.update(n=80, d=6, n_sparsities=6, inv_density_range=(1.0, 100.0), steps=1500,
-                 batch_size=256, lr=1e-2, chunk=6)  # fmt: skip
+        s.update(n=80, d=6, n_sparsities=6, inv_density_range=(1.0, 100.0), n_fine=0,
+                 steps=1500, batch_size=256, lr=1e-2, chunk=6)  # fmt: skip
     return s
+
+
+def inv_densities(s: dict) -> np.ndarray:
+    """The values of ``1 / (1 - S) = 1 / p`` of a sweep, increasing.
+
+    ``n_sparsities`` points log-spaced over ``inv_density_range``, of which those
+    inside ``fine_range`` are replaced by ``n_fine`` points log-spaced over it (the
+    antipodal plateau lies there); ``n_fine = 0``: the coarse grid alone.
+
+    Examples
+    --------
+    >>> from fastsuper.apps.geometry_sweep import inv_densities
+    >>> s = {"n_sparsities": 4, "inv_density_range": (1.0, 1000.0), "n_fine": 3,
+    ...      "fine_range": (2.0, 20.0)}
+    >>> inv_densities(s).round(3).tolist()
+    [1.0, 2.0, 6.325, 20.0, 100.0, 1000.0]
+    """
+    coarse = np.geomspace(*s["inv_density_range"], s["n_sparsities"])
+    n_fine = s.get("n_fine", 0)
+    if not n_fine:
+        return coarse
+    lo, hi = s["fine_range"]
+    outside = coarse[(coarse < lo) | (coarse > hi)]
+    return np.sort(np.concatenate([outside, np.geomspace(lo, hi, n_fine)]))
 
 
 def _same_run(res: FitResult, s: dict, pc: np.ndarray) -> bool:
@@ -79,7 +107,7 @@ def _same_run(res: FitResult, s: dict, pc: np.ndarray) -> bool:
 
 def _train(s: dict, out: Path, resume: bool, bar) -> list[np.ndarray]:
     """The trained ``W`` of every instance, chunk by chunk (each chunk saved in ``fits/``)."""
-    ps = 1.0 / np.geomspace(*s["inv_density_range"], s["n_sparsities"])
+    ps = 1.0 / inv_densities(s)
     fits = out / "fits"
     fits.mkdir(parents=True, exist_ok=True)
     Ws = []
@@ -98,7 +126,7 @@ def _train(s: dict, out: Path, resume: bool, bar) -> list[np.ndarray]:
 
 
 def _rows(s: dict, Ws: list) -> tuple[list, list]:
-    ps = 1.0 / np.geomspace(*s["inv_density_range"], s["n_sparsities"])
+    ps = 1.0 / inv_densities(s)
     inst, feats = [], []
     for k, (p, W) in enumerate(zip(ps, Ws)):
         g = feature_geometry(W)
@@ -188,7 +216,7 @@ def geometry_sweep(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    with progress_bar(s["n_sparsities"], "geometry", unit="instances",
+    with progress_bar(inv_densities(s).size, "geometry", unit="instances",
                       enabled=progress_enabled(progress)) as bar:  # fmt: skip
         Ws = _train(s, out, resume, bar)
     inst, feats = _rows(s, Ws)

@@ -7,7 +7,11 @@ with bias, U[0,1] values (THEORY §6, §9).  For each cell
 
 * **trained**: ``restarts`` instances trained with :func:`fastsuper.fit`
   (Adam; every cell of a row of ``p`` and every restart in one call, many
-  instances at once); the winner is the restart of lowest *exact* loss
+  instances at once); every restart is first trained ``screen_steps`` steps,
+  then per cell only ``keep`` of them -- the best of each regime found, then
+  the next best, by exact loss -- go on to ``steps`` (most restarts fall into
+  the same basin early, so this costs about half of training all of them to
+  the end); the winner is the restart of lowest *exact* loss
   (:func:`fastsuper.exact.patterns.pattern_loss`);
 * **exact**: the optimum of the exact loss by L-BFGS with restarts
   (:func:`fastsuper.train.patterns.fit_pattern_exact`), started also from the
@@ -90,6 +94,8 @@ def phase_diagram_settings(quick: bool = False) -> dict:
         "r_range": (0.1, 10.0),
         "restarts": 8,
         "steps": 4000,
+        "screen_steps": 1000,
+        "keep": 3,
         "batch_size": 1024,
         "lr": 1e-2,
         "exact_restarts": 6,
@@ -194,23 +200,53 @@ def _importances(n: int, rs: np.ndarray) -> np.ndarray:
     return imp
 
 
+def _exact_losses(n: int, p: float, imp: np.ndarray, W: np.ndarray, b: np.ndarray) -> list:
+    """The exact loss of every instance ``W[k], b[k]`` (importances ``imp[k]``)."""
+    return [
+        pattern_loss(Model(W[k], b[k], activation="relu"),
+                     SparseInputs(n, p=p, values="uniform", importance=imp[k]))
+        for k in range(W.shape[0])
+    ]  # fmt: skip
+
+
+def _keep(losses: list, regimes: list, keep: int) -> list:
+    """The restarts to train on: the best of each regime found, then the next best, ``keep``
+    in all (indices, in order of loss)."""
+    order = sorted(range(len(losses)), key=losses.__getitem__)
+    first = [k for i, k in enumerate(order) if regimes[k] not in [regimes[j] for j in order[:i]]]
+    rest = [k for k in order if k not in first]
+    return sorted((first + rest)[:keep], key=losses.__getitem__)
+
+
 def _train_row(s: dict, n: int, d: int, p: float, rs: np.ndarray, seed: int):
     """Every cell of one row of ``p`` and every restart in one :func:`fit` call; per cell the
-    restart of lowest exact loss: ``(W, b, exact losses of every restart)``."""
-    k = s["restarts"]
+    restart of lowest exact loss: ``(W, b, exact losses of every restart)``.
+
+    With ``screen_steps`` (``< steps``), every restart is trained that many steps, and
+    per cell only ``keep`` of them (the best of each regime, then the next best, by exact
+    loss) go on to ``steps`` in a second call (with fresh samples: seed ``seed + 10**6``).
+    """
+    k, screen = s["restarts"], s.get("screen_steps") or s["steps"]
     imp = np.repeat(_importances(n, rs), k, axis=0)
-    res = fit(n, d, n_instances=imp.shape[0], p=np.full((imp.shape[0], n), p), importance=imp,
-              steps=s["steps"], batch_size=s["batch_size"], lr=s["lr"], seed=seed,
-              progress=False)  # fmt: skip
+    fargs = {"p": p, "batch_size": s["batch_size"], "lr": s["lr"], "progress": False}
+    res = fit(n, d, n_instances=imp.shape[0], importance=imp, seed=seed,
+              steps=min(screen, s["steps"]), **fargs)  # fmt: skip
+    W, b = res.W.copy(), res.b.copy()
+    losses = _exact_losses(n, p, imp, W, b)
+    if screen < s["steps"]:
+        th = {"norm_min": s["norm_min"], "eps": s["eps"]}
+        regimes = [regime(w, **th) for w in W]
+        go = [c * k + j for c in range(rs.size) for j in
+              _keep(losses[c * k : c * k + k], regimes[c * k : c * k + k], s["keep"])]  # fmt: skip
+        more = fit(n, d, n_instances=len(go), importance=imp[go], seed=seed + 10**6,
+                   steps=s["steps"] - screen, W0=W[go], b0=b[go], **fargs)  # fmt: skip
+        W[go], b[go] = more.W, more.b
+        for i, loss in zip(go, _exact_losses(n, p, imp[go], more.W, more.b)):
+            losses[i] = loss
     out = []
     for c in range(rs.size):
-        inputs = SparseInputs(n, p=p, values="uniform", importance=imp[c * k])
-        losses = [
-            pattern_loss(Model(res.W[c * k + j], res.b[c * k + j], activation="relu"), inputs)
-            for j in range(k)
-        ]
-        j = int(np.argmin(losses))
-        out.append((res.W[c * k + j], res.b[c * k + j], losses))
+        j = c * k + int(np.argmin(losses[c * k : c * k + k]))
+        out.append((W[j], b[j], losses[c * k : c * k + k]))
     return out
 
 

@@ -48,8 +48,50 @@ def test_theory_boundary_is_where_the_closed_forms_cross():
     np.testing.assert_allclose(phase.theory_boundary([0.25, 4.0]), [1 / 3.25, 4 / 13])
 
 
+def test_keep_takes_the_best_of_each_regime_first():
+    losses = [0.3, 0.1, 0.2, 0.5, 0.4]
+    regimes = ["superposed", "superposed", "superposed", "dedicated", "not represented"]
+    assert phase._keep(losses, regimes, 2) == [1, 4]
+    assert phase._keep(losses, regimes, 3) == [1, 4, 3]
+    assert phase._keep(losses, regimes, 4) == [1, 2, 4, 3]
+    assert phase._keep(losses, ["dedicated"] * 5, 2) == [1, 2]
+
+
+def test_screened_restarts_go_on_from_where_they_stopped(monkeypatch):
+    calls = []
+    orig = phase.fit
+
+    def spy(*a, **k):
+        calls.append((k, orig(*a, **k)))
+        return calls[-1][1]
+
+    monkeypatch.setattr(phase, "fit", spy)
+    s = dict(phase.phase_diagram_settings(), **dict(TINY, screen_steps=100, restarts=3, keep=2))
+    rs = np.array([0.5, 2.0])
+    out = phase._train_row(s, 2, 1, 0.2, rs, 7)
+    (k1, first), (k2, second) = calls
+    assert (k1["n_instances"], k1["steps"]) == (6, 100)
+    assert (k2["n_instances"], k2["steps"], k2["seed"]) == (4, 200, 7 + 10**6)
+    for c, (W, b, losses) in enumerate(out):
+        inputs = fs.SparseInputs(2, p=0.2, values="uniform", importance=[1.0, rs[c]])
+        model = [fs.Model(first.W[3 * c + j], first.b[3 * c + j], activation="relu")
+                 for j in range(3)]  # fmt: skip
+        screened = [pattern_loss(m, inputs) for m in model]
+        regimes = [phase.regime(first.W[3 * c + j]) for j in range(3)]
+        go = [3 * c + j for j in phase._keep(screened, regimes, 2)]
+        np.testing.assert_array_equal(k2["W0"][2 * c : 2 * c + 2], first.W[go])
+        finals = {i: second.W[2 * c + q] for q, i in enumerate(go)}
+        for j in range(3):
+            Wj = finals.get(3 * c + j, first.W[3 * c + j])
+            bj = second.b[2 * c + go.index(3 * c + j)] if 3 * c + j in go else first.b[3 * c + j]
+            assert losses[j] == pattern_loss(fs.Model(Wj, bj, activation="relu"), inputs)
+        j = int(np.argmin(losses))
+        np.testing.assert_array_equal(W, finals.get(3 * c + j, first.W[3 * c + j]))
+        assert pattern_loss(fs.Model(W, b, activation="relu"), inputs) == losses[j]
+
+
 def test_phase_diagram_outputs_and_resume(tmp_path, monkeypatch):
-    s = dict(TINY, diagrams=("2-1", "3-2"))
+    s = dict(TINY, diagrams=("2-1", "3-2"), screen_steps=100, keep=1)
     res = phase.phase_diagram(tmp_path, settings=s, progress=False)
     rows = _csv(tmp_path / "phase_diagram.csv")
     assert len(rows) == 2 * 9
