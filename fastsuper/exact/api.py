@@ -50,7 +50,7 @@ from fastsuper.exact.checks import closed_form_exponent as _closed_form_exponent
 from fastsuper.exact.grouped import check_gradient_finite, grouped_loss_grad, grouped_terms
 from fastsuper.exact.kernels_prepared import pick_kernels
 from fastsuper.exact.moments import binomials, cumulants_from_moments, moments_from_cumulants
-from fastsuper.exact.prepared import prepared_call
+from fastsuper.exact.prepared import prepared_call, prepared_values
 
 __all__ = [
     "MomentTerms",
@@ -344,6 +344,9 @@ def exact_loss_and_gain(
     >>> fs.exact_loss_and_gain(model, inputs)  # 2 * 0.5 * (3/4)**2, 2 * 0.5 - loss
     (0.5625, 0.4375)
     """
+    fast = prepared_values(model, inputs, backend, per_feature, "both")
+    if fast is not None:
+        return fast
     func = "exact_loss_and_gain"
     m, per_feature, backend = _check(func, model, inputs, backend, "per_feature", per_feature)
     ex2, exzm, ez2m, imp = _terms(model, inputs, m, func, backend)
@@ -414,6 +417,9 @@ def exact_loss(
     >>> fs.exact_loss(fs.Model(np.eye(3), exponent=3), inputs, per_feature=True)  # p(1 - 2*3 + 15)
     array([2.5, 2.5, 2.5])
     """
+    fast = prepared_values(model, inputs, backend, per_feature, "loss")
+    if fast is not None:
+        return fast
     func = "exact_loss"
     m, per_feature, backend = _check(func, model, inputs, backend, "per_feature", per_feature)
     ex2, exzm, ez2m, imp = _terms(model, inputs, m, func, backend)
@@ -481,6 +487,9 @@ def exact_gain(
     >>> fs.exact_gain(fs.Model(np.eye(1, 2), exponent=3), inputs, per_feature=True)
     array([0.5, 0. ])
     """
+    fast = prepared_values(model, inputs, backend, per_feature, "gain")
+    if fast is not None:
+        return fast
     func = "exact_gain"
     m, per_feature, backend = _check(func, model, inputs, backend, "per_feature", per_feature)
     _, exzm, ez2m, imp = _terms(model, inputs, m, func, backend)

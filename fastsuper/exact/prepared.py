@@ -373,6 +373,30 @@ def _as_f64(x, shape: tuple):
     return np.ascontiguousarray(x, dtype=np.float64)
 
 
+def _cached_fill(model, inputs, backend, want_grad: bool):
+    """The cached evaluator of a plain call, filled for ``model``'s weights, or ``None``
+    (see :func:`prepared_call`)."""
+    if not (type(backend) is str and backend == "cpu"):
+        return None
+    if type(model) is not Model or type(inputs) is not SparseInputs:
+        return None
+    n, d, m = model.n, model.d, model.int_exponent
+    if model.activation != "power" or inputs.pattern != "bernoulli" or inputs.n != n or m < 1:
+        return None
+    fused_from = config.EXACT_FUSED_FROM
+    kernel = "fused" if fused_from is not None and n >= fused_from else "rows"
+    if kernel == "rows" and 8.0 * n * n > config.EXACT_CACHE_BYTES:
+        return None
+    W = _as_f64(model.W, (d, n))
+    b = None if model.b is None else _as_f64(model.b, (n,))
+    if W is None or (b is None and model.b is not None):
+        return None
+    ev = _cached_evaluator(model, inputs, d, m, kernel)
+    if ev is None or ev._fill(W, ev._zero_b if b is None else b, b is not None, want_grad):
+        return None
+    return ev
+
+
 def prepared_call(model, inputs, backend, wrt_bias, gain: bool):
     """:func:`fastsuper.exact_loss_grad` (or ``exact_gain_grad`` with ``gain``) of a cached
     evaluator, or ``None`` where the call takes the general path.
@@ -389,23 +413,10 @@ def prepared_call(model, inputs, backend, wrt_bias, gain: bool):
     ``None``, and the general path of the public function checks the
     arguments and raises its errors.
     """
-    if not (type(backend) is str and backend == "cpu" and (wrt_bias is True or wrt_bias is False)):
+    if not (wrt_bias is True or wrt_bias is False):
         return None
-    if type(model) is not Model or type(inputs) is not SparseInputs:
-        return None
-    n, d, m = model.n, model.d, model.int_exponent
-    if model.activation != "power" or inputs.pattern != "bernoulli" or inputs.n != n or m < 1:
-        return None
-    fused_from = config.EXACT_FUSED_FROM
-    kernel = "fused" if fused_from is not None and n >= fused_from else "rows"
-    if kernel == "rows" and 8.0 * n * n > config.EXACT_CACHE_BYTES:
-        return None
-    W = _as_f64(model.W, (d, n))
-    b = None if model.b is None else _as_f64(model.b, (n,))
-    if W is None or (b is None and model.b is not None):
-        return None
-    ev = _cached_evaluator(model, inputs, d, m, kernel)
-    if ev is None or ev._fill(W, ev._zero_b if b is None else b, b is not None, True):
+    ev = _cached_fill(model, inputs, backend, True)
+    if ev is None:
         return None
     total = feature_sums(ev._terms, ev._imp, ev._per)[1 if gain else 0]
     if not math.isfinite(total):
@@ -413,3 +424,28 @@ def prepared_call(model, inputs, backend, wrt_bias, gain: bool):
     if gain:
         return total, -ev._dW, (-ev._db if wrt_bias else None)
     return total, ev._dW.copy(), (ev._db.copy() if wrt_bias else None)
+
+
+def prepared_values(model, inputs, backend, per_feature, which: str):
+    """``exact_loss`` (``which="loss"``), ``exact_gain`` (``"gain"``) or
+    ``exact_loss_and_gain`` (``"both"``) of a cached evaluator (its forward pass
+    only), or ``None`` where the call takes the general path (as
+    :func:`prepared_call`: the same numbers bit for bit below
+    ``config.EXACT_FUSED_FROM`` features, to round-off from there on)."""
+    if not (per_feature is True or per_feature is False):
+        return None
+    ev = _cached_fill(model, inputs, backend, False)
+    if ev is None:
+        return None
+    if per_feature:
+        ex2, exzm, ez2m = ev._terms[0], ev._terms[1], ev._terms[2]
+        with np.errstate(over="ignore", invalid="ignore"):
+            loss = ev._imp * (ex2 - 2.0 * exzm + ez2m) if which != "gain" else None
+            gain = ev._imp * (2.0 * exzm - ez2m) if which != "loss" else None
+        if any(x is not None and not np.isfinite(x).all() for x in (loss, gain)):
+            return None
+    else:
+        loss, gain = feature_sums(ev._terms, ev._imp, ev._per)
+        if not (math.isfinite(loss) and math.isfinite(gain)):
+            return None
+    return loss if which == "loss" else gain if which == "gain" else (loss, gain)

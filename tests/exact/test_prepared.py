@@ -350,3 +350,40 @@ def test_exact_fsum_is_math_fsum():
         )
     assert math.isnan(kp.exact_fsum(np.array([1e308, 1e308])))
     assert math.isnan(kp.exact_fsum(np.array([1.0, np.inf])))
+
+
+@pytest.mark.parametrize("law", sorted(LAWS))
+@pytest.mark.parametrize("m", [1, 3])
+@pytest.mark.parametrize("bias", [False, True])
+def test_cached_value_calls_are_the_general_path_bit_for_bit(monkeypatch, law, m, bias):
+    """exact_loss, exact_gain and exact_loss_and_gain (sums and per feature) answered from
+    the cache (a miss, then a hit, also after a gradient call) equal the general path's."""
+    W, b, inputs = _case(law, m, bias, n=19, d=3)
+    for dtype in (np.float64, np.float32):
+        model = Model(W.astype(dtype), None if b is None else b.astype(dtype), exponent=m)
+        for pf in (False, True):
+            for f in (fs.exact_loss, fs.exact_gain, fs.exact_loss_and_gain):
+                ref = _general(monkeypatch, f, model, inputs, per_feature=pf)
+                for _ in range(2):
+                    got = f(model, inputs, per_feature=pf)
+                    pairs = zip(got, ref, strict=True) if isinstance(ref, tuple) else [(got, ref)]
+                    for g, r in pairs:
+                        assert _same(np.asarray(g), np.asarray(r))
+                fs.exact_loss_grad(model, inputs)  # the cached evaluator's other pass
+
+
+def test_cached_value_calls_keep_their_errors(monkeypatch):
+    W, b, inputs = _case("gaussian", 3, True, n=12, d=3)
+    model = Model(W, b, exponent=3)
+    with pytest.raises(TypeError, match="exact_loss: per_feature"):
+        fs.exact_loss(model, inputs, per_feature=1)
+    with pytest.raises(ValueError, match="exact_gain: inputs.n = 13"):
+        fs.exact_gain(model, SparseInputs(13, p=0.1))
+    bad = Model(W.copy(), b, exponent=3)
+    bad.W[0, 0] = np.nan
+    with pytest.raises(FloatingPointError, match="exact_loss_and_gain: float64 overflow"):
+        fs.exact_loss_and_gain(bad, inputs)
+    per = fs.exact_loss(model, inputs, per_feature=True)
+    kept = per.copy()
+    fs.exact_loss(Model(2.0 * W, b, exponent=3), inputs, per_feature=True)
+    assert np.array_equal(per, kept)  # a returned array is never a cache buffer
