@@ -364,7 +364,12 @@ def exact_loss(
     Closed form for ``x_hat = (W.T @ W @ x + b)**m`` (activation ``"power"``,
     integer ``m >= 1``) under independent Bernoulli features, by cumulants of
     ``sum_{i != j} A_ji x_i + b_j``.  Computed in float64 whatever
-    ``model.dtype`` is, in ``O(n**2 (d + m))`` time.
+    ``model.dtype`` is, in ``O(n**2 (d + m))`` time.  Repeated calls for one
+    input law and shape reuse a prepared :class:`fastsuper.ExactEvaluator`
+    (kept per thread), the same numbers bit for bit, as do :func:`exact_gain`
+    and :func:`exact_loss_and_gain`; from ``n >=``
+    :data:`fastsuper.core.config.EXACT_FUSED_FROM` features it runs the fused
+    kernel (memory ``O(n d)``; the same values to round-off).
 
     Parameters
     ----------
