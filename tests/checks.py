@@ -65,3 +65,34 @@ def phi_dphi(t, act):
         f[i] = T.phi(t[i], act)
         g[i] = T.dphi(t[i], act)
     return f, g
+
+
+def extreme_arguments(dtype):
+    """Arguments over the whole float range of ``dtype``: subnormal, moderate (densely up to
+    60), around the overflow thresholds of exp (590-760), huge, the largest and infinite."""
+    fi = np.finfo(dtype)
+    mags = np.concatenate(
+        [
+            np.geomspace(float(fi.smallest_subnormal), 1e-3, 40),
+            np.linspace(1e-3, 60.0, 3000),
+            np.linspace(590.0, 760.0, 200),
+            np.geomspace(60.0, float(fi.max) / 4, 40),
+            [float(fi.max), np.inf],
+        ]
+    )
+    return np.concatenate([-mags[::-1], [0.0], mags]).astype(dtype)
+
+
+def assert_within_ulps(got, ref, ulps, spacing_of=None, where=None):
+    """``|got - ref|`` at most ``ulps`` units in the last place of ``spacing_of`` (default
+    ``ref``) in ``got``'s dtype, elementwise; the message names the worst element."""
+    scale = ref if spacing_of is None else spacing_of
+    with np.errstate(over="ignore"):  # the spacing of the largest float is inf
+        ulp = np.spacing(np.abs(np.asarray(scale).astype(got.dtype)))
+    err = np.abs(got.astype(np.float64) - ref.astype(np.float64)) / ulp
+    if err.size:
+        worst = int(np.argmax(err))
+        at = "" if where is None else f" at {where[worst]!r}"
+        assert err.max() <= ulps, (
+            f"{err.max():.3g} ulp{at}: got {got[worst]!r}, want {ref[worst]!r}"
+        )
