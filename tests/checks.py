@@ -4,6 +4,7 @@ import numba
 import numpy as np
 from scipy import stats
 
+import fastsuper as fs
 from fastsuper import testing as T
 
 
@@ -96,3 +97,21 @@ def assert_within_ulps(got, ref, ulps, spacing_of=None, where=None):
         assert err.max() <= ulps, (
             f"{err.max():.3g} ulp{at}: got {got[worst]!r}, want {ref[worst]!r}"
         )
+
+
+def assert_sampled_gradient(model, inputs, n_samples, block_size, h=1e-6):
+    """``fs.loss_grad`` against central differences of the sampled mean loss (the same
+    samples) in every ``W`` and ``b`` entry, to 1e-6 relative (1e-7 of the largest entry
+    absolute); returns the gradient."""
+    got = fs.loss_grad(model, inputs, n_samples, seed=1, block_size=block_size)
+
+    def f(W, b):
+        return fs.loss_grad(
+            model.with_params(W, b), inputs, n_samples, seed=1, block_size=block_size
+        ).loss
+
+    fd_W, fd_b = central_differences(f, model.W, model.b, h)
+    scale = max(np.abs(got.dW).max(), np.abs(got.db).max())
+    np.testing.assert_allclose(got.dW, fd_W, rtol=1e-6, atol=1e-7 * scale)
+    np.testing.assert_allclose(got.db, fd_b, rtol=1e-6, atol=1e-7 * scale)
+    return got
