@@ -42,6 +42,9 @@ TILE_BYTES, NARROW_TILE_BYTES = 512, 128
 VECTOR_BYTES = 64
 #: alignment (bytes) of the panels and tile buffers
 VECTOR_ALIGN = 64
+#: vector width (bits) the elementwise activation loops of ``core.vecmath`` are compiled
+#: for where the CPU has it (elementwise: the numbers do not depend on it)
+ACTIVATION_VECTOR_BITS = 512
 
 # --------------------------------------------------------------------------
 # BLAS threads

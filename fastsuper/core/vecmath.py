@@ -4,29 +4,38 @@ The accurate per-element functions of :mod:`fastsuper.core.activations`
 (``smooth_phi``) call libm (``exp``, ``log1p``, ``erfc``, ``tanh``) once or
 twice per element; with no vector math library available to Numba, a loop
 over them runs one element at a time.  The functions here compute the same
-activations from multiplications, additions, divisions, comparisons with
-selects and one integer-to-float bit cast (the ``2**k`` of ``exp``), so that
-LLVM vectorises a loop over them:
+activations from fused multiply-adds (:func:`fma`, ``llvm.fma``),
+multiplications, additions, comparisons with selects and one
+integer-to-float bit cast (the ``2**k`` of ``exp``), with no division, so
+that LLVM vectorises a loop over them:
 
 * ``exp``/``expm1``: ``x = k ln 2 + r`` (``k`` rounded by the ``1.5 * 2**52``
   trick, ``ln 2`` in two parts, ``|r| <= ln(2) / 2``), ``expm1(r)`` by its
   Taylor polynomial to degree 13, ``2**k`` built from its bits;
+* ``1 / d`` on ``[1, 2]`` (:func:`recip_unit`): a quadratic first guess and
+  two third-order refinement steps (a division is the slowest vector
+  instruction);
 * ``log1p`` on ``[0, 1]``: ``2 atanh(s)``, ``s = v / (2 + v)``, its series to
   ``s**25`` (with ``log1p(e) = ln 2 + log1p((e - 1) / 2)`` above ``e = 1/2``);
 * sigmoid, silu, tanh (from ``expm1``), the tanh GELU (its argument in
-  double-double, as in ``smooth_phi``) and softplus from these.
+  double-double, as in ``smooth_phi``; the exact products by FMA) and
+  softplus from these; ``gelu`` for ``|t| <= 1`` from the Taylor series of
+  ``erf``.
 
-``gelu`` (``erfc``) has no fast form yet.
-
-Each activation is accurate to a few float64 ulps of the exact function on a
-*domain* (:func:`fast_domain`); elements outside it (the far tails, huge
-arguments, infinities, NaN) are recomputed by the caller with the accurate
-``smooth_phi``.  For a float32 array the polynomials are shorter and the
-double-double steps left out (the float64 result is within about 1e-8
-relative, then rounded to float32: within 1 float32 ulp).  Compiled with
-fastmath off (the rounding trick of ``exp`` relies on it): callers that are
-fastmath kernels call the array functions here, which LLVM may inline
-without changing their floating-point flags.
+Polynomials are evaluated by Estrin's scheme (short dependency chains: the
+loops are bound by the latency of a tile's few vectors as much as by their
+throughput).  Each activation is accurate to a few float64 ulps of the exact
+function on a *domain* (:func:`fast_domain`); elements outside it (the far
+tails, huge arguments, infinities, NaN; for ``gelu`` ``|t| > 1``) are
+recomputed by the caller with the accurate ``smooth_phi``.  For a float32
+array the polynomials are shorter and the double-double steps left out (the
+float64 result is within about 1e-8 relative, then rounded to float32:
+within 1 float32 ulp).  Compiled with fastmath off (the rounding trick of
+``exp`` relies on it; the FMAs are explicit, so the numbers do not depend on
+the compiler's contraction); callers that are fastmath kernels call the
+array functions here.  The loops over arrays are compiled for
+:data:`config.ACTIVATION_VECTOR_BITS`-bit vectors where the CPU has them
+(:func:`wide_vectors`) and are not inlined into their callers.
 """
 
 from __future__ import annotations
@@ -38,6 +47,7 @@ from llvmlite import ir
 from numba.core import types
 from numba.extending import intrinsic, overload
 
+from fastsuper.core import config
 from fastsuper.core.activations import (
     GELU,
     GELU_TANH,
@@ -45,8 +55,6 @@ from fastsuper.core.activations import (
     SILU,
     SOFTPLUS,
     TANH,
-    _gelu_tanh_u,
-    _two_prod,
     like,
     smooth_phi,
 )
@@ -61,12 +69,56 @@ _LN2_TAIL = 2.3190468138462996e-17  # ln 2 - _LN2
 _SQRT1_2 = 0.7071067811865476
 _SQRT1_2_LO = -4.833646656726457e-17  # sqrt(1/2) - _SQRT1_2
 _TWO_OVER_SQRT_PI = 1.1283791670955126
+#: ``1 / n!``: the Taylor coefficients of ``exp``
+_EXP_TAYLOR = np.array([1.0 / math.factorial(n) for n in range(14)])
+#: ``1 / (2 k + 1)``: ``atanh(s) / s = sum_k s**(2 k) / (2 k + 1)``
+_ATANH_SERIES = np.array([1.0 / (2 * k + 1) for k in range(13)])
 #: ``erf(x) / x = sum_n _ERF_TAYLOR[n] x**(2 n)``: ``2 / sqrt(pi) (-1)**n / (n! (2 n + 1))``
 _ERF_TAYLOR = np.array(
     [_TWO_OVER_SQRT_PI * (-1) ** n / (math.factorial(n) * (2 * n + 1)) for n in range(15)]
 )
 _GELU_K = 0.7978845608028654  # as in activations
 _GELU_C = 0.044715
+#: ``1 / d ~ c0 + c1 d + c2 d**2``: near-minimax relative error on ``[1, 2]`` (0.0102) and
+#: on ``[1.75, 2.5]`` (0.0015), first guesses of :func:`recip_unit` and :func:`log1p_unit`
+_RECIP_UNIT = (2.12121, -1.45454, 0.323232)
+_RECIP_LOG = (1.43427, -0.680248, 0.106706)
+
+
+@intrinsic
+def fma(typingctx, a, b, c):
+    """``a b + c`` rounded once (``llvm.fma``: one instruction where the CPU has FMA).
+
+    The three arguments are float64.  A CPU without FMA gets the same
+    numbers from libm's ``fma`` (slowly).
+    """
+
+    def codegen(context, builder, signature, args):
+        return builder.fma(*args)
+
+    return types.float64(types.float64, types.float64, types.float64), codegen
+
+
+@intrinsic
+def wide_vectors(typingctx):
+    """Mark the calling function: vectorise for :data:`config.ACTIVATION_VECTOR_BITS`-bit vectors.
+
+    Sets the LLVM function attribute ``"prefer-vector-width"`` (CPUs with
+    AVX-512 otherwise get 256-bit vectors) and ``noinline`` (the attribute
+    is the function's own: inlined, its loop would be compiled for the
+    caller's width).  For elementwise loops only: their numbers do not
+    depend on the vector width (a reduction's would).  CPUs without wider
+    vectors ignore it.
+    """
+
+    def codegen(context, builder, signature, args):
+        attrs = builder.function.attributes
+        attrs.add("noinline")
+        # llvmlite knows no string attributes by name: add the text as it is printed
+        set.add(attrs, f'"prefer-vector-width"="{config.ACTIVATION_VECTOR_BITS}"')
+        return context.get_dummy_value()
+
+    return types.none(), codegen
 
 
 @intrinsic
@@ -92,6 +144,19 @@ def _single_impl(z):
 
 
 @njit(inline="always")
+def two_prod(a, b):
+    """``(p, e)``: ``p = fl(a b)``, ``p + e = a b`` exactly (one FMA; Dekker's pair)."""
+    p = a * b
+    return p, fma(a, b, -p)
+
+
+@njit(inline="always")
+def _cubic(x, x2, c, i):
+    """``c[i] + c[i+1] x + c[i+2] x**2 + c[i+3] x**3`` (``x2 = x**2``; Estrin's scheme)."""
+    return fma(fma(c[i + 3], x, c[i + 2]), x2, fma(c[i + 1], x, c[i]))
+
+
+@njit(inline="always")
 def exp_parts(x, short=False):
     """``(s, p)`` with ``exp(x) = s (1 + p)``: ``s = 2**k`` and ``p = expm1(r)``.
 
@@ -99,46 +164,48 @@ def exp_parts(x, short=False):
     (a compile-time constant): the polynomial to degree 7, within 1e-8
     relative (enough for a float32 result).
     """
-    kf = (x * _LOG2E + _ROUND) - _ROUND
-    r = (x - kf * _LN2_HI) - kf * _LN2_LO
+    kf = fma(x, _LOG2E, _ROUND) - _ROUND
+    r = fma(-kf, _LN2_HI, x)  # exact
+    r = fma(-kf, _LN2_LO, r)
+    # q = sum_k r**(k-2) / k! for k = 2 .. 7 (13), by Estrin's scheme (short dependency chains)
+    c = _EXP_TAYLOR
+    r2 = r * r
+    r4 = r2 * r2
     if short:
-        q = 1.0 / 5040.0
-        q = q * r + 1.0 / 720.0
-        q = q * r + 1.0 / 120.0
-        q = q * r + 1.0 / 24.0
-        q = q * r + 1.0 / 6.0
-        q = q * r + 0.5
-        s = bits_to_float64((np.int64(kf) + 1023) << 52)
-        return s, r + (r * r) * q
-    q = 1.0 / 6227020800.0
-    q = q * r + 1.0 / 479001600.0
-    q = q * r + 1.0 / 39916800.0
-    q = q * r + 1.0 / 3628800.0
-    q = q * r + 1.0 / 362880.0
-    q = q * r + 1.0 / 40320.0
-    q = q * r + 1.0 / 5040.0
-    q = q * r + 1.0 / 720.0
-    q = q * r + 1.0 / 120.0
-    q = q * r + 1.0 / 24.0
-    q = q * r + 1.0 / 6.0
-    q = q * r + 0.5
-    p = r + (r * r) * q
+        q = fma(fma(c[7], r, c[6]), r4, _cubic(r, r2, c, 2))
+    else:
+        q = fma(_cubic(r, r2, c, 10), r4 * r4, fma(_cubic(r, r2, c, 6), r4, _cubic(r, r2, c, 2)))
     s = bits_to_float64((np.int64(kf) + 1023) << 52)
-    return s, p
+    return s, fma(r2, q, r)
 
 
 @njit(inline="always")
 def exp_fast(x, short=False):
     """``exp(x)`` for ``-708 <= x <= 709`` (within about 1 ulp; ``short``: :func:`exp_parts`)."""
     s, p = exp_parts(x, short)
-    return s + s * p
+    return fma(s, p, s)
 
 
 @njit(inline="always")
 def expm1_fast(x, short=False):
     """``exp(x) - 1`` for ``-708 <= x <= 709`` (within a few ulps, also near 0)."""
     s, p = exp_parts(x, short)
-    return (s - 1.0) + s * p
+    return fma(s, p, s - 1.0)
+
+
+@njit(inline="always")
+def recip_unit(d, short=False):
+    """``1 / d`` for ``1 <= d <= 2`` without a division (within about half an ulp).
+
+    A quadratic first guess (relative error below 0.0102) and two
+    third-order steps ``y (1 + r + r**2)``, ``r = 1 - d y`` (each cubes the
+    error); ``short``: the second a Newton step (squares it: within 2e-12).
+    """
+    y = fma(fma(_RECIP_UNIT[2], d, _RECIP_UNIT[1]), d, _RECIP_UNIT[0])
+    r = fma(-d, y, 1.0)
+    y = fma(y, fma(r, r, r), y)
+    r = fma(-d, y, 1.0)
+    return fma(y, r, y) if short else fma(y, fma(r, r, r), y)
 
 
 @njit(inline="always")
@@ -146,12 +213,24 @@ def log1p_unit(e, short=False):
     """``log(1 + e)`` for ``0 <= e <= 1`` (within a few ulps; ``short``: 1e-9); no branch."""
     big = e > 0.5
     v = (e - 1.0) * 0.5 if big else e  # 1 + e = 2 (1 + v); e - 1 exact there
-    s = v / (2.0 + v)
-    s2 = s * s
-    q = 1.0 / 13.0 if short else 1.0 / 25.0
-    for k in range(5 if short else 11, -1, -1):
-        q = q * s2 + 1.0 / (2 * k + 1)
-    r = 2.0 * s * q
+    d = 2.0 + v  # 1.75 <= d <= 2.5: 1 / d by a quadratic guess, one third-order step
+    y = fma(fma(_RECIP_LOG[2], d, _RECIP_LOG[1]), d, _RECIP_LOG[0])
+    r = fma(-d, y, 1.0)
+    y = fma(y, fma(r, r, r), y)
+    s = v * y
+    s = fma(fma(-s, d, v), y, s)  # s = v / (2 + v), the quotient's residual corrected
+    # log1p = 2 atanh(s) = 2 s + 2 s y q, y = s**2, q = sum_k y**(k-1) / (2 k + 1)
+    # for k = 1 .. 6 (12) by Estrin's scheme; the leading 2 s added last, exactly
+    c = _ATANH_SERIES
+    y = s * s
+    y2 = y * y
+    y4 = y2 * y2
+    if short:
+        q = fma(fma(c[6], y, c[5]), y4, _cubic(y, y2, c, 1))
+    else:
+        q = fma(_cubic(y, y2, c, 9), y4 * y4, fma(_cubic(y, y2, c, 5), y4, _cubic(y, y2, c, 1)))
+    s = 2.0 * s
+    r = fma(s * y, q, s)
     return (_LN2 + (_LN2_TAIL + r)) if big else r
 
 
@@ -163,22 +242,28 @@ def _sigmoid_fast(uh, ul, short=False):
     """
     a = abs(uh)
     e = exp_fast(-(708.0 if a > 708.0 else a), short)
-    e = e - e * ul if uh >= 0.0 else e + e * ul
-    big = 1.0 / (1.0 + e)
+    e = fma(e, -ul if uh >= 0.0 else ul, e)  # exp(-|u|) to first order in ul
+    return _sigmoid_pair(e, uh >= 0.0, short)
+
+
+@njit(inline="always")
+def _sigmoid_pair(e, pos, short):
+    """``(sigma(u), sigma(-u))`` from ``e = exp(-|u|)`` and ``pos = u >= 0``."""
+    big = recip_unit(1.0 + e, short)
     small = e * big
-    return (big, small) if uh >= 0.0 else (small, big)
+    return (big, small) if pos else (small, big)
 
 
 @njit(inline="always")
 def sigmoid_fast(t, short=False):
     """``sigma(t)`` for ``|t| <= 700`` (``short``: for a float32 result)."""
-    return _sigmoid_fast(t, 0.0, short)[0]
+    return _sigmoid_pair(exp_fast(-abs(t), short), t >= 0.0, short)[0]
 
 
 @njit(inline="always")
 def silu_fast(t, short=False):
     """``t sigma(t)`` for ``|t| <= 700``."""
-    return t * _sigmoid_fast(t, 0.0, short)[0]
+    return t * sigmoid_fast(t, short)
 
 
 @njit(inline="always")
@@ -187,8 +272,30 @@ def tanh_fast(t, short=False):
     a = abs(t)
     a = 20.0 if a > 20.0 else a  # tanh(20) is 1 in float64
     m = expm1_fast(-2.0 * a, short)
-    r = -m / (2.0 + m)
+    d = 2.0 + m  # 1 <= d <= 2
+    y = recip_unit(d, short)
+    r = -m * y
+    r = fma(fma(r, d, m), -y, r)  # the quotient's residual corrected
     return -r if t < 0.0 else r
+
+
+@njit(inline="always")
+def gelu_tanh_u(t):
+    """``(uh, ul)``: ``u = k (t + c t**3)`` of the tanh GELU in double-double (``|t| <= 30``).
+
+    As ``_gelu_tanh_u`` of :mod:`fastsuper.core.activations`, its exact
+    products by FMA.
+    """
+    sh, sl = two_prod(t, t)
+    ch, cl = two_prod(sh, t)
+    cl = fma(sl, t, cl)  # t**3 = ch + cl
+    qh, ql = two_prod(ch, _GELU_C)
+    ql = fma(cl, _GELU_C, ql)  # c t**3
+    rh = t + qh  # + t, with the rounding error of the sum (Knuth's two-sum)
+    bb = rh - t
+    rl = (t - (rh - bb)) + (qh - bb) + ql
+    uh, ul = two_prod(rh, _GELU_K)
+    return uh, fma(rl, _GELU_K, ul)
 
 
 @njit(inline="always")
@@ -199,25 +306,29 @@ def gelu_tanh_fast(t, short=False):
     """
     tc = 30.0 if t > 30.0 else t
     if short:
-        uh, ul = _GELU_K * (tc + _GELU_C * (tc * tc * tc)), 0.0
+        uh, ul = _GELU_K * fma(_GELU_C * tc, tc * tc, tc), 0.0
     else:
-        uh, ul = _gelu_tanh_u(tc)
+        uh, ul = gelu_tanh_u(tc)
     s = _sigmoid_fast(2.0 * uh, 2.0 * ul, short)[0]
     return t if t > 30.0 else tc * s
 
 
 @njit(inline="always")
-def softplus_fast(t, c, short=False):
+def softplus_fast(t, c, inv_c, short=False):
     """``log(1 + exp(c t)) / c`` where ``|t| < 1e150`` and ``|c t| <= 600``.
 
-    ``short`` (a float32 result): ``c t`` rounded, the short ``exp`` and ``log1p``.
+    ``inv_c`` is ``1 / c`` rounded (the division by ``c`` is a product and
+    its residual's correction).  ``short`` (a float32 result): ``c t``
+    rounded, the short ``exp`` and ``log1p``.
     """
-    uh, ul = (c * t, 0.0) if short else _two_prod(c, t)
+    uh, ul = (c * t, 0.0) if short else two_prod(c, t)
     e = exp_fast(-abs(uh), short)
     pos = uh >= 0.0
-    e = e - e * ul if pos else e + e * ul
-    lg = log1p_unit(e, short) / c
-    return t + lg if pos else lg
+    e = fma(e, -ul if pos else ul, e)
+    lg = log1p_unit(e, short)
+    q = lg * inv_c
+    q = fma(fma(-q, c, lg), inv_c, q)  # lg / c
+    return t + q if pos else q
 
 
 @njit(inline="always")
@@ -228,68 +339,106 @@ def gelu_fast(t, short=False):
     ``x**16`` with ``short``), with the rounding error of ``x`` corrected to
     first order.
     """
-    xh, xl = _two_prod(t, _SQRT1_2)
-    xl += t * _SQRT1_2_LO  # t / sqrt(2) = xh + xl
+    xh, xl = two_prod(t, _SQRT1_2)
+    xl = fma(t, _SQRT1_2_LO, xl)  # t / sqrt(2) = xh + xl
     w = xh * xh
-    q = _ERF_TAYLOR[8] if short else _ERF_TAYLOR[14]
-    for k in range(7 if short else 13, -1, -1):
-        q = q * w + _ERF_TAYLOR[k]
-    erf = xh * q + xl * _TWO_OVER_SQRT_PI * (1.0 - w)  # erf'(x) = 2 exp(-x**2) / sqrt(pi)
-    return t * (0.5 + 0.5 * erf)
+    # q = erf(xh) / xh = sum_n c[n] w**n for n = 0 .. 8 (14), by Estrin's scheme
+    c = _ERF_TAYLOR
+    w2 = w * w
+    w4 = w2 * w2
+    lo = fma(_cubic(w, w2, c, 4), w4, _cubic(w, w2, c, 0))
+    if short:
+        q = fma(c[8], w4 * w4, lo)
+    else:
+        hi = fma(fma(c[14], w2, fma(c[13], w, c[12])), w4, _cubic(w, w2, c, 8))
+        q = fma(hi, w4 * w4, lo)
+    erf = fma(xh, q, xl * _TWO_OVER_SQRT_PI * (1.0 - w))  # erf'(x) = 2 exp(-x**2) / sqrt(pi)
+    return t * fma(0.5, erf, 0.5)
 
 
 @njit
 def _loop_sigmoid(z, c, lo, hi, out):
+    wide_vectors()
     short = single(z)
+    bad = 0
     for j in range(z.shape[0]):
         t = np.float64(z[j])
-        t = t if (t >= lo) & (t <= hi) else 0.0
+        ok = (t >= lo) & (t <= hi)
+        bad += not ok
+        t = t if ok else 0.0
         out[j] = like(z[j], sigmoid_fast(t, short))
+    return bad
 
 
 @njit
 def _loop_silu(z, c, lo, hi, out):
+    wide_vectors()
     short = single(z)
+    bad = 0
     for j in range(z.shape[0]):
         t = np.float64(z[j])
-        t = t if (t >= lo) & (t <= hi) else 0.0
+        ok = (t >= lo) & (t <= hi)
+        bad += not ok
+        t = t if ok else 0.0
         out[j] = like(z[j], silu_fast(t, short))
+    return bad
 
 
 @njit
 def _loop_tanh(z, c, lo, hi, out):
+    wide_vectors()
     short = single(z)
+    bad = 0
     for j in range(z.shape[0]):
         t = np.float64(z[j])
-        t = t if (t >= lo) & (t <= hi) else 0.0
+        ok = (t >= lo) & (t <= hi)
+        bad += not ok
+        t = t if ok else 0.0
         out[j] = like(z[j], tanh_fast(t, short))
+    return bad
 
 
 @njit
 def _loop_gelu_tanh(z, c, lo, hi, out):
+    wide_vectors()
     short = single(z)
+    bad = 0
     for j in range(z.shape[0]):
         t = np.float64(z[j])
-        t = t if (t >= lo) & (t <= hi) else 0.0
+        ok = (t >= lo) & (t <= hi)
+        bad += not ok
+        t = t if ok else 0.0
         out[j] = like(z[j], gelu_tanh_fast(t, short))
+    return bad
 
 
 @njit
 def _loop_softplus(z, c, lo, hi, out):
+    wide_vectors()
     short = single(z)
+    inv_c = 1.0 / c
+    bad = 0
     for j in range(z.shape[0]):
         t = np.float64(z[j])
-        t = t if (t >= lo) & (t <= hi) else 0.0
-        out[j] = like(z[j], softplus_fast(t, c, short))
+        ok = (t >= lo) & (t <= hi)
+        bad += not ok
+        t = t if ok else 0.0
+        out[j] = like(z[j], softplus_fast(t, c, inv_c, short))
+    return bad
 
 
 @njit
 def _loop_gelu(z, c, lo, hi, out):
+    wide_vectors()
     short = single(z)
+    bad = 0
     for j in range(z.shape[0]):
         t = np.float64(z[j])
-        t = t if (t >= lo) & (t <= hi) else 0.0
+        ok = (t >= lo) & (t <= hi)
+        bad += not ok
+        t = t if ok else 0.0
         out[j] = like(z[j], gelu_fast(t, short))
+    return bad
 
 
 @njit
@@ -326,22 +475,18 @@ def phi_fast(z, code, c, out):
     exact function.
     """
     lo, hi = fast_domain(code, c)
-    bad = 0
-    for j in range(z.shape[0]):
-        t = np.float64(z[j])
-        bad += not ((t >= lo) & (t <= hi))
     if code == SIGMOID:
-        _loop_sigmoid(z, c, lo, hi, out)
+        bad = _loop_sigmoid(z, c, lo, hi, out)
     elif code == SILU:
-        _loop_silu(z, c, lo, hi, out)
+        bad = _loop_silu(z, c, lo, hi, out)
     elif code == TANH:
-        _loop_tanh(z, c, lo, hi, out)
+        bad = _loop_tanh(z, c, lo, hi, out)
     elif code == GELU_TANH:
-        _loop_gelu_tanh(z, c, lo, hi, out)
+        bad = _loop_gelu_tanh(z, c, lo, hi, out)
     elif code == GELU:
-        _loop_gelu(z, c, lo, hi, out)
+        bad = _loop_gelu(z, c, lo, hi, out)
     else:
-        _loop_softplus(z, c, lo, hi, out)
+        bad = _loop_softplus(z, c, lo, hi, out)
     if bad:  # the few elements outside the domain, one at a time
         for j in range(z.shape[0]):
             t = np.float64(z[j])
