@@ -9,6 +9,7 @@ fast forms' domains), NaN propagated, and the same numbers as a loop over
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 import pytest
 from checks import assert_within_ulps, extreme_arguments
@@ -103,3 +104,24 @@ def test_building_blocks():
     lg = np.array([log1p_unit(v) for v in u])
     ref = np.log1p(u)
     assert np.max(np.abs(lg - ref) / np.spacing(np.maximum(ref, 1e-300))) <= 3.0
+
+
+def test_fma_reciprocal_and_exact_products():
+    """The FMA, the division-free reciprocal and the exact products, against exact arithmetic."""
+    from fractions import Fraction
+
+    from fastsuper.core.vecmath import fma, recip_unit, two_prod
+
+    fused = numba.njit(lambda x, y, z: fma(x, y, z))
+    rng = np.random.default_rng(5)
+    a, b, c = rng.standard_normal((3, 200)) * np.array([[1.0], [1e3], [1e-3]])
+    for x, y, z in zip(a, b, c):
+        exact = Fraction(x) * Fraction(y) + Fraction(z)
+        assert fused(x, y, z) == float(exact)  # rounded once
+        p, e = two_prod(x, y)
+        assert Fraction(p) + Fraction(e) == Fraction(x) * Fraction(y)
+    d = np.concatenate([np.linspace(1.0, 2.0, 20001), 1.0 + rng.random(2000)])
+    ref = 1.0 / d  # correctly rounded
+    for short, tol in ((False, 1.0), (True, 1e4)):
+        got = np.array([recip_unit(v, short) for v in d])
+        assert np.max(np.abs(got - ref) / np.spacing(ref)) <= tol
