@@ -94,160 +94,198 @@ def _row_terms(j, S, b, has_b, diag_j, binom, ex, imp, m, terms, coef, db, g_dia
             db[j] = acc
 
 
-@kernel_njit(inline="always")
-def _sums6_pair(t0, t1, two, j, kx, k1, k2, k3, k4, k5, k6, c1, c2, c3, c4, c5, c6, Srow):
-    """:func:`_sums_tile` for ``R = 6`` on the two rows ``t0``, ``t1`` (features ``j``,
-    ``j + 1``; without ``two``, ``t1`` is ``t0`` again and only row ``j`` counts).
-
-    Every power of an entry is formed in registers once and serves both its
-    row (``k*``: the columns' cumulants) and its column (``c*``: the columns'
-    running sums, ``+= power * cumulant of the row``).
-    """
-    p1, p2, p3, p4, p5, p6 = kx[1, j], kx[2, j], kx[3, j], kx[4, j], kx[5, j], kx[6, j]
-    q1 = q2 = q3 = q4 = q5 = q6 = 0.0
-    if two:
-        q1, q2, q3 = kx[1, j + 1], kx[2, j + 1], kx[3, j + 1]
-        q4, q5, q6 = kx[4, j + 1], kx[5, j + 1], kx[6, j + 1]
-    a1 = a2 = a3 = a4 = a5 = a6 = 0.0
-    b1 = b2 = b3 = b4 = b5 = b6 = 0.0
-    for ii in range(t0.shape[0]):
-        x = t0[ii]
-        x2 = x * x
-        x3 = x2 * x
-        x4 = x2 * x2
-        x5 = x2 * x3
-        x6 = x3 * x3
-        y = t1[ii]
-        y2 = y * y
-        y3 = y2 * y
-        y4 = y2 * y2
-        y5 = y2 * y3
-        y6 = y3 * y3
-        a1 += x * k1[ii]
-        a2 += x2 * k2[ii]
-        a3 += x3 * k3[ii]
-        a4 += x4 * k4[ii]
-        a5 += x5 * k5[ii]
-        a6 += x6 * k6[ii]
-        b1 += y * k1[ii]
-        b2 += y2 * k2[ii]
-        b3 += y3 * k3[ii]
-        b4 += y4 * k4[ii]
-        b5 += y5 * k5[ii]
-        b6 += y6 * k6[ii]
-        c1[ii] += x * p1 + y * q1
-        c2[ii] += x2 * p2 + y2 * q2
-        c3[ii] += x3 * p3 + y3 * q3
-        c4[ii] += x4 * p4 + y4 * q4
-        c5[ii] += x5 * p5 + y5 * q5
-        c6[ii] += x6 * p6 + y6 * q6
-    Srow[1, j] += a1
-    Srow[2, j] += a2
-    Srow[3, j] += a3
-    Srow[4, j] += a4
-    Srow[5, j] += a5
-    Srow[6, j] += a6
-    if two:
-        Srow[1, j + 1] += b1
-        Srow[2, j + 1] += b2
-        Srow[3, j + 1] += b3
-        Srow[4, j + 1] += b4
-        Srow[5, j + 1] += b5
-        Srow[6, j + 1] += b6
+#: the row stride of the kernel's tile buffers (flat, row ``jj`` at ``jj * _CB``): a
+#: compile-time constant, so the vectorised loops over two rows of a tile and over the
+#: columns' cumulants need no run-time checks of overlap between their rows; column
+#: tiles are at most this wide
+_CB = 512
 
 
 @kernel_njit(inline="always")
-def _sums6_even_pair(t0, t1, two, j, kx, k2, k4, k6, c2, c4, c6, Srow):
-    """:func:`_sums6_pair` when the odd cumulants vanish everywhere (a symmetric value law)."""
-    p2, p4, p6 = kx[2, j], kx[4, j], kx[6, j]
-    q2 = q4 = q6 = 0.0
-    if two:
-        q2, q4, q6 = kx[2, j + 1], kx[4, j + 1], kx[6, j + 1]
-    a2 = a4 = a6 = 0.0
-    b2 = b4 = b6 = 0.0
-    for ii in range(t0.shape[0]):
-        x = t0[ii]
-        x2 = x * x
-        x4 = x2 * x2
-        x6 = x4 * x2
-        y = t1[ii]
-        y2 = y * y
-        y4 = y2 * y2
-        y6 = y4 * y2
-        a2 += x2 * k2[ii]
-        a4 += x4 * k4[ii]
-        a6 += x6 * k6[ii]
-        b2 += y2 * k2[ii]
-        b4 += y4 * k4[ii]
-        b6 += y6 * k6[ii]
-        c2[ii] += x2 * p2 + y2 * q2
-        c4[ii] += x4 * p4 + y4 * q4
-        c6[ii] += x6 * p6 + y6 * q6
-    Srow[2, j] += a2
-    Srow[4, j] += a4
-    Srow[6, j] += a6
-    if two:
-        Srow[2, j + 1] += b2
-        Srow[4, j + 1] += b4
-        Srow[6, j + 1] += b6
-
-
-@kernel_njit(inline="always")
-def _zero_lower(T, j0, i0):
-    """Zero the entries ``T[jj, ii]`` of the tile ``A[j0:, i0:]`` with ``i0 + ii <= j0 + jj``."""
-    rows, cols = T.shape
-    if i0 - j0 >= rows:
-        return
-    for jj in range(rows):
-        for ii in range(min(cols, j0 + jj - i0 + 1)):
-            T[jj, ii] = 0.0
+def _tile2d(buf, rows, w):
+    """The ``rows x w`` tile in the flat buffer ``buf`` (row stride :data:`_CB`)."""
+    return buf[: rows * _CB].reshape((rows, _CB))[:, :w]
 
 
 @kernel_njit
-def _sums_tile(T, j0, i0, kx, R, even, Srow, Scol):
-    """Add the power sums of the tile ``T = A[j0:, i0:]`` to its rows and its columns.
+def _tile_product(WJ, WI, buf, scratch):
+    """The tile ``WJ WI^T`` of ``A`` into ``buf`` (row stride :data:`_CB`), and a zero row
+    after its last (the partner of an odd last row in the two-row loops)."""
+    rows, w = WJ.shape[0], WI.shape[0]
+    if w == _CB:
+        np.dot(WJ, WI.T, buf[: rows * _CB].reshape((rows, _CB)))
+    else:
+        tmp = scratch[: rows * w].reshape((rows, w))
+        np.dot(WJ, WI.T, tmp)
+        for jj in range(rows):
+            for ii in range(w):
+                buf[jj * _CB + ii] = tmp[jj, ii]
+    for ii in range(w):
+        buf[rows * _CB + ii] = 0.0
 
-    ``Srow[r, j] += sum_i T_ji**r kx[r, i]`` for its rows ``j`` and
-    ``Scol[r, i] += sum_j T_ji**r kx[r, j]`` for its columns ``i``.  The
-    tile's entries on and below the diagonal (``i <= j``) are zeroed first
-    (:func:`_zero_lower`), so that every pair ``i < j`` counts once.
-    ``even``: the odd cumulants vanish everywhere.
-    """
-    rows, cols = T.shape
-    _zero_lower(T, j0, i0)
-    if R == 6:
-        i1 = i0 + cols
-        k2, k4, k6 = kx[2, i0:i1], kx[4, i0:i1], kx[6, i0:i1]
-        c2, c4, c6 = Scol[2, i0:i1], Scol[4, i0:i1], Scol[6, i0:i1]
-        if even:
-            for jj in range(0, rows, 2):
-                two = jj + 1 < rows
-                t1 = T[jj + 1] if two else T[jj]
-                _sums6_even_pair(T[jj], t1, two, j0 + jj, kx, k2, k4, k6, c2, c4, c6, Srow)
-            return
-        k1, k3, k5 = kx[1, i0:i1], kx[3, i0:i1], kx[5, i0:i1]
-        c1, c3, c5 = Scol[1, i0:i1], Scol[3, i0:i1], Scol[5, i0:i1]
-        for jj in range(0, rows, 2):
-            two = jj + 1 < rows
-            t1 = T[jj + 1] if two else T[jj]
-            _sums6_pair(T[jj], t1, two, j0 + jj, kx, k1, k2, k3, k4, k5, k6, c1, c2, c3, c4, c5,
-                        c6, Srow)  # fmt: skip
+
+@kernel_njit(inline="always")
+def _zero_lower(buf, rows, w, j0, i0):
+    """Zero the entries ``(jj, ii)`` of the tile ``A[j0:, i0:]`` (flat, row stride
+    :data:`_CB`) with ``i0 + ii <= j0 + jj``: every pair ``i < j`` then counts once."""
+    if i0 - j0 >= rows:
         return
-    pw = np.empty(cols)
+    for jj in range(rows):
+        for ii in range(min(w, j0 + jj - i0 + 1)):
+            buf[jj * _CB + ii] = 0.0
+
+
+@kernel_njit(inline="always")
+def _sums6_even(tb, rows, w, j0, kx, kb, cb, Srow):
+    """:func:`_sums_tile` for ``R = 6`` when the odd cumulants vanish everywhere, two rows
+    at a time: every power of an entry is formed once in registers and serves its row
+    (``kb``: the columns' cumulants) and its column (``cb``: the columns' running sums)."""
+    for jj in range(0, rows, 2):
+        j = j0 + jj
+        two = jj + 1 < rows
+        p2, p4, p6 = kx[2, j], kx[4, j], kx[6, j]
+        q2 = q4 = q6 = 0.0
+        if two:
+            q2, q4, q6 = kx[2, j + 1], kx[4, j + 1], kx[6, j + 1]
+        a2 = a4 = a6 = 0.0
+        b2 = b4 = b6 = 0.0
+        o = jj * _CB
+        t = tb[o : o + 2 * _CB]  # a view: indices from 0, known non-negative
+        for ii in range(w):
+            x = t[ii]
+            y = t[_CB + ii]
+            x2 = x * x
+            x4 = x2 * x2
+            x6 = x4 * x2
+            y2 = y * y
+            y4 = y2 * y2
+            y6 = y4 * y2
+            k2, k4, k6 = kb[ii], kb[_CB + ii], kb[2 * _CB + ii]
+            a2 += x2 * k2
+            a4 += x4 * k4
+            a6 += x6 * k6
+            b2 += y2 * k2
+            b4 += y4 * k4
+            b6 += y6 * k6
+            cb[ii] += x2 * p2 + y2 * q2
+            cb[_CB + ii] += x4 * p4 + y4 * q4
+            cb[2 * _CB + ii] += x6 * p6 + y6 * q6
+        Srow[2, j] += a2
+        Srow[4, j] += a4
+        Srow[6, j] += a6
+        if two:
+            Srow[2, j + 1] += b2
+            Srow[4, j + 1] += b4
+            Srow[6, j + 1] += b6
+
+
+@kernel_njit(inline="always")
+def _sums6(tb, rows, w, j0, kx, kb, cb, Srow):
+    """:func:`_sums6_even` for every order ``r = 1 .. 6``."""
+    for jj in range(0, rows, 2):
+        j = j0 + jj
+        two = jj + 1 < rows
+        p1, p2, p3, p4, p5, p6 = kx[1, j], kx[2, j], kx[3, j], kx[4, j], kx[5, j], kx[6, j]
+        q1 = q2 = q3 = q4 = q5 = q6 = 0.0
+        if two:
+            q1, q2, q3 = kx[1, j + 1], kx[2, j + 1], kx[3, j + 1]
+            q4, q5, q6 = kx[4, j + 1], kx[5, j + 1], kx[6, j + 1]
+        a1 = a2 = a3 = a4 = a5 = a6 = 0.0
+        b1 = b2 = b3 = b4 = b5 = b6 = 0.0
+        o = jj * _CB
+        t = tb[o : o + 2 * _CB]  # a view: indices from 0, known non-negative
+        for ii in range(w):
+            x = t[ii]
+            y = t[_CB + ii]
+            x2 = x * x
+            x3 = x2 * x
+            x4 = x2 * x2
+            x5 = x2 * x3
+            x6 = x3 * x3
+            y2 = y * y
+            y3 = y2 * y
+            y4 = y2 * y2
+            y5 = y2 * y3
+            y6 = y3 * y3
+            k1, k2, k3 = kb[ii], kb[_CB + ii], kb[2 * _CB + ii]
+            k4, k5, k6 = kb[3 * _CB + ii], kb[4 * _CB + ii], kb[5 * _CB + ii]
+            a1 += x * k1
+            a2 += x2 * k2
+            a3 += x3 * k3
+            a4 += x4 * k4
+            a5 += x5 * k5
+            a6 += x6 * k6
+            b1 += y * k1
+            b2 += y2 * k2
+            b3 += y3 * k3
+            b4 += y4 * k4
+            b5 += y5 * k5
+            b6 += y6 * k6
+            cb[ii] += x * p1 + y * q1
+            cb[_CB + ii] += x2 * p2 + y2 * q2
+            cb[2 * _CB + ii] += x3 * p3 + y3 * q3
+            cb[3 * _CB + ii] += x4 * p4 + y4 * q4
+            cb[4 * _CB + ii] += x5 * p5 + y5 * q5
+            cb[5 * _CB + ii] += x6 * p6 + y6 * q6
+        Srow[1, j] += a1
+        Srow[2, j] += a2
+        Srow[3, j] += a3
+        Srow[4, j] += a4
+        Srow[5, j] += a5
+        Srow[6, j] += a6
+        if two:
+            Srow[1, j + 1] += b1
+            Srow[2, j + 1] += b2
+            Srow[3, j + 1] += b3
+            Srow[4, j + 1] += b4
+            Srow[5, j + 1] += b5
+            Srow[6, j + 1] += b6
+
+
+@kernel_njit
+def _sums_tile(tb, rows, w, j0, i0, kx, R, even, Srow, Scol, kb, cb):
+    """Add the power sums of the tile ``A[j0:j0 + rows, i0:i0 + w]`` (``tb``, flat, row
+    stride :data:`_CB`, zero on and below the diagonal) to its rows and its columns.
+
+    ``Srow[r, j] += sum_i A_ji**r kx[r, i]`` for its rows ``j`` and
+    ``Scol[r, i] += sum_j A_ji**r kx[r, j]`` for its columns ``i``.
+    ``even``: the odd cumulants vanish everywhere.  ``kb``, ``cb``: scratch
+    (``R * _CB`` each) for the columns' cumulants and running sums.
+    """
+    if R == 6:
+        first, step = (2, 2) if even else (1, 1)
+        nr = 0
+        for r in range(first, 7, step):
+            for ii in range(w):
+                kb[nr * _CB + ii] = kx[r, i0 + ii]
+                cb[nr * _CB + ii] = 0.0
+            nr += 1
+        if even:
+            _sums6_even(tb, rows, w, j0, kx, kb, cb, Srow)
+        else:
+            _sums6(tb, rows, w, j0, kx, kb, cb, Srow)
+        nr = 0
+        for r in range(first, 7, step):
+            for ii in range(w):
+                Scol[r, i0 + ii] += cb[nr * _CB + ii]
+            nr += 1
+        return
+    T = _tile2d(tb, rows, w)
+    pw = np.empty(w)
     for jj in range(rows):
         t = T[jj]
         j = j0 + jj
-        for ii in range(cols):
+        for ii in range(w):
             pw[ii] = t[ii]
         for r in range(1, R + 1):
             if r > 1:
-                for ii in range(cols):
+                for ii in range(w):
                     pw[ii] *= t[ii]
-            kr = kx[r, i0 : i0 + cols]
-            cr = Scol[r, i0 : i0 + cols]
+            kr = kx[r, i0 : i0 + w]
+            cr = Scol[r, i0 : i0 + w]
             kj = kx[r, j]
             s = 0.0
-            for ii in range(cols):
+            for ii in range(w):
                 u = pw[ii]
                 s += u * kr[ii]
                 cr[ii] += u * kj
@@ -276,7 +314,7 @@ def _horner_step(g, t, a, kr, b, er, step):
 @kernel_njit
 def _uniform_step(orders):
     """The common step of ``orders`` when every step is 1 or every step is 2 and there are at
-    most 4 orders ending at 1 or 2 (one pass per row: :func:`_gamma_row_one_pass`); else 0."""
+    most 4 orders ending at 1 or 2 (one pass per two rows: :func:`_gamma_pairs`); else 0."""
     no = orders.shape[0]
     if no < 1 or no > 4 or orders[no - 1] > 2:
         return 0
@@ -289,37 +327,50 @@ def _uniform_step(orders):
     return step
 
 
-@kernel_njit
-def _gamma_row_one_pass(g, t, i0, kx, coef, orders, j, step):
-    """Row ``j`` of ``Gamma + Gamma^T`` in one pass: every Horner step in registers (see
-    :func:`_uniform_step` for the orders it covers)."""
+@kernel_njit(inline="always")
+def _gamma_pairs(tb, gb, rows, w, kb, coef, kx, orders, j0, step):
+    """Rows of ``G`` two at a time (flat buffers ``tb`` -> ``gb``, row stride :data:`_CB`),
+    every Horner step in registers (the orders of :func:`_uniform_step`); ``kb`` holds
+    the columns' ``kx[r]`` and ``coef[r]`` of every order (rows ``2q`` and ``2q + 1``),
+    loaded once for both rows."""
     no = orders.shape[0]
-    cols = g.shape[0]
-    i1 = i0 + cols
     last = orders[no - 1] - 1  # 0 or 1
-    r0 = orders[0]
-    a0, b0 = coef[r0, j], kx[r0, j]
-    k0, e0 = kx[r0, i0:i1], coef[r0, i0:i1]
-    r1 = orders[min(1, no - 1)]
-    a1, b1 = (coef[r1, j], kx[r1, j]) if no > 1 else (0.0, 0.0)
-    k1, e1 = kx[r1, i0:i1], coef[r1, i0:i1]
-    r2 = orders[min(2, no - 1)]
-    a2, b2 = (coef[r2, j], kx[r2, j]) if no > 2 else (0.0, 0.0)
-    k2, e2 = kx[r2, i0:i1], coef[r2, i0:i1]
-    r3 = orders[min(3, no - 1)]
-    a3, b3 = (coef[r3, j], kx[r3, j]) if no > 3 else (0.0, 0.0)
-    k3, e3 = kx[r3, i0:i1], coef[r3, i0:i1]
-    for ii in range(cols):
-        u = t[ii]
-        v = u * u if step == 2 else u
-        h = a0 * k0[ii] + b0 * e0[ii]
-        if no > 1:
-            h = h * v + (a1 * k1[ii] + b1 * e1[ii])
-        if no > 2:
-            h = h * v + (a2 * k2[ii] + b2 * e2[ii])
-        if no > 3:
-            h = h * v + (a3 * k3[ii] + b3 * e3[ii])
-        g[ii] = h * u if last == 1 else h
+    for jj in range(0, rows, 2):
+        j = j0 + jj
+        j1 = j + 1 if jj + 1 < rows else j
+        r = orders[0]
+        a0, b0, c0, d0 = coef[r, j], kx[r, j], coef[r, j1], kx[r, j1]
+        r = orders[min(1, no - 1)]
+        a1, b1, c1, d1 = coef[r, j], kx[r, j], coef[r, j1], kx[r, j1]
+        r = orders[min(2, no - 1)]
+        a2, b2, c2, d2 = coef[r, j], kx[r, j], coef[r, j1], kx[r, j1]
+        r = orders[min(3, no - 1)]
+        a3, b3, c3, d3 = coef[r, j], kx[r, j], coef[r, j1], kx[r, j1]
+        o = jj * _CB
+        t = tb[o : o + 2 * _CB]  # a view: indices from 0, known non-negative
+        g = gb[o : o + 2 * _CB]
+        for ii in range(w):
+            u = t[ii]
+            x = t[_CB + ii]
+            v = u * u if step == 2 else u
+            z = x * x if step == 2 else x
+            k, e = kb[ii], kb[_CB + ii]
+            h = a0 * k + b0 * e
+            f = c0 * k + d0 * e
+            if no > 1:
+                k, e = kb[2 * _CB + ii], kb[3 * _CB + ii]
+                h = h * v + (a1 * k + b1 * e)
+                f = f * z + (c1 * k + d1 * e)
+            if no > 2:
+                k, e = kb[4 * _CB + ii], kb[5 * _CB + ii]
+                h = h * v + (a2 * k + b2 * e)
+                f = f * z + (c2 * k + d2 * e)
+            if no > 3:
+                k, e = kb[6 * _CB + ii], kb[7 * _CB + ii]
+                h = h * v + (a3 * k + b3 * e)
+                f = f * z + (c3 * k + d3 * e)
+            g[ii] = h * u if last == 1 else h
+            g[_CB + ii] = f * x if last == 1 else f
 
 
 @kernel_njit
@@ -355,36 +406,43 @@ def _gamma_row(g, t, i0, kx, coef, orders, j):
 
 
 @kernel_njit
-def _gamma_tile(T, j0, i0, kx, coef, orders, G):
-    """``G = (Gamma + Gamma^T)[j0:, i0:]`` from the tile ``T`` of ``A`` (Horner's rule over
-    ``orders``); 0 on and below the diagonal (``i <= j``)."""
-    rows, cols = T.shape
+def _gamma_tile(tb, gb, rows, w, j0, i0, kx, coef, orders, kb):
+    """``G = (Gamma + Gamma^T)[j0:, i0:]`` into ``gb`` from the tile of ``A`` in ``tb`` (both
+    flat, row stride :data:`_CB`; Horner's rule over ``orders``); 0 on and below the
+    diagonal (``i <= j``)."""
     step = _uniform_step(orders)
-    for jj in range(rows):
-        j = j0 + jj
-        if step > 0:
-            _gamma_row_one_pass(G[jj], T[jj], i0, kx, coef, orders, j, step)
-        else:
-            _gamma_row(G[jj], T[jj], i0, kx, coef, orders, j)
-    _zero_lower(G, j0, i0)
+    if step > 0:
+        no = orders.shape[0]
+        for q in range(no):
+            r = orders[q]
+            for ii in range(w):
+                kb[2 * q * _CB + ii] = kx[r, i0 + ii]
+                kb[(2 * q + 1) * _CB + ii] = coef[r, i0 + ii]
+        _gamma_pairs(tb, gb, rows, w, kb, coef, kx, orders, j0, step)
+    else:
+        T = _tile2d(tb, rows, w)
+        G = _tile2d(gb, rows, w)
+        for jj in range(rows):
+            _gamma_row(G[jj], T[jj], i0, kx, coef, orders, j0 + jj)
+    _zero_lower(gb, rows, w, j0, i0)
 
 
 @kernel_njit
-def _block_sums(WT, j0, j1, kx, R, even, Srow, Scol, cols, buf):
-    """Sweep 1 of the rows ``j0:j1``: the tiles of ``A[j0:j1, j0:]`` (``buf`` holds one)
-    and their power sums, into ``Srow`` (these rows) and ``Scol`` (the tiles' columns)."""
+def _block_sums(WT, j0, j1, kx, R, even, Srow, Scol, cols, tb, kb, cb, scratch):
+    """Sweep 1 of the rows ``j0:j1``: the tiles of ``A[j0:j1, j0:]`` (into ``tb``) and
+    their power sums, into ``Srow`` (these rows) and ``Scol`` (the tiles' columns)."""
     n = WT.shape[0]
     WJ = WT[j0:j1]
     rows = j1 - j0
     for i0 in range(j0, n, cols):
         i1 = min(n, i0 + cols)
-        Tv = buf[: rows * (i1 - i0)].reshape((rows, i1 - i0))
-        np.dot(WJ, WT[i0:i1].T, Tv)
-        _sums_tile(Tv, j0, i0, kx, R, even, Srow, Scol)
+        _tile_product(WJ, WT[i0:i1], tb, scratch)
+        _zero_lower(tb, rows, i1 - i0, j0, i0)
+        _sums_tile(tb, rows, i1 - i0, j0, i0, kx, R, even, Srow, Scol, kb, cb)
 
 
 @kernel_njit
-def _block_grad(WT, j0, j1, kx, coef, orders, dWT, acc, cols, buf, G):
+def _block_grad(WT, j0, j1, kx, coef, orders, dWT, acc, cols, tb, gb, kb, scratch):
     """Sweep 2 of the rows ``j0:j1``: the tiles of ``A[j0:j1, j0:]`` again, ``Gamma +
     Gamma^T`` on them, into ``dWT[j0:j1]`` (the rows) and ``acc`` (the tiles' columns)."""
     n, d = WT.shape
@@ -396,11 +454,13 @@ def _block_grad(WT, j0, j1, kx, coef, orders, dWT, acc, cols, buf, G):
     for i0 in range(j0, n, cols):
         i1 = min(n, i0 + cols)
         w = i1 - i0
-        Tv = buf[: rows * w].reshape((rows, w))
-        np.dot(WJ, WT[i0:i1].T, Tv)
-        _zero_lower(Tv, j0, i0)  # as in sweep 1
-        Gv = G[: rows * w].reshape((rows, w))
-        _gamma_tile(Tv, j0, i0, kx, coef, orders, Gv)
+        _tile_product(WJ, WT[i0:i1], tb, scratch)
+        _gamma_tile(tb, gb, rows, w, j0, i0, kx, coef, orders, kb)
+        if w == _CB:
+            Gv = gb[: rows * _CB].reshape((rows, _CB))
+        else:  # a contiguous copy for the products
+            Gv = scratch[: rows * w].reshape((rows, w))
+            Gv[:, :] = _tile2d(gb, rows, w)
         np.dot(Gv, WT[i0:i1], part)  # sum_i G_ji W_i for the block's rows j
         for jj in range(rows):
             for k in range(d):
@@ -452,11 +512,14 @@ def fused_loss_grad(W, b, has_b, binom, ex, kx, imp, orders, m, want_grad, terms
     nblocks = (n + rows - 1) // rows
     S = np.zeros((R + 1, n))  # the rows' halves, then the power sums
     Scol = np.zeros((groups, R + 1, n))  # the columns' halves, one per group
+    cols = min(cols, _CB)
+    size = (rows + 1) * _CB
     for g in numba.prange(groups):
-        buf = np.empty(rows * cols)
+        tb, kb, cb, scratch = np.empty(size), np.empty(8 * _CB), np.empty(6 * _CB), np.empty(size)
         for blk in range(g, nblocks, groups):
             j0 = blk * rows
-            _block_sums(WT, j0, min(n, j0 + rows), kx, R, even, S, Scol[g], cols, buf)
+            j1 = min(n, j0 + rows)
+            _block_sums(WT, j0, j1, kx, R, even, S, Scol[g], cols, tb, kb, cb, scratch)
     for g in range(groups):  # in group order: the sums do not depend on the thread count
         S += Scol[g]
     coef = np.zeros((R + 1, n))
@@ -469,11 +532,11 @@ def fused_loss_grad(W, b, has_b, binom, ex, kx, imp, orders, m, want_grad, terms
     dWT = np.zeros((n, d))
     acc = np.zeros((groups, n, d))
     for g in numba.prange(groups):
-        buf = np.empty(rows * cols)
-        G = np.empty(rows * cols)
+        tb, gb, kb, scratch = np.empty(size), np.empty(size), np.empty(8 * _CB), np.empty(size)
         for blk in range(g, nblocks, groups):
             j0 = blk * rows
-            _block_grad(WT, j0, min(n, j0 + rows), kx, coef, orders, dWT, acc[g], cols, buf, G)
+            j1 = min(n, j0 + rows)
+            _block_grad(WT, j0, j1, kx, coef, orders, dWT, acc[g], cols, tb, gb, kb, scratch)
     for g in range(groups):
         dWT += acc[g]
     for j in range(n):

@@ -34,14 +34,14 @@ def _agree(got, ref):
 
 @pytest.mark.parametrize("law", sorted(LAWS))
 @pytest.mark.parametrize("m", [2, 3])
-@pytest.mark.parametrize(("rows", "cols", "groups"), [(32, 512, 8), (8, 3, 2), (7, 16, 5)])
+@pytest.mark.parametrize(("rows", "cols", "groups"), [(64, 512, 8), (8, 3, 2), (7, 16, 5)])
 def test_fused_agrees_with_the_rows(monkeypatch, law, m, rows, cols, groups):
-    """Default tiles (one column tile), and tiles narrower than the row blocks (the diagonal
-    block over several tiles), at n where the fused kernel is forced."""
+    """The default tiles (full-width tiles and a last narrower one), and tiles narrower than
+    the row blocks (the diagonal block over several tiles), where the fused kernel is forced."""
     monkeypatch.setattr(config, "EXACT_FUSED_ROWS", rows)
     monkeypatch.setattr(config, "EXACT_FUSED_COLS", cols)
     monkeypatch.setattr(config, "EXACT_FUSED_GROUPS", groups)
-    n, d = (200, 6) if rows == 32 else (61, 3)
+    n, d = (600, 3) if rows == 64 else (61, 3)
     W, b, inputs = _problem(law, n, d)
     rows_ev = ExactEvaluator(inputs, d, m, bias=True, kernel="rows")
     fused = ExactEvaluator(inputs, d, m, bias=True, kernel="fused")
