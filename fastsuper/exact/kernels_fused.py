@@ -108,20 +108,31 @@ def _tile2d(buf, rows, w):
 
 
 @kernel_njit
-def _tile_product(WJ, WI, buf, scratch):
-    """The tile ``WJ WI^T`` of ``A`` into ``buf`` (row stride :data:`_CB`), and a zero row
-    after its last (the partner of an odd last row in the two-row loops)."""
-    rows, w = WJ.shape[0], WI.shape[0]
+def _tile_product(WJ, Wc, i0, i1, buf, scratch):
+    """The tile ``A[J, i0:i1] = WJ W[:, i0:i1]`` into ``buf`` (row stride :data:`_CB`), and
+    a zero row after its last (the partner of an odd last row in the two-row loops).
+
+    ``WJ`` is ``W[:, J]^T`` (rows x d); the columns of ``Wc`` (= ``W``, d x n) are
+    copied to ``scratch`` first (a product with contiguous operands, no transposition).
+    Returns that copy (d x w).
+    """
+    rows, d = WJ.shape
+    w = i1 - i0
+    WI = scratch[: d * w].reshape((d, w))
+    for k in range(d):
+        for ii in range(w):
+            WI[k, ii] = Wc[k, i0 + ii]
     if w == _CB:
-        np.dot(WJ, WI.T, buf[: rows * _CB].reshape((rows, _CB)))
+        np.dot(WJ, WI, buf[: rows * _CB].reshape((rows, _CB)))
     else:
-        tmp = scratch[: rows * w].reshape((rows, w))
-        np.dot(WJ, WI.T, tmp)
+        tmp = scratch[d * w : d * w + rows * w].reshape((rows, w))
+        np.dot(WJ, WI, tmp)
         for jj in range(rows):
             for ii in range(w):
                 buf[jj * _CB + ii] = tmp[jj, ii]
     for ii in range(w):
         buf[rows * _CB + ii] = 0.0
+    return WI
 
 
 @kernel_njit(inline="always")
@@ -428,51 +439,54 @@ def _gamma_tile(tb, gb, rows, w, j0, i0, kx, coef, orders, kb):
 
 
 @kernel_njit
-def _block_sums(WT, j0, j1, kx, R, even, Srow, Scol, cols, tb, kb, cb, scratch):
+def _block_sums(W, WT, j0, j1, kx, R, even, Srow, Scol, cols, tb, kb, cb, scratch):
     """Sweep 1 of the rows ``j0:j1``: the tiles of ``A[j0:j1, j0:]`` (into ``tb``) and
     their power sums, into ``Srow`` (these rows) and ``Scol`` (the tiles' columns)."""
-    n = WT.shape[0]
+    n = W.shape[1]
     WJ = WT[j0:j1]
     rows = j1 - j0
     for i0 in range(j0, n, cols):
         i1 = min(n, i0 + cols)
-        _tile_product(WJ, WT[i0:i1], tb, scratch)
+        _tile_product(WJ, W, i0, i1, tb, scratch)
         _zero_lower(tb, rows, i1 - i0, j0, i0)
         _sums_tile(tb, rows, i1 - i0, j0, i0, kx, R, even, Srow, Scol, kb, cb)
 
 
 @kernel_njit
-def _block_grad(WT, j0, j1, kx, coef, orders, dWT, acc, cols, tb, gb, kb, scratch):
-    """Sweep 2 of the rows ``j0:j1``: the tiles of ``A[j0:j1, j0:]`` again, ``Gamma +
-    Gamma^T`` on them, into ``dWT[j0:j1]`` (the rows) and ``acc`` (the tiles' columns)."""
-    n, d = WT.shape
+def _block_grad(W, WT, j0, j1, kx, coef, orders, dW, acc, cols, tb, gb, kb, scratch):
+    """Sweep 2 of the rows ``j0:j1``: the tiles of ``A[j0:j1, j0:]`` again, ``G = Gamma +
+    Gamma^T`` on them, ``W[:, I] G^T`` into ``dW[:, j0:j1]`` (the rows) and ``W[:, J] G``
+    into ``acc`` (d x n: the tiles' columns)."""
+    d, n = W.shape
     WJ = WT[j0:j1]
     rows = j1 - j0
-    part = np.empty((rows, d))
-    back = np.empty((cols, d))
-    own = np.zeros((rows, d))
+    WJc = np.ascontiguousarray(W[:, j0:j1])
+    part = np.empty((d, rows))
+    back = np.empty(d * cols)
+    own = np.zeros((d, rows))
+    gcopy = np.empty(rows * cols)
     for i0 in range(j0, n, cols):
         i1 = min(n, i0 + cols)
         w = i1 - i0
-        _tile_product(WJ, WT[i0:i1], tb, scratch)
+        WI = _tile_product(WJ, W, i0, i1, tb, scratch)
         _gamma_tile(tb, gb, rows, w, j0, i0, kx, coef, orders, kb)
         if w == _CB:
             Gv = gb[: rows * _CB].reshape((rows, _CB))
         else:  # a contiguous copy for the products
-            Gv = scratch[: rows * w].reshape((rows, w))
+            Gv = gcopy[: rows * w].reshape((rows, w))
             Gv[:, :] = _tile2d(gb, rows, w)
-        np.dot(Gv, WT[i0:i1], part)  # sum_i G_ji W_i for the block's rows j
-        for jj in range(rows):
-            for k in range(d):
-                own[jj, k] += part[jj, k]
-        bv = back[:w]
-        np.dot(Gv.T, WJ, bv)  # sum_{j in J} G_ji W_j for every column i of the tile
-        for ii in range(w):
-            for k in range(d):
-                acc[i0 + ii, k] += bv[ii, k]
-    for jj in range(rows):
+        np.dot(WI, Gv.T, part)  # sum_i W_i G_ji for the block's rows j
         for k in range(d):
-            dWT[j0 + jj, k] = own[jj, k]
+            for jj in range(rows):
+                own[k, jj] += part[k, jj]
+        bv = back[: d * w].reshape((d, w))
+        np.dot(WJc, Gv, bv)  # sum_{j in J} W_j G_ji for every column i of the tile
+        for k in range(d):
+            for ii in range(w):
+                acc[k, i0 + ii] += bv[k, ii]
+    for k in range(d):
+        for jj in range(rows):
+            dW[k, j0 + jj] = own[k, jj]
 
 
 @kernel_njit
@@ -502,6 +516,7 @@ def fused_loss_grad(W, b, has_b, binom, ex, kx, imp, orders, m, want_grad, terms
     d, n = W.shape
     R = 2 * m
     even = _even(kx, R)
+    W = np.ascontiguousarray(W)
     WT = np.ascontiguousarray(W.T)
     diag = np.empty(n)
     for j in range(n):
@@ -515,11 +530,12 @@ def fused_loss_grad(W, b, has_b, binom, ex, kx, imp, orders, m, want_grad, terms
     cols = min(cols, _CB)
     size = (rows + 1) * _CB
     for g in numba.prange(groups):
-        tb, kb, cb, scratch = np.empty(size), np.empty(8 * _CB), np.empty(6 * _CB), np.empty(size)
+        tb, kb, cb = np.empty(size), np.empty(8 * _CB), np.empty(6 * _CB)
+        scratch = np.empty((rows + d) * cols)
         for blk in range(g, nblocks, groups):
             j0 = blk * rows
             j1 = min(n, j0 + rows)
-            _block_sums(WT, j0, j1, kx, R, even, S, Scol[g], cols, tb, kb, cb, scratch)
+            _block_sums(W, WT, j0, j1, kx, R, even, S, Scol[g], cols, tb, kb, cb, scratch)
     for g in range(groups):  # in group order: the sums do not depend on the thread count
         S += Scol[g]
     coef = np.zeros((R + 1, n))
@@ -529,17 +545,16 @@ def fused_loss_grad(W, b, has_b, binom, ex, kx, imp, orders, m, want_grad, terms
             _row_terms(j, S, b, has_b, diag[j], binom, ex, imp, m, terms, coef, db, g_diag)
     if not want_grad:
         return
-    dWT = np.zeros((n, d))
-    acc = np.zeros((groups, n, d))
+    acc = np.zeros((groups, d, n))
     for g in numba.prange(groups):
-        tb, gb, kb, scratch = np.empty(size), np.empty(size), np.empty(8 * _CB), np.empty(size)
+        tb, gb, kb = np.empty(size), np.empty(size), np.empty(8 * _CB)
+        scratch = np.empty((rows + d) * cols)
         for blk in range(g, nblocks, groups):
             j0 = blk * rows
             j1 = min(n, j0 + rows)
-            _block_grad(WT, j0, j1, kx, coef, orders, dWT, acc[g], cols, tb, gb, kb, scratch)
-    for g in range(groups):
-        dWT += acc[g]
-    for j in range(n):
-        for k in range(d):
-            dWT[j, k] += 2.0 * g_diag[j] * WT[j, k]
-    dW[:, :] = dWT.T
+            _block_grad(W, WT, j0, j1, kx, coef, orders, dW, acc[g], cols, tb, gb, kb, scratch)
+    for g in range(groups):  # in group order
+        dW += acc[g]
+    for k in range(d):
+        for j in range(n):
+            dW[k, j] += 2.0 * g_diag[j] * W[k, j]
