@@ -499,6 +499,30 @@ def _even(kx, R):
     return True
 
 
+@kernel_njit(inline="always")
+def _block_of(q, groups, nblocks):
+    """The ``q``-th row block in the order the groups take them: group ``g`` takes the
+    ``q`` with ``q mod groups = g``, and every other round runs backwards, so each group's
+    blocks are as many near the top (long rows of the triangle) as near the bottom."""
+    r = q // groups
+    if r % 2 == 0 or (r + 1) * groups > nblocks:  # the last, partial round forwards
+        return q
+    return r * groups + (groups - 1 - (q - r * groups))
+
+
+@parallel_njit
+def _add_groups(out, parts):
+    """``out += parts[0] + parts[1] + ...`` elementwise, in this order (columns in parallel)."""
+    n = out.shape[1]
+    step = 1024
+    for c in numba.prange((n + step - 1) // step):
+        for g in range(parts.shape[0]):
+            p = parts[g]
+            for r in range(out.shape[0]):
+                for i in range(c * step, min(n, (c + 1) * step)):
+                    out[r, i] += p[r, i]
+
+
 @parallel_njit
 def fused_loss_grad(W, b, has_b, binom, ex, kx, imp, orders, m, want_grad, terms, dW, db,
                     rows, cols, groups):  # fmt: skip
@@ -532,12 +556,11 @@ def fused_loss_grad(W, b, has_b, binom, ex, kx, imp, orders, m, want_grad, terms
     for g in numba.prange(groups):
         tb, kb, cb = np.empty(size), np.empty(8 * _CB), np.empty(6 * _CB)
         scratch = np.empty((rows + d) * cols)
-        for blk in range(g, nblocks, groups):
-            j0 = blk * rows
+        for q in range(g, nblocks, groups):
+            j0 = _block_of(q, groups, nblocks) * rows
             j1 = min(n, j0 + rows)
             _block_sums(W, WT, j0, j1, kx, R, even, S, Scol[g], cols, tb, kb, cb, scratch)
-    for g in range(groups):  # in group order: the sums do not depend on the thread count
-        S += Scol[g]
+    _add_groups(S, Scol)  # in group order: the sums do not depend on the thread count
     coef = np.zeros((R + 1, n))
     g_diag = np.zeros(n)
     for blk in numba.prange(nblocks):
@@ -549,12 +572,11 @@ def fused_loss_grad(W, b, has_b, binom, ex, kx, imp, orders, m, want_grad, terms
     for g in numba.prange(groups):
         tb, gb, kb = np.empty(size), np.empty(size), np.empty(8 * _CB)
         scratch = np.empty((rows + d) * cols)
-        for blk in range(g, nblocks, groups):
-            j0 = blk * rows
+        for q in range(g, nblocks, groups):
+            j0 = _block_of(q, groups, nblocks) * rows
             j1 = min(n, j0 + rows)
             _block_grad(W, WT, j0, j1, kx, coef, orders, dW, acc[g], cols, tb, gb, kb, scratch)
-    for g in range(groups):  # in group order
-        dW += acc[g]
+    _add_groups(dW, acc)
     for k in range(d):
         for j in range(n):
             dW[k, j] += 2.0 * g_diag[j] * W[k, j]
