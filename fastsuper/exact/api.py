@@ -253,6 +253,7 @@ def _backward(func: str, fw: ForwardTerms, m: int) -> tuple[np.ndarray, np.ndarr
     * ``dL/db_j = dL/dkappa_1(y_j)`` and ``dL/dW = W (Gamma + Gamma.T)``.
 
     ``Gamma`` is never stored: :func:`fastsuper.exact.kernels_cpu.exact_grad_w`
+    (for small problems :func:`fastsuper.exact.kernels_small.small_grad_w`)
     forms its rows and columns on the fly, by Horner's rule over the orders
     ``r`` with ``kappa_r(x) != 0``.
     """

@@ -61,7 +61,8 @@ class ExactEvaluator:
 
     Everything that does not depend on the weights is checked and computed
     when the evaluator is made; each call then costs one product ``W^T W``
-    and one compiled pass.  The values are those of
+    and one compiled pass (for small problems one pass that forms ``W^T W``
+    itself, :mod:`fastsuper.exact.kernels_small`).  The values are those of
     :func:`fastsuper.exact_loss_grad`, :func:`fastsuper.exact_gain_grad` and
     :func:`fastsuper.exact_loss_and_gain` bit for bit.  For optimisers,
     :meth:`objective` takes a flat parameter vector.  The weights passed to
