@@ -42,26 +42,28 @@ __all__ = ["fused_loss_grad"]
 
 
 @kernel_njit
-def _row_terms(j, S, b, has_b, diag_j, binom, ex, imp, m, terms, coef, db, g_diag):
+def _row_terms(j, S, b, has_b, diag_j, binom, ex, imp, work, terms, coef, db, g_diag):
     """Per-feature chain rule of row ``j``: forward terms, ``coef[:, j]``, ``db[j]``, ``g_diag[j]``.
 
-    ``S[:, j]`` holds the power sums (the cumulants of ``y_j``, without ``b``).
+    ``S[:, j]`` holds the power sums (the cumulants of ``y_j``, without ``b``); ``binom``
+    is Pascal's triangle to ``R = 2m``; ``work`` is (4, R + 1) scratch.
     """
-    R = 2 * m
-    ky = np.empty(R + 1)
+    R = binom.shape[0] - 1
+    m = R // 2
+    ky, my, ad, g_mom = work[0], work[1], work[2], work[3]
     ky[0] = 0.0
     for r in range(1, R + 1):
         ky[r] = S[r, j]
     if has_b:
         ky[1] += b[j]
-    my = np.empty(R + 1)  # moments of y_j from its cumulants
+    # my: the moments of y_j from its cumulants
     my[0] = 1.0
     for r in range(1, R + 1):
         acc = 0.0
         for k in range(1, r + 1):
             acc += binom[r - 1, k - 1] * ky[k] * my[r - k]
         my[r] = acc
-    ad = np.empty(R + 1)  # A_jj**r
+    # ad: A_jj**r
     ad[0] = 1.0
     for r in range(1, R + 1):
         ad[r] = ad[r - 1] * diag_j
@@ -74,7 +76,7 @@ def _row_terms(j, S, b, has_b, diag_j, binom, ex, imp, m, terms, coef, db, g_dia
     terms[0, j] = ex[2, j]
     terms[1, j] = exzm
     terms[2, j] = ez2m
-    g_mom = np.zeros(R + 1)
+    g_mom[:] = 0.0
     gd = 0.0
     for r in range(R + 1):
         g_mom[R - r] += binom[R, r] * ad[r] * ex[r, j]
@@ -564,8 +566,9 @@ def fused_loss_grad(W, b, has_b, binom, ex, kx, imp, orders, m, want_grad, terms
     coef = np.zeros((R + 1, n))
     g_diag = np.zeros(n)
     for blk in numba.prange(nblocks):
+        work = np.empty((4, R + 1))
         for j in range(blk * rows, min(n, (blk + 1) * rows)):
-            _row_terms(j, S, b, has_b, diag[j], binom, ex, imp, m, terms, coef, db, g_diag)
+            _row_terms(j, S, b, has_b, diag[j], binom, ex, imp, work, terms, coef, db, g_diag)
     if not want_grad:
         return
     acc = np.zeros((groups, d, n))
