@@ -66,10 +66,14 @@ EXACT_ROWS_PER_ITEM = 16
 #: floating-point operations (``n**2 (4d + 4m)``) from which an exact loss-and-gradient
 #: evaluation runs its row kernels in parallel; below, on their serial twins
 EXACT_PARALLEL_FLOPS = 4e6
+#: floating-point operations (``n**2 (4d + 4m)``) below which an exact evaluation runs the
+#: serial kernels of :mod:`fastsuper.exact.kernels_small` (``A``'s symmetry, ``A`` formed in
+#: the kernel; the size alone decides, so the numbers never depend on the thread count)
+EXACT_SMALL_FLOPS = 4e6
 #: rows of A per block of the fused exact kernel (:mod:`fastsuper.exact.kernels_fused`)
-EXACT_FUSED_ROWS = 32
-#: columns of A per tile of the fused exact kernel (rows x columns x d stays under
-#: BLAS_SINGLE_THREAD_MNK, so its tile products run on one BLAS thread)
+EXACT_FUSED_ROWS = 64
+#: columns of A per tile of the fused exact kernel (at most its buffers' row stride, 512;
+#: :class:`fastsuper.ExactEvaluator` runs the tile products on one BLAS thread)
 EXACT_FUSED_COLS = 512
 #: row-block groups of the fused exact kernel: its parallel work items, each with a d x n
 #: gradient accumulator (a fixed number, so the sums do not depend on the thread count)

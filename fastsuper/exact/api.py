@@ -48,7 +48,8 @@ from fastsuper.core.model import Model
 from fastsuper.exact.checks import BACKENDS
 from fastsuper.exact.checks import closed_form_exponent as _closed_form_exponent
 from fastsuper.exact.grouped import check_gradient_finite, grouped_loss_grad, grouped_terms
-from fastsuper.exact.kernels_prepared import pick_kernels
+from fastsuper.exact.kernels_prepared import exact_flops, pick_kernels
+from fastsuper.exact.kernels_small import small_grad_w, small_gram_sums, use_small
 from fastsuper.exact.moments import binomials, cumulants_from_moments, moments_from_cumulants
 from fastsuper.exact.prepared import prepared_call, prepared_values
 
@@ -96,6 +97,35 @@ class ForwardTerms(NamedTuple):
     imp: np.ndarray  # (n,) importances I_j
 
 
+def _gram_power_sums(W: np.ndarray, kx: np.ndarray, m: int, backend: str):
+    """``(A, diag, ky)``: the off-diagonal part of ``A = W.T @ W``, its diagonal, and the
+    power sums ``ky[r, j] = sum_{i != j} A_ji**r kappa_r(x_i)`` (THEORY §3).
+
+    Small problems (:func:`fastsuper.exact.kernels_small.use_small`, CPU) form
+    ``A`` and the sums in one serial pass over its lower triangle; else ``A``
+    is one matrix product and the sums one pass over its rows (on the GPU
+    with ``backend="cuda"``; the serial twin of the kernel when the work is
+    small, the same numbers).
+    """
+    d, n = W.shape
+    if backend != "cuda" and use_small(exact_flops(n, d, m)):
+        A = np.zeros((n, n))
+        diag = np.empty(n)
+        ky = small_gram_sums(W, A, kx, diag)
+        A = np.tril(A, -1)
+        A += A.T
+        return A, diag, ky
+    with single_thread_if_small(float(n) * n * d):  # no BLAS thread spinning
+        A = W.T @ W  # beside the kernels
+    diag = np.diagonal(A).copy()
+    np.fill_diagonal(A, 0.0)  # A is now the off-diagonal part
+    if backend == "cuda":
+        from fastsuper.exact.cuda import exact_power_sums_cuda
+
+        return A, diag, exact_power_sums_cuda(A, kx, symmetric=True)
+    return A, diag, pick_kernels(n, d, m)[0](A, kx)
+
+
 def forward_terms(model: Model, inputs: SparseInputs, m: int, backend: str = "cpu") -> ForwardTerms:
     """The forward moments of THEORY §3 (unchecked; see :func:`_check_terms`).
 
@@ -116,18 +146,7 @@ def forward_terms(model: Model, inputs: SparseInputs, m: int, backend: str = "cp
         ex[0] = 1.0
         kx = cumulants_from_moments(ex[: R + 1], binom)  # kx[r, i] = kappa_r(x_i)
 
-        with single_thread_if_small(float(n) * n * W.shape[0]):  # no BLAS thread spinning
-            A = W.T @ W  # beside the kernels
-        diag = np.diagonal(A).copy()
-        np.fill_diagonal(A, 0.0)  # A is now the off-diagonal part
-
-        # ky[r, j] = sum_{i != j} A_ji**r kappa_r(x_i), one parallel pass over the rows
-        if backend == "cuda":
-            from fastsuper.exact.cuda import exact_power_sums_cuda
-
-            ky = exact_power_sums_cuda(A, kx, symmetric=True)
-        else:  # the serial twin of the kernel when the work is small (same numbers)
-            ky = pick_kernels(n, W.shape[0], m)[0](A, kx)
+        A, diag, ky = _gram_power_sums(W, kx, m, backend)
         if b is not None:
             ky[1] += b
         my = moments_from_cumulants(ky, binom)  # my[s, j] = E y_j**s
@@ -234,6 +253,7 @@ def _backward(func: str, fw: ForwardTerms, m: int) -> tuple[np.ndarray, np.ndarr
     * ``dL/db_j = dL/dkappa_1(y_j)`` and ``dL/dW = W (Gamma + Gamma.T)``.
 
     ``Gamma`` is never stored: :func:`fastsuper.exact.kernels_cpu.exact_grad_w`
+    (for small problems :func:`fastsuper.exact.kernels_small.small_grad_w`)
     forms its rows and columns on the fly, by Horner's rule over the orders
     ``r`` with ``kappa_r(x) != 0``.
     """
@@ -266,8 +286,12 @@ def _backward(func: str, fw: ForwardTerms, m: int) -> tuple[np.ndarray, np.ndarr
         # symmetric laws), evaluated by Horner's rule row by row.
         orders = [r for r in range(R, 0, -1) if np.any(kx[r] != 0.0)]
         coef = np.arange(R + 1)[:, None] * g_kap
-        grad_w = pick_kernels(n, d, m)[1]  # the serial twin when the work is small
-        dW = grad_w(A, W, coef, kx, np.array(orders, dtype=np.int64), g_diag)
+        orders = np.array(orders, dtype=np.int64)
+        if use_small(exact_flops(n, d, m)):  # the serial symmetric kernel (any backend)
+            dW = np.empty((d, n))
+            small_grad_w(A, W, coef, kx, orders, g_diag, dW)
+        else:  # the serial twin when the work is small
+            dW = pick_kernels(n, d, m)[1](A, W, coef, kx, orders, g_diag)
         db = g_kap[1].copy()
 
     for name, arr in (("dL/dW", dW), ("dL/db", db)):

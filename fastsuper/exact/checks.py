@@ -16,10 +16,11 @@ __all__ = ["BACKENDS", "closed_form_exponent", "fused_bytes"]
 BACKENDS = ("cpu", "cuda")
 
 
-def fused_bytes(n: int, d: int) -> float:
-    """Scratch of the fused kernel: per group, a block of rows of ``A`` and a gradient."""
+def fused_bytes(n: int, d: int, m: int = 3) -> float:
+    """Scratch of the fused kernel: per group, a few tiles of ``A`` (rows x 512), and the
+    columns' power sums and gradient."""
     groups, rows = config.EXACT_FUSED_GROUPS, config.EXACT_FUSED_ROWS
-    return 8.0 * groups * n * (rows + d)
+    return 8.0 * groups * (n * (d + 2 * m + 1) + (3 * rows + d + 3) * 512)
 
 
 def closed_form_exponent(
@@ -62,7 +63,7 @@ def closed_form_exponent(
     v.check_memory(
         f"the closed form at n = {n} features"
         + (" (A = W.T @ W is n x n)" if dense_a else " (fused kernel)"),
-        (8.0 * n * n if dense_a else fused_bytes(n, d)) + 8.0 * n * (d + 12 * (2 * m + 2)),
+        (8.0 * n * n if dense_a else fused_bytes(n, d, m)) + 8.0 * n * (d + 12 * (2 * m + 2)),
         func=func,
         hint="estimate the loss by Monte Carlo instead (fastsuper.estimate_loss)",
     )

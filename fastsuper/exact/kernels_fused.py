@@ -2,30 +2,33 @@
 
 :mod:`fastsuper.exact.kernels_cpu` reads the off-diagonal ``A = W^T W``
 (``n x n``, formed beforehand by one matrix product) twice from memory.  Here
-``A`` is never formed: the rows are cut into blocks of
-:data:`~fastsuper.core.config.EXACT_FUSED_ROWS` and the columns into tiles of
-:data:`~fastsuper.core.config.EXACT_FUSED_COLS`; one tile of ``A`` is a small
-matrix product ``W[:, J]^T W[:, I]`` that stays in cache, and from it
+``A`` is never formed, and its symmetry is used: the rows are cut into blocks
+of :data:`~fastsuper.core.config.EXACT_FUSED_ROWS`, and block ``J`` visits
+the columns from its own first row on (``A[J, j0:]``) in tiles of
+:data:`~fastsuper.core.config.EXACT_FUSED_COLS`; entries on and below the
+diagonal are zeroed, so every pair ``i < j`` is seen once.  One tile of ``A``
+is a small matrix product ``W[:, J]^T W[:, I]`` that stays in cache.
 
-1. the power sums ``S[r, j] = sum_{i != j} A_ji**r kappa_r(x_i)`` of the rows ``j`` in
-   ``J`` (a sweep over every column tile ``I``);
-2. then, the block's rows complete, the per-feature chain rule of
-   :func:`fastsuper.exact.api._backward` gives ``coef[r, j]``, and a second sweep
-   over the same tiles (kept from the first: ``rows x n`` values per thread) forms
-   ``Gamma_JI`` (Horner's rule over the orders,
-   ``Gamma_jj = dL/dA_jj``), and adds ``Gamma_JI W[:, I]^T`` to the block's rows of
-   ``(dL/dW)^T`` and ``Gamma_JI^T W[:, J]^T`` to a per-group accumulator of all
-   rows (the ``Gamma^T`` half of ``dL/dW = W (Gamma + Gamma^T)``).
+1. Sweep 1: the power sums ``S[r, j] = sum_{i != j} A_ji**r kappa_r(x_i)``,
+   each power of a tile's entry serving its row (``S[:, J]``) and its column
+   (a per-group accumulator of ``S[:, I]``);
+2. the per-feature chain rule of :func:`fastsuper.exact.api._backward` gives
+   ``coef[r, j]`` once every power sum is complete;
+3. sweep 2 forms the tiles again and on them the symmetric
+   ``Gamma_ji + Gamma_ij`` (one Horner chain over the orders), and adds
+   ``(Gamma + Gamma^T)_JI W[:, I]^T`` to the block's rows of ``(dL/dW)^T`` and
+   its transpose times ``W[:, J]^T`` to a per-group accumulator of all rows;
+   the diagonal ``2 Gamma_jj W[:, j]`` is added last.
 
 Row blocks are dealt to :data:`~fastsuper.core.config.EXACT_FUSED_GROUPS`
 groups (block ``k`` to group ``k mod G``), the parallel work items; each group
-has its own accumulator, and the accumulators are added in group order, so
-the result does not depend on the number of threads.  The tile products are
-BLAS calls small enough to run on one BLAS thread inside the parallel loop
-(:data:`~fastsuper.core.config.BLAS_SINGLE_THREAD_MNK`).  Memory: ``O(G n d)``
-for the accumulators plus ``rows x n`` values of ``A`` per thread.  The sums run in another
-order than those of :mod:`fastsuper.exact.kernels_cpu`: the values agree to
-round-off, not bit for bit.
+has its own accumulators, and they are added in group order, so the result
+does not depend on the number of threads.  The tile products are BLAS calls
+small enough to run on one BLAS thread inside the parallel loop
+(:data:`~fastsuper.core.config.BLAS_SINGLE_THREAD_MNK`).  Memory:
+``O(G n (d + m))`` for the accumulators plus two tiles per group.  The sums
+run in another order than those of :mod:`fastsuper.exact.kernels_cpu`: the
+values agree to round-off, not bit for bit.
 """
 
 from __future__ import annotations
@@ -39,26 +42,28 @@ __all__ = ["fused_loss_grad"]
 
 
 @kernel_njit
-def _row_terms(j, S, b, has_b, diag_j, binom, ex, imp, m, terms, coef, db, g_diag):
+def _row_terms(j, S, b, has_b, diag_j, binom, ex, imp, work, terms, coef, db, g_diag):
     """Per-feature chain rule of row ``j``: forward terms, ``coef[:, j]``, ``db[j]``, ``g_diag[j]``.
 
-    ``S[:, j]`` holds the power sums (the cumulants of ``y_j``, without ``b``).
+    ``S[:, j]`` holds the power sums (the cumulants of ``y_j``, without ``b``); ``binom``
+    is Pascal's triangle to ``R = 2m``; ``work`` is (4, R + 1) scratch.
     """
-    R = 2 * m
-    ky = np.empty(R + 1)
+    R = binom.shape[0] - 1
+    m = R // 2
+    ky, my, ad, g_mom = work[0], work[1], work[2], work[3]
     ky[0] = 0.0
     for r in range(1, R + 1):
         ky[r] = S[r, j]
     if has_b:
         ky[1] += b[j]
-    my = np.empty(R + 1)  # moments of y_j from its cumulants
+    # my: the moments of y_j from its cumulants
     my[0] = 1.0
     for r in range(1, R + 1):
         acc = 0.0
         for k in range(1, r + 1):
             acc += binom[r - 1, k - 1] * ky[k] * my[r - k]
         my[r] = acc
-    ad = np.empty(R + 1)  # A_jj**r
+    # ad: A_jj**r
     ad[0] = 1.0
     for r in range(1, R + 1):
         ad[r] = ad[r - 1] * diag_j
@@ -71,7 +76,7 @@ def _row_terms(j, S, b, has_b, diag_j, binom, ex, imp, m, terms, coef, db, g_dia
     terms[0, j] = ex[2, j]
     terms[1, j] = exzm
     terms[2, j] = ez2m
-    g_mom = np.zeros(R + 1)
+    g_mom[:] = 0.0
     gd = 0.0
     for r in range(R + 1):
         g_mom[R - r] += binom[R, r] * ad[r] * ex[r, j]
@@ -91,164 +96,238 @@ def _row_terms(j, S, b, has_b, diag_j, binom, ex, imp, m, terms, coef, db, g_dia
             db[j] = acc
 
 
+#: the row stride of the kernel's tile buffers (flat, row ``jj`` at ``jj * _CB``): a
+#: compile-time constant, so the vectorised loops over two rows of a tile and over the
+#: columns' cumulants need no run-time checks of overlap between their rows; column
+#: tiles are at most this wide
+_CB = 512
+
+
 @kernel_njit(inline="always")
-def _power_sums_quad(T, jj, j0, k1, k2, k3, k4, k5, k6, S):
-    """:func:`_power_sums_tile` for ``R = 6`` on the four rows ``jj .. jj + 3`` of ``T`` at
-    once: each column's cumulants are loaded once for the four rows (24 running sums)."""
-    t0, t1, t2, t3 = T[jj], T[jj + 1], T[jj + 2], T[jj + 3]
-    a1 = a2 = a3 = a4 = a5 = a6 = 0.0
-    b1 = b2 = b3 = b4 = b5 = b6 = 0.0
-    c1 = c2 = c3 = c4 = c5 = c6 = 0.0
-    e1 = e2 = e3 = e4 = e5 = e6 = 0.0
-    for ii in range(t0.shape[0]):
-        q1, q2, q3, q4, q5, q6 = k1[ii], k2[ii], k3[ii], k4[ii], k5[ii], k6[ii]
-        x = t0[ii]
-        x2 = x * x
-        x3 = x2 * x
-        a1 += x * q1
-        a2 += x2 * q2
-        a3 += x3 * q3
-        a4 += x2 * x2 * q4
-        a5 += x2 * x3 * q5
-        a6 += x3 * x3 * q6
-        x = t1[ii]
-        x2 = x * x
-        x3 = x2 * x
-        b1 += x * q1
-        b2 += x2 * q2
-        b3 += x3 * q3
-        b4 += x2 * x2 * q4
-        b5 += x2 * x3 * q5
-        b6 += x3 * x3 * q6
-        x = t2[ii]
-        x2 = x * x
-        x3 = x2 * x
-        c1 += x * q1
-        c2 += x2 * q2
-        c3 += x3 * q3
-        c4 += x2 * x2 * q4
-        c5 += x2 * x3 * q5
-        c6 += x3 * x3 * q6
-        x = t3[ii]
-        x2 = x * x
-        x3 = x2 * x
-        e1 += x * q1
-        e2 += x2 * q2
-        e3 += x3 * q3
-        e4 += x2 * x2 * q4
-        e5 += x2 * x3 * q5
-        e6 += x3 * x3 * q6
-    j = j0 + jj
-    S[1, j] += a1
-    S[2, j] += a2
-    S[3, j] += a3
-    S[4, j] += a4
-    S[5, j] += a5
-    S[6, j] += a6
-    S[1, j + 1] += b1
-    S[2, j + 1] += b2
-    S[3, j + 1] += b3
-    S[4, j + 1] += b4
-    S[5, j + 1] += b5
-    S[6, j + 1] += b6
-    S[1, j + 2] += c1
-    S[2, j + 2] += c2
-    S[3, j + 2] += c3
-    S[4, j + 2] += c4
-    S[5, j + 2] += c5
-    S[6, j + 2] += c6
-    S[1, j + 3] += e1
-    S[2, j + 3] += e2
-    S[3, j + 3] += e3
-    S[4, j + 3] += e4
-    S[5, j + 3] += e5
-    S[6, j + 3] += e6
+def _tile2d(buf, rows, w):
+    """The ``rows x w`` tile in the flat buffer ``buf`` (row stride :data:`_CB`)."""
+    return buf[: rows * _CB].reshape((rows, _CB))[:, :w]
 
 
 @kernel_njit
-def _power_sums_tile(T, j0, i0, kx, R, S):
-    """Add the tile ``T = A[j0:, i0:]``'s power sums to ``S[:, j0 + jj]``.
+def _tile_product(WJ, Wc, i0, i1, buf, scratch):
+    """The tile ``A[J, i0:i1] = WJ W[:, i0:i1]`` into ``buf`` (row stride :data:`_CB`), and
+    a zero row after its last (the partner of an odd last row in the two-row loops).
 
-    The tile's diagonal entries (``A_jj``) are set to 0 in ``T`` first: they
-    take no part in the sums, and :func:`_gamma_tile` overrides them.  For
-    ``R = 2m <= 6`` every power of an entry is formed in registers in one
-    pass over the row; beyond, two orders per pass.
+    ``WJ`` is ``W[:, J]^T`` (rows x d); the columns of ``Wc`` (= ``W``, d x n) are
+    copied to ``scratch`` first (a product with contiguous operands, no transposition).
+    Returns that copy (d x w).
     """
-    rows, cols = T.shape
-    for jj in range(rows):
-        diag = j0 + jj - i0
-        if 0 <= diag < cols:
-            T[jj, diag] = 0.0
-    if R == 6:
-        k1, k2, k3 = kx[1, i0 : i0 + cols], kx[2, i0 : i0 + cols], kx[3, i0 : i0 + cols]
-        k4, k5, k6 = kx[4, i0 : i0 + cols], kx[5, i0 : i0 + cols], kx[6, i0 : i0 + cols]
-        quads = rows // 4
-        for q in range(quads):
-            _power_sums_quad(T, 4 * q, j0, k1, k2, k3, k4, k5, k6, S)
-        for jj in range(4 * quads, rows):
-            t = T[jj]
-            s1 = s2 = s3 = s4 = s5 = s6 = 0.0
-            for ii in range(cols):
-                a = t[ii]
-                a2 = a * a
-                a3 = a2 * a
-                s1 += a * k1[ii]
-                s2 += a2 * k2[ii]
-                s3 += a3 * k3[ii]
-                s4 += a2 * a2 * k4[ii]
-                s5 += a2 * a3 * k5[ii]
-                s6 += a3 * a3 * k6[ii]
-            j = j0 + jj
-            S[1, j] += s1
-            S[2, j] += s2
-            S[3, j] += s3
-            S[4, j] += s4
-            S[5, j] += s5
-            S[6, j] += s6
+    rows, d = WJ.shape
+    w = i1 - i0
+    WI = scratch[: d * w].reshape((d, w))
+    for k in range(d):
+        for ii in range(w):
+            WI[k, ii] = Wc[k, i0 + ii]
+    if w == _CB:
+        np.dot(WJ, WI, buf[: rows * _CB].reshape((rows, _CB)))
+    else:
+        tmp = scratch[d * w : d * w + rows * w].reshape((rows, w))
+        np.dot(WJ, WI, tmp)
+        for jj in range(rows):
+            for ii in range(w):
+                buf[jj * _CB + ii] = tmp[jj, ii]
+    for ii in range(w):
+        buf[rows * _CB + ii] = 0.0
+    return WI
+
+
+@kernel_njit(inline="always")
+def _zero_lower(buf, rows, w, j0, i0):
+    """Zero the entries ``(jj, ii)`` of the tile ``A[j0:, i0:]`` (flat, row stride
+    :data:`_CB`) with ``i0 + ii <= j0 + jj``: every pair ``i < j`` then counts once."""
+    if i0 - j0 >= rows:
         return
-    pw = np.empty(cols)
+    for jj in range(rows):
+        for ii in range(min(w, j0 + jj - i0 + 1)):
+            buf[jj * _CB + ii] = 0.0
+
+
+@kernel_njit(inline="always")
+def _sums6_even(tb, rows, w, j0, kx, kb, cb, Srow):
+    """:func:`_sums_tile` for ``R = 6`` when the odd cumulants vanish everywhere, two rows
+    at a time: every power of an entry is formed once in registers and serves its row
+    (``kb``: the columns' cumulants) and its column (``cb``: the columns' running sums)."""
+    for jj in range(0, rows, 2):
+        j = j0 + jj
+        two = jj + 1 < rows
+        p2, p4, p6 = kx[2, j], kx[4, j], kx[6, j]
+        q2 = q4 = q6 = 0.0
+        if two:
+            q2, q4, q6 = kx[2, j + 1], kx[4, j + 1], kx[6, j + 1]
+        a2 = a4 = a6 = 0.0
+        b2 = b4 = b6 = 0.0
+        o = jj * _CB
+        t = tb[o : o + 2 * _CB]  # a view: indices from 0, known non-negative
+        for ii in range(w):
+            x = t[ii]
+            y = t[_CB + ii]
+            x2 = x * x
+            x4 = x2 * x2
+            x6 = x4 * x2
+            y2 = y * y
+            y4 = y2 * y2
+            y6 = y4 * y2
+            k2, k4, k6 = kb[ii], kb[_CB + ii], kb[2 * _CB + ii]
+            a2 += x2 * k2
+            a4 += x4 * k4
+            a6 += x6 * k6
+            b2 += y2 * k2
+            b4 += y4 * k4
+            b6 += y6 * k6
+            cb[ii] += x2 * p2 + y2 * q2
+            cb[_CB + ii] += x4 * p4 + y4 * q4
+            cb[2 * _CB + ii] += x6 * p6 + y6 * q6
+        Srow[2, j] += a2
+        Srow[4, j] += a4
+        Srow[6, j] += a6
+        if two:
+            Srow[2, j + 1] += b2
+            Srow[4, j + 1] += b4
+            Srow[6, j + 1] += b6
+
+
+@kernel_njit(inline="always")
+def _sums6(tb, rows, w, j0, kx, kb, cb, Srow):
+    """:func:`_sums6_even` for every order ``r = 1 .. 6``."""
+    for jj in range(0, rows, 2):
+        j = j0 + jj
+        two = jj + 1 < rows
+        p1, p2, p3, p4, p5, p6 = kx[1, j], kx[2, j], kx[3, j], kx[4, j], kx[5, j], kx[6, j]
+        q1 = q2 = q3 = q4 = q5 = q6 = 0.0
+        if two:
+            q1, q2, q3 = kx[1, j + 1], kx[2, j + 1], kx[3, j + 1]
+            q4, q5, q6 = kx[4, j + 1], kx[5, j + 1], kx[6, j + 1]
+        a1 = a2 = a3 = a4 = a5 = a6 = 0.0
+        b1 = b2 = b3 = b4 = b5 = b6 = 0.0
+        o = jj * _CB
+        t = tb[o : o + 2 * _CB]  # a view: indices from 0, known non-negative
+        for ii in range(w):
+            x = t[ii]
+            y = t[_CB + ii]
+            x2 = x * x
+            x3 = x2 * x
+            x4 = x2 * x2
+            x5 = x2 * x3
+            x6 = x3 * x3
+            y2 = y * y
+            y3 = y2 * y
+            y4 = y2 * y2
+            y5 = y2 * y3
+            y6 = y3 * y3
+            k1, k2, k3 = kb[ii], kb[_CB + ii], kb[2 * _CB + ii]
+            k4, k5, k6 = kb[3 * _CB + ii], kb[4 * _CB + ii], kb[5 * _CB + ii]
+            a1 += x * k1
+            a2 += x2 * k2
+            a3 += x3 * k3
+            a4 += x4 * k4
+            a5 += x5 * k5
+            a6 += x6 * k6
+            b1 += y * k1
+            b2 += y2 * k2
+            b3 += y3 * k3
+            b4 += y4 * k4
+            b5 += y5 * k5
+            b6 += y6 * k6
+            cb[ii] += x * p1 + y * q1
+            cb[_CB + ii] += x2 * p2 + y2 * q2
+            cb[2 * _CB + ii] += x3 * p3 + y3 * q3
+            cb[3 * _CB + ii] += x4 * p4 + y4 * q4
+            cb[4 * _CB + ii] += x5 * p5 + y5 * q5
+            cb[5 * _CB + ii] += x6 * p6 + y6 * q6
+        Srow[1, j] += a1
+        Srow[2, j] += a2
+        Srow[3, j] += a3
+        Srow[4, j] += a4
+        Srow[5, j] += a5
+        Srow[6, j] += a6
+        if two:
+            Srow[1, j + 1] += b1
+            Srow[2, j + 1] += b2
+            Srow[3, j + 1] += b3
+            Srow[4, j + 1] += b4
+            Srow[5, j + 1] += b5
+            Srow[6, j + 1] += b6
+
+
+@kernel_njit
+def _sums_tile(tb, rows, w, j0, i0, kx, R, even, Srow, Scol, kb, cb):
+    """Add the power sums of the tile ``A[j0:j0 + rows, i0:i0 + w]`` (``tb``, flat, row
+    stride :data:`_CB`, zero on and below the diagonal) to its rows and its columns.
+
+    ``Srow[r, j] += sum_i A_ji**r kx[r, i]`` for its rows ``j`` and
+    ``Scol[r, i] += sum_j A_ji**r kx[r, j]`` for its columns ``i``.
+    ``even``: the odd cumulants vanish everywhere.  ``kb``, ``cb``: scratch
+    (``R * _CB`` each) for the columns' cumulants and running sums.
+    """
+    if R == 6:
+        first, step = (2, 2) if even else (1, 1)
+        nr = 0
+        for r in range(first, 7, step):
+            for ii in range(w):
+                kb[nr * _CB + ii] = kx[r, i0 + ii]
+                cb[nr * _CB + ii] = 0.0
+            nr += 1
+        if even:
+            _sums6_even(tb, rows, w, j0, kx, kb, cb, Srow)
+        else:
+            _sums6(tb, rows, w, j0, kx, kb, cb, Srow)
+        nr = 0
+        for r in range(first, 7, step):
+            for ii in range(w):
+                Scol[r, i0 + ii] += cb[nr * _CB + ii]
+            nr += 1
+        return
+    T = _tile2d(tb, rows, w)
+    pw = np.empty(w)
     for jj in range(rows):
         t = T[jj]
-        for ii in range(cols):
+        j = j0 + jj
+        for ii in range(w):
             pw[ii] = t[ii]
-        for r in range(1, R + 1, 2):
-            s1 = 0.0
-            s2 = 0.0
-            k1 = kx[r, i0 : i0 + cols]
-            k2 = kx[r + 1, i0 : i0 + cols]
-            for ii in range(cols):
+        for r in range(1, R + 1):
+            if r > 1:
+                for ii in range(w):
+                    pw[ii] *= t[ii]
+            kr = kx[r, i0 : i0 + w]
+            cr = Scol[r, i0 : i0 + w]
+            kj = kx[r, j]
+            s = 0.0
+            for ii in range(w):
                 u = pw[ii]
-                v = u * t[ii]
-                s1 += u * k1[ii]
-                s2 += v * k2[ii]
-                pw[ii] = v * t[ii]
-            S[r, j0 + jj] += s1
-            S[r + 1, j0 + jj] += s2
+                s += u * kr[ii]
+                cr[ii] += u * kj
+            Srow[r, j] += s
 
 
 @kernel_njit
-def _horner_step(g, t, a, kr, step):
-    """``g = g * t**step + a * kr`` elementwise (one vectorised pass)."""
+def _horner_step(g, t, a, kr, b, er, step):
+    """``g = g * t**step + (a * kr + b * er)`` elementwise (one vectorised pass)."""
     if step == 1:
         for ii in range(g.shape[0]):
-            g[ii] = g[ii] * t[ii] + a * kr[ii]
+            g[ii] = g[ii] * t[ii] + (a * kr[ii] + b * er[ii])
     elif step == 2:
         for ii in range(g.shape[0]):
             u = t[ii]
-            g[ii] = g[ii] * (u * u) + a * kr[ii]
+            g[ii] = g[ii] * (u * u) + (a * kr[ii] + b * er[ii])
     else:
         for ii in range(g.shape[0]):
             u = t[ii]
             v = u
             for _ in range(step - 1):
                 v *= u
-            g[ii] = g[ii] * v + a * kr[ii]
+            g[ii] = g[ii] * v + (a * kr[ii] + b * er[ii])
 
 
 @kernel_njit
 def _uniform_step(orders):
     """The common step of ``orders`` when every step is 1 or every step is 2 and there are at
-    most 4 orders ending at 1 or 2 (one pass per row: :func:`_gamma_row_one_pass`); else 0."""
+    most 4 orders ending at 1 or 2 (one pass per two rows: :func:`_gamma_pairs`); else 0."""
     no = orders.shape[0]
     if no < 1 or no > 4 or orders[no - 1] > 2:
         return 0
@@ -261,54 +340,71 @@ def _uniform_step(orders):
     return step
 
 
-@kernel_njit
-def _gamma_row_one_pass(g, t, i0, kx, coef, orders, j, step):
-    """Row ``j`` of ``Gamma`` in one pass: every Horner step in registers (see
-    :func:`_uniform_step` for the orders it covers)."""
+@kernel_njit(inline="always")
+def _gamma_pairs(tb, gb, rows, w, kb, coef, kx, orders, j0, step):
+    """Rows of ``G`` two at a time (flat buffers ``tb`` -> ``gb``, row stride :data:`_CB`),
+    every Horner step in registers (the orders of :func:`_uniform_step`); ``kb`` holds
+    the columns' ``kx[r]`` and ``coef[r]`` of every order (rows ``2q`` and ``2q + 1``),
+    loaded once for both rows."""
     no = orders.shape[0]
-    cols = g.shape[0]
     last = orders[no - 1] - 1  # 0 or 1
-    r0 = orders[0]
-    a0 = coef[r0, j]
-    k0 = kx[r0, i0 : i0 + cols]
-    r1 = orders[min(1, no - 1)]
-    a1 = coef[r1, j] if no > 1 else 0.0
-    k1 = kx[r1, i0 : i0 + cols]
-    r2 = orders[min(2, no - 1)]
-    a2 = coef[r2, j] if no > 2 else 0.0
-    k2 = kx[r2, i0 : i0 + cols]
-    r3 = orders[min(3, no - 1)]
-    a3 = coef[r3, j] if no > 3 else 0.0
-    k3 = kx[r3, i0 : i0 + cols]
-    for ii in range(cols):
-        u = t[ii]
-        v = u * u if step == 2 else u
-        h = a0 * k0[ii]
-        if no > 1:
-            h = h * v + a1 * k1[ii]
-        if no > 2:
-            h = h * v + a2 * k2[ii]
-        if no > 3:
-            h = h * v + a3 * k3[ii]
-        g[ii] = h * u if last == 1 else h
+    for jj in range(0, rows, 2):
+        j = j0 + jj
+        j1 = j + 1 if jj + 1 < rows else j
+        r = orders[0]
+        a0, b0, c0, d0 = coef[r, j], kx[r, j], coef[r, j1], kx[r, j1]
+        r = orders[min(1, no - 1)]
+        a1, b1, c1, d1 = coef[r, j], kx[r, j], coef[r, j1], kx[r, j1]
+        r = orders[min(2, no - 1)]
+        a2, b2, c2, d2 = coef[r, j], kx[r, j], coef[r, j1], kx[r, j1]
+        r = orders[min(3, no - 1)]
+        a3, b3, c3, d3 = coef[r, j], kx[r, j], coef[r, j1], kx[r, j1]
+        o = jj * _CB
+        t = tb[o : o + 2 * _CB]  # a view: indices from 0, known non-negative
+        g = gb[o : o + 2 * _CB]
+        for ii in range(w):
+            u = t[ii]
+            x = t[_CB + ii]
+            v = u * u if step == 2 else u
+            z = x * x if step == 2 else x
+            k, e = kb[ii], kb[_CB + ii]
+            h = a0 * k + b0 * e
+            f = c0 * k + d0 * e
+            if no > 1:
+                k, e = kb[2 * _CB + ii], kb[3 * _CB + ii]
+                h = h * v + (a1 * k + b1 * e)
+                f = f * z + (c1 * k + d1 * e)
+            if no > 2:
+                k, e = kb[4 * _CB + ii], kb[5 * _CB + ii]
+                h = h * v + (a2 * k + b2 * e)
+                f = f * z + (c2 * k + d2 * e)
+            if no > 3:
+                k, e = kb[6 * _CB + ii], kb[7 * _CB + ii]
+                h = h * v + (a3 * k + b3 * e)
+                f = f * z + (c3 * k + d3 * e)
+            g[ii] = h * u if last == 1 else h
+            g[_CB + ii] = f * x if last == 1 else f
 
 
 @kernel_njit
 def _gamma_row(g, t, i0, kx, coef, orders, j):
-    """Row ``j`` of ``Gamma`` over the tile's columns, one pass per order (any orders)."""
+    """Row ``j`` of ``Gamma + Gamma^T`` over the tile's columns, one pass per order (any
+    orders)."""
     no = orders.shape[0]
     cols = g.shape[0]
+    i1 = i0 + cols
     if no == 0:
         g[:] = 0.0
         return
     o = orders[0]
-    a = coef[o, j]
-    ko = kx[o, i0 : i0 + cols]
+    a, b = coef[o, j], kx[o, j]
+    ko, eo = kx[o, i0:i1], coef[o, i0:i1]
     for ii in range(cols):
-        g[ii] = a * ko[ii]
+        g[ii] = a * ko[ii] + b * eo[ii]
     for q in range(1, no):
         r = orders[q]
-        _horner_step(g, t, coef[r, j], kx[r, i0 : i0 + cols], orders[q - 1] - r)
+        _horner_step(g, t, coef[r, j], kx[r, i0:i1], kx[r, j], coef[r, i0:i1],
+                     orders[q - 1] - r)  # fmt: skip
     last = orders[no - 1] - 1
     if last == 1:
         for ii in range(cols):
@@ -323,66 +419,110 @@ def _gamma_row(g, t, i0, kx, coef, orders, j):
 
 
 @kernel_njit
-def _gamma_tile(T, j0, i0, kx, coef, orders, g_diag, G):
-    """``G = Gamma[j0:, i0:]`` from the tile ``T`` of ``A`` (Horner's rule over ``orders``)."""
-    rows, cols = T.shape
+def _gamma_tile(tb, gb, rows, w, j0, i0, kx, coef, orders, kb):
+    """``G = (Gamma + Gamma^T)[j0:, i0:]`` into ``gb`` from the tile of ``A`` in ``tb`` (both
+    flat, row stride :data:`_CB`; Horner's rule over ``orders``); 0 on and below the
+    diagonal (``i <= j``)."""
     step = _uniform_step(orders)
-    for jj in range(rows):
-        j = j0 + jj
-        if step > 0:
-            _gamma_row_one_pass(G[jj], T[jj], i0, kx, coef, orders, j, step)
-        else:
-            _gamma_row(G[jj], T[jj], i0, kx, coef, orders, j)
-        diag = j - i0
-        if 0 <= diag < cols:
-            G[jj, diag] = g_diag[j]
+    if step > 0:
+        no = orders.shape[0]
+        for q in range(no):
+            r = orders[q]
+            for ii in range(w):
+                kb[2 * q * _CB + ii] = kx[r, i0 + ii]
+                kb[(2 * q + 1) * _CB + ii] = coef[r, i0 + ii]
+        _gamma_pairs(tb, gb, rows, w, kb, coef, kx, orders, j0, step)
+    else:
+        T = _tile2d(tb, rows, w)
+        G = _tile2d(gb, rows, w)
+        for jj in range(rows):
+            _gamma_row(G[jj], T[jj], i0, kx, coef, orders, j0 + jj)
+    _zero_lower(gb, rows, w, j0, i0)
 
 
 @kernel_njit
-def _block_sums(WT, j0, j1, kx, R, S, cols, tiles):
-    """Sweep 1 of the rows ``j0:j1``: their tiles of ``A`` into ``tiles`` and their power sums.
-
-    Tile ``[i0, i1)`` is ``tiles[rows * i0 : rows * i1]`` as a C-contiguous
-    ``(rows, i1 - i0)`` matrix, read again by :func:`_block_grad`.
-    """
-    n = WT.shape[0]
+def _block_sums(W, WT, j0, j1, kx, R, even, Srow, Scol, cols, tb, kb, cb, scratch):
+    """Sweep 1 of the rows ``j0:j1``: the tiles of ``A[j0:j1, j0:]`` (into ``tb``) and
+    their power sums, into ``Srow`` (these rows) and ``Scol`` (the tiles' columns)."""
+    n = W.shape[1]
     WJ = WT[j0:j1]
     rows = j1 - j0
-    for i0 in range(0, n, cols):
+    for i0 in range(j0, n, cols):
         i1 = min(n, i0 + cols)
-        Tv = tiles[rows * i0 : rows * i1].reshape((rows, i1 - i0))
-        np.dot(WJ, WT[i0:i1].T, Tv)
-        _power_sums_tile(Tv, j0, i0, kx, R, S)
+        _tile_product(WJ, W, i0, i1, tb, scratch)
+        _zero_lower(tb, rows, i1 - i0, j0, i0)
+        _sums_tile(tb, rows, i1 - i0, j0, i0, kx, R, even, Srow, Scol, kb, cb)
 
 
 @kernel_njit
-def _block_grad(WT, j0, j1, kx, coef, orders, g_diag, dWT, acc, cols, tiles):
-    """Sweep 2 of the rows ``j0:j1``: ``Gamma`` tile by tile into ``dWT[j0:j1]`` and ``acc``."""
-    n, d = WT.shape
+def _block_grad(W, WT, j0, j1, kx, coef, orders, dW, acc, cols, tb, gb, kb, scratch):
+    """Sweep 2 of the rows ``j0:j1``: the tiles of ``A[j0:j1, j0:]`` again, ``G = Gamma +
+    Gamma^T`` on them, ``W[:, I] G^T`` into ``dW[:, j0:j1]`` (the rows) and ``W[:, J] G``
+    into ``acc`` (d x n: the tiles' columns)."""
+    d, n = W.shape
     WJ = WT[j0:j1]
     rows = j1 - j0
-    G = np.empty(rows * cols)
-    part = np.empty((rows, d))
-    back = np.empty((cols, d))
-    own = np.zeros((rows, d))
-    for i0 in range(0, n, cols):
+    WJc = np.ascontiguousarray(W[:, j0:j1])
+    part = np.empty((d, rows))
+    back = np.empty(d * cols)
+    own = np.zeros((d, rows))
+    gcopy = np.empty(rows * cols)
+    for i0 in range(j0, n, cols):
         i1 = min(n, i0 + cols)
         w = i1 - i0
-        Tv = tiles[rows * i0 : rows * i1].reshape((rows, w))
-        Gv = G[: rows * w].reshape((rows, w))
-        _gamma_tile(Tv, j0, i0, kx, coef, orders, g_diag, Gv)
-        np.dot(Gv, WT[i0:i1], part)  # sum_i Gamma_ji W_i for the block's rows j
-        for jj in range(rows):
-            for k in range(d):
-                own[jj, k] += part[jj, k]
-        bv = back[:w]
-        np.dot(Gv.T, WJ, bv)  # sum_{j in J} Gamma_ji W_j for every column i of the tile
-        for ii in range(w):
-            for k in range(d):
-                acc[i0 + ii, k] += bv[ii, k]
-    for jj in range(rows):
+        WI = _tile_product(WJ, W, i0, i1, tb, scratch)
+        _gamma_tile(tb, gb, rows, w, j0, i0, kx, coef, orders, kb)
+        if w == _CB:
+            Gv = gb[: rows * _CB].reshape((rows, _CB))
+        else:  # a contiguous copy for the products
+            Gv = gcopy[: rows * w].reshape((rows, w))
+            Gv[:, :] = _tile2d(gb, rows, w)
+        np.dot(WI, Gv.T, part)  # sum_i W_i G_ji for the block's rows j
         for k in range(d):
-            dWT[j0 + jj, k] = own[jj, k]
+            for jj in range(rows):
+                own[k, jj] += part[k, jj]
+        bv = back[: d * w].reshape((d, w))
+        np.dot(WJc, Gv, bv)  # sum_{j in J} W_j G_ji for every column i of the tile
+        for k in range(d):
+            for ii in range(w):
+                acc[k, i0 + ii] += bv[k, ii]
+    for k in range(d):
+        for jj in range(rows):
+            dW[k, j0 + jj] = own[k, jj]
+
+
+@kernel_njit
+def _even(kx, R):
+    """Whether every odd cumulant ``kx[r]`` (``r <= R``) vanishes for every feature."""
+    for r in range(1, R + 1, 2):
+        for i in range(kx.shape[1]):
+            if kx[r, i] != 0.0:
+                return False
+    return True
+
+
+@kernel_njit(inline="always")
+def _block_of(q, groups, nblocks):
+    """The ``q``-th row block in the order the groups take them: group ``g`` takes the
+    ``q`` with ``q mod groups = g``, and every other round runs backwards, so each group's
+    blocks are as many near the top (long rows of the triangle) as near the bottom."""
+    r = q // groups
+    if r % 2 == 0 or (r + 1) * groups > nblocks:  # the last, partial round forwards
+        return q
+    return r * groups + (groups - 1 - (q - r * groups))
+
+
+@parallel_njit
+def _add_groups(out, parts):
+    """``out += parts[0] + parts[1] + ...`` elementwise, in this order (columns in parallel)."""
+    n = out.shape[1]
+    step = 1024
+    for c in numba.prange((n + step - 1) // step):
+        for g in range(parts.shape[0]):
+            p = parts[g]
+            for r in range(out.shape[0]):
+                for i in range(c * step, min(n, (c + 1) * step)):
+                    out[r, i] += p[r, i]
 
 
 @parallel_njit
@@ -401,6 +541,8 @@ def fused_loss_grad(W, b, has_b, binom, ex, kx, imp, orders, m, want_grad, terms
     """
     d, n = W.shape
     R = 2 * m
+    even = _even(kx, R)
+    W = np.ascontiguousarray(W)
     WT = np.ascontiguousarray(W.T)
     diag = np.empty(n)
     for j in range(n):
@@ -408,23 +550,36 @@ def fused_loss_grad(W, b, has_b, binom, ex, kx, imp, orders, m, want_grad, terms
         for k in range(d):
             s += WT[j, k] * WT[j, k]
         diag[j] = s
-    S = np.zeros((R + 1, n))
+    nblocks = (n + rows - 1) // rows
+    S = np.zeros((R + 1, n))  # the rows' halves, then the power sums
+    Scol = np.zeros((groups, R + 1, n))  # the columns' halves, one per group
+    cols = min(cols, _CB)
+    size = (rows + 1) * _CB
+    for g in numba.prange(groups):
+        tb, kb, cb = np.empty(size), np.empty(8 * _CB), np.empty(6 * _CB)
+        scratch = np.empty((rows + d) * cols)
+        for q in range(g, nblocks, groups):
+            j0 = _block_of(q, groups, nblocks) * rows
+            j1 = min(n, j0 + rows)
+            _block_sums(W, WT, j0, j1, kx, R, even, S, Scol[g], cols, tb, kb, cb, scratch)
+    _add_groups(S, Scol)  # in group order: the sums do not depend on the thread count
     coef = np.zeros((R + 1, n))
     g_diag = np.zeros(n)
-    nblocks = (n + rows - 1) // rows
-    dWT = np.zeros((n, d))
-    acc = np.zeros((groups if want_grad else 0, n, d))
+    for blk in numba.prange(nblocks):
+        work = np.empty((4, R + 1))
+        for j in range(blk * rows, min(n, (blk + 1) * rows)):
+            _row_terms(j, S, b, has_b, diag[j], binom, ex, imp, work, terms, coef, db, g_diag)
+    if not want_grad:
+        return
+    acc = np.zeros((groups, d, n))
     for g in numba.prange(groups):
-        tiles = np.empty(rows * n)  # the block's rows of A, tile by tile
-        for blk in range(g, nblocks, groups):
-            j0 = blk * rows
+        tb, gb, kb = np.empty(size), np.empty(size), np.empty(8 * _CB)
+        scratch = np.empty((rows + d) * cols)
+        for q in range(g, nblocks, groups):
+            j0 = _block_of(q, groups, nblocks) * rows
             j1 = min(n, j0 + rows)
-            _block_sums(WT, j0, j1, kx, R, S, cols, tiles)
-            for j in range(j0, j1):
-                _row_terms(j, S, b, has_b, diag[j], binom, ex, imp, m, terms, coef, db, g_diag)
-            if want_grad:
-                _block_grad(WT, j0, j1, kx, coef, orders, g_diag, dWT, acc[g], cols, tiles)
-    if want_grad:
-        for g in range(groups):
-            dWT += acc[g]
-        dW[:, :] = dWT.T
+            _block_grad(W, WT, j0, j1, kx, coef, orders, dW, acc[g], cols, tb, gb, kb, scratch)
+    _add_groups(dW, acc)
+    for k in range(d):
+        for j in range(n):
+            dW[k, j] += 2.0 * g_diag[j] * W[k, j]

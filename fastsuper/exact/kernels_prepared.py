@@ -5,7 +5,8 @@ form as NumPy expressions over vectors of length ``n``; here the same
 expressions, in the same order of operations and exactly rounded (plain
 :func:`~fastsuper.core.jit.njit`, no contraction into fused multiply-adds),
 run as one compiled function around the row kernels of
-:mod:`fastsuper.exact.kernels_cpu`, so a small evaluation costs no Python
+:mod:`fastsuper.exact.kernels_cpu` (or, for small problems, the symmetric
+kernels of :mod:`fastsuper.exact.kernels_small`), so a small evaluation costs no Python
 work beyond one call.  The numbers are those of :func:`fastsuper.exact_loss_grad`
 bit for bit.
 
@@ -22,12 +23,17 @@ import numpy as np
 from fastsuper.core import config
 from fastsuper.core.jit import SerialParallel, njit
 from fastsuper.exact.kernels_cpu import exact_grad_w, exact_power_sums
+from fastsuper.exact.kernels_small import small_grad_w, small_gram_sums, use_small
 
 __all__ = [
     "OVERFLOW_FORWARD",
     "OVERFLOW_GRADIENT",
+    "MODE_PARALLEL",
+    "MODE_SERIAL",
+    "MODE_SMALL",
     "exact_flops",
     "grad_w_serial",
+    "kernel_mode",
     "pick_kernels",
     "power_sums_serial",
     "prepared_pass",
@@ -38,6 +44,14 @@ __all__ = [
 OVERFLOW_FORWARD = 1
 #: status of :func:`prepared_pass`: a gradient entry is not finite
 OVERFLOW_GRADIENT = 2
+
+#: :func:`prepared_pass` mode: the serial symmetric kernels of
+#: :mod:`fastsuper.exact.kernels_small`, which form ``A`` themselves
+MODE_SMALL = 0
+#: :func:`prepared_pass` mode: the serial twins of the row kernels
+MODE_SERIAL = 1
+#: :func:`prepared_pass` mode: the parallel row kernels
+MODE_PARALLEL = 2
 
 #: the serial twins of the row kernels (same source, compiled without ``parallel``)
 power_sums_serial = SerialParallel(exact_power_sums.py_func).serial
@@ -66,6 +80,19 @@ def use_parallel(n: int, d: int, m: int) -> bool:
     return numba.get_num_threads() > 1 and exact_flops(n, d, m) >= config.EXACT_PARALLEL_FLOPS
 
 
+def kernel_mode(n: int, d: int, m: int, parallel: bool) -> int:
+    """The :func:`prepared_pass` mode of an evaluation of this size.
+
+    :data:`MODE_SMALL` below :data:`fastsuper.core.config.EXACT_SMALL_FLOPS`
+    (:func:`fastsuper.exact.kernels_small.use_small`, whatever ``parallel``
+    says: the size alone picks the numbers), else the row kernels, parallel
+    or serial (the same numbers).
+    """
+    if use_small(exact_flops(n, d, m)):
+        return MODE_SMALL
+    return MODE_PARALLEL if parallel else MODE_SERIAL
+
+
 def pick_kernels(n: int, d: int, m: int):
     """``(power_sums, grad_w)``: the row kernels for an evaluation of this size."""
     if use_parallel(n, d, m):
@@ -90,20 +117,24 @@ def _moments_from_cumulants(kappa, binom):
 
 
 @njit
-def _forward(A, b, has_b, binom, ex, kx, m, parallel, terms):
+def _forward(A, W, b, has_b, binom, ex, kx, m, mode, terms):
     """Forward moments into ``terms`` (rows ``ex2, exzm, ez2m``); returns ``(ad, my)``.
 
-    ``A`` (``W^T W``) loses its diagonal, which goes into ``ad[1]``.
+    ``A`` holds ``W^T W`` on entry, except in :data:`MODE_SMALL`, where the
+    power-sum kernel forms it; it loses its diagonal, which goes into ``ad[1]``.
     """
     n = A.shape[0]
     R = 2 * m
     diag = np.empty(n)
-    for j in range(n):
-        diag[j] = A[j, j]
-        A[j, j] = 0.0
-    if parallel:
-        ky = exact_power_sums(A, kx)
+    if mode == MODE_SMALL:
+        ky = small_gram_sums(W, A, kx, diag)
     else:
+        for j in range(n):
+            diag[j] = A[j, j]
+            A[j, j] = 0.0
+    if mode == MODE_PARALLEL:
+        ky = exact_power_sums(A, kx)
+    elif mode == MODE_SERIAL:
         ky = power_sums_serial(A, kx)
     if has_b:
         for j in range(n):
@@ -129,7 +160,7 @@ def _forward(A, b, has_b, binom, ex, kx, m, parallel, terms):
 
 
 @njit
-def _backward(A, W, binom, ex, kx, imp, orders, m, parallel, ad, my, dW, db):
+def _backward(A, W, binom, ex, kx, imp, orders, m, mode, ad, my, dW, db):
     """The gradient of the loss (:func:`fastsuper.exact.api._backward`'s operations) into
     ``dW`` and ``db``."""
     n = A.shape[0]
@@ -164,31 +195,34 @@ def _backward(A, W, binom, ex, kx, imp, orders, m, parallel, ad, my, dW, db):
             coef[r, j] = r * acc
             if r == 1:
                 db[j] = acc
-    if parallel:
-        g = exact_grad_w(A, W, coef, kx, orders, g_diag)
+    if mode == MODE_SMALL:
+        small_grad_w(A, W, coef, kx, orders, g_diag, dW)
+    elif mode == MODE_PARALLEL:
+        dW[:, :] = exact_grad_w(A, W, coef, kx, orders, g_diag)
     else:
-        g = grad_w_serial(A, W, coef, kx, orders, g_diag)
-    dW[:, :] = g
+        dW[:, :] = grad_w_serial(A, W, coef, kx, orders, g_diag)
 
 
 @njit
-def prepared_pass(A, W, b, has_b, binom, ex, kx, imp, orders, m, parallel, want_grad,
+def prepared_pass(A, W, b, has_b, binom, ex, kx, imp, orders, m, mode, want_grad,
                   terms, dW, db):  # fmt: skip
     """One exact evaluation on a prepared law; returns a status (0, or an ``OVERFLOW_*`` code).
 
-    ``A`` holds ``W^T W`` on entry (its diagonal is zeroed); ``binom``,
+    ``mode`` (:func:`kernel_mode`) picks the kernels.  ``A`` (n x n) holds
+    ``W^T W`` on entry (its diagonal is zeroed), or in :data:`MODE_SMALL`
+    is scratch for its lower triangle, formed here; ``binom``,
     ``ex``, ``kx``, ``imp`` and ``orders`` are the law's tables (see
     :class:`fastsuper.exact.prepared.ExactEvaluator`).  Fills ``terms``
     (3, n) with ``E x_j**2``, ``E[x_j z_j**m]``, ``E z_j**(2m)`` and, with
     ``want_grad``, ``dW`` (d, n) and ``db`` (n,) with the gradient of the loss.
     """
-    ad, my = _forward(A, b, has_b, binom, ex, kx, m, parallel, terms)
+    ad, my = _forward(A, W, b, has_b, binom, ex, kx, m, mode, terms)
     for j in range(terms.shape[1]):
         if not (np.isfinite(terms[1, j]) and np.isfinite(terms[2, j])):
             return OVERFLOW_FORWARD
     if not want_grad:
         return 0
-    _backward(A, W, binom, ex, kx, imp, orders, m, parallel, ad, my, dW, db)
+    _backward(A, W, binom, ex, kx, imp, orders, m, mode, ad, my, dW, db)
     for j in range(db.shape[0]):
         if not np.isfinite(db[j]):
             return OVERFLOW_GRADIENT

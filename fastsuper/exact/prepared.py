@@ -8,8 +8,9 @@ law, Pascal's triangle, the orders of the gradient's Horner rule, the
 choice between the serial and the parallel row kernels
 (:func:`fastsuper.exact.kernels_prepared.use_parallel`) and the buffers.  An
 evaluation is then one matrix product ``W^T W`` into a held buffer and one
-compiled pass (:func:`fastsuper.exact.kernels_prepared.prepared_pass`), with
-the numbers of the public functions bit for bit.
+compiled pass (:func:`fastsuper.exact.kernels_prepared.prepared_pass`; for
+small problems the pass forms ``W^T W`` itself), with the numbers of the
+public functions bit for bit.
 """
 
 from __future__ import annotations
@@ -28,10 +29,12 @@ from fastsuper.exact.checks import closed_form_exponent
 from fastsuper.exact.grouped import grouped_loss_grad, grouped_terms
 from fastsuper.exact.kernels_fused import fused_loss_grad
 from fastsuper.exact.kernels_prepared import (
+    MODE_SMALL,
     OVERFLOW_FORWARD,
     OVERFLOW_GRADIENT,
     exact_flops,
     feature_sums,
+    kernel_mode,
     prepared_pass,
     use_parallel,
 )
@@ -58,7 +61,8 @@ class ExactEvaluator:
 
     Everything that does not depend on the weights is checked and computed
     when the evaluator is made; each call then costs one product ``W^T W``
-    and one compiled pass.  The values are those of
+    and one compiled pass (for small problems one pass that forms ``W^T W``
+    itself, :mod:`fastsuper.exact.kernels_small`).  The values are those of
     :func:`fastsuper.exact_loss_grad`, :func:`fastsuper.exact_gain_grad` and
     :func:`fastsuper.exact_loss_and_gain` bit for bit.  For optimisers,
     :meth:`objective` takes a flat parameter vector.  The weights passed to
@@ -82,7 +86,10 @@ class ExactEvaluator:
         Run the ``O(n**2)`` row kernels on Numba's threads (``True``) or on
         one (``False``).  Default: from the amount of work
         (:func:`fastsuper.exact.kernels_prepared.use_parallel`).  The numbers
-        are the same either way.
+        are the same either way.  Problems below
+        :data:`fastsuper.core.config.EXACT_SMALL_FLOPS` run the serial
+        symmetric kernels of :mod:`fastsuper.exact.kernels_small` whatever
+        ``parallel`` says (as the public functions do).
     kernel : {"auto", "rows", "fused"}, default "auto"
         ``"rows"``: ``A = W^T W`` formed by one matrix product, then the row
         kernels (the public functions' numbers bit for bit).  ``"fused"``:
@@ -150,6 +157,7 @@ class ExactEvaluator:
         if parallel is None:
             parallel = use_parallel(n, d, m)
         self.parallel = v.check_bool("parallel", parallel, func=_FUNC)
+        self._mode = kernel_mode(n, d, m, self.parallel)
         self.kernel = kernel
         self.inputs = inputs
         self._tables(inputs, m)
@@ -213,12 +221,13 @@ class ExactEvaluator:
                                 self._dW, self._db, config.EXACT_FUSED_ROWS,
                                 config.EXACT_FUSED_COLS, config.EXACT_FUSED_GROUPS)  # fmt: skip
             return _status(self._terms, self._dW, self._db, want_grad)
-        if self._limit_blas:
-            with self._blas:
+        if self._mode != MODE_SMALL:  # the small kernels form A themselves
+            if self._limit_blas:
+                with self._blas:
+                    np.matmul(W.T, W, out=self._A)
+            else:
                 np.matmul(W.T, W, out=self._A)
-        else:
-            np.matmul(W.T, W, out=self._A)
-        return prepared_pass(self._A, W, b, has_b, *self._tables_args, self.parallel, want_grad,
+        return prepared_pass(self._A, W, b, has_b, *self._tables_args, self._mode, want_grad,
                              self._terms, self._dW, self._db)  # fmt: skip
 
     def _run(self, W, b, want_grad: bool, func: str) -> int:
