@@ -82,7 +82,7 @@ EXACT_FUSED_GROUPS = 8
 #: :func:`fastsuper.exact_loss_grad` and :func:`fastsuper.exact_gain_grad` run it (values to
 #: round-off of the row kernels, not bit for bit; faster and without the n x n matrix from
 #: there on: docs/benchmarks.md, "Fused exact kernel"); None: never
-EXACT_FUSED_FROM = 2048
+EXACT_FUSED_FROM = 512
 #: prepared evaluators kept per thread for the calls of :func:`fastsuper.exact_loss_grad`
 #: and :func:`fastsuper.exact_gain_grad` (:func:`fastsuper.exact.prepared.prepared_call`)
 EXACT_CACHE_SIZE = 8
