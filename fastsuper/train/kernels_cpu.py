@@ -11,7 +11,7 @@ Per sample (THEORY §1), with the active set ``S`` of ``x``::
     dW[:, i] += (W g) x_i          for i in S only          (encoder: h = W x)
 
 Computation is in the dtype of ``W`` (float32 or float64), every sum over
-samples (loss and gradient) in float64.  Three code paths, same formulas:
+samples (loss and gradient) in float64.  Four code paths, same formulas:
 
 * ``d <= 4`` (:func:`run_grad`): ``h`` and ``W g`` live in scalars (``W^T``
   zero-padded to 2 or 4 columns), one fused loop over features per sample;
@@ -19,7 +19,10 @@ samples (loss and gradient) in float64.  Three code paths, same formulas:
   features;
 * training with ``d > 4`` and small enough ``n d`` (:func:`run_grad_blas`):
   sub-batches of samples, the three dense products ``H W``, ``H^T G`` and
-  ``G W^T`` by BLAS (``np.dot``), sized so that OpenBLAS stays on one thread.
+  ``G W^T`` by BLAS (``np.dot``), sized so that OpenBLAS stays on one thread;
+* training with ``d <= 4``, few features and one ``p`` (:func:`run_grad_dense`):
+  sub-batches of samples as dense columns, every step vectorised over the
+  samples, the samples without an active feature counted only.
 
 Determinism follows the rule of :mod:`fastsuper.mc.kernels_cpu`: samples are
 numbered, a parallel work item is a fixed block of sample numbers (or, for
