@@ -837,7 +837,10 @@ def adam_kernel(
         work = _scratch(W[0], padded_width(d))
         gWt = work[-1]
         blas_work = _blas_scratch(W[0], rows)
-        dense_work = _dense_scratch(W[0], padded_width(d), config.DENSE_ROWS)
+        small = blas_rows <= 0 and padded_width(d) <= 4 and n <= config.DENSE_N_MAX
+        dense_work = _dense_scratch(
+            W[0], min(padded_width(d), 4), config.DENSE_ROWS if small else 1
+        )
         gW = np.zeros((d, n))
         gb = np.zeros(n)
         for gk in range(groups.shape[1]):
@@ -848,7 +851,7 @@ def adam_kernel(
             bk = B[k]
             impk = imp[k]
             law = instance_law(laws, k)
-            dense = blas_rows <= 0 and padded_width(d) <= 4 and dense_sampling(law)
+            dense = small and dense_sampling(law)
             Wt, imp2 = prepare(Wk, impk)
             for t in range(t_start, t_start + n_steps):
                 fill_transposed(Wk, Wt)
