@@ -119,6 +119,12 @@ DENSE_X_RATIO = 5.0
 #: sets of independent features a chunk of gaps at a time
 #: (:func:`fastsuper.core.laws.draw_bernoulli_chunked`; the same samples either way)
 CHUNKED_GAPS_FROM = 4.0
+#: training with ``d <= 4`` and at most this many features draws and differentiates
+#: :data:`DENSE_ROWS` samples at a time as dense columns
+#: (:func:`fastsuper.core.laws.draw_dense`; the same samples and sums either way)
+DENSE_N_MAX = 8
+#: samples per sub-batch of that dense path (a power of 2)
+DENSE_ROWS = 64
 
 # --------------------------------------------------------------------------
 # threads

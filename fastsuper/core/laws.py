@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
+from fastsuper.core import config
 from fastsuper.core import validation as v
 from fastsuper.core.bundles import (
     GAP_SCAN,
@@ -33,7 +34,7 @@ from fastsuper.core.groups import EXCLUSIVE_EQUAL as G_EQUAL
 from fastsuper.core.groups import PARTIAL as G_PARTIAL
 from fastsuper.core.groups import parse_groups, units
 from fastsuper.core.jit import borrow, njit, parallel_njit
-from fastsuper.core.rng import sample_key, seed_key, uniform
+from fastsuper.core.rng import counter_word, sample_key, seed_key, uniform, uniform_word
 
 # value-law codes used by the kernels
 GAUSSIAN, RADEMACHER, UNIFORM_SYM, UNIFORM, CONSTANT, DISCRETE = range(6)
@@ -773,6 +774,261 @@ def draw_sample(key, law, out_idx, out_val):
     count = draw_active(key, law, out_idx, 0)
     draw_values(key, count, law, out_val, 0)
     return count
+
+
+# --------------------------------------------------------------------------
+# many samples at once, as dense columns
+#
+# The counters of a sample's stream are the same for every sample, so a batch
+# of samples can be drawn counter by counter: each loop over the samples is
+# straight integer and float code that the compiler vectorises.  The gaps of
+# the geometric skipping come from the thresholds of
+# :func:`~fastsuper.core.bundles.gap_tables` (the formula decides the rare
+# uniform inside a band), so the samples are those of :func:`draw_sample`.
+
+
+@njit(inline="always")
+def dense_sampling(law):
+    """Whether :func:`draw_dense` draws samples of ``law``.
+
+    Independent features with one ``p`` (no thinning, no groups, no fixed
+    ``k``), at most :data:`~fastsuper.core.config.DENSE_N_MAX` of them, and a
+    law that carries gap thresholds.
+    """
+    return (
+        law.ngrp == 0
+        and law.kfix < 0
+        and not law.thin
+        and law.n <= config.DENSE_N_MAX
+        and law.tlo.shape[0] > law.n
+    )
+
+
+@njit
+def dense_words(n):
+    """The counter words (:func:`~fastsuper.core.rng.counter_word`) :func:`draw_dense` uses.
+
+    Gap counters ``0 .. n-1``, then value counters ``VALUE_BASE + 2a``, ``a = 0 .. n-1``.
+    """
+    words = np.empty(2 * n, dtype=np.uint64)
+    for c in range(n):
+        words[c] = counter_word(c)
+        words[n + c] = counter_word(VALUE_BASE + 2 * c)
+    return words
+
+
+@njit(inline="always")
+def _count_below(U, m, tlo, thi, lo, hi, G):
+    """``lo[r]``, ``hi[r]``: how many of ``tlo[1:G+1]`` exceed, of ``thi[1:G+1]`` reach ``U[r]``."""
+    for r in range(m):
+        u = U[r]
+        a = 0
+        b = 0
+        for g in range(1, G + 1):
+            a += u < tlo[g]
+            b += u <= thi[g]
+        lo[r] = a
+        hi[r] = b
+
+
+@njit(inline="always")
+def _gap_row(keys, m, law, w, P, c, U, lo, hi):
+    """``P[c + 1] = P[c] + gap + 1`` for samples ``0 .. m-1``, the gaps from word ``w``'s counter.
+
+    Returns how many of these samples have an active feature at ``P[c + 1]`` (``< n``).
+    """
+    n = law.n
+    tlo = law.tlo
+    thi = law.thi
+    for r in range(m):
+        U[r] = uniform_word(keys[r], w)
+    # the gap (or the part of it that matters: at least n) is the number of thresholds
+    # above u; a fixed number of them, so that the loop over the samples vectorises
+    if n <= 4:
+        _count_below(U, m, tlo, thi, lo, hi, 4)
+    elif n <= 6:
+        _count_below(U, m, tlo, thi, lo, hi, 6)
+    else:
+        _count_below(U, m, tlo, thi, lo, hi, 8)
+    amb = 0
+    alive = 0
+    prev = P[c]  # rows as 1-d views: a loop the compiler vectorises
+    nxt = P[c + 1]
+    for r in range(m):
+        q = prev[r] + lo[r] + 1
+        nxt[r] = q
+        amb += lo[r] != hi[r]
+        alive += q < n
+    if amb > 0:  # u inside a band: the formula decides
+        alive = 0
+        for r in range(m):
+            if lo[r] != hi[r]:
+                ratio = math.log(U[r]) / law.log1mp
+                gap = n if ratio >= n else int(math.floor(ratio))
+                P[c + 1, r] = P[c, r] + gap + 1
+            alive += P[c + 1, r] < n
+    return alive
+
+
+@njit(inline="always")
+def _dense_active(keys, m, law, words, P, U, lo, hi, c0):
+    """Positions of the active features of samples ``keys[:m]``; returns the rows of ``P`` used.
+
+    ``P[a + 1, r]`` is the position of the ``a``-th active feature of sample
+    ``r`` (``>= n`` past its last one), ``P[0] = -1``: the gap from counter
+    ``c`` moves ``P[c]`` to ``P[c + 1]``, for every sample at once, until every
+    sample has ended.  Rows ``0 .. c0`` must be filled already (``c0 >= 0``; a
+    law of ``0 < p < 1``).  ``U`` (float64), ``lo`` and ``hi`` (int64) are scratch.
+    """
+    n = law.n
+    for c in range(c0, n):
+        if _gap_row(keys, m, law, words[c], P, c, U, lo, hi) == 0:
+            return c + 1
+    return n
+
+
+@njit(inline="always")
+def _dense_values(keys, m, rows, law, words, P, U, X):
+    """``X[:n, :m]`` from the positions ``P[1:rows+1, :m]`` (see :func:`draw_dense`)."""
+    n = law.n
+    for j in range(n + 1):
+        for r in range(m):
+            X[j, r] = 0
+    for a in range(rows):
+        if law.code == UNIFORM and law.pmax >= 1.0:  # every feature active
+            w = words[n + a]
+            for r in range(m):
+                X[a, r] = uniform_word(keys[r], w)
+        elif law.code == UNIFORM:  # no branch per sample: all the values, then a scatter
+            w = words[n + a]
+            for r in range(m):
+                U[r] = uniform_word(keys[r], w)
+            pa = P[a + 1]
+            for r in range(m):
+                X[min(pa[r], n), r] = U[r]
+        else:
+            for r in range(m):
+                i = P[a + 1, r]
+                if i < n:
+                    X[i, r] = draw_value(keys[r], a, law)
+
+
+@njit(inline="always")
+def _all_active(m, n, P):
+    """``P`` of samples whose every feature is active (``p = 1``)."""
+    for c in range(n + 1):
+        for r in range(m):
+            P[c, r] = c - 1
+
+
+@njit(inline="always")
+def draw_dense(keys, m, law, words, P, U, lo, hi, X):
+    """Samples of the keys ``keys[:m]`` as the dense columns ``X[:n, :m]``; returns ``rows``.
+
+    ``X`` (n + 1, ``len(keys)``, any float dtype) receives ``x_j`` of sample
+    ``r`` in ``X[j, r]`` (each float64 value rounded once, zero where feature
+    ``j`` is inactive; row ``n`` is scratch), the samples of :func:`draw_sample`
+    bit for bit.  ``P`` (n + 1, ``len(keys)``, int64) receives the positions of
+    the active features: ``P[a + 1, r]`` for the ``a``-th, ``>= n`` past the
+    last, for ``a < rows``.  ``law`` is a law of :func:`dense_sampling`,
+    ``words`` from :func:`dense_words`; ``U`` (float64), ``lo`` and ``hi``
+    (int64) are scratch of length ``len(keys)``.
+    """
+    n = law.n
+    if law.pmax >= 1.0:
+        _all_active(m, n, P)
+        rows = n
+    elif law.pmax <= 0.0:
+        rows = 0
+    else:
+        for r in range(m):
+            P[0, r] = -1
+        rows = _dense_active(keys, m, law, words, P, U, lo, hi, 0)
+    _dense_values(keys, m, rows, law, words, P, U, X)
+    return rows
+
+
+@njit(inline="always")
+def first_active(keys, m, law, words, Q, U, lo, hi):
+    """``Q[1, r]``: the first active feature of sample ``keys[r]`` (``>= n``: none), ``r < m``.
+
+    For a law of :func:`dense_sampling` with ``0 < p < 1`` (counter 0 of every
+    sample); ``Q`` (2 or more rows, int64) and the scratch as for :func:`draw_dense`.
+    """
+    for r in range(m):
+        Q[0, r] = -1
+    _gap_row(keys, m, law, words[0], Q, 0, U, lo, hi)
+
+
+@njit(inline="always")
+def draw_dense_rest(keys, m, law, words, P, U, lo, hi, X):
+    """:func:`draw_dense` for samples whose first active feature is known; returns ``rows``.
+
+    ``P[1, :m]`` holds the first active feature of each sample (all ``< n``,
+    from :func:`first_active`) unless ``p = 1``; the other rows, and ``X``, are
+    filled as by :func:`draw_dense`.
+    """
+    n = law.n
+    if law.pmax >= 1.0:
+        _all_active(m, n, P)
+        rows = n
+    else:
+        for r in range(m):
+            P[0, r] = -1
+        rows = _dense_active(keys, m, law, words, P, U, lo, hi, 1) if m > 0 else 1
+    _dense_values(keys, m, rows, law, words, P, U, X)
+    return rows
+
+
+@njit
+def sample_dense(seed, start, n_samples, law, width, nonempty):
+    """Samples ``start .. start+n_samples-1`` of ``seed`` as a dense float64 array (rows).
+
+    Drawn ``width`` samples at a time by :func:`draw_dense`, or with
+    ``nonempty`` by :func:`first_active` and :func:`draw_dense_rest` for the
+    samples with an active feature (for tests: the rows of
+    :meth:`SparseBatch.to_dense` of :func:`fastsuper.sample`).
+    """
+    n = law.n
+    out = np.zeros((n_samples, n))
+    skey = seed_key(seed)
+    keys = np.empty(width, dtype=np.uint64)
+    words = dense_words(n)
+    P = np.empty((n + 1, width), dtype=np.int64)
+    U = np.empty(width)
+    lo = np.empty(width, dtype=np.int64)
+    hi = np.empty(width, dtype=np.int64)
+    X = np.empty((n + 1, width))
+    idx = np.empty(width, dtype=np.int64)
+    for s0 in range(0, n_samples, width):
+        m = min(width, n_samples - s0)
+        for r in range(m):
+            keys[r] = sample_key(skey, start + s0 + r)
+        if nonempty and law.pmax <= 0.0:
+            count = 0
+        elif nonempty:  # the way of the training kernels: the samples with active features
+            count = m
+            if law.pmax < 1.0:
+                first_active(keys, m, law, words, P, U, lo, hi)
+                count = 0
+                for r in range(m):
+                    keys[count] = keys[r]
+                    P[1, count] = P[1, r]
+                    idx[count] = r
+                    count += P[1, r] < n
+            else:
+                for r in range(m):
+                    idx[r] = r
+            draw_dense_rest(keys, count, law, words, P, U, lo, hi, X)
+        else:
+            draw_dense(keys, m, law, words, P, U, lo, hi, X)
+            count = m
+            for r in range(m):
+                idx[r] = r
+        for r in range(count):
+            for j in range(n):
+                out[s0 + idx[r], j] = X[j, r]
+    return out
 
 
 # --------------------------------------------------------------------------

@@ -66,3 +66,19 @@ def u64_to_open01(x):
 def uniform(key, counter):
     """The ``counter``-th uniform (0, 1) double of the stream ``key``."""
     return u64_to_open01(random_u64(key, counter))
+
+
+@njit
+def counter_word(counter):
+    """The key-independent half of :func:`random_u64`: ``mix64(counter + K)``.
+
+    ``random_u64(key, c) == mix64(key ^ counter_word(c))``: kernels that draw the
+    same counters for many keys compute these words once.
+    """
+    return mix64(np.uint64(counter) + _KCTR)
+
+
+@njit
+def uniform_word(key, word):
+    """:func:`uniform` ``(key, c)`` given ``word = counter_word(c)`` (the same number)."""
+    return u64_to_open01(mix64(key ^ word))

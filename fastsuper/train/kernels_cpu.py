@@ -11,7 +11,7 @@ Per sample (THEORY §1), with the active set ``S`` of ``x``::
     dW[:, i] += (W g) x_i          for i in S only          (encoder: h = W x)
 
 Computation is in the dtype of ``W`` (float32 or float64), every sum over
-samples (loss and gradient) in float64.  Three code paths, same formulas:
+samples (loss and gradient) in float64.  Four code paths, same formulas:
 
 * ``d <= 4`` (:func:`run_grad`): ``h`` and ``W g`` live in scalars (``W^T``
   zero-padded to 2 or 4 columns), one fused loop over features per sample;
@@ -19,7 +19,10 @@ samples (loss and gradient) in float64.  Three code paths, same formulas:
   features;
 * training with ``d > 4`` and small enough ``n d`` (:func:`run_grad_blas`):
   sub-batches of samples, the three dense products ``H W``, ``H^T G`` and
-  ``G W^T`` by BLAS (``np.dot``), sized so that OpenBLAS stays on one thread.
+  ``G W^T`` by BLAS (``np.dot``), sized so that OpenBLAS stays on one thread;
+* training with ``d <= 4``, few features and one ``p`` (:func:`run_grad_dense`):
+  sub-batches of samples as dense columns, every step vectorised over the
+  samples, the samples without an active feature counted only.
 
 Determinism follows the rule of :mod:`fastsuper.mc.kernels_cpu`: samples are
 numbered, a parallel work item is a fixed block of sample numbers (or, for
@@ -34,16 +37,21 @@ import math
 import numba
 import numpy as np
 
+from fastsuper.core import config
 from fastsuper.core.activations import RELU_POWER, dphi, phi
 from fastsuper.core.bundles import borrowed_law, instance_law
 from fastsuper.core.jit import borrow, kernel_njit, njit, parallel_njit
 from fastsuper.core.laws import (
     GAP_CHUNK,
     chunked_bernoulli,
+    dense_sampling,
+    dense_words,
     draw_active,
     draw_bernoulli_chunked,
+    draw_dense_rest,
     draw_sample,
     draw_values,
+    first_active,
 )
 from fastsuper.core.rng import sample_key
 
@@ -254,6 +262,270 @@ def run_grad(W, Wt, b, imp, imp2, act, skey, first, count, law, work, gW, gb):
     return loss_sum, nbad, first_bad
 
 
+# --------------------------------------------------------------------------
+# many samples at once, as dense columns (small n and d)
+#
+# The samples of run_grad (:func:`fastsuper.core.laws.draw_dense`), a
+# sub-batch of ``R`` at a time, and every step a loop over the sub-batch that
+# the compiler vectorises, the features an outer dense loop (an inactive
+# feature is a zero: its terms ``w * 0`` add nothing; its encoder term is
+# left out).  Per sample the sums run over features in order, without fused
+# multiply-adds (plain ``njit``: the numbers do not depend on the compiler's
+# choices).  Over samples, sample ``s`` of the batch is added to slot ``s mod
+# R`` of per-slot sums, which are added up in slot order at the end of the
+# batch: a fixed order, whatever the threads.
+
+
+@njit(inline="always")
+def _residual_relu_select(zj, xj, impj, imp2j):
+    """:func:`_residual_relu` by selects (they vectorise better): the same numbers for finite ``z``.
+
+    ``z = +inf`` gives an infinite loss instead of NaN; ``-inf`` and NaN give NaN.
+    """
+    pos = zj > 0
+    f = zj if pos else zj * 0
+    e = f - xj
+    e64 = np.float64(f) - np.float64(xj)
+    g = imp2j * e
+    return impj * (e64 * e64), g if pos else g * 0
+
+
+@njit(inline="always")
+def _dense_forward(Wt, b, imp, imp2, act, m, X, H, G, V, loss):
+    """``H = W X``, ``G = dloss/dz`` (in place of ``z``), ``V = W G``, ``loss`` per sample."""
+    n, D = Wt.shape
+    relu = act.code == RELU_POWER and act.ia == 1
+    zero = Wt[0, 0] - Wt[0, 0]
+    for c in range(D):  # rows as 1-d views: loops the compiler vectorises
+        hc = H[c]
+        for r in range(m):
+            hc[r] = zero
+        for j in range(n):
+            w = Wt[j, c]
+            xj = X[j]
+            for r in range(m):
+                hc[r] += w * xj[r]
+    for r in range(m):
+        loss[r] = 0.0
+    for c in range(D):
+        vc = V[c]
+        for r in range(m):
+            vc[r] = zero
+    for j in range(n):
+        bj = b[j]
+        gj = G[j]
+        xj = X[j]
+        for r in range(m):
+            gj[r] = bj
+        for c in range(D):
+            w = Wt[j, c]
+            hc = H[c]
+            for r in range(m):
+                gj[r] += w * hc[r]
+        impj = imp[j]
+        imp2j = imp2[j]
+        if relu:
+            for r in range(m):
+                lj, g = _residual_relu_select(gj[r], xj[r], impj, imp2j)
+                loss[r] += lj
+                gj[r] = g
+        else:
+            for r in range(m):
+                lj, g = _residual(gj[r], xj[r], impj, imp2j, act)
+                loss[r] += lj
+                gj[r] = g
+        for c in range(D):
+            w = Wt[j, c]
+            vc = V[c]
+            for r in range(m):
+                vc[r] += w * gj[r]
+
+
+@njit(inline="always")
+def _dense_slots(m, X, H, G, V, loss, sW, sb, sl):
+    """Add the sub-batch's terms to the per-slot sums ``sW`` (D, n, R), ``sb`` (n, R), ``sl`` (R).
+
+    Per sample, ``sW[c, j] += h_c g_j`` then ``+= u_c x_j`` (active ``j`` only).
+    Returns how many sample losses are not finite.
+    """
+    n = G.shape[0]
+    D = H.shape[0]
+    bad = 0
+    for r in range(m):
+        lr = loss[r]
+        sl[r] += lr
+        bad += lr - lr != 0.0  # inf or NaN
+    for j in range(n):  # rows as 1-d views: loops the compiler vectorises
+        sj = sb[j]
+        gj = G[j]
+        for r in range(m):
+            sj[r] += np.float64(gj[r])
+    for c in range(D):
+        hc = H[c]
+        vc = V[c]
+        for j in range(n):
+            xj = X[j]
+            gj = G[j]
+            s = sW[c, j]
+            for r in range(m):
+                x = np.float64(xj[r])
+                enc = np.float64(vc[r]) * x
+                t = s[r] + np.float64(hc[r]) * np.float64(gj[r])
+                s[r] = t + enc if x != 0.0 else t
+    return bad
+
+
+@njit(inline="always")
+def _dense_empty(Wt, b, imp, imp2, act, X, H, G, V, loss):
+    """(loss, ``G[:, 0]``) of a sample without active features (column 0 of the scratch)."""
+    for j in range(X.shape[0]):
+        X[j, 0] = 0
+    _dense_forward(Wt, b, imp, imp2, act, 1, X, H, G, V, loss)
+    return loss[0]
+
+
+@njit(inline="always")
+def _dense_batch(Wt, b, imp, imp2, act, law, m, work):
+    """Draw the rest of the ``m`` buffered samples, add their terms to the slots.
+
+    Returns (number of non-finite sample losses, first such sample or -1).
+    """
+    keys, Q, words, P, U, lo, hi, X, H, G, V, loss, sW, sb, sl, idx, ge, bk = work
+    draw_dense_rest(bk, m, law, words, P, U, lo, hi, X)
+    _dense_forward(Wt, b, imp, imp2, act, m, X, H, G, V, loss)
+    bad = _dense_slots(m, X, H, G, V, loss, sW, sb, sl)
+    if bad > 0:
+        for r in range(m):
+            if not math.isfinite(loss[r]):
+                return bad, idx[r]
+    return bad, -1
+
+
+@njit
+def run_grad_dense(Wt, b, imp, imp2, act, skey, first, count, law, work, gWt, gb):
+    """:func:`run_grad` for ``d <= 4``, many samples at a time (its samples).
+
+    ``Wt`` must be finite, ``law`` a law of
+    :func:`~fastsuper.core.laws.dense_sampling`, ``work`` the scratch of
+    :func:`_dense_scratch`; the other arguments as for :func:`run_grad` (the
+    gradient is added to ``gWt`` (n, D) and ``gb``).  Returns ``(loss sum,
+    number of non-finite losses, first such sample or -1)``.
+
+    Samples without an active feature all have the same loss and gradient
+    (``h = 0``, ``z = b``): they are counted, and their terms added once, times
+    their number, after the sums of the others.  The others are collected in
+    order into a buffer of ``2 R`` samples (``R = len(keys)``), processed when
+    it holds ``R`` or more and at the end; its ``r``-th sample goes to slot ``r``.
+    """
+    work = _borrowed_work(work)
+    keys, Q, words, P, U, lo, hi, X, H, G, V, loss, sW, sb, sl, idx, ge, bk = work
+    law = borrowed_law(law)
+    n, D = Wt.shape
+    R = keys.shape[0]
+    loss_e = _dense_empty(Wt, b, imp, imp2, act, X, H, G, V, loss)
+    for j in range(n):
+        ge[j] = np.float64(G[j, 0])
+    sW[:] = 0.0
+    sb[:] = 0.0
+    sl[:] = 0.0
+    nbad = 0
+    first_bad = -1
+    first_empty = -1
+    kept = 0
+    fill = 0
+    for s0 in range(first, first + count, R):
+        m = min(R, first + count - s0)
+        for r in range(m):
+            keys[r] = sample_key(skey, s0 + r)
+        before = fill
+        if law.pmax >= 1.0:
+            for r in range(m):
+                bk[fill + r] = keys[r]
+                idx[fill + r] = s0 + r
+            fill += m
+        elif law.pmax > 0.0:
+            first_active(keys, m, law, words, Q, U, lo, hi)
+            for r in range(m):  # no branch: every sample is written, the kept ones advance
+                q = Q[1, r]
+                bk[fill] = keys[r]
+                P[1, fill] = q
+                idx[fill] = s0 + r
+                fill += q < n
+        kept += fill - before
+        if first_empty < 0 and not math.isfinite(loss_e):
+            for r in range(m):
+                if law.pmax <= 0.0 or (law.pmax < 1.0 and Q[1, r] >= n):
+                    first_empty = s0 + r
+                    break
+        if fill >= R or s0 + R >= first + count:
+            nb, fb = _dense_batch(Wt, b, imp, imp2, act, law, fill, work)
+            if first_bad < 0:
+                first_bad = fb
+            nbad += nb
+            fill = 0
+    empty = count - kept
+    if not math.isfinite(loss_e) and empty > 0:
+        nbad += empty
+        if first_bad < 0 or first_empty < first_bad:
+            first_bad = first_empty
+    loss_sum = _fold(sl) + empty * loss_e
+    for j in range(n):
+        gb[j] += _fold(sb[j]) + empty * ge[j]
+        for c in range(D):
+            gWt[j, c] += _fold(sW[c, j])
+    return loss_sum, nbad, first_bad
+
+
+@njit(inline="always")
+def _fold(s):
+    """The sum of the slots ``s`` (length a power of 2), halves added element by element."""
+    w = s.shape[0]
+    while w > 1:
+        w //= 2
+        for r in range(w):
+            s[r] += s[r + w]
+    return s[0]
+
+
+@njit(inline="always")
+def _borrowed_work(work):
+    """:func:`_dense_scratch` with borrowed views (no reference counting in the loops)."""
+    keys, Q, words, P, U, lo, hi, X, H, G, V, loss, sW, sb, sl, idx, ge, bk = work
+    return (
+        borrow(keys), borrow(Q), borrow(words), borrow(P), borrow(U), borrow(lo), borrow(hi),
+        borrow(X), borrow(H), borrow(G), borrow(V), borrow(loss), borrow(sW), borrow(sb),
+        borrow(sl), borrow(idx), borrow(ge), borrow(bk),
+    )  # fmt: skip
+
+
+@kernel_njit
+def _dense_scratch(W, D, rows):
+    """Scratch of :func:`run_grad_dense`: weights ``W`` (d, n), width ``D``, ``rows = 2**k``."""
+    d, n = W.shape
+    dt = W.dtype
+    b = 2 * rows  # the buffer
+    return (
+        np.empty(rows, dtype=np.uint64),
+        np.empty((2, rows), dtype=np.int64),
+        dense_words(n),
+        np.empty((n + 1, b), dtype=np.int64),
+        np.empty(b),
+        np.empty(b, dtype=np.int64),
+        np.empty(b, dtype=np.int64),
+        np.zeros((n + 1, b), dtype=dt),
+        np.empty((D, b), dtype=dt),
+        np.empty((n, b), dtype=dt),
+        np.empty((D, b), dtype=dt),
+        np.empty(b),
+        np.empty((D, n, b)),
+        np.empty((n, b)),
+        np.empty(b),
+        np.empty(b, dtype=np.int64),
+        np.empty(n),
+        np.empty(b, dtype=np.uint64),
+    )
+
+
 @kernel_njit
 def run_grad_blas(
     W, Wt, b, imp, imp2, act, skey, first, count, law, dense_x, chunked, work, gW, gWt, gb
@@ -456,6 +728,19 @@ def grad_block(W, Wt, b, imp, imp2, act, skey, first, count, law, gW, gb):
 
 
 @kernel_njit
+def grad_block_dense(W, Wt, b, imp, imp2, act, skey, first, count, law, gW, gb):
+    """:func:`grad_block` by :func:`run_grad_dense` (``d <= 4``, a law of
+    :func:`~fastsuper.core.laws.dense_sampling`, finite ``W``): the same samples, other sums.
+    """
+    D = Wt.shape[1]
+    work = _dense_scratch(W, D, config.DENSE_ROWS)
+    gWt = np.zeros((W.shape[1], D))
+    ls, nb, fb = run_grad_dense(Wt, b, imp, imp2, act, skey, first, count, law, work, gWt, gb)
+    add_transposed(gW, gWt)
+    return ls, nb, fb
+
+
+@kernel_njit
 def merge_blocks(loss, gW, gb, tot_gW, tot_gb):
     """Add per-block sums to ``tot_gW``/``tot_gb`` in block order; return the loss sum."""
     s = 0.0
@@ -552,6 +837,10 @@ def adam_kernel(
         work = _scratch(W[0], padded_width(d))
         gWt = work[-1]
         blas_work = _blas_scratch(W[0], rows)
+        small = blas_rows <= 0 and padded_width(d) <= 4 and n <= config.DENSE_N_MAX
+        dense_work = _dense_scratch(
+            W[0], min(padded_width(d), 4), config.DENSE_ROWS if small else 1
+        )
         gW = np.zeros((d, n))
         gb = np.zeros(n)
         for gk in range(groups.shape[1]):
@@ -562,6 +851,7 @@ def adam_kernel(
             bk = B[k]
             impk = imp[k]
             law = instance_law(laws, k)
+            dense = small and dense_sampling(law)
             Wt, imp2 = prepare(Wk, impk)
             for t in range(t_start, t_start + n_steps):
                 fill_transposed(Wk, Wt)
@@ -581,6 +871,11 @@ def adam_kernel(
                         )  # fmt: skip
                         ls += l1
                         nb += n1
+                elif dense and all_finite(Wt):
+                    ls, nb, f1 = run_grad_dense(
+                        Wt, bk, impk, imp2, act, skeys[k], t * batch, batch, law, dense_work,
+                        gWt, gb,
+                    )  # fmt: skip
                 else:
                     ls, nb, f1 = run_grad(
                         Wk, Wt, bk, impk, imp2, act, skeys[k], t * batch, batch, law, work, gW, gb
