@@ -66,3 +66,19 @@ def u64_to_open01(x):
 def uniform(key, counter):
     """The ``counter``-th uniform (0, 1) double of the stream ``key``."""
     return u64_to_open01(random_u64(key, counter))
+
+
+@njit
+def counter_hash(counter):
+    """The key-free half of :func:`random_u64`: ``mix64(counter + K)``.
+
+    Kernels that draw the same counters for many keys may tabulate it:
+    ``hashed_uniform(key, counter_hash(c)) == uniform(key, c)`` bit for bit.
+    """
+    return mix64(np.uint64(counter) + _KCTR)
+
+
+@njit
+def hashed_uniform(key, h):
+    """:func:`uniform` of counter ``c`` given ``h = counter_hash(c)``."""
+    return u64_to_open01(mix64(key ^ h))

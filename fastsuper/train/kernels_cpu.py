@@ -39,13 +39,16 @@ from fastsuper.core.bundles import borrowed_law, instance_law
 from fastsuper.core.jit import borrow, kernel_njit, njit, parallel_njit
 from fastsuper.core.laws import (
     GAP_CHUNK,
+    LOG2_POLY,
+    LOG2_POLY_ERROR,
+    UNIFORM,
+    VALUE_BASE,
     chunked_bernoulli,
     draw_active,
-    draw_bernoulli_chunked,
     draw_sample,
     draw_values,
 )
-from fastsuper.core.rng import sample_key
+from fastsuper.core.rng import counter_hash, hashed_uniform, sample_key
 
 #: codes of the per-instance status array of :func:`adam_kernel`
 OK = -1
@@ -269,12 +272,17 @@ def run_grad_blas(
     as in :func:`run_grad`).  ``work`` is the scratch of :func:`_blas_scratch`
     (``T`` and ``T2`` (d, n) in it are scratch too).  With ``chunked`` (a law of
     :func:`~fastsuper.core.laws.chunked_bernoulli`) the active sets are drawn
-    by :func:`~fastsuper.core.laws.draw_bernoulli_chunked`: the same sets.
+    by :func:`draw_gaps_hashed`, the sets of
+    :func:`~fastsuper.core.laws.draw_bernoulli_chunked`; U[0, 1] values from the
+    tabulated counter hashes of ``work`` (:func:`counter_tables`).
     """
-    ptr, cidx, cval, X, H, Z, U, T, T2, ubuf, gbuf = work
+    ptr, cidx, cval, X, H, Z, U, T, T2, ubuf, gbuf, vh, gh = work
     blaw, bidx, bval = borrowed_law(law), borrow(cidx), borrow(cval)  # no counting per row
     ubuf, ubits, gbuf = borrow(ubuf), borrow(ubuf.view(np.int64)), borrow(gbuf)
+    vh, gh = borrow(vh), borrow(gh)
     chunked = chunked and chunked_bernoulli(blaw)
+    every = blaw.ngrp == 0 and blaw.kfix < 0 and not blaw.thin and blaw.pmax >= 1.0
+    uniform_values = blaw.code == UNIFORM
     d, n = W.shape
     relu = act.code == RELU_POWER and act.ia == 1
     zero = Wt[0, 0] - Wt[0, 0]
@@ -287,11 +295,19 @@ def run_grad_blas(
     for row in range(count):
         key = sample_key(skey, first + row)
         ptr[row] = nnz
-        if chunked:
-            k = draw_bernoulli_chunked(key, blaw, bidx, nnz, ubuf, ubits, gbuf)
+        if every:  # every feature active
+            for a in range(n):
+                bidx[nnz + a] = a
+            k = n
+        elif chunked:
+            k = draw_gaps_hashed(key, blaw, bidx, nnz, ubuf, ubits, gbuf, gh)
         else:
             k = draw_active(key, blaw, bidx, nnz)
-        draw_values(key, k, blaw, bval, nnz)  # rounded to the compute dtype
+        if uniform_values:  # rounded to the compute dtype
+            for a in range(k):
+                bval[nnz + a] = hashed_uniform(key, vh[a])
+        else:
+            draw_values(key, k, blaw, bval, nnz)
         for e in range(nnz, nnz + k):
             Xc[row, cidx[e]] = cval[e]
         nnz += k
@@ -350,6 +366,72 @@ def run_grad_blas(
         for e in range(ptr[row], ptr[row + 1]):
             Xc[row, cidx[e]] = 0
     return loss_sum, nbad, first_bad
+
+
+_MANT = (1 << 52) - 1
+_TWO_M52 = 2.0**-52
+
+
+@njit
+def counter_tables(n):
+    """Counter hashes (:func:`~fastsuper.core.rng.counter_hash`) of the samples of ``n`` features.
+
+    ``(vh, gh)``: ``vh[a]`` of the value counter ``VALUE_BASE + 2a`` of the
+    ``a``-th active feature (``a < n``), ``gh[c]`` of the gap counters ``c``
+    that :func:`draw_gaps_hashed` may draw (at most ``n + 1`` gaps, drawn
+    :data:`~fastsuper.core.laws.GAP_CHUNK` at a time).
+    """
+    vh = np.empty(n, dtype=np.uint64)
+    for a in range(n):
+        vh[a] = counter_hash(VALUE_BASE + 2 * a)
+    gh = np.empty((n // GAP_CHUNK + 2) * GAP_CHUNK, dtype=np.uint64)
+    for c in range(gh.shape[0]):
+        gh[c] = counter_hash(c)
+    return vh, gh
+
+
+@njit(inline="always")
+def draw_gaps_hashed(key, law, out_idx, at, ubuf, ubits, gbuf, gh):
+    """:func:`~fastsuper.core.laws.draw_bernoulli_chunked` with the gap counters' hashes ``gh``.
+
+    The same active set bit for bit (``gh`` from :func:`counter_tables`, ``ubuf``
+    of length :data:`~fastsuper.core.laws.GAP_CHUNK`): each uniform costs one
+    mixing of the key instead of two.
+    """
+    n = law.n
+    log1mp = law.log1mp
+    scale = math.log(2.0) / log1mp
+    margin = LOG2_POLY_ERROR * abs(scale) + 1e-9
+    last = np.float64(n) + 0.5
+    c0, c1, c2, c3, c4, c5, c6 = LOG2_POLY
+    width = ubuf.shape[0]
+    count = at
+    pos = -1
+    c = 0
+    while True:
+        for j in range(width):
+            ubuf[j] = hashed_uniform(key, gh[c + j])
+        for j in range(width):
+            b = ubits[j]
+            f = np.float64(b & _MANT) * _TWO_M52
+            l2 = np.float64((b >> 52) - 1023) + (
+                c0 + f * (c1 + f * (c2 + f * (c3 + f * (c4 + f * (c5 + f * c6)))))
+            )
+            r = min(l2 * scale, last)
+            g = int(r)
+            fr = r - g
+            gbuf[j] = g if (fr > margin) & (fr < 1.0 - margin) else -1
+        for j in range(width):
+            gap = gbuf[j]
+            if gap < 0:  # the ratio lies near an integer: the formula decides
+                ratio = math.log(ubuf[j]) / log1mp
+                gap = n if ratio >= n else int(math.floor(ratio))
+            pos += gap + 1
+            if pos >= n:
+                return count - at
+            out_idx[count] = pos
+            count += 1
+        c += width
 
 
 @njit
@@ -512,7 +594,7 @@ def _blas_scratch(W, rows):
         np.empty((d, n), dtype=dt),
         np.empty(GAP_CHUNK),
         np.empty(GAP_CHUNK, dtype=np.int64),
-    )
+    ) + counter_tables(n)
 
 
 @parallel_njit

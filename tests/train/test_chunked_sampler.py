@@ -13,17 +13,21 @@ from fastsuper.core.laws import (
     GAP_CHUNK,
     LOG2_POLY,
     LOG2_POLY_ERROR,
+    VALUE_BASE,
     chunked_bernoulli,
     draw_active,
     draw_bernoulli_chunked,
 )
-from fastsuper.core.rng import sample_key, seed_key
+from fastsuper.core.rng import counter_hash, hashed_uniform, sample_key, seed_key, uniform
+from fastsuper.train.kernels_cpu import counter_tables, draw_gaps_hashed
 
 
 @njit
 def _mismatches(law, skey, n_samples, idx, idx2):
-    """(samples whose chunked active set differs from draw_active's, active features drawn)."""
+    """(samples whose chunked active set, plain or with tabulated counter hashes, differs from
+    draw_active's, active features drawn)."""
     blaw = borrowed_law(law)
+    gh = counter_tables(law.n)[1]
     ubuf = np.empty(GAP_CHUNK)
     ubits = ubuf.view(np.int64)
     gbuf = np.empty(GAP_CHUNK, dtype=np.int64)
@@ -35,6 +39,10 @@ def _mismatches(law, skey, n_samples, idx, idx2):
         k2 = draw_bernoulli_chunked(key, blaw, idx2, 0, ubuf, ubits, gbuf)
         same = k == k2
         for q in range(min(k, k2)):
+            same = same and idx[q] == idx2[q]
+        k3 = draw_gaps_hashed(key, blaw, idx2, 0, ubuf, ubits, gbuf, gh)
+        same = same and k == k3
+        for q in range(min(k, k3)):
             same = same and idx[q] == idx2[q]
         bad += not same
         total += k
@@ -52,6 +60,25 @@ def test_chunked_active_sets_are_draw_active_bit_for_bit(n, p):
     bad, total = _mismatches(law, skey, 20_000, idx, idx2)
     assert bad == 0
     assert total == pytest.approx(20_000 * n * p, rel=0.1, abs=10)
+
+
+@njit
+def _hashed_vs_plain(skey, n_samples, n):
+    """Draws where the tabulated counter hashes of counter_tables(n) give another uniform."""
+    vh, gh = counter_tables(n)
+    bad = 0
+    for s in range(n_samples):
+        key = sample_key(skey, s)
+        for a in range(n):
+            bad += hashed_uniform(key, vh[a]) != uniform(key, VALUE_BASE + 2 * a)
+        for c in range(gh.shape[0]):
+            bad += hashed_uniform(key, gh[c]) != uniform(key, c)
+            bad += hashed_uniform(key, counter_hash(c)) != uniform(key, c)
+    return bad
+
+
+def test_tabulated_counter_hashes_give_the_same_uniforms():
+    assert _hashed_vs_plain(np.uint64(seed_key(np.uint64(5))), 200, 37) == 0
 
 
 def test_log2_polynomial_error_is_within_its_bound():
