@@ -107,7 +107,10 @@ GRAD_BLOCK = 2048
 GRAD_BLOCKS_PER_WAVE = 64
 #: training multiplies the dense sub-batch of inputs by BLAS when this many times the
 #: expected active features (``sum(p)``) is at least ``n`` (else loops over the active entries)
-DENSE_X_RATIO = 5.0
+DENSE_X_RATIO = 10.0
+#: fewest rows of a training sub-batch on the BLAS path (its products run on one BLAS
+#: thread whatever their size)
+TRAIN_BLAS_MIN_ROWS = 64
 #: expected active features per sample (``n p``) from which training draws the active
 #: sets of independent features a chunk of gaps at a time
 #: (:func:`fastsuper.core.laws.draw_bernoulli_chunked`; the same samples either way)

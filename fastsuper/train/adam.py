@@ -53,6 +53,7 @@ import numpy as np
 from fastsuper.core import arguments, config
 from fastsuper.core import validation as v
 from fastsuper.core.activations import DEFAULT_EXPONENTS, PARAM_NAMES
+from fastsuper.core.blas import blas_threads
 from fastsuper.core.bundles import activation as activation_bundle
 from fastsuper.core.bundles import input_law
 from fastsuper.core.groups import check_group_kwargs
@@ -806,13 +807,18 @@ def _groups(costs: np.ndarray, n_groups: int) -> np.ndarray:
 
 
 def _blas_rows(n: int, d: int, batch: int) -> int:
-    """Sub-batch rows for the BLAS path (0: per-sample code)."""
+    """Sub-batch rows for the BLAS path (0: per-sample code).
+
+    The kernel runs with BLAS on one thread (:func:`~fastsuper.core.blas.blas_threads`),
+    so the rows need not keep a product below OpenBLAS's threading threshold; they
+    are at least :data:`~fastsuper.core.config.TRAIN_BLAS_MIN_ROWS`.
+    """
     if padded_width(d) <= 4:
         return 0
     rows = (config.BLAS_SINGLE_THREAD_MNK // (n * d)) // 8 * 8
     if rows < 16:
         return 0
-    return min(rows, batch)
+    return min(max(rows, config.TRAIN_BLAS_MIN_ROWS), batch)
 
 
 def _fit_adam(o: FitOptions) -> FitResult:
@@ -865,13 +871,14 @@ def _fit_adam(o: FitOptions) -> FitResult:
     bounds = [round(i * steps / max(chunks, 1)) for i in range(chunks + 1)]
     bar = progress_bar(steps, "fit", unit="steps", enabled=progress)
     t0 = time.perf_counter()
-    for c in range(chunks):
-        lo, hi = bounds[c], bounds[c + 1]
-        adam_kernel(
-            W, B, mW, vW, mb, vb, imp, bias, act, skeys, laws, lo, hi - lo, batch,
-            (lr, beta1, beta2, eps), log_every, hist, status, groups, rows, dense_x, chunked,
-        )  # fmt: skip
-        show_progress(bar, hi, hist, log_every)
+    with blas_threads(1):  # the sub-batch products, one BLAS thread per kernel thread
+        for c in range(chunks):
+            lo, hi = bounds[c], bounds[c + 1]
+            adam_kernel(
+                W, B, mW, vW, mb, vb, imp, bias, act, skeys, laws, lo, hi - lo, batch,
+                (lr, beta1, beta2, eps), log_every, hist, status, groups, rows, dense_x, chunked,
+            )  # fmt: skip
+            show_progress(bar, hi, hist, log_every)
     bar.close()
     elapsed = time.perf_counter() - t0
     _raise_diverged(status, lr, W.dtype, exponent)
