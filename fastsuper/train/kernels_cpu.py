@@ -264,7 +264,8 @@ def run_grad_blas(
     """:func:`run_grad` for a sub-batch of ``count <= X.shape[0]`` samples, with BLAS.
 
     The sub-batch is sampled into the dense ``X`` (rows, n; zeros on entry
-    and exit) and a CSR copy (``ptr``, ``cidx``, ``cval``), then ``Z = H W``,
+    and exit) and a CSR copy (``ptr``, ``cidx``, ``cval``; left empty for a law
+    of U[0, 1] values whose every feature is active, with ``dense_x``), then ``Z = H W``,
     ``dW += H^T G`` and ``U = G W^T`` are matrix products (``np.dot``, BLAS).
     ``H = X W^T`` and the encoder term ``dW += U^T X`` are products too when
     ``dense_x``, else loops over the active entries.  Products run in the
@@ -295,6 +296,10 @@ def run_grad_blas(
     for row in range(count):
         key = sample_key(skey, first + row)
         ptr[row] = nnz
+        if every and dense_x and uniform_values:  # straight into X, no CSR entries
+            for a in range(n):
+                Xc[row, a] = hashed_uniform(key, vh[a])
+            continue
         if every:  # every feature active
             for a in range(n):
                 bidx[nnz + a] = a
@@ -309,7 +314,7 @@ def run_grad_blas(
         else:
             draw_values(key, k, blaw, bval, nnz)
         for e in range(nnz, nnz + k):
-            Xc[row, cidx[e]] = cval[e]
+            Xc[row, bidx[e]] = bval[e]
         nnz += k
     ptr[count] = nnz
     # ---- h = W x
@@ -338,8 +343,7 @@ def run_grad_blas(
                 lj, gj = _residual(Zc[row, j] + b[j], Xc[row, j], imp[j], imp2[j], act)
             loss += lj
             Zc[row, j] = gj
-        for j in range(n):
-            gb[j] += Zc[row, j]
+            gb[j] += gj
         if not math.isfinite(loss):
             if nbad == 0:
                 first_bad = first + row
@@ -362,9 +366,14 @@ def run_grad_blas(
                 for r in range(d):
                     gWt[i, r] += np.float64(Uc[row, r]) * x
     # ---- reset X
-    for row in range(count):
-        for e in range(ptr[row], ptr[row + 1]):
-            Xc[row, cidx[e]] = 0
+    if dense_x:
+        for row in range(count):
+            for j in range(n):
+                Xc[row, j] = 0
+    else:
+        for row in range(count):
+            for e in range(ptr[row], ptr[row + 1]):
+                Xc[row, cidx[e]] = 0
     return loss_sum, nbad, first_bad
 
 
