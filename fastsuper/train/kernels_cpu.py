@@ -265,7 +265,8 @@ def run_grad_blas(
 
     The sub-batch is sampled into the dense ``X`` (rows, n; zeros on entry
     and exit) and a CSR copy (``ptr``, ``cidx``, ``cval``; left empty for a law
-    of U[0, 1] values whose every feature is active, with ``dense_x``), then ``Z = H W``,
+    of U[0, 1] values drawn by :func:`draw_row_hashed` or with every feature active,
+    with ``dense_x``), then ``Z = H W``,
     ``dW += H^T G`` and ``U = G W^T`` are matrix products (``np.dot``, BLAS).
     ``H = X W^T`` and the encoder term ``dW += U^T X`` are products too when
     ``dense_x``, else loops over the active entries.  Products run in the
@@ -277,10 +278,10 @@ def run_grad_blas(
     :func:`~fastsuper.core.laws.draw_bernoulli_chunked`; U[0, 1] values from the
     tabulated counter hashes of ``work`` (:func:`counter_tables`).
     """
-    ptr, cidx, cval, X, H, Z, U, T, T2, ubuf, gbuf, vh, gh = work
+    ptr, cidx, cval, X, H, Z, U, T, T2, ubuf, gbuf, vbuf, vh, gh = work
     blaw, bidx, bval = borrowed_law(law), borrow(cidx), borrow(cval)  # no counting per row
     ubuf, ubits, gbuf = borrow(ubuf), borrow(ubuf.view(np.int64)), borrow(gbuf)
-    vh, gh = borrow(vh), borrow(gh)
+    vh, gh, vbuf, Xb = borrow(vh), borrow(gh), borrow(vbuf), borrow(X)
     chunked = chunked and chunked_bernoulli(blaw)
     every = blaw.ngrp == 0 and blaw.kfix < 0 and not blaw.thin and blaw.pmax >= 1.0
     uniform_values = blaw.code == UNIFORM
@@ -296,9 +297,12 @@ def run_grad_blas(
     for row in range(count):
         key = sample_key(skey, first + row)
         ptr[row] = nnz
-        if every and dense_x and uniform_values:  # straight into X, no CSR entries
-            for a in range(n):
-                Xc[row, a] = hashed_uniform(key, vh[a])
+        if dense_x and uniform_values and (every or chunked):  # straight into X, no CSR
+            if every:
+                for a in range(n):
+                    Xb[row, a] = hashed_uniform(key, vh[a])
+            else:
+                draw_row_hashed(key, blaw, Xb, row, ubuf, ubits, gbuf, vbuf, gh, vh)
             continue
         if every:  # every feature active
             for a in range(n):
@@ -386,15 +390,16 @@ def counter_tables(n):
     """Counter hashes (:func:`~fastsuper.core.rng.counter_hash`) of the samples of ``n`` features.
 
     ``(vh, gh)``: ``vh[a]`` of the value counter ``VALUE_BASE + 2a`` of the
-    ``a``-th active feature (``a < n``), ``gh[c]`` of the gap counters ``c``
-    that :func:`draw_gaps_hashed` may draw (at most ``n + 1`` gaps, drawn
-    :data:`~fastsuper.core.laws.GAP_CHUNK` at a time).
+    ``a``-th active feature, ``gh[c]`` of the gap counter ``c``, for every ``a``
+    and ``c`` that :func:`draw_gaps_hashed` and :func:`draw_row_hashed` may
+    reach (at most ``n + 1`` gaps, drawn :data:`~fastsuper.core.laws.GAP_CHUNK`
+    at a time).
     """
-    vh = np.empty(n, dtype=np.uint64)
-    for a in range(n):
-        vh[a] = counter_hash(VALUE_BASE + 2 * a)
-    gh = np.empty((n // GAP_CHUNK + 2) * GAP_CHUNK, dtype=np.uint64)
-    for c in range(gh.shape[0]):
+    m = (n // GAP_CHUNK + 2) * GAP_CHUNK
+    vh = np.empty(m, dtype=np.uint64)
+    gh = np.empty(m, dtype=np.uint64)
+    for c in range(m):
+        vh[c] = counter_hash(VALUE_BASE + 2 * c)
         gh[c] = counter_hash(c)
     return vh, gh
 
@@ -440,6 +445,51 @@ def draw_gaps_hashed(key, law, out_idx, at, ubuf, ubits, gbuf, gh):
                 return count - at
             out_idx[count] = pos
             count += 1
+        c += width
+
+
+@njit(inline="always")
+def draw_row_hashed(key, law, X, row, ubuf, ubits, gbuf, vbuf, gh, vh):
+    """:func:`draw_gaps_hashed` with U[0, 1] values, written straight into ``X[row]``.
+
+    The active set of :func:`draw_gaps_hashed` and the values of
+    :func:`~fastsuper.core.laws.draw_values` (``vh`` from :func:`counter_tables`;
+    ``vbuf`` float64 scratch of length :data:`~fastsuper.core.laws.GAP_CHUNK`),
+    each rounded once to the dtype of ``X``; the values of a chunk of gaps are
+    drawn with it.  Returns the number of active features.
+    """
+    n = law.n
+    log1mp = law.log1mp
+    scale = math.log(2.0) / log1mp
+    margin = LOG2_POLY_ERROR * abs(scale) + 1e-9
+    last = np.float64(n) + 0.5
+    c0, c1, c2, c3, c4, c5, c6 = LOG2_POLY
+    width = ubuf.shape[0]
+    pos = -1
+    c = 0
+    while True:
+        for j in range(width):
+            ubuf[j] = hashed_uniform(key, gh[c + j])
+            vbuf[j] = hashed_uniform(key, vh[c + j])
+        for j in range(width):
+            b = ubits[j]
+            f = np.float64(b & _MANT) * _TWO_M52
+            l2 = np.float64((b >> 52) - 1023) + (
+                c0 + f * (c1 + f * (c2 + f * (c3 + f * (c4 + f * (c5 + f * c6)))))
+            )
+            r = min(l2 * scale, last)
+            g = int(r)
+            fr = r - g
+            gbuf[j] = g if (fr > margin) & (fr < 1.0 - margin) else -1
+        for j in range(width):
+            gap = gbuf[j]
+            if gap < 0:  # the ratio lies near an integer: the formula decides
+                ratio = math.log(ubuf[j]) / log1mp
+                gap = n if ratio >= n else int(math.floor(ratio))
+            pos += gap + 1
+            if pos >= n:
+                return c + j
+            X[row, pos] = vbuf[j]
         c += width
 
 
@@ -603,6 +653,7 @@ def _blas_scratch(W, rows):
         np.empty((d, n), dtype=dt),
         np.empty(GAP_CHUNK),
         np.empty(GAP_CHUNK, dtype=np.int64),
+        np.empty(GAP_CHUNK),
     ) + counter_tables(n)
 
 
