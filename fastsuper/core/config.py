@@ -111,6 +111,11 @@ DENSE_X_RATIO = 10.0
 #: fewest rows of a training sub-batch on the BLAS path (its products run on one BLAS
 #: thread whatever their size)
 TRAIN_BLAS_MIN_ROWS = 64
+#: features from which a training sub-batch forms ``W g`` as ``G W^T`` (OpenBLAS's
+#: transposed kernel) in blocks of ``TRAIN_GWT_ROWS`` rows, instead of one ``G W^T``
+#: product with the stored ``W^T``
+TRAIN_GWT_FROM = 256
+TRAIN_GWT_ROWS = 32
 #: expected active features per sample (``n p``) from which training draws the active
 #: sets of independent features a chunk of gaps at a time
 #: (:func:`fastsuper.core.laws.draw_bernoulli_chunked`; the same samples either way)

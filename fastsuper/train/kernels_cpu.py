@@ -36,6 +36,7 @@ import numpy as np
 
 from fastsuper.core.activations import RELU_POWER, dphi, phi
 from fastsuper.core.bundles import borrowed_law, instance_law
+from fastsuper.core.config import TRAIN_GWT_FROM, TRAIN_GWT_ROWS
 from fastsuper.core.jit import borrow, kernel_njit, njit, parallel_njit
 from fastsuper.core.laws import (
     GAP_CHUNK,
@@ -267,7 +268,8 @@ def run_grad_blas(
     and exit) and a CSR copy (``ptr``, ``cidx``, ``cval``; left empty for a law
     of U[0, 1] values drawn by :func:`draw_row_hashed` or with every feature active,
     with ``dense_x``), then ``Z = H W``,
-    ``dW += H^T G`` and ``U = G W^T`` are matrix products (``np.dot``, BLAS).
+    ``dW += H^T G`` and ``U = G W^T`` are matrix products (``np.dot``, BLAS;
+    ``U`` by blocks of rows from :data:`~fastsuper.core.config.TRAIN_GWT_FROM` features).
     ``H = X W^T`` and the encoder term ``dW += U^T X`` are products too when
     ``dense_x``, else loops over the active entries.  Products run in the
     compute dtype, sums over sub-batches in float64 (``gW``, ``gWt``, ``gb``
@@ -355,7 +357,12 @@ def run_grad_blas(
         loss_sum += loss
     # ---- decoder term h g^T; u = W g; encoder term u x^T
     np.dot(Hc.T, Zc, T)
-    np.dot(Zc, Wt, Uc)
+    if n >= TRAIN_GWT_FROM:  # u = W g: rows of G against rows of W, a block at a time
+        for lo in range(0, count, TRAIN_GWT_ROWS):
+            hi = min(lo + TRAIN_GWT_ROWS, count)
+            np.dot(Zc[lo:hi], W.T, Uc[lo:hi])
+    else:
+        np.dot(Zc, Wt, Uc)
     if dense_x:
         np.dot(Uc.T, Xc, T2)
         add_in_order(gW, T, T2)
