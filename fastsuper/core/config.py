@@ -119,7 +119,7 @@ TRAIN_GWT_ROWS = 32
 #: expected active features per sample (``n p``) from which training draws the active
 #: sets of independent features a chunk of gaps at a time
 #: (:func:`fastsuper.core.laws.draw_bernoulli_chunked`; the same samples either way)
-CHUNKED_GAPS_FROM = 4.0
+CHUNKED_GAPS_FROM = 2.0
 
 # --------------------------------------------------------------------------
 # threads

@@ -94,7 +94,7 @@ def test_chunked_law_conditions():
 
 
 def test_fit_with_chunked_sampler_same_for_any_thread_count(set_numba_threads):
-    """BLAS sub-batches with chunked active sets (n p >= 4) and without (n p < 4)."""
+    """BLAS sub-batches with chunked active sets (n p >= 2) and without (n p < 2)."""
     kw = dict(n_instances=3, p=[0.5, 0.1, 0.01], steps=4, batch_size=200, seed=3, log_every=1)
     set_numba_threads(1)
     one = fs.fit(100, 20, **kw)
