@@ -855,10 +855,13 @@ def _fit_adam(o: FitOptions) -> FitResult:
     if "groups" in settings:
         chunked[:] = False
     # per-sample cost, in units of one value draw (measured at n=5, d=2, n=100, d=20 and
-    # n=400, d=30); a gap drawn in a chunk costs about a value draw, else four
+    # n=400, d=30); a gap drawn in a chunk costs about a value draw, else four; U[0, 1]
+    # values of sub-batch rows with every feature active go straight into x (a third)
     draws = np.where(pmax >= 1.0, 0.0, active + 1.0)  # geometric gaps drawn per sample
     per_gap = np.where(chunked & (rows > 0), 1.0, 4.0)
-    costs = 10.0 + n * padded_width(d) * (0.05 if rows else 1.0) + active + per_gap * draws
+    direct = (pmax >= 1.0) & (rows > 0) & (law.name == "uniform") & ("groups" not in settings)
+    values = np.where(direct, 0.3, 1.0) * active
+    costs = 10.0 + n * padded_width(d) * (0.05 if rows else 1.0) + values + per_gap * draws
     groups = _groups(costs, min(numba.get_num_threads(), n_inst))
     n_log = (steps + log_every - 1) // log_every
     hist = np.full((n_log, n_inst), np.nan)
