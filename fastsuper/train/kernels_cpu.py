@@ -19,7 +19,8 @@ samples (loss and gradient) in float64.  Three code paths, same formulas:
   features;
 * training with ``d > 4`` and small enough ``n d`` (:func:`run_grad_blas`):
   sub-batches of samples, the three dense products ``H W``, ``H^T G`` and
-  ``G W^T`` by BLAS (``np.dot``), sized so that OpenBLAS stays on one thread.
+  ``G W^T`` by BLAS (``np.dot``; ``fit`` holds BLAS to one thread around the
+  kernel, :func:`fastsuper.core.blas.blas_threads`).
 
 Determinism follows the rule of :mod:`fastsuper.mc.kernels_cpu`: samples are
 numbered, a parallel work item is a fixed block of sample numbers (or, for
