@@ -114,14 +114,22 @@ GRAD_BLOCK = 2048
 GRAD_BLOCKS_PER_WAVE = 64
 #: training multiplies the dense sub-batch of inputs by BLAS when this many times the
 #: expected active features (``sum(p)``) is at least ``n`` (else loops over the active entries)
-DENSE_X_RATIO = 5.0
+DENSE_X_RATIO = 10.0
+#: fewest rows of a training sub-batch on the BLAS path (its products run on one BLAS
+#: thread whatever their size)
+TRAIN_BLAS_MIN_ROWS = 64
+#: features from which a training sub-batch forms ``W g`` as ``G W^T`` (OpenBLAS's
+#: transposed kernel) in blocks of ``TRAIN_GWT_ROWS`` rows, instead of one ``G W^T``
+#: product with the stored ``W^T``
+TRAIN_GWT_FROM = 256
+TRAIN_GWT_ROWS = 32
 #: expected active features per sample (``n p``) from which training draws the active
 #: sets of independent features a chunk of gaps at a time
 #: (:func:`fastsuper.core.laws.draw_bernoulli_chunked`; the same samples either way)
-CHUNKED_GAPS_FROM = 4.0
+CHUNKED_GAPS_FROM = 2.0
 #: training with ``d <= 4`` and at most this many features draws and differentiates
 #: :data:`DENSE_ROWS` samples at a time as dense columns
-#: (:func:`fastsuper.core.laws.draw_dense`; the same samples and sums either way)
+#: (:func:`fastsuper.core.laws.draw_dense`; the same samples, sums over samples in a fixed order)
 DENSE_N_MAX = 8
 #: samples per sub-batch of that dense path (a power of 2)
 DENSE_ROWS = 64

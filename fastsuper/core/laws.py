@@ -34,7 +34,7 @@ from fastsuper.core.groups import EXCLUSIVE_EQUAL as G_EQUAL
 from fastsuper.core.groups import PARTIAL as G_PARTIAL
 from fastsuper.core.groups import parse_groups, units
 from fastsuper.core.jit import borrow, njit, parallel_njit
-from fastsuper.core.rng import counter_word, sample_key, seed_key, uniform, uniform_word
+from fastsuper.core.rng import counter_hash, hashed_uniform, sample_key, seed_key, uniform
 
 # value-law codes used by the kernels
 GAUSSIAN, RADEMACHER, UNIFORM_SYM, UNIFORM, CONSTANT, DISCRETE = range(6)
@@ -806,14 +806,14 @@ def dense_sampling(law):
 
 @njit
 def dense_words(n):
-    """The counter words (:func:`~fastsuper.core.rng.counter_word`) :func:`draw_dense` uses.
+    """The counter words (:func:`~fastsuper.core.rng.counter_hash`) :func:`draw_dense` uses.
 
     Gap counters ``0 .. n-1``, then value counters ``VALUE_BASE + 2a``, ``a = 0 .. n-1``.
     """
     words = np.empty(2 * n, dtype=np.uint64)
     for c in range(n):
-        words[c] = counter_word(c)
-        words[n + c] = counter_word(VALUE_BASE + 2 * c)
+        words[c] = counter_hash(c)
+        words[n + c] = counter_hash(VALUE_BASE + 2 * c)
     return words
 
 
@@ -841,7 +841,7 @@ def _gap_row(keys, m, law, w, P, c, U, lo, hi):
     tlo = law.tlo
     thi = law.thi
     for r in range(m):
-        U[r] = uniform_word(keys[r], w)
+        U[r] = hashed_uniform(keys[r], w)
     # the gap (or the part of it that matters: at least n) is the number of thresholds
     # above u; a fixed number of them, so that the loop over the samples vectorises
     if n <= 4:
@@ -898,11 +898,11 @@ def _dense_values(keys, m, rows, law, words, P, U, X):
         if law.code == UNIFORM and law.pmax >= 1.0:  # every feature active
             w = words[n + a]
             for r in range(m):
-                X[a, r] = uniform_word(keys[r], w)
+                X[a, r] = hashed_uniform(keys[r], w)
         elif law.code == UNIFORM:  # no branch per sample: all the values, then a scatter
             w = words[n + a]
             for r in range(m):
-                U[r] = uniform_word(keys[r], w)
+                U[r] = hashed_uniform(keys[r], w)
             pa = P[a + 1]
             for r in range(m):
                 X[min(pa[r], n), r] = U[r]

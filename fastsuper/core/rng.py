@@ -69,16 +69,16 @@ def uniform(key, counter):
 
 
 @njit
-def counter_word(counter):
-    """The key-independent half of :func:`random_u64`: ``mix64(counter + K)``.
+def counter_hash(counter):
+    """The key-free half of :func:`random_u64`: ``mix64(counter + K)``.
 
-    ``random_u64(key, c) == mix64(key ^ counter_word(c))``: kernels that draw the
-    same counters for many keys compute these words once.
+    Kernels that draw the same counters for many keys may tabulate it:
+    ``hashed_uniform(key, counter_hash(c)) == uniform(key, c)`` bit for bit.
     """
     return mix64(np.uint64(counter) + _KCTR)
 
 
 @njit
-def uniform_word(key, word):
-    """:func:`uniform` ``(key, c)`` given ``word = counter_word(c)`` (the same number)."""
-    return u64_to_open01(mix64(key ^ word))
+def hashed_uniform(key, h):
+    """:func:`uniform` of counter ``c`` given ``h = counter_hash(c)``."""
+    return u64_to_open01(mix64(key ^ h))

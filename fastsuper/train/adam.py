@@ -53,6 +53,7 @@ import numpy as np
 from fastsuper.core import arguments, config
 from fastsuper.core import validation as v
 from fastsuper.core.activations import DEFAULT_EXPONENTS, PARAM_NAMES
+from fastsuper.core.blas import blas_threads
 from fastsuper.core.bundles import activation as activation_bundle
 from fastsuper.core.bundles import input_law
 from fastsuper.core.groups import check_group_kwargs
@@ -806,13 +807,18 @@ def _groups(costs: np.ndarray, n_groups: int) -> np.ndarray:
 
 
 def _blas_rows(n: int, d: int, batch: int) -> int:
-    """Sub-batch rows for the BLAS path (0: per-sample code)."""
+    """Sub-batch rows for the BLAS path (0: per-sample code).
+
+    The kernel runs with BLAS on one thread (:func:`~fastsuper.core.blas.blas_threads`),
+    so the rows need not keep a product below OpenBLAS's threading threshold; they
+    are at least :data:`~fastsuper.core.config.TRAIN_BLAS_MIN_ROWS`.
+    """
     if padded_width(d) <= 4:
         return 0
     rows = (config.BLAS_SINGLE_THREAD_MNK // (n * d)) // 8 * 8
     if rows < 16:
         return 0
-    return min(rows, batch)
+    return min(max(rows, config.TRAIN_BLAS_MIN_ROWS), batch)
 
 
 def _fit_adam(o: FitOptions) -> FitResult:
@@ -849,10 +855,13 @@ def _fit_adam(o: FitOptions) -> FitResult:
     if "groups" in settings:
         chunked[:] = False
     # per-sample cost, in units of one value draw (measured at n=5, d=2, n=100, d=20 and
-    # n=400, d=30); a gap drawn in a chunk costs about a value draw, else four
+    # n=400, d=30); a gap drawn in a chunk costs about a value draw, else four; U[0, 1]
+    # values of sub-batch rows with every feature active go straight into x (a third)
     draws = np.where(pmax >= 1.0, 0.0, active + 1.0)  # geometric gaps drawn per sample
     per_gap = np.where(chunked & (rows > 0), 1.0, 4.0)
-    costs = 10.0 + n * padded_width(d) * (0.05 if rows else 1.0) + active + per_gap * draws
+    direct = (pmax >= 1.0) & (rows > 0) & (law.name == "uniform") & ("groups" not in settings)
+    values = np.where(direct, 0.3, 1.0) * active
+    costs = 10.0 + n * padded_width(d) * (0.05 if rows else 1.0) + values + per_gap * draws
     groups = _groups(costs, min(numba.get_num_threads(), n_inst))
     n_log = (steps + log_every - 1) // log_every
     hist = np.full((n_log, n_inst), np.nan)
@@ -865,13 +874,14 @@ def _fit_adam(o: FitOptions) -> FitResult:
     bounds = [round(i * steps / max(chunks, 1)) for i in range(chunks + 1)]
     bar = progress_bar(steps, "fit", unit="steps", enabled=progress)
     t0 = time.perf_counter()
-    for c in range(chunks):
-        lo, hi = bounds[c], bounds[c + 1]
-        adam_kernel(
-            W, B, mW, vW, mb, vb, imp, bias, act, skeys, laws, lo, hi - lo, batch,
-            (lr, beta1, beta2, eps), log_every, hist, status, groups, rows, dense_x, chunked,
-        )  # fmt: skip
-        show_progress(bar, hi, hist, log_every)
+    with blas_threads(1):  # the sub-batch products, one BLAS thread per kernel thread
+        for c in range(chunks):
+            lo, hi = bounds[c], bounds[c + 1]
+            adam_kernel(
+                W, B, mW, vW, mb, vb, imp, bias, act, skeys, laws, lo, hi - lo, batch,
+                (lr, beta1, beta2, eps), log_every, hist, status, groups, rows, dense_x, chunked,
+            )  # fmt: skip
+            show_progress(bar, hi, hist, log_every)
     bar.close()
     elapsed = time.perf_counter() - t0
     _raise_diverged(status, lr, W.dtype, exponent)

@@ -19,7 +19,8 @@ samples (loss and gradient) in float64.  Four code paths, same formulas:
   features;
 * training with ``d > 4`` and small enough ``n d`` (:func:`run_grad_blas`):
   sub-batches of samples, the three dense products ``H W``, ``H^T G`` and
-  ``G W^T`` by BLAS (``np.dot``), sized so that OpenBLAS stays on one thread;
+  ``G W^T`` by BLAS (``np.dot``; ``fit`` holds BLAS to one thread around the
+  kernel, :func:`fastsuper.core.blas.blas_threads`);
 * training with ``d <= 4``, few features and one ``p`` (:func:`run_grad_dense`):
   sub-batches of samples as dense columns, every step vectorised over the
   samples, the samples without an active feature counted only.
@@ -40,20 +41,24 @@ import numpy as np
 from fastsuper.core import config
 from fastsuper.core.activations import RELU_POWER, dphi, phi
 from fastsuper.core.bundles import borrowed_law, instance_law
+from fastsuper.core.config import TRAIN_GWT_FROM, TRAIN_GWT_ROWS
 from fastsuper.core.jit import borrow, kernel_njit, njit, parallel_njit
 from fastsuper.core.laws import (
     GAP_CHUNK,
+    LOG2_POLY,
+    LOG2_POLY_ERROR,
+    UNIFORM,
+    VALUE_BASE,
     chunked_bernoulli,
     dense_sampling,
     dense_words,
     draw_active,
-    draw_bernoulli_chunked,
     draw_dense_rest,
     draw_sample,
     draw_values,
     first_active,
 )
-from fastsuper.core.rng import sample_key
+from fastsuper.core.rng import counter_hash, hashed_uniform, sample_key
 
 #: codes of the per-instance status array of :func:`adam_kernel`
 OK = -1
@@ -533,20 +538,28 @@ def run_grad_blas(
     """:func:`run_grad` for a sub-batch of ``count <= X.shape[0]`` samples, with BLAS.
 
     The sub-batch is sampled into the dense ``X`` (rows, n; zeros on entry
-    and exit) and a CSR copy (``ptr``, ``cidx``, ``cval``), then ``Z = H W``,
-    ``dW += H^T G`` and ``U = G W^T`` are matrix products (``np.dot``, BLAS).
+    and exit) and a CSR copy (``ptr``, ``cidx``, ``cval``; left empty for a law
+    of U[0, 1] values drawn by :func:`draw_row_hashed` or with every feature active,
+    with ``dense_x``), then ``Z = H W``,
+    ``dW += H^T G`` and ``U = G W^T`` are matrix products (``np.dot``, BLAS;
+    ``U`` by blocks of rows from :data:`~fastsuper.core.config.TRAIN_GWT_FROM` features).
     ``H = X W^T`` and the encoder term ``dW += U^T X`` are products too when
     ``dense_x``, else loops over the active entries.  Products run in the
     compute dtype, sums over sub-batches in float64 (``gW``, ``gWt``, ``gb``
     as in :func:`run_grad`).  ``work`` is the scratch of :func:`_blas_scratch`
     (``T`` and ``T2`` (d, n) in it are scratch too).  With ``chunked`` (a law of
     :func:`~fastsuper.core.laws.chunked_bernoulli`) the active sets are drawn
-    by :func:`~fastsuper.core.laws.draw_bernoulli_chunked`: the same sets.
+    by :func:`draw_gaps_hashed`, the sets of
+    :func:`~fastsuper.core.laws.draw_bernoulli_chunked`; U[0, 1] values from the
+    tabulated counter hashes of ``work`` (:func:`counter_tables`).
     """
-    ptr, cidx, cval, X, H, Z, U, T, T2, ubuf, gbuf = work
+    ptr, cidx, cval, X, H, Z, U, T, T2, ubuf, gbuf, vbuf, vh, gh = work
     blaw, bidx, bval = borrowed_law(law), borrow(cidx), borrow(cval)  # no counting per row
     ubuf, ubits, gbuf = borrow(ubuf), borrow(ubuf.view(np.int64)), borrow(gbuf)
+    vh, gh, vbuf, Xb = borrow(vh), borrow(gh), borrow(vbuf), borrow(X)
     chunked = chunked and chunked_bernoulli(blaw)
+    every = blaw.ngrp == 0 and blaw.kfix < 0 and not blaw.thin and blaw.pmax >= 1.0
+    uniform_values = blaw.code == UNIFORM
     d, n = W.shape
     relu = act.code == RELU_POWER and act.ia == 1
     zero = Wt[0, 0] - Wt[0, 0]
@@ -559,13 +572,28 @@ def run_grad_blas(
     for row in range(count):
         key = sample_key(skey, first + row)
         ptr[row] = nnz
-        if chunked:
-            k = draw_bernoulli_chunked(key, blaw, bidx, nnz, ubuf, ubits, gbuf)
+        if dense_x and uniform_values and (every or chunked):  # straight into X, no CSR
+            if every:
+                for a in range(n):
+                    Xb[row, a] = hashed_uniform(key, vh[a])
+            else:
+                draw_row_hashed(key, blaw, Xb, row, ubuf, ubits, gbuf, vbuf, gh, vh)
+            continue
+        if every:  # every feature active
+            for a in range(n):
+                bidx[nnz + a] = a
+            k = n
+        elif chunked:
+            k = draw_gaps_hashed(key, blaw, bidx, nnz, ubuf, ubits, gbuf, gh)
         else:
             k = draw_active(key, blaw, bidx, nnz)
-        draw_values(key, k, blaw, bval, nnz)  # rounded to the compute dtype
+        if uniform_values:  # rounded to the compute dtype
+            for a in range(k):
+                bval[nnz + a] = hashed_uniform(key, vh[a])
+        else:
+            draw_values(key, k, blaw, bval, nnz)
         for e in range(nnz, nnz + k):
-            Xc[row, cidx[e]] = cval[e]
+            Xc[row, bidx[e]] = bval[e]
         nnz += k
     ptr[count] = nnz
     # ---- h = W x
@@ -594,8 +622,7 @@ def run_grad_blas(
                 lj, gj = _residual(Zc[row, j] + b[j], Xc[row, j], imp[j], imp2[j], act)
             loss += lj
             Zc[row, j] = gj
-        for j in range(n):
-            gb[j] += Zc[row, j]
+            gb[j] += gj
         if not math.isfinite(loss):
             if nbad == 0:
                 first_bad = first + row
@@ -603,7 +630,12 @@ def run_grad_blas(
         loss_sum += loss
     # ---- decoder term h g^T; u = W g; encoder term u x^T
     np.dot(Hc.T, Zc, T)
-    np.dot(Zc, Wt, Uc)
+    if n >= TRAIN_GWT_FROM:  # u = W g: rows of G against rows of W, a block at a time
+        for lo in range(0, count, TRAIN_GWT_ROWS):
+            hi = min(lo + TRAIN_GWT_ROWS, count)
+            np.dot(Zc[lo:hi], W.T, Uc[lo:hi])
+    else:
+        np.dot(Zc, Wt, Uc)
     if dense_x:
         np.dot(Uc.T, Xc, T2)
         add_in_order(gW, T, T2)
@@ -618,10 +650,127 @@ def run_grad_blas(
                 for r in range(d):
                     gWt[i, r] += np.float64(Uc[row, r]) * x
     # ---- reset X
-    for row in range(count):
-        for e in range(ptr[row], ptr[row + 1]):
-            Xc[row, cidx[e]] = 0
+    if dense_x:
+        for row in range(count):
+            for j in range(n):
+                Xc[row, j] = 0
+    else:
+        for row in range(count):
+            for e in range(ptr[row], ptr[row + 1]):
+                Xc[row, cidx[e]] = 0
     return loss_sum, nbad, first_bad
+
+
+_MANT = (1 << 52) - 1
+_TWO_M52 = 2.0**-52
+
+
+@njit
+def counter_tables(n):
+    """Counter hashes (:func:`~fastsuper.core.rng.counter_hash`) of the samples of ``n`` features.
+
+    ``(vh, gh)``: ``vh[a]`` of the value counter ``VALUE_BASE + 2a`` of the
+    ``a``-th active feature, ``gh[c]`` of the gap counter ``c``, for every ``a``
+    and ``c`` that :func:`draw_gaps_hashed` and :func:`draw_row_hashed` may
+    reach (at most ``n + 1`` gaps, drawn :data:`~fastsuper.core.laws.GAP_CHUNK`
+    at a time).
+    """
+    m = (n // GAP_CHUNK + 2) * GAP_CHUNK
+    vh = np.empty(m, dtype=np.uint64)
+    gh = np.empty(m, dtype=np.uint64)
+    for c in range(m):
+        vh[c] = counter_hash(VALUE_BASE + 2 * c)
+        gh[c] = counter_hash(c)
+    return vh, gh
+
+
+@njit(inline="always")
+def draw_gaps_hashed(key, law, out_idx, at, ubuf, ubits, gbuf, gh):
+    """:func:`~fastsuper.core.laws.draw_bernoulli_chunked` with the gap counters' hashes ``gh``.
+
+    The same active set bit for bit (``gh`` from :func:`counter_tables`, ``ubuf``
+    of length :data:`~fastsuper.core.laws.GAP_CHUNK`): each uniform costs one
+    mixing of the key instead of two.
+    """
+    n = law.n
+    log1mp = law.log1mp
+    scale = math.log(2.0) / log1mp
+    margin = LOG2_POLY_ERROR * abs(scale) + 1e-9
+    last = np.float64(n) + 0.5
+    c0, c1, c2, c3, c4, c5, c6 = LOG2_POLY
+    width = ubuf.shape[0]
+    count = at
+    pos = -1
+    c = 0
+    while True:
+        for j in range(width):
+            ubuf[j] = hashed_uniform(key, gh[c + j])
+        for j in range(width):
+            b = ubits[j]
+            f = np.float64(b & _MANT) * _TWO_M52
+            l2 = np.float64((b >> 52) - 1023) + (
+                c0 + f * (c1 + f * (c2 + f * (c3 + f * (c4 + f * (c5 + f * c6)))))
+            )
+            r = min(l2 * scale, last)
+            g = int(r)
+            fr = r - g
+            gbuf[j] = g if (fr > margin) & (fr < 1.0 - margin) else -1
+        for j in range(width):
+            gap = gbuf[j]
+            if gap < 0:  # the ratio lies near an integer: the formula decides
+                ratio = math.log(ubuf[j]) / log1mp
+                gap = n if ratio >= n else int(math.floor(ratio))
+            pos += gap + 1
+            if pos >= n:
+                return count - at
+            out_idx[count] = pos
+            count += 1
+        c += width
+
+
+@njit(inline="always")
+def draw_row_hashed(key, law, X, row, ubuf, ubits, gbuf, vbuf, gh, vh):
+    """:func:`draw_gaps_hashed` with U[0, 1] values, written straight into ``X[row]``.
+
+    The active set of :func:`draw_gaps_hashed` and the values of
+    :func:`~fastsuper.core.laws.draw_values` (``vh`` from :func:`counter_tables`;
+    ``vbuf`` float64 scratch of length :data:`~fastsuper.core.laws.GAP_CHUNK`),
+    each rounded once to the dtype of ``X``; the values of a chunk of gaps are
+    drawn with it.  Returns the number of active features.
+    """
+    n = law.n
+    log1mp = law.log1mp
+    scale = math.log(2.0) / log1mp
+    margin = LOG2_POLY_ERROR * abs(scale) + 1e-9
+    last = np.float64(n) + 0.5
+    c0, c1, c2, c3, c4, c5, c6 = LOG2_POLY
+    width = ubuf.shape[0]
+    pos = -1
+    c = 0
+    while True:
+        for j in range(width):
+            ubuf[j] = hashed_uniform(key, gh[c + j])
+            vbuf[j] = hashed_uniform(key, vh[c + j])
+        for j in range(width):
+            b = ubits[j]
+            f = np.float64(b & _MANT) * _TWO_M52
+            l2 = np.float64((b >> 52) - 1023) + (
+                c0 + f * (c1 + f * (c2 + f * (c3 + f * (c4 + f * (c5 + f * c6)))))
+            )
+            r = min(l2 * scale, last)
+            g = int(r)
+            fr = r - g
+            gbuf[j] = g if (fr > margin) & (fr < 1.0 - margin) else -1
+        for j in range(width):
+            gap = gbuf[j]
+            if gap < 0:  # the ratio lies near an integer: the formula decides
+                ratio = math.log(ubuf[j]) / log1mp
+                gap = n if ratio >= n else int(math.floor(ratio))
+            pos += gap + 1
+            if pos >= n:
+                return c + j
+            X[row, pos] = vbuf[j]
+        c += width
 
 
 @njit
@@ -797,7 +946,8 @@ def _blas_scratch(W, rows):
         np.empty((d, n), dtype=dt),
         np.empty(GAP_CHUNK),
         np.empty(GAP_CHUNK, dtype=np.int64),
-    )
+        np.empty(GAP_CHUNK),
+    ) + counter_tables(n)
 
 
 @parallel_njit

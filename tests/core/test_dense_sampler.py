@@ -10,7 +10,7 @@ from fastsuper.core import config
 from fastsuper.core.bundles import input_law
 from fastsuper.core.jit import njit
 from fastsuper.core.laws import dense_sampling, sample_dense
-from fastsuper.core.rng import counter_word, seed_key, uniform, uniform_word
+from fastsuper.core.rng import counter_hash, hashed_uniform, seed_key, uniform
 
 VALUES = {
     "uniform": "uniform",
@@ -78,12 +78,12 @@ def test_dense_sampling_covers_independent_features_with_one_p_only():
 @njit
 def _words_agree(key, counters):
     for c in counters:
-        if uniform_word(key, counter_word(c)) != uniform(key, c):
+        if hashed_uniform(key, counter_hash(c)) != uniform(key, c):
             return False
     return True
 
 
-def test_counter_words_give_the_same_uniforms():
+def test_counter_hashs_give_the_same_uniforms():
     counters = np.array([0, 1, 7, 2**40, 2**40 + 9, 2**62], dtype=np.int64)
     for seed in (0, 1, 12345):
         assert _words_agree(seed_key(seed), counters)

@@ -187,6 +187,11 @@ def _adam_reference(res: FitResult, steps: int, lr: float):
         (6, 3, [0.5, 0.05], "power", 3, "gaussian"),  # scalar path, d <= 4
         # BLAS sub-batches (40 rows), dense and sparse x
         (100, 60, [0.5, 0.02], "relu_power", 1, "rademacher"),
+        # BLAS sub-batches, every feature active: U[0, 1] values straight into x, other values
+        (40, 6, [1.0, 0.3], "relu_power", 1, "uniform"),
+        (30, 5, [1.0, 0.05], "relu_power", 1, "rademacher"),
+        # BLAS sub-batches with W g by blocks of rows (n >= config.TRAIN_GWT_FROM)
+        (260, 6, [0.3, 0.02], "relu_power", 1, "uniform"),
         # per-sample row loops (n d too large for BLAS)
         (200, 90, [0.05], "signed_power", 1.5, "uniform_sym"),
     ],
