@@ -436,6 +436,14 @@ def machine_memory() -> int | None:
     return total if total and total > 0 else None
 
 
+def within_memory(nbytes: float) -> bool:
+    """Whether :func:`check_memory` accepts ``nbytes`` (the same limit, no error)."""
+    limit = config.MEMORY_LIMIT_BYTES
+    if limit is None:
+        limit = machine_memory()
+    return limit is None or (math.isfinite(nbytes) and nbytes <= limit)
+
+
 def check_memory(what: str, nbytes: float, *, func: str | None = None, hint: str = "") -> None:
     """Raise :class:`TooLargeError` if ``nbytes`` exceed the memory a call may use.
 
@@ -444,12 +452,12 @@ def check_memory(what: str, nbytes: float, *, func: str | None = None, hint: str
     needs the memory (``"estimate_loss with n_samples = 10**15"``); ``hint``
     how to ask for less.
     """
+    if within_memory(nbytes):
+        return
     limit = config.MEMORY_LIMIT_BYTES
     source = "the limit fastsuper.core.config.MEMORY_LIMIT_BYTES"
     if limit is None:
         limit, source = machine_memory(), "this machine's memory"
-    if limit is None or (math.isfinite(nbytes) and nbytes <= limit):
-        return
     raise TooLargeError(
         f"{prefix(func)}{what} needs about {gib(nbytes)} of memory, more than {source} "
         f"({gib(limit)}); nothing was allocated" + (f"; {hint}" if hint else "")

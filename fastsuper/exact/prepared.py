@@ -443,6 +443,8 @@ def prepared_values(model, inputs, backend, per_feature, which: str):
     ``config.EXACT_FUSED_FROM`` features, to round-off from there on)."""
     if not (per_feature is True or per_feature is False):
         return None
+    if type(model) is Model and not v.within_memory(8.0 * model.n * model.n):
+        return None  # the general path forms A (n x n) and refuses with the sizes
     ev = _cached_fill(model, inputs, backend, False)
     if ev is None:
         return None
