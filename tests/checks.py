@@ -115,3 +115,17 @@ def assert_sampled_gradient(model, inputs, n_samples, block_size, h=1e-6):
     np.testing.assert_allclose(got.dW, fd_W, rtol=1e-6, atol=1e-7 * scale)
     np.testing.assert_allclose(got.db, fd_b, rtol=1e-6, atol=1e-7 * scale)
     return got
+
+
+def assert_same_on_any_thread_count(call) -> None:
+    """``call()`` gives ``(loss, dW, db)``: the same bit for bit on one Numba thread and on all."""
+    saved = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        one = call()
+        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+        many = call()
+    finally:
+        numba.set_num_threads(saved)
+    assert one[0] == many[0]
+    assert np.array_equal(one[1], many[1]) and np.array_equal(one[2], many[2])

@@ -614,6 +614,40 @@ def chunked_bernoulli(law):
 
 
 @njit(inline="always")
+def gap_bounds(law):
+    """``(scale, margin, last)`` of the gap estimate of :func:`estimate_gaps` for ``law``."""
+    scale = math.log(2.0) / law.log1mp
+    return scale, LOG2_POLY_ERROR * abs(scale) + 1e-9, np.float64(law.n) + 0.5
+
+
+@njit(inline="always")
+def estimate_gaps(ubits, gbuf, width, scale, margin, last):
+    """``gbuf[j]``: the gap of the uniform with bits ``ubits[j]``, estimated from
+    :data:`LOG2_POLY` of its mantissa, or -1 where the ratio lies within ``margin``
+    of an integer (:func:`settled_gap` then decides by the formula)."""
+    c0, c1, c2, c3, c4, c5, c6 = LOG2_POLY
+    for j in range(width):
+        b = ubits[j]
+        f = np.float64(b & _MANT) * _TWO_M52
+        l2 = np.float64((b >> 52) - 1023) + (
+            c0 + f * (c1 + f * (c2 + f * (c3 + f * (c4 + f * (c5 + f * c6)))))
+        )
+        r = min(l2 * scale, last)
+        g = int(r)
+        fr = r - g
+        gbuf[j] = g if (fr > margin) & (fr < 1.0 - margin) else -1
+
+
+@njit(inline="always")
+def settled_gap(g, u, log1mp, n):
+    """The gap ``g`` of :func:`estimate_gaps`, or, where it is -1, the formula's gap of ``u``."""
+    if g >= 0:
+        return g
+    ratio = math.log(u) / log1mp
+    return n if ratio >= n else int(math.floor(ratio))
+
+
+@njit(inline="always")
 def draw_bernoulli_chunked(key, law, out_idx, at, ubuf, ubits, gbuf):
     """:func:`draw_active` for a law of :func:`chunked_bernoulli`, the same set bit for bit.
 
@@ -630,10 +664,7 @@ def draw_bernoulli_chunked(key, law, out_idx, at, ubuf, ubits, gbuf):
     """
     n = law.n
     log1mp = law.log1mp
-    scale = math.log(2.0) / log1mp
-    margin = LOG2_POLY_ERROR * abs(scale) + 1e-9
-    last = np.float64(n) + 0.5
-    c0, c1, c2, c3, c4, c5, c6 = LOG2_POLY
+    scale, margin, last = gap_bounds(law)
     width = ubuf.shape[0]
     count = at
     pos = -1
@@ -641,21 +672,9 @@ def draw_bernoulli_chunked(key, law, out_idx, at, ubuf, ubits, gbuf):
     while True:
         for j in range(width):
             ubuf[j] = uniform(key, c + j)
+        estimate_gaps(ubits, gbuf, width, scale, margin, last)
         for j in range(width):
-            b = ubits[j]
-            f = np.float64(b & _MANT) * _TWO_M52
-            l2 = np.float64((b >> 52) - 1023) + (
-                c0 + f * (c1 + f * (c2 + f * (c3 + f * (c4 + f * (c5 + f * c6)))))
-            )
-            r = min(l2 * scale, last)
-            g = int(r)
-            fr = r - g
-            gbuf[j] = g if (fr > margin) & (fr < 1.0 - margin) else -1
-        for j in range(width):
-            gap = gbuf[j]
-            if gap < 0:  # the ratio lies near an integer: the formula decides
-                ratio = math.log(ubuf[j]) / log1mp
-                gap = n if ratio >= n else int(math.floor(ratio))
+            gap = settled_gap(gbuf[j], ubuf[j], log1mp, n)
             pos += gap + 1
             if pos >= n:
                 return count - at

@@ -30,7 +30,7 @@ from fastsuper.core.jit import njit, parallel_njit
 
 
 @njit(inline="always")
-def _ipow(t, k):
+def ipow(t, k):
     """``t**k`` for an integer ``k >= 1``, by repeated multiplication."""
     u = t
     for _ in range(k - 1):
@@ -124,7 +124,7 @@ def exact_grad_w(A, W, coef, c, orders, g_diag):
                             h[i] = h[i] * t + b_j * coef[r, i]
                     else:
                         for i in range(n):
-                            u = _ipow(row[i], step)
+                            u = ipow(row[i], step)
                             g[i] = g[i] * u + a_j * c[r, i]
                             h[i] = h[i] * u + b_j * coef[r, i]
                 last = orders[no - 1] - 1  # the final factor A_ji**(r_min - 1)
@@ -136,7 +136,7 @@ def exact_grad_w(A, W, coef, c, orders, g_diag):
                         g[i] = (g[i] + h[i]) * row[i]
                 else:
                     for i in range(n):
-                        g[i] = (g[i] + h[i]) * _ipow(row[i], last)
+                        g[i] = (g[i] + h[i]) * ipow(row[i], last)
             g[j] = 2.0 * g_diag[j]
             for k in range(d):
                 wk = W[k]

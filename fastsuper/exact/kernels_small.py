@@ -26,6 +26,7 @@ import numpy as np
 
 from fastsuper.core import config
 from fastsuper.core.jit import kernel_njit
+from fastsuper.exact.kernels_cpu import ipow
 
 __all__ = ["small_grad_w", "small_gram_sums", "use_small"]
 
@@ -37,15 +38,6 @@ _PAD = 16
 def use_small(flops: float) -> bool:
     """Whether an exact evaluation of ``flops`` operations runs the kernels of this module."""
     return flops < config.EXACT_SMALL_FLOPS
-
-
-@kernel_njit(inline="always")
-def _ipow(t, k):
-    """``t**k`` for an integer ``k >= 1``, by repeated multiplication."""
-    u = t
-    for _ in range(k - 1):
-        u *= t
-    return u
 
 
 @kernel_njit(inline="always")
@@ -87,7 +79,7 @@ def _power_step(pw, A, j, jp, step, first):
             pw[i] = A[j, i] * A[j, i]
     elif first:
         for i in range(jp):
-            pw[i] = _ipow(A[j, i], step)
+            pw[i] = ipow(A[j, i], step)
     elif step == 1:
         for i in range(jp):
             pw[i] *= A[j, i]
@@ -96,7 +88,7 @@ def _power_step(pw, A, j, jp, step, first):
             pw[i] *= A[j, i] * A[j, i]
     else:
         for i in range(jp):
-            pw[i] *= _ipow(A[j, i], step)
+            pw[i] *= ipow(A[j, i], step)
 
 
 @kernel_njit
@@ -182,13 +174,13 @@ def small_grad_w(A, W, coef, c, orders, g_diag, dW):
                     g[i] = g[i] * (t * t) + (a_j * c[r, i] + b_j * coef[r, i])
             else:
                 for i in range(jp):
-                    g[i] = g[i] * _ipow(A[j, i], step) + (a_j * c[r, i] + b_j * coef[r, i])
+                    g[i] = g[i] * ipow(A[j, i], step) + (a_j * c[r, i] + b_j * coef[r, i])
         if last == 1:
             for i in range(jp):
                 g[i] *= A[j, i]
         elif last > 1:
             for i in range(jp):
-                g[i] *= _ipow(A[j, i], last)
+                g[i] *= ipow(A[j, i], last)
         for i in range(j, jp):
             g[i] = 0.0
         for k in range(d):

@@ -45,8 +45,6 @@ from fastsuper.core.config import TRAIN_GWT_FROM, TRAIN_GWT_ROWS
 from fastsuper.core.jit import borrow, kernel_njit, njit, parallel_njit
 from fastsuper.core.laws import (
     GAP_CHUNK,
-    LOG2_POLY,
-    LOG2_POLY_ERROR,
     UNIFORM,
     VALUE_BASE,
     chunked_bernoulli,
@@ -56,7 +54,10 @@ from fastsuper.core.laws import (
     draw_dense_rest,
     draw_sample,
     draw_values,
+    estimate_gaps,
     first_active,
+    gap_bounds,
+    settled_gap,
 )
 from fastsuper.core.rng import counter_hash, hashed_uniform, sample_key
 
@@ -694,10 +695,7 @@ def draw_gaps_hashed(key, law, out_idx, at, ubuf, ubits, gbuf, gh):
     """
     n = law.n
     log1mp = law.log1mp
-    scale = math.log(2.0) / log1mp
-    margin = LOG2_POLY_ERROR * abs(scale) + 1e-9
-    last = np.float64(n) + 0.5
-    c0, c1, c2, c3, c4, c5, c6 = LOG2_POLY
+    scale, margin, last = gap_bounds(law)
     width = ubuf.shape[0]
     count = at
     pos = -1
@@ -705,21 +703,9 @@ def draw_gaps_hashed(key, law, out_idx, at, ubuf, ubits, gbuf, gh):
     while True:
         for j in range(width):
             ubuf[j] = hashed_uniform(key, gh[c + j])
+        estimate_gaps(ubits, gbuf, width, scale, margin, last)
         for j in range(width):
-            b = ubits[j]
-            f = np.float64(b & _MANT) * _TWO_M52
-            l2 = np.float64((b >> 52) - 1023) + (
-                c0 + f * (c1 + f * (c2 + f * (c3 + f * (c4 + f * (c5 + f * c6)))))
-            )
-            r = min(l2 * scale, last)
-            g = int(r)
-            fr = r - g
-            gbuf[j] = g if (fr > margin) & (fr < 1.0 - margin) else -1
-        for j in range(width):
-            gap = gbuf[j]
-            if gap < 0:  # the ratio lies near an integer: the formula decides
-                ratio = math.log(ubuf[j]) / log1mp
-                gap = n if ratio >= n else int(math.floor(ratio))
+            gap = settled_gap(gbuf[j], ubuf[j], log1mp, n)
             pos += gap + 1
             if pos >= n:
                 return count - at
@@ -740,10 +726,7 @@ def draw_row_hashed(key, law, X, row, ubuf, ubits, gbuf, vbuf, gh, vh):
     """
     n = law.n
     log1mp = law.log1mp
-    scale = math.log(2.0) / log1mp
-    margin = LOG2_POLY_ERROR * abs(scale) + 1e-9
-    last = np.float64(n) + 0.5
-    c0, c1, c2, c3, c4, c5, c6 = LOG2_POLY
+    scale, margin, last = gap_bounds(law)
     width = ubuf.shape[0]
     pos = -1
     c = 0
@@ -751,21 +734,9 @@ def draw_row_hashed(key, law, X, row, ubuf, ubits, gbuf, vbuf, gh, vh):
         for j in range(width):
             ubuf[j] = hashed_uniform(key, gh[c + j])
             vbuf[j] = hashed_uniform(key, vh[c + j])
+        estimate_gaps(ubits, gbuf, width, scale, margin, last)
         for j in range(width):
-            b = ubits[j]
-            f = np.float64(b & _MANT) * _TWO_M52
-            l2 = np.float64((b >> 52) - 1023) + (
-                c0 + f * (c1 + f * (c2 + f * (c3 + f * (c4 + f * (c5 + f * c6)))))
-            )
-            r = min(l2 * scale, last)
-            g = int(r)
-            fr = r - g
-            gbuf[j] = g if (fr > margin) & (fr < 1.0 - margin) else -1
-        for j in range(width):
-            gap = gbuf[j]
-            if gap < 0:  # the ratio lies near an integer: the formula decides
-                ratio = math.log(ubuf[j]) / log1mp
-                gap = n if ratio >= n else int(math.floor(ratio))
+            gap = settled_gap(gbuf[j], ubuf[j], log1mp, n)
             pos += gap + 1
             if pos >= n:
                 return c + j

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import math
 
-import numba
 import numpy as np
 import pytest
+from checks import assert_same_on_any_thread_count
 
 from fastsuper import ExactEvaluator, SparseInputs, ValueLaw
 from fastsuper.core import config
@@ -55,13 +55,4 @@ def test_fused_does_not_depend_on_the_thread_count(monkeypatch):
     monkeypatch.setattr(config, "EXACT_FUSED_COLS", 24)
     W, b, inputs = _problem("discrete", 150, 4)
     ev = ExactEvaluator(inputs, 4, 3, bias=True, kernel="fused")
-    saved = numba.get_num_threads()
-    try:
-        numba.set_num_threads(1)
-        one = ev.loss_grad(W, b)
-        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
-        many = ev.loss_grad(W, b)
-    finally:
-        numba.set_num_threads(saved)
-    assert one[0] == many[0]
-    assert np.array_equal(one[1], many[1]) and np.array_equal(one[2], many[2])
+    assert_same_on_any_thread_count(lambda: ev.loss_grad(W, b))

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import math
 
-import numba
 import numpy as np
 import pytest
+from checks import assert_same_on_any_thread_count
 from naive import enumerate_inputs
 
 import fastsuper as fs
@@ -187,16 +187,7 @@ def test_fused_kernel_agrees_with_the_rows(small_tiles, law, m, bias):
 def test_fused_kernel_does_not_depend_on_the_thread_count(small_tiles):
     W, b, inputs = _case("uniform", 3, True, n=41, d=3)
     ev = ExactEvaluator(inputs, 3, 3, bias=True, kernel="fused")
-    saved = numba.get_num_threads()
-    try:
-        numba.set_num_threads(1)
-        one = ev.loss_grad(W, b)
-        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
-        many = ev.loss_grad(W, b)
-    finally:
-        numba.set_num_threads(saved)
-    assert one[0] == many[0]
-    assert np.array_equal(one[1], many[1]) and np.array_equal(one[2], many[2])
+    assert_same_on_any_thread_count(lambda: ev.loss_grad(W, b))
 
 
 def test_fused_kernel_default_size_and_overflow(monkeypatch):
