@@ -60,6 +60,7 @@ from fastsuper.core.laws import (
     settled_gap,
 )
 from fastsuper.core.rng import counter_hash, hashed_uniform, sample_key
+from fastsuper.core.vecmath import single, wide_vectors
 
 #: codes of the per-instance status array of :func:`adam_kernel`
 OK = -1
@@ -532,6 +533,84 @@ def _dense_scratch(W, D, rows):
     )
 
 
+@njit(inline="always")
+def _residual_rows(Zc, Xc, b, imp, imp2, act, count, gb, first):
+    """The residual step of :func:`run_grad_blas`: ``Zc`` (``H W``) becomes ``G``.
+
+    Per element :func:`_residual_relu` or :func:`_residual` (float64 losses),
+    summed per row; ``gb += G``.  Returns ``(loss sum, number of rows whose
+    loss is not finite, first such sample: first + row, or -1)``.
+    """
+    n = Zc.shape[1]
+    relu = act.code == RELU_POWER and act.ia == 1
+    loss_sum = 0.0
+    nbad = 0
+    first_bad = -1
+    for row in range(count):
+        loss = 0.0
+        for j in range(n):
+            if relu:
+                lj, gj = _residual_relu(Zc[row, j] + b[j], Xc[row, j], imp[j], imp2[j])
+            else:
+                lj, gj = _residual(Zc[row, j] + b[j], Xc[row, j], imp[j], imp2[j], act)
+            loss += lj
+            Zc[row, j] = gj
+            gb[j] += gj
+        if not math.isfinite(loss):
+            if nbad == 0:
+                first_bad = first + row
+            nbad += 1
+        loss_sum += loss
+    return loss_sum, nbad, first_bad
+
+
+@kernel_njit
+def relu_rows_single(Zc, Xc, b, imp2, count, gb, lacc, rowbad):
+    """:func:`_residual_rows` for ReLU in float32: the same ``G`` and ``gb``, float32 losses.
+
+    ``G = imp2 e [z > 0]`` with ``e = relu(z) - x`` as in :func:`_residual_relu`;
+    the losses ``imp2 e^2`` (twice ``I e^2``: the factor is exact) are float32
+    too, added up per feature over the rows in ``lacc`` (n) and then over the
+    features in order, in float64, so the sum does not depend on the vector
+    width (the loop is compiled for wide vectors).  A row's loss is not finite
+    when one of its terms is not: ``rowbad`` (int64, length ``count``)
+    receives how many (a non-finite ``z`` gives a non-finite term).  Returns
+    ``(loss sum, number of such rows, first such row or -1)``.
+    """
+    wide_vectors()
+    n = Zc.shape[1]
+    zero = lacc[0] - lacc[0]
+    big = np.finfo(lacc.dtype).max
+    for j in range(n):
+        lacc[j] = zero
+    for row in range(count):
+        z = Zc[row]
+        x = Xc[row]
+        bad = 0
+        for j in range(n):
+            zj = z[j] + b[j]
+            on = (zj - zj) + (zj > 0)  # 1 or 0 (NaN for z = +-inf or NaN)
+            e = zj * on - x[j]
+            gj = imp2[j] * e * on
+            lj = imp2[j] * (e * e)
+            lacc[j] += lj
+            bad += not lj <= big  # inf or NaN (a count: exact in any order)
+            z[j] = gj
+            gb[j] += np.float64(gj)
+        rowbad[row] = bad
+    loss_sum = 0.0
+    for j in range(n):
+        loss_sum += np.float64(lacc[j])
+    nbad = 0
+    first_bad = -1
+    for row in range(count):
+        if rowbad[row] > 0:
+            if nbad == 0:
+                first_bad = row
+            nbad += 1
+    return 0.5 * loss_sum, nbad, first_bad
+
+
 @kernel_njit
 def run_grad_blas(
     W, Wt, b, imp, imp2, act, skey, first, count, law, dense_x, chunked, work, gW, gWt, gb
@@ -554,7 +633,8 @@ def run_grad_blas(
     :func:`~fastsuper.core.laws.draw_bernoulli_chunked`; U[0, 1] values from the
     tabulated counter hashes of ``work`` (:func:`counter_tables`).
     """
-    ptr, cidx, cval, X, H, Z, U, T, T2, ubuf, gbuf, vbuf, vh, gh = work
+    ptr, cidx, cval, X, H, Z, U, T, T2, ubuf, gbuf, vbuf, vh, gh = work[:14]
+    lacc, rowbad, Xf, wbuf, wgbuf, wvbuf = work[14:]
     blaw, bidx, bval = borrowed_law(law), borrow(cidx), borrow(cval)  # no counting per row
     ubuf, ubits, gbuf = borrow(ubuf), borrow(ubuf.view(np.int64)), borrow(gbuf)
     vh, gh, vbuf, Xb = borrow(vh), borrow(gh), borrow(vbuf), borrow(X)
@@ -569,11 +649,17 @@ def run_grad_blas(
     Zc = Z[:count]
     Uc = U[:count]
     # ---- sample the rows (the samples of run_grad, bit for bit)
+    direct = dense_x and uniform_values  # U[0, 1] values straight into X, no CSR
+    if direct and (every or (chunked and n * blaw.pmax >= config.TRAIN_WIDE_GAPS_FROM)):
+        draw_rows_wide(skey, first, count, law, Xf, wbuf, wgbuf, wvbuf, vh, gh)
+        count_draw = 0
+    else:
+        count_draw = count
     nnz = 0
-    for row in range(count):
+    for row in range(count_draw):
         key = sample_key(skey, first + row)
         ptr[row] = nnz
-        if dense_x and uniform_values and (every or chunked):  # straight into X, no CSR
+        if direct and (every or chunked):  # straight into X, no CSR
             if every:
                 for a in range(n):
                     Xb[row, a] = hashed_uniform(key, vh[a])
@@ -596,7 +682,7 @@ def run_grad_blas(
         for e in range(nnz, nnz + k):
             Xc[row, bidx[e]] = bval[e]
         nnz += k
-    ptr[count] = nnz
+    ptr[count_draw] = nnz
     # ---- h = W x
     if dense_x:
         np.dot(Xc, Wt, Hc)
@@ -611,24 +697,12 @@ def run_grad_blas(
                     Hc[row, r] += Wt[i, r] * x
     # ---- z = W^T h + b, loss and g (in place of z)
     np.dot(Hc, W, Zc)
-    loss_sum = 0.0
-    nbad = 0
-    first_bad = -1
-    for row in range(count):
-        loss = 0.0
-        for j in range(n):
-            if relu:
-                lj, gj = _residual_relu(Zc[row, j] + b[j], Xc[row, j], imp[j], imp2[j])
-            else:
-                lj, gj = _residual(Zc[row, j] + b[j], Xc[row, j], imp[j], imp2[j], act)
-            loss += lj
-            Zc[row, j] = gj
-            gb[j] += gj
-        if not math.isfinite(loss):
-            if nbad == 0:
-                first_bad = first + row
-            nbad += 1
-        loss_sum += loss
+    if relu and single(Zc):  # float32 residuals and losses, wide vectors
+        loss_sum, nbad, first_bad = relu_rows_single(Zc, Xc, b, imp2, count, gb, lacc, rowbad)
+        if first_bad >= 0:
+            first_bad += first
+    else:
+        loss_sum, nbad, first_bad = _residual_rows(Zc, Xc, b, imp, imp2, act, count, gb, first)
     # ---- decoder term h g^T; u = W g; encoder term u x^T
     np.dot(Hc.T, Zc, T)
     if n >= TRAIN_GWT_FROM:  # u = W g: rows of G against rows of W, a block at a time
@@ -674,9 +748,9 @@ def counter_tables(n):
     ``a``-th active feature, ``gh[c]`` of the gap counter ``c``, for every ``a``
     and ``c`` that :func:`draw_gaps_hashed` and :func:`draw_row_hashed` may
     reach (at most ``n + 1`` gaps, drawn :data:`~fastsuper.core.laws.GAP_CHUNK`
-    at a time).
+    or :data:`WIDE_GAPS` at a time).
     """
-    m = (n // GAP_CHUNK + 2) * GAP_CHUNK
+    m = (n // WIDE_GAPS + 2) * WIDE_GAPS
     vh = np.empty(m, dtype=np.uint64)
     gh = np.empty(m, dtype=np.uint64)
     for c in range(m):
@@ -742,6 +816,60 @@ def draw_row_hashed(key, law, X, row, ubuf, ubits, gbuf, vbuf, gh, vh):
                 return c + j
             X[row, pos] = vbuf[j]
         c += width
+
+
+#: gaps per chunk of :func:`draw_rows_wide` (a multiple of :data:`~fastsuper.core.laws.GAP_CHUNK`)
+WIDE_GAPS = 32
+
+
+@njit(inline="always")
+def _draw_row_flat(key, law, Xf, at, ubuf, ubits, gbuf, vbuf, gh, vh):
+    """:func:`draw_row_hashed` into ``Xf[at:at + n]``, a chunk of gaps without a branch per gap.
+
+    Every gap of a chunk writes its value at its position, clamped to ``at +
+    n``: the entry after the row, set back to zero on return (``Xf`` needs it).
+    """
+    n = law.n
+    log1mp = law.log1mp
+    scale, margin, last = gap_bounds(law)
+    width = ubuf.shape[0]
+    pos = -1
+    c = 0
+    while pos < n:
+        for j in range(width):
+            ubuf[j] = hashed_uniform(key, gh[c + j])
+            vbuf[j] = hashed_uniform(key, vh[c + j])
+        estimate_gaps(ubits, gbuf, width, scale, margin, last)
+        for j in range(width):
+            pos += settled_gap(gbuf[j], ubuf[j], log1mp, n) + 1
+            Xf[at + min(pos, n)] = vbuf[j]
+        c += width
+    Xf[at + n] = 0
+
+
+@kernel_njit
+def draw_rows_wide(skey, first, count, law, Xf, ubuf, gbuf, vbuf, vh, gh):
+    """Samples ``first .. first+count-1`` of key ``skey``, U[0, 1] values, into the rows of ``Xf``.
+
+    For a law with every feature active or of
+    :func:`~fastsuper.core.laws.chunked_bernoulli` with many active features:
+    the rows of :func:`draw_row_hashed` (``Xf`` the flat ``X``, zero on entry,
+    with one entry more), :data:`WIDE_GAPS` gaps a chunk (``ubuf``, ``gbuf``,
+    ``vbuf`` that long) and no branch per gap; compiled for wide vectors (the
+    counter hashes are 64-bit products).  ``vh, gh = counter_tables(n)``.
+    """
+    wide_vectors()
+    blaw = borrowed_law(law)
+    ubuf, ubits, gbuf = borrow(ubuf), borrow(ubuf.view(np.int64)), borrow(gbuf)
+    vh, gh, vbuf, Xb = borrow(vh), borrow(gh), borrow(vbuf), borrow(Xf)
+    n = blaw.n
+    for row in range(count):
+        key = sample_key(skey, first + row)
+        if blaw.pmax >= 1.0:
+            for a in range(n):
+                Xb[row * n + a] = hashed_uniform(key, vh[a])
+        else:
+            _draw_row_flat(key, blaw, Xb, row * n, ubuf, ubits, gbuf, vbuf, gh, vh)
 
 
 @njit
@@ -902,23 +1030,40 @@ def adam_update(param, m, v, grad, scale, step_size, bc2s, beta1, beta2, eps):
 
 @kernel_njit
 def _blas_scratch(W, rows):
-    """Sub-batch scratch of :func:`run_grad_blas` (``rows`` >= 1 rows)."""
+    """Sub-batch scratch of :func:`run_grad_blas` (``rows`` >= 1 rows).
+
+    Then ``lacc`` (n, compute dtype) and ``rowbad`` (rows, int64), the scratch
+    of :func:`relu_rows_single`; ``Xf``, the flat buffer of ``X`` with one
+    entry more, and the chunk buffers of :func:`draw_rows_wide`.
+    """
     d, n = W.shape
     dt = W.dtype
+    Xf = np.zeros(rows * n + 1, dtype=dt)
     return (
-        np.empty(rows + 1, dtype=np.int64),
-        np.empty(rows * n, dtype=np.int64),
-        np.empty(rows * n, dtype=dt),
-        np.zeros((rows, n), dtype=dt),
-        np.empty((rows, d), dtype=dt),
-        np.empty((rows, n), dtype=dt),
-        np.empty((rows, d), dtype=dt),
-        np.empty((d, n), dtype=dt),
-        np.empty((d, n), dtype=dt),
-        np.empty(GAP_CHUNK),
-        np.empty(GAP_CHUNK, dtype=np.int64),
-        np.empty(GAP_CHUNK),
-    ) + counter_tables(n)
+        (
+            np.empty(rows + 1, dtype=np.int64),
+            np.empty(rows * n, dtype=np.int64),
+            np.empty(rows * n, dtype=dt),
+            Xf[: rows * n].reshape(rows, n),
+            np.empty((rows, d), dtype=dt),
+            np.empty((rows, n), dtype=dt),
+            np.empty((rows, d), dtype=dt),
+            np.empty((d, n), dtype=dt),
+            np.empty((d, n), dtype=dt),
+            np.empty(GAP_CHUNK),
+            np.empty(GAP_CHUNK, dtype=np.int64),
+            np.empty(GAP_CHUNK),
+        )
+        + counter_tables(n)
+        + (
+            np.empty(n, dtype=dt),
+            np.empty(rows, dtype=dt),
+            Xf,
+            np.empty(WIDE_GAPS),
+            np.empty(WIDE_GAPS, dtype=np.int64),
+            np.empty(WIDE_GAPS),
+        )
+    )
 
 
 @parallel_njit

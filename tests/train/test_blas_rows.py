@@ -1,0 +1,92 @@
+"""Pieces of the BLAS sub-batch path of training (fastsuper.train.kernels_cpu.run_grad_blas)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import fastsuper as fs
+from fastsuper.core.bundles import borrowed_law, input_law
+from fastsuper.core.jit import njit
+from fastsuper.core.laws import GAP_CHUNK
+from fastsuper.core.rng import hashed_uniform, sample_key, seed_key
+from fastsuper.train.kernels_cpu import (
+    WIDE_GAPS,
+    counter_tables,
+    draw_row_hashed,
+    draw_rows_wide,
+    relu_rows_single,
+)
+
+
+@njit
+def _rows_one_by_one(law, skey, first, count, X):
+    """The rows of draw_row_hashed, one at a time (every feature active: the value uniforms)."""
+    blaw = borrowed_law(law)
+    vh, gh = counter_tables(law.n)
+    ubuf = np.empty(GAP_CHUNK)
+    ubits = ubuf.view(np.int64)
+    gbuf = np.empty(GAP_CHUNK, dtype=np.int64)
+    vbuf = np.empty(GAP_CHUNK)
+    for row in range(count):
+        key = sample_key(skey, first + row)
+        if law.pmax >= 1.0:
+            for a in range(law.n):
+                X[row, a] = hashed_uniform(key, vh[a])
+        else:
+            draw_row_hashed(key, blaw, X, row, ubuf, ubits, gbuf, vbuf, gh, vh)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize(
+    "n,p", [(5, 1.0), (100, 1.0), (100, 0.9), (100, 0.6), (401, 0.3), (64, 0.99)]
+)
+def test_wide_rows_are_the_samples_of_fastsuper_sample(n, p, dtype):
+    """draw_rows_wide: the rows of draw_row_hashed and of fastsuper.sample, bit for bit."""
+    inputs = fs.SparseInputs(n, p=p, values="uniform")
+    law = input_law(inputs, gaps=True)
+    seed, first, count = 7, 300, 37
+    skey = np.uint64(seed_key(np.uint64(seed)))
+    vh, gh = counter_tables(n)
+    Xf = np.zeros(count * n + 1, dtype=dtype)
+    draw_rows_wide(skey, first, count, law, Xf, np.empty(WIDE_GAPS),
+                   np.empty(WIDE_GAPS, dtype=np.int64), np.empty(WIDE_GAPS), vh, gh)  # fmt: skip
+    assert Xf[-1] == 0  # the spill entry is left zero
+    X = Xf[:-1].reshape(count, n)
+    ref = np.zeros((count, n), dtype=dtype)
+    _rows_one_by_one(law, skey, first, count, ref)
+    assert np.array_equal(X, ref)
+    dense = fs.sample(inputs, count, seed, start=first).to_dense()
+    assert np.array_equal(X, dense.astype(dtype))
+
+
+def test_float32_relu_rows_against_numpy():
+    """relu_rows_single: G and the bias sums of float32 arithmetic, the loss to float32 accuracy."""
+    rng = np.random.default_rng(3)
+    rows, n = 40, 33
+    Z = rng.normal(size=(rows, n)).astype(np.float32)
+    X = (rng.random((rows, n)) * (rng.random((rows, n)) < 0.4)).astype(np.float32)
+    b = rng.normal(size=n).astype(np.float32) * 0.1
+    imp = 0.9 ** np.arange(n)
+    imp2 = (2 * imp).astype(np.float32)
+    z = Z + b
+    e = np.maximum(z, 0) - X
+    G = imp2 * e * (z > 0)
+    loss = float(np.sum(imp * (e.astype(np.float64) ** 2)))
+    gb0 = rng.normal(size=n)
+    gb = gb0.copy()
+    Zc = Z.copy()
+    ls, nbad, first_bad = relu_rows_single(
+        Zc, X, b, imp2, rows, gb, np.empty(n, np.float32), np.empty(rows, np.int64)
+    )
+    np.testing.assert_allclose(Zc, G, rtol=2e-7, atol=1e-7)
+    np.testing.assert_allclose(gb, gb0 + G.astype(np.float64).sum(axis=0), rtol=1e-6, atol=1e-6)
+    assert ls == pytest.approx(loss, rel=1e-6)
+    assert (nbad, first_bad) == (0, -1)
+    Z[5, 3] = np.inf  # a non-finite z: that row's loss is not finite
+    Z[9, 0] = np.nan
+    ls, nbad, first_bad = relu_rows_single(
+        Z, X, b, imp2, rows, gb, np.empty(n, np.float32), np.empty(rows, np.int64)
+    )
+    assert (nbad, first_bad) == (2, 5)
+    assert not np.isfinite(ls)
