@@ -13,6 +13,7 @@ from fastsuper.core.laws import GAP_CHUNK
 from fastsuper.core.rng import hashed_uniform, sample_key, seed_key
 from fastsuper.train.kernels_cpu import (
     WIDE_GAPS,
+    all_finite,
     counter_tables,
     draw_row_hashed,
     draw_rows_wide,
@@ -103,3 +104,16 @@ def test_float32_fit_same_for_any_thread_count(set_numba_threads):
     two = fs.fit(100, 20, **kw)
     for x, y in [(one.W, two.W), (one.b, two.b), (one.loss_history, two.loss_history)]:
         assert np.array_equal(x, y)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_all_finite_sees_inf_and_nan(dtype):
+    """The divergence checks of the Adam kernel (gradient sums, the dense path's guard)."""
+    x = np.ones((3, 5), dtype=dtype)
+    assert all_finite(x)
+    x[1, 2] = np.finfo(dtype).max
+    assert all_finite(x)
+    for bad in (np.inf, -np.inf, np.nan):
+        y = x.copy()
+        y[2, 4] = bad
+        assert not all_finite(y)
