@@ -876,19 +876,6 @@ def _gap_loop(keys, m, w, tlo, thi, prev, nxt, G):
     return amb
 
 
-@njit(inline="always")
-def _first_loop(skey, s0, m, w, tlo, thi, keys, q, G):
-    """``keys[r] = sample_key(skey, s0 + r)`` and ``q[r]`` the thresholds above its u."""
-    amb = 0
-    for r in range(m):
-        key = sample_key(skey, s0 + r)
-        keys[r] = key
-        a, b = _gap_count(hashed_uniform(key, w), tlo, thi, G)
-        q[r] = a
-        amb += a != b
-    return amb
-
-
 @njit
 def _gap_rows(keys, m, w, tlo, thi, prev, nxt, n):
     """:func:`_gap_loop` for ``n`` features, compiled for wide vectors (not inlined)."""
@@ -901,14 +888,24 @@ def _gap_rows(keys, m, w, tlo, thi, prev, nxt, n):
 
 
 @njit
-def _first_rows(skey, s0, m, w, tlo, thi, keys, q, n):
-    """:func:`_first_loop` for ``n`` features, compiled for wide vectors (not inlined)."""
+def _nonempty_rows(skey, s0, m, w, tlo, thi, keys, q):
+    """``keys[r] = sample_key(skey, s0 + r)``; ``q[r]``: 1 where ``u > thi``, 0 where ``u < tlo``.
+
+    ``u`` from the word ``w`` of the key, ``r < m``; ``q[r] = -1`` where ``u``
+    is inside the band.  Returns how many are.  Compiled for wide vectors, not
+    inlined.
+    """
     wide_vectors()
-    if n <= 4:
-        return _first_loop(skey, s0, m, w, tlo, thi, keys, q, 4)
-    if n <= 6:
-        return _first_loop(skey, s0, m, w, tlo, thi, keys, q, 6)
-    return _first_loop(skey, s0, m, w, tlo, thi, keys, q, 8)
+    amb = 0
+    for r in range(m):
+        key = sample_key(skey, s0 + r)
+        keys[r] = key
+        u = hashed_uniform(key, w)
+        sure = u > thi
+        none = u < tlo
+        q[r] = 1 if sure else (0 if none else -1)
+        amb += not (sure or none)
+    return amb
 
 
 @njit(inline="always")
@@ -1051,35 +1048,28 @@ def draw_dense(keys, m, law, words, P, U, X):
 
 @njit(inline="always")
 def first_active(skey, s0, m, law, words, keys, q):
-    """Keys and first active features of samples ``s0 .. s0+m-1`` of ``skey``.
+    """Keys of samples ``s0 .. s0+m-1`` of ``skey``, and which of them have an active feature.
 
-    ``keys[r] = sample_key(skey, s0 + r)`` and ``q[r]`` the first active
-    feature of that sample (``>= n``: none), for a law of :func:`dense_sampling`
-    with ``0 < p < 1`` (counter 0 of every sample); both arrays (uint64,
-    int64) have at least ``dense_width(m)`` entries.  Returns how many of the
-    ``m`` samples have an active feature.
-    """
-    w = words[0]
-    amb = _first_rows(skey, s0, dense_width(m), w, law.tlo, law.thi, keys, q, law.n)
-    return _gap_finish(keys, m, law, w, q, q, amb, True)
-
-
-@njit(inline="always")
-def draw_dense_rest(keys, m, law, words, P, U, X):
-    """:func:`draw_dense` for samples whose first active feature is known; returns ``rows``.
-
-    ``P[1, :m]`` holds the first active feature of each sample (all ``< n``,
-    from :func:`first_active`) unless ``p = 1``; the other rows, and ``X``, are
-    filled as by :func:`draw_dense`.
+    ``keys[r] = sample_key(skey, s0 + r)`` and ``q[r]`` 1 if that sample has
+    an active feature, else 0 (its first gap, from counter 0, reaches ``n``),
+    for a law of :func:`dense_sampling` with ``0 < p < 1``; both arrays
+    (uint64, int64) have at least ``dense_width(m)`` entries.  Returns how
+    many of the ``m`` samples have an active feature.  The test is ``u`` of
+    counter 0 against ``(1 - p)^n`` (the thresholds of index ``n``; the
+    formula inside the band), so :func:`draw_dense` of the kept keys draws
+    the same samples.
     """
     n = law.n
-    if law.pmax >= 1.0:
-        _all_active(m, n, P)
-        rows = n
-    else:
-        rows = _dense_active(keys, m, law, words, P, 1) if m > 0 else 1
-    _dense_values(keys, m, rows, law, words, P, U, X)
-    return rows
+    w = words[0]
+    if _nonempty_rows(skey, s0, dense_width(m), w, law.tlo[n], law.thi[n], keys, q) > 0:
+        for r in range(m):  # inside the band: the formula decides
+            if q[r] < 0:
+                ratio = math.log(hashed_uniform(keys[r], w)) / law.log1mp
+                q[r] = ratio < n
+    kept = 0
+    for r in range(m):
+        kept += q[r]
+    return kept
 
 
 @njit
@@ -1087,8 +1077,8 @@ def sample_dense(seed, start, n_samples, law, width, nonempty):
     """Samples ``start .. start+n_samples-1`` of ``seed`` as a dense float64 array (rows).
 
     Drawn ``width`` samples at a time by :func:`draw_dense`, or with
-    ``nonempty`` by :func:`first_active` and :func:`draw_dense_rest` for the
-    samples with an active feature (for tests: the rows of
+    ``nonempty`` by :func:`draw_dense` for the samples with an active feature
+    (:func:`first_active`) (for tests: the rows of
     :meth:`SparseBatch.to_dense` of :func:`fastsuper.sample`).
     """
     n = law.n
@@ -1108,18 +1098,18 @@ def sample_dense(seed, start, n_samples, law, width, nonempty):
         elif nonempty:  # the way of the training kernels: the samples with active features
             count = m
             if law.pmax < 1.0:
-                first_active(skey, start + s0, m, law, words, keys, P[1])
+                first_active(skey, start + s0, m, law, words, keys, idx)
                 count = 0
                 for r in range(m):
                     keys[count] = keys[r]
-                    P[1, count] = P[1, r]
+                    q = idx[r]
                     idx[count] = r
-                    count += P[1, r] < n
+                    count += q
             else:
                 dense_keys(skey, start + s0, m, keys)
                 for r in range(m):
                     idx[r] = r
-            draw_dense_rest(keys, count, law, words, P, U, X)
+            draw_dense(keys, count, law, words, P, U, X)
         else:
             dense_keys(skey, start + s0, m, keys)
             draw_dense(keys, m, law, words, P, U, X)

@@ -53,7 +53,7 @@ from fastsuper.core.laws import (
     dense_width,
     dense_words,
     draw_active,
-    draw_dense_rest,
+    draw_dense,
     draw_sample,
     draw_values,
     estimate_gaps,
@@ -462,7 +462,7 @@ def _dense_batch(Wt, b, imp, imp2, act, law, m, work):
     """
     keys, Q, words, P, U, X, H, G, V, loss, sW, sb, sl, idx, ge, bk = work
     mp = dense_width(m)
-    draw_dense_rest(bk, m, law, words, P, U, X)
+    draw_dense(bk, m, law, words, P, U, X)
     _dense_forward(Wt, b, imp, imp2, act, mp, X, H, G, V, loss)
     bad = _dense_slots(m, mp, X, H, G, V, loss, sW, sb, sl)
     if bad > 0:
@@ -473,10 +473,10 @@ def _dense_batch(Wt, b, imp, imp2, act, law, m, work):
 
 
 @njit(inline="always")
-def _dense_collect(law, n, q, keys, o, m, bk, P, idx, s0, fill):
+def _dense_collect(law, q, keys, o, m, bk, idx, s0, fill):
     """Append the samples ``keys[o:o+m]`` (numbers ``s0 ..``) with an active feature to the buffer.
 
-    ``q[o + r]``: their first active features (all active: ``p = 1``);
+    ``q[o + r]``: 1 where sample ``r`` has one, else 0 (all have: ``p = 1``);
     returns the new fill.
     """
     if law.pmax >= 1.0:
@@ -485,11 +485,9 @@ def _dense_collect(law, n, q, keys, o, m, bk, P, idx, s0, fill):
             idx[fill + r] = s0 + r
         return fill + m
     for r in range(m):  # no branch: every sample is written, the kept ones advance
-        qr = q[o + r]
         bk[fill] = keys[o + r]
-        P[1, fill] = qr
         idx[fill] = s0 + r
-        fill += qr < n
+        fill += q[o + r]
     return fill
 
 
@@ -505,8 +503,8 @@ def run_grad_dense(Wt, b, imp, imp2, act, skey, first, count, law, work, gWt, gb
 
     Samples without an active feature all have the same loss and gradient
     (``h = 0``, ``z = b``): they are counted, and their terms added once, times
-    their number, after the sums of the others.  Keys and first active
-    features come ``len(keys)`` samples at a time; the samples with an active
+    their number, after the sums of the others.  Keys, and whether a sample
+    has an active feature, come ``len(keys)`` samples at a time; the samples with an active
     feature are collected in order, ``R`` samples at a time, into a buffer of
     ``2 R`` samples (``R = len(sl) / 2``), processed when it holds ``R`` or
     more and at the end; its ``r``-th sample goes to slot ``r``.
@@ -539,11 +537,11 @@ def run_grad_dense(Wt, b, imp, imp2, act, skey, first, count, law, work, gWt, gb
             m = min(R, end - s0)
             before = fill
             if law.pmax > 0.0:
-                fill = _dense_collect(law, n, Q, keys, s0 - k0, m, bk, P, idx, s0, fill)
+                fill = _dense_collect(law, Q, keys, s0 - k0, m, bk, idx, s0, fill)
             kept += fill - before
             if first_empty < 0 and not math.isfinite(loss_e) and fill - before < m:
                 for r in range(m):
-                    if law.pmax <= 0.0 or Q[s0 - k0 + r] >= n:
+                    if law.pmax <= 0.0 or Q[s0 - k0 + r] == 0:
                         first_empty = s0 + r
                         break
             if fill >= R or s0 + R >= end:
