@@ -1004,6 +1004,76 @@ def _dense_values(keys, m, rows, law, words, P, U, X):
                 X[i, r] = draw_value(keys[r], a, law)
 
 
+@njit
+def _live_values(keys, m, live, w, pos, col, U, X):
+    """``X[pos[i], col[i]]``: the U(0, 1) value of word ``w`` of ``keys[i]``, ``i < live``.
+
+    The values for ``m >= live`` keys (wide vectors, not inlined), then the scatter.
+    """
+    wide_vectors()
+    for i in range(m):
+        U[i] = hashed_uniform(keys[i], w)
+    for i in range(live):
+        X[pos[i], col[i]] = U[i]
+
+
+@njit
+def _zero_columns(X, m):
+    """``X[:, :m] = 0`` (wide vectors, not inlined)."""
+    wide_vectors()
+    for j in range(X.shape[0]):
+        xj = X[j]
+        for r in range(m):
+            xj[r] = 0
+
+
+@njit(inline="always")
+def _keep_live(live, n, keys, pos, nxt, col):
+    """The samples ``i < live`` with ``nxt[i] < n``, in order: keys, ``pos = nxt`` and ``col``.
+
+    Returns how many.
+    """
+    k = 0
+    for i in range(live):  # no branch: every sample is written, the kept ones advance
+        q = nxt[i]
+        keys[k] = keys[i]
+        pos[k] = q
+        col[k] = col[i]
+        k += q < n
+    return k
+
+
+@njit(inline="always")
+def _draw_uniform(keys, m, law, words, P, U, X):
+    """:func:`draw_dense` for U(0, 1) values and ``0 < p < 1``: only the samples still alive.
+
+    Gap ``a`` (counter ``a``) of the samples whose ``a``-th active feature
+    exists, then the ``a``-th values of those whose feature ``a`` is active
+    (the others have ended), the alive samples kept in ``keys`` (overwritten),
+    their positions and columns in ``P[0]`` and ``P[2]``.  Returns the gap rows.
+    """
+    n = law.n
+    mp = dense_width(m)
+    _zero_columns(X, mp)
+    pos = P[0]
+    nxt = P[1]
+    col = P[2]
+    for r in range(mp):
+        pos[r] = -1
+        col[r] = r
+    live = m
+    rows = 0
+    while live > 0 and rows < n:
+        w = words[rows]
+        amb = _gap_rows(keys, dense_width(live), w, law.tlo, law.thi, pos, nxt, n)
+        _gap_finish(keys, live, law, w, pos, nxt, amb, False)
+        live = _keep_live(live, n, keys, pos, nxt, col)
+        if live > 0:
+            _live_values(keys, dense_width(live), live, words[n + rows], pos, col, U, X)
+        rows += 1
+    return rows
+
+
 @njit(inline="always")
 def _all_active(m, n, P):
     """``P`` of samples whose every feature is active (``p = 1``)."""
@@ -1021,18 +1091,22 @@ def dense_keys(skey, s0, m, keys):
 
 @njit(inline="always")
 def draw_dense(keys, m, law, words, P, U, X):
-    """Samples of the keys ``keys[:m]`` as the dense columns ``X[:n, :m]``; returns ``rows``.
+    """Samples of the keys ``keys[:m]`` as the dense columns ``X[:n, :m]``.
 
     ``X`` (n + 1, ``w``, any float dtype) receives ``x_j`` of sample ``r`` in
     ``X[j, r]`` (each float64 value rounded once, zero where feature ``j`` is
     inactive; row ``n`` is scratch), the samples of :func:`draw_sample` bit for
-    bit.  ``P`` (n + 1, ``w``, int64) receives the positions of the active
-    features: ``P[a + 1, r]`` for the ``a``-th, ``>= n`` past the last, for
-    ``a < rows``.  ``law`` is a law of :func:`dense_sampling`, ``words`` from
-    :func:`dense_words`; ``U`` (float64, ``w``) is scratch.  The arrays have
-    ``w >= dense_width(m)`` columns; ``keys`` beyond ``m`` may hold anything.
+    bit.  ``P`` (``max(n + 1, 3)``, ``w``, int64) and ``U`` (float64, ``w``)
+    are scratch, and so are the keys (overwritten for U(0, 1) values and ``0
+    < p < 1``, where only the samples that have not ended are drawn further).
+    ``law`` is a law of :func:`dense_sampling`, ``words`` from
+    :func:`dense_words`.  The arrays have ``w >= dense_width(m)`` columns;
+    ``keys`` beyond ``m`` may hold anything.  Returns the rows of gaps or
+    values drawn.
     """
     n = law.n
+    if law.code == UNIFORM and law.pmax > 0.0 and law.pmax < 1.0:
+        return _draw_uniform(keys, m, law, words, P, U, X)
     if law.pmax >= 1.0:
         _all_active(m, n, P)
         rows = n
@@ -1087,7 +1161,7 @@ def sample_dense(seed, start, n_samples, law, width, nonempty):
     cols = dense_width(width)
     keys = np.zeros(cols, dtype=np.uint64)
     words = dense_words(n)
-    P = np.zeros((n + 1, cols), dtype=np.int64)
+    P = np.zeros((max(n + 1, 3), cols), dtype=np.int64)
     U = np.empty(cols)
     X = np.empty((n + 1, cols))
     idx = np.empty(cols, dtype=np.int64)

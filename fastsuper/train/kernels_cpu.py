@@ -601,7 +601,7 @@ def _dense_scratch(W, D, rows):
         np.zeros(k, dtype=np.uint64),
         np.zeros(k, dtype=np.int64),
         dense_words(n),
-        np.zeros((n + 1, b), dtype=np.int64),
+        np.zeros((max(n + 1, 3), b), dtype=np.int64),
         np.empty(b),
         np.zeros((n + 1, b), dtype=dt),
         np.empty((D, b), dtype=dt),
