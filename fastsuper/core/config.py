@@ -137,6 +137,11 @@ TRAIN_WIDE_GAPS_FROM = 48.0
 DENSE_N_MAX = 8
 #: samples per sub-batch of that dense path (a power of 2)
 DENSE_ROWS = 64
+#: the dense path draws keys and first gaps ``DENSE_KEY_BLOCKS * DENSE_ROWS`` samples at a time
+DENSE_KEY_BLOCKS = 4
+#: the dense path's loops over samples run over whole blocks of this many columns (a
+#: multiple of the widest vector's lanes; divides ``DENSE_ROWS``): no scalar remainder loops
+DENSE_PAD = 16
 
 # --------------------------------------------------------------------------
 # threads

@@ -35,6 +35,7 @@ from fastsuper.core.groups import PARTIAL as G_PARTIAL
 from fastsuper.core.groups import parse_groups, units
 from fastsuper.core.jit import borrow, njit, parallel_njit
 from fastsuper.core.rng import counter_hash, hashed_uniform, sample_key, seed_key, uniform
+from fastsuper.core.vecmath import wide_vectors
 
 # value-law codes used by the kernels
 GAUSSIAN, RADEMACHER, UNIFORM_SYM, UNIFORM, CONSTANT, DISCRETE = range(6)
@@ -837,99 +838,240 @@ def dense_words(n):
 
 
 @njit(inline="always")
-def _count_below(U, m, tlo, thi, lo, hi, G):
-    """``lo[r]``, ``hi[r]``: how many of ``tlo[1:G+1]`` exceed, of ``thi[1:G+1]`` reach ``U[r]``."""
-    for r in range(m):
-        u = U[r]
-        a = 0
-        b = 0
-        for g in range(1, G + 1):
-            a += u < tlo[g]
-            b += u <= thi[g]
-        lo[r] = a
-        hi[r] = b
+def dense_width(m):
+    """``m`` rounded up to whole blocks of :data:`~fastsuper.core.config.DENSE_PAD` columns.
+
+    The dense loops run over that many columns (no scalar remainder loops):
+    the scratch arrays need that many, and the extra columns hold garbage.
+    """
+    pad = config.DENSE_PAD
+    return (m + pad - 1) // pad * pad
 
 
 @njit(inline="always")
-def _gap_row(keys, m, law, w, P, c, U, lo, hi):
-    """``P[c + 1] = P[c] + gap + 1`` for samples ``0 .. m-1``, the gaps from word ``w``'s counter.
+def _gap_scan(n):
+    """How many thresholds the dense sampler counts (at least ``n``; 4, 6 or 8)."""
+    return 4 if n <= 4 else (6 if n <= 6 else 8)
 
-    Returns how many of these samples have an active feature at ``P[c + 1]`` (``< n``).
+
+@njit(inline="always")
+def _gap_count(u, tlo, thi, G):
+    """How many of ``tlo[1:G+1]`` exceed ``u``, how many of ``thi[1:G+1]`` reach it."""
+    a = 0
+    b = 0
+    for g in range(1, G + 1):
+        a += u < tlo[g]
+        b += u <= thi[g]
+    return a, b
+
+
+@njit(inline="always")
+def _gap_loop(keys, m, w, tlo, thi, prev, nxt, G):
+    """``nxt[r] = prev[r] + (thresholds above u) + 1``, ``r < m``; returns the u in a band."""
+    amb = 0
+    for r in range(m):
+        a, b = _gap_count(hashed_uniform(keys[r], w), tlo, thi, G)
+        nxt[r] = prev[r] + a + 1
+        amb += a != b
+    return amb
+
+
+@njit
+def _gap_rows(keys, m, w, tlo, thi, prev, nxt, n):
+    """:func:`_gap_loop` for ``n`` features, compiled for wide vectors (not inlined)."""
+    wide_vectors()
+    if n <= 4:
+        return _gap_loop(keys, m, w, tlo, thi, prev, nxt, 4)
+    if n <= 6:
+        return _gap_loop(keys, m, w, tlo, thi, prev, nxt, 6)
+    return _gap_loop(keys, m, w, tlo, thi, prev, nxt, 8)
+
+
+@njit
+def _nonempty_rows(skey, s0, m, w, tlo, thi, keys, q):
+    """``keys[r] = sample_key(skey, s0 + r)``; ``q[r]``: 1 where ``u > thi``, 0 where ``u < tlo``.
+
+    ``u`` from the word ``w`` of the key, ``r < m``; ``q[r] = -1`` where ``u``
+    is inside the band.  Returns how many are.  Compiled for wide vectors, not
+    inlined.
+    """
+    wide_vectors()
+    amb = 0
+    for r in range(m):
+        key = sample_key(skey, s0 + r)
+        keys[r] = key
+        u = hashed_uniform(key, w)
+        sure = u > thi
+        none = u < tlo
+        q[r] = 1 if sure else (0 if none else -1)
+        amb += not (sure or none)
+    return amb
+
+
+@njit(inline="always")
+def _gap_finish(keys, m, law, w, prev, nxt, amb, first):
+    """The gaps of the ``u`` inside a band (``amb > 0`` of them) by the formula; returns the alive.
+
+    ``first``: the first gap (from -1; ``prev`` unused).  Returns how many of samples
+    ``0 .. m-1`` have an active feature at ``nxt`` (``< n``).
     """
     n = law.n
-    tlo = law.tlo
-    thi = law.thi
-    for r in range(m):
-        U[r] = hashed_uniform(keys[r], w)
-    # the gap (or the part of it that matters: at least n) is the number of thresholds
-    # above u; a fixed number of them, so that the loop over the samples vectorises
-    if n <= 4:
-        _count_below(U, m, tlo, thi, lo, hi, 4)
-    elif n <= 6:
-        _count_below(U, m, tlo, thi, lo, hi, 6)
-    else:
-        _count_below(U, m, tlo, thi, lo, hi, 8)
-    amb = 0
-    alive = 0
-    prev = P[c]  # rows as 1-d views: a loop the compiler vectorises
-    nxt = P[c + 1]
-    for r in range(m):
-        q = prev[r] + lo[r] + 1
-        nxt[r] = q
-        amb += lo[r] != hi[r]
-        alive += q < n
-    if amb > 0:  # u inside a band: the formula decides
-        alive = 0
-        for r in range(m):
-            if lo[r] != hi[r]:
-                ratio = math.log(U[r]) / law.log1mp
+    if amb > 0:
+        G = _gap_scan(n)
+        for r in range(dense_width(m)):
+            u = hashed_uniform(keys[r], w)
+            a, b = _gap_count(u, law.tlo, law.thi, G)
+            if a != b:
+                ratio = math.log(u) / law.log1mp
                 gap = n if ratio >= n else int(math.floor(ratio))
-                P[c + 1, r] = P[c, r] + gap + 1
-            alive += P[c + 1, r] < n
+                nxt[r] = (-1 if first else prev[r]) + gap + 1
+    alive = 0
+    for r in range(m):
+        alive += nxt[r] < n
     return alive
 
 
 @njit(inline="always")
-def _dense_active(keys, m, law, words, P, U, lo, hi, c0):
+def _gap_row(keys, m, law, w, prev, nxt):
+    """``nxt[r] = prev[r] + gap + 1``, ``r < dense_width(m)``, the gaps from word ``w``'s counter.
+
+    The gap (or the part of it that matters: at least ``n``) is the number of
+    thresholds above ``u``, a fixed number of them, so that the loop over the
+    samples vectorises; a ``u`` inside a band is decided by the formula.
+    Returns how many of samples ``0 .. m-1`` have an active feature at
+    ``nxt`` (``< n``).
+    """
+    amb = _gap_rows(keys, dense_width(m), w, law.tlo, law.thi, prev, nxt, law.n)
+    return _gap_finish(keys, m, law, w, prev, nxt, amb, False)
+
+
+@njit(inline="always")
+def _dense_active(keys, m, law, words, P, c0):
     """Positions of the active features of samples ``keys[:m]``; returns the rows of ``P`` used.
 
     ``P[a + 1, r]`` is the position of the ``a``-th active feature of sample
-    ``r`` (``>= n`` past its last one), ``P[0] = -1``: the gap from counter
-    ``c`` moves ``P[c]`` to ``P[c + 1]``, for every sample at once, until every
-    sample has ended.  Rows ``0 .. c0`` must be filled already (``c0 >= 0``; a
-    law of ``0 < p < 1``).  ``U`` (float64), ``lo`` and ``hi`` (int64) are scratch.
+    ``r`` (``>= n`` past its last one): the gap from counter ``c`` moves
+    ``P[c]`` to ``P[c + 1]``, for every sample at once, until every sample has
+    ended.  Rows ``0 .. c0`` must be filled already (``P[0] = -1``; a law of
+    ``0 < p < 1``).
     """
     n = law.n
     for c in range(c0, n):
-        if _gap_row(keys, m, law, words[c], P, c, U, lo, hi) == 0:
+        if _gap_row(keys, m, law, words[c], P[c], P[c + 1]) == 0:
             return c + 1
     return n
+
+
+@njit
+def _uniform_rows(keys, m, rows, n, words, P, U, X, every):
+    """U(0, 1) values of rows ``0 .. rows-1`` into ``X[:n+1, :m]`` (wide vectors, not inlined).
+
+    ``every``: row ``a`` holds feature ``a`` (``p = 1``), else the positions ``P[a + 1]``.
+    """
+    wide_vectors()
+    for j in range(n + 1):
+        xj = X[j]
+        for r in range(m):
+            xj[r] = 0
+    for a in range(rows):
+        w = words[n + a]
+        if every:
+            xa = X[a]
+            for r in range(m):
+                xa[r] = hashed_uniform(keys[r], w)
+        else:  # no branch per sample: all the values, then a scatter
+            for r in range(m):
+                U[r] = hashed_uniform(keys[r], w)
+            pa = P[a + 1]
+            for r in range(m):
+                X[min(pa[r], n), r] = U[r]
 
 
 @njit(inline="always")
 def _dense_values(keys, m, rows, law, words, P, U, X):
     """``X[:n, :m]`` from the positions ``P[1:rows+1, :m]`` (see :func:`draw_dense`)."""
     n = law.n
+    if law.code == UNIFORM:
+        _uniform_rows(keys, dense_width(m), rows, n, words, P, U, X, law.pmax >= 1.0)
+        return
     for j in range(n + 1):
         for r in range(m):
             X[j, r] = 0
     for a in range(rows):
-        if law.code == UNIFORM and law.pmax >= 1.0:  # every feature active
-            w = words[n + a]
-            for r in range(m):
-                X[a, r] = hashed_uniform(keys[r], w)
-        elif law.code == UNIFORM:  # no branch per sample: all the values, then a scatter
-            w = words[n + a]
-            for r in range(m):
-                U[r] = hashed_uniform(keys[r], w)
-            pa = P[a + 1]
-            for r in range(m):
-                X[min(pa[r], n), r] = U[r]
-        else:
-            for r in range(m):
-                i = P[a + 1, r]
-                if i < n:
-                    X[i, r] = draw_value(keys[r], a, law)
+        for r in range(m):
+            i = P[a + 1, r]
+            if i < n:
+                X[i, r] = draw_value(keys[r], a, law)
+
+
+@njit
+def _live_values(keys, m, live, w, pos, col, U, X):
+    """``X[pos[i], col[i]]``: the U(0, 1) value of word ``w`` of ``keys[i]``, ``i < live``.
+
+    The values for ``m >= live`` keys (wide vectors, not inlined), then the scatter.
+    """
+    wide_vectors()
+    for i in range(m):
+        U[i] = hashed_uniform(keys[i], w)
+    for i in range(live):
+        X[pos[i], col[i]] = U[i]
+
+
+@njit
+def _zero_columns(X, m):
+    """``X[:, :m] = 0`` (wide vectors, not inlined)."""
+    wide_vectors()
+    for j in range(X.shape[0]):
+        xj = X[j]
+        for r in range(m):
+            xj[r] = 0
+
+
+@njit(inline="always")
+def _keep_live(live, n, keys, pos, nxt, col):
+    """The samples ``i < live`` with ``nxt[i] < n``, in order: keys, ``pos = nxt`` and ``col``.
+
+    Returns how many.
+    """
+    k = 0
+    for i in range(live):  # no branch: every sample is written, the kept ones advance
+        q = nxt[i]
+        keys[k] = keys[i]
+        pos[k] = q
+        col[k] = col[i]
+        k += q < n
+    return k
+
+
+@njit(inline="always")
+def _draw_uniform(keys, m, law, words, P, U, X):
+    """:func:`draw_dense` for U(0, 1) values and ``0 < p < 1``: only the samples still alive.
+
+    Gap ``a`` (counter ``a``) of the samples whose ``a``-th active feature
+    exists, then the ``a``-th values of those whose feature ``a`` is active
+    (the others have ended), the alive samples kept in ``keys`` (overwritten),
+    their positions and columns in ``P[0]`` and ``P[2]``.  Returns the gap rows.
+    """
+    n = law.n
+    mp = dense_width(m)
+    _zero_columns(X, mp)
+    pos = P[0]
+    nxt = P[1]
+    col = P[2]
+    for r in range(mp):
+        pos[r] = -1
+        col[r] = r
+    live = m
+    rows = 0
+    while live > 0 and rows < n:
+        w = words[rows]
+        amb = _gap_rows(keys, dense_width(live), w, law.tlo, law.thi, pos, nxt, n)
+        _gap_finish(keys, live, law, w, pos, nxt, amb, False)
+        live = _keep_live(live, n, keys, pos, nxt, col)
+        if live > 0:
+            _live_values(keys, dense_width(live), live, words[n + rows], pos, col, U, X)
+        rows += 1
+    return rows
 
 
 @njit(inline="always")
@@ -941,62 +1083,67 @@ def _all_active(m, n, P):
 
 
 @njit(inline="always")
-def draw_dense(keys, m, law, words, P, U, lo, hi, X):
-    """Samples of the keys ``keys[:m]`` as the dense columns ``X[:n, :m]``; returns ``rows``.
+def dense_keys(skey, s0, m, keys):
+    """``keys[r] = sample_key(skey, s0 + r)``, ``r < dense_width(m)``."""
+    for r in range(dense_width(m)):
+        keys[r] = sample_key(skey, s0 + r)
 
-    ``X`` (n + 1, ``len(keys)``, any float dtype) receives ``x_j`` of sample
-    ``r`` in ``X[j, r]`` (each float64 value rounded once, zero where feature
-    ``j`` is inactive; row ``n`` is scratch), the samples of :func:`draw_sample`
-    bit for bit.  ``P`` (n + 1, ``len(keys)``, int64) receives the positions of
-    the active features: ``P[a + 1, r]`` for the ``a``-th, ``>= n`` past the
-    last, for ``a < rows``.  ``law`` is a law of :func:`dense_sampling`,
-    ``words`` from :func:`dense_words`; ``U`` (float64), ``lo`` and ``hi``
-    (int64) are scratch of length ``len(keys)``.
+
+@njit(inline="always")
+def draw_dense(keys, m, law, words, P, U, X):
+    """Samples of the keys ``keys[:m]`` as the dense columns ``X[:n, :m]``.
+
+    ``X`` (n + 1, ``w``, any float dtype) receives ``x_j`` of sample ``r`` in
+    ``X[j, r]`` (each float64 value rounded once, zero where feature ``j`` is
+    inactive; row ``n`` is scratch), the samples of :func:`draw_sample` bit for
+    bit.  ``P`` (``max(n + 1, 3)``, ``w``, int64) and ``U`` (float64, ``w``)
+    are scratch, and so are the keys (overwritten for U(0, 1) values and ``0
+    < p < 1``, where only the samples that have not ended are drawn further).
+    ``law`` is a law of :func:`dense_sampling`, ``words`` from
+    :func:`dense_words`.  The arrays have ``w >= dense_width(m)`` columns;
+    ``keys`` beyond ``m`` may hold anything.  Returns the rows of gaps or
+    values drawn.
     """
     n = law.n
+    if law.code == UNIFORM and law.pmax > 0.0 and law.pmax < 1.0:
+        return _draw_uniform(keys, m, law, words, P, U, X)
     if law.pmax >= 1.0:
         _all_active(m, n, P)
         rows = n
     elif law.pmax <= 0.0:
         rows = 0
     else:
-        for r in range(m):
+        for r in range(dense_width(m)):
             P[0, r] = -1
-        rows = _dense_active(keys, m, law, words, P, U, lo, hi, 0)
+        rows = _dense_active(keys, m, law, words, P, 0)
     _dense_values(keys, m, rows, law, words, P, U, X)
     return rows
 
 
 @njit(inline="always")
-def first_active(keys, m, law, words, Q, U, lo, hi):
-    """``Q[1, r]``: the first active feature of sample ``keys[r]`` (``>= n``: none), ``r < m``.
+def first_active(skey, s0, m, law, words, keys, q):
+    """Keys of samples ``s0 .. s0+m-1`` of ``skey``, and which of them have an active feature.
 
-    For a law of :func:`dense_sampling` with ``0 < p < 1`` (counter 0 of every
-    sample); ``Q`` (2 or more rows, int64) and the scratch as for :func:`draw_dense`.
-    """
-    for r in range(m):
-        Q[0, r] = -1
-    _gap_row(keys, m, law, words[0], Q, 0, U, lo, hi)
-
-
-@njit(inline="always")
-def draw_dense_rest(keys, m, law, words, P, U, lo, hi, X):
-    """:func:`draw_dense` for samples whose first active feature is known; returns ``rows``.
-
-    ``P[1, :m]`` holds the first active feature of each sample (all ``< n``,
-    from :func:`first_active`) unless ``p = 1``; the other rows, and ``X``, are
-    filled as by :func:`draw_dense`.
+    ``keys[r] = sample_key(skey, s0 + r)`` and ``q[r]`` 1 if that sample has
+    an active feature, else 0 (its first gap, from counter 0, reaches ``n``),
+    for a law of :func:`dense_sampling` with ``0 < p < 1``; both arrays
+    (uint64, int64) have at least ``dense_width(m)`` entries.  Returns how
+    many of the ``m`` samples have an active feature.  The test is ``u`` of
+    counter 0 against ``(1 - p)^n`` (the thresholds of index ``n``; the
+    formula inside the band), so :func:`draw_dense` of the kept keys draws
+    the same samples.
     """
     n = law.n
-    if law.pmax >= 1.0:
-        _all_active(m, n, P)
-        rows = n
-    else:
-        for r in range(m):
-            P[0, r] = -1
-        rows = _dense_active(keys, m, law, words, P, U, lo, hi, 1) if m > 0 else 1
-    _dense_values(keys, m, rows, law, words, P, U, X)
-    return rows
+    w = words[0]
+    if _nonempty_rows(skey, s0, dense_width(m), w, law.tlo[n], law.thi[n], keys, q) > 0:
+        for r in range(m):  # inside the band: the formula decides
+            if q[r] < 0:
+                ratio = math.log(hashed_uniform(keys[r], w)) / law.log1mp
+                q[r] = ratio < n
+    kept = 0
+    for r in range(m):
+        kept += q[r]
+    return kept
 
 
 @njit
@@ -1004,43 +1151,42 @@ def sample_dense(seed, start, n_samples, law, width, nonempty):
     """Samples ``start .. start+n_samples-1`` of ``seed`` as a dense float64 array (rows).
 
     Drawn ``width`` samples at a time by :func:`draw_dense`, or with
-    ``nonempty`` by :func:`first_active` and :func:`draw_dense_rest` for the
-    samples with an active feature (for tests: the rows of
+    ``nonempty`` by :func:`draw_dense` for the samples with an active feature
+    (:func:`first_active`) (for tests: the rows of
     :meth:`SparseBatch.to_dense` of :func:`fastsuper.sample`).
     """
     n = law.n
     out = np.zeros((n_samples, n))
     skey = seed_key(seed)
-    keys = np.empty(width, dtype=np.uint64)
+    cols = dense_width(width)
+    keys = np.zeros(cols, dtype=np.uint64)
     words = dense_words(n)
-    P = np.empty((n + 1, width), dtype=np.int64)
-    U = np.empty(width)
-    lo = np.empty(width, dtype=np.int64)
-    hi = np.empty(width, dtype=np.int64)
-    X = np.empty((n + 1, width))
-    idx = np.empty(width, dtype=np.int64)
+    P = np.zeros((max(n + 1, 3), cols), dtype=np.int64)
+    U = np.empty(cols)
+    X = np.empty((n + 1, cols))
+    idx = np.empty(cols, dtype=np.int64)
     for s0 in range(0, n_samples, width):
         m = min(width, n_samples - s0)
-        for r in range(m):
-            keys[r] = sample_key(skey, start + s0 + r)
         if nonempty and law.pmax <= 0.0:
             count = 0
         elif nonempty:  # the way of the training kernels: the samples with active features
             count = m
             if law.pmax < 1.0:
-                first_active(keys, m, law, words, P, U, lo, hi)
+                first_active(skey, start + s0, m, law, words, keys, idx)
                 count = 0
                 for r in range(m):
                     keys[count] = keys[r]
-                    P[1, count] = P[1, r]
+                    q = idx[r]
                     idx[count] = r
-                    count += P[1, r] < n
+                    count += q
             else:
+                dense_keys(skey, start + s0, m, keys)
                 for r in range(m):
                     idx[r] = r
-            draw_dense_rest(keys, count, law, words, P, U, lo, hi, X)
+            draw_dense(keys, count, law, words, P, U, X)
         else:
-            draw_dense(keys, m, law, words, P, U, lo, hi, X)
+            dense_keys(skey, start + s0, m, keys)
+            draw_dense(keys, m, law, words, P, U, X)
             count = m
             for r in range(m):
                 idx[r] = r

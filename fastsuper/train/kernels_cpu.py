@@ -48,10 +48,12 @@ from fastsuper.core.laws import (
     UNIFORM,
     VALUE_BASE,
     chunked_bernoulli,
+    dense_keys,
     dense_sampling,
+    dense_width,
     dense_words,
     draw_active,
-    draw_dense_rest,
+    draw_dense,
     draw_sample,
     draw_values,
     estimate_gaps,
@@ -298,87 +300,148 @@ def _residual_relu_select(zj, xj, impj, imp2j):
 
 
 @njit(inline="always")
-def _dense_forward(Wt, b, imp, imp2, act, m, X, H, G, V, loss):
-    """``H = W X``, ``G = dloss/dz`` (in place of ``z``), ``V = W G``, ``loss`` per sample."""
-    n, D = Wt.shape
-    relu = act.code == RELU_POWER and act.ia == 1
+def _weights(Wt, j, D):
+    """Row ``j`` of ``Wt`` as four scalars (zero beyond ``D``, a constant 1, 2 or 4)."""
+    zero = Wt[j, 0] - Wt[j, 0]
+    return (
+        Wt[j, 0],
+        Wt[j, 1] if D > 1 else zero,
+        Wt[j, 2] if D > 2 else zero,
+        Wt[j, 3] if D > 2 else zero,
+    )
+
+
+@njit(inline="always")
+def _dense_codes(Wt, m, X, H, D):
+    """``H = W X`` (``H[c] = 0 + sum_j W[c, j] X[j]`` in feature order), ``D`` a constant."""
     zero = Wt[0, 0] - Wt[0, 0]
-    for c in range(D):  # rows as 1-d views: loops the compiler vectorises
+    for c in range(D):
         hc = H[c]
         for r in range(m):
             hc[r] = zero
-        for j in range(n):
-            w = Wt[j, c]
-            xj = X[j]
-            for r in range(m):
-                hc[r] += w * xj[r]
+    for j in range(Wt.shape[0]):
+        w0, w1, w2, w3 = _weights(Wt, j, D)
+        xj = X[j]
+        for r in range(m):  # one loop per feature: the columns of H unrolled
+            x = xj[r]
+            H[0, r] += w0 * x
+            if D > 1:
+                H[1, r] += w1 * x
+            if D > 2:
+                H[2, r] += w2 * x
+                H[3, r] += w3 * x
+
+
+@njit(inline="always")
+def _dense_forward_d(Wt, b, imp, imp2, act, m, X, H, G, V, loss, D):
+    """:func:`_dense_forward` for ``D`` (a constant) columns of ``Wt``."""
+    relu = act.code == RELU_POWER and act.ia == 1
+    _dense_codes(Wt, m, X, H, D)
+    zero = Wt[0, 0] - Wt[0, 0]
     for r in range(m):
         loss[r] = 0.0
     for c in range(D):
         vc = V[c]
         for r in range(m):
             vc[r] = zero
-    for j in range(n):
+    for j in range(Wt.shape[0]):
+        w0, w1, w2, w3 = _weights(Wt, j, D)
         bj = b[j]
         gj = G[j]
         xj = X[j]
-        for r in range(m):
-            gj[r] = bj
-        for c in range(D):
-            w = Wt[j, c]
-            hc = H[c]
-            for r in range(m):
-                gj[r] += w * hc[r]
         impj = imp[j]
         imp2j = imp2[j]
-        if relu:
-            for r in range(m):
-                lj, g = _residual_relu_select(gj[r], xj[r], impj, imp2j)
-                loss[r] += lj
-                gj[r] = g
-        else:
-            for r in range(m):
-                lj, g = _residual(gj[r], xj[r], impj, imp2j, act)
-                loss[r] += lj
-                gj[r] = g
-        for c in range(D):
-            w = Wt[j, c]
-            vc = V[c]
-            for r in range(m):
-                vc[r] += w * gj[r]
+        for r in range(m):  # z, the residual and W g: one loop per feature
+            z = bj + w0 * H[0, r]
+            if D > 1:
+                z += w1 * H[1, r]
+            if D > 2:
+                z += w2 * H[2, r]
+                z += w3 * H[3, r]
+            if relu:
+                lj, g = _residual_relu_select(z, xj[r], impj, imp2j)
+            else:
+                lj, g = _residual(z, xj[r], impj, imp2j, act)
+            loss[r] += lj
+            gj[r] = g
+            g = gj[r]  # in the compute dtype
+            V[0, r] += w0 * g
+            if D > 1:
+                V[1, r] += w1 * g
+            if D > 2:
+                V[2, r] += w2 * g
+                V[3, r] += w3 * g
+
+
+@njit
+def _dense_forward(Wt, b, imp, imp2, act, m, X, H, G, V, loss):
+    """``H = W X``, ``G = dloss/dz`` (in place of ``z``), ``V = W G``, ``loss`` per sample.
+
+    ``D = Wt.shape[1]`` is 1, 2 or 4.  Compiled for wide vectors, not inlined
+    (:func:`~fastsuper.core.vecmath.wide_vectors`).
+    """
+    wide_vectors()
+    D = Wt.shape[1]
+    if D == 1:
+        _dense_forward_d(Wt, b, imp, imp2, act, m, X, H, G, V, loss, 1)
+    elif D == 2:
+        _dense_forward_d(Wt, b, imp, imp2, act, m, X, H, G, V, loss, 2)
+    else:
+        _dense_forward_d(Wt, b, imp, imp2, act, m, X, H, G, V, loss, 4)
 
 
 @njit(inline="always")
-def _dense_slots(m, X, H, G, V, loss, sW, sb, sl):
+def _slot_add(s, j, r, h, v, g, x, keep):
+    """``s[j, r] += h g`` then ``+= v x`` (``x != 0`` only), where ``keep``."""
+    t = s[j, r] + np.float64(h) * g
+    t = t + np.float64(v) * x if x != 0.0 else t
+    s[j, r] = t if keep else s[j, r]
+
+
+@njit(inline="always")
+def _dense_slots_d(m, mp, X, H, G, V, sW, sb, D):
+    """The ``sW``, ``sb`` part of :func:`_dense_slots`, ``D`` (a constant) columns."""
+    for j in range(G.shape[0]):
+        xj = X[j]
+        gj = G[j]
+        sbj = sb[j]
+        for r in range(mp):  # one loop per feature: the columns unrolled
+            keep = r < m
+            g = np.float64(gj[r])
+            x = np.float64(xj[r])
+            t = sbj[r] + g
+            sbj[r] = t if keep else sbj[r]
+            _slot_add(sW[0], j, r, H[0, r], V[0, r], g, x, keep)
+            if D > 1:
+                _slot_add(sW[1], j, r, H[1, r], V[1, r], g, x, keep)
+            if D > 2:
+                _slot_add(sW[2], j, r, H[2, r], V[2, r], g, x, keep)
+                _slot_add(sW[3], j, r, H[3, r], V[3, r], g, x, keep)
+
+
+@njit
+def _dense_slots(m, mp, X, H, G, V, loss, sW, sb, sl):
     """Add the sub-batch's terms to the per-slot sums ``sW`` (D, n, R), ``sb`` (n, R), ``sl`` (R).
 
-    Per sample, ``sW[c, j] += h_c g_j`` then ``+= u_c x_j`` (active ``j`` only).
-    Returns how many sample losses are not finite.
+    Per sample ``r < m``, ``sW[c, j] += h_c g_j`` then ``+= u_c x_j`` (active
+    ``j`` only); the loops run over ``mp >= m`` columns, the extra ones left
+    as they are.  Returns how many sample losses are not finite.  Compiled
+    for wide vectors, not inlined.
     """
-    n = G.shape[0]
-    D = H.shape[0]
+    wide_vectors()
     bad = 0
-    for r in range(m):
+    for r in range(mp):
         lr = loss[r]
-        sl[r] += lr
-        bad += lr - lr != 0.0  # inf or NaN
-    for j in range(n):  # rows as 1-d views: loops the compiler vectorises
-        sj = sb[j]
-        gj = G[j]
-        for r in range(m):
-            sj[r] += np.float64(gj[r])
-    for c in range(D):
-        hc = H[c]
-        vc = V[c]
-        for j in range(n):
-            xj = X[j]
-            gj = G[j]
-            s = sW[c, j]
-            for r in range(m):
-                x = np.float64(xj[r])
-                enc = np.float64(vc[r]) * x
-                t = s[r] + np.float64(hc[r]) * np.float64(gj[r])
-                s[r] = t + enc if x != 0.0 else t
+        keep = r < m
+        sl[r] = sl[r] + lr if keep else sl[r]
+        bad += keep and lr - lr != 0.0  # inf or NaN
+    D = H.shape[0]
+    if D == 1:
+        _dense_slots_d(m, mp, X, H, G, V, sW, sb, 1)
+    elif D == 2:
+        _dense_slots_d(m, mp, X, H, G, V, sW, sb, 2)
+    else:
+        _dense_slots_d(m, mp, X, H, G, V, sW, sb, 4)
     return bad
 
 
@@ -397,15 +460,35 @@ def _dense_batch(Wt, b, imp, imp2, act, law, m, work):
 
     Returns (number of non-finite sample losses, first such sample or -1).
     """
-    keys, Q, words, P, U, lo, hi, X, H, G, V, loss, sW, sb, sl, idx, ge, bk = work
-    draw_dense_rest(bk, m, law, words, P, U, lo, hi, X)
-    _dense_forward(Wt, b, imp, imp2, act, m, X, H, G, V, loss)
-    bad = _dense_slots(m, X, H, G, V, loss, sW, sb, sl)
+    keys, Q, words, P, U, X, H, G, V, loss, sW, sb, sl, idx, ge, bk = work
+    mp = dense_width(m)
+    draw_dense(bk, m, law, words, P, U, X)
+    _dense_forward(Wt, b, imp, imp2, act, mp, X, H, G, V, loss)
+    bad = _dense_slots(m, mp, X, H, G, V, loss, sW, sb, sl)
     if bad > 0:
         for r in range(m):
             if not math.isfinite(loss[r]):
                 return bad, idx[r]
     return bad, -1
+
+
+@njit(inline="always")
+def _dense_collect(law, q, keys, o, m, bk, idx, s0, fill):
+    """Append the samples ``keys[o:o+m]`` (numbers ``s0 ..``) with an active feature to the buffer.
+
+    ``q[o + r]``: 1 where sample ``r`` has one, else 0 (all have: ``p = 1``);
+    returns the new fill.
+    """
+    if law.pmax >= 1.0:
+        for r in range(m):
+            bk[fill + r] = keys[o + r]
+            idx[fill + r] = s0 + r
+        return fill + m
+    for r in range(m):  # no branch: every sample is written, the kept ones advance
+        bk[fill] = keys[o + r]
+        idx[fill] = s0 + r
+        fill += q[o + r]
+    return fill
 
 
 @njit
@@ -420,15 +503,18 @@ def run_grad_dense(Wt, b, imp, imp2, act, skey, first, count, law, work, gWt, gb
 
     Samples without an active feature all have the same loss and gradient
     (``h = 0``, ``z = b``): they are counted, and their terms added once, times
-    their number, after the sums of the others.  The others are collected in
-    order into a buffer of ``2 R`` samples (``R = len(keys)``), processed when
-    it holds ``R`` or more and at the end; its ``r``-th sample goes to slot ``r``.
+    their number, after the sums of the others.  Keys, and whether a sample
+    has an active feature, come ``len(keys)`` samples at a time; the samples with an active
+    feature are collected in order, ``R`` samples at a time, into a buffer of
+    ``2 R`` samples (``R = len(sl) / 2``), processed when it holds ``R`` or
+    more and at the end; its ``r``-th sample goes to slot ``r``.
     """
     work = _borrowed_work(work)
-    keys, Q, words, P, U, lo, hi, X, H, G, V, loss, sW, sb, sl, idx, ge, bk = work
+    keys, Q, words, P, U, X, H, G, V, loss, sW, sb, sl, idx, ge, bk = work
     law = borrowed_law(law)
     n, D = Wt.shape
-    R = keys.shape[0]
+    R = sl.shape[0] // 2
+    K = keys.shape[0]
     loss_e = _dense_empty(Wt, b, imp, imp2, act, X, H, G, V, loss)
     for j in range(n):
         ge[j] = np.float64(G[j, 0])
@@ -440,36 +526,30 @@ def run_grad_dense(Wt, b, imp, imp2, act, skey, first, count, law, work, gWt, gb
     first_empty = -1
     kept = 0
     fill = 0
-    for s0 in range(first, first + count, R):
-        m = min(R, first + count - s0)
-        for r in range(m):
-            keys[r] = sample_key(skey, s0 + r)
-        before = fill
-        if law.pmax >= 1.0:
-            for r in range(m):
-                bk[fill + r] = keys[r]
-                idx[fill + r] = s0 + r
-            fill += m
-        elif law.pmax > 0.0:
-            first_active(keys, m, law, words, Q, U, lo, hi)
-            for r in range(m):  # no branch: every sample is written, the kept ones advance
-                q = Q[1, r]
-                bk[fill] = keys[r]
-                P[1, fill] = q
-                idx[fill] = s0 + r
-                fill += q < n
-        kept += fill - before
-        if first_empty < 0 and not math.isfinite(loss_e):
-            for r in range(m):
-                if law.pmax <= 0.0 or (law.pmax < 1.0 and Q[1, r] >= n):
-                    first_empty = s0 + r
-                    break
-        if fill >= R or s0 + R >= first + count:
-            nb, fb = _dense_batch(Wt, b, imp, imp2, act, law, fill, work)
-            if first_bad < 0:
-                first_bad = fb
-            nbad += nb
-            fill = 0
+    end = first + count
+    for k0 in range(first, end, K):
+        mk = min(K, end - k0)
+        if law.pmax < 1.0 and law.pmax > 0.0:
+            first_active(skey, k0, mk, law, words, keys, Q)
+        elif law.pmax >= 1.0:
+            dense_keys(skey, k0, mk, keys)
+        for s0 in range(k0, k0 + mk, R):
+            m = min(R, end - s0)
+            before = fill
+            if law.pmax > 0.0:
+                fill = _dense_collect(law, Q, keys, s0 - k0, m, bk, idx, s0, fill)
+            kept += fill - before
+            if first_empty < 0 and not math.isfinite(loss_e) and fill - before < m:
+                for r in range(m):
+                    if law.pmax <= 0.0 or Q[s0 - k0 + r] == 0:
+                        first_empty = s0 + r
+                        break
+            if fill >= R or s0 + R >= end:
+                nb, fb = _dense_batch(Wt, b, imp, imp2, act, law, fill, work)
+                if first_bad < 0:
+                    first_bad = fb
+                nbad += nb
+                fill = 0
     empty = count - kept
     if not math.isfinite(loss_e) and empty > 0:
         nbad += empty
@@ -497,39 +577,43 @@ def _fold(s):
 @njit(inline="always")
 def _borrowed_work(work):
     """:func:`_dense_scratch` with borrowed views (no reference counting in the loops)."""
-    keys, Q, words, P, U, lo, hi, X, H, G, V, loss, sW, sb, sl, idx, ge, bk = work
+    keys, Q, words, P, U, X, H, G, V, loss, sW, sb, sl, idx, ge, bk = work
     return (
-        borrow(keys), borrow(Q), borrow(words), borrow(P), borrow(U), borrow(lo), borrow(hi),
-        borrow(X), borrow(H), borrow(G), borrow(V), borrow(loss), borrow(sW), borrow(sb),
-        borrow(sl), borrow(idx), borrow(ge), borrow(bk),
+        borrow(keys), borrow(Q), borrow(words), borrow(P), borrow(U), borrow(X), borrow(H),
+        borrow(G), borrow(V), borrow(loss), borrow(sW), borrow(sb), borrow(sl), borrow(idx),
+        borrow(ge), borrow(bk),
     )  # fmt: skip
 
 
 @kernel_njit
 def _dense_scratch(W, D, rows):
-    """Scratch of :func:`run_grad_dense`: weights ``W`` (d, n), width ``D``, ``rows = 2**k``."""
+    """Scratch of :func:`run_grad_dense`: weights ``W`` (d, n), width ``D``, ``rows = 2**k``.
+
+    Buffers of ``2 rows`` samples (at least :func:`~fastsuper.core.laws.dense_width`
+    of it), keys for ``DENSE_KEY_BLOCKS * rows``; the integer arrays start at 0.
+    """
     d, n = W.shape
     dt = W.dtype
-    b = 2 * rows  # the buffer
+    rows = max(rows, config.DENSE_PAD // 2)
+    b = dense_width(2 * rows)  # the buffer
+    k = dense_width(config.DENSE_KEY_BLOCKS * rows)
     return (
-        np.empty(rows, dtype=np.uint64),
-        np.empty((2, rows), dtype=np.int64),
+        np.zeros(k, dtype=np.uint64),
+        np.zeros(k, dtype=np.int64),
         dense_words(n),
-        np.empty((n + 1, b), dtype=np.int64),
+        np.zeros((max(n + 1, 3), b), dtype=np.int64),
         np.empty(b),
-        np.empty(b, dtype=np.int64),
-        np.empty(b, dtype=np.int64),
         np.zeros((n + 1, b), dtype=dt),
         np.empty((D, b), dtype=dt),
         np.empty((n, b), dtype=dt),
         np.empty((D, b), dtype=dt),
         np.empty(b),
-        np.empty((D, n, b)),
-        np.empty((n, b)),
-        np.empty(b),
+        np.empty((D, n, 2 * rows)),
+        np.empty((n, 2 * rows)),
+        np.empty(2 * rows),
         np.empty(b, dtype=np.int64),
         np.empty(n),
-        np.empty(b, dtype=np.uint64),
+        np.zeros(b, dtype=np.uint64),
     )
 
 

@@ -41,6 +41,17 @@ def test_dense_samples_are_the_samples_of_sample(n, p, nonempty):
         assert _same_bits(sample_dense(7, 11, 1500, law, width, nonempty), ref)
 
 
+@pytest.mark.parametrize("p", [1e-12, 0.999999])
+def test_dense_samples_at_extreme_p(p):
+    # thresholds all near 1 (bands that overlap) or falling fast to 0; the samples with an
+    # active feature, drawn further only while they have not ended
+    inputs = fs.SparseInputs(5, p=p, values="uniform")
+    law = input_law(inputs, gaps=True)
+    ref = _reference(inputs, 3000, 2, 5)
+    for nonempty in (False, True):
+        assert _same_bits(sample_dense(2, 5, 3000, law, 64, nonempty), ref)
+
+
 @pytest.mark.parametrize("values", list(VALUES))
 @pytest.mark.parametrize("nonempty", [False, True])
 def test_dense_samples_of_every_value_law(values, nonempty):
