@@ -430,16 +430,20 @@ def _loop_softplus(z, c, lo, hi, out):
 
 @njit
 def _loop_gelu(z, c, lo, hi, out):
+    """As the other loops, but returns the span ``(first, last)`` of the elements outside the
+    domain (``(n, -1)`` if none): they are not rare for ``gelu``."""
     wide_vectors()
     short = single(z)
-    bad = 0
-    for j in range(z.shape[0]):
+    n = z.shape[0]
+    first, last = n, -1
+    for j in range(n):
         t = np.float64(z[j])
         ok = abs(t) <= hi  # the domain is [-hi, hi]; NaN fails
-        bad += not ok
+        first = min(first, n if ok else j)
+        last = max(last, -1 if ok else j)
         t = t if ok else 0.0
         out[j] = like(z[j], gelu_fast(t, short))
-    return bad
+    return first, last
 
 
 @njit
@@ -480,6 +484,7 @@ def phi_fast(z, code, c, out):
     exact function.
     """
     lo, hi = fast_domain(code, c)
+    first, last = 0, z.shape[0] - 1
     if code == SIGMOID:
         bad = _loop_sigmoid(z, c, lo, hi, out)
     elif code == SILU:
@@ -489,11 +494,12 @@ def phi_fast(z, code, c, out):
     elif code == GELU_TANH:
         bad = _loop_gelu_tanh(z, c, lo, hi, out)
     elif code == GELU:
-        bad = _loop_gelu(z, c, lo, hi, out)
+        first, last = _loop_gelu(z, c, lo, hi, out)
+        bad = last >= first
     else:
         bad = _loop_softplus(z, c, lo, hi, out)
     if bad:  # the few elements outside the domain, one at a time
-        for j in range(z.shape[0]):
+        for j in range(first, last + 1):
             t = np.float64(z[j])
             if not ((t >= lo) & (t <= hi)):
                 out[j] = like(z[j], smooth_phi(t, code, c))
