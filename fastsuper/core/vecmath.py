@@ -333,6 +333,14 @@ def softplus_fast(t, c, inv_c, short=False):
 
 
 @njit(inline="always")
+def softplus_unit_fast(t, short=False):
+    """:func:`softplus_fast` for ``c = 1`` (the same numbers: its steps by ``c`` are exact)."""
+    e = exp_fast(-abs(t), short)
+    lg = log1p_unit(e, short)
+    return t + lg if t >= 0.0 else lg
+
+
+@njit(inline="always")
 def gelu_fast(t, short=False):
     """``t Phi(t)`` for ``|t| <= 1``: ``Phi = (1 + erf(x)) / 2``, ``x = t / sqrt(2)``.
 
@@ -413,10 +421,10 @@ def _loop_gelu_tanh(z, c, lo, hi, out):
     return bad
 
 
-@njit
-def _loop_softplus(z, c, lo, hi, out):
-    wide_vectors()
-    short = single(z)
+@njit(inline="always")
+def _softplus_into(z, c, hi, out, short, unit):
+    """The loop of :func:`_loop_softplus`; ``unit`` (a compile-time constant): ``c`` is 1
+    (the scaling by ``c`` left out: the same numbers)."""
     inv_c = 1.0 / c
     bad = 0
     for j in range(z.shape[0]):
@@ -424,8 +432,21 @@ def _loop_softplus(z, c, lo, hi, out):
         ok = abs(t) <= hi  # the domain is [-hi, hi]; NaN fails
         bad += not ok
         t = t if ok else 0.0
-        out[j] = like(z[j], softplus_fast(t, c, inv_c, short))
+        if unit:
+            f = softplus_unit_fast(t, short)
+        else:
+            f = softplus_fast(t, c, inv_c, short)
+        out[j] = like(z[j], f)
     return bad
+
+
+@njit
+def _loop_softplus(z, c, lo, hi, out):
+    wide_vectors()
+    short = single(z)
+    if c == 1.0:
+        return _softplus_into(z, 1.0, hi, out, short, True)
+    return _softplus_into(z, c, hi, out, short, False)
 
 
 @njit
