@@ -529,7 +529,8 @@ def tile_stats(
     )  # fmt: skip
     row1, row2 = borrow(row1), borrow(row2)
     grp = (borrow(grp[0]), borrow(grp[1]), borrow(grp[2]))
-    gs = max(1, grp[0].shape[0] // width)  # samples a group (MODE_ZX)
+    # samples a group (MODE_ZX): one for leaky_relu and the identity (their loops are cheap)
+    gs = max(1, grp[0].shape[0] // width) if has_fast_form(act.code) else 1
     for s in range(m):
         lsum[s] = 0.0
         cur[s] = ptr[s]
