@@ -16,8 +16,9 @@ that LLVM vectorises a loop over them:
 * ``1 / d`` on ``[1, 2]`` (:func:`recip_unit`): a quadratic first guess and
   two third-order refinement steps (a division is the slowest vector
   instruction);
-* ``log1p`` on ``[0, 1]``: ``2 atanh(s)``, ``s = v / (2 + v)``, its series to
-  ``s**21`` (with ``log1p(e) = ln 2 + log1p((e - 1) / 2)`` above ``e = 1/2``);
+* ``log1p`` on ``[0, 1]``: ``2 atanh(s)``, ``s = v / (2 + v)``, by a
+  polynomial to ``s**17`` (the series' first terms, the rest fitted; with
+  ``log1p(e) = ln 2 + log1p((e - 1) / 2)`` above ``e = 1/2``);
 * sigmoid, silu, tanh (from ``expm1``), the tanh GELU (its argument in
   double-double, as in ``smooth_phi``; the exact products by FMA) and
   softplus from these; ``gelu`` for ``|t| <= 1`` from a polynomial for
@@ -87,6 +88,13 @@ _EXP_POLY = np.array(
 )
 #: ``1 / (2 k + 1)``: ``atanh(s) / s = sum_k s**(2 k) / (2 k + 1)``
 _ATANH_SERIES = np.array([1.0 / (2 * k + 1) for k in range(11)])
+#: ``(atanh(s) / s - 1) / s**2 ~ sum_n c[n] y**n``, ``y = s**2 <= 0.04``: the series'
+#: ``1 / (2 n + 3)`` to ``n = 2``, ``c[3] .. c[7]`` fitted to its rest (weighted least squares
+#: towards minimax; error below 0.01 ulp of ``log1p``)
+_ATANH_POLY = np.array(
+    [1.0 / 3.0, 0.2, 1.0 / 7.0, 0.11111111215409142, 0.09090889492936553, 0.07693731143616604,
+     0.06616706208663696, 0.06725622402583901]
+)  # fmt: skip
 #: ``erf(x) / x ~ sum_n c[n] x**(2 n)`` for ``x**2 <= 1/2``: the Taylor coefficients
 #: ``2 / sqrt(pi) (-1)**n / (n! (2 n + 1))`` to ``n = 5``, ``c[6] .. c[10]`` fitted to the
 #: rest of the series (weighted least squares towards minimax; polynomial error below
@@ -263,16 +271,18 @@ def log1p_unit(e, short=False):
     s = v * y
     s = fma(fma(-s, d, v), y, s)  # s = v / (2 + v), the quotient's residual corrected
     # log1p = 2 atanh(s) = 2 s + 2 s y q, y = s**2, q = sum_k y**(k-1) / (2 k + 1)
-    # for k = 1 .. 5 (10) by Estrin's scheme; the leading 2 s added last, exactly.  |s| <= 0.2:
-    # the first term left out, y**6 / 13 (y**11 / 23), is below 4e-10 (2e-17) relative
-    c = _ATANH_SERIES
+    # (short: for k = 1 .. 5; |s| <= 0.2: the first term left out, y**6 / 13, is below
+    # 4e-10 relative), else the polynomial _ATANH_POLY of degree 7, by Estrin's scheme;
+    # the leading 2 s added last, exactly
     y = s * s
     y2 = y * y
     y4 = y2 * y2
     if short:
+        c = _ATANH_SERIES
         q = fma(c[5], y4, _cubic(y, y2, c, 1))
     else:
-        q = fma(fma(c[10], y, c[9]), y4 * y4, fma(_cubic(y, y2, c, 5), y4, _cubic(y, y2, c, 1)))
+        c = _ATANH_POLY
+        q = fma(_cubic(y, y2, c, 4), y4, _cubic(y, y2, c, 0))
     s = 2.0 * s
     r = fma(s * y, q, s)
     return (_LN2 + (_LN2_TAIL + r)) if big else r
