@@ -421,6 +421,20 @@ def _phi_zx(z, act, f):
 
 
 @kernel_njit(inline="always")
+def _zx_loss(zb, width, ip, j0, act, fb):
+    """``sum_j imp_j (phi_j - x_j)^2`` of a tile stored by ``MODE_ZX``; the ``x`` part left zero.
+
+    ``zb[:width]`` holds ``z``, ``zb[width : 2 width]`` the dense ``x``,
+    ``ip`` the zero-padded importances; the activation by :func:`_phi_zx`
+    (into ``fb``), then the terms in float64, summed in a fixed order
+    (:func:`fastsuper.mc.simd.loss_terms_sum`).
+    """
+    w = ip[j0 : j0 + width]
+    f = _phi_zx(zb[:width], act, fb[:width])
+    return loss_terms_sum(f, zb[width : 2 * width], w)
+
+
+@kernel_njit(inline="always")
 def _zx_group_loss(grp, gm, width, ip, j0, act, lsum):
     """The loss terms of ``gm`` tiles stored by :func:`fastsuper.mc.simd.tile_zx_split`.
 
@@ -529,7 +543,7 @@ def tile_stats(
     )  # fmt: skip
     row1, row2 = borrow(row1), borrow(row2)
     grp = (borrow(grp[0]), borrow(grp[1]), borrow(grp[2]))
-    # samples a group (MODE_ZX): one for leaky_relu and the identity (their loops are cheap)
+    # samples a group (MODE_ZX); leaky_relu and the identity (cheap loops) a tile at a time
     gs = max(1, grp[0].shape[0] // width) if has_fast_form(act.code) else 1
     for s in range(m):
         lsum[s] = 0.0
@@ -540,6 +554,11 @@ def tile_stats(
         poff = t * n * width
         z = zb[: j1 - j0]
         it = imp[j0:j1]
+        if mode == MODE_ZX and gs == 1:  # leaky_relu, the identity: z and x side by side
+            for s in range(m):
+                tile_zx(P, poff, bp, j0, cidx, cval, ptr[s], ptr[s + 1], zb, ip)
+                lsum[s] += _zx_loss(zb, width, ip, j0, act, grp[2])
+            continue
         if mode == MODE_ZX:
             s0 = 0
             for s in range(m):
