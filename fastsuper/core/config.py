@@ -45,6 +45,9 @@ VECTOR_ALIGN = 64
 #: vector width (bits) the elementwise activation loops of ``core.vecmath`` are compiled
 #: for where the CPU has it (elementwise: the numbers do not depend on it)
 ACTIVATION_VECTOR_BITS = 512
+#: outputs (about) over which path "columns_blocked" applies a vectorised activation at once:
+#: the tiles of ``max(1, PHI_GROUP_ELEMENTS // width)`` samples
+PHI_GROUP_ELEMENTS = 256
 
 # --------------------------------------------------------------------------
 # BLAS threads

@@ -10,17 +10,19 @@ integer-to-float bit cast (the ``2**k`` of ``exp``), with no division, so
 that LLVM vectorises a loop over them:
 
 * ``exp``/``expm1``: ``x = k ln 2 + r`` (``k`` rounded by the ``1.5 * 2**52``
-  trick, ``ln 2`` in two parts, ``|r| <= ln(2) / 2``), ``expm1(r)`` by its
-  Taylor polynomial to degree 13, ``2**k`` built from its bits;
+  trick, ``ln 2`` in two parts, ``|r| <= ln(2) / 2``), ``expm1(r)`` by a
+  polynomial of degree 12 (its Taylor coefficients to ``r**6``, the rest
+  fitted), ``2**k`` built from the bits of ``k``;
 * ``1 / d`` on ``[1, 2]`` (:func:`recip_unit`): a quadratic first guess and
   two third-order refinement steps (a division is the slowest vector
   instruction);
-* ``log1p`` on ``[0, 1]``: ``2 atanh(s)``, ``s = v / (2 + v)``, its series to
-  ``s**21`` (with ``log1p(e) = ln 2 + log1p((e - 1) / 2)`` above ``e = 1/2``);
+* ``log1p`` on ``[0, 1]``: ``2 atanh(s)``, ``s = v / (2 + v)``, by a
+  polynomial to ``s**17`` (the series' first terms, the rest fitted; with
+  ``log1p(e) = ln 2 + log1p((e - 1) / 2)`` above ``e = 1/2``);
 * sigmoid, silu, tanh (from ``expm1``), the tanh GELU (its argument in
   double-double, as in ``smooth_phi``; the exact products by FMA) and
-  softplus from these; ``gelu`` for ``|t| <= 1`` from the Taylor series of
-  ``erf``.
+  softplus from these; ``gelu`` for ``|t| <= 1`` from a polynomial for
+  ``erf`` (its Taylor series' first terms, the rest fitted).
 
 Polynomials are evaluated by Estrin's scheme (short dependency chains: the
 loops are bound by the latency of a tile's few vectors as much as by their
@@ -69,14 +71,49 @@ _LN2_TAIL = 2.3190468138462996e-17  # ln 2 - _LN2
 _SQRT1_2 = 0.7071067811865476
 _SQRT1_2_LO = -4.833646656726457e-17  # sqrt(1/2) - _SQRT1_2
 _TWO_OVER_SQRT_PI = 1.1283791670955126
-#: ``1 / n!``: the Taylor coefficients of ``exp``
-_EXP_TAYLOR = np.array([1.0 / math.factorial(n) for n in range(14)])
+#: ``expm1(r) ~ r + r**2 sum_k c[k] r**(k-2)`` for ``|r| <= ln(2) / 2`` (``c[0]``, ``c[1]``
+#: unused): ``c[k] = 1 / k!`` for ``k <= 6``, ``c[7] .. c[12]`` fitted to the
+#: rest of the series (weighted least squares towards minimax; polynomial error
+#: below 0.01 ulp of ``exp``, against 0.05 for the Taylor polynomial to degree 13)
+_EXP_POLY = np.array(
+    [1.0 / math.factorial(n) for n in range(7)]
+    + [
+        1.984126985246758e-04,
+        2.480158725223217e-05,
+        2.755727973190284e-06,
+        2.75574023487217e-07,
+        2.5096491831978637e-08,
+        2.085521084257127e-09,
+    ]
+)
 #: ``1 / (2 k + 1)``: ``atanh(s) / s = sum_k s**(2 k) / (2 k + 1)``
 _ATANH_SERIES = np.array([1.0 / (2 * k + 1) for k in range(11)])
-#: ``erf(x) / x = sum_n _ERF_TAYLOR[n] x**(2 n)``: ``2 / sqrt(pi) (-1)**n / (n! (2 n + 1))``
-_ERF_TAYLOR = np.array(
-    [_TWO_OVER_SQRT_PI * (-1) ** n / (math.factorial(n) * (2 * n + 1)) for n in range(15)]
+#: ``(atanh(s) / s - 1) / s**2 ~ sum_n c[n] y**n``, ``y = s**2 <= 0.04``: the series'
+#: ``1 / (2 n + 3)`` to ``n = 2``, ``c[3] .. c[7]`` fitted to its rest (weighted least squares
+#: towards minimax; error below 0.01 ulp of ``log1p``)
+_ATANH_POLY = np.array(
+    [1.0 / 3.0, 0.2, 1.0 / 7.0, 0.11111111215409142, 0.09090889492936553, 0.07693731143616604,
+     0.06616706208663696, 0.06725622402583901]
+)  # fmt: skip
+#: ``erf(x) / x ~ sum_n c[n] x**(2 n)`` for ``x**2 <= 1/2``: the Taylor coefficients
+#: ``2 / sqrt(pi) (-1)**n / (n! (2 n + 1))`` to ``n = 5``, ``c[6] .. c[10]`` fitted to the
+#: rest of the series (weighted least squares towards minimax; polynomial error below
+#: the rounding of ``c[0]``)
+_ERF_POLY = np.array(
+    [_TWO_OVER_SQRT_PI * (-1) ** n / (math.factorial(n) * (2 * n + 1)) for n in range(6)]
+    + [
+        0.00012055333596160772,
+        -1.492567785720333e-05,
+        1.6461114327125762e-06,
+        -1.628421874060676e-07,
+        1.3104670967705188e-08,
+    ]
 )
+#: the same to ``x**12`` for a float32 result (``c[3] .. c[6]`` fitted: within 4e-11 relative)
+_ERF_POLY_SHORT = np.array(
+    [_TWO_OVER_SQRT_PI, -_TWO_OVER_SQRT_PI / 3.0, _TWO_OVER_SQRT_PI / 10.0,
+     -0.02686599241010366, 0.0052217442078213595, -0.000844780018756837, 0.0001008872854665739]
+)  # fmt: skip
 _GELU_K = 0.7978845608028654  # as in activations
 _GELU_C = 0.044715
 #: ``1 / d ~ c0 + c1 d + c2 d**2``: near-minimax relative error on ``[1, 2]`` (0.0102) and
@@ -122,6 +159,16 @@ def wide_vectors(typingctx):
 
 
 @intrinsic
+def float64_to_bits(typingctx, x):
+    """The int64 whose bits are those of the float64 ``x`` (a bit cast, vectorisable)."""
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.IntType(64))
+
+    return types.int64(types.float64), codegen
+
+
+@intrinsic
 def bits_to_float64(typingctx, i):
     """The float64 whose bits are the int64 ``i`` (a bit cast, vectorisable)."""
 
@@ -161,21 +208,25 @@ def exp_parts(x, short=False):
     """``(s, p)`` with ``exp(x) = s (1 + p)``: ``s = 2**k`` and ``p = expm1(r)``.
 
     Valid for ``-708 <= x <= 709`` (``2**k`` normal); no branch.  ``short``
-    (a compile-time constant): the polynomial to degree 7, within 1e-8
+    (a compile-time constant): the Taylor polynomial to degree 7, within 1e-8
     relative (enough for a float32 result).
     """
-    kf = fma(x, _LOG2E, _ROUND) - _ROUND
+    y = fma(x, _LOG2E, _ROUND)  # _ROUND + k: k in the low bits of its significand
+    kf = y - _ROUND
     r = fma(-kf, _LN2_HI, x)  # exact
     r = fma(-kf, _LN2_LO, r)
-    # q = sum_k r**(k-2) / k! for k = 2 .. 7 (13), by Estrin's scheme (short dependency chains)
-    c = _EXP_TAYLOR
+    # q = (expm1(r) - r) / r**2 by a polynomial of degree 10 (short: the Taylor polynomial
+    # of degree 5), by Estrin's scheme
+    c = _EXP_POLY
     r2 = r * r
     r4 = r2 * r2
     if short:
-        q = fma(fma(c[7], r, c[6]), r4, _cubic(r, r2, c, 2))
+        q = fma(fma(1.0 / 5040.0, r, c[6]), r4, _cubic(r, r2, c, 2))
     else:
-        q = fma(_cubic(r, r2, c, 10), r4 * r4, fma(_cubic(r, r2, c, 6), r4, _cubic(r, r2, c, 2)))
-    s = bits_to_float64((np.int64(kf) + 1023) << 52)
+        hi = fma(c[12], r2, fma(c[11], r, c[10]))
+        q = fma(hi, r4 * r4, fma(_cubic(r, r2, c, 6), r4, _cubic(r, r2, c, 2)))
+    # 2**k from the bits of y: its low 12 bits are those of k (-1022 <= k <= 1023)
+    s = bits_to_float64((float64_to_bits(y) + 1023) << 52)
     return s, fma(r2, q, r)
 
 
@@ -220,16 +271,18 @@ def log1p_unit(e, short=False):
     s = v * y
     s = fma(fma(-s, d, v), y, s)  # s = v / (2 + v), the quotient's residual corrected
     # log1p = 2 atanh(s) = 2 s + 2 s y q, y = s**2, q = sum_k y**(k-1) / (2 k + 1)
-    # for k = 1 .. 5 (10) by Estrin's scheme; the leading 2 s added last, exactly.  |s| <= 0.2:
-    # the first term left out, y**6 / 13 (y**11 / 23), is below 4e-10 (2e-17) relative
-    c = _ATANH_SERIES
+    # (short: for k = 1 .. 5; |s| <= 0.2: the first term left out, y**6 / 13, is below
+    # 4e-10 relative), else the polynomial _ATANH_POLY of degree 7, by Estrin's scheme;
+    # the leading 2 s added last, exactly
     y = s * s
     y2 = y * y
     y4 = y2 * y2
     if short:
+        c = _ATANH_SERIES
         q = fma(c[5], y4, _cubic(y, y2, c, 1))
     else:
-        q = fma(fma(c[10], y, c[9]), y4 * y4, fma(_cubic(y, y2, c, 5), y4, _cubic(y, y2, c, 1)))
+        c = _ATANH_POLY
+        q = fma(_cubic(y, y2, c, 4), y4, _cubic(y, y2, c, 0))
     s = 2.0 * s
     r = fma(s * y, q, s)
     return (_LN2 + (_LN2_TAIL + r)) if big else r
@@ -284,19 +337,17 @@ def tanh_fast(t, short=False):
 def gelu_tanh_u(t):
     """``(uh, ul)``: ``u = k (t + c t**3)`` of the tanh GELU in double-double (``|t| <= 30``).
 
-    As ``_gelu_tanh_u`` of :mod:`fastsuper.core.activations`, its exact
-    products by FMA.
+    The value of ``_gelu_tanh_u`` of :mod:`fastsuper.core.activations` (to
+    about ``2**-100`` relative) as ``k t (1 + c t**2)``: ``t**2`` exactly,
+    ``1 + c t**2`` with its rounding error by FMA, then two exact products.
     """
     sh, sl = two_prod(t, t)
-    ch, cl = two_prod(sh, t)
-    cl = fma(sl, t, cl)  # t**3 = ch + cl
-    qh, ql = two_prod(ch, _GELU_C)
-    ql = fma(cl, _GELU_C, ql)  # c t**3
-    rh = t + qh  # + t, with the rounding error of the sum (Knuth's two-sum)
-    bb = rh - t
-    rl = (t - (rh - bb)) + (qh - bb) + ql
-    uh, ul = two_prod(rh, _GELU_K)
-    return uh, fma(rl, _GELU_K, ul)
+    v = fma(_GELU_C, sh, 1.0)
+    vl = fma(_GELU_C, sl, fma(_GELU_C, sh, 1.0 - v))  # 1 + c t**2 = v + vl (1 - v is exact)
+    ph, pl = two_prod(t, v)
+    pl = fma(t, vl, pl)  # t (1 + c t**2) = ph + pl
+    uh, ul = two_prod(ph, _GELU_K)
+    return uh, fma(pl, _GELU_K, ul)
 
 
 @njit(inline="always")
@@ -333,26 +384,34 @@ def softplus_fast(t, c, inv_c, short=False):
 
 
 @njit(inline="always")
+def softplus_unit_fast(t, short=False):
+    """:func:`softplus_fast` for ``c = 1`` (the same numbers: its steps by ``c`` are exact)."""
+    e = exp_fast(-abs(t), short)
+    lg = log1p_unit(e, short)
+    return t + lg if t >= 0.0 else lg
+
+
+@njit(inline="always")
 def gelu_fast(t, short=False):
     """``t Phi(t)`` for ``|t| <= 1``: ``Phi = (1 + erf(x)) / 2``, ``x = t / sqrt(2)``.
 
-    ``erf(x) / x`` by its Taylor series in ``x**2 <= 1/2`` (to ``x**28``; to
-    ``x**16`` with ``short``), with the rounding error of ``x`` corrected to
-    first order.
+    ``erf(x) / x`` by a polynomial in ``x**2 <= 1/2`` (to ``x**20``; to
+    ``x**12`` with ``short``): its Taylor series' first terms, the rest
+    fitted; the rounding error of ``x`` corrected to first order.
     """
     xh, xl = two_prod(t, _SQRT1_2)
     xl = fma(t, _SQRT1_2_LO, xl)  # t / sqrt(2) = xh + xl
     w = xh * xh
-    # q = erf(xh) / xh = sum_n c[n] w**n for n = 0 .. 8 (14), by Estrin's scheme
-    c = _ERF_TAYLOR
+    # q = erf(xh) / xh = sum_n c[n] w**n for n = 0 .. 6 (10), by Estrin's scheme
     w2 = w * w
     w4 = w2 * w2
-    lo = fma(_cubic(w, w2, c, 4), w4, _cubic(w, w2, c, 0))
     if short:
-        q = fma(c[8], w4 * w4, lo)
+        c = _ERF_POLY_SHORT
+        q = fma(fma(c[6], w2, fma(c[5], w, c[4])), w4, _cubic(w, w2, c, 0))
     else:
-        hi = fma(fma(c[14], w2, fma(c[13], w, c[12])), w4, _cubic(w, w2, c, 8))
-        q = fma(hi, w4 * w4, lo)
+        c = _ERF_POLY
+        lo = fma(_cubic(w, w2, c, 4), w4, _cubic(w, w2, c, 0))
+        q = fma(fma(c[10], w2, fma(c[9], w, c[8])), w4 * w4, lo)
     erf = fma(xh, q, xl * _TWO_OVER_SQRT_PI * (1.0 - w))  # erf'(x) = 2 exp(-x**2) / sqrt(pi)
     return t * fma(0.5, erf, 0.5)
 
@@ -413,10 +472,10 @@ def _loop_gelu_tanh(z, c, lo, hi, out):
     return bad
 
 
-@njit
-def _loop_softplus(z, c, lo, hi, out):
-    wide_vectors()
-    short = single(z)
+@njit(inline="always")
+def _softplus_into(z, c, hi, out, short, unit):
+    """The loop of :func:`_loop_softplus`; ``unit`` (a compile-time constant): ``c`` is 1
+    (the scaling by ``c`` left out: the same numbers)."""
     inv_c = 1.0 / c
     bad = 0
     for j in range(z.shape[0]):
@@ -424,22 +483,39 @@ def _loop_softplus(z, c, lo, hi, out):
         ok = abs(t) <= hi  # the domain is [-hi, hi]; NaN fails
         bad += not ok
         t = t if ok else 0.0
-        out[j] = like(z[j], softplus_fast(t, c, inv_c, short))
+        if unit:
+            f = softplus_unit_fast(t, short)
+        else:
+            f = softplus_fast(t, c, inv_c, short)
+        out[j] = like(z[j], f)
     return bad
 
 
 @njit
-def _loop_gelu(z, c, lo, hi, out):
+def _loop_softplus(z, c, lo, hi, out):
     wide_vectors()
     short = single(z)
-    bad = 0
-    for j in range(z.shape[0]):
+    if c == 1.0:
+        return _softplus_into(z, 1.0, hi, out, short, True)
+    return _softplus_into(z, c, hi, out, short, False)
+
+
+@njit
+def _loop_gelu(z, c, lo, hi, out):
+    """As the other loops, but returns the span ``(first, last)`` of the elements outside the
+    domain (``(n, -1)`` if none): they are not rare for ``gelu``."""
+    wide_vectors()
+    short = single(z)
+    n = z.shape[0]
+    first, last = n, -1
+    for j in range(n):
         t = np.float64(z[j])
         ok = abs(t) <= hi  # the domain is [-hi, hi]; NaN fails
-        bad += not ok
+        first = min(first, n if ok else j)
+        last = max(last, -1 if ok else j)
         t = t if ok else 0.0
         out[j] = like(z[j], gelu_fast(t, short))
-    return bad
+    return first, last
 
 
 @njit
@@ -480,6 +556,7 @@ def phi_fast(z, code, c, out):
     exact function.
     """
     lo, hi = fast_domain(code, c)
+    first, last = 0, z.shape[0] - 1
     if code == SIGMOID:
         bad = _loop_sigmoid(z, c, lo, hi, out)
     elif code == SILU:
@@ -489,11 +566,12 @@ def phi_fast(z, code, c, out):
     elif code == GELU_TANH:
         bad = _loop_gelu_tanh(z, c, lo, hi, out)
     elif code == GELU:
-        bad = _loop_gelu(z, c, lo, hi, out)
+        first, last = _loop_gelu(z, c, lo, hi, out)
+        bad = last >= first
     else:
         bad = _loop_softplus(z, c, lo, hi, out)
     if bad:  # the few elements outside the domain, one at a time
-        for j in range(z.shape[0]):
+        for j in range(first, last + 1):
             t = np.float64(z[j])
             if not ((t >= lo) & (t <= hi)):
                 out[j] = like(z[j], smooth_phi(t, code, c))

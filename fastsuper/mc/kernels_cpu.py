@@ -46,6 +46,7 @@ from fastsuper.mc.simd import (
     tile_relu3,
     tile_z,
     tile_zx,
+    tile_zx_split,
 )
 
 #: columns of the per-block statistics array
@@ -399,31 +400,80 @@ def _fused_mode(act, want_pf):
 
 
 @kernel_njit(inline="always")
+def _phi_zx(z, act, f):
+    """``phi(z)`` for an activation of ``MODE_ZX``: ``f`` filled, or ``z`` itself (identity).
+
+    The smooth activations by a vectorised loop
+    (:func:`fastsuper.core.vecmath.phi_fast`; ``f`` must not overlap ``z``,
+    or the loop is not vectorised); leaky_relu here.
+    """
+    code = act.code
+    if code == LEAKY_RELU:
+        c = z.dtype.type(act.c)
+        for j in range(z.shape[0]):
+            u = z[j]
+            f[j] = u if u > 0 else c * u
+    elif code == POWER:
+        return z
+    else:
+        phi_fast(z, code, act.c, f)
+    return f
+
+
+@kernel_njit(inline="always")
 def _zx_loss(zb, width, ip, j0, act, fb):
     """``sum_j imp_j (phi_j - x_j)^2`` of a tile stored by ``MODE_ZX``; the ``x`` part left zero.
 
     ``zb[:width]`` holds ``z``, ``zb[width : 2 width]`` the dense ``x``,
-    ``ip`` the zero-padded importances; the activation by a vectorised loop
-    (:func:`fastsuper.core.vecmath.phi_fast`, into ``fb``: a separate
-    array, as the loop is vectorised only when its input and output do not
-    overlap; leaky_relu and the identity here), then the terms in float64,
-    summed in a fixed order (:func:`fastsuper.mc.simd.loss_terms_sum`).
+    ``ip`` the zero-padded importances; the activation by :func:`_phi_zx`
+    (into ``fb``), then the terms in float64, summed in a fixed order
+    (:func:`fastsuper.mc.simd.loss_terms_sum`).
     """
-    code = act.code
-    z = zb[:width]
-    x = zb[width : 2 * width]
     w = ip[j0 : j0 + width]
-    f = fb[:width]
-    if code == LEAKY_RELU:
-        c = z.dtype.type(act.c)
-        for j in range(width):
-            u = z[j]
-            f[j] = u if u > 0 else c * u
-    elif code == POWER:
-        f = z
-    else:
-        phi_fast(z, code, act.c, f)
-    return loss_terms_sum(f, x, w)
+    f = _phi_zx(zb[:width], act, fb[:width])
+    return loss_terms_sum(f, zb[width : 2 * width], w)
+
+
+@kernel_njit(inline="always")
+def _zx_group_loss(grp, gm, width, ip, j0, act, lsum):
+    """The loss terms of ``gm`` tiles stored by :func:`fastsuper.mc.simd.tile_zx_split`.
+
+    ``grp = (gz, gx, gf)`` (:func:`_group_buffers`) holds the ``z`` and the
+    dense ``x`` of the tile ``j0 ..`` of ``gm`` samples side by side; the
+    activation is applied to the ``gm`` tiles at once (one long vectorised
+    loop is cheaper per element than one loop a tile), then each sample's
+    ``sum_j imp_j (phi_j - x_j)^2`` in float64, in a fixed order
+    (:func:`fastsuper.mc.simd.loss_terms_sum`), is added to ``lsum[g]``; the
+    ``x`` parts are left zero.
+    """
+    gz, gx, gf = grp
+    size = gm * width
+    gf = _phi_zx(gz[:size], act, gf[:size])
+    w = ip[j0 : j0 + width]
+    for g in range(gm):
+        lo, hi = g * width, (g + 1) * width
+        lsum[g] += loss_terms_sum(gf[lo:hi], gx[lo:hi], w)
+
+
+@njit
+def _group_buffers(width, dt):
+    """``(gz, gx, gf)``: buffers of :func:`_zx_group_loss` for :data:`config.PHI_GROUP_ELEMENTS`.
+
+    ``z``, dense ``x`` (plus the guard slot, zeros) and ``phi`` of up to
+    ``max(1, PHI_GROUP_ELEMENTS // width)`` tiles of ``width`` outputs, in
+    one allocation, each aligned to :data:`config.VECTOR_ALIGN` bytes and
+    offset from the others by a few cache lines more than their size (no
+    two of them a multiple of 4 KiB apart: loads would wait on unrelated
+    stores to the same page offset).
+    """
+    size = max(1, config.PHI_GROUP_ELEMENTS // width) * width
+    line = config.VECTOR_ALIGN // np.zeros(1, dt).itemsize  # elements per cache line
+    pad = 5 * line
+    buf = _aligned_buffer(3 * size + 2 * pad + line, dt)
+    gz = buf[:size]
+    gx = buf[size + pad : 2 * size + pad + 1]
+    f0 = 2 * size + 2 * pad + line
+    return gz, gx, buf[f0 : f0 + size]
 
 
 @njit
@@ -438,13 +488,12 @@ def _aligned_buffer(size, dt):
 def tile_workspace(P, b, imp, n, m_max):
     """Buffers of :func:`tile_stats` for blocks of up to ``m_max`` samples.
 
-    ``(bp, ip, zb, ptr, cidx, cval, x2, lsum, cur, fb)``: bias and importances
+    ``(bp, ip, zb, ptr, cidx, cval, x2, lsum, cur, grp)``: bias and importances
     zero-padded to whole tiles in the compute dtype, and the tile buffer
     (``z`` of a tile, its dense ``x`` plus a guard slot, or both: ``2 width
     + 1`` elements), aligned to :data:`config.VECTOR_ALIGN` bytes; CSR rows
     (grown by :func:`csr_room`) with each sample's ``sum_i I_i x_i^2``;
-    per-sample loss sums and cursors; a tile of activations in the compute
-    dtype.
+    per-sample loss sums and cursors; the buffers of :func:`_zx_group_loss`.
     """
     dt = P.dtype
     width = P.shape[1]
@@ -458,14 +507,14 @@ def tile_workspace(P, b, imp, n, m_max):
     ptr = np.empty(m_max + 1, dtype=np.int64)
     cidx = np.empty(4 * m_max + n, dtype=np.int64)
     cval = np.empty(4 * m_max + n, dtype=dt)
-    fb = _aligned_buffer(width, dt)
+    grp = _group_buffers(width, dt)
     x2, lsum = np.empty(m_max), np.empty(m_max)
-    return bp, ip, zb, ptr, cidx, cval, x2, lsum, np.empty(m_max, np.int64), fb
+    return bp, ip, zb, ptr, cidx, cval, x2, lsum, np.empty(m_max, np.int64), grp
 
 
 @kernel_njit(inline="always")
 def tile_stats(
-    P, bp, ip, zb, act, want_pf, imp, n, m, ptr, cidx, cval, x2, lsum, cur, fb, first, st,
+    P, bp, ip, zb, act, want_pf, imp, n, m, ptr, cidx, cval, x2, lsum, cur, grp, first, st,
     row1, row2,
 ):  # fmt: skip
     """Losses of the CSR samples ``s < m`` (sample indices ``first + s``) into ``st``.
@@ -481,7 +530,8 @@ def tile_stats(
     ``sum_j I_j phi_j^2``, the corrections of the active features in the
     tile; per-feature sums into ``row1``/``row2``).  A sample's loss is the
     sum of its tiles' terms.  The activations with a vectorised form
-    (``MODE_ZX``) store ``z`` and ``x`` and are finished by :func:`_zx_loss`.
+    (``MODE_ZX``) go through the tile a group of samples at a time
+    (:func:`_zx_group_loss`).
     """
     mode = _fused_mode(act, want_pf)
     width = P.shape[1]
@@ -491,7 +541,10 @@ def tile_stats(
         borrow(P), borrow(bp), borrow(ip), borrow(zb), borrow(imp), borrow(cidx), borrow(cval),
         borrow(cur),
     )  # fmt: skip
-    row1, row2, fb = borrow(row1), borrow(row2), borrow(fb)
+    row1, row2 = borrow(row1), borrow(row2)
+    grp = (borrow(grp[0]), borrow(grp[1]), borrow(grp[2]))
+    # samples a group (MODE_ZX); leaky_relu and the identity (cheap loops) a tile at a time
+    gs = max(1, grp[0].shape[0] // width) if has_fast_form(act.code) else 1
     for s in range(m):
         lsum[s] = 0.0
         cur[s] = ptr[s]
@@ -501,6 +554,21 @@ def tile_stats(
         poff = t * n * width
         z = zb[: j1 - j0]
         it = imp[j0:j1]
+        if mode == MODE_ZX and gs == 1:  # leaky_relu, the identity: z and x side by side
+            for s in range(m):
+                tile_zx(P, poff, bp, j0, cidx, cval, ptr[s], ptr[s + 1], zb, ip)
+                lsum[s] += _zx_loss(zb, width, ip, j0, act, grp[2])
+            continue
+        if mode == MODE_ZX:
+            s0 = 0
+            for s in range(m):
+                lo = (s - s0) * width
+                e0, e1 = ptr[s], ptr[s + 1]
+                tile_zx_split(P, poff, bp, j0, cidx, cval, e0, e1, grp[0][lo:], grp[1][lo:], ip)
+                if s - s0 == gs - 1 or s == m - 1:
+                    _zx_group_loss(grp, s - s0 + 1, width, ip, j0, act, lsum[s0:])
+                    s0 = s + 1
+            continue
         for s in range(m):
             e1 = ptr[s + 1]
             acc = _tile_call(mode, P, poff, bp, j0, cidx, cval, ptr[s], e1, zb, ip)
@@ -508,8 +576,6 @@ def tile_stats(
                 lsum[s] += _tile_loss(
                     z, it, act, j0, j1, imp, cidx, cval, cur, s, e1, want_pf, row1, row2
                 )
-            elif mode == MODE_ZX:
-                lsum[s] += _zx_loss(zb, width, ip, j0, act, fb)
             else:  # the tile's whole loss, corrections included
                 lsum[s] += acc
     for s in range(m):
@@ -531,12 +597,12 @@ def _block_columns_tiled(
     """
     n = law.n
     m_max = max(1, min(sub, hi - lo))
-    bp, ip, zb, ptr, cidx, cval, x2, lsum, cur, fb = tile_workspace(P, b, imp, n, m_max)
+    bp, ip, zb, ptr, cidx, cval, x2, lsum, cur, grp = tile_workspace(P, b, imp, n, m_max)
     for s0 in range(lo, hi, m_max):
         m = min(m_max, hi - s0)
         cidx, cval = _draw_csr(skey, start + s0, m, imp, law, rule, ptr, cidx, cval, x2)
         tile_stats(
-            P, bp, ip, zb, act, want_pf, imp, n, m, ptr, cidx, cval, x2, lsum, cur, fb,
+            P, bp, ip, zb, act, want_pf, imp, n, m, ptr, cidx, cval, x2, lsum, cur, grp,
             start + s0, st, row1, row2,
         )  # fmt: skip
 

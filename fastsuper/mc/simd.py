@@ -51,6 +51,8 @@ from fastsuper.core import config
 #: and return the tile's loss ``sum_j imp_j (phi_j - x_j)^2`` in float64, or
 #: (``MODE_ZX``) store ``z`` and the tile's dense ``x`` side by side
 MODE_Z, MODE_RELU1, MODE_RELU2, MODE_RELU3, MODE_POW2, MODE_POW3, MODE_ZX = range(7)
+#: (:func:`tile_zx_split`) store ``z`` and the tile's dense ``x`` in two arrays
+MODE_ZX_SPLIT = 7
 
 _I32 = ir.IntType(32)
 _I64 = ir.IntType(64)
@@ -78,6 +80,8 @@ class _TileCode:
 
         self.pa, self.ba, self.ca, self.va = array(0), array(2), array(4), array(5)
         self.oa, self.ia = array(8), array(9)
+        if mode == MODE_ZX_SPLIT:  # z into array 8, the dense x into array 9, imp is array 10
+            self.xa, self.ia = array(9), array(10)
         self.poff, self.j0, self.e0, self.e1 = as_i64(1), as_i64(3), as_i64(6), as_i64(7)
         dt = tys[0].dtype
         self.isz = 4 if dt == types.float32 else 8
@@ -132,11 +136,16 @@ class _TileCode:
                 # (MODE_ZX: the buffer starts at index width, the guard at 2 width)
                 rel = b.sub(i, self.j0)
                 inside = b.icmp_unsigned("<", rel, row_len)
+                xdata = self.oa.data
                 if self.mode == MODE_ZX:
                     slot = b.select(inside, b.add(rel, row_len), b.add(row_len, row_len))
+                elif self.mode == MODE_ZX_SPLIT:  # the guard slot: the x array's last element
+                    xlen = cgutils.unpack_tuple(b, self.xa.shape, 1)[0]
+                    slot = b.select(inside, rel, b.sub(xlen, ir.Constant(xlen.type, 1)))
+                    xdata = self.xa.data
                 else:
                     slot = b.select(inside, rel, row_len)
-                b.store(xs, b.gep(self.oa.data, [slot]))
+                b.store(xs, b.gep(xdata, [slot]))
             for k in range(nvec):
                 r = b.load(self.vec_ptr(row, k), align=isz)
                 b.store(b.call(self.fma, [r, x, b.load(acc[k])]), acc[k])
@@ -186,7 +195,7 @@ class _TileCode:
     def emit(self, tile_bytes):
         """The tile's code for rows of ``tile_bytes``; returns the float64 sum."""
         acc = self.add_rows(tile_bytes // self.isz)
-        if self.mode in (MODE_Z, MODE_ZX):
+        if self.mode in (MODE_Z, MODE_ZX, MODE_ZX_SPLIT):
             for k in range(len(acc)):
                 ptr = self.vec_ptr(self.oa.data, k)
                 self.builder.store(self.builder.load(acc[k]), ptr, align=self.isz)
@@ -243,6 +252,26 @@ def _make_tile_kernel(mode: int):
 (tile_z, tile_relu1, tile_relu2, tile_relu3, tile_pow2, tile_pow3, tile_zx) = (
     _make_tile_kernel(mode) for mode in range(7)
 )
+
+
+@intrinsic
+def tile_zx_split(typingctx, P, poff, b, j0, cidx, cval, e0, e1, z, x, imp):
+    """:data:`MODE_ZX` with ``z`` and the dense ``x`` in separate arrays.
+
+    As the tile kernels (:func:`_make_tile_kernel`), with ``z`` receiving the
+    tile's ``z`` (``width`` elements) and ``x`` its dense ``x`` (zeros on
+    entry at ``x[:width]``): each active ``x_i`` is stored at ``x[i - j0]``
+    when ``i`` is in the tile, else at the guard slot ``x[len(x) - 1]``, so
+    that the tiles of several samples can lie side by side in one array
+    (sample ``g`` passes ``z[g width : (g + 1) width]`` and ``x[g width :]``,
+    all of them sharing the guard slot at the end).  Returns 0.
+    """
+    sig = types.float64(P, poff, b, j0, cidx, cval, e0, e1, z, x, imp)
+
+    def codegen(context, builder, signature, args):
+        return _TileCode(MODE_ZX_SPLIT, context, builder, signature.args, args).body()
+
+    return sig, codegen
 
 
 @intrinsic
