@@ -1145,7 +1145,7 @@ def _blas_scratch(W, rows):
         + counter_tables(n)
         + (
             np.empty(n, dtype=dt),
-            np.empty(rows, dtype=dt),
+            np.empty(rows, dtype=np.int64),
             Xf,
             np.empty(WIDE_GAPS),
             np.empty(WIDE_GAPS, dtype=np.int64),
