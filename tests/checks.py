@@ -129,3 +129,13 @@ def assert_same_on_any_thread_count(call) -> None:
         numba.set_num_threads(saved)
     assert one[0] == many[0]
     assert np.array_equal(one[1], many[1]) and np.array_equal(one[2], many[2])
+
+
+def assert_fit_same_on_any_thread_count(set_threads, n: int, d: int, **kw) -> None:
+    """``fs.fit(n, d, **kw)``: the same W, b and loss history on one Numba thread and on two."""
+    set_threads(1)
+    one = fs.fit(n, d, **kw)
+    set_threads(min(2, numba.config.NUMBA_NUM_THREADS))
+    two = fs.fit(n, d, **kw)
+    for x, y in [(one.W, two.W), (one.b, two.b), (one.loss_history, two.loss_history)]:
+        assert np.array_equal(x, y)

@@ -312,6 +312,17 @@ def _weights(Wt, j, D):
 
 
 @njit(inline="always")
+def _add_columns(M, r, w0, w1, w2, w3, x, D):
+    """``M[c, r] += w_c x`` for the ``D`` (a constant: 1, 2 or 4) columns."""
+    M[0, r] += w0 * x
+    if D > 1:
+        M[1, r] += w1 * x
+    if D > 2:
+        M[2, r] += w2 * x
+        M[3, r] += w3 * x
+
+
+@njit(inline="always")
 def _dense_codes(Wt, m, X, H, D):
     """``H = W X`` (``H[c] = 0 + sum_j W[c, j] X[j]`` in feature order), ``D`` a constant."""
     zero = Wt[0, 0] - Wt[0, 0]
@@ -323,13 +334,7 @@ def _dense_codes(Wt, m, X, H, D):
         w0, w1, w2, w3 = _weights(Wt, j, D)
         xj = X[j]
         for r in range(m):  # one loop per feature: the columns of H unrolled
-            x = xj[r]
-            H[0, r] += w0 * x
-            if D > 1:
-                H[1, r] += w1 * x
-            if D > 2:
-                H[2, r] += w2 * x
-                H[3, r] += w3 * x
+            _add_columns(H, r, w0, w1, w2, w3, xj[r], D)
 
 
 @njit(inline="always")
@@ -364,13 +369,7 @@ def _dense_forward_d(Wt, b, imp, imp2, act, m, X, H, G, V, loss, D):
                 lj, g = _residual(z, xj[r], impj, imp2j, act)
             loss[r] += lj
             gj[r] = g
-            g = gj[r]  # in the compute dtype
-            V[0, r] += w0 * g
-            if D > 1:
-                V[1, r] += w1 * g
-            if D > 2:
-                V[2, r] += w2 * g
-                V[3, r] += w3 * g
+            _add_columns(V, r, w0, w1, w2, w3, gj[r], D)  # g in the compute dtype
 
 
 @njit

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 import pytest
+from checks import assert_fit_same_on_any_thread_count
 
 import fastsuper as fs
 from fastsuper.core.bundles import borrowed_law, input_law
@@ -98,12 +98,7 @@ def test_float32_fit_same_for_any_thread_count(set_numba_threads):
     """float32 residuals (relu_rows_single) and wide rows (p = 1, 0.6): any thread count."""
     kw = dict(n_instances=4, p=[1.0, 0.6, 0.1, 0.02], steps=3, batch_size=300, seed=3,
               log_every=1, dtype=np.float32)  # fmt: skip
-    set_numba_threads(1)
-    one = fs.fit(100, 20, **kw)
-    set_numba_threads(min(2, numba.config.NUMBA_NUM_THREADS))
-    two = fs.fit(100, 20, **kw)
-    for x, y in [(one.W, two.W), (one.b, two.b), (one.loss_history, two.loss_history)]:
-        assert np.array_equal(x, y)
+    assert_fit_same_on_any_thread_count(set_numba_threads, 100, 20, **kw)
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])

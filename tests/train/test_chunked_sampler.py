@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 import pytest
+from checks import assert_fit_same_on_any_thread_count
 
 import fastsuper as fs
 from fastsuper.core.bundles import borrowed_law, input_law
@@ -96,9 +96,4 @@ def test_chunked_law_conditions():
 def test_fit_with_chunked_sampler_same_for_any_thread_count(set_numba_threads):
     """BLAS sub-batches with chunked active sets (n p >= 2) and without (n p < 2)."""
     kw = dict(n_instances=3, p=[0.5, 0.1, 0.01], steps=4, batch_size=200, seed=3, log_every=1)
-    set_numba_threads(1)
-    one = fs.fit(100, 20, **kw)
-    set_numba_threads(min(2, numba.config.NUMBA_NUM_THREADS))
-    two = fs.fit(100, 20, **kw)
-    for x, y in [(one.W, two.W), (one.b, two.b), (one.loss_history, two.loss_history)]:
-        assert np.array_equal(x, y)
+    assert_fit_same_on_any_thread_count(set_numba_threads, 100, 20, **kw)
