@@ -6,6 +6,9 @@ The checkers of plain arguments (integers, reals, arrays, choices) are in
 
 from __future__ import annotations
 
+import math
+import sys
+
 from fastsuper.core.laws import SparseInputs, ValueLaw
 from fastsuper.core.model import Model
 from fastsuper.core.validation import LAW_NAMES, prefix, show
@@ -82,12 +85,36 @@ def finite_moment_order(law: ValueLaw, order: int) -> int:
     >>> finite_moment_order(ValueLaw("gaussian"), 401), finite_moment_order(ValueLaw("uniform"), 9)
     (301, 9)
     """
-    for r in range(order + 1):
-        try:
-            law.moment(r)
-        except ValueError:
-            return r - 1
-    return order
+    lo, hi = law.bounds
+    if max(-lo, hi) <= 1.0:  # |xi| <= 1: every moment is finite
+        return order
+    if math.isinf(hi):  # the Gaussian: the loop ends by r = 302
+        for r in range(order + 1):
+            if not _finite_moment(law, r):
+                return r - 1
+        return order
+    # |xi| <= a with a > 1: finite up to a**r <= max float, then (|terms| grow) finite up to
+    # the first overflow: bisection, so that a huge order costs a few dozen moments
+    good = min(order, int(_LOG_MAX / math.log(max(-lo, hi))))
+    if _finite_moment(law, order):
+        return order
+    bad = order
+    while bad - good > 1:
+        mid = (good + bad) // 2
+        good, bad = (mid, bad) if _finite_moment(law, mid) else (good, mid)
+    return good
+
+
+#: log of the largest float64
+_LOG_MAX = math.log(sys.float_info.max)
+
+
+def _finite_moment(law: ValueLaw, r: int) -> bool:
+    try:
+        law.moment(r)
+    except ValueError:
+        return False
+    return True
 
 
 def check_moments(law: ValueLaw, m: int, *, func: str | None = None, odd: bool = True) -> None:

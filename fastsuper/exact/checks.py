@@ -59,11 +59,14 @@ def closed_form_exponent(
             func=func,
             hint="estimate the loss by Monte Carlo instead (fastsuper.estimate_loss)",
         )
-    # A = W.T @ W (n x n) and a few dozen float64 vectors of length n per moment order
+    # A = W.T @ W (n x n), a few dozen float64 vectors of length n per moment order and
+    # Pascal's triangle to 2m
     v.check_memory(
         f"the closed form at n = {n} features"
         + (" (A = W.T @ W is n x n)" if dense_a else " (fused kernel)"),
-        (8.0 * n * n if dense_a else fused_bytes(n, d, m)) + 8.0 * n * (d + 12 * (2 * m + 2)),
+        (8.0 * n * n if dense_a else fused_bytes(n, d, m))
+        + 8.0 * n * (d + 12 * (2 * m + 2))
+        + 8.0 * (2 * m + 1) ** 2,
         func=func,
         hint="estimate the loss by Monte Carlo instead (fastsuper.estimate_loss)",
     )
