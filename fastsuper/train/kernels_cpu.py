@@ -872,6 +872,17 @@ def draw_gaps_hashed(key, law, out_idx, at, ubuf, ubits, gbuf, gh):
 
 
 @njit(inline="always")
+def _gap_chunk(key, c, width, ubuf, ubits, gbuf, vbuf, gh, vh, bounds):
+    """Gap counters ``c .. c+width-1``: their uniforms (``ubuf``), first gap estimates
+    (``gbuf``) and the U[0, 1] values of the same active features (``vbuf``)."""
+    scale, margin, last = bounds
+    for j in range(width):
+        ubuf[j] = hashed_uniform(key, gh[c + j])
+        vbuf[j] = hashed_uniform(key, vh[c + j])
+    estimate_gaps(ubits, gbuf, width, scale, margin, last)
+
+
+@njit(inline="always")
 def draw_row_hashed(key, law, X, row, ubuf, ubits, gbuf, vbuf, gh, vh):
     """:func:`draw_gaps_hashed` with U[0, 1] values, written straight into ``X[row]``.
 
@@ -883,15 +894,12 @@ def draw_row_hashed(key, law, X, row, ubuf, ubits, gbuf, vbuf, gh, vh):
     """
     n = law.n
     log1mp = law.log1mp
-    scale, margin, last = gap_bounds(law)
+    bounds = gap_bounds(law)
     width = ubuf.shape[0]
     pos = -1
     c = 0
     while True:
-        for j in range(width):
-            ubuf[j] = hashed_uniform(key, gh[c + j])
-            vbuf[j] = hashed_uniform(key, vh[c + j])
-        estimate_gaps(ubits, gbuf, width, scale, margin, last)
+        _gap_chunk(key, c, width, ubuf, ubits, gbuf, vbuf, gh, vh, bounds)
         for j in range(width):
             gap = settled_gap(gbuf[j], ubuf[j], log1mp, n)
             pos += gap + 1
@@ -914,15 +922,12 @@ def _draw_row_flat(key, law, Xf, at, ubuf, ubits, gbuf, vbuf, gh, vh):
     """
     n = law.n
     log1mp = law.log1mp
-    scale, margin, last = gap_bounds(law)
+    bounds = gap_bounds(law)
     width = ubuf.shape[0]
     pos = -1
     c = 0
     while pos < n:
-        for j in range(width):
-            ubuf[j] = hashed_uniform(key, gh[c + j])
-            vbuf[j] = hashed_uniform(key, vh[c + j])
-        estimate_gaps(ubits, gbuf, width, scale, margin, last)
+        _gap_chunk(key, c, width, ubuf, ubits, gbuf, vbuf, gh, vh, bounds)
         for j in range(width):
             pos += settled_gap(gbuf[j], ubuf[j], log1mp, n) + 1
             Xf[at + min(pos, n)] = vbuf[j]
