@@ -62,7 +62,7 @@ from fastsuper.core.laws import (
     settled_gap,
 )
 from fastsuper.core.rng import counter_hash, hashed_uniform, sample_key
-from fastsuper.core.vecmath import single, wide_vectors
+from fastsuper.core.vecmath import wide_vectors
 
 #: codes of the per-instance status array of :func:`adam_kernel`
 OK = -1
@@ -648,53 +648,6 @@ def _residual_rows(Zc, Xc, b, imp, imp2, act, count, gb, first):
 
 
 @kernel_njit
-def relu_rows_single(Zc, Xc, b, imp2, count, gb, lacc, rowbad):
-    """:func:`_residual_rows` for ReLU in float32: the same ``G`` and ``gb``, float32 losses.
-
-    ``G = imp2 e [z > 0]`` with ``e = relu(z) - x`` as in :func:`_residual_relu`;
-    the losses ``imp2 e^2`` (twice ``I e^2``: the factor is exact) are float32
-    too, added up per feature over the rows in ``lacc`` (n) and then over the
-    features in order, in float64, so the sum does not depend on the vector
-    width (the loop is compiled for wide vectors).  A row's loss is not finite
-    when one of its terms is not: ``rowbad`` (int64, length ``count``)
-    receives how many (a non-finite ``z`` gives a non-finite term).  Returns
-    ``(loss sum, number of such rows, first such row or -1)``.
-    """
-    wide_vectors()
-    n = Zc.shape[1]
-    zero = lacc[0] - lacc[0]
-    big = np.finfo(lacc.dtype).max
-    for j in range(n):
-        lacc[j] = zero
-    for row in range(count):
-        z = Zc[row]
-        x = Xc[row]
-        bad = 0
-        for j in range(n):
-            zj = z[j] + b[j]
-            on = (zj - zj) + (zj > 0)  # 1 or 0 (NaN for z = +-inf or NaN)
-            e = zj * on - x[j]
-            gj = imp2[j] * e * on
-            lj = imp2[j] * (e * e)
-            lacc[j] += lj
-            bad += not lj <= big  # inf or NaN (a count: exact in any order)
-            z[j] = gj
-            gb[j] += np.float64(gj)
-        rowbad[row] = bad
-    loss_sum = 0.0
-    for j in range(n):
-        loss_sum += np.float64(lacc[j])
-    nbad = 0
-    first_bad = -1
-    for row in range(count):
-        if rowbad[row] > 0:
-            if nbad == 0:
-                first_bad = row
-            nbad += 1
-    return 0.5 * loss_sum, nbad, first_bad
-
-
-@kernel_njit
 def run_grad_blas(
     W, Wt, b, imp, imp2, act, skey, first, count, law, dense_x, chunked, work, gW, gWt, gb
 ):
@@ -717,7 +670,7 @@ def run_grad_blas(
     tabulated counter hashes of ``work`` (:func:`counter_tables`).
     """
     ptr, cidx, cval, X, H, Z, U, T, T2, ubuf, gbuf, vbuf, vh, gh = work[:14]
-    lacc, rowbad, Xf, wbuf, wgbuf, wvbuf = work[14:]
+    Xf, wbuf, wgbuf, wvbuf = work[14:]
     blaw, bidx, bval = borrowed_law(law), borrow(cidx), borrow(cval)  # no counting per row
     ubuf, ubits, gbuf = borrow(ubuf), borrow(ubuf.view(np.int64)), borrow(gbuf)
     vh, gh, vbuf, Xb = borrow(vh), borrow(gh), borrow(vbuf), borrow(X)
@@ -725,7 +678,6 @@ def run_grad_blas(
     every = blaw.ngrp == 0 and blaw.kfix < 0 and not blaw.thin and blaw.pmax >= 1.0
     uniform_values = blaw.code == UNIFORM
     d, n = W.shape
-    relu = act.code == RELU_POWER and act.ia == 1
     zero = Wt[0, 0] - Wt[0, 0]
     Xc = X[:count]
     Hc = H[:count]
@@ -780,12 +732,7 @@ def run_grad_blas(
                     Hc[row, r] += Wt[i, r] * x
     # ---- z = W^T h + b, loss and g (in place of z)
     np.dot(Hc, W, Zc)
-    if relu and single(Zc):  # float32 residuals and losses, wide vectors
-        loss_sum, nbad, first_bad = relu_rows_single(Zc, Xc, b, imp2, count, gb, lacc, rowbad)
-        if first_bad >= 0:
-            first_bad += first
-    else:
-        loss_sum, nbad, first_bad = _residual_rows(Zc, Xc, b, imp, imp2, act, count, gb, first)
+    loss_sum, nbad, first_bad = _residual_rows(Zc, Xc, b, imp, imp2, act, count, gb, first)
     # ---- decoder term h g^T; u = W g; encoder term u x^T
     np.dot(Hc.T, Zc, T)
     if n >= TRAIN_GWT_FROM:  # u = W g: rows of G against rows of W, a block at a time
@@ -1124,9 +1071,8 @@ def adam_update(param, m, v, grad, scale, step_size, bc2s, beta1, beta2, eps):
 def _blas_scratch(W, rows):
     """Sub-batch scratch of :func:`run_grad_blas` (``rows`` >= 1 rows).
 
-    Then ``lacc`` (n, compute dtype) and ``rowbad`` (rows, int64), the scratch
-    of :func:`relu_rows_single`; ``Xf``, the flat buffer of ``X`` with one
-    entry more, and the chunk buffers of :func:`draw_rows_wide`.
+    Then ``Xf``, the flat buffer of ``X`` with one entry more, and the chunk
+    buffers of :func:`draw_rows_wide`.
     """
     d, n = W.shape
     dt = W.dtype
@@ -1148,8 +1094,6 @@ def _blas_scratch(W, rows):
         )
         + counter_tables(n)
         + (
-            np.empty(n, dtype=dt),
-            np.empty(rows, dtype=np.int64),
             Xf,
             np.empty(WIDE_GAPS),
             np.empty(WIDE_GAPS, dtype=np.int64),

@@ -17,7 +17,6 @@ from fastsuper.train.kernels_cpu import (
     counter_tables,
     draw_row_hashed,
     draw_rows_wide,
-    relu_rows_single,
 )
 
 
@@ -62,40 +61,8 @@ def test_wide_rows_are_the_samples_of_fastsuper_sample(n, p, dtype):
     assert np.array_equal(X, dense.astype(dtype))
 
 
-def test_float32_relu_rows_against_numpy():
-    """relu_rows_single: G and the bias sums of float32 arithmetic, the loss to float32 accuracy."""
-    rng = np.random.default_rng(3)
-    rows, n = 40, 33
-    Z = rng.normal(size=(rows, n)).astype(np.float32)
-    X = (rng.random((rows, n)) * (rng.random((rows, n)) < 0.4)).astype(np.float32)
-    b = rng.normal(size=n).astype(np.float32) * 0.1
-    imp = 0.9 ** np.arange(n)
-    imp2 = (2 * imp).astype(np.float32)
-    z = Z + b
-    e = np.maximum(z, 0) - X
-    G = imp2 * e * (z > 0)
-    loss = float(np.sum(imp * (e.astype(np.float64) ** 2)))
-    gb0 = rng.normal(size=n)
-    gb = gb0.copy()
-    Zc = Z.copy()
-    ls, nbad, first_bad = relu_rows_single(
-        Zc, X, b, imp2, rows, gb, np.empty(n, np.float32), np.empty(rows, np.int64)
-    )
-    np.testing.assert_allclose(Zc, G, rtol=2e-7, atol=1e-7)
-    np.testing.assert_allclose(gb, gb0 + G.astype(np.float64).sum(axis=0), rtol=1e-6, atol=1e-6)
-    assert ls == pytest.approx(loss, rel=1e-6)
-    assert (nbad, first_bad) == (0, -1)
-    Z[5, 3] = np.inf  # a non-finite z: that row's loss is not finite
-    Z[9, 0] = np.nan
-    ls, nbad, first_bad = relu_rows_single(
-        Z, X, b, imp2, rows, gb, np.empty(n, np.float32), np.empty(rows, np.int64)
-    )
-    assert (nbad, first_bad) == (2, 5)
-    assert not np.isfinite(ls)
-
-
 def test_float32_fit_same_for_any_thread_count(set_numba_threads):
-    """float32 residuals (relu_rows_single) and wide rows (p = 1, 0.6): any thread count."""
+    """float32 fit with wide rows (p = 1, 0.6) and chunked and sparse ones: any thread count."""
     kw = dict(n_instances=4, p=[1.0, 0.6, 0.1, 0.02], steps=3, batch_size=300, seed=3,
               log_every=1, dtype=np.float32)  # fmt: skip
     assert_fit_same_on_any_thread_count(set_numba_threads, 100, 20, **kw)
