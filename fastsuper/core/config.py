@@ -81,10 +81,22 @@ EXACT_FUSED_COLS = 512
 #: row-block groups of the fused exact kernel: its parallel work items, each with a d x n
 #: gradient accumulator (a fixed number, so the sums do not depend on the thread count)
 EXACT_FUSED_GROUPS = 8
-#: n from which :class:`fastsuper.ExactEvaluator` uses the fused kernel by default, and
-#: :func:`fastsuper.exact_loss_grad` and :func:`fastsuper.exact_gain_grad` run it (values to
-#: round-off of the row kernels, not bit for bit; faster and without the n x n matrix from
-#: there on: docs/benchmarks.md, "Fused exact kernel"); None: never
+#: features per work item of the moment-tensor exact kernel
+#: (:mod:`fastsuper.exact.kernels_tensor`)
+EXACT_TENSOR_COLS = 64
+#: work items of the moment-tensor exact kernel, each with its own moment sums (a fixed
+#: number, so the sums do not depend on the thread count)
+EXACT_TENSOR_GROUPS = 8
+#: the moment-tensor exact kernel's cost per feature and monomial of degree at most 2m, in
+#: units of the fused kernel's counted flops (``n**2 (4d + 4m)`` for the whole evaluation):
+#: :class:`fastsuper.ExactEvaluator` takes the cheaper of the two from
+#: :data:`EXACT_FUSED_FROM` features on
+EXACT_TENSOR_COST = 29.0
+#: n from which :class:`fastsuper.ExactEvaluator` uses the fused or the moment-tensor kernel
+#: by default (the cheaper), and :func:`fastsuper.exact_loss_grad` and
+#: :func:`fastsuper.exact_gain_grad` run it (values to round-off of the row kernels, not bit
+#: for bit; faster and without the n x n matrix from there on: docs/benchmarks.md, "Fused
+#: exact kernel"); None: never
 EXACT_FUSED_FROM = 512
 #: prepared evaluators kept per thread for the calls of :func:`fastsuper.exact_loss_grad`
 #: and :func:`fastsuper.exact_gain_grad` (:func:`fastsuper.exact.prepared.prepared_call`)

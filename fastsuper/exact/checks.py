@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from fastsuper.core import arguments, config
 from fastsuper.core import validation as v
+from fastsuper.exact.kernels_tensor import monomial_count
 
-__all__ = ["BACKENDS", "closed_form_exponent", "fused_bytes"]
+__all__ = ["BACKENDS", "closed_form_exponent", "fused_bytes", "tensor_bytes"]
 
 BACKENDS = ("cpu", "cuda")
 
@@ -23,13 +24,22 @@ def fused_bytes(n: int, d: int, m: int = 3) -> float:
     return 8.0 * groups * (n * (d + 2 * m + 1) + (3 * rows + d + 3) * 512)
 
 
+def tensor_bytes(n: int, d: int, m: int = 3) -> float:
+    """Scratch of the moment-tensor kernel: per group and per thread a few vectors of the
+    ``binom(d + 2m, 2m)`` monomials of degree at most ``2m``, and the features' power
+    sums."""
+    monomials = monomial_count(d, m)
+    return 8.0 * ((config.EXACT_TENSOR_GROUPS + 8) * monomials + 2.0 * n * (2 * m + 1))
+
+
 def closed_form_exponent(
-    func: str, model, inputs, backend: str = "cpu", dense_a: bool = True
+    func: str, model, inputs, backend: str = "cpu", kernel: str = "rows"
 ) -> int:
     """Check that ``(model, inputs)`` has the closed form; return the integer exponent ``m``.
 
-    The memory check counts ``A = W^T W`` (n x n) unless ``dense_a`` is False
-    (the fused kernel, which forms tiles of ``A`` only).
+    The memory check counts ``A = W^T W`` (n x n) for ``kernel="rows"``, and
+    the scratch of the kernels that never form it for ``"fused"`` (tiles of
+    ``A``) and ``"tensor"`` (moment tensors).
     """
     arguments.check_model_inputs(model, inputs, func=func)
     if model.activation != "power":
@@ -61,13 +71,20 @@ def closed_form_exponent(
         )
     # A = W.T @ W (n x n), a few dozen float64 vectors of length n per moment order and
     # Pascal's triangle to 2m
+    if kernel == "tensor":
+        what = f" (moment-tensor kernel: {monomial_count(d, m):.4g} monomials of degree <= 2m)"
+        scratch = tensor_bytes(n, d, m)
+    elif kernel == "fused":
+        what, scratch = " (fused kernel)", fused_bytes(n, d, m)
+    else:
+        what, scratch = " (A = W.T @ W is n x n)", 8.0 * n * n
+    hint = "estimate the loss by Monte Carlo instead (fastsuper.estimate_loss)"
+    if kernel == "tensor":
+        hint = "use kernel='fused', whose scratch grows as n d, or " + hint
     v.check_memory(
-        f"the closed form at n = {n} features"
-        + (" (A = W.T @ W is n x n)" if dense_a else " (fused kernel)"),
-        (8.0 * n * n if dense_a else fused_bytes(n, d, m))
-        + 8.0 * n * (d + 12 * (2 * m + 2))
-        + 8.0 * (2 * m + 1) ** 2,
+        f"the closed form at n = {n} features" + what,
+        scratch + 8.0 * n * (d + 12 * (2 * m + 2)) + 8.0 * (2 * m + 1) ** 2,
         func=func,
-        hint="estimate the loss by Monte Carlo instead (fastsuper.estimate_loss)",
+        hint=hint,
     )
     return m

@@ -38,11 +38,11 @@ import numpy as np
 
 from fastsuper.core.jit import kernel_njit, parallel_njit
 
-__all__ = ["fused_loss_grad"]
+__all__ = ["fused_loss_grad", "row_terms"]
 
 
 @kernel_njit
-def _row_terms(j, S, b, has_b, diag_j, binom, ex, imp, work, terms, coef, db, g_diag):
+def row_terms(j, S, b, has_b, diag_j, binom, ex, imp, work, terms, coef, db, g_diag):
     """Per-feature chain rule of row ``j``: forward terms, ``coef[:, j]``, ``db[j]``, ``g_diag[j]``.
 
     ``S[:, j]`` holds the power sums (the cumulants of ``y_j``, without ``b``); ``binom``
@@ -568,7 +568,7 @@ def fused_loss_grad(W, b, has_b, binom, ex, kx, imp, orders, m, want_grad, terms
     for blk in numba.prange(nblocks):
         work = np.empty((4, R + 1))
         for j in range(blk * rows, min(n, (blk + 1) * rows)):
-            _row_terms(j, S, b, has_b, diag[j], binom, ex, imp, work, terms, coef, db, g_diag)
+            row_terms(j, S, b, has_b, diag[j], binom, ex, imp, work, terms, coef, db, g_diag)
     if not want_grad:
         return
     acc = np.zeros((groups, d, n))

@@ -38,13 +38,26 @@ from fastsuper.exact.kernels_prepared import (
     prepared_pass,
     use_parallel,
 )
+from fastsuper.exact.kernels_tensor import monomial_tables, tensor_cost, tensor_loss_grad
 from fastsuper.exact.moments import binomials, cumulants_from_moments
 
-__all__ = ["KERNELS", "ExactEvaluator", "prepared_call"]
+__all__ = ["KERNELS", "ExactEvaluator", "default_kernel", "prepared_call"]
 
 _FUNC = "ExactEvaluator"
 #: the ``kernel`` choices of :class:`ExactEvaluator`
-KERNELS = ("auto", "rows", "fused")
+KERNELS = ("auto", "rows", "fused", "tensor")
+
+
+def default_kernel(n: int, d: int, m: int) -> str:
+    """The kernel of ``kernel="auto"``: ``"rows"`` below
+    :data:`fastsuper.core.config.EXACT_FUSED_FROM` features (the public functions' numbers
+    bit for bit), from there on the cheaper of ``"fused"`` (cost ``n**2 (4d + 4m)``,
+    :func:`~fastsuper.exact.kernels_prepared.exact_flops`) and ``"tensor"``
+    (:func:`~fastsuper.exact.kernels_tensor.tensor_cost`, linear in ``n``)."""
+    fused_from = config.EXACT_FUSED_FROM
+    if fused_from is None or n < fused_from:
+        return "rows"
+    return "tensor" if tensor_cost(n, d, m) < exact_flops(n, d, m) else "fused"
 
 
 def _status(terms, dW, db, want_grad: bool) -> int:
@@ -90,14 +103,20 @@ class ExactEvaluator:
         :data:`fastsuper.core.config.EXACT_SMALL_FLOPS` run the serial
         symmetric kernels of :mod:`fastsuper.exact.kernels_small` whatever
         ``parallel`` says (as the public functions do).
-    kernel : {"auto", "rows", "fused"}, default "auto"
+    kernel : {"auto", "rows", "fused", "tensor"}, default "auto"
         ``"rows"``: ``A = W^T W`` formed by one matrix product, then the row
         kernels (the public functions' numbers bit for bit).  ``"fused"``:
         the tiled kernel of :mod:`fastsuper.exact.kernels_fused`, which never
         forms ``A`` (memory ``O(n d)``; faster for large ``n``; the same
         values to round-off, independent of the thread count; always
-        parallel).  ``"auto"``: ``"fused"`` from ``n >=``
-        :data:`fastsuper.core.config.EXACT_FUSED_FROM` on, else ``"rows"``.
+        parallel).  ``"tensor"``: the moment-tensor kernel of
+        :mod:`fastsuper.exact.kernels_tensor`, whose work grows as ``n``
+        times the ``binom(d + 2m, 2m)`` monomials of degree ``2m`` instead of
+        ``n**2 d`` (far faster for large ``n`` and small ``d``; the same
+        values to round-off, independent of the thread count; always
+        parallel).  ``"auto"``: ``"rows"`` below ``n =``
+        :data:`fastsuper.core.config.EXACT_FUSED_FROM`, from there on the
+        cheaper of ``"fused"`` and ``"tensor"`` (:func:`default_kernel`).
 
     Attributes
     ----------
@@ -108,7 +127,7 @@ class ExactEvaluator:
     parallel : bool
         Whether the row kernels run in parallel.
     kernel : str
-        ``"rows"``, ``"fused"``, or ``"grouped"`` for a grouped law.
+        ``"rows"``, ``"fused"``, ``"tensor"``, or ``"grouped"`` for a grouped law.
     scale : float
         ``L0 = E sum_j I_j x_j**2``, the loss of ``W = 0`` without bias.
     last_gain : float
@@ -119,7 +138,8 @@ class ExactEvaluator:
     ------
     TypeError, ValueError
         On a bad argument; a :class:`~fastsuper.core.validation.TooLargeError`
-        when ``A = W^T W`` does not fit in memory.
+        when the kernel's scratch (``A = W^T W`` for ``"rows"``, the moment
+        tensors for ``"tensor"``) does not fit in memory.
 
     See Also
     --------
@@ -147,13 +167,12 @@ class ExactEvaluator:
         self.bias = v.check_bool("bias", bias, func=_FUNC)
         kernel = v.check_choice("kernel", kernel, KERNELS, func=_FUNC)
         if kernel == "auto":
-            fused_from = config.EXACT_FUSED_FROM
-            kernel = "fused" if fused_from is not None and n >= fused_from else "rows"
+            kernel = default_kernel(n, d, m)
         self._grouped = inputs.pattern == "grouped"
         if self._grouped:  # the grouped closed form (THEORY §8) on every call
             kernel = "grouped"
-        zeros = Model(np.zeros((d, n)), exponent=m)  # the fused kernel never forms the n x n A
-        closed_form_exponent(_FUNC, zeros, inputs, dense_a=kernel != "fused")
+        zeros = Model(np.zeros((d, n)), exponent=m)  # only the rows kernels form the n x n A
+        closed_form_exponent(_FUNC, zeros, inputs, kernel=kernel)
         if parallel is None:
             parallel = use_parallel(n, d, m)
         self.parallel = v.check_bool("parallel", parallel, func=_FUNC)
@@ -167,7 +186,9 @@ class ExactEvaluator:
         self._db = np.empty(n)
         self._per = np.empty(n)
         self._zero_b = np.zeros(n)
-        fma = 0.0 if kernel == "fused" else float(n) * n * d  # fused: small products only
+        # fused: small products only; tensor: none
+        fma = 0.0 if kernel in ("fused", "tensor") else float(n) * n * d
+        self._monomials = monomial_tables(d, 2 * m) if kernel == "tensor" else None
         self._blas = single_thread_if_small(fma)
         # products this small run on one BLAS thread anyway (no thread to stop from spinning)
         self._limit_blas = not 0.0 < fma <= config.BLAS_SINGLE_THREAD_MNK
@@ -220,6 +241,11 @@ class ExactEvaluator:
                 fused_loss_grad(W, b, has_b, *self._tables_args, want_grad, self._terms,
                                 self._dW, self._db, config.EXACT_FUSED_ROWS,
                                 config.EXACT_FUSED_COLS, config.EXACT_FUSED_GROUPS)  # fmt: skip
+            return _status(self._terms, self._dW, self._db, want_grad)
+        if self.kernel == "tensor":
+            tensor_loss_grad(W, b, has_b, *self._tables_args, want_grad, self._terms, self._dW,
+                             self._db, self._monomials, config.EXACT_TENSOR_COLS,
+                             config.EXACT_TENSOR_GROUPS)  # fmt: skip
             return _status(self._terms, self._dW, self._db, want_grad)
         if self._mode != MODE_SMALL:  # the small kernels form A themselves
             if self._limit_blas:
@@ -392,8 +418,7 @@ def _cached_fill(model, inputs, backend, want_grad: bool):
     n, d, m = model.n, model.d, model.int_exponent
     if model.activation != "power" or inputs.pattern != "bernoulli" or inputs.n != n or m < 1:
         return None
-    fused_from = config.EXACT_FUSED_FROM
-    kernel = "fused" if fused_from is not None and n >= fused_from else "rows"
+    kernel = default_kernel(n, d, m)
     if kernel == "rows" and 8.0 * n * n > config.EXACT_CACHE_BYTES:
         return None
     W = _as_f64(model.W, (d, n))
