@@ -65,7 +65,7 @@ def monomial_tables(d: int, degree: int):
     --------
     >>> start, coef = monomial_tables(2, 2)
     >>> start.tolist(), coef.tolist()
-    ([[0, 1], [1, 2, 3], [3, 5, 6]], [1.0, 1.0, 1.0, 1.0, 2.0, 1.0])
+    ([[0, 0, 1], [1, 2, 3], [3, 5, 6]], [1.0, 1.0, 1.0, 1.0, 2.0, 1.0])
     """
     first, mult, coef = [d], [0], [1.0]
     start = np.zeros((degree + 1, d + 1), dtype=np.int64)
