@@ -20,6 +20,13 @@ def _evaluator_or_skip():
     return fs.ExactEvaluator
 
 
+def _tensor_or_skip(inputs, d, m):
+    try:
+        return _evaluator_or_skip()(inputs, d, m, kernel="tensor")
+    except ValueError:
+        raise NotImplementedError("this checkout has no moment-tensor kernel") from None
+
+
 class SmallExact:
     """``exact_gain_grad`` at n = 100, d = 5, m = 3: public call and prepared evaluator."""
 
@@ -121,6 +128,16 @@ class ExactLarge:
 
     time_fused_loss_grad_6000.setup = setup_fused
 
+    def setup_tensor(self):
+        self.setup()
+        self.ev = _tensor_or_skip(self.inputs, 10, 3)
+        self.ev.loss_grad(self.W)
+
+    def time_tensor_loss_grad_6000(self):
+        self.ev.loss_grad(self.W)
+
+    time_tensor_loss_grad_6000.setup = setup_tensor
+
     def _percent_of_matmul(self, f):
         import time
 
@@ -145,3 +162,30 @@ class ExactLarge:
         return self._percent_of_matmul(lambda: fs.exact_loss_grad(self.model, self.inputs))
 
     track_public_percent_of_matmul.unit = "%"
+
+
+class ExactTensor:
+    """The exact loss and gradient at small ``d`` and large ``n`` (``m = 3``): the moment-tensor
+    kernel, whose work grows linearly in ``n``, beside the fused kernel (n**2)."""
+
+    timeout = 600
+    number = 1
+    repeat = (1, 3, 60.0)
+    params = ([6000, 50000], ["tensor", "fused"])
+    param_names = ["n", "kernel"]
+
+    def setup(self, n, kernel):
+        d = 4
+        if kernel == "fused" and n > 6000:
+            raise NotImplementedError("minutes per call")  # asv: skipped
+        rng = np.random.default_rng(0)
+        self.W = rng.normal(size=(d, n)) / np.sqrt(n)
+        inputs = fs.SparseInputs(n, p=0.01)
+        if kernel == "tensor":
+            self.ev = _tensor_or_skip(inputs, d, 3)
+        else:
+            self.ev = _evaluator_or_skip()(inputs, d, 3, kernel=kernel)
+        self.ev.loss_grad(self.W)
+
+    def time_loss_grad(self, n, kernel):
+        self.ev.loss_grad(self.W)
