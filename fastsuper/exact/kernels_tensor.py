@@ -172,46 +172,70 @@ def _values(x, start, M, Dv, mask, out):
             out[R] += x[k] * s
 
 
+@kernel_njit(inline="always")
+def _slab(jc, dt, du, c, u, jp, mp, xk, m_, mode, assign):
+    """One slab of :func:`_reverse`: the children's adjoints ``t`` (``mode`` 0: their own
+    terms only, the top degree; 1: children and own terms; 2: children only) into their
+    parents' (``jp``, set with ``assign``, else added) and ``sum t * mp`` returned."""
+    s = 0.0
+    if mode == 0 and assign:
+        for i in range(m_):
+            t = dt[i] * c + du[i] * u
+            jp[i] = t * xk
+            s += t * mp[i]
+    elif mode == 0:
+        for i in range(m_):
+            t = dt[i] * c + du[i] * u
+            jp[i] += t * xk
+            s += t * mp[i]
+    elif mode == 1 and assign:
+        for i in range(m_):
+            t = jc[i] + (dt[i] * c + du[i] * u)
+            jp[i] = t * xk
+            s += t * mp[i]
+    elif mode == 1:
+        for i in range(m_):
+            t = jc[i] + (dt[i] * c + du[i] * u)
+            jp[i] += t * xk
+            s += t * mp[i]
+    elif assign:
+        for i in range(m_):
+            t = jc[i]
+            jp[i] = t * xk
+            s += t * mp[i]
+    else:
+        for i in range(m_):
+            t = jc[i]
+            jp[i] += t * xk
+            s += t * mp[i]
+    return s
+
+
 @kernel_njit
 def _reverse(x, start, M, Dt, Du, cr, kr, J, g):
     """``g = grad Q(x)`` for ``Q(v) = sum_a (Dt[a] cr[r] + Du[a] kr[r]) v**a`` (``r`` the
     degree of ``a``), by reverse accumulation over the recurrence of the monomials ``M``
-    (degrees below the top); ``J`` holds the adjoints."""
+    (degrees below the top); ``J`` holds the adjoints.  The first slab of each degree
+    (smallest coordinate 0) has every monomial of the degree below as a parent: it sets
+    their adjoints."""
     wide_vectors()
     d, R = x.shape[0], start.shape[0] - 1
     M, Dt, Du, J = borrow(M), borrow(Dt), borrow(Du), borrow(J)
-    for i in range(start[R - 1, d]):
-        J[i] = 0.0
     for k in range(d):
         g[k] = 0.0
-    for r in range(R, 0, -1):
+    for r in range(R, 1, -1):
         c, u = cr[r], kr[r]
+        mode = 0 if r == R else (1 if c != 0.0 or u != 0.0 else 2)
         pe = start[r - 1, d]
         for k in range(d):
             ps, cs = start[r - 1, k], start[r, k]
             m_ = pe - ps
-            xk = x[k]
             jc, dt, du = J[cs : cs + m_], Dt[cs : cs + m_], Du[cs : cs + m_]
-            jp, mp = J[ps:pe], M[ps:pe]
-            s = 0.0
-            if r == 1:  # the parent is the monomial 1
-                s = jc[0] + (dt[0] * c + du[0] * u)
-            elif r == R:  # no children
-                for i in range(m_):
-                    t = dt[i] * c + du[i] * u
-                    jp[i] += t * xk
-                    s += t * mp[i]
-            elif c != 0.0 or u != 0.0:
-                for i in range(m_):
-                    t = jc[i] + (dt[i] * c + du[i] * u)
-                    jp[i] += t * xk
-                    s += t * mp[i]
-            else:  # a degree without terms of its own
-                for i in range(m_):
-                    t = jc[i]
-                    jp[i] += t * xk
-                    s += t * mp[i]
-            g[k] += s
+            g[k] += _slab(jc, dt, du, c, u, J[ps:pe], M[ps:pe], x[k], m_, mode, k == 0)
+    c, u = cr[1], kr[1]
+    for k in range(d):  # degree 1: the parent is the monomial 1
+        a = start[1, k]
+        g[k] += J[a] + (Dt[a] * c + Du[a] * u)
 
 
 @kernel_njit
