@@ -122,54 +122,60 @@ def _generate(x, start, top, M):
 
 
 @kernel_njit
-def _accumulate(x, start, M, wts, mask, acc):
-    """``acc[a] += wts[r] x**a`` for the monomials ``a`` of the degrees ``r`` with ``mask[r]``
-    (the top degree formed here from the one below in ``M``)."""
+def _accumulate(x0, x1, start, M0, M1, w0, w1, mask, acc):
+    """``acc[a] += w0[r] x0**a + w1[r] x1**a`` for the monomials ``a`` of the degrees ``r``
+    with ``mask[r]``, two features at a time (the top degree formed here from the one below
+    in ``M0``, ``M1``)."""
     wide_vectors()
-    d, R = x.shape[0], start.shape[0] - 1
-    M, acc = borrow(M), borrow(acc)
+    d, R = x0.shape[0], start.shape[0] - 1
+    M0, M1, acc = borrow(M0), borrow(M1), borrow(acc)
     for r in range(1, R):
         if mask[r]:
-            c, lo, hi = wts[r], start[r, 0], start[r, d]
-            dst, src = acc[lo:hi], M[lo:hi]
+            c0, c1, lo, hi = w0[r], w1[r], start[r, 0], start[r, d]
+            dst, s0, s1 = acc[lo:hi], M0[lo:hi], M1[lo:hi]
             for i in range(hi - lo):
-                dst[i] += c * src[i]
+                dst[i] += c0 * s0[i] + c1 * s1[i]
     if mask[R]:
         pe = start[R - 1, d]
         for k in range(d):
             ps, cs = start[R - 1, k], start[R, k]
-            c = wts[R] * x[k]
-            dst, src = acc[cs : cs + pe - ps], M[ps:pe]
+            c0, c1 = w0[R] * x0[k], w1[R] * x1[k]
+            dst, s0, s1 = acc[cs : cs + pe - ps], M0[ps:pe], M1[ps:pe]
             for i in range(pe - ps):
-                dst[i] += c * src[i]
+                dst[i] += c0 * s0[i] + c1 * s1[i]
 
 
 @kernel_njit
-def _values(x, start, M, Dv, mask, out):
-    """``out[r] = sum_a Dv[a] x**a`` over the monomials of degree ``r`` (the degrees with
-    ``mask[r]``; the top degree formed from the one below)."""
+def _values(x0, x1, start, M0, M1, Dv, mask, out):
+    """``out[q, r] = sum_a Dv[a] xq**a`` over the monomials of degree ``r`` (the degrees with
+    ``mask[r]``; the top degree formed from the one below), for two features ``x0``,
+    ``x1``."""
     wide_vectors()
-    d, R = x.shape[0], start.shape[0] - 1
-    M, Dv = borrow(M), borrow(Dv)
+    d, R = x0.shape[0], start.shape[0] - 1
+    M0, M1, Dv = borrow(M0), borrow(M1), borrow(Dv)
+    for r in range(1, R + 1):
+        out[0, r] = 0.0
+        out[1, r] = 0.0
     for r in range(1, R):
-        out[r] = 0.0
         if mask[r]:
             lo, hi = start[r, 0], start[r, d]
-            c, v = Dv[lo:hi], M[lo:hi]
-            s = 0.0
+            c, v0, v1 = Dv[lo:hi], M0[lo:hi], M1[lo:hi]
+            s0 = s1 = 0.0
             for i in range(hi - lo):
-                s += c[i] * v[i]
-            out[r] = s
-    out[R] = 0.0
+                s0 += c[i] * v0[i]
+                s1 += c[i] * v1[i]
+            out[0, r], out[1, r] = s0, s1
     if mask[R]:
         pe = start[R - 1, d]
         for k in range(d):
             ps, cs = start[R - 1, k], start[R, k]
-            c, v = Dv[cs : cs + pe - ps], M[ps:pe]
-            s = 0.0
+            c, v0, v1 = Dv[cs : cs + pe - ps], M0[ps:pe], M1[ps:pe]
+            s0 = s1 = 0.0
             for i in range(pe - ps):
-                s += c[i] * v[i]
-            out[R] += x[k] * s
+                s0 += c[i] * v0[i]
+                s1 += c[i] * v1[i]
+            out[0, R] += x0[k] * s0
+            out[1, R] += x1[k] * s1
 
 
 @kernel_njit(inline="always")
@@ -275,6 +281,28 @@ def _column(W, j, x):
 
 
 @kernel_njit
+def _pair(W, j, two, start, xs, Ms):
+    """Features ``j`` and ``j + 1`` (a zero feature without ``two``) into ``xs`` and their
+    monomials below the top degree into ``Ms``."""
+    top = start.shape[0] - 2
+    _column(W, j, xs[0])
+    if two:
+        _column(W, j + 1, xs[1])
+    else:
+        xs[1][:] = 0.0
+    _generate(xs[0], start, top, Ms[0])
+    _generate(xs[1], start, top, Ms[1])
+
+
+@kernel_njit
+def _pair_weights(src, j, two, out):
+    """``out[0] = src[:, j]``, ``out[1] = src[:, j + 1]`` (zeros without ``two``)."""
+    for r in range(src.shape[0]):
+        out[0, r] = src[r, j]
+        out[1, r] = src[r, j + 1] if two else 0.0
+
+
+@kernel_njit
 def _grad_column(x, j, start, M, Dt, Du, kx, coef, g_diag, diag, orders, bufs, dW):
     """Column ``j`` of the gradient: the gradient of the moment polynomials at ``x = w_j``
     and the diagonal terms ``2 (g_diag[j] - sum_r coef[r, j] kappa_r(x_j) |w_j|**(2r - 2))
@@ -316,35 +344,37 @@ def tensor_loss_grad(W, b, has_b, binom, ex, kx, imp, orders, m, want_grad, term
         diag[j] = s
     nblocks = (n + cols - 1) // cols
     parts = np.zeros((groups, C))
-    for g in numba.prange(groups):  # the moments of the kappa_r(x_i)
-        M, x, wts = np.empty(C), np.empty(d), np.empty(R + 1)
+    for g in numba.prange(groups):  # the moments of the kappa_r(x_i), two features at a time
+        Ms, xs, wts = np.empty((2, C)), np.empty((2, d)), np.empty((2, R + 1))
         for q in range(g, nblocks, groups):
-            for j in range(q * cols, min(n, (q + 1) * cols)):
-                _column(W, j, x)
-                _generate(x, start, R - 1, M)
-                for r in range(R + 1):
-                    wts[r] = kx[r, j]
-                _accumulate(x, start, M, wts, mask, parts[g])
+            hi = min(n, (q + 1) * cols)
+            for j in range(q * cols, hi, 2):
+                _pair(W, j, j + 1 < hi, start, xs, Ms)
+                _pair_weights(kx, j, j + 1 < hi, wts)
+                _accumulate(xs[0], xs[1], start, Ms[0], Ms[1], wts[0], wts[1], mask, parts[g])
     Dv = _scaled(_sum_groups(parts), mcoef, start, False)
     parts[:, :] = 0.0
     S = np.zeros((R + 1, n))
     coef = np.zeros((R + 1, n))
     g_diag = np.zeros(n)
     for g in numba.prange(groups):
-        M, x, vals, wts = np.empty(C), np.empty(d), np.empty(R + 1), np.empty(R + 1)
-        work = np.empty((4, R + 1))
+        Ms, xs, wts = np.empty((2, C)), np.empty((2, d)), np.empty((2, R + 1))
+        vals, work = np.empty((2, R + 1)), np.empty((4, R + 1))
         for q in range(g, nblocks, groups):
-            for j in range(q * cols, min(n, (q + 1) * cols)):
-                _column(W, j, x)
-                _generate(x, start, R - 1, M)
-                _values(x, start, M, Dv, mask, vals)
-                for r in orders:
-                    S[r, j] = vals[r] - kx[r, j] * _diag_power(diag[j], r)
-                row_terms(j, S, b, has_b, diag[j], binom, ex, imp, work, terms, coef, db, g_diag)
+            hi = min(n, (q + 1) * cols)
+            for j in range(q * cols, hi, 2):
+                two = j + 1 < hi
+                _pair(W, j, two, start, xs, Ms)
+                _values(xs[0], xs[1], start, Ms[0], Ms[1], Dv, mask, vals)
+                for jj in range(j, j + 2 if two else j + 1):
+                    for r in orders:
+                        S[r, jj] = vals[jj - j, r] - kx[r, jj] * _diag_power(diag[jj], r)
+                    row_terms(jj, S, b, has_b, diag[jj], binom, ex, imp, work, terms, coef, db,
+                              g_diag)  # fmt: skip
                 if want_grad:
-                    for r in range(R + 1):
-                        wts[r] = coef[r, j]
-                    _accumulate(x, start, M, wts, mask, parts[g])
+                    _pair_weights(coef, j, two, wts)
+                    _accumulate(xs[0], xs[1], start, Ms[0], Ms[1], wts[0], wts[1], mask,
+                                parts[g])  # fmt: skip
     if not want_grad:
         return
     Dt = _scaled(Dv, np.ones(C), start, True)
