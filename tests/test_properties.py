@@ -443,11 +443,13 @@ def test_cli_estimate_options(data, capsys):
     d=mostly(st.integers(1, 3), st.one_of(EDGE_INTS, ODD)),
     m=mostly(st.integers(1, 3), st.one_of(EDGE_INTS, ODD)),
     bias=mostly(st.booleans()),
-    kernel=mostly(st.sampled_from(["auto", "rows", "fused"]), st.one_of(st.text(max_size=3), ODD)),
+    kernel=mostly(
+        st.sampled_from(["auto", "rows", "fused", "tensor"]), st.one_of(st.text(max_size=3), ODD)
+    ),
 )
 def test_exact_evaluator(data, d, m, bias, kernel):
     """Odd arguments are refused when the evaluator is made; odd weights when it is called;
-    otherwise the values of exact_loss_grad (to round-off for the fused kernel)."""
+    otherwise the values of exact_loss_grad (to round-off for the fused and tensor kernels)."""
     inputs = fs.SparseInputs(4, p=0.3, values="rademacher")
     ev = outcome(fs.ExactEvaluator, inputs, d, m, bias=bias, kernel=kernel)
     if ev is None:
