@@ -96,9 +96,9 @@ class EmptyWork:
 
 
 class ExactLarge:
-    """``exact_loss_grad`` at n = 6000, d = 10, m = 3 (the fused kernel where the checkout runs
-    it from ``config.EXACT_FUSED_FROM`` on, else the row kernels) and the fused
-    evaluator; ``track_percent_of_matmul`` (the evaluator) and ``track_public_percent_of_matmul``
+    """``exact_loss_grad`` at n = 6000, d = 10, m = 3 (the kernel the checkout picks from
+    ``config.EXACT_FUSED_FROM`` on, else the row kernels), the fused and the moment-tensor
+    evaluators; ``track_percent_of_matmul`` (the evaluator) and ``track_public_percent_of_matmul``
     (the public call) are rates as a percentage of the matmul rate measured beside them
     (n**2 (4d + 4m) flops)."""
 

@@ -21,8 +21,8 @@ fit_exact    ``fit_exact(100, 5, m=3, p=1e-2)`` (its gain must agree to 1e-10)
 prange       an empty ``prange`` region
 mc_empty     ``estimate_loss`` of 2 000 samples at n = 20 (and, in ``x1``, on one thread)
 mc_small     ``estimate_loss`` of 20 000 samples at n = 50
-exact_6000   ``exact_loss_grad`` at n = 6000, d = 10, m = 3 (the fused kernel where the
-             checkout runs it from ``config.EXACT_FUSED_FROM`` on), with the
+exact_6000   ``exact_loss_grad`` at n = 6000, d = 10, m = 3 (the kernel the checkout
+             picks from ``config.EXACT_FUSED_FROM`` on: fused or moment-tensor), with the
              percentage of the matmul rate F measured in the same process
              (n**2 (4d + 4m) flops); where the checkout has it,
              ``ExactEvaluator(kernel="fused")`` in ``fused``
