@@ -100,8 +100,10 @@ def tensor_cost(n: int, d: int, m: int) -> float:
     """The cost of one evaluation by :func:`tensor_loss_grad` in the units of
     :func:`fastsuper.exact.kernels_prepared.exact_flops`:
     :data:`~fastsuper.core.config.EXACT_TENSOR_COST` per feature and monomial of degree at
-    most ``2m``."""
-    return float(n) * monomial_count(d, m) * config.EXACT_TENSOR_COST
+    most ``2m``, and :data:`~fastsuper.core.config.EXACT_TENSOR_FEATURE_COST` per
+    feature."""
+    per_feature = monomial_count(d, m) * config.EXACT_TENSOR_COST
+    return float(n) * (per_feature + config.EXACT_TENSOR_FEATURE_COST)
 
 
 @kernel_njit

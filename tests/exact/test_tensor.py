@@ -146,23 +146,24 @@ def test_auto_kernel_by_cost(monkeypatch):
     monkeypatch.setattr(config, "EXACT_FUSED_FROM", 512)
     assert default_kernel(511, 2, 3) == "rows"
     assert default_kernel(6000, 10, 3) == "tensor"  # 8008 monomials against 6000 (4d + 4m)
+    assert default_kernel(2000, 10, 3) == "fused"
     assert default_kernel(6000, 20, 3) == "fused"  # 230 230 monomials
-    assert ExactEvaluator(SparseInputs(600, p=0.01), 3, 3).kernel == "tensor"
+    assert ExactEvaluator(SparseInputs(2000, p=0.01), 3, 3).kernel == "tensor"
     monkeypatch.setattr(config, "EXACT_FUSED_FROM", None)
     assert default_kernel(10**6, 2, 3) == "rows"
 
 
 @pytest.mark.parametrize("bias", [False, True])
 def test_public_functions_use_the_tensor_kernel_where_cheaper(monkeypatch, bias):
-    W, b, inputs = _case("uniform", 2, bias, n=300, d=2)
+    W, b, inputs = _case("uniform", 2, bias, n=1200, d=2)
     model = Model(W, b, exponent=2)
     with monkeypatch.context() as mp:  # the general path: the row kernels
         mp.setattr(config, "EXACT_CACHE_BYTES", 0)
         mp.setattr(config, "EXACT_FUSED_FROM", None)
         ref = fs.exact_loss_grad(model, inputs)
         ref_gain = fs.exact_gain(model, inputs)
-    monkeypatch.setattr(config, "EXACT_FUSED_FROM", 300)
-    assert default_kernel(300, 2, 2) == "tensor"
+    monkeypatch.setattr(config, "EXACT_FUSED_FROM", 1200)
+    assert default_kernel(1200, 2, 2) == "tensor"
     _assert_close(fs.exact_loss_grad(model, inputs), ref, bias)
     assert fs.exact_gain(model, inputs) == pytest.approx(ref_gain, rel=1e-12)
 
