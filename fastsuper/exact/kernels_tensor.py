@@ -321,6 +321,72 @@ def _grad_column(x, j, start, M, Dt, Du, kx, coef, g_diag, diag, orders, bufs, d
         dW[k, j] = gr[k] + e * x[k]
 
 
+@kernel_njit
+def _block_moments(W, lo, hi, start, weights, mask, bufs, acc):
+    """``acc[a] += sum_j weights[r, j] w_j**a`` over the features ``lo:hi`` (two at a time)."""
+    W, start, weights, mask, acc = (
+        borrow(W),
+        borrow(start),
+        borrow(weights),
+        borrow(mask),
+        borrow(acc),
+    )
+    Ms, xs, wts = borrow(bufs[0]), borrow(bufs[1]), borrow(bufs[2])  # no counting per feature
+    for j in range(lo, hi, 2):
+        _pair(W, j, j + 1 < hi, start, xs, Ms)
+        _pair_weights(weights, j, j + 1 < hi, wts)
+        _accumulate(xs[0], xs[1], start, Ms[0], Ms[1], wts[0], wts[1], mask, acc)
+
+
+@kernel_njit
+def _block_forward(W, lo, hi, start, Dv, mask, orders, kx, diag, rows, S, bufs, out):
+    """The power sums ``S[:, lo:hi]`` from the moments ``Dv``, the per-feature chain rule
+    (``rows``: the arguments of :func:`fastsuper.exact.kernels_fused.row_terms` after ``S``;
+    ``out``: its outputs ``terms``, ``coef``, ``db``, ``g_diag``) and, where ``out`` has
+    room for a gradient (``want_grad``), the moments of ``coef`` into ``out[4]``."""
+    b, has_b, binom, ex, imp, want_grad = rows
+    b, binom, ex, imp = borrow(b), borrow(binom), borrow(ex), borrow(imp)
+    terms, coef, db, g_diag, acc = out
+    terms, coef, db, g_diag, acc = (
+        borrow(terms),
+        borrow(coef),
+        borrow(db),
+        borrow(g_diag),
+        borrow(acc),
+    )
+    W, start, Dv, mask = borrow(W), borrow(start), borrow(Dv), borrow(mask)
+    kx, diag, S, orders = borrow(kx), borrow(diag), borrow(S), borrow(orders)
+    Ms, xs, wts, vals, work = bufs
+    Ms, xs, wts, vals, work = borrow(Ms), borrow(xs), borrow(wts), borrow(vals), borrow(work)
+    for j in range(lo, hi, 2):
+        two = j + 1 < hi
+        _pair(W, j, two, start, xs, Ms)
+        _values(xs[0], xs[1], start, Ms[0], Ms[1], Dv, mask, vals)
+        for jj in range(j, j + 2 if two else j + 1):
+            for r in orders:
+                S[r, jj] = vals[jj - j, r] - kx[r, jj] * _diag_power(diag[jj], r)
+            row_terms(jj, S, b, has_b, diag[jj], binom, ex, imp, work, terms, coef, db, g_diag)
+        if want_grad:
+            _pair_weights(coef, j, two, wts)
+            _accumulate(xs[0], xs[1], start, Ms[0], Ms[1], wts[0], wts[1], mask, acc)
+
+
+@kernel_njit
+def _block_grad(W, lo, hi, start, Dt, Du, kx, coef, g_diag, diag, orders, bufs, dW):
+    """The gradient's columns ``lo:hi`` (:func:`_grad_column`)."""
+    W, start, Dt, Du, kx = borrow(W), borrow(start), borrow(Dt), borrow(Du), borrow(kx)
+    coef, g_diag, diag, dW = borrow(coef), borrow(g_diag), borrow(diag), borrow(dW)
+    orders = borrow(orders)
+    M, x, J, gr, cr, kr = bufs
+    M, x = borrow(M), borrow(x)
+    inner = (borrow(J), borrow(gr), borrow(cr), borrow(kr))
+    top = start.shape[0] - 2
+    for j in range(lo, hi):
+        _column(W, j, x)
+        _generate(x, start, top, M)
+        _grad_column(x, j, start, M, Dt, Du, kx, coef, g_diag, diag, orders, inner, dW)
+
+
 @parallel_njit
 def tensor_loss_grad(W, b, has_b, binom, ex, kx, imp, orders, m, want_grad, terms, dW, db,
                      tables, cols, groups):  # fmt: skip
@@ -346,46 +412,30 @@ def tensor_loss_grad(W, b, has_b, binom, ex, kx, imp, orders, m, want_grad, term
         diag[j] = s
     nblocks = (n + cols - 1) // cols
     parts = np.zeros((groups, C))
-    for g in numba.prange(groups):  # the moments of the kappa_r(x_i), two features at a time
-        Ms, xs, wts = np.empty((2, C)), np.empty((2, d)), np.empty((2, R + 1))
+    for g in numba.prange(groups):  # the moments of the kappa_r(x_i)
+        bufs = (np.empty((2, C)), np.empty((2, d)), np.empty((2, R + 1)))
         for q in range(g, nblocks, groups):
-            hi = min(n, (q + 1) * cols)
-            for j in range(q * cols, hi, 2):
-                _pair(W, j, j + 1 < hi, start, xs, Ms)
-                _pair_weights(kx, j, j + 1 < hi, wts)
-                _accumulate(xs[0], xs[1], start, Ms[0], Ms[1], wts[0], wts[1], mask, parts[g])
+            _block_moments(W, q * cols, min(n, (q + 1) * cols), start, kx, mask, bufs, parts[g])
     Dv = _scaled(_sum_groups(parts), mcoef, start, False)
     parts[:, :] = 0.0
     S = np.zeros((R + 1, n))
     coef = np.zeros((R + 1, n))
     g_diag = np.zeros(n)
+    rows = (b, has_b, binom, ex, imp, want_grad)
     for g in numba.prange(groups):
-        Ms, xs, wts = np.empty((2, C)), np.empty((2, d)), np.empty((2, R + 1))
-        vals, work = np.empty((2, R + 1)), np.empty((4, R + 1))
+        bufs = (np.empty((2, C)), np.empty((2, d)), np.empty((2, R + 1)), np.empty((2, R + 1)),
+                np.empty((4, R + 1)))  # fmt: skip
+        out = (terms, coef, db, g_diag, parts[g])
         for q in range(g, nblocks, groups):
-            hi = min(n, (q + 1) * cols)
-            for j in range(q * cols, hi, 2):
-                two = j + 1 < hi
-                _pair(W, j, two, start, xs, Ms)
-                _values(xs[0], xs[1], start, Ms[0], Ms[1], Dv, mask, vals)
-                for jj in range(j, j + 2 if two else j + 1):
-                    for r in orders:
-                        S[r, jj] = vals[jj - j, r] - kx[r, jj] * _diag_power(diag[jj], r)
-                    row_terms(jj, S, b, has_b, diag[jj], binom, ex, imp, work, terms, coef, db,
-                              g_diag)  # fmt: skip
-                if want_grad:
-                    _pair_weights(coef, j, two, wts)
-                    _accumulate(xs[0], xs[1], start, Ms[0], Ms[1], wts[0], wts[1], mask,
-                                parts[g])  # fmt: skip
+            lo, hi = q * cols, min(n, (q + 1) * cols)
+            _block_forward(W, lo, hi, start, Dv, mask, orders, kx, diag, rows, S, bufs, out)
     if not want_grad:
         return
     Dt = _scaled(Dv, np.ones(C), start, True)
     Du = _scaled(_sum_groups(parts), mcoef, start, True)
     for g in numba.prange(groups):
-        M, x = np.empty(C), np.empty(d)
-        bufs = (np.empty(C), np.empty(d), np.empty(R + 1), np.empty(R + 1))
+        bufs = (np.empty(C), np.empty(d), np.empty(C), np.empty(d), np.empty(R + 1),
+                np.empty(R + 1))  # fmt: skip
         for q in range(g, nblocks, groups):
-            for j in range(q * cols, min(n, (q + 1) * cols)):
-                _column(W, j, x)
-                _generate(x, start, R - 1, M)
-                _grad_column(x, j, start, M, Dt, Du, kx, coef, g_diag, diag, orders, bufs, dW)
+            lo, hi = q * cols, min(n, (q + 1) * cols)
+            _block_grad(W, lo, hi, start, Dt, Du, kx, coef, g_diag, diag, orders, bufs, dW)
