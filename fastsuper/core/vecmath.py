@@ -45,8 +45,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from llvmlite import binding as llvm_binding
 from llvmlite import ir
-from numba.core import types
+from numba.core import cgutils, types
 from numba.extending import intrinsic, overload
 
 from fastsuper.core import config
@@ -518,6 +519,348 @@ def _loop_gelu(z, c, lo, hi, out):
     return first, last
 
 
+# --------------------------------------------------------------------------
+# explicit 512-bit vector loops (AVX-512)
+
+#: whether the CPU has the AVX-512 instructions the loops use (``vpermi2pd`` on zmm)
+AVAILABLE = bool(llvm_binding.get_host_cpu_features().get("avx512f", False))
+
+LANES = 8
+_F64 = ir.DoubleType()
+_I64 = ir.IntType(64)
+_I32 = ir.IntType(32)
+_VF = ir.VectorType(_F64, LANES)
+_VI = ir.VectorType(_I64, LANES)
+
+_LOG2E_16 = 16.0 / math.log(2.0)
+_LN2_16_HI = 6.93147180369123816490e-01 / 16.0  # exact multiples for |16 k + j| < 2**21
+_LN2_16_LO = 1.90821492927058770002e-10 / 16.0
+#: ``2**(j/16)`` rounded to float64, ``j = 0 .. 15``
+_EXP2_TABLE = (
+    1.0, 1.0442737824274138, 1.0905077326652577, 1.1387886347566916, 1.189207115002721,
+    1.241857812073484, 1.2968395546510096, 1.3542555469368927, 1.4142135623730951,
+    1.4768261459394993, 1.5422108254079407, 1.6104903319492543, 1.681792830507429,
+    1.7562521603732995, 1.8340080864093424, 1.9152065613971474,
+)  # fmt: skip
+#: ``(2**(j/16) - _EXP2_TABLE[j]) / _EXP2_TABLE[j]``: the table's relative rounding errors
+_EXP2_TAIL = (
+    0.0, 8.191678547196729e-17, -2.7937519500555934e-17, 7.825984195684368e-17,
+    3.345945313329795e-17, 3.754108800832508e-17, 1.9563199429854045e-17,
+    5.684182311129049e-17, -6.838488638407848e-17, -2.3639417578041338e-17,
+    5.153122902127586e-17, 1.5349244290557102e-17, 4.8737087442080204e-17,
+    1.685334257613834e-17, 1.79123124209489e-17, -5.5477991275295394e-17,
+)  # fmt: skip
+#: ``(expm1(r) - r) / r**2 ~ sum_k c[k] r**k`` for ``|r| <= ln(2) / 32``: the Taylor
+#: coefficients ``1 / (k + 2)!`` to ``k = 2``, ``c[3] .. c[5]`` fitted to the rest of the
+#: series (least squares on Chebyshev nodes; error below 0.001 ulp of ``exp``)
+_EXPM1_POLY = (
+    0.5, 1.0 / 6.0, 1.0 / 24.0, 0.008333333332929184, 0.001388899694643114,
+    0.00019841470158079872,
+)  # fmt: skip
+#: the Taylor coefficients to ``k = 2`` (``r**5 / 5!``: within 4e-11 of ``exp``, float32)
+_EXPM1_SHORT = (0.5, 1.0 / 6.0, 1.0 / 24.0)
+
+
+class _Vec:
+    """Emits ``<8 x double>`` arithmetic with an IR builder (no fastmath flags)."""
+
+    def __init__(self, builder):
+        self.b = builder
+
+    def const(self, x):
+        return ir.Constant(_VF, [ir.Constant(_F64, float(x))] * LANES)
+
+    def iconst(self, x):
+        return ir.Constant(_VI, [ir.Constant(_I64, int(x))] * LANES)
+
+    def vec(self, x):
+        return self.const(x) if isinstance(x, (int, float)) else x
+
+    def call(self, name, ret, *args):
+        fn = cgutils.get_or_insert_function(
+            self.b.module, ir.FunctionType(ret, [a.type for a in args]), name
+        )
+        return self.b.call(fn, list(args))
+
+    def fma(self, a, b, c):
+        """``a b + c`` rounded once."""
+        a, b, c = self.vec(a), self.vec(b), self.vec(c)
+        return self.call("llvm.fma.v8f64", _VF, a, b, c)
+
+    def add(self, a, b):
+        return self.b.fadd(self.vec(a), self.vec(b))
+
+    def sub(self, a, b):
+        return self.b.fsub(self.vec(a), self.vec(b))
+
+    def mul(self, a, b):
+        return self.b.fmul(self.vec(a), self.vec(b))
+
+    def div(self, a, b):
+        return self.b.fdiv(self.vec(a), self.vec(b))
+
+    def neg(self, a):
+        return self.b.fneg(a)
+
+    def abs(self, a):
+        return self.call("llvm.fabs.v8f64", _VF, a)
+
+    def cmp(self, op, a, b):
+        """``a op b`` lanewise (ordered: false where either is NaN)."""
+        return self.b.fcmp_ordered(op, self.vec(a), self.vec(b))
+
+    def sel(self, m, a, b):
+        return self.b.select(m, self.vec(a), self.vec(b))
+
+    def min(self, a, b):
+        """``a if a < b else b`` (a select: ``a`` where it is NaN... never here)."""
+        return self.sel(self.cmp(">", a, b), b, a)
+
+    def bits(self, a):
+        return self.b.bitcast(a, _VI)
+
+    def flt(self, i):
+        return self.b.bitcast(i, _VF)
+
+    def table(self, index_bits, values):
+        """``values[index_bits & 15]`` per lane (16 constants: two registers, one permute)."""
+        lo = ir.Constant(_VF, [ir.Constant(_F64, v) for v in values[:8]])
+        hi = ir.Constant(_VF, [ir.Constant(_F64, v) for v in values[8:]])
+        return self.call("llvm.x86.avx512.vpermi2var.pd.512", _VF, lo, index_bits, hi)
+
+    def two_prod(self, a, b):
+        """``(p, e)``: ``p = fl(a b)``, ``p + e = a b`` exactly."""
+        p = self.mul(a, b)
+        return p, self.fma(a, b, self.neg(p))
+
+    def poly(self, x, x2, c):
+        """``sum_k c[k] x**k`` by Estrin's scheme (``x2 = x**2``; up to 8 coefficients)."""
+        pairs = [
+            self.fma(c[i + 1], x, c[i]) if i + 1 < len(c) else self.const(c[i])
+            for i in range(0, len(c), 2)
+        ]
+        p = x2
+        while len(pairs) > 1:
+            pairs = [
+                self.fma(pairs[i + 1], p, pairs[i]) if i + 1 < len(pairs) else pairs[i]
+                for i in range(0, len(pairs), 2)
+            ]
+            p = self.mul(p, p) if len(pairs) > 1 else p
+        return pairs[0]
+
+
+def _v_exp_parts(v, x, short):
+    """``(s, p)`` with ``exp(x) = s (1 + p)`` for ``-708 <= x <= 709`` (``s`` a table value
+    times ``2**k``; ``p`` also carries the table value's rounding error unless ``short``)."""
+    y = v.fma(x, _LOG2E_16, _ROUND)  # _ROUND + 16 k + j: 16 k + j in the low bits
+    n = v.sub(y, _ROUND)
+    r = v.fma(v.neg(n), _LN2_16_HI, x)  # exact
+    r = v.fma(v.neg(n), _LN2_16_LO, r)
+    r2 = v.mul(r, r)
+    q = v.poly(r, r2, _EXPM1_SHORT if short else _EXPM1_POLY)
+    p = v.fma(r2, q, r)
+    yb = v.bits(y)
+    t = v.table(yb, _EXP2_TABLE)
+    if not short:
+        p = v.add(p, v.table(yb, _EXP2_TAIL))
+    # 2**k: k = (16 k + j) >> 4 from the low bits of y, added to the table value's exponent
+    k52 = v.b.shl(v.b.lshr(yb, v.iconst(4)), v.iconst(52))
+    return v.flt(v.b.add(v.bits(t), k52)), p
+
+
+def _v_exp(v, x, short):
+    """``exp(x)`` for ``-708 <= x <= 709``."""
+    s, p = _v_exp_parts(v, x, short)
+    return v.fma(s, p, s)
+
+
+def _v_sigmoid_pair(v, e, pos):
+    """``(sigma(u), sigma(-u))`` from ``e = exp(-|u|)`` and ``pos = u >= 0``."""
+    big = v.div(1.0, v.add(1.0, e))
+    small = v.mul(e, big)
+    return v.sel(pos, big, small), v.sel(pos, small, big)
+
+
+def _v_sigmoid(v, t, short):
+    return _v_sigmoid_pair(v, _v_exp(v, v.neg(v.abs(t)), short), v.cmp(">=", t, 0.0))[0]
+
+
+def _v_silu(v, t, short):
+    return v.mul(t, _v_sigmoid(v, t, short))
+
+
+def _v_tanh(v, t, short):
+    """``-expm1(-2|t|) / (2 + expm1(-2|t|))`` with the sign of ``t``."""
+    a = v.min(v.abs(t), 20.0)
+    s, p = _v_exp_parts(v, v.mul(-2.0, a), short)
+    m = v.fma(s, p, v.sub(s, 1.0))  # s - 1 exact (s in [1/2, 1] or m = -1 to rounding)
+    r = v.div(v.neg(m), v.add(2.0, m))
+    return v.sel(v.cmp("<", t, 0.0), v.neg(r), r)
+
+
+def _v_log1p_unit(v, e, short):
+    """``log(1 + e)`` for ``0 <= e <= 1`` (:func:`fastsuper.core.vecmath.log1p_unit`)."""
+    big = v.cmp(">", e, 0.5)
+    w = v.sel(big, v.mul(v.sub(e, 1.0), 0.5), e)  # 1 + e = 2 (1 + w)
+    s = v.div(w, v.add(2.0, w))
+    y = v.mul(s, s)
+    y2 = v.mul(y, y)
+    c = tuple(float(x) for x in (_ATANH_SERIES[1:6] if short else _ATANH_POLY))
+    q = v.poly(y, y2, c)
+    s = v.mul(2.0, s)
+    r = v.fma(v.mul(s, y), q, s)
+    return v.sel(big, v.add(_LN2, v.add(_LN2_TAIL, r)), r)
+
+
+def _v_softplus(v, t, c, short):
+    """``log(1 + exp(c t)) / c`` (``c`` a vector; :func:`fastsuper.core.vecmath.softplus_fast`)."""
+    if short:
+        uh, ul = v.mul(c, t), v.const(0.0)
+    else:
+        uh, ul = v.two_prod(c, t)
+    pos = v.cmp(">=", uh, 0.0)
+    e = _v_exp(v, v.neg(v.abs(uh)), short)
+    e = v.fma(e, v.sel(pos, v.neg(ul), ul), e)
+    q = v.div(_v_log1p_unit(v, e, short), c)
+    return v.sel(pos, v.add(t, q), q)
+
+
+def _v_softplus_unit(v, t, short):
+    """:func:`_v_softplus` for ``c = 1``."""
+    lg = _v_log1p_unit(v, _v_exp(v, v.neg(v.abs(t)), short), short)
+    return v.sel(v.cmp(">=", t, 0.0), v.add(t, lg), lg)
+
+
+def _v_gelu_tanh(v, t, short):
+    """``t sigma(2 u)``, ``u = k (t + c t**3)`` (in double-double unless ``short``)."""
+    big = v.cmp(">", t, 30.0)
+    tc = v.sel(big, 30.0, t)
+    if short:
+        uh = v.mul(_GELU_K, v.fma(v.mul(_GELU_C, tc), v.mul(tc, tc), tc))
+        ul = v.const(0.0)
+    else:
+        sh, sl = v.two_prod(tc, tc)
+        w = v.fma(_GELU_C, sh, 1.0)
+        wl = v.fma(_GELU_C, sl, v.fma(_GELU_C, sh, v.sub(1.0, w)))
+        ph, pl = v.two_prod(tc, w)
+        pl = v.fma(tc, wl, pl)
+        uh, ul = v.two_prod(ph, _GELU_K)
+        ul = v.fma(pl, _GELU_K, ul)
+    uh, ul = v.mul(2.0, uh), v.mul(2.0, ul)
+    pos = v.cmp(">=", uh, 0.0)
+    e = _v_exp(v, v.neg(v.min(v.abs(uh), 708.0)), short)
+    e = v.fma(e, v.sel(pos, v.neg(ul), ul), e)
+    s = _v_sigmoid_pair(v, e, pos)[0]
+    return v.sel(big, t, v.mul(tc, s))
+
+
+def _v_gelu(v, t, short):
+    """``t Phi(t)`` for ``|t| <= 1`` (:func:`fastsuper.core.vecmath.gelu_fast`)."""
+    xh, xl = v.two_prod(t, _SQRT1_2)
+    xl = v.fma(t, _SQRT1_2_LO, xl)
+    w = v.mul(xh, xh)
+    c = tuple(float(x) for x in (_ERF_POLY_SHORT if short else _ERF_POLY))
+    q = v.poly(w, v.mul(w, w), c)
+    erf = v.fma(xh, q, v.mul(v.mul(xl, _TWO_OVER_SQRT_PI), v.sub(1.0, w)))
+    return v.mul(t, v.fma(0.5, erf, 0.5))
+
+
+#: the emitter of each activation's vector form (``c`` passed to softplus only)
+_EMITTERS = {
+    SIGMOID: lambda v, t, c, short: _v_sigmoid(v, t, short),
+    SILU: lambda v, t, c, short: _v_silu(v, t, short),
+    TANH: lambda v, t, c, short: _v_tanh(v, t, short),
+    GELU_TANH: lambda v, t, c, short: _v_gelu_tanh(v, t, short),
+    GELU: lambda v, t, c, short: _v_gelu(v, t, short),
+    SOFTPLUS: lambda v, t, c, short: _v_softplus(v, t, c, short),
+    -SOFTPLUS: lambda v, t, c, short: _v_softplus_unit(v, t, short),  # c = 1
+}
+
+
+def _emit_loop(key, context, builder, signature, args):
+    """The IR of a vector loop (:func:`_make_vector_loop`); returns its ``(first, last)``."""
+    zty = signature.args[0]
+    za, oa = (context.make_array(zty)(context, builder, a) for a in args[:2])
+    short = zty.dtype == types.float32
+    isz = 4 if short else 8
+    vty = ir.VectorType(context.get_value_type(zty.dtype), LANES)
+    v = _Vec(builder)
+    c, lo, hi = (v.b.insert_element(ir.Constant(_VF, ir.Undefined), a, ir.Constant(_I32, 0))
+                 for a in args[2:5])  # fmt: skip
+    zeros = ir.Constant(ir.VectorType(_I32, LANES), [0] * LANES)
+    c, lo, hi = (builder.shuffle_vector(a, ir.Constant(_VF, ir.Undefined), zeros)
+                 for a in (c, lo, hi))  # fmt: skip
+    n = cgutils.unpack_tuple(builder, za.shape, 1)[0]
+    first = cgutils.alloca_once_value(builder, n)
+    last = cgutils.alloca_once_value(builder, ir.Constant(_I64, -1))
+    with cgutils.for_range(builder, builder.sdiv(n, ir.Constant(_I64, LANES))) as loop:
+        off = builder.mul(loop.index, ir.Constant(_I64, LANES))
+        zp = builder.bitcast(builder.gep(za.data, [off]), vty.as_pointer())
+        op = builder.bitcast(builder.gep(oa.data, [off]), vty.as_pointer())
+        x = builder.load(zp, align=isz)
+        x = builder.fpext(x, _VF) if short else x
+        ok = builder.and_(v.cmp(">=", x, lo), v.cmp("<=", x, hi))  # NaN fails
+        f = _EMITTERS[key](v, v.sel(ok, x, 0.0), c, short)
+        builder.store(builder.fptrunc(f, vty) if short else f, op, align=isz)
+        okbits = builder.bitcast(ok, ir.IntType(LANES))
+        with cgutils.if_unlikely(builder, builder.icmp_unsigned("!=", okbits, okbits.type(-1))):
+            old = builder.load(first)
+            builder.store(builder.select(builder.icmp_signed("<", off, old), off, old), first)
+            builder.store(builder.add(off, ir.Constant(_I64, LANES - 1)), last)
+    return context.make_tuple(
+        builder, signature.return_type, [builder.load(first), builder.load(last)]
+    )
+
+
+def _make_vector_loop(key):
+    """The intrinsic ``loop(z, out, c, lo, hi) -> (first, last)`` of activation ``key``.
+
+    ``out[j] = phi(z[j])`` for ``j < 8 (len(z) // 8)`` (``z`` and ``out``
+    float32 or float64 arrays of one dtype, contiguous; ``key`` an activation
+    code, ``-SOFTPLUS`` for softplus with ``c = 1``), where ``lo <= z[j] <= hi``;
+    ``(first, last)`` spans the vectors with an element outside (``(len(z), -1)``
+    if none), whose ``out`` the caller recomputes.
+    """
+
+    @intrinsic
+    def loop(typingctx, z, out, c, lo, hi):
+        sig = types.UniTuple(types.int64, 2)(z, out, types.float64, types.float64, types.float64)
+
+        def codegen(context, builder, signature, args):
+            fn = builder.function
+            set.add(fn.attributes, '"min-legal-vector-width"="512"')
+            return _emit_loop(key, context, builder, signature, args)
+
+        return sig, codegen
+
+    return loop
+
+
+(_vloop_sigmoid, _vloop_silu, _vloop_tanh, _vloop_gelu_tanh, _vloop_gelu, _vloop_softplus,
+ _vloop_softplus_unit) = (
+    _make_vector_loop(key) for key in (SIGMOID, SILU, TANH, GELU_TANH, GELU, SOFTPLUS, -SOFTPLUS)
+)  # fmt: skip
+
+
+@njit
+def _vector_phi(z, code, c, lo, hi, out):
+    """The vector loops of :func:`phi_fast` (the whole vectors of ``z``); ``(first, last)``."""
+    wide_vectors()
+    if code == SIGMOID:
+        return _vloop_sigmoid(z, out, c, lo, hi)
+    if code == SILU:
+        return _vloop_silu(z, out, c, lo, hi)
+    if code == TANH:
+        return _vloop_tanh(z, out, c, lo, hi)
+    if code == GELU_TANH:
+        return _vloop_gelu_tanh(z, out, c, lo, hi)
+    if code == GELU:
+        return _vloop_gelu(z, out, c, lo, hi)
+    if c == 1.0:
+        return _vloop_softplus_unit(z, out, c, lo, hi)
+    return _vloop_softplus(z, out, c, lo, hi)
+
+
 @njit
 def fast_domain(code, c):
     """``(lo, hi)``: the fast form of activation ``code`` is accurate for ``lo <= t <= hi``.
@@ -556,6 +899,25 @@ def phi_fast(z, code, c, out):
     exact function.
     """
     lo, hi = fast_domain(code, c)
+    n = z.shape[0]
+    m, first, last = 0, n, -1
+    if AVAILABLE:  # the whole vectors by the explicit vector loops
+        m = n - n % LANES
+        first, last = _vector_phi(z, code, c, lo, hi, out)
+    if m < n:
+        f, g = _scalar_phi(z[m:], code, c, lo, hi, out[m:])
+        if g >= f:
+            first, last = min(first, m + f), m + g
+    for j in range(first, last + 1):  # the few elements outside the domain, one at a time
+        t = np.float64(z[j])
+        if not ((t >= lo) & (t <= hi)):
+            out[j] = like(z[j], smooth_phi(t, code, c))
+
+
+@njit
+def _scalar_phi(z, code, c, lo, hi, out):
+    """The loops vectorised by LLVM (:func:`phi_fast`); ``(first, last)`` spans the
+    elements outside the domain (``(len(z), -1)`` if none)."""
     first, last = 0, z.shape[0] - 1
     if code == SIGMOID:
         bad = _loop_sigmoid(z, c, lo, hi, out)
@@ -570,8 +932,4 @@ def phi_fast(z, code, c, out):
         bad = last >= first
     else:
         bad = _loop_softplus(z, c, lo, hi, out)
-    if bad:  # the few elements outside the domain, one at a time
-        for j in range(first, last + 1):
-            t = np.float64(z[j])
-            if not ((t >= lo) & (t <= hi)):
-                out[j] = like(z[j], smooth_phi(t, code, c))
+    return (first, last) if bad else (z.shape[0], -1)
