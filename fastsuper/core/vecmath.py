@@ -628,6 +628,11 @@ class _Vec:
         hi = ir.Constant(_VF, [ir.Constant(_F64, v) for v in values[8:]])
         return self.call("llvm.x86.avx512.vpermi2var.pd.512", _VF, lo, index_bits, hi)
 
+    def scale(self, a, e):
+        """``a 2**floor(e)`` (``vscalefpd``; exact where the result is normal)."""
+        args = (a, e, a, ir.Constant(ir.IntType(8), -1), ir.Constant(_I32, 4))
+        return self.call("llvm.x86.avx512.mask.scalef.pd.512", _VF, *args)
+
     def two_prod(self, a, b):
         """``(p, e)``: ``p = fl(a b)``, ``p + e = a b`` exactly."""
         p = self.mul(a, b)
@@ -650,8 +655,8 @@ class _Vec:
 
 
 def _v_exp_parts(v, x, short):
-    """``(s, p)`` with ``exp(x) = s (1 + p)`` for ``-708 <= x <= 709`` (``s`` a table value
-    times ``2**k``; ``p`` also carries the table value's rounding error unless ``short``)."""
+    """``(t, p, e)`` with ``exp(x) = t (1 + p) 2**floor(e)`` for ``-708 <= x <= 709`` (``t``
+    a table value; ``p`` also carries its rounding error unless ``short``)."""
     y = v.fma(x, _LOG2E_16, _ROUND)  # _ROUND + 16 k + j: 16 k + j in the low bits
     n = v.sub(y, _ROUND)
     r = v.fma(v.neg(n), _LN2_16_HI, x)  # exact
@@ -663,26 +668,22 @@ def _v_exp_parts(v, x, short):
     t = v.table(yb, _EXP2_TABLE)
     if not short:
         p = v.add(p, v.table(yb, _EXP2_TAIL))
-    # 2**k: k = (16 k + j) >> 4 from the low bits of y, added to the table value's exponent
-    k52 = v.b.shl(v.b.lshr(yb, v.iconst(4)), v.iconst(52))
-    return v.flt(v.b.add(v.bits(t), k52)), p
+    return t, p, v.mul(n, 0.0625)  # floor((16 k + j) / 16) = k
 
 
 def _v_exp(v, x, short):
     """``exp(x)`` for ``-708 <= x <= 709``."""
-    s, p = _v_exp_parts(v, x, short)
-    return v.fma(s, p, s)
+    t, p, e = _v_exp_parts(v, x, short)
+    return v.scale(v.fma(t, p, t), e)
 
 
-def _v_sigmoid_pair(v, e, pos):
-    """``(sigma(u), sigma(-u))`` from ``e = exp(-|u|)`` and ``pos = u >= 0``."""
-    big = v.div(1.0, v.add(1.0, e))
-    small = v.mul(e, big)
-    return v.sel(pos, big, small), v.sel(pos, small, big)
+def _v_sigmoid_of(v, e, pos):
+    """``sigma(u)`` from ``e = exp(-|u|)`` and ``pos = u >= 0``: ``(1 or e) / (1 + e)``."""
+    return v.div(v.sel(pos, 1.0, e), v.add(1.0, e))
 
 
 def _v_sigmoid(v, t, short):
-    return _v_sigmoid_pair(v, _v_exp(v, v.neg(v.abs(t)), short), v.cmp(">=", t, 0.0))[0]
+    return _v_sigmoid_of(v, _v_exp(v, v.neg(v.abs(t)), short), v.cmp(">=", t, 0.0))
 
 
 def _v_silu(v, t, short):
@@ -692,7 +693,8 @@ def _v_silu(v, t, short):
 def _v_tanh(v, t, short):
     """``-expm1(-2|t|) / (2 + expm1(-2|t|))`` with the sign of ``t``."""
     a = v.min(v.abs(t), 20.0)
-    s, p = _v_exp_parts(v, v.mul(-2.0, a), short)
+    t2, p, e = _v_exp_parts(v, v.mul(-2.0, a), short)
+    s = v.scale(t2, e)
     m = v.fma(s, p, v.sub(s, 1.0))  # s - 1 exact (s in [1/2, 1] or m = -1 to rounding)
     r = v.div(v.neg(m), v.add(2.0, m))
     return v.sel(v.cmp("<", t, 0.0), v.neg(r), r)
@@ -750,7 +752,7 @@ def _v_gelu_tanh(v, t, short):
     pos = v.cmp(">=", uh, 0.0)
     e = _v_exp(v, v.neg(v.min(v.abs(uh), 708.0)), short)
     e = v.fma(e, v.sel(pos, v.neg(ul), ul), e)
-    s = _v_sigmoid_pair(v, e, pos)[0]
+    s = _v_sigmoid_of(v, e, pos)
     return v.sel(big, t, v.mul(tc, s))
 
 
@@ -799,8 +801,10 @@ def _emit_loop(key, context, builder, signature, args):
         op = builder.bitcast(builder.gep(oa.data, [off]), vty.as_pointer())
         x = builder.load(zp, align=isz)
         x = builder.fpext(x, _VF) if short else x
-        ok = builder.and_(v.cmp(">=", x, lo), v.cmp("<=", x, hi))  # NaN fails
-        f = _EMITTERS[key](v, v.sel(ok, x, 0.0), c, short)
+        # the domain is [lo, hi], lo = -hi but for the tanh GELU (hi infinite); NaN fails;
+        # the elements outside give any number (the caller recomputes them)
+        ok = v.cmp(">=", x, lo) if key == GELU_TANH else v.cmp("<=", v.abs(x), hi)
+        f = _EMITTERS[key](v, x, c, short)
         builder.store(builder.fptrunc(f, vty) if short else f, op, align=isz)
         okbits = builder.bitcast(ok, ir.IntType(LANES))
         with cgutils.if_unlikely(builder, builder.icmp_unsigned("!=", okbits, okbits.type(-1))):
