@@ -562,16 +562,21 @@ _EXPM1_SHORT = (0.5, 1.0 / 6.0, 1.0 / 24.0)
 
 
 class _Vec:
-    """Emits ``<8 x double>`` arithmetic with an IR builder (no fastmath flags)."""
+    """Emits vector arithmetic with an IR builder (no fastmath flags): ``<8 x double>``, or
+    ``<16 x float>`` with ``single``."""
 
-    def __init__(self, builder):
-        self.b = builder
+    def __init__(self, builder, single=False):
+        self.b, self.single = builder, single
+        self.lanes = 16 if single else LANES
+        self.el = ir.FloatType() if single else _F64
+        self.ity = ir.IntType(32 if single else 64)
+        self.vf = ir.VectorType(self.el, self.lanes)
+        self.vi = ir.VectorType(self.ity, self.lanes)
+        self.tag = f"v{self.lanes}f{32 if single else 64}"
+        self.suffix = "ps" if single else "pd"
 
     def const(self, x):
-        return ir.Constant(_VF, [ir.Constant(_F64, float(x))] * LANES)
-
-    def iconst(self, x):
-        return ir.Constant(_VI, [ir.Constant(_I64, int(x))] * LANES)
+        return ir.Constant(self.vf, [ir.Constant(self.el, float(x))] * self.lanes)
 
     def vec(self, x):
         return self.const(x) if isinstance(x, (int, float)) else x
@@ -585,7 +590,7 @@ class _Vec:
     def fma(self, a, b, c):
         """``a b + c`` rounded once."""
         a, b, c = self.vec(a), self.vec(b), self.vec(c)
-        return self.call("llvm.fma.v8f64", _VF, a, b, c)
+        return self.call(f"llvm.fma.{self.tag}", self.vf, a, b, c)
 
     def add(self, a, b):
         return self.b.fadd(self.vec(a), self.vec(b))
@@ -603,7 +608,7 @@ class _Vec:
         return self.b.fneg(a)
 
     def abs(self, a):
-        return self.call("llvm.fabs.v8f64", _VF, a)
+        return self.call(f"llvm.fabs.{self.tag}", self.vf, a)
 
     def cmp(self, op, a, b):
         """``a op b`` lanewise (ordered: false where either is NaN)."""
@@ -613,25 +618,31 @@ class _Vec:
         return self.b.select(m, self.vec(a), self.vec(b))
 
     def min(self, a, b):
-        """``a if a < b else b`` (a select: ``a`` where it is NaN... never here)."""
+        """``b if a > b else a``."""
         return self.sel(self.cmp(">", a, b), b, a)
 
     def bits(self, a):
-        return self.b.bitcast(a, _VI)
-
-    def flt(self, i):
-        return self.b.bitcast(i, _VF)
+        return self.b.bitcast(a, self.vi)
 
     def table(self, index_bits, values):
-        """``values[index_bits & 15]`` per lane (16 constants: two registers, one permute)."""
-        lo = ir.Constant(_VF, [ir.Constant(_F64, v) for v in values[:8]])
-        hi = ir.Constant(_VF, [ir.Constant(_F64, v) for v in values[8:]])
-        return self.call("llvm.x86.avx512.vpermi2var.pd.512", _VF, lo, index_bits, hi)
+        """``values[index_bits & 15]`` per lane (16 constants: one permute)."""
+        if self.single:
+            tab = ir.Constant(self.vf, [ir.Constant(self.el, v) for v in values])
+            return self.call("llvm.x86.avx512.permvar.sf.512", self.vf, tab, index_bits)
+        lo = ir.Constant(self.vf, [ir.Constant(self.el, v) for v in values[:8]])
+        hi = ir.Constant(self.vf, [ir.Constant(self.el, v) for v in values[8:]])
+        return self.call("llvm.x86.avx512.vpermi2var.pd.512", self.vf, lo, index_bits, hi)
 
     def scale(self, a, e):
         """``a 2**floor(e)`` (``vscalefpd``; exact where the result is normal)."""
-        args = (a, e, a, ir.Constant(ir.IntType(8), -1), ir.Constant(_I32, 4))
-        return self.call("llvm.x86.avx512.mask.scalef.pd.512", _VF, *args)
+        mask = ir.Constant(ir.IntType(self.lanes), -1)
+        args = (a, e, a, mask, ir.Constant(_I32, 4))
+        return self.call(f"llvm.x86.avx512.mask.scalef.{self.suffix}.512", self.vf, *args)
+
+    def rcp(self, a):
+        """``1 / a`` to 14 bits (``vrcp14ps``; for corrections only)."""
+        mask = ir.Constant(ir.IntType(self.lanes), -1)
+        return self.call(f"llvm.x86.avx512.rcp14.{self.suffix}.512", self.vf, a, a, mask)
 
     def two_prod(self, a, b):
         """``(p, e)``: ``p = fl(a b)``, ``p + e = a b`` exactly."""
@@ -767,6 +778,74 @@ def _v_gelu(v, t, short):
     return v.mul(t, v.fma(0.5, erf, 0.5))
 
 
+#: float32 lanes (:func:`_w_exp_parts`): ``ln(2) / 16`` in two parts (``16 k + j`` times
+#: the first exact for ``|16 k + j| < 2**11``), the table and its relative rounding errors
+_LN2_16_HI_F32 = 0.0433197021484375
+_LN2_16_LO_F32 = 1.9966364561696537e-06
+_EXP2_TABLE_F32 = (
+    1.0, 1.0442737340927124, 1.0905077457427979, 1.1387885808944702, 1.1892070770263672,
+    1.2418577671051025, 1.2968395948410034, 1.3542555570602417, 1.4142135381698608,
+    1.4768261909484863, 1.5422108173370361, 1.610490322113037, 1.6817928552627563,
+    1.7562521696090698, 1.8340080976486206, 1.9152065515518188,
+)  # fmt: skip
+_EXP2_TAIL_F32 = (
+    0.0, 4.6285471455576044e-08, -1.199215748926008e-08, 4.7297824323777604e-08,
+    3.1934181521364735e-08, 3.621057231839586e-08, -3.0990719324108795e-08,
+    -7.475213337215791e-09, 1.7114270889351246e-08, -3.047683350132502e-08,
+    5.233334210430485e-09, 6.10759176566944e-09, -1.4719605090363075e-08,
+    -5.258795177098818e-09, -6.128259677495862e-09, 5.140609271592211e-09,
+)  # fmt: skip
+_ROUND_F32 = 12582912.0  # 1.5 * 2**23
+#: the float32 forms' domain ``|t| <= 64``: the residuals of their quotients normal float32
+_HI_F32 = 64.0
+
+
+def _w_exp_pair(v, x):
+    """``(eh, el)``, ``exp(x) = eh + el`` to about ``2**-30`` relative, ``|el| <= ulp(eh) / 2``,
+    in float32 lanes for ``-87 <= x <= 0``: as :func:`_v_exp_parts` (the polynomial of degree
+    4, the table's rounding errors in ``p``), then ``eh = fl(s (1 + p))`` and its error."""
+    y = v.fma(x, _LOG2E_16, _ROUND_F32)
+    n = v.sub(y, _ROUND_F32)
+    r = v.fma(v.neg(n), _LN2_16_HI_F32, x)  # exact
+    r = v.fma(v.neg(n), _LN2_16_LO_F32, r)
+    r2 = v.mul(r, r)
+    p = v.fma(r2, v.poly(r, r2, _EXPM1_SHORT), r)
+    yb = v.bits(y)
+    p = v.add(p, v.table(yb, _EXP2_TAIL_F32))
+    s = v.scale(v.table(yb, _EXP2_TABLE_F32), v.mul(n, 0.0625))
+    eh = v.fma(s, p, s)
+    return eh, v.fma(s, p, v.sub(s, eh))  # s - eh exact (eh within 3% of s)
+
+
+def _w_sigmoid_parts(v, t):
+    """``(q, d)``: ``sigma(t) = q + d`` to about ``2**-30`` relative, ``|d|`` about an ulp of
+    ``q`` (float32 lanes, ``|t| <= 64``): ``(1 or e) / (1 + e)``, ``e = exp(-|t|)`` in two
+    parts, the quotient by a division and its residual's correction."""
+    eh, el = _w_exp_pair(v, v.neg(v.abs(t)))
+    dh = v.add(1.0, eh)
+    dl = v.add(v.sub(eh, v.sub(dh, 1.0)), el)  # 1 + e = dh + dl (eh <= 1: exact error)
+    pos = v.cmp(">=", t, 0.0)
+    nh = v.sel(pos, 1.0, eh)
+    q = v.div(nh, dh)
+    r = v.add(v.fma(v.neg(q), dh, nh), v.sel(pos, 0.0, el))  # the first term exact
+    r = v.fma(v.neg(q), dl, r)
+    return q, v.mul(r, v.rcp(dh))
+
+
+def _w_sigmoid(v, t):
+    q, d = _w_sigmoid_parts(v, t)
+    return v.add(q, d)
+
+
+def _w_silu(v, t):
+    q, d = _w_sigmoid_parts(v, t)
+    return v.fma(t, q, v.mul(t, d))
+
+
+#: the float32 forms (16 lanes, domain ``|t| <= _HI_F32``) where there is one
+_EMITTERS_F32 = {SIGMOID: _w_sigmoid, SILU: _w_silu}
+
+
 #: the emitter of each activation's vector form (``c`` passed to softplus only)
 _EMITTERS = {
     SIGMOID: lambda v, t, c, short: _v_sigmoid(v, t, short),
@@ -779,38 +858,65 @@ _EMITTERS = {
 }
 
 
+def _phi_lanes(key, v, x, c, lo, hi, short):
+    """``(ok, phi(x))`` of 8 float64 lanes: ``ok`` the lanes in the domain ``[lo, hi]``
+    (``lo = -hi`` but for the tanh GELU, ``hi`` infinite; NaN fails); the others give any
+    number (the caller recomputes them)."""
+    ok = v.cmp(">=", x, lo) if key == GELU_TANH else v.cmp("<=", v.abs(x), hi)
+    return ok, _EMITTERS[key](v, x, c, short)
+
+
+def _emit_vector(key, builder, x, c, lo, hi):
+    """``(ok, phi(x))`` of one vector of ``z`` (``<8 x double>`` or ``<16 x float>``)."""
+    v = _Vec(builder)
+    if x.type.element == _F64:
+        return _phi_lanes(key, v, x, c, lo, hi, False)
+    if key in _EMITTERS_F32:  # float32 lanes
+        w = _Vec(builder, True)
+        return w.cmp("<=", w.abs(x), _HI_F32), _EMITTERS_F32[key](w, x)
+    # the two halves in float64, rounded back
+    halves = [list(range(LANES)), list(range(LANES, 2 * LANES))]
+    oks, fs = [], []
+    for h in halves:
+        xh = builder.fpext(
+            builder.shuffle_vector(x, x, ir.Constant(ir.VectorType(_I32, LANES), h)), _VF
+        )
+        ok, f = _phi_lanes(key, v, xh, c, lo, hi, True)
+        oks.append(ok)
+        fs.append(builder.fptrunc(f, ir.VectorType(ir.FloatType(), LANES)))
+    both = ir.Constant(ir.VectorType(_I32, 2 * LANES), halves[0] + halves[1])
+    return builder.shuffle_vector(*oks, both), builder.shuffle_vector(*fs, both)
+
+
 def _emit_loop(key, context, builder, signature, args):
     """The IR of a vector loop (:func:`_make_vector_loop`); returns its ``(first, last)``."""
     zty = signature.args[0]
     za, oa = (context.make_array(zty)(context, builder, a) for a in args[:2])
-    short = zty.dtype == types.float32
-    isz = 4 if short else 8
-    vty = ir.VectorType(context.get_value_type(zty.dtype), LANES)
-    v = _Vec(builder)
-    c, lo, hi = (v.b.insert_element(ir.Constant(_VF, ir.Undefined), a, ir.Constant(_I32, 0))
-                 for a in args[2:5])  # fmt: skip
+    width = 16 if zty.dtype == types.float32 else LANES
+    vty = ir.VectorType(context.get_value_type(zty.dtype), width)
     zeros = ir.Constant(ir.VectorType(_I32, LANES), [0] * LANES)
-    c, lo, hi = (builder.shuffle_vector(a, ir.Constant(_VF, ir.Undefined), zeros)
-                 for a in (c, lo, hi))  # fmt: skip
+    c, lo, hi = (
+        builder.shuffle_vector(
+            builder.insert_element(ir.Constant(_VF, ir.Undefined), a, ir.Constant(_I32, 0)),
+            ir.Constant(_VF, ir.Undefined),
+            zeros,
+        )
+        for a in args[2:5]
+    )
     n = cgutils.unpack_tuple(builder, za.shape, 1)[0]
     first = cgutils.alloca_once_value(builder, n)
     last = cgutils.alloca_once_value(builder, ir.Constant(_I64, -1))
-    with cgutils.for_range(builder, builder.sdiv(n, ir.Constant(_I64, LANES))) as loop:
-        off = builder.mul(loop.index, ir.Constant(_I64, LANES))
+    with cgutils.for_range(builder, builder.sdiv(n, ir.Constant(_I64, width))) as loop:
+        off = builder.mul(loop.index, ir.Constant(_I64, width))
         zp = builder.bitcast(builder.gep(za.data, [off]), vty.as_pointer())
         op = builder.bitcast(builder.gep(oa.data, [off]), vty.as_pointer())
-        x = builder.load(zp, align=isz)
-        x = builder.fpext(x, _VF) if short else x
-        # the domain is [lo, hi], lo = -hi but for the tanh GELU (hi infinite); NaN fails;
-        # the elements outside give any number (the caller recomputes them)
-        ok = v.cmp(">=", x, lo) if key == GELU_TANH else v.cmp("<=", v.abs(x), hi)
-        f = _EMITTERS[key](v, x, c, short)
-        builder.store(builder.fptrunc(f, vty) if short else f, op, align=isz)
-        okbits = builder.bitcast(ok, ir.IntType(LANES))
+        ok, f = _emit_vector(key, builder, builder.load(zp, align=64 // width), c, lo, hi)
+        builder.store(f, op, align=64 // width)
+        okbits = builder.bitcast(ok, ir.IntType(width))
         with cgutils.if_unlikely(builder, builder.icmp_unsigned("!=", okbits, okbits.type(-1))):
             old = builder.load(first)
             builder.store(builder.select(builder.icmp_signed("<", off, old), off, old), first)
-            builder.store(builder.add(off, ir.Constant(_I64, LANES - 1)), last)
+            builder.store(builder.add(off, ir.Constant(_I64, width - 1)), last)
     return context.make_tuple(
         builder, signature.return_type, [builder.load(first), builder.load(last)]
     )
@@ -903,10 +1009,12 @@ def phi_fast(z, code, c, out):
     exact function.
     """
     lo, hi = fast_domain(code, c)
+    if AVAILABLE and single(z) and (code == SIGMOID or code == SILU):  # the float32 forms
+        lo, hi = -_HI_F32, _HI_F32
     n = z.shape[0]
     m, first, last = 0, n, -1
     if AVAILABLE:  # the whole vectors by the explicit vector loops
-        m = n - n % LANES
+        m = n - n % (16 if single(z) else LANES)
         first, last = _vector_phi(z, code, c, lo, hi, out)
     if m < n:
         f, g = _scalar_phi(z[m:], code, c, lo, hi, out[m:])
