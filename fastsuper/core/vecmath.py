@@ -801,20 +801,22 @@ _HI_F32 = 64.0
 
 
 def _w_exp_pair(v, x):
-    """``(eh, el)``, ``exp(x) = eh + el`` to about ``2**-30`` relative, ``|el| <= ulp(eh) / 2``,
-    in float32 lanes for ``-87 <= x <= 0``: as :func:`_v_exp_parts` (the polynomial of degree
-    4, the table's rounding errors in ``p``), then ``eh = fl(s (1 + p))`` and its error."""
+    """``(eh, el)``, ``exp(x) = eh + el`` to about ``2**-24`` ulps of ``eh`` in float32 lanes
+    for ``-87 <= x <= 0``: as :func:`_v_exp_parts` (the polynomial of degree 4, the table's
+    rounding errors beside it), ``exp(x) = s (1 + rh + pl)`` with ``rh`` the exact first part
+    of ``r`` and ``pl`` the rest, then ``eh = fl(s (1 + rh + pl))`` and its error."""
     y = v.fma(x, _LOG2E_16, _ROUND_F32)
     n = v.sub(y, _ROUND_F32)
-    r = v.fma(v.neg(n), _LN2_16_HI_F32, x)  # exact
-    r = v.fma(v.neg(n), _LN2_16_LO_F32, r)
+    rh = v.fma(v.neg(n), _LN2_16_HI_F32, x)  # exact
+    rl = v.mul(n, -_LN2_16_LO_F32)
+    r = v.add(rh, rl)
     r2 = v.mul(r, r)
-    p = v.fma(r2, v.poly(r, r2, _EXPM1_SHORT), r)
     yb = v.bits(y)
-    p = v.add(p, v.table(yb, _EXP2_TAIL_F32))
+    pl = v.fma(r2, v.poly(r, r2, _EXPM1_SHORT), v.add(rl, v.table(yb, _EXP2_TAIL_F32)))
     s = v.scale(v.table(yb, _EXP2_TABLE_F32), v.mul(n, 0.0625))
-    eh = v.fma(s, p, s)
-    return eh, v.fma(s, p, v.sub(s, eh))  # s - eh exact (eh within 3% of s)
+    eh = v.fma(s, v.add(rh, pl), s)
+    # s - eh exact (eh within 3% of s); s rh + s - eh rounded once is about s pl
+    return eh, v.fma(s, pl, v.fma(s, rh, v.sub(s, eh)))
 
 
 def _w_sigmoid_parts(v, t):
@@ -842,8 +844,27 @@ def _w_silu(v, t):
     return v.fma(t, q, v.mul(t, d))
 
 
+def _w_tanh(v, t):
+    """``tanh(t)`` in float32 lanes (``|t| <= 64``): ``(1 - e) / (1 + e)``, ``e = exp(-2|t|)``
+    (``|t|`` at most 10: ``tanh(10)`` is 1 in float32), numerator and denominator in two parts
+    each (the numerator's renormalised: its first part is 0 for small ``t``), the quotient
+    corrected as in :func:`_w_sigmoid_parts`."""
+    eh, el = _w_exp_pair(v, v.mul(-2.0, v.min(v.abs(t), 10.0)))
+    nh = v.sub(1.0, eh)
+    nl = v.sub(v.sub(v.sub(1.0, nh), eh), el)  # 1 - e = nh + nl (eh <= 1: exact error)
+    n1 = v.add(nh, nl)
+    nl = v.sub(nl, v.sub(n1, nh))  # exact: nh is 0 or at least the size of nl
+    dh = v.add(1.0, eh)
+    dl = v.add(v.sub(eh, v.sub(dh, 1.0)), el)  # 1 + e = dh + dl
+    q = v.div(n1, dh)
+    r = v.add(v.fma(v.neg(q), dh, n1), nl)
+    r = v.fma(v.neg(q), dl, r)
+    f = v.fma(r, v.rcp(dh), q)
+    return v.sel(v.cmp("<", t, 0.0), v.neg(f), f)
+
+
 #: the float32 forms (16 lanes, domain ``|t| <= _HI_F32``) where there is one
-_EMITTERS_F32 = {SIGMOID: _w_sigmoid, SILU: _w_silu}
+_EMITTERS_F32 = {SIGMOID: _w_sigmoid, SILU: _w_silu, TANH: _w_tanh}
 
 
 #: the emitter of each activation's vector form (``c`` passed to softplus only)
@@ -1009,7 +1030,8 @@ def phi_fast(z, code, c, out):
     exact function.
     """
     lo, hi = fast_domain(code, c)
-    if AVAILABLE and single(z) and (code == SIGMOID or code == SILU):  # the float32 forms
+    if AVAILABLE and single(z) and (code == SIGMOID or code == SILU or code == TANH):
+        # the float32 forms
         lo, hi = -_HI_F32, _HI_F32
     n = z.shape[0]
     m, first, last = 0, n, -1
