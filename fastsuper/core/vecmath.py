@@ -863,8 +863,34 @@ def _w_tanh(v, t):
     return v.sel(v.cmp("<", t, 0.0), v.neg(f), f)
 
 
+def _w_softplus_unit(v, t):
+    """``log(1 + exp(t))`` in float32 lanes (``|t| <= 64``): ``max(t, 0) + log1p(e)``,
+    ``e = exp(-|t|)`` in two parts, ``log1p(e) = 2 (s + s y Q(y))``, ``s = e / (2 + e)``
+    (``y = s**2 <= 1/9``; ``Q`` the series to ``y**6``) with the quotient corrected as in
+    :func:`_w_sigmoid_parts`; for ``t >= 0`` the sum with ``t`` and its rounding error."""
+    eh, el = _w_exp_pair(v, v.neg(v.abs(t)))
+    dh = v.add(2.0, eh)
+    dl = v.add(v.sub(eh, v.sub(dh, 2.0)), el)  # 2 + e = dh + dl (eh <= 2: exact error)
+    q = v.div(eh, dh)
+    r = v.add(v.fma(v.neg(q), dh, eh), el)  # the first term exact
+    sl = v.mul(v.fma(v.neg(q), dl, r), v.rcp(dh))  # s = q + sl
+    y = v.fma(v.add(q, q), sl, v.mul(q, q))  # s**2
+    tail = v.fma(v.mul(q, y), v.poly(y, v.mul(y, y), _ATANH_SERIES_F32), sl)
+    lg = v.mul(2.0, v.add(q, tail))  # log1p(e), for t < 0
+    # t >= 0: t + 2 q + 2 tail, the first sum's rounding error by Knuth's two-sum
+    a = v.mul(2.0, q)
+    h = v.add(t, a)
+    ta = v.sub(h, a)
+    err = v.add(v.sub(t, ta), v.sub(a, v.sub(h, ta)))
+    return v.sel(v.cmp(">=", t, 0.0), v.add(h, v.fma(2.0, tail, err)), lg)
+
+
+#: ``1 / (2 k + 3)``, ``k = 0 .. 6``: ``(atanh(s) / s - 1) / s**2`` for ``s**2 <= 1/9`` to
+#: about ``2**-29`` relative in ``log1p``
+_ATANH_SERIES_F32 = tuple(1.0 / (2 * k + 3) for k in range(7))
+
 #: the float32 forms (16 lanes, domain ``|t| <= _HI_F32``) where there is one
-_EMITTERS_F32 = {SIGMOID: _w_sigmoid, SILU: _w_silu, TANH: _w_tanh}
+_EMITTERS_F32 = {SIGMOID: _w_sigmoid, SILU: _w_silu, TANH: _w_tanh, -SOFTPLUS: _w_softplus_unit}
 
 
 #: the emitter of each activation's vector form (``c`` passed to softplus only)
@@ -1030,7 +1056,11 @@ def phi_fast(z, code, c, out):
     exact function.
     """
     lo, hi = fast_domain(code, c)
-    if AVAILABLE and single(z) and (code == SIGMOID or code == SILU or code == TANH):
+    if (
+        AVAILABLE
+        and single(z)
+        and (code == SIGMOID or code == SILU or code == TANH or (code == SOFTPLUS and c == 1.0))
+    ):
         # the float32 forms
         lo, hi = -_HI_F32, _HI_F32
     n = z.shape[0]
