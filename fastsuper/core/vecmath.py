@@ -800,15 +800,16 @@ _ROUND_F32 = 12582912.0  # 1.5 * 2**23
 _HI_F32 = 64.0
 
 
-def _w_exp_pair(v, x):
-    """``(eh, el)``, ``exp(x) = eh + el`` to about ``2**-24`` ulps of ``eh`` in float32 lanes
-    for ``-87 <= x <= 0``: as :func:`_v_exp_parts` (the polynomial of degree 4, the table's
-    rounding errors beside it), ``exp(x) = s (1 + rh + pl)`` with ``rh`` the exact first part
-    of ``r`` and ``pl`` the rest, then ``eh = fl(s (1 + rh + pl))`` and its error."""
+def _w_exp_pair(v, x, xl=0.0):
+    """``(eh, el)``, ``exp(x + xl) = eh + el`` to about ``2**-24`` ulps of ``eh`` in float32
+    lanes for ``-87 <= x <= 0`` (``xl`` a low part, ``|xl| <= ulp(x)``): as
+    :func:`_v_exp_parts` (the polynomial of degree 4, the table's rounding errors beside it),
+    ``exp(x + xl) = s (1 + rh + pl)`` with ``rh`` the exact first part of ``r`` and ``pl``
+    the rest, then ``eh = fl(s (1 + rh + pl))`` and its error."""
     y = v.fma(x, _LOG2E_16, _ROUND_F32)
     n = v.sub(y, _ROUND_F32)
     rh = v.fma(v.neg(n), _LN2_16_HI_F32, x)  # exact
-    rl = v.mul(n, -_LN2_16_LO_F32)
+    rl = v.fma(n, -_LN2_16_LO_F32, xl)
     r = v.add(rh, rl)
     r2 = v.mul(r, r)
     yb = v.bits(y)
@@ -819,14 +820,16 @@ def _w_exp_pair(v, x):
     return eh, v.fma(s, pl, v.fma(s, rh, v.sub(s, eh)))
 
 
-def _w_sigmoid_parts(v, t):
-    """``(q, d)``: ``sigma(t) = q + d`` to about ``2**-30`` relative, ``|d|`` about an ulp of
-    ``q`` (float32 lanes, ``|t| <= 64``): ``(1 or e) / (1 + e)``, ``e = exp(-|t|)`` in two
-    parts, the quotient by a division and its residual's correction."""
-    eh, el = _w_exp_pair(v, v.neg(v.abs(t)))
+def _w_sigmoid_parts(v, t, tl=None):
+    """``(q, d)``: ``sigma(t + tl) = q + d`` to about ``2**-30`` relative, ``|d|`` about an
+    ulp of ``q`` (float32 lanes, ``|t| <= 64``; ``tl`` a low part or None): ``(1 or e) /
+    (1 + e)``, ``e = exp(-|t + tl|)`` in two parts, the quotient by a division and its
+    residual's correction."""
+    pos = v.cmp(">=", t, 0.0)
+    xl = 0.0 if tl is None else v.sel(pos, v.neg(tl), tl)
+    eh, el = _w_exp_pair(v, v.neg(v.abs(t)), xl)
     dh = v.add(1.0, eh)
     dl = v.add(v.sub(eh, v.sub(dh, 1.0)), el)  # 1 + e = dh + dl (eh <= 1: exact error)
-    pos = v.cmp(">=", t, 0.0)
     nh = v.sel(pos, 1.0, eh)
     q = v.div(nh, dh)
     r = v.add(v.fma(v.neg(q), dh, nh), v.sel(pos, 0.0, el))  # the first term exact
@@ -889,8 +892,40 @@ def _w_softplus_unit(v, t):
 #: about ``2**-29`` relative in ``log1p``
 _ATANH_SERIES_F32 = tuple(1.0 / (2 * k + 3) for k in range(7))
 
-#: the float32 forms (16 lanes, domain ``|t| <= _HI_F32``) where there is one
-_EMITTERS_F32 = {SIGMOID: _w_sigmoid, SILU: _w_silu, TANH: _w_tanh, -SOFTPLUS: _w_softplus_unit}
+
+def _w_gelu_tanh(v, t):
+    """``t sigma(2 u)`` of the tanh GELU in float32 lanes (``t >= -9``; ``t`` itself above
+    10): ``2 u = 2 k t (1 + c t**2)`` in two parts (``k``, ``c`` the float64 constants, each
+    in two float32 parts; the products exact by FMA), :func:`_w_sigmoid_parts` of it, then
+    ``t (q + d)`` rounded once."""
+    big = v.cmp(">", t, 10.0)
+    tc = v.sel(big, 10.0, t)
+    sh, sl = v.two_prod(tc, tc)
+    wh = v.fma(_GELU_C_HI_F32, sh, 1.0)
+    wl = v.fma(_GELU_C_HI_F32, sl, v.fma(_GELU_C_HI_F32, sh, v.sub(1.0, wh)))  # 1 - wh exact
+    wl = v.fma(_GELU_C_LO_F32, sh, wl)  # 1 + c t**2 = wh + wl
+    ph, pl = v.two_prod(tc, wh)
+    pl = v.fma(tc, wl, pl)
+    uh, ul = v.two_prod(ph, _GELU_2K_HI_F32)
+    ul = v.fma(ph, _GELU_2K_LO_F32, v.fma(pl, _GELU_2K_HI_F32, ul))
+    q, d = _w_sigmoid_parts(v, uh, ul)
+    return v.sel(big, t, v.fma(tc, q, v.mul(tc, d)))
+
+
+#: ``2 k`` and ``c`` of the tanh GELU (the float64 constants) in two float32 parts each
+_GELU_2K_HI_F32, _GELU_2K_LO_F32 = 1.5957691669464111, -4.534068054340423e-08
+_GELU_C_HI_F32, _GELU_C_LO_F32 = 0.044714998453855515, 1.5461444347053543e-09
+
+#: the float32 forms (16 lanes, domain ``|t| <= _HI_F32``, ``t >= _LO_GELU_TANH_F32`` for the
+#: tanh GELU) where there is one
+_EMITTERS_F32 = {
+    SIGMOID: _w_sigmoid,
+    SILU: _w_silu,
+    TANH: _w_tanh,
+    -SOFTPLUS: _w_softplus_unit,
+    GELU_TANH: _w_gelu_tanh,
+}
+_LO_GELU_TANH_F32 = -9.0
 
 
 #: the emitter of each activation's vector form (``c`` passed to softplus only)
@@ -920,7 +955,11 @@ def _emit_vector(key, builder, x, c, lo, hi):
         return _phi_lanes(key, v, x, c, lo, hi, False)
     if key in _EMITTERS_F32:  # float32 lanes
         w = _Vec(builder, True)
-        return w.cmp("<=", w.abs(x), _HI_F32), _EMITTERS_F32[key](w, x)
+        if key == GELU_TANH:
+            ok = w.cmp(">=", x, _LO_GELU_TANH_F32)
+        else:
+            ok = w.cmp("<=", w.abs(x), _HI_F32)
+        return ok, _EMITTERS_F32[key](w, x)
     # the two halves in float64, rounded back
     halves = [list(range(LANES)), list(range(LANES, 2 * LANES))]
     oks, fs = [], []
@@ -1056,13 +1095,11 @@ def phi_fast(z, code, c, out):
     exact function.
     """
     lo, hi = fast_domain(code, c)
-    if (
-        AVAILABLE
-        and single(z)
-        and (code == SIGMOID or code == SILU or code == TANH or (code == SOFTPLUS and c == 1.0))
-    ):
-        # the float32 forms
-        lo, hi = -_HI_F32, _HI_F32
+    if AVAILABLE and single(z):  # the domains of the float32 forms
+        if code == SIGMOID or code == SILU or code == TANH or (code == SOFTPLUS and c == 1.0):
+            lo, hi = -_HI_F32, _HI_F32
+        elif code == GELU_TANH:
+            lo = _LO_GELU_TANH_F32
     n = z.shape[0]
     m, first, last = 0, n, -1
     if AVAILABLE:  # the whole vectors by the explicit vector loops
