@@ -745,23 +745,19 @@ def _v_softplus_unit(v, t, short):
 
 
 def _v_gelu_tanh(v, t, short):
-    """``t sigma(2 u)``, ``u = k (t + c t**3)`` (in double-double unless ``short``)."""
-    big = v.cmp(">", t, 30.0)
-    tc = v.sel(big, 30.0, t)
-    if short:
-        uh = v.mul(_GELU_K, v.fma(v.mul(_GELU_C, tc), v.mul(tc, tc), tc))
-        ul = v.const(0.0)
-    else:
-        sh, sl = v.two_prod(tc, tc)
-        w = v.fma(_GELU_C, sh, 1.0)
-        wl = v.fma(_GELU_C, sl, v.fma(_GELU_C, sh, v.sub(1.0, w)))
-        ph, pl = v.two_prod(tc, w)
-        pl = v.fma(tc, wl, pl)
-        uh, ul = v.two_prod(ph, _GELU_K)
-        ul = v.fma(pl, _GELU_K, ul)
-    uh, ul = v.mul(2.0, uh), v.mul(2.0, ul)
+    """``t sigma(2 u)``, ``2 u = 2 k (t + c t**3)`` in double-double (float64 lanes; ``t``
+    itself above 10, where ``sigma(2 u)`` rounds to 1)."""
+    big = v.cmp(">", t, 10.0)
+    tc = v.sel(big, 10.0, t)
+    sh, sl = v.two_prod(tc, tc)
+    w = v.fma(_GELU_C, sh, 1.0)
+    wl = v.fma(_GELU_C, sl, v.fma(_GELU_C, sh, v.sub(1.0, w)))
+    ph, pl = v.two_prod(tc, w)
+    pl = v.fma(tc, wl, pl)
+    uh, ul = v.two_prod(ph, 2.0 * _GELU_K)  # 2 k exact
+    ul = v.fma(pl, 2.0 * _GELU_K, ul)
     pos = v.cmp(">=", uh, 0.0)
-    e = _v_exp(v, v.neg(v.min(v.abs(uh), 708.0)), short)
+    e = _v_exp(v, v.neg(v.abs(uh)), short)
     e = v.fma(e, v.sel(pos, v.neg(ul), ul), e)
     s = _v_sigmoid_of(v, e, pos)
     return v.sel(big, t, v.mul(tc, s))
