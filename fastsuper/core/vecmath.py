@@ -38,6 +38,28 @@ the compiler's contraction); callers that are fastmath kernels call the
 array functions here.  The loops over arrays are compiled for
 :data:`config.ACTIVATION_VECTOR_BITS`-bit vectors where the CPU has them
 (:func:`wide_vectors`) and are not inlined into their callers.
+
+Where the CPU has AVX-512 (:data:`AVAILABLE`), :func:`phi_fast` runs explicit
+vector loops instead, emitted as LLVM IR (:class:`_Vec`), for the whole
+vectors of an array (the loops above take the remainder):
+
+* ``exp`` by a table, ``x = (16 k + j) ln(2) / 16 + r``, ``|r| <= ln(2) / 32``:
+  the sixteen ``2**(j/16)`` (and their relative rounding errors) in two
+  registers, picked per lane by ``vpermi2pd`` (``vpermps`` for float32: one
+  register) from the low bits of the rounding sum, ``expm1(r)`` by a
+  polynomial of degree 7 (4 in float32), ``2**k`` by ``vscalefpd``;
+* quotients by division (the divider runs beside the multiply-add units
+  these loops are bound by);
+* float64 arrays: the forms above, eight lanes a vector; float32 arrays:
+  sigmoid, silu, tanh, softplus (``c = 1``) and the tanh GELU in sixteen
+  float32 lanes, with ``exp`` and the sums that lose precision (``1 +- e``,
+  ``t + log1p``, the GELU's ``2 u``) in two float32 parts and each quotient's
+  residual corrected (within 0.7 ulp of the exact value, for ``|t| <= 64``;
+  ``t >= -9`` for the GELU), gelu and softplus (``c != 1``) in two float64
+  halves.
+
+Each vector loop returns the span of the vectors holding an element outside
+its domain; :func:`phi_fast` recomputes those elements with ``smooth_phi``.
 """
 
 from __future__ import annotations
@@ -1007,11 +1029,11 @@ def _emit_loop(key, context, builder, signature, args):
 def _make_vector_loop(key):
     """The intrinsic ``loop(z, out, c, lo, hi) -> (first, last)`` of activation ``key``.
 
-    ``out[j] = phi(z[j])`` for ``j < 8 (len(z) // 8)`` (``z`` and ``out``
-    float32 or float64 arrays of one dtype, contiguous; ``key`` an activation
-    code, ``-SOFTPLUS`` for softplus with ``c = 1``), where ``lo <= z[j] <= hi``;
-    ``(first, last)`` spans the vectors with an element outside (``(len(z), -1)``
-    if none), whose ``out`` the caller recomputes.
+    ``out[j] = phi(z[j])`` for ``j < w (len(z) // w)``, ``w`` 8 for float64, 16 for
+    float32 (``z`` and ``out`` arrays of one dtype, contiguous; ``key`` an activation
+    code, ``-SOFTPLUS`` for softplus with ``c = 1``), where ``z[j]`` is in the domain
+    (``[lo, hi]``, or the float32 form's); ``(first, last)`` spans the vectors with an
+    element outside (``(len(z), -1)`` if none), whose ``out`` the caller recomputes.
     """
 
     @intrinsic
