@@ -38,6 +38,28 @@ the compiler's contraction); callers that are fastmath kernels call the
 array functions here.  The loops over arrays are compiled for
 :data:`config.ACTIVATION_VECTOR_BITS`-bit vectors where the CPU has them
 (:func:`wide_vectors`) and are not inlined into their callers.
+
+Where the CPU has AVX-512 (:data:`AVAILABLE`), :func:`phi_fast` runs explicit
+vector loops instead, emitted as LLVM IR (:class:`_Vec`), for the whole
+vectors of an array (the loops above take the remainder):
+
+* ``exp`` by a table, ``x = (16 k + j) ln(2) / 16 + r``, ``|r| <= ln(2) / 32``:
+  the sixteen ``2**(j/16)`` (and their relative rounding errors) in two
+  registers, picked per lane by ``vpermi2pd`` (``vpermps`` for float32: one
+  register) from the low bits of the rounding sum, ``expm1(r)`` by a
+  polynomial of degree 7 (4 in float32), ``2**k`` by ``vscalefpd``;
+* quotients by division (the divider runs beside the multiply-add units
+  these loops are bound by);
+* float64 arrays: the forms above, eight lanes a vector; float32 arrays:
+  sigmoid, silu, tanh, softplus (``c = 1``) and the tanh GELU in sixteen
+  float32 lanes, with ``exp`` and the sums that lose precision (``1 +- e``,
+  ``t + log1p``, the GELU's ``2 u``) in two float32 parts and each quotient's
+  residual corrected (within 0.7 ulp of the exact value, for ``|t| <= 64``;
+  ``t >= -9`` for the GELU), gelu and softplus (``c != 1``) in two float64
+  halves.
+
+Each vector loop returns the span of the vectors holding an element outside
+its domain; :func:`phi_fast` recomputes those elements with ``smooth_phi``.
 """
 
 from __future__ import annotations
@@ -45,8 +67,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from llvmlite import binding as llvm_binding
 from llvmlite import ir
-from numba.core import types
+from numba.core import cgutils, types
 from numba.extending import intrinsic, overload
 
 from fastsuper.core import config
@@ -518,6 +541,540 @@ def _loop_gelu(z, c, lo, hi, out):
     return first, last
 
 
+# --------------------------------------------------------------------------
+# explicit 512-bit vector loops (AVX-512)
+
+#: whether the CPU has the AVX-512 instructions the loops use (``vpermi2pd`` on zmm)
+AVAILABLE = bool(llvm_binding.get_host_cpu_features().get("avx512f", False))
+
+LANES = 8
+_F64 = ir.DoubleType()
+_I64 = ir.IntType(64)
+_I32 = ir.IntType(32)
+_VF = ir.VectorType(_F64, LANES)
+_VI = ir.VectorType(_I64, LANES)
+
+_LOG2E_16 = 16.0 / math.log(2.0)
+_LN2_16_HI = 6.93147180369123816490e-01 / 16.0  # exact multiples for |16 k + j| < 2**21
+_LN2_16_LO = 1.90821492927058770002e-10 / 16.0
+#: ``2**(j/16)`` rounded to float64, ``j = 0 .. 15``
+_EXP2_TABLE = (
+    1.0, 1.0442737824274138, 1.0905077326652577, 1.1387886347566916, 1.189207115002721,
+    1.241857812073484, 1.2968395546510096, 1.3542555469368927, 1.4142135623730951,
+    1.4768261459394993, 1.5422108254079407, 1.6104903319492543, 1.681792830507429,
+    1.7562521603732995, 1.8340080864093424, 1.9152065613971474,
+)  # fmt: skip
+#: ``(2**(j/16) - _EXP2_TABLE[j]) / _EXP2_TABLE[j]``: the table's relative rounding errors
+_EXP2_TAIL = (
+    0.0, 8.191678547196729e-17, -2.7937519500555934e-17, 7.825984195684368e-17,
+    3.345945313329795e-17, 3.754108800832508e-17, 1.9563199429854045e-17,
+    5.684182311129049e-17, -6.838488638407848e-17, -2.3639417578041338e-17,
+    5.153122902127586e-17, 1.5349244290557102e-17, 4.8737087442080204e-17,
+    1.685334257613834e-17, 1.79123124209489e-17, -5.5477991275295394e-17,
+)  # fmt: skip
+#: ``(expm1(r) - r) / r**2 ~ sum_k c[k] r**k`` for ``|r| <= ln(2) / 32``: the Taylor
+#: coefficients ``1 / (k + 2)!`` to ``k = 2``, ``c[3] .. c[5]`` fitted to the rest of the
+#: series (least squares on Chebyshev nodes; error below 0.001 ulp of ``exp``)
+_EXPM1_POLY = (
+    0.5, 1.0 / 6.0, 1.0 / 24.0, 0.008333333332929184, 0.001388899694643114,
+    0.00019841470158079872,
+)  # fmt: skip
+#: the Taylor coefficients to ``k = 2`` (``r**5 / 5!``: within 4e-11 of ``exp``, float32)
+_EXPM1_SHORT = (0.5, 1.0 / 6.0, 1.0 / 24.0)
+
+
+class _Vec:
+    """Emits vector arithmetic with an IR builder (no fastmath flags): ``<8 x double>``, or
+    ``<16 x float>`` with ``single``."""
+
+    def __init__(self, builder, single=False):
+        self.b, self.single = builder, single
+        self.lanes = 16 if single else LANES
+        self.el = ir.FloatType() if single else _F64
+        self.ity = ir.IntType(32 if single else 64)
+        self.vf = ir.VectorType(self.el, self.lanes)
+        self.vi = ir.VectorType(self.ity, self.lanes)
+        self.tag = f"v{self.lanes}f{32 if single else 64}"
+        self.suffix = "ps" if single else "pd"
+
+    def const(self, x):
+        return ir.Constant(self.vf, [ir.Constant(self.el, float(x))] * self.lanes)
+
+    def vec(self, x):
+        return self.const(x) if isinstance(x, (int, float)) else x
+
+    def call(self, name, ret, *args):
+        fn = cgutils.get_or_insert_function(
+            self.b.module, ir.FunctionType(ret, [a.type for a in args]), name
+        )
+        return self.b.call(fn, list(args))
+
+    def fma(self, a, b, c):
+        """``a b + c`` rounded once."""
+        a, b, c = self.vec(a), self.vec(b), self.vec(c)
+        return self.call(f"llvm.fma.{self.tag}", self.vf, a, b, c)
+
+    def add(self, a, b):
+        return self.b.fadd(self.vec(a), self.vec(b))
+
+    def sub(self, a, b):
+        return self.b.fsub(self.vec(a), self.vec(b))
+
+    def mul(self, a, b):
+        return self.b.fmul(self.vec(a), self.vec(b))
+
+    def div(self, a, b):
+        return self.b.fdiv(self.vec(a), self.vec(b))
+
+    def neg(self, a):
+        return self.b.fneg(a)
+
+    def abs(self, a):
+        return self.call(f"llvm.fabs.{self.tag}", self.vf, a)
+
+    def cmp(self, op, a, b):
+        """``a op b`` lanewise (ordered: false where either is NaN)."""
+        return self.b.fcmp_ordered(op, self.vec(a), self.vec(b))
+
+    def sel(self, m, a, b):
+        return self.b.select(m, self.vec(a), self.vec(b))
+
+    def min(self, a, b):
+        """``b if a > b else a``."""
+        return self.sel(self.cmp(">", a, b), b, a)
+
+    def bits(self, a):
+        return self.b.bitcast(a, self.vi)
+
+    def table(self, index_bits, values):
+        """``values[index_bits & 15]`` per lane (16 constants: one permute)."""
+        if self.single:
+            tab = ir.Constant(self.vf, [ir.Constant(self.el, v) for v in values])
+            return self.call("llvm.x86.avx512.permvar.sf.512", self.vf, tab, index_bits)
+        lo = ir.Constant(self.vf, [ir.Constant(self.el, v) for v in values[:8]])
+        hi = ir.Constant(self.vf, [ir.Constant(self.el, v) for v in values[8:]])
+        return self.call("llvm.x86.avx512.vpermi2var.pd.512", self.vf, lo, index_bits, hi)
+
+    def scale(self, a, e):
+        """``a 2**floor(e)`` (``vscalefpd``; exact where the result is normal)."""
+        mask = ir.Constant(ir.IntType(self.lanes), -1)
+        args = (a, e, a, mask, ir.Constant(_I32, 4))
+        return self.call(f"llvm.x86.avx512.mask.scalef.{self.suffix}.512", self.vf, *args)
+
+    def rcp(self, a):
+        """``1 / a`` to 14 bits (``vrcp14ps``; for corrections only)."""
+        mask = ir.Constant(ir.IntType(self.lanes), -1)
+        return self.call(f"llvm.x86.avx512.rcp14.{self.suffix}.512", self.vf, a, a, mask)
+
+    def two_prod(self, a, b):
+        """``(p, e)``: ``p = fl(a b)``, ``p + e = a b`` exactly."""
+        p = self.mul(a, b)
+        return p, self.fma(a, b, self.neg(p))
+
+    def poly(self, x, x2, c):
+        """``sum_k c[k] x**k`` by Estrin's scheme (``x2 = x**2``; up to 8 coefficients)."""
+        pairs = [
+            self.fma(c[i + 1], x, c[i]) if i + 1 < len(c) else self.const(c[i])
+            for i in range(0, len(c), 2)
+        ]
+        p = x2
+        while len(pairs) > 1:
+            pairs = [
+                self.fma(pairs[i + 1], p, pairs[i]) if i + 1 < len(pairs) else pairs[i]
+                for i in range(0, len(pairs), 2)
+            ]
+            p = self.mul(p, p) if len(pairs) > 1 else p
+        return pairs[0]
+
+
+def _v_exp_parts(v, x, short):
+    """``(t, p, e)`` with ``exp(x) = t (1 + p) 2**floor(e)`` for ``-708 <= x <= 709`` (``t``
+    a table value; ``p`` also carries its rounding error unless ``short``)."""
+    y = v.fma(x, _LOG2E_16, _ROUND)  # _ROUND + 16 k + j: 16 k + j in the low bits
+    n = v.sub(y, _ROUND)
+    r = v.fma(v.neg(n), _LN2_16_HI, x)  # exact
+    r = v.fma(v.neg(n), _LN2_16_LO, r)
+    r2 = v.mul(r, r)
+    q = v.poly(r, r2, _EXPM1_SHORT if short else _EXPM1_POLY)
+    p = v.fma(r2, q, r)
+    yb = v.bits(y)
+    t = v.table(yb, _EXP2_TABLE)
+    if not short:
+        p = v.add(p, v.table(yb, _EXP2_TAIL))
+    return t, p, v.mul(n, 0.0625)  # floor((16 k + j) / 16) = k
+
+
+def _v_exp(v, x, short):
+    """``exp(x)`` for ``-708 <= x <= 709``."""
+    t, p, e = _v_exp_parts(v, x, short)
+    return v.scale(v.fma(t, p, t), e)
+
+
+def _v_sigmoid_of(v, e, pos):
+    """``sigma(u)`` from ``e = exp(-|u|)`` and ``pos = u >= 0``: ``(1 or e) / (1 + e)``."""
+    return v.div(v.sel(pos, 1.0, e), v.add(1.0, e))
+
+
+def _v_sigmoid(v, t, short):
+    return _v_sigmoid_of(v, _v_exp(v, v.neg(v.abs(t)), short), v.cmp(">=", t, 0.0))
+
+
+def _v_silu(v, t, short):
+    return v.mul(t, _v_sigmoid(v, t, short))
+
+
+def _v_tanh(v, t, short):
+    """``-expm1(-2|t|) / (2 + expm1(-2|t|))`` with the sign of ``t``."""
+    a = v.min(v.abs(t), 20.0)
+    t2, p, e = _v_exp_parts(v, v.mul(-2.0, a), short)
+    s = v.scale(t2, e)
+    m = v.fma(s, p, v.sub(s, 1.0))  # s - 1 exact (s in [1/2, 1] or m = -1 to rounding)
+    r = v.div(v.neg(m), v.add(2.0, m))
+    return v.sel(v.cmp("<", t, 0.0), v.neg(r), r)
+
+
+def _v_log1p_unit(v, e, short):
+    """``log(1 + e)`` for ``0 <= e <= 1`` (:func:`fastsuper.core.vecmath.log1p_unit`)."""
+    big = v.cmp(">", e, 0.5)
+    w = v.sel(big, v.mul(v.sub(e, 1.0), 0.5), e)  # 1 + e = 2 (1 + w)
+    s = v.div(w, v.add(2.0, w))
+    y = v.mul(s, s)
+    y2 = v.mul(y, y)
+    c = tuple(float(x) for x in (_ATANH_SERIES[1:6] if short else _ATANH_POLY))
+    q = v.poly(y, y2, c)
+    s = v.mul(2.0, s)
+    r = v.fma(v.mul(s, y), q, s)
+    return v.sel(big, v.add(_LN2, v.add(_LN2_TAIL, r)), r)
+
+
+def _v_softplus(v, t, c, short):
+    """``log(1 + exp(c t)) / c`` (``c`` a vector; :func:`fastsuper.core.vecmath.softplus_fast`)."""
+    if short:
+        uh, ul = v.mul(c, t), v.const(0.0)
+    else:
+        uh, ul = v.two_prod(c, t)
+    pos = v.cmp(">=", uh, 0.0)
+    e = _v_exp(v, v.neg(v.abs(uh)), short)
+    e = v.fma(e, v.sel(pos, v.neg(ul), ul), e)
+    q = v.div(_v_log1p_unit(v, e, short), c)
+    return v.sel(pos, v.add(t, q), q)
+
+
+def _v_softplus_unit(v, t, short):
+    """:func:`_v_softplus` for ``c = 1``."""
+    lg = _v_log1p_unit(v, _v_exp(v, v.neg(v.abs(t)), short), short)
+    return v.sel(v.cmp(">=", t, 0.0), v.add(t, lg), lg)
+
+
+def _v_gelu_tanh(v, t, short):
+    """``t sigma(2 u)``, ``2 u = 2 k (t + c t**3)`` in double-double (float64 lanes; ``t``
+    itself above 10, where ``sigma(2 u)`` rounds to 1)."""
+    big = v.cmp(">", t, 10.0)
+    tc = v.sel(big, 10.0, t)
+    sh, sl = v.two_prod(tc, tc)
+    w = v.fma(_GELU_C, sh, 1.0)
+    wl = v.fma(_GELU_C, sl, v.fma(_GELU_C, sh, v.sub(1.0, w)))
+    ph, pl = v.two_prod(tc, w)
+    pl = v.fma(tc, wl, pl)
+    uh, ul = v.two_prod(ph, 2.0 * _GELU_K)  # 2 k exact
+    ul = v.fma(pl, 2.0 * _GELU_K, ul)
+    pos = v.cmp(">=", uh, 0.0)
+    e = _v_exp(v, v.neg(v.abs(uh)), short)
+    e = v.fma(e, v.sel(pos, v.neg(ul), ul), e)
+    s = _v_sigmoid_of(v, e, pos)
+    return v.sel(big, t, v.mul(tc, s))
+
+
+def _v_gelu(v, t, short):
+    """``t Phi(t)`` for ``|t| <= 1`` (:func:`fastsuper.core.vecmath.gelu_fast`)."""
+    xh, xl = v.two_prod(t, _SQRT1_2)
+    xl = v.fma(t, _SQRT1_2_LO, xl)
+    w = v.mul(xh, xh)
+    c = tuple(float(x) for x in (_ERF_POLY_SHORT if short else _ERF_POLY))
+    q = v.poly(w, v.mul(w, w), c)
+    erf = v.fma(xh, q, v.mul(v.mul(xl, _TWO_OVER_SQRT_PI), v.sub(1.0, w)))
+    return v.mul(t, v.fma(0.5, erf, 0.5))
+
+
+#: float32 lanes (:func:`_w_exp_parts`): ``ln(2) / 16`` in two parts (``16 k + j`` times
+#: the first exact for ``|16 k + j| < 2**11``), the table and its relative rounding errors
+_LN2_16_HI_F32 = 0.0433197021484375
+_LN2_16_LO_F32 = 1.9966364561696537e-06
+_EXP2_TABLE_F32 = (
+    1.0, 1.0442737340927124, 1.0905077457427979, 1.1387885808944702, 1.1892070770263672,
+    1.2418577671051025, 1.2968395948410034, 1.3542555570602417, 1.4142135381698608,
+    1.4768261909484863, 1.5422108173370361, 1.610490322113037, 1.6817928552627563,
+    1.7562521696090698, 1.8340080976486206, 1.9152065515518188,
+)  # fmt: skip
+_EXP2_TAIL_F32 = (
+    0.0, 4.6285471455576044e-08, -1.199215748926008e-08, 4.7297824323777604e-08,
+    3.1934181521364735e-08, 3.621057231839586e-08, -3.0990719324108795e-08,
+    -7.475213337215791e-09, 1.7114270889351246e-08, -3.047683350132502e-08,
+    5.233334210430485e-09, 6.10759176566944e-09, -1.4719605090363075e-08,
+    -5.258795177098818e-09, -6.128259677495862e-09, 5.140609271592211e-09,
+)  # fmt: skip
+_ROUND_F32 = 12582912.0  # 1.5 * 2**23
+#: the float32 forms' domain ``|t| <= 64``: the residuals of their quotients normal float32
+_HI_F32 = 64.0
+
+
+def _w_exp_pair(v, x, xl=0.0):
+    """``(eh, el)``, ``exp(x + xl) = eh + el`` to about ``2**-24`` ulps of ``eh`` in float32
+    lanes for ``-87 <= x <= 0`` (``xl`` a low part, ``|xl| <= ulp(x)``): as
+    :func:`_v_exp_parts` (the polynomial of degree 4, the table's rounding errors beside it),
+    ``exp(x + xl) = s (1 + rh + pl)`` with ``rh`` the exact first part of ``r`` and ``pl``
+    the rest, then ``eh = fl(s (1 + rh + pl))`` and its error."""
+    y = v.fma(x, _LOG2E_16, _ROUND_F32)
+    n = v.sub(y, _ROUND_F32)
+    rh = v.fma(v.neg(n), _LN2_16_HI_F32, x)  # exact
+    rl = v.fma(n, -_LN2_16_LO_F32, xl)
+    r = v.add(rh, rl)
+    r2 = v.mul(r, r)
+    yb = v.bits(y)
+    pl = v.fma(r2, v.poly(r, r2, _EXPM1_SHORT), v.add(rl, v.table(yb, _EXP2_TAIL_F32)))
+    s = v.scale(v.table(yb, _EXP2_TABLE_F32), v.mul(n, 0.0625))
+    eh = v.fma(s, v.add(rh, pl), s)
+    # s - eh exact (eh within 3% of s); s rh + s - eh rounded once is about s pl
+    return eh, v.fma(s, pl, v.fma(s, rh, v.sub(s, eh)))
+
+
+def _w_sigmoid_parts(v, t, tl=None):
+    """``(q, d)``: ``sigma(t + tl) = q + d`` to about ``2**-30`` relative, ``|d|`` about an
+    ulp of ``q`` (float32 lanes, ``|t| <= 64``; ``tl`` a low part or None): ``(1 or e) /
+    (1 + e)``, ``e = exp(-|t + tl|)`` in two parts, the quotient by a division and its
+    residual's correction."""
+    pos = v.cmp(">=", t, 0.0)
+    xl = 0.0 if tl is None else v.sel(pos, v.neg(tl), tl)
+    eh, el = _w_exp_pair(v, v.neg(v.abs(t)), xl)
+    dh = v.add(1.0, eh)
+    dl = v.add(v.sub(eh, v.sub(dh, 1.0)), el)  # 1 + e = dh + dl (eh <= 1: exact error)
+    nh = v.sel(pos, 1.0, eh)
+    q = v.div(nh, dh)
+    r = v.add(v.fma(v.neg(q), dh, nh), v.sel(pos, 0.0, el))  # the first term exact
+    r = v.fma(v.neg(q), dl, r)
+    return q, v.mul(r, v.rcp(dh))
+
+
+def _w_sigmoid(v, t):
+    q, d = _w_sigmoid_parts(v, t)
+    return v.add(q, d)
+
+
+def _w_silu(v, t):
+    q, d = _w_sigmoid_parts(v, t)
+    return v.fma(t, q, v.mul(t, d))
+
+
+def _w_tanh(v, t):
+    """``tanh(t)`` in float32 lanes (``|t| <= 64``): ``(1 - e) / (1 + e)``, ``e = exp(-2|t|)``
+    (``|t|`` at most 10: ``tanh(10)`` is 1 in float32), numerator and denominator in two parts
+    each (the numerator's renormalised: its first part is 0 for small ``t``), the quotient
+    corrected as in :func:`_w_sigmoid_parts`."""
+    eh, el = _w_exp_pair(v, v.mul(-2.0, v.min(v.abs(t), 10.0)))
+    nh = v.sub(1.0, eh)
+    nl = v.sub(v.sub(v.sub(1.0, nh), eh), el)  # 1 - e = nh + nl (eh <= 1: exact error)
+    n1 = v.add(nh, nl)
+    nl = v.sub(nl, v.sub(n1, nh))  # exact: nh is 0 or at least the size of nl
+    dh = v.add(1.0, eh)
+    dl = v.add(v.sub(eh, v.sub(dh, 1.0)), el)  # 1 + e = dh + dl
+    q = v.div(n1, dh)
+    r = v.add(v.fma(v.neg(q), dh, n1), nl)
+    r = v.fma(v.neg(q), dl, r)
+    f = v.fma(r, v.rcp(dh), q)
+    return v.sel(v.cmp("<", t, 0.0), v.neg(f), f)
+
+
+def _w_softplus_unit(v, t):
+    """``log(1 + exp(t))`` in float32 lanes (``|t| <= 64``): ``max(t, 0) + log1p(e)``,
+    ``e = exp(-|t|)`` in two parts, ``log1p(e) = 2 (s + s y Q(y))``, ``s = e / (2 + e)``
+    (``y = s**2 <= 1/9``; ``Q`` the series to ``y**6``) with the quotient corrected as in
+    :func:`_w_sigmoid_parts`; for ``t >= 0`` the sum with ``t`` and its rounding error."""
+    eh, el = _w_exp_pair(v, v.neg(v.abs(t)))
+    dh = v.add(2.0, eh)
+    dl = v.add(v.sub(eh, v.sub(dh, 2.0)), el)  # 2 + e = dh + dl (eh <= 2: exact error)
+    q = v.div(eh, dh)
+    r = v.add(v.fma(v.neg(q), dh, eh), el)  # the first term exact
+    sl = v.mul(v.fma(v.neg(q), dl, r), v.rcp(dh))  # s = q + sl
+    y = v.fma(v.add(q, q), sl, v.mul(q, q))  # s**2
+    tail = v.fma(v.mul(q, y), v.poly(y, v.mul(y, y), _ATANH_SERIES_F32), sl)
+    lg = v.mul(2.0, v.add(q, tail))  # log1p(e), for t < 0
+    # t >= 0: t + 2 q + 2 tail, the first sum's rounding error by Knuth's two-sum
+    a = v.mul(2.0, q)
+    h = v.add(t, a)
+    ta = v.sub(h, a)
+    err = v.add(v.sub(t, ta), v.sub(a, v.sub(h, ta)))
+    return v.sel(v.cmp(">=", t, 0.0), v.add(h, v.fma(2.0, tail, err)), lg)
+
+
+#: ``1 / (2 k + 3)``, ``k = 0 .. 6``: ``(atanh(s) / s - 1) / s**2`` for ``s**2 <= 1/9`` to
+#: about ``2**-29`` relative in ``log1p``
+_ATANH_SERIES_F32 = tuple(1.0 / (2 * k + 3) for k in range(7))
+
+
+def _w_gelu_tanh(v, t):
+    """``t sigma(2 u)`` of the tanh GELU in float32 lanes (``t >= -9``; ``t`` itself above
+    10): ``2 u = 2 k t (1 + c t**2)`` in two parts (``k``, ``c`` the float64 constants, each
+    in two float32 parts; the products exact by FMA), :func:`_w_sigmoid_parts` of it, then
+    ``t (q + d)`` rounded once."""
+    big = v.cmp(">", t, 10.0)
+    tc = v.sel(big, 10.0, t)
+    sh, sl = v.two_prod(tc, tc)
+    wh = v.fma(_GELU_C_HI_F32, sh, 1.0)
+    wl = v.fma(_GELU_C_HI_F32, sl, v.fma(_GELU_C_HI_F32, sh, v.sub(1.0, wh)))  # 1 - wh exact
+    wl = v.fma(_GELU_C_LO_F32, sh, wl)  # 1 + c t**2 = wh + wl
+    ph, pl = v.two_prod(tc, wh)
+    pl = v.fma(tc, wl, pl)
+    uh, ul = v.two_prod(ph, _GELU_2K_HI_F32)
+    ul = v.fma(ph, _GELU_2K_LO_F32, v.fma(pl, _GELU_2K_HI_F32, ul))
+    q, d = _w_sigmoid_parts(v, uh, ul)
+    return v.sel(big, t, v.fma(tc, q, v.mul(tc, d)))
+
+
+#: ``2 k`` and ``c`` of the tanh GELU (the float64 constants) in two float32 parts each
+_GELU_2K_HI_F32, _GELU_2K_LO_F32 = 1.5957691669464111, -4.534068054340423e-08
+_GELU_C_HI_F32, _GELU_C_LO_F32 = 0.044714998453855515, 1.5461444347053543e-09
+
+#: the float32 forms (16 lanes, domain ``|t| <= _HI_F32``, ``t >= _LO_GELU_TANH_F32`` for the
+#: tanh GELU) where there is one
+_EMITTERS_F32 = {
+    SIGMOID: _w_sigmoid,
+    SILU: _w_silu,
+    TANH: _w_tanh,
+    -SOFTPLUS: _w_softplus_unit,
+    GELU_TANH: _w_gelu_tanh,
+}
+_LO_GELU_TANH_F32 = -9.0
+
+
+#: the emitter of each activation's vector form (``c`` passed to softplus only)
+_EMITTERS = {
+    SIGMOID: lambda v, t, c, short: _v_sigmoid(v, t, short),
+    SILU: lambda v, t, c, short: _v_silu(v, t, short),
+    TANH: lambda v, t, c, short: _v_tanh(v, t, short),
+    GELU_TANH: lambda v, t, c, short: _v_gelu_tanh(v, t, short),
+    GELU: lambda v, t, c, short: _v_gelu(v, t, short),
+    SOFTPLUS: lambda v, t, c, short: _v_softplus(v, t, c, short),
+    -SOFTPLUS: lambda v, t, c, short: _v_softplus_unit(v, t, short),  # c = 1
+}
+
+
+def _phi_lanes(key, v, x, c, lo, hi, short):
+    """``(ok, phi(x))`` of 8 float64 lanes: ``ok`` the lanes in the domain ``[lo, hi]``
+    (``lo = -hi`` but for the tanh GELU, ``hi`` infinite; NaN fails); the others give any
+    number (the caller recomputes them)."""
+    ok = v.cmp(">=", x, lo) if key == GELU_TANH else v.cmp("<=", v.abs(x), hi)
+    return ok, _EMITTERS[key](v, x, c, short)
+
+
+def _emit_vector(key, builder, x, c, lo, hi):
+    """``(ok, phi(x))`` of one vector of ``z`` (``<8 x double>`` or ``<16 x float>``)."""
+    v = _Vec(builder)
+    if x.type.element == _F64:
+        return _phi_lanes(key, v, x, c, lo, hi, False)
+    if key in _EMITTERS_F32:  # float32 lanes
+        w = _Vec(builder, True)
+        if key == GELU_TANH:
+            ok = w.cmp(">=", x, _LO_GELU_TANH_F32)
+        else:
+            ok = w.cmp("<=", w.abs(x), _HI_F32)
+        return ok, _EMITTERS_F32[key](w, x)
+    # the two halves in float64, rounded back
+    halves = [list(range(LANES)), list(range(LANES, 2 * LANES))]
+    oks, fs = [], []
+    for h in halves:
+        xh = builder.fpext(
+            builder.shuffle_vector(x, x, ir.Constant(ir.VectorType(_I32, LANES), h)), _VF
+        )
+        ok, f = _phi_lanes(key, v, xh, c, lo, hi, True)
+        oks.append(ok)
+        fs.append(builder.fptrunc(f, ir.VectorType(ir.FloatType(), LANES)))
+    both = ir.Constant(ir.VectorType(_I32, 2 * LANES), halves[0] + halves[1])
+    return builder.shuffle_vector(*oks, both), builder.shuffle_vector(*fs, both)
+
+
+def _emit_loop(key, context, builder, signature, args):
+    """The IR of a vector loop (:func:`_make_vector_loop`); returns its ``(first, last)``."""
+    zty = signature.args[0]
+    za, oa = (context.make_array(zty)(context, builder, a) for a in args[:2])
+    width = 16 if zty.dtype == types.float32 else LANES
+    vty = ir.VectorType(context.get_value_type(zty.dtype), width)
+    zeros = ir.Constant(ir.VectorType(_I32, LANES), [0] * LANES)
+    c, lo, hi = (
+        builder.shuffle_vector(
+            builder.insert_element(ir.Constant(_VF, ir.Undefined), a, ir.Constant(_I32, 0)),
+            ir.Constant(_VF, ir.Undefined),
+            zeros,
+        )
+        for a in args[2:5]
+    )
+    n = cgutils.unpack_tuple(builder, za.shape, 1)[0]
+    first = cgutils.alloca_once_value(builder, n)
+    last = cgutils.alloca_once_value(builder, ir.Constant(_I64, -1))
+    with cgutils.for_range(builder, builder.sdiv(n, ir.Constant(_I64, width))) as loop:
+        off = builder.mul(loop.index, ir.Constant(_I64, width))
+        zp = builder.bitcast(builder.gep(za.data, [off]), vty.as_pointer())
+        op = builder.bitcast(builder.gep(oa.data, [off]), vty.as_pointer())
+        ok, f = _emit_vector(key, builder, builder.load(zp, align=64 // width), c, lo, hi)
+        builder.store(f, op, align=64 // width)
+        okbits = builder.bitcast(ok, ir.IntType(width))
+        with cgutils.if_unlikely(builder, builder.icmp_unsigned("!=", okbits, okbits.type(-1))):
+            old = builder.load(first)
+            builder.store(builder.select(builder.icmp_signed("<", off, old), off, old), first)
+            builder.store(builder.add(off, ir.Constant(_I64, width - 1)), last)
+    return context.make_tuple(
+        builder, signature.return_type, [builder.load(first), builder.load(last)]
+    )
+
+
+def _make_vector_loop(key):
+    """The intrinsic ``loop(z, out, c, lo, hi) -> (first, last)`` of activation ``key``.
+
+    ``out[j] = phi(z[j])`` for ``j < w (len(z) // w)``, ``w`` 8 for float64, 16 for
+    float32 (``z`` and ``out`` arrays of one dtype, contiguous; ``key`` an activation
+    code, ``-SOFTPLUS`` for softplus with ``c = 1``), where ``z[j]`` is in the domain
+    (``[lo, hi]``, or the float32 form's); ``(first, last)`` spans the vectors with an
+    element outside (``(len(z), -1)`` if none), whose ``out`` the caller recomputes.
+    """
+
+    @intrinsic
+    def loop(typingctx, z, out, c, lo, hi):
+        sig = types.UniTuple(types.int64, 2)(z, out, types.float64, types.float64, types.float64)
+
+        def codegen(context, builder, signature, args):
+            fn = builder.function
+            set.add(fn.attributes, '"min-legal-vector-width"="512"')
+            return _emit_loop(key, context, builder, signature, args)
+
+        return sig, codegen
+
+    return loop
+
+
+(_vloop_sigmoid, _vloop_silu, _vloop_tanh, _vloop_gelu_tanh, _vloop_gelu, _vloop_softplus,
+ _vloop_softplus_unit) = (
+    _make_vector_loop(key) for key in (SIGMOID, SILU, TANH, GELU_TANH, GELU, SOFTPLUS, -SOFTPLUS)
+)  # fmt: skip
+
+
+@njit
+def _vector_phi(z, code, c, lo, hi, out):
+    """The vector loops of :func:`phi_fast` (the whole vectors of ``z``); ``(first, last)``."""
+    wide_vectors()
+    if code == SIGMOID:
+        return _vloop_sigmoid(z, out, c, lo, hi)
+    if code == SILU:
+        return _vloop_silu(z, out, c, lo, hi)
+    if code == TANH:
+        return _vloop_tanh(z, out, c, lo, hi)
+    if code == GELU_TANH:
+        return _vloop_gelu_tanh(z, out, c, lo, hi)
+    if code == GELU:
+        return _vloop_gelu(z, out, c, lo, hi)
+    if c == 1.0:
+        return _vloop_softplus_unit(z, out, c, lo, hi)
+    return _vloop_softplus(z, out, c, lo, hi)
+
+
 @njit
 def fast_domain(code, c):
     """``(lo, hi)``: the fast form of activation ``code`` is accurate for ``lo <= t <= hi``.
@@ -556,6 +1113,30 @@ def phi_fast(z, code, c, out):
     exact function.
     """
     lo, hi = fast_domain(code, c)
+    if AVAILABLE and single(z):  # the domains of the float32 forms
+        if code == SIGMOID or code == SILU or code == TANH or (code == SOFTPLUS and c == 1.0):
+            lo, hi = -_HI_F32, _HI_F32
+        elif code == GELU_TANH:
+            lo = _LO_GELU_TANH_F32
+    n = z.shape[0]
+    m, first, last = 0, n, -1
+    if AVAILABLE:  # the whole vectors by the explicit vector loops
+        m = n - n % (16 if single(z) else LANES)
+        first, last = _vector_phi(z, code, c, lo, hi, out)
+    if m < n:
+        f, g = _scalar_phi(z[m:], code, c, lo, hi, out[m:])
+        if g >= f:
+            first, last = min(first, m + f), m + g
+    for j in range(first, last + 1):  # the few elements outside the domain, one at a time
+        t = np.float64(z[j])
+        if not ((t >= lo) & (t <= hi)):
+            out[j] = like(z[j], smooth_phi(t, code, c))
+
+
+@njit
+def _scalar_phi(z, code, c, lo, hi, out):
+    """The loops vectorised by LLVM (:func:`phi_fast`); ``(first, last)`` spans the
+    elements outside the domain (``(len(z), -1)`` if none)."""
     first, last = 0, z.shape[0] - 1
     if code == SIGMOID:
         bad = _loop_sigmoid(z, c, lo, hi, out)
@@ -570,8 +1151,4 @@ def phi_fast(z, code, c, out):
         bad = last >= first
     else:
         bad = _loop_softplus(z, c, lo, hi, out)
-    if bad:  # the few elements outside the domain, one at a time
-        for j in range(first, last + 1):
-            t = np.float64(z[j])
-            if not ((t >= lo) & (t <= hi)):
-                out[j] = like(z[j], smooth_phi(t, code, c))
+    return (first, last) if bad else (z.shape[0], -1)
