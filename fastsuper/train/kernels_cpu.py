@@ -1205,7 +1205,8 @@ def adam_kernel(
             dense = small and dense_sampling(law)
             Wt, imp2 = prepare(Wk, impk)
             for t in range(t_start, t_start + n_steps):
-                fill_transposed(Wk, Wt)
+                if blas_rows <= 0:  # the BLAS path has its own copies
+                    fill_transposed(Wk, Wt)
                 for r in range(d):
                     for j in range(n):
                         gW[r, j] = 0.0
@@ -1232,7 +1233,8 @@ def adam_kernel(
                     ls, nb, f1 = run_grad(
                         Wk, Wt, bk, impk, imp2, act, skeys[k], t * batch, batch, law, work, gW, gb
                     )
-                add_transposed(gW, gWt)
+                if blas_rows <= 0 or not dense_x[k]:  # else the encoder term is in gW
+                    add_transposed(gW, gWt)
                 loss = ls * inv
                 if t % log_every == 0:
                     hist[t // log_every, k] = loss
