@@ -139,6 +139,9 @@ TRAIN_BLAS_MIN_ROWS = 64
 #: product with the stored ``W^T``
 TRAIN_GWT_FROM = 256
 TRAIN_GWT_ROWS = 32
+#: features from which a training sub-batch's products run on weights and codes whose rows
+#: are padded with zeros to whole 64-byte lines (``d = 30`` to 32 columns; the same numbers)
+TRAIN_PAD_FROM = 256
 #: expected active features per sample (``n p``) from which training draws the active
 #: sets of independent features a chunk of gaps at a time
 #: (:func:`fastsuper.core.laws.draw_bernoulli_chunked`; the same samples either way)

@@ -821,6 +821,29 @@ def _blas_rows(n: int, d: int, batch: int) -> int:
     return min(max(rows, config.TRAIN_BLAS_MIN_ROWS), batch)
 
 
+def _instance_costs(n, d, rows, pmax, active, chunked, thin, law, grouped) -> np.ndarray:
+    """Estimated cost of a step of each instance (for :func:`_groups`).
+
+    Per sample, in units of one value draw (measured at n=5, d=2, n=100, d=20 and
+    n=400, d=30); a gap drawn in a chunk costs about a value draw, else four; U[0, 1]
+    values of sub-batch rows with every feature active go straight into x (a third).
+    On the dense path of small models (:func:`~fastsuper.train.kernels_cpu.run_grad_dense`)
+    every sample costs its key and first gap, and only the samples with an active
+    feature (a fraction ``1 - (1 - p)^n``) their passes, gaps and values (measured at
+    n=5, d=2).
+    """
+    draws = np.where(pmax >= 1.0, 0.0, active + 1.0)  # geometric gaps drawn per sample
+    per_gap = np.where(chunked & (rows > 0), 1.0, 4.0)
+    direct = (pmax >= 1.0) & (rows > 0) & (law.name == "uniform") & (not grouped)
+    values = np.where(direct, 0.3, 1.0) * active
+    costs = 10.0 + n * padded_width(d) * (0.05 if rows else 1.0) + values + per_gap * draws
+    if rows == 0 and padded_width(d) <= 4 and n <= config.DENSE_N_MAX and not grouped:
+        nonempty = 1.0 - (1.0 - np.minimum(pmax, 1.0)) ** n
+        dense = np.where(pmax >= 1.0, 4.5 + 2.4 * n, 4.5 + 4.0 * n * nonempty + 3.5 * active)
+        costs = np.where(thin, costs, dense)
+    return costs
+
+
 def _fit_adam(o: FitOptions) -> FitResult:
     """``fit(method="adam")``: the compiled multi-instance Adam loop (or its GPU version)."""
     settings, P, imp, law, W, B, progress = _check_fit_args(o)
@@ -854,14 +877,7 @@ def _fit_adam(o: FitOptions) -> FitResult:
     chunked = (pmax < 1.0) & (pmax > 0.0) & ~thin & (pmax * n >= config.CHUNKED_GAPS_FROM)
     if "groups" in settings:
         chunked[:] = False
-    # per-sample cost, in units of one value draw (measured at n=5, d=2, n=100, d=20 and
-    # n=400, d=30); a gap drawn in a chunk costs about a value draw, else four; U[0, 1]
-    # values of sub-batch rows with every feature active go straight into x (a third)
-    draws = np.where(pmax >= 1.0, 0.0, active + 1.0)  # geometric gaps drawn per sample
-    per_gap = np.where(chunked & (rows > 0), 1.0, 4.0)
-    direct = (pmax >= 1.0) & (rows > 0) & (law.name == "uniform") & ("groups" not in settings)
-    values = np.where(direct, 0.3, 1.0) * active
-    costs = 10.0 + n * padded_width(d) * (0.05 if rows else 1.0) + values + per_gap * draws
+    costs = _instance_costs(n, d, rows, pmax, active, chunked, thin, law, "groups" in settings)
     groups = _groups(costs, min(numba.get_num_threads(), n_inst))
     n_log = (steps + log_every - 1) // log_every
     hist = np.full((n_log, n_inst), np.nan)

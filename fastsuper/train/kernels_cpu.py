@@ -649,7 +649,7 @@ def _residual_rows(Zc, Xc, b, imp, imp2, act, count, gb, first):
 
 @kernel_njit
 def run_grad_blas(
-    W, Wt, b, imp, imp2, act, skey, first, count, law, dense_x, chunked, work, gW, gWt, gb
+    W, b, imp, imp2, act, skey, first, count, law, dense_x, chunked, work, gW, gWt, gb
 ):
     """:func:`run_grad` for a sub-batch of ``count <= X.shape[0]`` samples, with BLAS.
 
@@ -663,14 +663,17 @@ def run_grad_blas(
     ``dense_x``, else loops over the active entries.  Products run in the
     compute dtype, sums over sub-batches in float64 (``gW``, ``gWt``, ``gb``
     as in :func:`run_grad`).  ``work`` is the scratch of :func:`_blas_scratch`
-    (``T`` and ``T2`` (d, n) in it are scratch too).  With ``chunked`` (a law of
+    (``T`` and ``T2`` (D, n) in it are scratch too; the products take the weights
+    from its ``Wt`` (n, D) and ``W`` (D, n), :func:`fill_blas_weights` of ``W``, and
+    ``H``, ``U`` have ``D = blas_width(d)`` columns, the extra ones zero in ``W``,
+    ``Wt`` and ``H``).  With ``chunked`` (a law of
     :func:`~fastsuper.core.laws.chunked_bernoulli`) the active sets are drawn
     by :func:`draw_gaps_hashed`, the sets of
     :func:`~fastsuper.core.laws.draw_bernoulli_chunked`; U[0, 1] values from the
     tabulated counter hashes of ``work`` (:func:`counter_tables`).
     """
     ptr, cidx, cval, X, H, Z, U, T, T2, ubuf, gbuf, vbuf, vh, gh = work[:14]
-    Xf, wbuf, wgbuf, wvbuf = work[14:]
+    Xf, wbuf, wgbuf, wvbuf, Wtp, Wp = work[14:]
     blaw, bidx, bval = borrowed_law(law), borrow(cidx), borrow(cval)  # no counting per row
     ubuf, ubits, gbuf = borrow(ubuf), borrow(ubuf.view(np.int64)), borrow(gbuf)
     vh, gh, vbuf, Xb = borrow(vh), borrow(gh), borrow(vbuf), borrow(X)
@@ -678,7 +681,7 @@ def run_grad_blas(
     every = blaw.ngrp == 0 and blaw.kfix < 0 and not blaw.thin and blaw.pmax >= 1.0
     uniform_values = blaw.code == UNIFORM
     d, n = W.shape
-    zero = Wt[0, 0] - Wt[0, 0]
+    zero = Wtp[0, 0] - Wtp[0, 0]
     Xc = X[:count]
     Hc = H[:count]
     Zc = Z[:count]
@@ -720,7 +723,7 @@ def run_grad_blas(
     ptr[count_draw] = nnz
     # ---- h = W x
     if dense_x:
-        np.dot(Xc, Wt, Hc)
+        np.dot(Xc, Wtp, Hc)
     else:
         for row in range(count):
             for r in range(d):
@@ -729,18 +732,18 @@ def run_grad_blas(
                 i = cidx[e]
                 x = cval[e]
                 for r in range(d):
-                    Hc[row, r] += Wt[i, r] * x
+                    Hc[row, r] += Wtp[i, r] * x
     # ---- z = W^T h + b, loss and g (in place of z)
-    np.dot(Hc, W, Zc)
+    np.dot(Hc, Wp, Zc)
     loss_sum, nbad, first_bad = _residual_rows(Zc, Xc, b, imp, imp2, act, count, gb, first)
     # ---- decoder term h g^T; u = W g; encoder term u x^T
     np.dot(Hc.T, Zc, T)
     if n >= TRAIN_GWT_FROM:  # u = W g: rows of G against rows of W, a block at a time
         for lo in range(0, count, TRAIN_GWT_ROWS):
             hi = min(lo + TRAIN_GWT_ROWS, count)
-            np.dot(Zc[lo:hi], W.T, Uc[lo:hi])
+            np.dot(Zc[lo:hi], Wp.T, Uc[lo:hi])
     else:
-        np.dot(Zc, Wt, Uc)
+        np.dot(Zc, Wtp, Uc)
     if dense_x:
         np.dot(Uc.T, Xc, T2)
         add_in_order(gW, T, T2)
@@ -1067,27 +1070,60 @@ def adam_update(param, m, v, grad, scale, step_size, bc2s, beta1, beta2, eps):
         pf[j] = pf[j] - step_size * mj / (math.sqrt(vj) / bc2s + eps)
 
 
+#: bytes to which :func:`_blas_scratch` aligns its buffers (a cache line, one 512-bit vector)
+BLAS_ALIGN = 64
+
+
+@njit
+def blas_width(d, n, itemsize):
+    """Columns of the sub-batch weights and codes of :func:`run_grad_blas`.
+
+    ``d``, or from :data:`~fastsuper.core.config.TRAIN_PAD_FROM` features ``d``
+    rounded up to whole :data:`BLAS_ALIGN`-byte rows (the extra columns hold
+    zeros) where that adds at most ``d / 8`` columns (``d = 30`` to 32 in either
+    dtype): the products' rows then start on cache lines.
+    """
+    lanes = BLAS_ALIGN // itemsize
+    D = (d + lanes - 1) // lanes * lanes
+    if n < config.TRAIN_PAD_FROM or D - d > d // 8:
+        return d
+    return D
+
+
+@njit
+def aligned_zeros(size, like):
+    """``size`` zeros of ``like``'s dtype starting at a multiple of :data:`BLAS_ALIGN` bytes."""
+    extra = BLAS_ALIGN // like.itemsize
+    buf = np.zeros(size + extra, dtype=like.dtype)
+    addr = np.int64(buf.ctypes.data)
+    off = (BLAS_ALIGN - addr % BLAS_ALIGN) % BLAS_ALIGN // like.itemsize
+    return buf[off : off + size]
+
+
 @kernel_njit
 def _blas_scratch(W, rows):
     """Sub-batch scratch of :func:`run_grad_blas` (``rows`` >= 1 rows).
 
     Then ``Xf``, the flat buffer of ``X`` with one entry more, and the chunk
-    buffers of :func:`draw_rows_wide`.
+    buffers of :func:`draw_rows_wide`; then ``Wt`` (n, D) and ``W`` (D, n):
+    the weights with ``D = blas_width(d)`` (filled by :func:`fill_blas_weights`).
+    The products' buffers start at multiples of :data:`BLAS_ALIGN` bytes.
     """
     d, n = W.shape
     dt = W.dtype
-    Xf = np.zeros(rows * n + 1, dtype=dt)
+    D = blas_width(d, n, W.itemsize)
+    Xf = aligned_zeros(rows * n + 1, W)
     return (
         (
             np.empty(rows + 1, dtype=np.int64),
             np.empty(rows * n, dtype=np.int64),
             np.empty(rows * n, dtype=dt),
             Xf[: rows * n].reshape(rows, n),
-            np.empty((rows, d), dtype=dt),
-            np.empty((rows, n), dtype=dt),
-            np.empty((rows, d), dtype=dt),
-            np.empty((d, n), dtype=dt),
-            np.empty((d, n), dtype=dt),
+            aligned_zeros(rows * D, W).reshape(rows, D),
+            aligned_zeros(rows * n, W).reshape(rows, n),
+            aligned_zeros(rows * D, W).reshape(rows, D),
+            aligned_zeros(D * n, W).reshape(D, n),
+            aligned_zeros(D * n, W).reshape(D, n),
             np.empty(GAP_CHUNK),
             np.empty(GAP_CHUNK, dtype=np.int64),
             np.empty(GAP_CHUNK),
@@ -1098,8 +1134,21 @@ def _blas_scratch(W, rows):
             np.empty(WIDE_GAPS),
             np.empty(WIDE_GAPS, dtype=np.int64),
             np.empty(WIDE_GAPS),
+            aligned_zeros(n * D, W).reshape(n, D),
+            aligned_zeros(D * n, W).reshape(D, n),
         )
     )
+
+
+@kernel_njit
+def fill_blas_weights(W, work):
+    """``W`` (d, n) into the padded ``Wt`` and ``W`` of the scratch of :func:`_blas_scratch`."""
+    Wt8, W8 = work[18], work[19]
+    d, n = W.shape
+    for r in range(d):
+        for j in range(n):
+            W8[r, j] = W[r, j]
+    fill_transposed(W, Wt8)
 
 
 @parallel_njit
@@ -1156,18 +1205,20 @@ def adam_kernel(
             dense = small and dense_sampling(law)
             Wt, imp2 = prepare(Wk, impk)
             for t in range(t_start, t_start + n_steps):
-                fill_transposed(Wk, Wt)
+                if blas_rows <= 0:  # the BLAS path has its own copies
+                    fill_transposed(Wk, Wt)
                 for r in range(d):
                     for j in range(n):
                         gW[r, j] = 0.0
                 for j in range(n):
                     gb[j] = 0.0
                 if blas_rows > 0:
+                    fill_blas_weights(Wk, blas_work)
                     ls = 0.0
                     nb = 0
                     for lo in range(0, batch, blas_rows):
                         l1, n1, f1 = run_grad_blas(
-                            Wk, Wt, bk, impk, imp2, act, skeys[k], t * batch + lo,
+                            Wk, bk, impk, imp2, act, skeys[k], t * batch + lo,
                             min(blas_rows, batch - lo), law, dense_x[k], chunked[k], blas_work,
                             gW, gWt, gb,
                         )  # fmt: skip
@@ -1182,7 +1233,8 @@ def adam_kernel(
                     ls, nb, f1 = run_grad(
                         Wk, Wt, bk, impk, imp2, act, skeys[k], t * batch, batch, law, work, gW, gb
                     )
-                add_transposed(gW, gWt)
+                if blas_rows <= 0 or not dense_x[k]:  # else the encoder term is in gW
+                    add_transposed(gW, gWt)
                 loss = ls * inv
                 if t % log_every == 0:
                     hist[t // log_every, k] = loss

@@ -192,6 +192,8 @@ def _adam_reference(res: FitResult, steps: int, lr: float):
         (30, 5, [1.0, 0.05], "relu_power", 1, "rademacher"),
         # BLAS sub-batches with W g by blocks of rows (n >= config.TRAIN_GWT_FROM)
         (260, 6, [0.3, 0.02], "relu_power", 1, "uniform"),
+        # the same with d = 30 padded to 32 columns (n >= config.TRAIN_PAD_FROM)
+        (260, 30, [0.3, 0.02], "relu_power", 1, "uniform"),
         # per-sample row loops (n d too large for BLAS)
         (200, 90, [0.05], "signed_power", 1.5, "uniform_sym"),
     ],

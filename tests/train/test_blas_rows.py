@@ -7,13 +7,17 @@ import pytest
 from checks import assert_fit_same_on_any_thread_count
 
 import fastsuper as fs
+from fastsuper.core import config
 from fastsuper.core.bundles import borrowed_law, input_law
 from fastsuper.core.jit import njit
 from fastsuper.core.laws import GAP_CHUNK
 from fastsuper.core.rng import hashed_uniform, sample_key, seed_key
 from fastsuper.train.kernels_cpu import (
+    BLAS_ALIGN,
     WIDE_GAPS,
+    aligned_zeros,
     all_finite,
+    blas_width,
     counter_tables,
     draw_row_hashed,
     draw_rows_wide,
@@ -79,3 +83,30 @@ def test_all_finite_sees_inf_and_nan(dtype):
         y = x.copy()
         y[2, 4] = bad
         assert not all_finite(y)
+
+
+@pytest.mark.parametrize(
+    "d,n,itemsize,width",
+    [
+        (30, 400, 8, 32),  # two zero columns: rows of 256 bytes
+        (30, 400, 4, 32),
+        (62, 256, 8, 64),
+        (15, 512, 8, 16),
+        (20, 400, 8, 20),  # four more columns would be more than d / 8
+        (12, 300, 4, 12),
+        (32, 400, 8, 32),
+        (30, config.TRAIN_PAD_FROM - 1, 8, 30),  # fewer features: never padded
+    ],
+)
+def test_blas_width(d, n, itemsize, width):
+    assert blas_width(d, n, itemsize) == width
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("size", [1, 7, 1000])
+def test_aligned_zeros(dtype, size):
+    for _ in range(5):
+        a = aligned_zeros(size, np.empty(1, dtype=dtype))
+        assert a.shape == (size,) and a.dtype == dtype and a.flags.c_contiguous
+        assert a.ctypes.data % BLAS_ALIGN == 0
+        assert not a.any()
