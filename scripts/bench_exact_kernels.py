@@ -6,7 +6,8 @@
 For each hidden dimension ``d``: ``ExactEvaluator(kernel=...).loss_grad`` of
 one random model (Gaussian values, p = 1e-3) by both kernels, interleaved
 (fused, tensor, fused, ...) for ``--rounds`` rounds in one process, with the
-matmul rate F (a 2048 x 2048 float64 product, best of 3) measured between
+matmul rate F (a 2048 x 2048 float64 product, best of 3, then a pause of
+half a second for OpenBLAS's threads to stop spinning) measured between
 rounds.  Prints each kernel's median wall time, its rate as a percentage of
 F counting the pairwise work ``n**2 (4d + 4m)`` (the fused kernel's), the
 ratio fused / tensor, the kernel that ``kernel="auto"`` picks and the cost
@@ -32,8 +33,11 @@ from fastsuper.exact.prepared import default_kernel
 
 
 def _matmul_rate() -> float:
+    """F; then a pause, so that BLAS threads still spinning after the product do not take
+    the cores from the kernels timed next."""
     A = np.random.default_rng(1).normal(size=(2048, 2048))
     best = min(_timed(lambda: A @ A) for _ in range(3))
+    time.sleep(0.5)
     return 2 * 2048**3 / best
 
 

@@ -91,8 +91,8 @@ EXACT_TENSOR_GROUPS = 8
 #: per feature, in units of the fused kernel's counted flops (``n**2 (4d + 4m)`` for the
 #: whole evaluation): :class:`fastsuper.ExactEvaluator` takes the cheaper of the two from
 #: :data:`EXACT_FUSED_FROM` features on
-EXACT_TENSOR_COST = 18.0
-EXACT_TENSOR_FEATURE_COST = 12_000.0
+EXACT_TENSOR_COST = 26.0
+EXACT_TENSOR_FEATURE_COST = 20_000.0
 #: n from which :class:`fastsuper.ExactEvaluator` uses the fused or the moment-tensor kernel
 #: by default (the cheaper), and :func:`fastsuper.exact_loss_grad` and
 #: :func:`fastsuper.exact_gain_grad` run it (values to round-off of the row kernels, not bit

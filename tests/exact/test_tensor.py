@@ -155,15 +155,15 @@ def test_auto_kernel_by_cost(monkeypatch):
 
 @pytest.mark.parametrize("bias", [False, True])
 def test_public_functions_use_the_tensor_kernel_where_cheaper(monkeypatch, bias):
-    W, b, inputs = _case("uniform", 2, bias, n=1200, d=2)
+    W, b, inputs = _case("uniform", 2, bias, n=2000, d=2)
     model = Model(W, b, exponent=2)
     with monkeypatch.context() as mp:  # the general path: the row kernels
         mp.setattr(config, "EXACT_CACHE_BYTES", 0)
         mp.setattr(config, "EXACT_FUSED_FROM", None)
         ref = fs.exact_loss_grad(model, inputs)
         ref_gain = fs.exact_gain(model, inputs)
-    monkeypatch.setattr(config, "EXACT_FUSED_FROM", 1200)
-    assert default_kernel(1200, 2, 2) == "tensor"
+    monkeypatch.setattr(config, "EXACT_FUSED_FROM", 2000)
+    assert default_kernel(2000, 2, 2) == "tensor"
     _assert_close(fs.exact_loss_grad(model, inputs), ref, bias)
     assert fs.exact_gain(model, inputs) == pytest.approx(ref_gain, rel=1e-12)
 
