@@ -48,3 +48,36 @@ def random_model(
     W = (rng.normal(size=(d, n)) * scale).astype(dtype)
     b = (rng.normal(size=n) * 0.2).astype(dtype) if bias else None
     return fs.Model(W, b, activation=act, exponent=a, param=param)
+
+
+#: value laws of the exact closed forms' kernel tests
+EXACT_LAWS = {
+    "gaussian": fs.ValueLaw("gaussian"),
+    "rademacher": fs.ValueLaw("rademacher"),
+    "uniform": fs.ValueLaw("uniform"),
+    "discrete": fs.ValueLaw("discrete", support=[-1.3, 0.4, 2.1], probs=[0.2, 0.5, 0.3]),
+}
+
+#: the smooth activations and their parameters, for the vector forms' tests
+SMOOTH_CASES = [
+    ("gelu", None),
+    ("sigmoid", None),
+    ("silu", None),
+    ("tanh", None),
+    ("gelu_tanh", None),
+    ("softplus", 1.0),
+    ("softplus", 0.3),
+    ("softplus", 7.0),
+]
+
+
+def exact_case(law, m, bias, n, d, seed=0):
+    """``(W, b, inputs)``: a random model of ``n`` features in ``d`` dimensions (bias or
+    ``None``) and Bernoulli inputs with per-feature ``p`` and importances, values from
+    :data:`EXACT_LAWS` ``[law]``."""
+    rng = np.random.default_rng([seed, m, bias, n, d, len(law)])
+    W = 0.8 * rng.normal(size=(d, n)) / np.sqrt(d)
+    b = rng.normal(scale=0.3, size=n) if bias else None
+    p = rng.uniform(0.05, 0.9, n)
+    imp = rng.uniform(0.5, 2.0, n)
+    return W, b, fs.SparseInputs(n, p=p, values=EXACT_LAWS[law], importance=imp)

@@ -38,7 +38,7 @@ import numpy as np
 
 from fastsuper.core.jit import kernel_njit, parallel_njit
 
-__all__ = ["fused_loss_grad", "row_terms"]
+__all__ = ["fused_loss_grad", "row_terms", "squared_norms"]
 
 
 @kernel_njit
@@ -94,6 +94,18 @@ def row_terms(j, S, b, has_b, diag_j, binom, ex, imp, work, terms, coef, db, g_d
         coef[r, j] = r * acc
         if r == 1:
             db[j] = acc
+
+
+@kernel_njit
+def squared_norms(W):
+    """``|W[:, j]|**2`` for every column ``j`` (the diagonal of ``A = W^T W``), summed over
+    the rows in order."""
+    d, n = W.shape
+    out = np.zeros(n)
+    for k in range(d):
+        for j in range(n):
+            out[j] += W[k, j] * W[k, j]
+    return out
 
 
 #: the row stride of the kernel's tile buffers (flat, row ``jj`` at ``jj * _CB``): a
@@ -544,12 +556,7 @@ def fused_loss_grad(W, b, has_b, binom, ex, kx, imp, orders, m, want_grad, terms
     even = _even(kx, R)
     W = np.ascontiguousarray(W)
     WT = np.ascontiguousarray(W.T)
-    diag = np.empty(n)
-    for j in range(n):
-        s = 0.0
-        for k in range(d):
-            s += WT[j, k] * WT[j, k]
-        diag[j] = s
+    diag = squared_norms(W)
     nblocks = (n + rows - 1) // rows
     S = np.zeros((R + 1, n))  # the rows' halves, then the power sums
     Scol = np.zeros((groups, R + 1, n))  # the columns' halves, one per group

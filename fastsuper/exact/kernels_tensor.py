@@ -44,7 +44,7 @@ import numpy as np
 from fastsuper.core import config
 from fastsuper.core.jit import borrow, kernel_njit, parallel_njit
 from fastsuper.core.vecmath import wide_vectors
-from fastsuper.exact.kernels_fused import row_terms
+from fastsuper.exact.kernels_fused import row_terms, squared_norms
 
 __all__ = ["monomial_count", "monomial_tables", "tensor_cost", "tensor_loss_grad"]
 
@@ -404,12 +404,7 @@ def tensor_loss_grad(W, b, has_b, binom, ex, kx, imp, orders, m, want_grad, term
     mask = np.zeros(R + 1, dtype=np.bool_)
     for r in orders:
         mask[r] = True
-    diag = np.empty(n)
-    for j in range(n):
-        s = 0.0
-        for k in range(d):
-            s += W[k, j] * W[k, j]
-        diag[j] = s
+    diag = squared_norms(W)
     nblocks = (n + cols - 1) // cols
     parts = np.zeros((groups, C))
     for g in numba.prange(groups):  # the moments of the kappa_r(x_i)

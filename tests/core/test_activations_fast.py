@@ -12,6 +12,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 import pytest
+from builders import SMOOTH_CASES
 from checks import assert_within_ulps, extreme_arguments
 from naive import smooth_ref
 
@@ -24,16 +25,7 @@ from hypothesis import strategies as st  # noqa: E402
 from hypothesis.extra import numpy as hnp  # noqa: E402
 
 ULPS = {np.float64: 4.0, np.float32: 1.0}
-CASES = [
-    ("gelu", None),
-    ("sigmoid", None),
-    ("silu", None),
-    ("tanh", None),
-    ("gelu_tanh", None),
-    ("softplus", 1.0),
-    ("softplus", 0.3),
-    ("softplus", 7.0),
-]
+CASES = SMOOTH_CASES
 
 
 def _fast(t, name, param):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from builders import SMOOTH_CASES
 from checks import assert_within_ulps
 from naive import smooth_ref
 
@@ -20,15 +21,7 @@ from fastsuper.core.vecmath import AVAILABLE, phi_fast
 
 pytestmark = pytest.mark.skipif(not AVAILABLE, reason="the CPU has no AVX-512")
 
-CASES = [
-    ("gelu", None),
-    ("sigmoid", None),
-    ("silu", None),
-    ("tanh", None),
-    ("gelu_tanh", None),
-    ("softplus", 1.0),
-    ("softplus", 0.3),
-]
+CASES = SMOOTH_CASES
 #: the activations computed in float32 lanes for float32 arrays, and their worst error
 #: against the exact value
 FLOAT32_LANES = [

@@ -6,31 +6,21 @@ import math
 
 import numpy as np
 import pytest
+from builders import EXACT_LAWS, exact_case
 from checks import assert_same_on_any_thread_count
 from naive import enumerate_inputs
 
 import fastsuper as fs
-from fastsuper import ExactEvaluator, Model, SparseInputs, ValueLaw
+from fastsuper import ExactEvaluator, Model, SparseInputs
 from fastsuper.core import config
 from fastsuper.core.blas import blas_threads
 from fastsuper.exact import kernels_prepared as kp
 from fastsuper.exact.kernels_cpu import exact_grad_w, exact_power_sums
 
-LAWS = {
-    "gaussian": ValueLaw("gaussian"),
-    "rademacher": ValueLaw("rademacher"),
-    "uniform": ValueLaw("uniform"),
-    "discrete": ValueLaw("discrete", support=[-1.3, 0.4, 2.1], probs=[0.2, 0.5, 0.3]),
-}
+LAWS = EXACT_LAWS
 
 
-def _case(law, m, bias, n, d, seed=0):
-    rng = np.random.default_rng([seed, m, bias, n, d, len(law)])
-    W = 0.8 * rng.normal(size=(d, n)) / math.sqrt(d)
-    b = rng.normal(scale=0.3, size=n) if bias else None
-    p = rng.uniform(0.05, 0.9, n)
-    imp = rng.uniform(0.5, 2.0, n)
-    return W, b, SparseInputs(n, p=p, values=LAWS[law], importance=imp)
+_case = exact_case
 
 
 def _same(a, b):
