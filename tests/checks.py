@@ -2,6 +2,7 @@
 
 import numba
 import numpy as np
+import pytest
 from scipy import stats
 
 import fastsuper as fs
@@ -139,3 +140,12 @@ def assert_fit_same_on_any_thread_count(set_threads, n: int, d: int, **kw) -> No
     two = fs.fit(n, d, **kw)
     for x, y in [(one.W, two.W), (one.b, two.b), (one.loss_history, two.loss_history)]:
         assert np.array_equal(x, y)
+
+
+def assert_exact_close(got, ref, bias) -> None:
+    """Exact ``(loss, dW, db)`` to 1e-12: the loss relative, the gradients relative to their
+    largest entry (``db`` only with ``bias``)."""
+    assert got[0] == pytest.approx(ref[0], rel=1e-12)
+    np.testing.assert_allclose(got[1], ref[1], rtol=0, atol=1e-12 * np.abs(ref[1]).max())
+    if bias:
+        np.testing.assert_allclose(got[2], ref[2], rtol=0, atol=1e-12 * np.abs(ref[2]).max())

@@ -833,6 +833,12 @@ def _gap_chunk(key, c, width, ubuf, ubits, gbuf, vbuf, gh, vh, bounds):
 
 
 @njit(inline="always")
+def _row_start(law, ubuf):
+    """``(n, log(1 - p), gap_bounds(law), chunk width)``: what the row samplers start from."""
+    return law.n, law.log1mp, gap_bounds(law), ubuf.shape[0]
+
+
+@njit(inline="always")
 def draw_row_hashed(key, law, X, row, ubuf, ubits, gbuf, vbuf, gh, vh):
     """:func:`draw_gaps_hashed` with U[0, 1] values, written straight into ``X[row]``.
 
@@ -842,10 +848,7 @@ def draw_row_hashed(key, law, X, row, ubuf, ubits, gbuf, vbuf, gh, vh):
     each rounded once to the dtype of ``X``; the values of a chunk of gaps are
     drawn with it.  Returns the number of active features.
     """
-    n = law.n
-    log1mp = law.log1mp
-    bounds = gap_bounds(law)
-    width = ubuf.shape[0]
+    n, log1mp, bounds, width = _row_start(law, ubuf)
     pos = -1
     c = 0
     while True:
@@ -870,10 +873,7 @@ def _draw_row_flat(key, law, Xf, at, ubuf, ubits, gbuf, vbuf, gh, vh):
     Every gap of a chunk writes its value at its position, clamped to ``at +
     n``: the entry after the row, set back to zero on return (``Xf`` needs it).
     """
-    n = law.n
-    log1mp = law.log1mp
-    bounds = gap_bounds(law)
-    width = ubuf.shape[0]
+    n, log1mp, bounds, width = _row_start(law, ubuf)
     pos = -1
     c = 0
     while pos < n:

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 from builders import EXACT_LAWS, exact_case
-from checks import assert_same_on_any_thread_count
+from checks import assert_exact_close, assert_same_on_any_thread_count
 from naive import enumerate_inputs
 
 import fastsuper as fs
@@ -150,28 +150,27 @@ def test_blas_threads_restores_the_counts():
 
 @pytest.fixture
 def small_tiles(monkeypatch):
-    """Tiles far smaller than n, so blocks, tiles and groups all have edges."""
+    """Tiles and blocks far smaller than n, so blocks, tiles and groups all have edges (the
+    fused and the moment-tensor kernels)."""
     monkeypatch.setattr(config, "EXACT_FUSED_ROWS", 5)
     monkeypatch.setattr(config, "EXACT_FUSED_COLS", 8)
     monkeypatch.setattr(config, "EXACT_FUSED_GROUPS", 3)
+    monkeypatch.setattr(config, "EXACT_TENSOR_COLS", 5)
+    monkeypatch.setattr(config, "EXACT_TENSOR_GROUPS", 3)
 
 
+@pytest.mark.parametrize("kernel", ["fused", "tensor"])
 @pytest.mark.parametrize("law", sorted(LAWS))
 @pytest.mark.parametrize("m", [1, 2, 3, 4])
 @pytest.mark.parametrize("bias", [False, True])
-def test_fused_kernel_agrees_with_the_rows(small_tiles, law, m, bias):
+def test_kernels_agree_with_the_rows(small_tiles, kernel, law, m, bias):
     W, b, inputs = _case(law, m, bias, n=37, d=4)
     rows = ExactEvaluator(inputs, 4, m, bias=bias, kernel="rows")
-    fused = ExactEvaluator(inputs, 4, m, bias=bias, kernel="fused")
-    assert fused.kernel == "fused" and rows.kernel == "rows"
-    ref, got = rows.loss_grad(W, b), fused.loss_grad(W, b)
-    assert got[0] == pytest.approx(ref[0], rel=1e-12)
-    scale = np.abs(ref[1]).max()
-    np.testing.assert_allclose(got[1], ref[1], rtol=0, atol=1e-12 * scale)
-    if bias:
-        np.testing.assert_allclose(got[2], ref[2], rtol=0, atol=1e-12 * np.abs(ref[2]).max())
-    lg_ref, lg = rows.loss_and_gain(W, b), fused.loss_and_gain(W, b)
-    assert lg == pytest.approx(lg_ref, rel=1e-12)
+    ev = ExactEvaluator(inputs, 4, m, bias=bias, kernel=kernel)
+    assert ev.kernel == kernel and rows.kernel == "rows"
+    assert_exact_close(ev.loss_grad(W, b), rows.loss_grad(W, b), bias)
+    assert_exact_close(ev.gain_grad(W, b), rows.gain_grad(W, b), bias)
+    assert ev.loss_and_gain(W, b) == pytest.approx(rows.loss_and_gain(W, b), rel=1e-12)
 
 
 def test_fused_kernel_does_not_depend_on_the_thread_count(small_tiles):
