@@ -1,0 +1,155 @@
+"""Where a training step's time goes: each instance's cost, and the best a split can do.
+
+For one configuration ``N,D,INSTANCES`` of ``compare_torch_train.py`` (Elhage
+et al.'s toy models: ReLU with bias, U[0, 1] values, ``p = 50 **
+-linspace(0, 1, INSTANCES)``, importance ``0.9 ** arange(N)``, Adam, batch
+1024), this script measures on one thread the seconds per step of every
+instance alone (``fit`` with that instance's ``p``, best of ``--repeats``
+runs), then:
+
+* the bound: the instances split over ``--threads`` work items by the greedy
+  rule of ``fit`` (largest first, to the least loaded) using these measured
+  costs; the largest item's sum is the shortest a step can take with the
+  instances' current costs;
+* the measured rate of the whole configuration on ``--threads`` threads
+  (median of ``--repeats`` runs) and its fraction of the bound;
+* on the BLAS path, the rate of one sub-batch's product ``H W`` repeated in a
+  compiled loop on one thread, beside a 2048-square matmul on one thread: how
+  close the products themselves come to the machine.
+
+Nothing runs in parallel with the one-thread measurements but the machine's
+own load (printed before and after: compare only quiet runs).
+
+usage: python scripts/train_bound.py [--config 100,20,10] [--steps 200] [--threads 2]
+       [--repeats 5] [--dtype float64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import numba
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from fastsuper.core import config
+from fastsuper.train.adam import _blas_rows, fit
+from fastsuper.train.kernels_cpu import blas_width
+
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--config", default="100,20,10", metavar="N,D,INSTANCES")
+    ap.add_argument("--steps", type=int, default=200, help="steps per timed run")
+    ap.add_argument("--threads", type=int, default=2, help="threads of the whole run")
+    ap.add_argument("--repeats", type=int, default=5, help="timed runs per measurement")
+    ap.add_argument("--dtype", default="float64", choices=["float64", "float32"])
+    args = ap.parse_args(argv)
+    try:
+        args.n, args.d, args.instances = (int(x) for x in args.config.split(","))
+    except ValueError:
+        ap.error(f"--config must be N,D,INSTANCES (integers), got {args.config!r}")
+    if min(args.n, args.d, args.instances, args.steps, args.threads, args.repeats) < 1:
+        ap.error("--config values, --steps, --threads and --repeats must be >= 1")
+    return args
+
+
+def step_seconds(n, d, p, steps, repeats, dtype, best=True):
+    """Seconds per step of ``fit`` (compiled first): best (or median) of ``repeats`` runs."""
+    kw = dict(
+        n_instances=np.size(p), p=p, importance=0.9 ** np.arange(n), batch_size=1024,
+        lr=1e-3, dtype=dtype, progress=False,
+    )  # fmt: skip
+    fit(n, d, steps=2, log_every=1, **kw)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fit(n, d, steps=steps, log_every=steps, **kw)
+        times.append((time.perf_counter() - t0) / steps)
+    return min(times) if best else float(np.median(times))
+
+
+def greedy_split(costs, items):
+    """Largest load of ``fit``'s greedy split of ``costs`` over ``items`` work items."""
+    loads = np.zeros(items)
+    for k in np.argsort(-costs, kind="stable"):
+        loads[np.argmin(loads)] += costs[k]
+    return float(loads.max())
+
+
+@numba.njit
+def _dot_loop(A, B, C, reps):
+    for _ in range(reps):
+        np.dot(A, B, C)
+    return C[0, 0]
+
+
+def hot_rate(m, k, n, dtype, reps=2000):
+    """FLOP/s of ``(m, k) @ (k, n)`` repeated in a compiled loop, best of 5 (one thread)."""
+    rng = np.random.default_rng(0)
+    A = rng.random((m, k)).astype(dtype)
+    B = rng.random((k, n)).astype(dtype)
+    C = np.empty((m, n), dtype)
+    _dot_loop(A, B, C, 1)
+    best = float("inf")
+    for _ in range(5):
+        t0 = time.perf_counter()
+        _dot_loop(A, B, C, reps)
+        best = min(best, (time.perf_counter() - t0) / reps)
+    return 2.0 * m * k * n / best
+
+
+def matmul_rate(dtype, size=2048):
+    """FLOP/s of a ``size``-square matmul, best of 3."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((size, size)).astype(dtype)
+    a @ a
+    best = min(_timed(lambda: a @ a) for _ in range(3))
+    return 2.0 * size**3 / best
+
+
+def _timed(f):
+    t0 = time.perf_counter()
+    f()
+    return time.perf_counter() - t0
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    n, d, inst, dtype = args.n, args.d, args.instances, np.dtype(args.dtype)
+    ps = 50.0 ** -np.linspace(0, 1, inst)
+    load0 = os.getloadavg()
+    numba.set_num_threads(1)
+    with threadpool_limits(1):
+        costs = np.array([step_seconds(n, d, p, args.steps, args.repeats, dtype) for p in ps])
+        rows = _blas_rows(n, d, 1024)
+        if rows:
+            D = blas_width(d, n, dtype.itemsize)
+            prod = hot_rate(rows, D, n, dtype)
+            peak1 = matmul_rate(dtype)
+    numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
+    whole = step_seconds(n, d, ps, args.steps, args.repeats, dtype, best=False)
+    load1 = os.getloadavg()
+    bound = greedy_split(costs, min(args.threads, inst))
+    print(f"n={n} d={d} instances={inst} {dtype.name}; load average {load0[0]:.2f} before, "
+          f"{load1[0]:.2f} after")  # fmt: skip
+    dense_x = config.DENSE_X_RATIO * ps * n >= n
+    print(f"{'p':>8} {'E[K]':>7} {'path':>10} {'us/step (1 thread)':>20}")
+    for p, c, dx in zip(ps, costs, dense_x):
+        path = ("dense x" if dx else "sparse x") if rows else "per sample"
+        print(f"{p:8.4f} {p * n:7.2f} {path:>10} {c * 1e6:20.1f}")
+    print(f"sum of the instances' costs: {costs.sum() * 1e6:.0f} us; best split over "
+          f"{min(args.threads, inst)} threads: {bound * 1e6:.0f} us = {1 / bound:.1f} steps/s")
+    print(f"measured on {args.threads} threads: {whole * 1e6:.0f} us = {1 / whole:.1f} steps/s, "
+          f"{bound / whole:.2f} of the bound")  # fmt: skip
+    if rows:
+        print(f"sub-batch product H W ({rows} x {D}) @ ({D} x {n}) in a compiled loop: "
+              f"{prod / 1e9:.1f} GFLOP/s = {prod / peak1:.2f} of a 2048-square matmul on one "
+              f"thread ({peak1 / 1e9:.1f} GFLOP/s)")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
