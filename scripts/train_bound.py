@@ -1,4 +1,4 @@
-"""Where a training step's time goes: each instance's cost, and the best a split can do.
+"""Where a training step's time goes: each instance's cost, and what a split of them allows.
 
 For one configuration ``N,D,INSTANCES`` of ``compare_torch_train.py`` (Elhage
 et al.'s toy models: ReLU with bias, U[0, 1] values, ``p = 50 **
@@ -35,7 +35,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from fastsuper.core import config
-from fastsuper.train.adam import _blas_rows, fit
+from fastsuper.train.adam import _blas_rows, _groups, fit
 from fastsuper.train.kernels_cpu import blas_width
 
 
@@ -72,11 +72,9 @@ def step_seconds(n, d, p, steps, repeats, dtype, best=True):
 
 
 def greedy_split(costs, items):
-    """Largest load of ``fit``'s greedy split of ``costs`` over ``items`` work items."""
-    loads = np.zeros(items)
-    for k in np.argsort(-costs, kind="stable"):
-        loads[np.argmin(loads)] += costs[k]
-    return float(loads.max())
+    """Largest load of ``fit``'s split (:func:`fastsuper.train.adam._groups`) of ``costs``."""
+    groups = _groups(costs, items)
+    return max(float(costs[g[g >= 0]].sum()) for g in groups)
 
 
 @numba.njit
@@ -140,8 +138,10 @@ def main(argv=None) -> int:
     for p, c, dx in zip(ps, costs, dense_x):
         path = ("dense x" if dx else "sparse x") if rows else "per sample"
         print(f"{p:8.4f} {p * n:7.2f} {path:>10} {c * 1e6:20.1f}")
-    print(f"sum of the instances' costs: {costs.sum() * 1e6:.0f} us; best split over "
-          f"{min(args.threads, inst)} threads: {bound * 1e6:.0f} us = {1 / bound:.1f} steps/s")
+    print(
+        f"sum of the instances' costs: {costs.sum() * 1e6:.0f} us; fit's split over "
+        f"{min(args.threads, inst)} threads: {bound * 1e6:.0f} us = {1 / bound:.1f} steps/s"
+    )
     print(f"measured on {args.threads} threads: {whole * 1e6:.0f} us = {1 / whole:.1f} steps/s, "
           f"{bound / whole:.2f} of the bound")  # fmt: skip
     if rows:

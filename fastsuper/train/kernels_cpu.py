@@ -11,7 +11,10 @@ Per sample (THEORY §1), with the active set ``S`` of ``x``::
     dW[:, i] += (W g) x_i          for i in S only          (encoder: h = W x)
 
 Computation is in the dtype of ``W`` (float32 or float64), every sum over
-samples (loss and gradient) in float64.  Four code paths, same formulas:
+samples (loss and gradient) in float64, but for the sums within a sub-batch
+of the BLAS path, in the compute dtype as its products form them (float32
+ReLU sums a sample's loss terms in float32 there too).  Four code paths,
+same formulas:
 
 * ``d <= 4`` (:func:`run_grad`): ``h`` and ``W g`` live in scalars (``W^T``
   zero-padded to 2 or 4 columns), one fused loop over features per sample;
@@ -617,15 +620,57 @@ def _dense_scratch(W, D, rows):
 
 
 @njit(inline="always")
-def _residual_rows(Zc, Xc, b, imp, imp2, act, count, gb, first):
+def _residual_rows_single(Zc, Xc, b, imp2, count, gb, first, gbs):
+    """:func:`_residual_rows` for ReLU in float32: each row's loss summed in float32.
+
+    ``l_j = (2 I_j e_j) e_j / 2`` and ``g_j`` as :func:`_residual_relu` gives
+    them, the row's sum of ``l_j`` in float32 then in float64 across rows,
+    and ``G``'s column sums in the float32 ``gbs`` before ``gb`` (a sub-batch's
+    sums in the compute dtype, as its products' are).  16 lanes a vector
+    without conversions: twice as fast as the float64 loss terms.
+    """
+    n = Zc.shape[1]
+    zero = Zc.dtype.type(0.0)
+    for j in range(n):
+        gbs[j] = zero
+    loss_sum = 0.0
+    nbad = 0
+    first_bad = -1
+    for row in range(count):
+        loss = zero
+        for j in range(n):
+            zj = Zc[row, j] + b[j]
+            on = (zj - zj) + (zj > 0)  # as in _residual_relu: NaN for z = +-inf or NaN
+            e = zj * on - Xc[row, j]
+            ge = imp2[j] * e
+            loss += ge * e
+            gj = ge * on
+            Zc[row, j] = gj
+            gbs[j] += gj
+        row_loss = 0.5 * np.float64(loss)
+        if not math.isfinite(row_loss):
+            if nbad == 0:
+                first_bad = first + row
+            nbad += 1
+        loss_sum += row_loss
+    for j in range(n):
+        gb[j] += gbs[j]
+    return loss_sum, nbad, first_bad
+
+
+@njit(inline="always")
+def _residual_rows(Zc, Xc, b, imp, imp2, act, count, gb, first, gbs):
     """The residual step of :func:`run_grad_blas`: ``Zc`` (``H W``) becomes ``G``.
 
     Per element :func:`_residual_relu` or :func:`_residual` (float64 losses),
-    summed per row; ``gb += G``.  Returns ``(loss sum, number of rows whose
-    loss is not finite, first such sample: first + row, or -1)``.
+    summed per row; ``gb += G``; ReLU in float32 by :func:`_residual_rows_single`
+    (``gbs`` its scratch).  Returns ``(loss sum, number of rows whose loss is
+    not finite, first such sample: first + row, or -1)``.
     """
     n = Zc.shape[1]
     relu = act.code == RELU_POWER and act.ia == 1
+    if relu and Zc.itemsize == 4:
+        return _residual_rows_single(Zc, Xc, b, imp2, count, gb, first, gbs)
     loss_sum = 0.0
     nbad = 0
     first_bad = -1
@@ -673,7 +718,7 @@ def run_grad_blas(
     tabulated counter hashes of ``work`` (:func:`counter_tables`).
     """
     ptr, cidx, cval, X, H, Z, U, T, T2, ubuf, gbuf, vbuf, vh, gh = work[:14]
-    Xf, wbuf, wgbuf, wvbuf, Wtp, Wp = work[14:]
+    Xf, wbuf, wgbuf, wvbuf, Wtp, Wp, gbs = work[14:]
     blaw, bidx, bval = borrowed_law(law), borrow(cidx), borrow(cval)  # no counting per row
     ubuf, ubits, gbuf = borrow(ubuf), borrow(ubuf.view(np.int64)), borrow(gbuf)
     vh, gh, vbuf, Xb = borrow(vh), borrow(gh), borrow(vbuf), borrow(X)
@@ -735,7 +780,7 @@ def run_grad_blas(
                     Hc[row, r] += Wtp[i, r] * x
     # ---- z = W^T h + b, loss and g (in place of z)
     np.dot(Hc, Wp, Zc)
-    loss_sum, nbad, first_bad = _residual_rows(Zc, Xc, b, imp, imp2, act, count, gb, first)
+    loss_sum, nbad, first_bad = _residual_rows(Zc, Xc, b, imp, imp2, act, count, gb, first, gbs)
     # ---- decoder term h g^T; u = W g; encoder term u x^T
     np.dot(Hc.T, Zc, T)
     if n >= TRAIN_GWT_FROM:  # u = W g: rows of G against rows of W, a block at a time
@@ -1106,7 +1151,8 @@ def _blas_scratch(W, rows):
 
     Then ``Xf``, the flat buffer of ``X`` with one entry more, and the chunk
     buffers of :func:`draw_rows_wide`; then ``Wt`` (n, D) and ``W`` (D, n):
-    the weights with ``D = blas_width(d)`` (filled by :func:`fill_blas_weights`).
+    the weights with ``D = blas_width(d)`` (filled by :func:`fill_blas_weights`);
+    then the bias gradient's sub-batch sums in the compute dtype (n).
     The products' buffers start at multiples of :data:`BLAS_ALIGN` bytes.
     """
     d, n = W.shape
@@ -1136,6 +1182,7 @@ def _blas_scratch(W, rows):
             np.empty(WIDE_GAPS),
             aligned_zeros(n * D, W).reshape(n, D),
             aligned_zeros(D * n, W).reshape(D, n),
+            np.empty(n, dtype=dt),
         )
     )
 
