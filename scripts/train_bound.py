@@ -4,15 +4,16 @@ For one configuration ``N,D,INSTANCES`` of ``compare_torch_train.py`` (Elhage
 et al.'s toy models: ReLU with bias, U[0, 1] values, ``p = 50 **
 -linspace(0, 1, INSTANCES)``, importance ``0.9 ** arange(N)``, Adam, batch
 1024), this script measures on one thread the seconds per step of every
-instance alone (``fit`` with that instance's ``p``, best of ``--repeats``
-runs), then:
+instance alone (``fit`` with that instance's ``p``), then:
 
 * the bound: the instances split over ``--threads`` work items by the greedy
   rule of ``fit`` (largest first, to the least loaded) using these measured
   costs; the largest item's sum is the shortest a step can take with the
   instances' current costs;
-* the measured rate of the whole configuration on ``--threads`` threads
-  (median of ``--repeats`` runs) and its fraction of the bound;
+* the measured rate of the whole configuration on ``--threads`` threads and
+  its fraction of the bound (each round times every instance alone, then
+  the whole configuration, so that a change in the machine's speed reaches
+  both; each is the best of ``--repeats`` rounds);
 * on the BLAS path, the rate of one sub-batch's product ``H W`` repeated in a
   compiled loop on one thread, beside a 2048-square matmul on one thread: how
   close the products themselves come to the machine.
@@ -56,19 +57,20 @@ def parse_args(argv=None):
     return args
 
 
-def step_seconds(n, d, p, steps, repeats, dtype, best=True):
-    """Seconds per step of ``fit`` (compiled first): best (or median) of ``repeats`` runs."""
-    kw = dict(
+def fit_kwargs(n, p, dtype):
+    """``fit``'s arguments for the instances of feature probabilities ``p``."""
+    return dict(
         n_instances=np.size(p), p=p, importance=0.9 ** np.arange(n), batch_size=1024,
         lr=1e-3, dtype=dtype, progress=False,
     )  # fmt: skip
-    fit(n, d, steps=2, log_every=1, **kw)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fit(n, d, steps=steps, log_every=steps, **kw)
-        times.append((time.perf_counter() - t0) / steps)
-    return min(times) if best else float(np.median(times))
+
+
+def step_seconds(n, d, p, steps, dtype, threads):
+    """Seconds per step of one ``fit`` run on ``threads`` threads (compiled before)."""
+    numba.set_num_threads(threads)
+    t0 = time.perf_counter()
+    fit(n, d, steps=steps, log_every=steps, **fit_kwargs(n, p, dtype))
+    return (time.perf_counter() - t0) / steps
 
 
 def greedy_split(costs, items):
@@ -118,17 +120,25 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     n, d, inst, dtype = args.n, args.d, args.instances, np.dtype(args.dtype)
     ps = 50.0 ** -np.linspace(0, 1, inst)
+    threads = min(args.threads, numba.config.NUMBA_NUM_THREADS)
+    for p in [*ps, ps]:  # compile
+        fit(n, d, steps=2, log_every=1, **fit_kwargs(n, p, dtype))
     load0 = os.getloadavg()
-    numba.set_num_threads(1)
+    # interleaved: every round times each instance alone, then all of them, so
+    # that a change in the machine's speed reaches both; the best round of each
+    costs = np.full(inst, np.inf)
+    whole = np.inf
     with threadpool_limits(1):
-        costs = np.array([step_seconds(n, d, p, args.steps, args.repeats, dtype) for p in ps])
+        for _ in range(args.repeats):
+            for k, p in enumerate(ps):
+                costs[k] = min(costs[k], step_seconds(n, d, p, args.steps, dtype, 1))
+            whole = min(whole, step_seconds(n, d, ps, args.steps, dtype, threads))
+        numba.set_num_threads(1)
         rows = _blas_rows(n, d, 1024)
         if rows:
             D = blas_width(d, n, dtype.itemsize)
             prod = hot_rate(rows, D, n, dtype)
             peak1 = matmul_rate(dtype)
-    numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
-    whole = step_seconds(n, d, ps, args.steps, args.repeats, dtype, best=False)
     load1 = os.getloadavg()
     bound = greedy_split(costs, min(args.threads, inst))
     print(f"n={n} d={d} instances={inst} {dtype.name}; load average {load0[0]:.2f} before, "
