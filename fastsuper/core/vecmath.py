@@ -65,6 +65,7 @@ its domain; :func:`phi_fast` recomputes those elements with ``smooth_phi``.
 from __future__ import annotations
 
 import math
+from decimal import ROUND_HALF_EVEN, Decimal, localcontext
 
 import numpy as np
 from llvmlite import binding as llvm_binding
@@ -557,21 +558,26 @@ _VI = ir.VectorType(_I64, LANES)
 _LOG2E_16 = 16.0 / math.log(2.0)
 _LN2_16_HI = 6.93147180369123816490e-01 / 16.0  # exact multiples for |16 k + j| < 2**21
 _LN2_16_LO = 1.90821492927058770002e-10 / 16.0
-#: ``2**(j/16)`` rounded to float64, ``j = 0 .. 15``
-_EXP2_TABLE = (
-    1.0, 1.0442737824274138, 1.0905077326652577, 1.1387886347566916, 1.189207115002721,
-    1.241857812073484, 1.2968395546510096, 1.3542555469368927, 1.4142135623730951,
-    1.4768261459394993, 1.5422108254079407, 1.6104903319492543, 1.681792830507429,
-    1.7562521603732995, 1.8340080864093424, 1.9152065613971474,
-)  # fmt: skip
-#: ``(2**(j/16) - _EXP2_TABLE[j]) / _EXP2_TABLE[j]``: the table's relative rounding errors
-_EXP2_TAIL = (
-    0.0, 8.191678547196729e-17, -2.7937519500555934e-17, 7.825984195684368e-17,
-    3.345945313329795e-17, 3.754108800832508e-17, 1.9563199429854045e-17,
-    5.684182311129049e-17, -6.838488638407848e-17, -2.3639417578041338e-17,
-    5.153122902127586e-17, 1.5349244290557102e-17, 4.8737087442080204e-17,
-    1.685334257613834e-17, 1.79123124209489e-17, -5.5477991275295394e-17,
-)  # fmt: skip
+
+
+def _exp2_table(bits):
+    """``(table, tail)``: ``2**(j/16)``, ``j = 0 .. 15``, rounded to nearest with a
+    ``bits``-bit significand (53: float64, 24: float32), and each entry's relative
+    rounding error ``(2**(j/16) - table[j]) / table[j]`` as a float64, both from 60-digit
+    decimal arithmetic (``float`` of a decimal rounds correctly)."""
+    with localcontext() as ctx:
+        ctx.prec = 60
+        scale = Decimal(2) ** (bits - 1)  # 2**(j/16) lies in [1, 2)
+        exact = [Decimal(2) ** (Decimal(j) / 16) for j in range(16)]
+        rounded = [(x * scale).to_integral_value(ROUND_HALF_EVEN) / scale for x in exact]
+        return (
+            tuple(float(q) for q in rounded),
+            tuple(float((x - q) / q) for x, q in zip(exact, rounded)),
+        )
+
+
+#: ``2**(j/16)`` rounded to float64, ``j = 0 .. 15``, and the table's relative rounding errors
+_EXP2_TABLE, _EXP2_TAIL = _exp2_table(53)
 #: ``(expm1(r) - r) / r**2 ~ sum_k c[k] r**k`` for ``|r| <= ln(2) / 32``: the Taylor
 #: coefficients ``1 / (k + 2)!`` to ``k = 2``, ``c[3] .. c[5]`` fitted to the rest of the
 #: series (least squares on Chebyshev nodes; error below 0.001 ulp of ``exp``)
@@ -800,19 +806,7 @@ def _v_gelu(v, t, short):
 #: the first exact for ``|16 k + j| < 2**11``), the table and its relative rounding errors
 _LN2_16_HI_F32 = 0.0433197021484375
 _LN2_16_LO_F32 = 1.9966364561696537e-06
-_EXP2_TABLE_F32 = (
-    1.0, 1.0442737340927124, 1.0905077457427979, 1.1387885808944702, 1.1892070770263672,
-    1.2418577671051025, 1.2968395948410034, 1.3542555570602417, 1.4142135381698608,
-    1.4768261909484863, 1.5422108173370361, 1.610490322113037, 1.6817928552627563,
-    1.7562521696090698, 1.8340080976486206, 1.9152065515518188,
-)  # fmt: skip
-_EXP2_TAIL_F32 = (
-    0.0, 4.6285471455576044e-08, -1.199215748926008e-08, 4.7297824323777604e-08,
-    3.1934181521364735e-08, 3.621057231839586e-08, -3.0990719324108795e-08,
-    -7.475213337215791e-09, 1.7114270889351246e-08, -3.047683350132502e-08,
-    5.233334210430485e-09, 6.10759176566944e-09, -1.4719605090363075e-08,
-    -5.258795177098818e-09, -6.128259677495862e-09, 5.140609271592211e-09,
-)  # fmt: skip
+_EXP2_TABLE_F32, _EXP2_TAIL_F32 = _exp2_table(24)
 _ROUND_F32 = 12582912.0  # 1.5 * 2**23
 #: the float32 forms' domain ``|t| <= 64``: the residuals of their quotients normal float32
 _HI_F32 = 64.0

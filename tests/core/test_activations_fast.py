@@ -117,3 +117,28 @@ def test_fma_reciprocal_and_exact_products():
     for short, tol in ((False, 1.0), (True, 1e4)):
         got = np.array([recip_unit(v, short) for v in d])
         assert np.max(np.abs(got - ref) / np.spacing(ref)) <= tol
+
+
+@pytest.mark.parametrize("bits", [53, 24])
+def test_exp2_tables_correctly_rounded_with_exact_tails(bits):
+    """The vector loops' ``2**(j/16)`` tables, checked in exact rational arithmetic.
+
+    ``q = table[j]`` is the nearest ``bits``-bit number to ``x = 2**(j/16)`` iff
+    ``(q - u/2)**16 <= 2**j <= (q + u/2)**16`` (``u`` its ulp, ``q`` in [1, 2));
+    ``q (1 + tail[j])`` is ``x`` to float64 precision: its 16th power is ``2**j``
+    within ``16 (2**-53 |tail| + 2**-100)`` relative.
+    """
+    from fractions import Fraction
+
+    from fastsuper.core.vecmath import _exp2_table
+
+    table, tail = _exp2_table(bits)
+    u = Fraction(1, 2 ** (bits - 1))
+    for j in range(16):
+        q = Fraction(table[j])
+        assert 1 <= q < 2 and (q / u).denominator == 1, (j, table[j])
+        assert (q - u / 2) ** 16 <= 2**j <= (q + u / 2) ** 16, (j, table[j])
+        t = Fraction(tail[j])
+        assert abs(t) <= u / 2
+        rel = abs((q * (1 + t)) ** 16 / 2**j - 1)
+        assert rel <= 16 * (abs(t) / 2**53 + Fraction(1, 2**100)), (j, float(rel))
