@@ -111,10 +111,15 @@ class Model:
         ``W`` is the compute dtype of every kernel.
     b : array_like of shape (n,), optional
         Output bias (default none, as in the paper).
-    activation : {"power", "signed_power", "relu_power", "relu"}, default "power"
-        Activation family (THEORY §1); ``"relu"`` is ``"relu_power"`` with exponent 1.
+    activation : str, default "power"
+        The power families (THEORY §1) ``"power"``, ``"signed_power"``,
+        ``"relu_power"`` and ``"relu"`` (``"relu_power"`` with exponent 1), or
+        ``"gelu"`` (exact erf form), ``"gelu_tanh"`` (its tanh approximation),
+        ``"tanh"``, ``"softplus"``, ``"sigmoid"``, ``"silu"``, ``"leaky_relu"``,
+        ``"identity"`` (``fastsuper.core.activations.ACTIVATIONS``).
     exponent : float, optional
-        Exponent ``a > 0``; an integer ``m >= 1`` for ``"power"``, 1 for ``"relu"``.
+        Exponent ``a > 0`` of the power families; an integer ``m >= 1`` for
+        ``"power"``; 1 (the only value allowed) for ``"relu"`` and the others.
         Default: the activation's own, 3 for ``"power"`` and ``"signed_power"``, 1 for
         the others (:func:`check_activation`).
     param : float, optional

@@ -590,11 +590,12 @@ _EXPM1_SHORT = (0.5, 1.0 / 6.0, 1.0 / 24.0)
 
 
 class _Vec:
-    """Emits vector arithmetic with an IR builder (no fastmath flags): ``<8 x double>``, or
-    ``<16 x float>`` with ``single``."""
+    """Emits vector arithmetic with an IR builder: ``<8 x double>``, or ``<16 x float>`` with
+    ``single``; the arithmetic and comparisons carry the fast-math ``flags`` (none by
+    default)."""
 
-    def __init__(self, builder, single=False):
-        self.b, self.single = builder, single
+    def __init__(self, builder, single=False, flags=()):
+        self.b, self.single, self.flags = builder, single, tuple(flags)
         self.lanes = 16 if single else LANES
         self.el = ir.FloatType() if single else _F64
         self.ity = ir.IntType(32 if single else 64)
@@ -621,16 +622,16 @@ class _Vec:
         return self.call(f"llvm.fma.{self.tag}", self.vf, a, b, c)
 
     def add(self, a, b):
-        return self.b.fadd(self.vec(a), self.vec(b))
+        return self.b.fadd(self.vec(a), self.vec(b), flags=self.flags)
 
     def sub(self, a, b):
-        return self.b.fsub(self.vec(a), self.vec(b))
+        return self.b.fsub(self.vec(a), self.vec(b), flags=self.flags)
 
     def mul(self, a, b):
-        return self.b.fmul(self.vec(a), self.vec(b))
+        return self.b.fmul(self.vec(a), self.vec(b), flags=self.flags)
 
     def div(self, a, b):
-        return self.b.fdiv(self.vec(a), self.vec(b))
+        return self.b.fdiv(self.vec(a), self.vec(b), flags=self.flags)
 
     def neg(self, a):
         return self.b.fneg(a)
@@ -640,7 +641,7 @@ class _Vec:
 
     def cmp(self, op, a, b):
         """``a op b`` lanewise (ordered: false where either is NaN)."""
-        return self.b.fcmp_ordered(op, self.vec(a), self.vec(b))
+        return self.b.fcmp_ordered(op, self.vec(a), self.vec(b), flags=self.flags)
 
     def sel(self, m, a, b):
         return self.b.select(m, self.vec(a), self.vec(b))
@@ -960,13 +961,24 @@ def _phi_lanes(key, v, x, c, lo, hi, short):
     return ok, _EMITTERS[key](v, x, c, short)
 
 
-def _emit_vector(key, builder, x, c, lo, hi):
-    """``(ok, phi(x))`` of one vector of ``z`` (``<8 x double>`` or ``<16 x float>``)."""
-    v = _Vec(builder)
+def emit_vector(key, builder, x, c, lo, hi, flags=()):
+    """``(ok, phi(x))`` of one vector of ``z`` (``<8 x double>`` or ``<16 x float>``).
+
+    The IR of activation ``key`` (a code, ``-SOFTPLUS`` for softplus with ``c = 1``)
+    emitted with ``builder``; ``c``, ``lo``, ``hi`` are ``<8 x double>`` splats of the
+    parameter and of the domain (:func:`vector_domain`).  ``ok`` (``<8 x i1>`` or
+    ``<16 x i1>``) marks the lanes in the domain; the others hold any number.  AVX-512
+    only (:data:`AVAILABLE`); the function must allow 512-bit vectors
+    (``"min-legal-vector-width"="512"``).  ``flags``: fast-math flags of the arithmetic
+    (:class:`_Vec`); Numba's fast-math pass leaves instructions that have flags alone,
+    so ``("nsz",)`` (the sign of a zero result may differ, nothing else) keeps the
+    arithmetic exact as written inside a fast-math kernel.
+    """
+    v = _Vec(builder, flags=flags)
     if x.type.element == _F64:
         return _phi_lanes(key, v, x, c, lo, hi, False)
     if key in _EMITTERS_F32:  # float32 lanes
-        w = _Vec(builder, True)
+        w = _Vec(builder, True, flags)
         if key == GELU_TANH:
             ok = w.cmp(">=", x, _LO_GELU_TANH_F32)
         else:
@@ -1008,7 +1020,7 @@ def _emit_loop(key, context, builder, signature, args):
         off = builder.mul(loop.index, ir.Constant(_I64, width))
         zp = builder.bitcast(builder.gep(za.data, [off]), vty.as_pointer())
         op = builder.bitcast(builder.gep(oa.data, [off]), vty.as_pointer())
-        ok, f = _emit_vector(key, builder, builder.load(zp, align=64 // width), c, lo, hi)
+        ok, f = emit_vector(key, builder, builder.load(zp, align=64 // width), c, lo, hi)
         builder.store(f, op, align=64 // width)
         okbits = builder.bitcast(ok, ir.IntType(width))
         with cgutils.if_unlikely(builder, builder.icmp_unsigned("!=", okbits, okbits.type(-1))):
@@ -1095,6 +1107,21 @@ def has_fast_form(code):
 
 
 @njit
+def vector_domain(z, code, c):
+    """``(lo, hi)``: the domain of :func:`phi_fast`'s fast forms for arrays like ``z``.
+
+    :func:`fast_domain`, or the float32 forms' where the vector loops have them.
+    """
+    lo, hi = fast_domain(code, c)
+    if AVAILABLE and single(z):  # the domains of the float32 forms
+        if code == SIGMOID or code == SILU or code == TANH or (code == SOFTPLUS and c == 1.0):
+            lo, hi = -_HI_F32, _HI_F32
+        elif code == GELU_TANH:
+            lo = _LO_GELU_TANH_F32
+    return lo, hi
+
+
+@njit
 def phi_fast(z, code, c, out):
     """``out = phi(z)`` elementwise, vectorised (CPU).
 
@@ -1106,12 +1133,7 @@ def phi_fast(z, code, c, out):
     the dtype of ``z``; the fast forms are within a few float64 ulps of the
     exact function.
     """
-    lo, hi = fast_domain(code, c)
-    if AVAILABLE and single(z):  # the domains of the float32 forms
-        if code == SIGMOID or code == SILU or code == TANH or (code == SOFTPLUS and c == 1.0):
-            lo, hi = -_HI_F32, _HI_F32
-        elif code == GELU_TANH:
-            lo = _LO_GELU_TANH_F32
+    lo, hi = vector_domain(z, code, c)
     n = z.shape[0]
     m, first, last = 0, n, -1
     if AVAILABLE:  # the whole vectors by the explicit vector loops

@@ -16,10 +16,15 @@ import numpy as np
 from fastsuper.core import config
 from fastsuper.core.activations import (
     GELU,
+    GELU_TANH,
     LEAKY_RELU,
     POWER,
     RELU_POWER,
+    SIGMOID,
     SIGNED_POWER,
+    SILU,
+    SOFTPLUS,
+    TANH,
     like,
     phi_inplace,
     relu,
@@ -29,21 +34,29 @@ from fastsuper.core.bundles import borrowed_law, borrowed_rule
 from fastsuper.core.jit import borrow, kernel_njit, njit, parallel_njit
 from fastsuper.core.laws import draw_active_by, draw_value, draw_values
 from fastsuper.core.rng import sample_key, seed_key
-from fastsuper.core.vecmath import has_fast_form, phi_fast
+from fastsuper.core.vecmath import AVAILABLE, has_fast_form, phi_fast, vector_domain
 from fastsuper.mc.simd import (
     MODE_POW2,
     MODE_POW3,
     MODE_RELU1,
     MODE_RELU2,
     MODE_RELU3,
+    MODE_SMOOTH,
     MODE_Z,
     MODE_ZX,
     loss_terms_sum,
+    tile_gelu,
+    tile_gelu_tanh,
     tile_pow2,
     tile_pow3,
     tile_relu1,
     tile_relu2,
     tile_relu3,
+    tile_sigmoid,
+    tile_silu,
+    tile_softplus,
+    tile_softplus_unit,
+    tile_tanh,
     tile_z,
     tile_zx,
     tile_zx_split,
@@ -394,9 +407,31 @@ def _fused_mode(act, want_pf):
         return MODE_RELU1 + ia - 1
     if (code == POWER or (code == SIGNED_POWER and ia % 2 == 1)) and (ia == 2 or ia == 3):
         return MODE_POW2 if ia == 2 else MODE_POW3
-    if (code == POWER and ia == 1) or code == LEAKY_RELU or has_fast_form(code):
+    if has_fast_form(code):
+        return MODE_SMOOTH if AVAILABLE else MODE_ZX
+    if (code == POWER and ia == 1) or code == LEAKY_RELU:
         return MODE_ZX
     return MODE_Z
+
+
+@kernel_njit(inline="always")
+def _tile_smooth(code, c, lo, hi, P, poff, b, j0, cidx, cval, e0, e1, zb, ip):
+    """One sample's tile through the :data:`fastsuper.mc.simd.MODE_SMOOTH` kernel of
+    activation ``code`` (parameter ``c``, vector domain ``[lo, hi]``): its loss, or -1
+    with ``z`` and ``x`` left in ``zb`` as by ``MODE_ZX``."""
+    if code == SIGMOID:
+        return tile_sigmoid(P, poff, b, j0, cidx, cval, e0, e1, zb, ip, c, lo, hi)
+    if code == SILU:
+        return tile_silu(P, poff, b, j0, cidx, cval, e0, e1, zb, ip, c, lo, hi)
+    if code == TANH:
+        return tile_tanh(P, poff, b, j0, cidx, cval, e0, e1, zb, ip, c, lo, hi)
+    if code == GELU_TANH:
+        return tile_gelu_tanh(P, poff, b, j0, cidx, cval, e0, e1, zb, ip, c, lo, hi)
+    if code == GELU:
+        return tile_gelu(P, poff, b, j0, cidx, cval, e0, e1, zb, ip, c, lo, hi)
+    if code == SOFTPLUS and c == 1.0:
+        return tile_softplus_unit(P, poff, b, j0, cidx, cval, e0, e1, zb, ip, c, lo, hi)
+    return tile_softplus(P, poff, b, j0, cidx, cval, e0, e1, zb, ip, c, lo, hi)
 
 
 @kernel_njit(inline="always")
@@ -529,9 +564,10 @@ def tile_stats(
     store ``z`` and are finished by :func:`_tile_loss` (activation,
     ``sum_j I_j phi_j^2``, the corrections of the active features in the
     tile; per-feature sums into ``row1``/``row2``).  A sample's loss is the
-    sum of its tiles' terms.  The activations with a vectorised form
-    (``MODE_ZX``) go through the tile a group of samples at a time
-    (:func:`_zx_group_loss`).
+    sum of its tiles' terms.  The smooth activations are applied in registers
+    too where the CPU has AVX-512 (``MODE_SMOOTH``; a tile outside the vector
+    form's domain is finished by :func:`_zx_loss`); without it they go through
+    the tile a group of samples at a time (``MODE_ZX``, :func:`_zx_group_loss`).
     """
     mode = _fused_mode(act, want_pf)
     width = P.shape[1]
@@ -545,6 +581,8 @@ def tile_stats(
     grp = (borrow(grp[0]), borrow(grp[1]), borrow(grp[2]))
     # samples a group (MODE_ZX); leaky_relu and the identity (cheap loops) a tile at a time
     gs = max(1, grp[0].shape[0] // width) if has_fast_form(act.code) else 1
+    code, c = act.code, act.c
+    lo, hi = vector_domain(zb, code, c)
     for s in range(m):
         lsum[s] = 0.0
         cur[s] = ptr[s]
@@ -554,6 +592,14 @@ def tile_stats(
         poff = t * n * width
         z = zb[: j1 - j0]
         it = imp[j0:j1]
+        if mode == MODE_SMOOTH:  # the activation in registers; a tile outside its domain after
+            for s in range(m):
+                e0, e1 = ptr[s], ptr[s + 1]
+                acc = _tile_smooth(code, c, lo, hi, P, poff, bp, j0, cidx, cval, e0, e1, zb, ip)
+                if not acc >= 0.0:
+                    acc = _zx_loss(zb, width, ip, j0, act, grp[2])
+                lsum[s] += acc
+            continue
         if mode == MODE_ZX and gs == 1:  # leaky_relu, the identity: z and x side by side
             for s in range(m):
                 tile_zx(P, poff, bp, j0, cidx, cval, ptr[s], ptr[s + 1], zb, ip)

@@ -15,11 +15,15 @@ terms are ``imp_j (phi_j - x_j)^2`` over the whole tile, with the sample's
 ``x`` scattered into a dense tile buffer while its rows are added: no
 separate, branchy pass for the corrections of the active features.
 
-The other activations with a vectorised form (``MODE_ZX``: the smooth ones
-of :mod:`fastsuper.core.vecmath`, leaky_relu, identity) leave the tile's
-``z`` and its dense ``x`` side by side in the tile buffer; the caller applies
-the activation in a vectorised loop and :func:`loss_terms_sum` forms and sums
-the loss terms in one pass.
+The smooth activations (``MODE_SMOOTH``: gelu, tanh, softplus, sigmoid,
+silu) are applied in registers as well, by the explicit AVX-512 vector forms of
+:mod:`fastsuper.core.vecmath`; a tile with a pre-activation outside the
+form's domain (rare: the far tails, NaN) is handed back to the caller stored
+as ``MODE_ZX``.  ``MODE_ZX`` (leaky_relu, identity, and the smooth activations
+on CPUs without AVX-512) leaves the tile's ``z`` and its dense ``x`` side by
+side in the tile buffer; the caller applies the activation in a vectorised
+loop and :func:`loss_terms_sum` forms and sums the loss terms in one pass, in
+the same order as ``MODE_SMOOTH``: the two give the same numbers.
 
 Everything is generic LLVM IR (``llvm.fma`` on vector types, ``select``,
 ``fpext``), so the code is portable across x86-64 (SSE2 to AVX-512) and
@@ -45,7 +49,8 @@ from llvmlite import ir
 from numba.core import cgutils, types
 from numba.core.extending import intrinsic
 
-from fastsuper.core import config
+from fastsuper.core import config, vecmath
+from fastsuper.core.activations import GELU, GELU_TANH, SIGMOID, SILU, SOFTPLUS, TANH
 
 #: modes: store ``z`` only (any activation), or apply one of these activations
 #: and return the tile's loss ``sum_j imp_j (phi_j - x_j)^2`` in float64, or
@@ -53,9 +58,18 @@ from fastsuper.core import config
 MODE_Z, MODE_RELU1, MODE_RELU2, MODE_RELU3, MODE_POW2, MODE_POW3, MODE_ZX = range(7)
 #: (:func:`tile_zx_split`) store ``z`` and the tile's dense ``x`` in two arrays
 MODE_ZX_SPLIT = 7
+#: (the ``tile_<activation>`` kernels) a smooth activation's vector form applied in
+#: registers, the tile's loss returned; ``z`` and ``x`` stored as ``MODE_ZX`` where a lane
+#: is outside the form's domain
+MODE_SMOOTH = 8
 
 _I32 = ir.IntType(32)
 _I64 = ir.IntType(64)
+#: fast-math flags of the loss terms of :data:`MODE_SMOOTH` and :func:`loss_terms_sum`:
+#: Numba's fast-math pass leaves flagged instructions alone, so inside a fast-math
+#: kernel the terms are rounded and summed as written (no reassociation, no
+#: contraction; only the sign of a zero may differ), and the two give the same numbers
+_IN_ORDER = ("nsz",)
 
 
 #: the integer power of each activation mode
@@ -69,8 +83,11 @@ class _TileCode:
     call, the element and vector types.
     """
 
-    def __init__(self, mode, context, builder, tys, args):
+    def __init__(self, mode, context, builder, tys, args, key=None):
         self.mode, self.context, self.builder, self.tys = mode, context, builder, tys
+        self.key = key
+        if mode == MODE_SMOOTH:  # c, lo, hi: float64 scalars, as <8 x double> splats
+            self.c, self.lo, self.hi = (self.splat64(a) for a in args[10:13])
 
         def array(i):
             return context.make_array(tys[i])(context, builder, args[i])
@@ -109,6 +126,13 @@ class _TileCode:
         mask = ir.Constant(ir.VectorType(_I32, self.lanes), [0] * self.lanes)
         return b.shuffle_vector(v, ir.Constant(vty, ir.Undefined), mask)
 
+    def splat64(self, x):
+        """The ``<8 x double>`` with every lane the float64 ``x``."""
+        b, vty = self.builder, ir.VectorType(ir.DoubleType(), 8)
+        v = b.insert_element(ir.Constant(vty, ir.Undefined), x, ir.Constant(_I32, 0))
+        mask = ir.Constant(ir.VectorType(_I32, 8), [0] * 8)
+        return b.shuffle_vector(v, ir.Constant(vty, ir.Undefined), mask)
+
     def add_rows(self, width):
         """``z = b[j0 : j0 + width] + sum_e P[row of cidx[e]] cval[e]``: one accumulator a vector.
 
@@ -137,7 +161,7 @@ class _TileCode:
                 rel = b.sub(i, self.j0)
                 inside = b.icmp_unsigned("<", rel, row_len)
                 xdata = self.oa.data
-                if self.mode == MODE_ZX:
+                if self.mode in (MODE_ZX, MODE_SMOOTH):
                     slot = b.select(inside, b.add(rel, row_len), b.add(row_len, row_len))
                 elif self.mode == MODE_ZX_SPLIT:  # the guard slot: the x array's last element
                     xlen = cgutils.unpack_tuple(b, self.xa.shape, 1)[0]
@@ -180,21 +204,80 @@ class _TileCode:
             total = b.fpext(total, self.dvty)
         return total
 
-    def horizontal_sum(self, total):
-        """The float64 sum of the lanes of ``total``, pairwise."""
+    def smooth(self, acc):
+        """:data:`MODE_SMOOTH`: the tile's loss, or -1 with ``z`` stored (a lane out of domain).
+
+        ``z`` is stored at ``out[:width]`` beside the dense ``x`` (``MODE_ZX``); then
+        ``phi`` of each vector by :func:`fastsuper.core.vecmath.emit_vector` and its
+        terms ``imp_j (phi_j - x_j)^2`` added up in float64, in the order of
+        :func:`loss_terms_sum` (eight terms at a time, then the lanes pairwise: the same
+        number).  If every lane was in the domain, the dense ``x`` is zeroed and the sum
+        returned; else -1, and the caller finishes the tile.
+        """
+        b, isz, oa = self.builder, self.isz, self.oa
+        for k in range(len(acc)):
+            b.store(b.load(acc[k]), self.vec_ptr(oa.data, k), align=isz)
+        if not vecmath.AVAILABLE:  # no vector forms: the caller applies the activation
+            return self.context.get_constant(types.float64, -1.0)
+        width = len(acc) * self.lanes
+        dvty = ir.VectorType(ir.DoubleType(), 8)
+        xbase = b.gep(oa.data, [ir.Constant(_I64, width)])
+        iptr = b.gep(self.ia.data, [self.j0])
+        halves = [list(range(8 * h, 8 * h + 8)) for h in range(self.lanes // 8)]
+
+        def eights(v):  # a vector as float64 vectors of 8 lanes, in order
+            if isz == 8:
+                return [v]
+            return [
+                b.fpext(b.shuffle_vector(v, v, ir.Constant(ir.VectorType(_I32, 8), h)), dvty)
+                for h in halves
+            ]
+
+        total, every = None, None
+        for k in range(len(acc)):
+            # "nsz" on the activation's arithmetic: Numba's fast-math pass would otherwise
+            # flag it as the kernel's (reassociation, contraction), breaking its exact steps
+            ok, f = vecmath.emit_vector(
+                self.key, b, b.load(acc[k]), self.c, self.lo, self.hi, ("nsz",)
+            )
+            bits = b.bitcast(ok, ir.IntType(self.lanes))
+            every = bits if every is None else b.and_(every, bits)
+            xv = b.load(self.vec_ptr(xbase, k), align=isz)
+            w = b.load(self.vec_ptr(iptr, k), align=isz)
+            for f8, x8, w8 in zip(eights(f), eights(xv), eights(w)):
+                d = b.fsub(f8, x8, flags=_IN_ORDER)
+                t = b.fmul(w8, b.fmul(d, d, flags=_IN_ORDER), flags=_IN_ORDER)
+                total = t if total is None else b.fadd(total, t, flags=_IN_ORDER)
+        total = self.horizontal_sum(total, 8, _IN_ORDER)
+        result = cgutils.alloca_once(b, ir.DoubleType())
+        allok = b.icmp_unsigned("==", every, ir.Constant(every.type, -1))
+        with b.if_else(allok, likely=True) as (then, otherwise):
+            with then:
+                zero = ir.Constant(self.vty, [ir.Constant(self.elty, 0.0)] * self.lanes)
+                for k in range(len(acc)):
+                    b.store(zero, self.vec_ptr(xbase, k), align=isz)
+                b.store(total, result)
+            with otherwise:
+                b.store(ir.Constant(ir.DoubleType(), -1.0), result)
+        return b.load(result)
+
+    def horizontal_sum(self, total, lanes=None, flags=()):
+        """The float64 sum of the ``lanes`` lanes of ``total`` (the tile's by default), pairwise."""
         b = self.builder
-        h = self.lanes
+        h = self.lanes if lanes is None else lanes
         while h > 1:
             h //= 2
             lo = ir.Constant(ir.VectorType(_I32, h), list(range(h)))
             hi = ir.Constant(ir.VectorType(_I32, h), list(range(h, 2 * h)))
             left = b.shuffle_vector(total, total, lo)
-            total = b.fadd(left, b.shuffle_vector(total, total, hi))
+            total = b.fadd(left, b.shuffle_vector(total, total, hi), flags=flags)
         return b.extract_element(total, ir.Constant(_I32, 0))
 
     def emit(self, tile_bytes):
         """The tile's code for rows of ``tile_bytes``; returns the float64 sum."""
         acc = self.add_rows(tile_bytes // self.isz)
+        if self.mode == MODE_SMOOTH:
+            return self.smooth(acc)
         if self.mode in (MODE_Z, MODE_ZX, MODE_ZX_SPLIT):
             for k in range(len(acc)):
                 ptr = self.vec_ptr(self.oa.data, k)
@@ -254,6 +337,42 @@ def _make_tile_kernel(mode: int):
 )
 
 
+def _make_smooth_kernel(key):
+    """The :data:`MODE_SMOOTH` intrinsic of activation ``key`` (``-SOFTPLUS``: softplus, ``c = 1``).
+
+    ``tile(P, poff, b, j0, cidx, cval, e0, e1, out, imp, c, lo, hi)``: as
+    :data:`MODE_ZX` (:func:`_make_tile_kernel`; ``out`` has ``2 width + 1``
+    elements, its ``x`` part zeros on entry), with the activation's parameter ``c`` and
+    the domain ``[lo, hi]`` of its vector form
+    (:func:`fastsuper.core.vecmath.vector_domain`).  Returns the tile's loss
+    ``sum_j imp_j (phi_j - x_j)^2`` (``out`` left zero) when every ``z`` is in the
+    domain, else -1 with ``z`` and the dense ``x`` stored as by :data:`MODE_ZX`.  Where
+    the CPU lacks the vector forms (:data:`fastsuper.core.vecmath.AVAILABLE`) always the
+    latter.
+    """
+
+    @intrinsic
+    def tile_kernel(typingctx, P, poff, b, j0, cidx, cval, e0, e1, out, imp, c, lo, hi):
+        f64 = types.float64
+        sig = f64(P, poff, b, j0, cidx, cval, e0, e1, out, imp, f64, f64, f64)
+
+        def codegen(context, builder, signature, args):
+            if vecmath.AVAILABLE:
+                set.add(builder.function.attributes, '"min-legal-vector-width"="512"')
+            code = _TileCode(MODE_SMOOTH, context, builder, signature.args, args, key)
+            return code.body()
+
+        return sig, codegen
+
+    return tile_kernel
+
+
+(tile_sigmoid, tile_silu, tile_tanh, tile_gelu_tanh, tile_gelu, tile_softplus,
+ tile_softplus_unit) = (
+    _make_smooth_kernel(key) for key in (SIGMOID, SILU, TANH, GELU_TANH, GELU, SOFTPLUS, -SOFTPLUS)
+)  # fmt: skip
+
+
 @intrinsic
 def tile_zx_split(typingctx, P, poff, b, j0, cidx, cval, e0, e1, z, x, imp):
     """:data:`MODE_ZX` with ``z`` and the dense ``x`` in separate arrays.
@@ -308,10 +427,10 @@ def loss_terms_sum(typingctx, f, x, w):
                 v = builder.load(ptr(arr), align=isz)
                 return builder.fpext(v, dvty) if isz == 4 else v
 
-            d = builder.fsub(load(fa), load(xa))
-            t = builder.fmul(load(wa), builder.fmul(d, d))
+            d = builder.fsub(load(fa), load(xa), flags=_IN_ORDER)
+            t = builder.fmul(load(wa), builder.fmul(d, d, flags=_IN_ORDER), flags=_IN_ORDER)
             builder.store(zero, ptr(xa), align=isz)
-            builder.store(builder.fadd(builder.load(acc), t), acc)
+            builder.store(builder.fadd(builder.load(acc), t, flags=_IN_ORDER), acc)
         total = builder.load(acc)
         h = 8
         while h > 1:
@@ -319,7 +438,7 @@ def loss_terms_sum(typingctx, f, x, w):
             lo = ir.Constant(ir.VectorType(_I32, h), list(range(h)))
             hi = ir.Constant(ir.VectorType(_I32, h), list(range(h, 2 * h)))
             left = builder.shuffle_vector(total, total, lo)
-            total = builder.fadd(left, builder.shuffle_vector(total, total, hi))
+            total = builder.fadd(left, builder.shuffle_vector(total, total, hi), flags=_IN_ORDER)
         return builder.extract_element(total, ir.Constant(_I32, 0))
 
     return types.float64(f, x, w), codegen
