@@ -1032,6 +1032,17 @@ def _emit_loop(key, context, builder, signature, args):
     )
 
 
+#: the keys of the vector forms, in this order: the activation codes, ``-SOFTPLUS`` for
+#: softplus with ``c = 1``
+VECTOR_KEYS = (SIGMOID, SILU, TANH, GELU_TANH, GELU, SOFTPLUS, -SOFTPLUS)
+
+
+def allow_512(builder):
+    """Let the function being built hold 512-bit vectors (``"min-legal-vector-width"``):
+    the x86 intrinsics of the vector forms need it."""
+    set.add(builder.function.attributes, '"min-legal-vector-width"="512"')
+
+
 def _make_vector_loop(key):
     """The intrinsic ``loop(z, out, c, lo, hi) -> (first, last)`` of activation ``key``.
 
@@ -1047,8 +1058,7 @@ def _make_vector_loop(key):
         sig = types.UniTuple(types.int64, 2)(z, out, types.float64, types.float64, types.float64)
 
         def codegen(context, builder, signature, args):
-            fn = builder.function
-            set.add(fn.attributes, '"min-legal-vector-width"="512"')
+            allow_512(builder)
             return _emit_loop(key, context, builder, signature, args)
 
         return sig, codegen
@@ -1057,9 +1067,7 @@ def _make_vector_loop(key):
 
 
 (_vloop_sigmoid, _vloop_silu, _vloop_tanh, _vloop_gelu_tanh, _vloop_gelu, _vloop_softplus,
- _vloop_softplus_unit) = (
-    _make_vector_loop(key) for key in (SIGMOID, SILU, TANH, GELU_TANH, GELU, SOFTPLUS, -SOFTPLUS)
-)  # fmt: skip
+ _vloop_softplus_unit) = (_make_vector_loop(key) for key in VECTOR_KEYS)  # fmt: skip
 
 
 @njit

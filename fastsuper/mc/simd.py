@@ -50,7 +50,6 @@ from numba.core import cgutils, types
 from numba.core.extending import intrinsic
 
 from fastsuper.core import config, vecmath
-from fastsuper.core.activations import GELU, GELU_TANH, SIGMOID, SILU, SOFTPLUS, TANH
 
 #: modes: store ``z`` only (any activation), or apply one of these activations
 #: and return the tile's loss ``sum_j imp_j (phi_j - x_j)^2`` in float64, or
@@ -358,7 +357,7 @@ def _make_smooth_kernel(key):
 
         def codegen(context, builder, signature, args):
             if vecmath.AVAILABLE:
-                set.add(builder.function.attributes, '"min-legal-vector-width"="512"')
+                vecmath.allow_512(builder)
             code = _TileCode(MODE_SMOOTH, context, builder, signature.args, args, key)
             return code.body()
 
@@ -368,9 +367,7 @@ def _make_smooth_kernel(key):
 
 
 (tile_sigmoid, tile_silu, tile_tanh, tile_gelu_tanh, tile_gelu, tile_softplus,
- tile_softplus_unit) = (
-    _make_smooth_kernel(key) for key in (SIGMOID, SILU, TANH, GELU_TANH, GELU, SOFTPLUS, -SOFTPLUS)
-)  # fmt: skip
+ tile_softplus_unit) = (_make_smooth_kernel(key) for key in vecmath.VECTOR_KEYS)  # fmt: skip
 
 
 @intrinsic
