@@ -11,6 +11,7 @@ from builders import random_model
 from naive import enumerate_inputs, gain_numpy, loss_numpy
 
 import fastsuper as fs
+from fastsuper.core import config
 from fastsuper.core.bundles import activation
 from fastsuper.core.jit import kernel_njit
 from fastsuper.core.vecmath import AVAILABLE, fast_domain, vector_domain
@@ -148,7 +149,8 @@ def _fused_and_stored(P, b, imp, cidx, cval, act):
 
 @pytest.mark.parametrize("act,param", _SMOOTH)
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_fused_smooth_tiles_equal_the_stored_tiles(act, param, dtype):
+@pytest.mark.parametrize("tile_bytes", [config.TILE_BYTES, config.NARROW_TILE_BYTES])
+def test_fused_smooth_tiles_equal_the_stored_tiles(act, param, dtype, tile_bytes):
     """The smooth activations applied in registers (``MODE_SMOOTH``) give each tile's loss
     bit for bit as the tile stored and finished by the vector loop (``MODE_ZX``), inside a
     fast-math kernel as the path compiles them; a tile with a pre-activation outside the
@@ -161,7 +163,7 @@ def test_fused_smooth_tiles_equal_the_stored_tiles(act, param, dtype):
     W[:, 7] *= 1e3  # feature 7 pushes its tile past every finite domain
     model = fs.Model(W, rng.standard_normal(n).astype(dtype) * 0.05, activation=act, param=param)
     bundle = activation(model)
-    P = K.column_panels(model.A.astype(dtype), 512 // np.dtype(dtype).itemsize)
+    P = K.column_panels(model.A.astype(dtype), tile_bytes // np.dtype(dtype).itemsize)
     imp = (0.99 ** np.arange(n)).astype(dtype)
     fused, handed_back = 0, 0
     for _ in range(60):
