@@ -119,3 +119,26 @@ def test_elements_outside_the_domain_anywhere(name, param, dtype):
             assert np.array_equal(f[~finite], ref[~finite])
             ulps = 1.0 if dtype is np.float32 else 4.0
             assert_within_ulps(f[finite], ref[finite], ulps, where=t[finite])
+
+
+#: worst error of the float64 polynomial forms for vectors with every ``|t| <= 1``, in ulps
+#: of the float64-rounded reference (measured worst against the exact value plus 0.5)
+NEAR_ULPS = {"sigmoid": 1.9, "silu": 2.6, "tanh": 3.3, "gelu_tanh": 1.5, "softplus": 1.7}
+
+
+@pytest.mark.parametrize("name", sorted(NEAR_ULPS))
+def test_float64_near_forms(name):
+    """Vectors whose every lane has ``|t| <= 1`` take the short polynomial forms; ±1 and
+    their neighbours included, and vectors with one lane just outside (the other form)."""
+    rng = np.random.default_rng(12)
+    edge = np.array([1.0, -1.0, np.nextafter(1.0, 0.0), -np.nextafter(1.0, 0.0), 0.0, -0.0,
+                     1e-300, -1e-300])  # fmt: skip
+    near = np.concatenate([edge, rng.uniform(-1.0, 1.0, 80_000)])
+    mixed = rng.uniform(-1.0, 1.0, 8000)
+    mixed[::8] = np.nextafter(1.0, 2.0) * np.sign(rng.standard_normal(1000))
+    t = np.concatenate([near, mixed])  # near.size is a whole number of vectors
+    param = 1.0 if name == "softplus" else None
+    f, ref = _fast(t, name, param), _ref(t, name, param).astype(np.float64)
+    k = near.size
+    assert_within_ulps(f[:k], ref[:k], NEAR_ULPS[name], where=t[:k])
+    assert_within_ulps(f[k:], ref[k:], 4.0, where=t[k:])
