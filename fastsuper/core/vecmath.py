@@ -1114,6 +1114,57 @@ def _phi_lanes(key, v, x, c, lo, hi, short):
     return ok, _EMITTERS[key](v, x, c, short)
 
 
+def _in_halves(v, x, fn):
+    """``fn`` (float64 lanes, :class:`_Vec` ``v``) of the two halves of the ``<16 x float>``
+    ``x``, rounded back to float32."""
+    b = v.b
+    halves = [list(range(LANES)), list(range(LANES, 2 * LANES))]
+    fs = []
+    for h in halves:
+        xh = b.fpext(b.shuffle_vector(x, x, ir.Constant(ir.VectorType(_I32, LANES), h)), _VF)
+        fs.append(b.fptrunc(fn(v, xh), ir.VectorType(ir.FloatType(), LANES)))
+    return b.shuffle_vector(*fs, ir.Constant(ir.VectorType(_I32, 2 * LANES), halves[0] + halves[1]))
+
+
+#: shorter polynomials of the near forms for float32 results (interpolation at Chebyshev
+#: nodes of ``s = t**2`` in ``[0, 1]`` in 40-digit arithmetic, as the float64 ones): errors
+#: below 5e-9 of the result, a small part of a float32 ulp
+_SIGMOID_POLY_F32 = (
+    0.24999999992013744, -0.020833327575137825, 0.002083265665362624, -0.00021052040847993974,
+    2.0775216870703985e-05, -1.6142612633580005e-06,
+)  # fmt: skip
+_TANH_POLY_F32 = (
+    0.9999999996302252, -0.3333332732799648, 0.1333317115678341, -0.053951196443121074,
+    0.021778231247328757, -0.008582589511472276, 0.0030649014406912275,
+    -0.0008332162391078529, 0.00011958780648308118,
+)  # fmt: skip
+_LOGCOSH_POLY_F32 = (
+    0.12499999999408574, -0.005208332906984596, 0.00034721721660063915,
+    -2.633004778118186e-05, 2.0929016400285267e-06, -1.4020471813776828e-07,
+)  # fmt: skip
+_GELU_TANH_POLY_F32 = (
+    0.39894228041133645, -0.0668194781505441, 0.010201572878039756, -0.0012431260449200425,
+    0.00011807336305247744, -7.45876924337894e-06, 1.2691276949397381e-07,
+)  # fmt: skip
+
+
+def _even_poly(v, t, c):
+    """``(s, Q(s))``, ``s = t**2``, ``Q`` the polynomial ``c`` (float64 lanes)."""
+    s = v.mul(t, t)
+    return s, v.poly(s, v.mul(s, s), c)
+
+
+#: the near forms of the float32 results (``|t| <= 1``, float64 lanes, rounded once to
+#: float32 by the caller: within 0.51 ulp of the exact value)
+_NEAR_F32 = {
+    SIGMOID: lambda v, t: v.fma(t, _even_poly(v, t, _SIGMOID_POLY_F32)[1], 0.5),
+    SILU: lambda v, t: v.mul(t, v.fma(t, _even_poly(v, t, _SIGMOID_POLY_F32)[1], 0.5)),
+    TANH: lambda v, t: v.mul(t, _even_poly(v, t, _TANH_POLY_F32)[1]),
+    -SOFTPLUS: lambda v, t: v.add(_LN2, v.fma(*_even_poly(v, t, _LOGCOSH_POLY_F32), v.mul(t, 0.5))),
+    GELU_TANH: lambda v, t: v.fma(*_even_poly(v, t, _GELU_TANH_POLY_F32), v.mul(t, 0.5)),
+}
+
+
 def emit_vector(key, builder, x, c, lo, hi, flags=()):
     """``(ok, phi(x))`` of one vector of ``z`` (``<8 x double>`` or ``<16 x float>``).
 
@@ -1136,7 +1187,10 @@ def emit_vector(key, builder, x, c, lo, hi, flags=()):
             ok = w.cmp(">=", x, _LO_GELU_TANH_F32)
         else:
             ok = w.cmp("<=", w.abs(x), _HI_F32)
-        return ok, _EMITTERS_F32[key](w, x)
+        near = _NEAR_F32[key]
+        return ok, _v_near_or_far(
+            w, x, lambda w, x: _in_halves(v, x, near), lambda w, x: _EMITTERS_F32[key](w, x)
+        )
     # the two halves in float64, rounded back
     halves = [list(range(LANES)), list(range(LANES, 2 * LANES))]
     oks, fs = [], []
