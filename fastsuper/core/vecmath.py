@@ -945,8 +945,20 @@ def _v_gelu_tanh_far(v, t, short):
     return v.sel(big, t, v.mul(tc, s))
 
 
+#: ``erf(t / sqrt(2)) / (2 t) ~ sum_j c[j] s**j``, ``s = t**2 <= 1``, for float32 results
+#: (interpolation at 7 Chebyshev nodes in 40-digit arithmetic; error below 3e-11 of gelu)
+_GELU_POLY_F32 = (
+    0.3989422803972762, -0.06649037965933821, 0.009973550469794461, -0.0011872887440360373,
+    0.0001153207457264319, -9.274401262223465e-06, 5.372643164691128e-07,
+)  # fmt: skip
+
+
 def _v_gelu(v, t, short):
-    """``t Phi(t)`` for ``|t| <= 1`` (:func:`fastsuper.core.vecmath.gelu_fast`)."""
+    """``t Phi(t)`` for ``|t| <= 1`` (:func:`fastsuper.core.vecmath.gelu_fast`); with
+    ``short`` (float32 results) ``t / 2 + t**2 E(t**2)``, ``E`` the polynomial
+    :data:`_GELU_POLY_F32`."""
+    if short:
+        return v.fma(*_even_poly(v, t, _GELU_POLY_F32), v.mul(t, 0.5))
     xh, xl = v.two_prod(t, _SQRT1_2)
     xl = v.fma(t, _SQRT1_2_LO, xl)
     w = v.mul(xh, xh)
