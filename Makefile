@@ -12,6 +12,9 @@ DEMO_STAMP = $(VENV)/.demo-installed
 STAMP = $(VENV)/.installed
 CUDA_STAMP = $(VENV)/.cuda-installed
 THREADS ?= 2
+# pytest-xdist: one test process per core (most of a cold run is Numba compiling,
+# one core per process); XDIST= runs the tests in this process
+XDIST ?= -n $(THREADS) --dist worksteal
 
 .PHONY: all demo test lint format docs bench compare clean distclean
 
@@ -46,8 +49,8 @@ demo: $(DEMO_STAMP)
 test: $(STAMP) $(CUDA_STAMP)
 	$(BIN)/ruff check fastsuper tests benchmarks scripts
 	$(BIN)/lint-imports
-	OPENBLAS_NUM_THREADS=1 NUMBA_NUM_THREADS=$(THREADS) $(BIN)/python -m pytest -q tests --doctest-modules fastsuper
-	NUMBA_ENABLE_CUDASIM=1 NUMBA_NUM_THREADS=$(THREADS) $(BIN)/python -m pytest -q -m cudasim tests; \
+	OPENBLAS_NUM_THREADS=1 NUMBA_NUM_THREADS=$(THREADS) $(BIN)/python -m pytest -q $(XDIST) tests --doctest-modules fastsuper
+	NUMBA_ENABLE_CUDASIM=1 NUMBA_NUM_THREADS=$(THREADS) $(BIN)/python -m pytest -q $(XDIST) -m cudasim tests; \
 		rc=$$?; if [ $$rc -eq 5 ]; then echo "no cudasim tests collected"; rc=0; fi; exit $$rc
 	$(MAKE) docs
 
