@@ -21,14 +21,15 @@ that LLVM vectorises a loop over them:
   ``log1p(e) = ln 2 + log1p((e - 1) / 2)`` above ``e = 1/2``);
 * sigmoid, silu, tanh (from ``expm1``), the tanh GELU (its argument in
   double-double, as in ``smooth_phi``; the exact products by FMA) and
-  softplus from these; ``gelu`` for ``|t| <= 1`` from a polynomial for
-  ``erf`` (its Taylor series' first terms, the rest fitted).
+  softplus from these; ``gelu`` for ``-1 <= t <= 2`` as ``t / 2 + t**2 E(t**2)``,
+  ``E`` a polynomial of ``erf(t / sqrt(2)) / (2 t)``, with the steps where
+  the two terms cancel (``t`` near -1) carried with their rounding errors.
 
 Polynomials are evaluated by Estrin's scheme (short dependency chains: the
 loops are bound by the latency of a tile's few vectors as much as by their
 throughput).  Each activation is accurate to a few float64 ulps of the exact
 function on a *domain* (:func:`fast_domain`); elements outside it (the far
-tails, huge arguments, infinities, NaN; for ``gelu`` ``|t| > 1``) are
+tails, huge arguments, infinities, NaN; for ``gelu`` ``t < -1`` and ``t > 2``) are
 recomputed by the caller with the accurate ``smooth_phi``.  For a float32
 array the polynomials are shorter and the double-double steps left out (the
 float64 result is within about 1e-8 relative, then rounded to float32:
@@ -50,6 +51,12 @@ vectors of an array (the loops above take the remainder):
   polynomial of degree 7 (4 in float32), ``2**k`` by ``vscalefpd``;
 * quotients by division (the divider runs beside the multiply-add units
   these loops are bound by);
+* a vector whose every lane has ``|t| <= 1`` (nearly all of them in a sparse
+  model) takes a polynomial in ``t**2`` instead (sigmoid, silu, tanh,
+  softplus with ``c = 1``, both GELUs; no exp, log or division), evaluated by
+  Horner's scheme in ``t**4`` on its even and odd coefficients
+  (:meth:`_Vec.poly2`: fewer operations than Estrin's scheme, and the
+  operation count is what these forms are bound by);
 * float64 arrays: the forms above, eight lanes a vector; float32 arrays:
   sigmoid, silu, tanh, softplus (``c = 1``) and the tanh GELU in sixteen
   float32 lanes, with ``exp`` and the sums that lose precision (``1 +- e``,
@@ -92,9 +99,6 @@ _LN2_HI = 6.93147180369123816490e-01  # ln 2 to 32 bits (k * _LN2_HI is exact fo
 _LN2_LO = 1.90821492927058770002e-10
 _LN2 = 0.6931471805599453
 _LN2_TAIL = 2.3190468138462996e-17  # ln 2 - _LN2
-_SQRT1_2 = 0.7071067811865476
-_SQRT1_2_LO = -4.833646656726457e-17  # sqrt(1/2) - _SQRT1_2
-_TWO_OVER_SQRT_PI = 1.1283791670955126
 #: ``expm1(r) ~ r + r**2 sum_k c[k] r**(k-2)`` for ``|r| <= ln(2) / 2`` (``c[0]``, ``c[1]``
 #: unused): ``c[k] = 1 / k!`` for ``k <= 6``, ``c[7] .. c[12]`` fitted to the
 #: rest of the series (weighted least squares towards minimax; polynomial error
@@ -118,25 +122,6 @@ _ATANH_SERIES = np.array([1.0 / (2 * k + 1) for k in range(11)])
 _ATANH_POLY = np.array(
     [1.0 / 3.0, 0.2, 1.0 / 7.0, 0.11111111215409142, 0.09090889492936553, 0.07693731143616604,
      0.06616706208663696, 0.06725622402583901]
-)  # fmt: skip
-#: ``erf(x) / x ~ sum_n c[n] x**(2 n)`` for ``x**2 <= 1/2``: the Taylor coefficients
-#: ``2 / sqrt(pi) (-1)**n / (n! (2 n + 1))`` to ``n = 5``, ``c[6] .. c[10]`` fitted to the
-#: rest of the series (weighted least squares towards minimax; polynomial error below
-#: the rounding of ``c[0]``)
-_ERF_POLY = np.array(
-    [_TWO_OVER_SQRT_PI * (-1) ** n / (math.factorial(n) * (2 * n + 1)) for n in range(6)]
-    + [
-        0.00012055333596160772,
-        -1.492567785720333e-05,
-        1.6461114327125762e-06,
-        -1.628421874060676e-07,
-        1.3104670967705188e-08,
-    ]
-)
-#: the same to ``x**12`` for a float32 result (``c[3] .. c[6]`` fitted: within 4e-11 relative)
-_ERF_POLY_SHORT = np.array(
-    [_TWO_OVER_SQRT_PI, -_TWO_OVER_SQRT_PI / 3.0, _TWO_OVER_SQRT_PI / 10.0,
-     -0.02686599241010366, 0.0052217442078213595, -0.000844780018756837, 0.0001008872854665739]
 )  # fmt: skip
 _GELU_K = 0.7978845608028654  # as in activations
 _GELU_C = 0.044715
@@ -416,28 +401,42 @@ def softplus_unit_fast(t, short=False):
 
 
 @njit(inline="always")
-def gelu_fast(t, short=False):
-    """``t Phi(t)`` for ``|t| <= 1``: ``Phi = (1 + erf(x)) / 2``, ``x = t / sqrt(2)``.
+def _horner(c, y):
+    """``sum_k c[k] y**k`` (an array ``c``) by Horner's scheme."""
+    acc = c[c.shape[0] - 1]
+    for k in range(c.shape[0] - 2, -1, -1):
+        acc = fma(acc, y, c[k])
+    return acc
 
-    ``erf(x) / x`` by a polynomial in ``x**2 <= 1/2`` (to ``x**20``; to
-    ``x**12`` with ``short``): its Taylor series' first terms, the rest
-    fitted; the rounding error of ``x`` corrected to first order.
+
+@njit(inline="always")
+def _half_t_plus_even(t, c0, c0_lo, even, odd):
+    """``t / 2 + t**2 (c0 + s R(s))``, ``s = t**2``, ``R``'s coefficients split into ``even``
+    and ``odd`` (:func:`_v_half_t_plus_even`, the same operations)."""
+    sh, sl = two_prod(t, t)
+    y = sh * sh
+    r = fma(_horner(odd, y), sh, _horner(even, y))
+    q = fma(sh, r, c0)
+    qerr = fma(sh, r, c0 - q) + c0_lo  # c0 + sh r = q + qerr
+    h = fma(sh, q, t * 0.5)
+    return h + fma(sh, qerr, sl * q)
+
+
+@njit(inline="always")
+def gelu_fast(t, short=False):
+    """``t Phi(t)`` for ``-1 <= t <= 2``: ``t / 2 + t**2 E(t**2)``, ``E(s)`` a polynomial of
+    ``erf(t / sqrt(2)) / (2 t)`` (a short one for ``t**2 <= 1``, a longer one beyond),
+    evaluated as by the vector form (``s`` exact as ``sh + sl``, ``E``'s last step and the
+    sum with their rounding errors: within about an ulp where ``t / 2`` and ``t**2 E``
+    cancel); with ``short`` (a float32 result) shorter polynomials, rounded as they come.
     """
-    xh, xl = two_prod(t, _SQRT1_2)
-    xl = fma(t, _SQRT1_2_LO, xl)  # t / sqrt(2) = xh + xl
-    w = xh * xh
-    # q = erf(xh) / xh = sum_n c[n] w**n for n = 0 .. 6 (10), by Estrin's scheme
-    w2 = w * w
-    w4 = w2 * w2
+    s = t * t
     if short:
-        c = _ERF_POLY_SHORT
-        q = fma(fma(c[6], w2, fma(c[5], w, c[4])), w4, _cubic(w, w2, c, 0))
-    else:
-        c = _ERF_POLY
-        lo = fma(_cubic(w, w2, c, 4), w4, _cubic(w, w2, c, 0))
-        q = fma(fma(c[10], w2, fma(c[9], w, c[8])), w4 * w4, lo)
-    erf = fma(xh, q, xl * _TWO_OVER_SQRT_PI * (1.0 - w))  # erf'(x) = 2 exp(-x**2) / sqrt(pi)
-    return t * fma(0.5, erf, 0.5)
+        q = _horner(_GELU_F32_COEFS if s <= 1.0 else _GELU_MID_F32_COEFS, s)
+        return fma(s, q, t * 0.5)
+    if s <= 1.0:
+        return _half_t_plus_even(t, _GELU_POLY[0], _GELU_POLY_LO, _GELU_EVEN, _GELU_ODD)
+    return _half_t_plus_even(t, _GELU_MID_POLY[0], _GELU_MID_POLY_LO, _GELU_MID_EVEN, _GELU_MID_ODD)
 
 
 @njit
@@ -534,7 +533,7 @@ def _loop_gelu(z, c, lo, hi, out):
     first, last = n, -1
     for j in range(n):
         t = np.float64(z[j])
-        ok = abs(t) <= hi  # the domain is [-hi, hi]; NaN fails
+        ok = (t >= lo) & (t <= hi)  # NaN fails
         first = min(first, n if ok else j)
         last = max(last, -1 if ok else j)
         t = t if ok else 0.0
@@ -678,6 +677,22 @@ class _Vec:
         p = self.mul(a, b)
         return p, self.fma(a, b, self.neg(p))
 
+    def poly2(self, x, x2, c):
+        """``sum_k c[k] x**k`` by Horner's scheme in ``x2 = x**2`` on the even and the odd
+        coefficients, joined by one fused multiply-add: ``len(c) - 1`` operations after
+        ``x2`` (Estrin's scheme takes about ``log2(len(c))`` more), two chains of half the
+        length for the processor to overlap."""
+
+        def horner(cs):
+            acc = self.const(cs[-1])
+            for ck in cs[-2::-1]:
+                acc = self.fma(acc, x2, ck)
+            return acc
+
+        if len(c) == 1:
+            return self.const(c[0])
+        return self.fma(horner(c[1::2]), x, horner(c[0::2]))
+
     def poly(self, x, x2, c):
         """``sum_k c[k] x**k`` by Estrin's scheme (``x2 = x**2``)."""
         pairs = [
@@ -768,34 +783,34 @@ _TANH_POLY = (
 )  # fmt: skip
 
 
-def _v_half_t_plus_even(v, t, c):
+def _v_half_t_plus_even(v, t, c, c0_lo=0.0):
     """``t / 2 + t**2 Q(t**2)`` for ``|t| <= 1`` with ``|t**2 Q| <= |t| / 2`` (float64 lanes;
-    ``Q`` the polynomial ``c``): ``s Q`` as an exact product with its
-    errors (``Q``'s rounding error by a fused multiply-add: ``c[0] - q`` is exact, ``Q``
-    being within a factor 2 of ``c[0]``), the sum by Fast2Sum: within about an ulp."""
+    ``Q`` the polynomial ``c``): ``s = t**2`` exact as ``sh + sl``, ``Q``'s last step with its
+    rounding error ``qerr`` (``c[0] - q`` is exact, ``Q`` being within a factor 2 of
+    ``c[0]``); ``h = fl(sh q + t / 2)`` rounded once, then ``sh qerr + sl q`` added: within
+    about an ulp where the sum cancels.  ``c0_lo``: the rounding error of ``c[0]``, added
+    to ``qerr``."""
     sh, sl = v.two_prod(t, t)
-    r = v.poly(sh, v.mul(sh, sh), c[1:])
+    r = v.poly2(sh, v.mul(sh, sh), c[1:])
     q = v.fma(sh, r, c[0])
     qerr = v.fma(sh, r, v.sub(c[0], q))  # c[0] + sh r = q + qerr
-    p, e = v.two_prod(sh, q)
-    lo = v.fma(sh, qerr, v.fma(sl, q, e))
-    a = v.mul(t, 0.5)
-    h = v.add(a, p)
-    herr = v.sub(p, v.sub(h, a))  # exact
-    return v.add(h, v.add(herr, lo))
+    if c0_lo:
+        qerr = v.add(qerr, c0_lo)
+    h = v.fma(sh, q, v.mul(t, 0.5))
+    return v.add(h, v.fma(sh, qerr, v.mul(sl, q)))
 
 
 def _v_sigmoid_near(v, t):
     """``1/2 + t Q(t**2)`` for ``|t| <= 1`` (:data:`_SIGMOID_POLY`; ``|t Q| <= 0.24``): no
     exp or division; within 1.4 ulp (silu, ``t`` times it, within 2.1)."""
     s = v.mul(t, t)
-    return v.fma(t, v.poly(s, v.mul(s, s), _SIGMOID_POLY), 0.5)
+    return v.fma(t, v.poly2(s, v.mul(s, s), _SIGMOID_POLY), 0.5)
 
 
 def _v_tanh_near(v, t):
     """``t T(t**2)`` for ``|t| <= 1`` (:data:`_TANH_POLY`): within 2.8 ulp."""
     s = v.mul(t, t)
-    return v.mul(t, v.poly(s, v.mul(s, s), _TANH_POLY))
+    return v.mul(t, v.poly2(s, v.mul(s, s), _TANH_POLY))
 
 
 def _v_tanh(v, t, short):
@@ -845,8 +860,11 @@ def _v_softplus(v, t, c, short):
 
 def _v_near_or_far(v, t, near, far):
     """``near(v, t)`` if every lane has ``|t| <= 1``, else ``far(v, t)``: a branch on the
-    whole vector (at the sizes of superposition models nearly every vector is near)."""
-    every = v.b.bitcast(v.cmp("<=", v.abs(t), 1.0), ir.IntType(v.lanes))
+    whole vector (at the sizes of superposition models nearly every vector is near).  In
+    float64 lanes the test is ``t**2 <= 1`` (the same lanes, NaN failing): the near forms
+    start with that product, which LLVM then computes once."""
+    near_lanes = v.cmp("<=", v.abs(t) if v.single else v.mul(t, t), 1.0)
+    every = v.b.bitcast(near_lanes, ir.IntType(v.lanes))
     every = v.b.icmp_unsigned("==", every, ir.Constant(every.type, -1))
     with v.b.if_else(every, likely=True) as (then, otherwise):
         with then:
@@ -893,7 +911,7 @@ def _v_softplus_near(v, t):
     about 1.2 ulp."""
     s = v.mul(t, t)
     s2 = v.mul(s, s)
-    g = v.mul(s, v.poly(s, s2, _LOGCOSH_POLY))
+    g = v.mul(s, v.poly2(s, s2, _LOGCOSH_POLY))
     a = v.mul(t, 0.5)
     h = v.add(_LN2, a)
     err = v.sub(a, v.sub(h, _LN2))  # exact
@@ -945,27 +963,75 @@ def _v_gelu_tanh_far(v, t, short):
     return v.sel(big, t, v.mul(tc, s))
 
 
+#: ``erf(t / sqrt(2)) / (2 t) ~ sum_j c[j] s**j``, ``s = t**2 <= 1``: interpolation at the
+#: 11 Chebyshev nodes of ``[0, 1]`` in 50-digit arithmetic, rounded; ``c[0]``'s rounding
+#: error beside it (together within 6e-19 of the function)
+_GELU_POLY = (
+    0.3989422804014327, -0.06649038006690543, 0.009973557010035022, -0.0011873282154680343,
+    0.00011543468751655941, -9.444655793103845e-06, 6.659679879655231e-07,
+    -4.1224107514160815e-08, 2.2704137585676e-09, -1.106432828275589e-10,
+    4.0743269774266276e-12,
+)  # fmt: skip
+_GELU_POLY_LO = -2.500531462550642e-17
+#: the scalar form's Horner chains (:func:`gelu_fast`): ``c[1:]`` split as by ``_Vec.poly2``
+_GELU_EVEN = np.array(_GELU_POLY[1::2])
+_GELU_ODD = np.array(_GELU_POLY[2::2])
+#: the same on ``s <= 4`` (``-1 <= t <= 2``, the vectors with a lane beyond ``|t| = 1``), 16
+#: nodes (within 5e-18 of the function; float64 coefficients of ``s**k`` up to ``4**k`` limit it)
+_GELU_MID_POLY = (
+    0.3989422804014327, -0.06649038006690544, 0.009973557010035796, -0.0011873282154802856,
+    0.00011543468761540825, -9.444656257502906e-06, 6.659693481103106e-07,
+    -4.122666986007059e-08, 2.273526089241941e-09, -1.1300934258260476e-10,
+    5.111322682005792e-12, -2.117916682024901e-13, 8.03614914914401e-15,
+    -2.72000576988937e-16, 7.415327339933253e-18, -1.1911630837040208e-19,
+)  # fmt: skip
+_GELU_MID_POLY_LO = -2.4930636217624244e-17
+_GELU_MID_EVEN = np.array(_GELU_MID_POLY[1::2])
+_GELU_MID_ODD = np.array(_GELU_MID_POLY[2::2])
 #: ``erf(t / sqrt(2)) / (2 t) ~ sum_j c[j] s**j``, ``s = t**2 <= 1``, for float32 results
 #: (interpolation at 7 Chebyshev nodes in 40-digit arithmetic; error below 3e-11 of gelu)
 _GELU_POLY_F32 = (
     0.3989422803972762, -0.06649037965933821, 0.009973550469794461, -0.0011872887440360373,
     0.0001153207457264319, -9.274401262223465e-06, 5.372643164691128e-07,
 )  # fmt: skip
+_GELU_F32_COEFS = np.array(_GELU_POLY_F32)
+#: the float32 results' polynomial on ``s <= 4`` (10 nodes in 50-digit arithmetic: within
+#: 5e-12 of the function)
+_GELU_MID_POLY_F32 = (
+    0.3989422803968788, -0.06649037983901085, 0.009973555121502185, -0.001187322121019266,
+    0.0001154246507701276, -9.435097239107229e-06, 6.603689224690475e-07,
+    -3.915946119217738e-08, 1.796143752590289e-09, -4.676366091420556e-11,
+)  # fmt: skip
+_GELU_MID_F32_COEFS = np.array(_GELU_MID_POLY_F32)
+
+
+def _v_gelu_near_short(v, t):
+    """``t / 2 + t**2 E(t**2)`` for a float32 result, ``t**2 <= 1`` (:data:`_GELU_POLY_F32`)."""
+    return v.fma(*_even_poly(v, t, _GELU_POLY_F32), v.mul(t, 0.5))
 
 
 def _v_gelu(v, t, short):
-    """``t Phi(t)`` for ``|t| <= 1`` (:func:`fastsuper.core.vecmath.gelu_fast`); with
-    ``short`` (float32 results) ``t / 2 + t**2 E(t**2)``, ``E`` the polynomial
-    :data:`_GELU_POLY_F32`."""
+    """``t Phi(t)`` for ``-1 <= t <= 2`` (:func:`fastsuper.core.vecmath.gelu_fast`):
+    ``t / 2 + t**2 E(t**2)`` by :func:`_v_half_t_plus_even`, ``E`` the polynomial
+    :data:`_GELU_POLY` where every lane has ``|t| <= 1``, else :data:`_GELU_MID_POLY`; with
+    ``short`` (float32 results) the shorter :data:`_GELU_POLY_F32` and
+    :data:`_GELU_MID_POLY_F32`, rounded as they come."""
     if short:
-        return v.fma(*_even_poly(v, t, _GELU_POLY_F32), v.mul(t, 0.5))
-    xh, xl = v.two_prod(t, _SQRT1_2)
-    xl = v.fma(t, _SQRT1_2_LO, xl)
-    w = v.mul(xh, xh)
-    c = tuple(float(x) for x in (_ERF_POLY_SHORT if short else _ERF_POLY))
-    q = v.poly(w, v.mul(w, w), c)
-    erf = v.fma(xh, q, v.mul(v.mul(xl, _TWO_OVER_SQRT_PI), v.sub(1.0, w)))
-    return v.mul(t, v.fma(0.5, erf, 0.5))
+        return _v_near_or_far(
+            v,
+            t,
+            _v_gelu_near_short,
+            lambda v, t: v.fma(*_even_poly(v, t, _GELU_MID_POLY_F32), v.mul(t, 0.5)),
+        )
+    return _v_near_or_far(v, t, _v_gelu_near, _v_gelu_mid)
+
+
+def _v_gelu_near(v, t):
+    return _v_half_t_plus_even(v, t, _GELU_POLY, _GELU_POLY_LO)
+
+
+def _v_gelu_mid(v, t):
+    return _v_half_t_plus_even(v, t, _GELU_MID_POLY, _GELU_MID_POLY_LO)
 
 
 #: float32 lanes (:func:`_w_exp_parts`): ``ln(2) / 16`` in two parts (``16 k + j`` times
@@ -1120,9 +1186,14 @@ _EMITTERS = {
 
 def _phi_lanes(key, v, x, c, lo, hi, short):
     """``(ok, phi(x))`` of 8 float64 lanes: ``ok`` the lanes in the domain ``[lo, hi]``
-    (``lo = -hi`` but for the tanh GELU, ``hi`` infinite; NaN fails); the others give any
+    (``lo = -hi`` but for the GELUs; NaN fails); the others give any
     number (the caller recomputes them)."""
-    ok = v.cmp(">=", x, lo) if key == GELU_TANH else v.cmp("<=", v.abs(x), hi)
+    if key == GELU_TANH:
+        ok = v.cmp(">=", x, lo)
+    elif key == GELU:
+        ok = v.b.and_(v.cmp(">=", x, lo), v.cmp("<=", x, hi))
+    else:
+        ok = v.cmp("<=", v.abs(x), hi)
     return ok, _EMITTERS[key](v, x, c, short)
 
 
@@ -1163,7 +1234,7 @@ _GELU_TANH_POLY_F32 = (
 def _even_poly(v, t, c):
     """``(s, Q(s))``, ``s = t**2``, ``Q`` the polynomial ``c`` (float64 lanes)."""
     s = v.mul(t, t)
-    return s, v.poly(s, v.mul(s, s), c)
+    return s, v.poly2(s, v.mul(s, s), c)
 
 
 #: the near forms of the float32 results (``|t| <= 1``, float64 lanes, rounded once to
@@ -1174,6 +1245,7 @@ _NEAR_F32 = {
     TANH: lambda v, t: v.mul(t, _even_poly(v, t, _TANH_POLY_F32)[1]),
     -SOFTPLUS: lambda v, t: v.add(_LN2, v.fma(*_even_poly(v, t, _LOGCOSH_POLY_F32), v.mul(t, 0.5))),
     GELU_TANH: lambda v, t: v.fma(*_even_poly(v, t, _GELU_TANH_POLY_F32), v.mul(t, 0.5)),
+    GELU: _v_gelu_near_short,
 }
 
 
@@ -1215,6 +1287,69 @@ def emit_vector(key, builder, x, c, lo, hi, flags=()):
         fs.append(builder.fptrunc(f, ir.VectorType(ir.FloatType(), LANES)))
     both = ir.Constant(ir.VectorType(_I32, 2 * LANES), halves[0] + halves[1])
     return builder.shuffle_vector(*oks, both), builder.shuffle_vector(*fs, both)
+
+
+#: the float64 near forms (every lane ``|t| <= 1``) of the keys that have one
+_NEAR_F64 = {
+    SIGMOID: _v_sigmoid_near,
+    SILU: lambda v, t: v.mul(t, _v_sigmoid_near(v, t)),
+    TANH: _v_tanh_near,
+    GELU_TANH: _v_gelu_tanh_near,
+    GELU: _v_gelu_near,
+    -SOFTPLUS: _v_softplus_near,
+}
+
+
+def emit_vectors(key, builder, xs, c, lo, hi, flags=()):
+    """``(ok, [phi(x) for x in xs])`` of a tile's vectors, ``ok`` an ``i1``: every lane of
+    every vector in the domain.
+
+    As :func:`emit_vector` on each vector, with one branch for the whole tile: where every
+    lane of every vector has ``|t| <= 1`` (the common case), the near forms of all the
+    vectors in one block, straight-line (their coefficients loaded once, the vectors'
+    chains interleaved); else each vector by :func:`emit_vector`.  The numbers are those of
+    :func:`emit_vector`, whichever way a tile goes.
+    """
+    single = xs[0].type.element != _F64
+    near = (_NEAR_F32 if single else _NEAR_F64).get(key)
+
+    def general():
+        every = None
+        fs = []
+        for x in xs:
+            ok, f = emit_vector(key, builder, x, c, lo, hi, flags)
+            fs.append(f)
+            bits = builder.bitcast(ok, ir.IntType(ok.type.count))
+            every = bits if every is None else builder.and_(every, bits)
+        return builder.icmp_unsigned("==", every, ir.Constant(every.type, -1)), fs
+
+    if near is None:
+        return general()
+    w = _Vec(builder, single, flags)
+    v = _Vec(builder, False, flags)
+    every = None
+    for x in xs:
+        lanes = w.cmp("<=", w.abs(x) if single else w.mul(x, x), 1.0)
+        bits = builder.bitcast(lanes, ir.IntType(w.lanes))
+        every = bits if every is None else builder.and_(every, bits)
+    all_near = builder.icmp_unsigned("==", every, ir.Constant(every.type, -1))
+    with builder.if_else(all_near, likely=True) as (then, otherwise):
+        with then:
+            f_near = [_in_halves(v, x, near) if single else near(v, x) for x in xs]
+            b_near = builder.block
+        with otherwise:
+            ok_gen, f_gen = general()
+            b_gen = builder.block
+    ok = builder.phi(ir.IntType(1))
+    ok.add_incoming(ir.Constant(ir.IntType(1), 1), b_near)
+    ok.add_incoming(ok_gen, b_gen)
+    fs = []
+    for fn, fg in zip(f_near, f_gen):
+        f = builder.phi(fn.type)
+        f.add_incoming(fn, b_near)
+        f.add_incoming(fg, b_gen)
+        fs.append(f)
+    return ok, fs
 
 
 def _emit_loop(key, context, builder, signature, args):
@@ -1312,8 +1447,9 @@ def _vector_phi(z, code, c, lo, hi, out):
 def fast_domain(code, c):
     """``(lo, hi)``: the fast form of activation ``code`` is accurate for ``lo <= t <= hi``.
 
-    ``lo = -hi``, but for the tanh GELU (``hi`` infinite); the loops test just
-    the bound that can fail.
+    ``lo = -hi``, but for the GELUs (the tanh GELU's ``hi`` infinite, gelu's
+    ``[-1, 2]``: below -1 its two terms cancel, and above 2 the polynomial
+    would need more terms).
     """
     if code == SOFTPLUS:  # |c t| <= 600 and |t| < 1e150
         hi = min(600.0 / c, 1e149)
@@ -1323,7 +1459,7 @@ def fast_domain(code, c):
     if code == TANH:
         return -1e300, 1e300
     if code == GELU:
-        return -1.0, 1.0
+        return -1.0, 2.0
     return -19.5, np.inf  # GELU_TANH
 
 
