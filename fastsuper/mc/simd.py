@@ -36,7 +36,8 @@ the "columns_blocked" kernel passes) they are formed and summed in float32
 across the tile's eight vectors (eight terms per lane) and only the last
 16-lane sum is in float64, which is faster (docs/benchmarks.md, "Kernel
 paths") and changes a sample's loss by about 2e-7 relative (float32
-round-off); samples and tiles are still accumulated in float64.
+round-off); samples and tiles are still accumulated in float64.  The smooth
+activations' float32 tiles and :func:`loss_terms_sum` sum in the same way.
 
 The order of the floating-point operations is fixed by the code (rows in the
 order given, one accumulator per vector register), so results are
@@ -206,17 +207,22 @@ class _TileCode:
     def smooth(self, acc):
         """:data:`MODE_SMOOTH`: the tile's loss, or -1 with ``z`` stored (a lane out of domain).
 
-        ``z`` is stored at ``out[:width]`` beside the dense ``x`` (``MODE_ZX``); then
-        ``phi`` of each vector by :func:`fastsuper.core.vecmath.emit_vector` and its
-        terms ``imp_j (phi_j - x_j)^2`` added up in float64, in the order of
-        :func:`loss_terms_sum` (eight terms at a time, then the lanes pairwise: the same
-        number).  If every lane was in the domain, the dense ``x`` is zeroed and the sum
-        returned; else -1, and the caller finishes the tile.
+        ``phi`` of the tile's vectors by :func:`fastsuper.core.vecmath.emit_vectors` and
+        their terms ``imp_j (phi_j - x_j)^2`` added up in the order of
+        :func:`loss_terms_sum` (float64: eight terms at a time; float32: sixteen float32
+        terms at a time, as the other float32 tiles; then the lanes pairwise in float64:
+        the same number).  If every lane was in the domain, the dense ``x`` is zeroed and
+        the sum returned; else ``z`` is stored at ``out[:width]`` beside the dense ``x``
+        (``MODE_ZX``), -1 returned, and the caller finishes the tile.
         """
         b, isz, oa = self.builder, self.isz, self.oa
-        for k in range(len(acc)):
-            b.store(b.load(acc[k]), self.vec_ptr(oa.data, k), align=isz)
+
+        def store_z():
+            for k in range(len(acc)):
+                b.store(b.load(acc[k]), self.vec_ptr(oa.data, k), align=isz)
+
         if not vecmath.AVAILABLE:  # no vector forms: the caller applies the activation
+            store_z()
             return self.context.get_constant(types.float64, -1.0)
         width = len(acc) * self.lanes
         dvty = ir.VectorType(ir.DoubleType(), 8)
@@ -232,24 +238,25 @@ class _TileCode:
                 for h in halves
             ]
 
-        total, every = None, None
-        for k in range(len(acc)):
-            # "nsz" on the activation's arithmetic: Numba's fast-math pass would otherwise
-            # flag it as the kernel's (reassociation, contraction), breaking its exact steps
-            ok, f = vecmath.emit_vector(
-                self.key, b, b.load(acc[k]), self.c, self.lo, self.hi, ("nsz",)
-            )
-            bits = b.bitcast(ok, ir.IntType(self.lanes))
-            every = bits if every is None else b.and_(every, bits)
+        # "nsz" on the activation's arithmetic: Numba's fast-math pass would otherwise
+        # flag it as the kernel's (reassociation, contraction), breaking its exact steps
+        xs = [b.load(acc[k]) for k in range(len(acc))]
+        allok, fs = vecmath.emit_vectors(self.key, b, xs, self.c, self.lo, self.hi, ("nsz",))
+        total = None
+        for k, f in enumerate(fs):
             xv = b.load(self.vec_ptr(xbase, k), align=isz)
             w = b.load(self.vec_ptr(iptr, k), align=isz)
-            for f8, x8, w8 in zip(eights(f), eights(xv), eights(w)):
-                d = b.fsub(f8, x8, flags=_IN_ORDER)
-                t = b.fmul(w8, b.fmul(d, d, flags=_IN_ORDER), flags=_IN_ORDER)
-                total = t if total is None else b.fadd(total, t, flags=_IN_ORDER)
-        total = self.horizontal_sum(total, 8, _IN_ORDER)
+            if self.narrow_sum:  # float32 terms, one vector's lanes each, in order
+                parts = [(f, xv, w)]
+            else:
+                parts = zip(eights(f), eights(xv), eights(w))
+            for fp, xp, wp in parts:
+                total = _add_term(b, fp, xp, wp, total)
+        if self.narrow_sum:
+            total = self.horizontal_sum(b.fpext(total, self.dvty), None, _IN_ORDER)
+        else:
+            total = self.horizontal_sum(total, 8, _IN_ORDER)
         result = cgutils.alloca_once(b, ir.DoubleType())
-        allok = b.icmp_unsigned("==", every, ir.Constant(every.type, -1))
         with b.if_else(allok, likely=True) as (then, otherwise):
             with then:
                 zero = ir.Constant(self.vty, [ir.Constant(self.elty, 0.0)] * self.lanes)
@@ -257,6 +264,7 @@ class _TileCode:
                     b.store(zero, self.vec_ptr(xbase, k), align=isz)
                 b.store(total, result)
             with otherwise:
+                store_z()
                 b.store(ir.Constant(ir.DoubleType(), -1.0), result)
         return b.load(result)
 
@@ -390,14 +398,34 @@ def tile_zx_split(typingctx, P, poff, b, j0, cidx, cval, e0, e1, z, x, imp):
     return sig, codegen
 
 
+def _add_term(builder, f, x, w, total):
+    """``total + w (f - x)**2`` lanewise as ``fma(w d, d, total)``, ``d = f - x`` (``w d d``
+    alone where ``total`` is None): the loss terms of :data:`MODE_SMOOTH` and
+    :func:`loss_terms_sum`, in one order."""
+    d = builder.fsub(f, x, flags=_IN_ORDER)
+    wd = builder.fmul(w, d, flags=_IN_ORDER)
+    if total is None:
+        return builder.fmul(wd, d, flags=_IN_ORDER)
+    ty = f.type
+    fma = cgutils.get_or_insert_function(
+        builder.module,
+        ir.FunctionType(ty, [ty] * 3),
+        f"llvm.fma.v{ty.count}f{32 if ty.element == ir.FloatType() else 64}",
+    )
+    return builder.call(fma, [wd, d, total])
+
+
 @intrinsic
 def loss_terms_sum(typingctx, f, x, w):
-    """``sum_j w_j (f_j - x_j)^2`` in float64 over arrays whose length is a multiple of 8.
+    """``sum_j w_j (f_j - x_j)^2`` over arrays whose length is a multiple of a vector.
 
-    ``f``, ``x``, ``w`` of one dtype (float32 terms are formed in float64);
-    ``x`` is left zero.  Eight terms at a time in one ``<8 x double>``
-    accumulator, in order, then its lanes pairwise: the same order whatever
-    the CPU, so the result is reproducible bit for bit.
+    ``f``, ``x``, ``w`` of one dtype; ``x`` is left zero.  float64: eight
+    terms at a time in one ``<8 x double>`` accumulator, in order, then its
+    lanes pairwise.  float32: the terms in float32, sixteen at a time in one
+    ``<16 x float>`` accumulator, in order, then its lanes in float64
+    pairwise (the order of the float32 tile kernels); each term added as
+    ``fma(w d, d, acc)``, ``d = f - x``.  The same order whatever the CPU,
+    so the result is reproducible bit for bit.
     """
 
     def codegen(context, builder, signature, args):
@@ -406,30 +434,30 @@ def loss_terms_sum(typingctx, f, x, w):
         )
         dt = signature.args[0].dtype
         isz = 4 if dt == types.float32 else 8
+        lanes = 16 if isz == 4 else 8
         elty = context.get_value_type(dt)
-        vty = ir.VectorType(elty, 8)
-        dvty = ir.VectorType(ir.DoubleType(), 8)
+        vty = ir.VectorType(elty, lanes)
         n = cgutils.unpack_tuple(builder, fa.shape, 1)[0]
-        nvec = builder.sdiv(n, ir.Constant(n.type, 8))
-        acc = cgutils.alloca_once(builder, dvty)
-        builder.store(ir.Constant(dvty, [ir.Constant(ir.DoubleType(), 0.0)] * 8), acc)
-        zero = ir.Constant(vty, [ir.Constant(elty, 0.0)] * 8)
+        nvec = builder.sdiv(n, ir.Constant(n.type, lanes))
+        acc = cgutils.alloca_once(builder, vty)
+        zero = ir.Constant(vty, [ir.Constant(elty, 0.0)] * lanes)
+        builder.store(zero, acc)
         with cgutils.for_range(builder, nvec) as loop:
-            off = builder.mul(loop.index, ir.Constant(loop.index.type, 8))
+            off = builder.mul(loop.index, ir.Constant(loop.index.type, lanes))
 
             def ptr(arr):
                 return builder.bitcast(builder.gep(arr.data, [off]), vty.as_pointer())
 
             def load(arr):
-                v = builder.load(ptr(arr), align=isz)
-                return builder.fpext(v, dvty) if isz == 4 else v
+                return builder.load(ptr(arr), align=isz)
 
-            d = builder.fsub(load(fa), load(xa), flags=_IN_ORDER)
-            t = builder.fmul(load(wa), builder.fmul(d, d, flags=_IN_ORDER), flags=_IN_ORDER)
+            total = _add_term(builder, load(fa), load(xa), load(wa), builder.load(acc))
             builder.store(zero, ptr(xa), align=isz)
-            builder.store(builder.fadd(builder.load(acc), t, flags=_IN_ORDER), acc)
+            builder.store(total, acc)
         total = builder.load(acc)
-        h = 8
+        if isz == 4:
+            total = builder.fpext(total, ir.VectorType(ir.DoubleType(), lanes))
+        h = lanes
         while h > 1:
             h //= 2
             lo = ir.Constant(ir.VectorType(_I32, h), list(range(h)))
