@@ -699,7 +699,9 @@ def _block_gemm(
     ``Z = H W`` (rows x n) as matrix products (BLAS gemm through ``np.dot``)
     of ``chunk`` outputs each, each followed, while in cache, by the bias,
     the activation, the loss terms and the corrections of the active
-    features.  Statistics run over the samples in index order.
+    features (the smooth activations by their vector forms over the whole
+    product at once, :func:`fastsuper.core.vecmath.phi_fast`).  Statistics
+    run over the samples in index order.
     """
     dt = WT.dtype
     n, d = WT.shape
@@ -712,6 +714,10 @@ def _block_gemm(
     cur = np.empty(m_max, dtype=np.int64)
     H = np.empty((m_max, d), dtype=dt)
     zbuf = np.empty(m_max * chunk, dtype=dt)
+    # the smooth activations with a vector form: phi of the whole block at once, vectorised
+    # (phi_fast), instead of an accurate scalar call per element
+    fast = has_fast_form(act.code) and not want_pf
+    fbuf = np.empty(m_max * chunk if fast else 0, dtype=dt)
     for s0 in range(lo, hi, m_max):
         m = min(m_max, hi - s0)
         cidx, cval = _draw_csr(skey, start + s0, m, imp, law, rule, ptr, cidx, cval, x2)
@@ -742,6 +748,21 @@ def _block_gemm(
                 borrow(row1),
                 borrow(row2),
             )
+            if fast:
+                for s in range(m):
+                    z = borrow(Z[s])
+                    for j in range(w):
+                        z[j] += bt[j]
+                phi_fast(zbuf[: m * w], act.code, act.c, fbuf[: m * w])
+                F = fbuf[: m * w].reshape((m, w))
+                for s in range(m):
+                    f = borrow(F[s])
+                    corr, e = _corrections(
+                        f, j0, j1, bi, bc, bv, bcur[s], ptr[s + 1], False, br1, br2
+                    )
+                    bcur[s] = e
+                    lsum[s] += _phi_sum(f, it) + corr
+                continue
             for s in range(m):
                 z = borrow(Z[s])
                 for j in range(w):
