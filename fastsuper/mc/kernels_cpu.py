@@ -699,9 +699,9 @@ def _block_gemm(
     ``Z = H W`` (rows x n) as matrix products (BLAS gemm through ``np.dot``)
     of ``chunk`` outputs each, each followed, while in cache, by the bias,
     the activation, the loss terms and the corrections of the active
-    features (the smooth activations by their vector forms over the whole
-    product at once, :func:`fastsuper.core.vecmath.phi_fast`).  Statistics
-    run over the samples in index order.
+    features (the smooth activations by their vector forms over each row of
+    the product, :func:`fastsuper.core.vecmath.phi_fast`).  Statistics run
+    over the samples in index order.
     """
     dt = WT.dtype
     n, d = WT.shape
@@ -714,8 +714,8 @@ def _block_gemm(
     cur = np.empty(m_max, dtype=np.int64)
     H = np.empty((m_max, d), dtype=dt)
     zbuf = np.empty(m_max * chunk, dtype=dt)
-    # the smooth activations with a vector form: phi of the whole block at once, vectorised
-    # (phi_fast), instead of an accurate scalar call per element
+    # the smooth activations with a vector form: phi of each row of the product by the
+    # vector loops (phi_fast), instead of an accurate scalar call per element
     fast = has_fast_form(act.code) and not want_pf
     fbuf = np.empty(m_max * chunk if fast else 0, dtype=dt)
     for s0 in range(lo, hi, m_max):
@@ -753,10 +753,13 @@ def _block_gemm(
                     z = borrow(Z[s])
                     for j in range(w):
                         z[j] += bt[j]
-                phi_fast(zbuf[: m * w], act.code, act.c, fbuf[: m * w])
                 F = fbuf[: m * w].reshape((m, w))
                 for s in range(m):
                     f = borrow(F[s])
+                    # a row at a time: which elements take the vector loop does not depend
+                    # on the number of samples in the group (the same numbers for any
+                    # chunking of the samples)
+                    phi_fast(Z[s], act.code, act.c, f)
                     corr, e = _corrections(
                         f, j0, j1, bi, bc, bv, bcur[s], ptr[s + 1], False, br1, br2
                     )
