@@ -973,9 +973,15 @@ _GELU_POLY = (
     4.0743269774266276e-12,
 )  # fmt: skip
 _GELU_POLY_LO = -2.500531462550642e-17
-#: the scalar form's Horner chains (:func:`gelu_fast`): ``c[1:]`` split as by ``_Vec.poly2``
-_GELU_EVEN = np.array(_GELU_POLY[1::2])
-_GELU_ODD = np.array(_GELU_POLY[2::2])
+
+
+def _horner_chains(c):
+    """``(even, odd)``: the Horner chains of ``c[1:]`` as :meth:`_Vec.poly2` splits them, as
+    arrays (the scalar form, :func:`gelu_fast`)."""
+    return np.array(c[1::2]), np.array(c[2::2])
+
+
+_GELU_EVEN, _GELU_ODD = _horner_chains(_GELU_POLY)
 #: the same on ``s <= 4`` (``-1 <= t <= 2``, the vectors with a lane beyond ``|t| = 1``), 16
 #: nodes (within 5e-18 of the function; float64 coefficients of ``s**k`` up to ``4**k`` limit it)
 _GELU_MID_POLY = (
@@ -986,8 +992,7 @@ _GELU_MID_POLY = (
     -2.72000576988937e-16, 7.415327339933253e-18, -1.1911630837040208e-19,
 )  # fmt: skip
 _GELU_MID_POLY_LO = -2.4930636217624244e-17
-_GELU_MID_EVEN = np.array(_GELU_MID_POLY[1::2])
-_GELU_MID_ODD = np.array(_GELU_MID_POLY[2::2])
+_GELU_MID_EVEN, _GELU_MID_ODD = _horner_chains(_GELU_MID_POLY)
 #: ``erf(t / sqrt(2)) / (2 t) ~ sum_j c[j] s**j``, ``s = t**2 <= 1``, for float32 results
 #: (interpolation at 7 Chebyshev nodes in 40-digit arithmetic; error below 3e-11 of gelu)
 _GELU_POLY_F32 = (
