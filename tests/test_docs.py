@@ -1,9 +1,11 @@
-"""The tutorials' Python blocks run as written (docs/tutorials/*.md).
+"""The tutorials' Python blocks run as written (docs/tutorials/*.md); the docs name real files.
 
 Every fenced block whose info string is exactly ``python`` is executed, in
 order, in one namespace per tutorial (the blocks' own ``assert`` statements
 check their numbers against the closed forms or the theory); ``sh`` and
-other blocks are shown, not run.
+other blocks are shown, not run.  Every repository path the README,
+CONTRIBUTING and the docs name in backticks exists (CHANGELOG is history
+and may name files that have since moved).
 """
 
 import re
@@ -11,7 +13,17 @@ from pathlib import Path
 
 import pytest
 
-TUTORIALS = sorted((Path(__file__).resolve().parents[1] / "docs" / "tutorials").glob("*.md"))
+ROOT = Path(__file__).resolve().parents[1]
+TUTORIALS = sorted((ROOT / "docs" / "tutorials").glob("*.md"))
+DOCS = [
+    ROOT / "README.md",
+    ROOT / "CONTRIBUTING.md",
+    *sorted((ROOT / "docs").glob("*.md")),
+    *sorted((ROOT / "docs").glob("*.rst")),
+    *TUTORIALS,
+]
+#: a repository path in backticks: `fastsuper/mc/simd.py`, `scripts/train_bound.py`, ...
+REPO_PATH = re.compile(r"`((?:fastsuper|scripts|tests|benchmarks|docs)/[\w./-]*\w)`")
 FENCE = re.compile(r"^```(\S*)[ \t]*\n(.*?)^```[ \t]*$", re.S | re.M)
 
 
@@ -64,3 +76,14 @@ def test_low_order_probabilities_are_described_per_feature():
         for line in path.read_text().splitlines():
             if "p1" in line and "P(K = 1)" in line:
                 assert "sum" in line, f"{path.name}: {line.strip()}"
+
+
+def test_the_docs_name_files_that_exist():
+    named = {
+        (doc.relative_to(ROOT).as_posix(), path)
+        for doc in DOCS
+        for path in REPO_PATH.findall(doc.read_text())
+    }
+    assert len(named) > 10  # the pattern finds the docs' paths
+    missing = sorted((doc, p) for doc, p in named if not (ROOT / p).exists())
+    assert not missing, f"paths named in the docs that do not exist: {missing}"
