@@ -794,7 +794,11 @@ _register("cuda/fit/adam/float64/relu1_uniform_d2", "cudasim", _cuda_fit_group)
 
 
 def environment() -> dict:
-    """The versions and machine the pins belong to (informative: never compared)."""
+    """The versions and machine the pins belong to.
+
+    Where the code generation differs (:data:`test_pins.CODEGEN_KEYS`), the
+    tests compare floats within a tolerance instead of bit for bit.
+    """
     import llvmlite
     import llvmlite.binding
     import scipy
