@@ -149,7 +149,7 @@ CHUNKED_GAPS_FROM = 2.0
 #: expected active features per sample from which training's BLAS sub-batches draw such
 #: samples with U[0, 1] values into the dense inputs a wide chunk of gaps at a time, without
 #: a branch per gap (:func:`fastsuper.train.kernels_cpu.draw_rows_wide`; the same samples)
-TRAIN_WIDE_GAPS_FROM = 48.0
+TRAIN_WIDE_GAPS_FROM = 16.0
 #: training with ``d <= 4`` and at most this many features draws and differentiates
 #: :data:`DENSE_ROWS` samples at a time as dense columns
 #: (:func:`fastsuper.core.laws.draw_dense`; the same samples, sums over samples in a fixed order)

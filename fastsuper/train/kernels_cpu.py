@@ -907,26 +907,47 @@ def draw_row_hashed(key, law, X, row, ubuf, ubits, gbuf, vbuf, gh, vh):
         c += width
 
 
-#: gaps per chunk of :func:`draw_rows_wide` (a multiple of :data:`~fastsuper.core.laws.GAP_CHUNK`)
+#: gaps per chunk of :func:`draw_rows_wide` after a row's first chunk (:func:`wide_first_chunk`)
 WIDE_GAPS = 32
 
 
+@njit
+def wide_first_chunk(n, p, room):
+    """Gaps in the first chunk of a row of :func:`draw_rows_wide` (``n`` features, each active
+    with probability ``p``; at most ``room``, the buffers' length).
+
+    The expected gaps of a row (``n p + 1``, the last one ending it) and half
+    their standard deviation, rounded up to a multiple of 8 (one or two
+    vectors): most rows take one chunk, and a chunk rarely computes many
+    gaps past the row's end.  At least :data:`WIDE_GAPS` // 2, at most ``n +
+    1`` rounded up.
+    """
+    mean = n * p + 1.0
+    w = int(math.ceil((mean + 0.5 * math.sqrt(n * p * (1.0 - p))) / 8.0)) * 8
+    cap = (n + 1 + 7) // 8 * 8
+    return max(WIDE_GAPS // 2, min(w, cap, room))
+
+
 @njit(inline="always")
-def _draw_row_flat(key, law, Xf, at, ubuf, ubits, gbuf, vbuf, gh, vh):
+def _draw_row_flat(key, law, Xf, at, ubuf, ubits, gbuf, vbuf, gh, vh, first_width):
     """:func:`draw_row_hashed` into ``Xf[at:at + n]``, a chunk of gaps without a branch per gap.
 
-    Every gap of a chunk writes its value at its position, clamped to ``at +
-    n``: the entry after the row, set back to zero on return (``Xf`` needs it).
+    The first chunk has ``first_width`` gaps, later ones
+    :data:`WIDE_GAPS` (``ubuf``, ``gbuf``, ``vbuf`` at least that long).  Every
+    gap of a chunk writes its value at its position, clamped to ``at + n``:
+    the entry after the row, set back to zero on return (``Xf`` needs it).
     """
-    n, log1mp, bounds, width = _row_start(law, ubuf)
+    n, log1mp, bounds, _ = _row_start(law, ubuf)
     pos = -1
     c = 0
+    width = first_width
     while pos < n:
         _gap_chunk(key, c, width, ubuf, ubits, gbuf, vbuf, gh, vh, bounds)
         for j in range(width):
             pos += settled_gap(gbuf[j], ubuf[j], log1mp, n) + 1
             Xf[at + min(pos, n)] = vbuf[j]
         c += width
+        width = WIDE_GAPS
     Xf[at + n] = 0
 
 
@@ -937,22 +958,25 @@ def draw_rows_wide(skey, first, count, law, Xf, ubuf, gbuf, vbuf, vh, gh):
     For a law with every feature active or of
     :func:`~fastsuper.core.laws.chunked_bernoulli` with many active features:
     the rows of :func:`draw_row_hashed` (``Xf`` the flat ``X``, zero on entry,
-    with one entry more), :data:`WIDE_GAPS` gaps a chunk (``ubuf``, ``gbuf``,
-    ``vbuf`` that long) and no branch per gap; compiled for wide vectors (the
-    counter hashes are 64-bit products).  ``vh, gh = counter_tables(n)``.
+    with one entry more), a row's first chunk of gaps as wide as
+    :func:`wide_first_chunk` says (at most the length of ``ubuf``, ``gbuf``
+    and ``vbuf``, at least :data:`WIDE_GAPS`), later ones :data:`WIDE_GAPS`,
+    and no branch per gap; compiled for wide vectors (the counter hashes are
+    64-bit products).  ``vh, gh = counter_tables(n)``.
     """
     wide_vectors()
     blaw = borrowed_law(law)
     ubuf, ubits, gbuf = borrow(ubuf), borrow(ubuf.view(np.int64)), borrow(gbuf)
     vh, gh, vbuf, Xb = borrow(vh), borrow(gh), borrow(vbuf), borrow(Xf)
     n = blaw.n
+    w1 = wide_first_chunk(n, blaw.pmax, min(ubuf.shape[0], gbuf.shape[0], vbuf.shape[0]))
     for row in range(count):
         key = sample_key(skey, first + row)
         if blaw.pmax >= 1.0:
             for a in range(n):
                 Xb[row * n + a] = hashed_uniform(key, vh[a])
         else:
-            _draw_row_flat(key, blaw, Xb, row * n, ubuf, ubits, gbuf, vbuf, gh, vh)
+            _draw_row_flat(key, blaw, Xb, row * n, ubuf, ubits, gbuf, vbuf, gh, vh, w1)
 
 
 @njit
@@ -1159,6 +1183,7 @@ def _blas_scratch(W, rows):
     dt = W.dtype
     D = blas_width(d, n, W.itemsize)
     Xf = aligned_zeros(rows * n + 1, W)
+    wide = max(WIDE_GAPS, (n + 1 + 7) // 8 * 8)  # the chunks of draw_rows_wide
     return (
         (
             np.empty(rows + 1, dtype=np.int64),
@@ -1177,9 +1202,9 @@ def _blas_scratch(W, rows):
         + counter_tables(n)
         + (
             Xf,
-            np.empty(WIDE_GAPS),
-            np.empty(WIDE_GAPS, dtype=np.int64),
-            np.empty(WIDE_GAPS),
+            np.empty(wide),
+            np.empty(wide, dtype=np.int64),
+            np.empty(wide),
             aligned_zeros(n * D, W).reshape(n, D),
             aligned_zeros(D * n, W).reshape(D, n),
             np.empty(n, dtype=dt),

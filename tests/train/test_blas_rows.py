@@ -21,6 +21,7 @@ from fastsuper.train.kernels_cpu import (
     counter_tables,
     draw_row_hashed,
     draw_rows_wide,
+    wide_first_chunk,
 )
 
 
@@ -43,19 +44,28 @@ def _rows_one_by_one(law, skey, first, count, X):
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("room", ["wide_gaps", "row"])
 @pytest.mark.parametrize(
-    "n,p", [(5, 1.0), (100, 1.0), (100, 0.9), (100, 0.6), (401, 0.3), (64, 0.99)]
-)
-def test_wide_rows_are_the_samples_of_fastsuper_sample(n, p, dtype):
-    """draw_rows_wide: the rows of draw_row_hashed and of fastsuper.sample, bit for bit."""
+    "n,p",
+    [(5, 1.0), (100, 1.0), (100, 0.9), (100, 0.6), (401, 0.3), (64, 0.99), (100, 0.12),
+     (40, 0.5), (7, 0.3)],
+)  # fmt: skip
+def test_wide_rows_are_the_samples_of_fastsuper_sample(n, p, dtype, room):
+    """draw_rows_wide: the rows of draw_row_hashed and of fastsuper.sample, bit for bit.
+
+    With chunk buffers of :data:`WIDE_GAPS` (the first chunk no wider) and of
+    the row's length rounded up (what training allocates: the first chunk as
+    :func:`wide_first_chunk` says, up to every counter of the tables).
+    """
     inputs = fs.SparseInputs(n, p=p, values="uniform")
     law = input_law(inputs, gaps=True)
     seed, first, count = 7, 300, 37
     skey = np.uint64(seed_key(np.uint64(seed)))
     vh, gh = counter_tables(n)
+    m = WIDE_GAPS if room == "wide_gaps" else max(WIDE_GAPS, (n + 1 + 7) // 8 * 8)
     Xf = np.zeros(count * n + 1, dtype=dtype)
-    draw_rows_wide(skey, first, count, law, Xf, np.empty(WIDE_GAPS),
-                   np.empty(WIDE_GAPS, dtype=np.int64), np.empty(WIDE_GAPS), vh, gh)  # fmt: skip
+    draw_rows_wide(skey, first, count, law, Xf, np.empty(m),
+                   np.empty(m, dtype=np.int64), np.empty(m), vh, gh)  # fmt: skip
     assert Xf[-1] == 0  # the spill entry is left zero
     X = Xf[:-1].reshape(count, n)
     ref = np.zeros((count, n), dtype=dtype)
@@ -63,6 +73,24 @@ def test_wide_rows_are_the_samples_of_fastsuper_sample(n, p, dtype):
     assert np.array_equal(X, ref)
     dense = fs.sample(inputs, count, seed, start=first).to_dense()
     assert np.array_equal(X, dense.astype(dtype))
+
+
+@pytest.mark.parametrize(
+    "n,p,room,width",
+    [
+        (100, 0.647, 104, 72),  # 65.7 gaps expected, sd/2 = 2.4: 68.1 -> 72
+        (100, 0.419, 104, 48),  # 42.9 + 2.5
+        (100, 0.271, 104, 32),  # 28.1 + 2.2
+        (100, 0.113, 104, 16),  # 12.3 + 1.6
+        (100, 0.01, 104, 16),  # never under WIDE_GAPS // 2
+        (100, 0.999, 104, 104),  # at most n + 1, rounded up: every counter is in the tables
+        (100, 0.647, 32, 32),  # at most the buffers' length
+        (1000, 0.5, 2000, 512),  # 501 + 7.9
+    ],
+)
+def test_wide_first_chunk(n, p, room, width):
+    """The expected gaps of a row plus half their sd, up to a multiple of 8, within bounds."""
+    assert wide_first_chunk(n, p, room) == width
 
 
 def test_float32_fit_same_for_any_thread_count(set_numba_threads):
