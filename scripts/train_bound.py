@@ -16,7 +16,11 @@ instance alone (``fit`` with that instance's ``p``), then:
   both; each is the best of ``--repeats`` rounds);
 * on the BLAS path, the rate of one sub-batch's product ``H W`` repeated in a
   compiled loop on one thread, beside a 2048-square matmul on one thread: how
-  close the products themselves come to the machine.
+  close the products themselves come to the machine;
+* the products as run at that rate (five a sub-batch where the inputs are
+  dense, three where they are not): their share of the instances' costs, and
+  the steps/s a step of nothing but them would allow on the same split, the
+  ceiling of every change that leaves the products as they are.
 
 Nothing runs in parallel with the one-thread measurements but the machine's
 own load (printed before and after: compare only quiet runs).
@@ -158,6 +162,16 @@ def main(argv=None) -> int:
         print(f"sub-batch product H W ({rows} x {D}) @ ({D} x {n}) in a compiled loop: "
               f"{prod / 1e9:.1f} GFLOP/s = {prod / peak1:.2f} of a 2048-square matmul on one "
               f"thread ({peak1 / 1e9:.1f} GFLOP/s)")  # fmt: skip
+        # the products as run: five a sub-batch with dense inputs (X W^T, H W, H^T G, G W^T,
+        # U^T X), three without (H W, H^T G, G W^T); at the rate above, and what a step of
+        # nothing but them would allow on the same split
+        flops = 1024 * 2.0 * n * D * np.where(dense_x, 5, 3)
+        t_prod = flops / prod
+        floor = greedy_split(t_prod, min(args.threads, inst))
+        print(f"products as run: {flops.sum() / 1e6:.1f} MFLOP a step, {t_prod.sum() * 1e6:.0f} us "
+              f"at that rate = {t_prod.sum() / costs.sum():.0%} of the instances' costs; the "
+              f"products alone: {floor * 1e6:.0f} us = {1 / floor:.1f} steps/s, "
+              f"{bound / floor:.2f}x the split above")  # fmt: skip
     return 0
 
 
