@@ -793,6 +793,15 @@ _register("cuda/fit/adam/float64/relu1_uniform_d2", "cudasim", _cuda_fit_group)
 # running and writing
 
 
+def _target_cpu() -> str:
+    """The CPU Numba compiles for: the host's, or ``NUMBA_CPU_NAME`` and ``NUMBA_CPU_FEATURES``."""
+    import llvmlite.binding
+
+    name = numba.config.CPU_NAME or llvmlite.binding.get_host_cpu_name()
+    features = numba.config.CPU_FEATURES
+    return name if features is None else f"{name} {features}"
+
+
 def environment() -> dict:
     """The versions and machine the pins belong to.
 
@@ -816,7 +825,7 @@ def environment() -> dict:
         "numba": numba.__version__,
         "llvmlite": llvmlite.__version__,
         "machine": platform.machine(),
-        "cpu": llvmlite.binding.get_host_cpu_name(),
+        "cpu": _target_cpu(),
         "blas": ", ".join(blas),
         "fastsuper": fs.__version__,
     }

@@ -40,7 +40,8 @@ array functions here.  The loops over arrays are compiled for
 :data:`config.ACTIVATION_VECTOR_BITS`-bit vectors where the CPU has them
 (:func:`wide_vectors`) and are not inlined into their callers.
 
-Where the CPU has AVX-512 (:data:`AVAILABLE`), :func:`phi_fast` runs explicit
+Where the CPU Numba compiles for has AVX-512 (:data:`AVAILABLE`: the host,
+or ``NUMBA_CPU_FEATURES`` where set), :func:`phi_fast` runs explicit
 vector loops instead, emitted as LLVM IR (:class:`_Vec`), for the whole
 vectors of an array (the loops above take the remainder):
 
@@ -78,6 +79,7 @@ import numpy as np
 from llvmlite import binding as llvm_binding
 from llvmlite import ir
 from numba.core import cgutils, types
+from numba.core import config as numba_config
 from numba.extending import intrinsic, overload
 
 from fastsuper.core import config
@@ -544,8 +546,29 @@ def _loop_gelu(z, c, lo, hi, out):
 # --------------------------------------------------------------------------
 # explicit 512-bit vector loops (AVX-512)
 
-#: whether the CPU has the AVX-512 instructions the loops use (``vpermi2pd`` on zmm)
-AVAILABLE = bool(llvm_binding.get_host_cpu_features().get("avx512f", False))
+
+def target_has(feature: str) -> bool:
+    """Whether the code Numba emits may use the CPU ``feature`` (e.g. ``"avx512f"``).
+
+    The host's features, or those of ``NUMBA_CPU_FEATURES`` where it is set
+    (a comma-separated list of ``+name`` and ``-name``; the last mention
+    counts): a cache built for other machines must not hold instructions
+    they lack, and LLVM aborts the process on an intrinsic its target does
+    not have.
+    """
+    wanted = numba_config.CPU_FEATURES
+    if wanted is None:
+        return bool(llvm_binding.get_host_cpu_features().get(feature, False))
+    state = False
+    for flag in str(wanted).split(","):
+        flag = flag.strip()
+        if flag[1:] == feature and flag[:1] in "+-":
+            state = flag[0] == "+"
+    return state
+
+
+#: whether the target has the AVX-512 instructions the loops use (``vpermi2pd`` on zmm)
+AVAILABLE = target_has("avx512f")
 
 LANES = 8
 _F64 = ir.DoubleType()
