@@ -39,7 +39,8 @@ few units in the last place of the compute dtype); the samples, and every
 integer, do not change.  Compiled for Haswell (``NUMBA_CPU_NAME`` and
 ``NUMBA_CPU_FEATURES``: AVX2, so the scalar forms of the smooth activations
 instead of the AVX-512 loops) on that AMD host, every float stays within
-3.5e-16 (float64) and 2.5e-8 (float32) of its array's largest stored element.  There every float is compared within
+3.5e-16 (float64) and 2.5e-8 (float32) of its array's largest stored element.
+So in another environment every float is compared within
 :data:`CROSS_RTOL` of its size (of the largest stored element, for an
 element of an array), and integers, booleans, strings and shapes exactly:
 a change of the maths still fails, the compiler's round-off passes.  The
