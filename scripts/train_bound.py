@@ -147,7 +147,8 @@ def main(argv=None) -> int:
     bound = greedy_split(costs, min(args.threads, inst))
     print(f"n={n} d={d} instances={inst} {dtype.name}; load average {load0[0]:.2f} before, "
           f"{load1[0]:.2f} after")  # fmt: skip
-    dense_x = config.DENSE_X_RATIO * ps * n >= n
+    ratio = config.DENSE_X_RATIO if dtype == np.float64 else config.DENSE_X_RATIO_SINGLE
+    dense_x = ratio * ps * n >= n
     print(f"{'p':>8} {'E[K]':>7} {'path':>10} {'us/step (1 thread)':>20}")
     for p, c, dx in zip(ps, costs, dense_x):
         path = ("dense x" if dx else "sparse x") if rows else "per sample"

@@ -129,8 +129,11 @@ GRAD_BLOCK = 2048
 #: blocks whose partial gradients are held in memory at once by the sampled gradient
 GRAD_BLOCKS_PER_WAVE = 64
 #: training multiplies the dense sub-batch of inputs by BLAS when this many times the
-#: expected active features (``sum(p)``) is at least ``n`` (else loops over the active entries)
-DENSE_X_RATIO = 10.0
+#: expected active features (``sum(p)``) is at least ``n``, else it runs the sparse-row
+#: loops of :mod:`fastsuper.core.sparse_rows` over the active entries: float64 (from
+#: ``p = 0.4``) and float32 (BLAS twice as fast; from ``p = 1/6``)
+DENSE_X_RATIO = 2.5
+DENSE_X_RATIO_SINGLE = 6.0
 #: fewest rows of a training sub-batch on the BLAS path (its products run on one BLAS
 #: thread whatever their size)
 TRAIN_BLAS_MIN_ROWS = 64

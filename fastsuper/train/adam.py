@@ -872,7 +872,8 @@ def _fit_adam(o: FitOptions) -> FitResult:
     # work split: instances grouped by estimated cost, one group per thread
     rows = _blas_rows(n, d, batch)
     active = P.sum(axis=1)
-    dense_x = np.asarray(config.DENSE_X_RATIO * active >= n, dtype=np.bool_)
+    ratio = config.DENSE_X_RATIO if W.dtype == np.float64 else config.DENSE_X_RATIO_SINGLE
+    dense_x = np.asarray(ratio * active >= n, dtype=np.bool_)
     # active sets drawn a chunk of gaps at a time where a sample has enough of them
     chunked = (pmax < 1.0) & (pmax > 0.0) & ~thin & (pmax * n >= config.CHUNKED_GAPS_FROM)
     if "groups" in settings:

@@ -65,6 +65,7 @@ from fastsuper.core.laws import (
     settled_gap,
 )
 from fastsuper.core.rng import counter_hash, hashed_uniform, sample_key
+from fastsuper.core.sparse_rows import compact_rows, gather_rows, padded_columns, scatter_rows
 from fastsuper.core.vecmath import wide_vectors
 
 #: codes of the per-instance status array of :func:`adam_kernel`
@@ -699,13 +700,21 @@ def run_grad_blas(
     """:func:`run_grad` for a sub-batch of ``count <= X.shape[0]`` samples, with BLAS.
 
     The sub-batch is sampled into the dense ``X`` (rows, n; zeros on entry
-    and exit) and a CSR copy (``ptr``, ``cidx``, ``cval``; left empty for a law
-    of U[0, 1] values drawn by :func:`draw_row_hashed` or with every feature active,
-    with ``dense_x``), then ``Z = H W``,
+    and exit) and the places of its entries in CSR form (``ptr``, ``cidx``; the
+    values, ``cval``, are scratch of the sampler).  U[0, 1] values with every
+    feature active or independent features drawn a chunk of gaps at a time go
+    straight into ``X`` where the rows are wide (:func:`draw_rows_wide`), their
+    places then listed by :func:`~fastsuper.core.sparse_rows.compact_rows`
+    unless ``dense_x`` (where nothing needs them), or where ``dense_x``
+    (:func:`draw_row_hashed`); other rows are drawn as places and values, then
+    written into ``X``.  Then ``Z = H W``,
     ``dW += H^T G`` and ``U = G W^T`` are matrix products (``np.dot``, BLAS;
     ``U`` by blocks of rows from :data:`~fastsuper.core.config.TRAIN_GWT_FROM` features).
     ``H = X W^T`` and the encoder term ``dW += U^T X`` are products too when
-    ``dense_x``, else loops over the active entries.  Products run in the
+    ``dense_x``, else the sparse-row loops of :mod:`fastsuper.core.sparse_rows`
+    over the CSR copy (:func:`~fastsuper.core.sparse_rows.gather_rows` from the
+    padded ``Wg``, :func:`~fastsuper.core.sparse_rows.scatter_rows` into ``Tg``,
+    then added to ``gWt``).  Products and sparse loops run in the
     compute dtype, sums over sub-batches in float64 (``gW``, ``gWt``, ``gb``
     as in :func:`run_grad`).  ``work`` is the scratch of :func:`_blas_scratch`
     (``T`` and ``T2`` (D, n) in it are scratch too; the products take the weights
@@ -718,7 +727,7 @@ def run_grad_blas(
     tabulated counter hashes of ``work`` (:func:`counter_tables`).
     """
     ptr, cidx, cval, X, H, Z, U, T, T2, ubuf, gbuf, vbuf, vh, gh = work[:14]
-    Xf, wbuf, wgbuf, wvbuf, Wtp, Wp, gbs = work[14:]
+    Xf, wbuf, wgbuf, wvbuf, Wtp, Wp, gbs, Wg, Tg = work[14:]
     blaw, bidx, bval = borrowed_law(law), borrow(cidx), borrow(cval)  # no counting per row
     ubuf, ubits, gbuf = borrow(ubuf), borrow(ubuf.view(np.int64)), borrow(gbuf)
     vh, gh, vbuf, Xb = borrow(vh), borrow(gh), borrow(vbuf), borrow(X)
@@ -726,14 +735,15 @@ def run_grad_blas(
     every = blaw.ngrp == 0 and blaw.kfix < 0 and not blaw.thin and blaw.pmax >= 1.0
     uniform_values = blaw.code == UNIFORM
     d, n = W.shape
-    zero = Wtp[0, 0] - Wtp[0, 0]
     Xc = X[:count]
     Hc = H[:count]
     Zc = Z[:count]
     Uc = U[:count]
     # ---- sample the rows (the samples of run_grad, bit for bit)
-    direct = dense_x and uniform_values  # U[0, 1] values straight into X, no CSR
-    if direct and (every or (chunked and n * blaw.pmax >= config.TRAIN_WIDE_GAPS_FROM)):
+    fast = uniform_values and (every or chunked)
+    wide = fast and (every or n * blaw.pmax >= config.TRAIN_WIDE_GAPS_FROM)
+    direct = fast and (wide or dense_x)  # U[0, 1] values straight into X
+    if wide:
         draw_rows_wide(skey, first, count, law, Xf, wbuf, wgbuf, wvbuf, vh, gh)
         count_draw = 0
     else:
@@ -742,7 +752,7 @@ def run_grad_blas(
     for row in range(count_draw):
         key = sample_key(skey, first + row)
         ptr[row] = nnz
-        if direct and (every or chunked):  # straight into X, no CSR
+        if direct:
             if every:
                 for a in range(n):
                     Xb[row, a] = hashed_uniform(key, vh[a])
@@ -765,19 +775,16 @@ def run_grad_blas(
         for e in range(nnz, nnz + k):
             Xc[row, bidx[e]] = bval[e]
         nnz += k
-    ptr[count_draw] = nnz
+    if direct:  # the CSR places from X
+        if not dense_x:
+            compact_rows(Xc, count, ptr, cidx)
+    else:
+        ptr[count] = nnz
     # ---- h = W x
     if dense_x:
         np.dot(Xc, Wtp, Hc)
     else:
-        for row in range(count):
-            for r in range(d):
-                Hc[row, r] = zero
-            for e in range(ptr[row], ptr[row + 1]):
-                i = cidx[e]
-                x = cval[e]
-                for r in range(d):
-                    Hc[row, r] += Wtp[i, r] * x
+        gather_rows(ptr, cidx, Xc, Wg, Hc, count, d)
     # ---- z = W^T h + b, loss and g (in place of z)
     np.dot(Hc, Wp, Zc)
     loss_sum, nbad, first_bad = _residual_rows(Zc, Xc, b, imp, imp2, act, count, gb, first, gbs)
@@ -796,12 +803,12 @@ def run_grad_blas(
         for r in range(d):
             for j in range(n):
                 gW[r, j] += T[r, j]
-        for row in range(count):
-            for e in range(ptr[row], ptr[row + 1]):
-                i = cidx[e]
-                x = np.float64(cval[e])
-                for r in range(d):
-                    gWt[i, r] += np.float64(Uc[row, r]) * x
+        scatter_rows(ptr, cidx, Xc, Uc, Tg, count, d)
+        for i in range(n):
+            for r in range(d):
+                gWt[i, r] += Tg[i, r]
+            for r in range(Tg.shape[1]):
+                Tg[i, r] = 0
     # ---- reset X
     if dense_x:
         for row in range(count):
@@ -1176,7 +1183,11 @@ def _blas_scratch(W, rows):
     Then ``Xf``, the flat buffer of ``X`` with one entry more, and the chunk
     buffers of :func:`draw_rows_wide`; then ``Wt`` (n, D) and ``W`` (D, n):
     the weights with ``D = blas_width(d)`` (filled by :func:`fill_blas_weights`);
-    then the bias gradient's sub-batch sums in the compute dtype (n).
+    then the bias gradient's sub-batch sums in the compute dtype (n); then
+    ``Wg`` and ``Tg`` (n, ``padded_columns(d)``, zero padded): the weights and
+    the encoder term of the sparse-row loops.  The CSR places have room for
+    the 8 entries past the last that :func:`~fastsuper.core.sparse_rows.compact_rows`
+    may write.
     The products' buffers start at multiples of :data:`BLAS_ALIGN` bytes.
     """
     d, n = W.shape
@@ -1184,10 +1195,11 @@ def _blas_scratch(W, rows):
     D = blas_width(d, n, W.itemsize)
     Xf = aligned_zeros(rows * n + 1, W)
     wide = max(WIDE_GAPS, (n + 1 + 7) // 8 * 8)  # the chunks of draw_rows_wide
+    Dg = padded_columns(d, W.itemsize)
     return (
         (
             np.empty(rows + 1, dtype=np.int64),
-            np.empty(rows * n, dtype=np.int64),
+            np.empty(rows * n + 8, dtype=np.int64),
             np.empty(rows * n, dtype=dt),
             Xf[: rows * n].reshape(rows, n),
             aligned_zeros(rows * D, W).reshape(rows, D),
@@ -1208,6 +1220,8 @@ def _blas_scratch(W, rows):
             aligned_zeros(n * D, W).reshape(n, D),
             aligned_zeros(D * n, W).reshape(D, n),
             np.empty(n, dtype=dt),
+            aligned_zeros(n * Dg, W).reshape(n, Dg),
+            aligned_zeros(n * Dg, W).reshape(n, Dg),
         )
     )
 
@@ -1215,12 +1229,15 @@ def _blas_scratch(W, rows):
 @kernel_njit
 def fill_blas_weights(W, work):
     """``W`` (d, n) into the padded ``Wt`` and ``W`` of the scratch of :func:`_blas_scratch`."""
-    Wt8, W8 = work[18], work[19]
+    Wt8, W8, Wg = work[18], work[19], work[21]
     d, n = W.shape
     for r in range(d):
         for j in range(n):
             W8[r, j] = W[r, j]
     fill_transposed(W, Wt8)
+    for i in range(n):
+        for r in range(d):
+            Wg[i, r] = Wt8[i, r]
 
 
 @parallel_njit
