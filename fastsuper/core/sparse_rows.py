@@ -102,13 +102,13 @@ class _Loop:
     """The operands of a loop: ``(ptr, idx, X, A, B, count, c0, d)``, arrays ``A`` and ``B`` of
     the element type of ``X`` (the vector type ``vty``: 32 bytes of it)."""
 
-    def __init__(self, context, builder, sig, args):
+    def __init__(self, context, builder, argtypes, args):
         self.b = builder
         self.arr = [
             context.make_array(t)(context, builder, a) if isinstance(t, types.Array) else a
-            for t, a in zip(sig.args, args)
+            for t, a in zip(argtypes, args)
         ]
-        dtype = sig.args[2].dtype
+        dtype = argtypes[2].dtype
         self.size = dtype.bitwidth // 8
         self.lanes = _VECTOR_BYTES // self.size
         self.vty = ir.VectorType(context.get_value_type(dtype), self.lanes)
@@ -165,133 +165,94 @@ def _partial_store(builder, vec, base, offset, rem):
             builder.store(x, builder.gep(base, [builder.add(offset, _i64(lane))]))
 
 
-def _loop_signature(ptr, idx, X, A, B):
-    return types.void(ptr, idx, X, A, B, types.int64, types.int64, types.int64)
+def _emit_gather(f, builder, nv):
+    """The gather of ``nv`` vectors of columns from ``c0`` (:func:`gather_rows`)."""
+    rem = f.tail(nv)
+    acc = [[cgutils.alloca_once(builder, f.vty) for _ in range(nv)] for _ in range(2)]
+
+    def add_entry(e, chain, x_row):
+        i = f.at(1, e)
+        x = f.value(x_row, i)
+        m_row = f.row_start(3, i)
+        for k in range(nv):
+            w = builder.load(f.vector(3, m_row, k), align=f.size)
+            builder.store(_fma(builder, w, x, builder.load(acc[chain][k])), acc[chain][k])
+
+    with cgutils.for_range(builder, f.count) as rows:
+        row = rows.index
+        for chain in acc:
+            for slot in chain:
+                builder.store(ir.Constant(f.vty, None), slot)
+        lo, hi = f.entries(row)
+        x_row = builder.sub(f.row_start(2, row), f.c0)
+        pairs = builder.sdiv(builder.sub(hi, lo), _i64(2))
+        with cgutils.for_range(builder, pairs) as loop:
+            e = builder.add(lo, builder.mul(loop.index, _i64(2)))
+            add_entry(e, 0, x_row)
+            add_entry(builder.add(e, _i64(1)), 1, x_row)
+        last = builder.add(lo, builder.mul(pairs, _i64(2)))
+        with builder.if_then(builder.icmp_signed("<", last, hi)):
+            add_entry(last, 0, x_row)
+        h_row = f.row_start(4, row)
+        for k in range(nv):
+            s = builder.fadd(builder.load(acc[0][k]), builder.load(acc[1][k]))
+            if k < nv - 1:
+                builder.store(s, f.vector(4, h_row, k), align=f.size)
+            else:
+                off = builder.add(h_row, _i64(k * f.lanes))
+                _partial_store(builder, s, f.data(4), off, rem)
 
 
-def _make_gather(nv):
-    """The gather of ``nv`` vectors of columns from ``c0``:
-    ``(ptr, idx, X, M, H, count, c0, d)``."""
+def _emit_scatter(f, builder, nv):
+    """The scatter of ``nv`` vectors of columns from ``c0`` (:func:`scatter_rows`)."""
+    rem = f.tail(nv)
+    with cgutils.for_range(builder, f.count) as rows:
+        row = rows.index
+        u_row = f.row_start(3, row)
+        u = [builder.load(f.vector(3, u_row, k), align=f.size) for k in range(nv - 1)]
+        off = builder.add(u_row, _i64((nv - 1) * f.lanes))
+        u.append(_partial_load(builder, f.data(3), off, f.vty, rem))
+        lo, hi = f.entries(row)
+        x_row = builder.sub(f.row_start(2, row), f.c0)
+        with cgutils.for_range_slice(builder, lo, hi, _i64(1)) as (e, _):
+            i = f.at(1, e)
+            x = f.value(x_row, i)
+            t_row = f.row_start(4, i)
+            for k in range(nv):
+                p = f.vector(4, t_row, k)
+                t = builder.load(p, align=f.size)
+                builder.store(_fma(builder, u[k], x, t), p, align=f.size)
+
+
+def _make_block(emit):
+    """The intrinsic ``block(nv, ptr, idx, X, A, B, count, c0, d)``: ``emit``'s loop for
+    ``nv`` (1 to :data:`BLOCK_VECTORS`) vectors of columns from ``c0``, one loop per
+    ``nv`` behind a switch."""
 
     @intrinsic
-    def gather(typingctx, ptr, idx, X, M, H, count, c0, d):
+    def block(typingctx, nv, ptr, idx, X, A, B, count, c0, d):
+        sig = types.void(types.int64, ptr, idx, X, A, B, types.int64, types.int64, types.int64)
+
         def codegen(context, builder, signature, args):
-            f = _Loop(context, builder, signature, args)
-            rem = f.tail(nv)
-            acc = [[cgutils.alloca_once(builder, f.vty) for _ in range(nv)] for _ in range(2)]
-
-            def add_entry(e, chain, x_row):
-                i = f.at(1, e)
-                x = f.value(x_row, i)
-                m_row = f.row_start(3, i)
-                for k in range(nv):
-                    w = builder.load(f.vector(3, m_row, k), align=f.size)
-                    builder.store(_fma(builder, w, x, builder.load(acc[chain][k])), acc[chain][k])
-
-            with cgutils.for_range(builder, f.count) as rows:
-                row = rows.index
-                for chain in acc:
-                    for slot in chain:
-                        builder.store(ir.Constant(f.vty, None), slot)
-                lo, hi = f.entries(row)
-                x_row = builder.sub(f.row_start(2, row), f.c0)
-                pairs = builder.sdiv(builder.sub(hi, lo), _i64(2))
-                with cgutils.for_range(builder, pairs) as loop:
-                    e = builder.add(lo, builder.mul(loop.index, _i64(2)))
-                    add_entry(e, 0, x_row)
-                    add_entry(builder.add(e, _i64(1)), 1, x_row)
-                last = builder.add(lo, builder.mul(pairs, _i64(2)))
-                with builder.if_then(builder.icmp_signed("<", last, hi)):
-                    add_entry(last, 0, x_row)
-                h_row = f.row_start(4, row)
-                for k in range(nv):
-                    s = builder.fadd(builder.load(acc[0][k]), builder.load(acc[1][k]))
-                    if k < nv - 1:
-                        builder.store(s, f.vector(4, h_row, k), align=f.size)
-                    else:
-                        off = builder.add(h_row, _i64(k * f.lanes))
-                        _partial_store(builder, s, f.data(4), off, rem)
+            f = _Loop(context, builder, signature.args[1:], args[1:])
+            done = builder.append_basic_block("block.done")
+            switch = builder.switch(args[0], done)
+            for k in range(1, BLOCK_VECTORS + 1):
+                case = builder.append_basic_block(f"block.{k}")
+                switch.add_case(_i64(k), case)
+                builder.position_at_end(case)
+                emit(f, builder, k)
+                builder.branch(done)
+            builder.position_at_end(done)
             return context.get_dummy_value()
 
-        return _loop_signature(ptr, idx, X, M, H), codegen
+        return sig, codegen
 
-    return gather
-
-
-def _make_scatter(nv):
-    """The scatter of ``nv`` vectors of columns from ``c0``:
-    ``(ptr, idx, X, U, T, count, c0, d)``."""
-
-    @intrinsic
-    def scatter(typingctx, ptr, idx, X, U, T, count, c0, d):
-        def codegen(context, builder, signature, args):
-            f = _Loop(context, builder, signature, args)
-            rem = f.tail(nv)
-            with cgutils.for_range(builder, f.count) as rows:
-                row = rows.index
-                u_row = f.row_start(3, row)
-                u = [builder.load(f.vector(3, u_row, k), align=f.size) for k in range(nv - 1)]
-                off = builder.add(u_row, _i64((nv - 1) * f.lanes))
-                u.append(_partial_load(builder, f.data(3), off, f.vty, rem))
-                lo, hi = f.entries(row)
-                x_row = builder.sub(f.row_start(2, row), f.c0)
-                with cgutils.for_range_slice(builder, lo, hi, _i64(1)) as (e, _):
-                    i = f.at(1, e)
-                    x = f.value(x_row, i)
-                    t_row = f.row_start(4, i)
-                    for k in range(nv):
-                        p = f.vector(4, t_row, k)
-                        t = builder.load(p, align=f.size)
-                        builder.store(_fma(builder, u[k], x, t), p, align=f.size)
-            return context.get_dummy_value()
-
-        return _loop_signature(ptr, idx, X, U, T), codegen
-
-    return scatter
+    return block
 
 
-(_g1, _g2, _g3, _g4, _g5, _g6, _g7, _g8) = (_make_gather(k) for k in range(1, 9))
-(_s1, _s2, _s3, _s4, _s5, _s6, _s7, _s8) = (_make_scatter(k) for k in range(1, 9))
-
-
-@njit(inline="always")
-def _gather_block(nv, ptr, idx, X, M, H, count, c0, d):
-    if nv == 1:
-        _g1(ptr, idx, X, M, H, count, c0, d)
-    elif nv == 2:
-        _g2(ptr, idx, X, M, H, count, c0, d)
-    elif nv == 3:
-        _g3(ptr, idx, X, M, H, count, c0, d)
-    elif nv == 4:
-        _g4(ptr, idx, X, M, H, count, c0, d)
-    elif nv == 5:
-        _g5(ptr, idx, X, M, H, count, c0, d)
-    elif nv == 6:
-        _g6(ptr, idx, X, M, H, count, c0, d)
-    elif nv == 7:
-        _g7(ptr, idx, X, M, H, count, c0, d)
-    else:
-        _g8(ptr, idx, X, M, H, count, c0, d)
-
-
-@njit(inline="always")
-def _scatter_block(nv, ptr, idx, X, U, T, count, c0, d):
-    if nv == 1:
-        _s1(ptr, idx, X, U, T, count, c0, d)
-    elif nv == 2:
-        _s2(ptr, idx, X, U, T, count, c0, d)
-    elif nv == 3:
-        _s3(ptr, idx, X, U, T, count, c0, d)
-    elif nv == 4:
-        _s4(ptr, idx, X, U, T, count, c0, d)
-    elif nv == 5:
-        _s5(ptr, idx, X, U, T, count, c0, d)
-    elif nv == 6:
-        _s6(ptr, idx, X, U, T, count, c0, d)
-    elif nv == 7:
-        _s7(ptr, idx, X, U, T, count, c0, d)
-    else:
-        _s8(ptr, idx, X, U, T, count, c0, d)
+_gather_block = _make_block(_emit_gather)
+_scatter_block = _make_block(_emit_scatter)
 
 
 @njit
