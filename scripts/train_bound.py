@@ -18,7 +18,9 @@ instance alone (``fit`` with that instance's ``p``), then:
   compiled loop on one thread, beside a 2048-square matmul on one thread: how
   close the products themselves come to the machine;
 * the products as run at that rate (five a sub-batch where the inputs are
-  dense, three where they are not): their share of the instances' costs, and
+  dense, three where they are sparse, none in the Gram space, whose
+  ``2 n E[K]`` multiply-adds a sample are loops, not products): their share of
+  the instances' costs, and
   the steps/s a step of nothing but them would allow on the same split, the
   ceiling of every change that leaves the products as they are.
 
@@ -40,7 +42,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from fastsuper.core import config
-from fastsuper.train.adam import _blas_rows, _groups, fit
+from fastsuper.train.adam import _blas_rows, _gram_instances, _groups, fit
 from fastsuper.train.kernels_cpu import blas_width
 
 
@@ -149,9 +151,10 @@ def main(argv=None) -> int:
           f"{load1[0]:.2f} after")  # fmt: skip
     ratio = config.DENSE_X_RATIO if dtype == np.float64 else config.DENSE_X_RATIO_SINGLE
     dense_x = ratio * ps * n >= n
+    gram = _gram_instances(n, d, rows, ps * n, dense_x, dtype)
     print(f"{'p':>8} {'E[K]':>7} {'path':>10} {'us/step (1 thread)':>20}")
-    for p, c, dx in zip(ps, costs, dense_x):
-        path = ("dense x" if dx else "sparse x") if rows else "per sample"
+    for p, c, dx, gr in zip(ps, costs, dense_x, gram):
+        path = ("dense x" if dx else "Gram" if gr else "sparse x") if rows else "per sample"
         print(f"{p:8.4f} {p * n:7.2f} {path:>10} {c * 1e6:20.1f}")
     print(
         f"sum of the instances' costs: {costs.sum() * 1e6:.0f} us; fit's split over "
@@ -164,9 +167,9 @@ def main(argv=None) -> int:
               f"{prod / 1e9:.1f} GFLOP/s = {prod / peak1:.2f} of a 2048-square matmul on one "
               f"thread ({peak1 / 1e9:.1f} GFLOP/s)")  # fmt: skip
         # the products as run: five a sub-batch with dense inputs (X W^T, H W, H^T G, G W^T,
-        # U^T X), three without (H W, H^T G, G W^T); at the rate above, and what a step of
-        # nothing but them would allow on the same split
-        flops = 1024 * 2.0 * n * D * np.where(dense_x, 5, 3)
+        # U^T X), three without (H W, H^T G, G W^T), none in the Gram space; at the rate
+        # above, and what a step of nothing but them would allow on the same split
+        flops = 1024 * 2.0 * n * D * np.where(dense_x, 5, np.where(gram, 0, 3))
         t_prod = flops / prod
         floor = greedy_split(t_prod, min(args.threads, inst))
         print(f"products as run: {flops.sum() / 1e6:.1f} MFLOP a step, {t_prod.sum() * 1e6:.0f} us "

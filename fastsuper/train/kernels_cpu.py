@@ -23,7 +23,11 @@ same formulas:
 * training with ``d > 4`` and small enough ``n d`` (:func:`run_grad_blas`):
   sub-batches of samples, the three dense products ``H W``, ``H^T G`` and
   ``G W^T`` by BLAS (``np.dot``; ``fit`` holds BLAS to one thread around the
-  kernel, :func:`fastsuper.core.blas.blas_threads`);
+  kernel, :func:`fastsuper.core.blas.blas_threads`); or, for sparse enough
+  inputs, in the Gram space: ``z = M x + b`` with ``M = W^T W`` and
+  ``dW = W (S + S^T)`` with ``S = sum_samples x g^T`` (the two terms above:
+  ``h g^T = W x g^T`` and ``(W g) x^T``), ``2 n`` multiply-adds per active
+  feature instead of ``3 d n`` per sample;
 * training with ``d <= 4``, few features and one ``p`` (:func:`run_grad_dense`):
   sub-batches of samples as dense columns, every step vectorised over the
   samples, the samples without an active feature counted only.
@@ -695,7 +699,7 @@ def _residual_rows(Zc, Xc, b, imp, imp2, act, count, gb, first, gbs):
 
 @kernel_njit
 def run_grad_blas(
-    W, b, imp, imp2, act, skey, first, count, law, dense_x, chunked, work, gW, gWt, gb
+    W, b, imp, imp2, act, skey, first, count, law, dense_x, gram, chunked, work, gW, gWt, gb
 ):
     """:func:`run_grad` for a sub-batch of ``count <= X.shape[0]`` samples, with BLAS.
 
@@ -725,9 +729,19 @@ def run_grad_blas(
     by :func:`draw_gaps_hashed`, the sets of
     :func:`~fastsuper.core.laws.draw_bernoulli_chunked`; U[0, 1] values from the
     tabulated counter hashes of ``work`` (:func:`counter_tables`).
+
+    With ``gram`` (and not ``dense_x``) the sub-batch works in the Gram space
+    instead, without ``H`` and without products: ``Z = X M``
+    (:func:`~fastsuper.core.sparse_rows.gather_rows` from ``M = W^T W``, the
+    padded ``Mg`` of :func:`gram_weights`), the residual, then ``S += X^T G``
+    (:func:`~fastsuper.core.sparse_rows.scatter_rows`, in the compute dtype;
+    float32 sums go into the float64 ``S64`` after each sub-batch);
+    :func:`gram_gradient` adds ``W (S + S^T)`` to ``gW`` once the step's
+    sub-batches are done.
     """
     ptr, cidx, cval, X, H, Z, U, T, T2, ubuf, gbuf, vbuf, vh, gh = work[:14]
-    Xf, wbuf, wgbuf, wvbuf, Wtp, Wp, gbs, Wg, Tg = work[14:]
+    Xf, wbuf, wgbuf, wvbuf, Wtp, Wp, gbs, Wg, Tg = work[14:23]
+    Mg, Sg, S64 = work[23:26]
     blaw, bidx, bval = borrowed_law(law), borrow(cidx), borrow(cval)  # no counting per row
     ubuf, ubits, gbuf = borrow(ubuf), borrow(ubuf.view(np.int64)), borrow(gbuf)
     vh, gh, vbuf, Xb = borrow(vh), borrow(gh), borrow(vbuf), borrow(X)
@@ -780,6 +794,19 @@ def run_grad_blas(
             compact_rows(Xc, count, ptr, cidx)
     else:
         ptr[count] = nnz
+    if gram and not dense_x:  # z = W^T W x + b, then S += x g^T
+        gather_rows(ptr, cidx, Xc, Mg, Zc, count, n)
+        loss_sum, nbad, first_bad = _residual_rows(Zc, Xc, b, imp, imp2, act, count, gb, first, gbs)
+        scatter_rows(ptr, cidx, Xc, Zc, Sg, count, n)
+        if Sg.itemsize != 8:  # the sub-batch's float32 sums into float64
+            for i in range(n):
+                for j in range(n):
+                    S64[i, j] += Sg[i, j]
+                    Sg[i, j] = 0
+        for row in range(count):
+            for e in range(ptr[row], ptr[row + 1]):
+                Xc[row, cidx[e]] = 0
+        return loss_sum, nbad, first_bad
     # ---- h = W x
     if dense_x:
         np.dot(Xc, Wtp, Hc)
@@ -1177,7 +1204,7 @@ def aligned_zeros(size, like):
 
 
 @kernel_njit
-def _blas_scratch(W, rows):
+def _blas_scratch(W, rows, gram=False):
     """Sub-batch scratch of :func:`run_grad_blas` (``rows`` >= 1 rows).
 
     Then ``Xf``, the flat buffer of ``X`` with one entry more, and the chunk
@@ -1187,7 +1214,11 @@ def _blas_scratch(W, rows):
     ``Wg`` and ``Tg`` (n, ``padded_columns(d)``, zero padded): the weights and
     the encoder term of the sparse-row loops.  The CSR places have room for
     the 8 entries past the last that :func:`~fastsuper.core.sparse_rows.compact_rows`
-    may write.
+    may write.  Last the buffers of the Gram space (:func:`gram_weights`),
+    with ``n`` rows where ``gram``, else none: ``Mg`` and ``Sg`` (n,
+    ``padded_columns(n)``, compute dtype, zero padded), ``S64`` (the same,
+    float64), ``Mn`` (n, n, compute dtype), ``Ss`` (n, n) and ``W64``, ``GW``
+    (d, n), float64.
     The products' buffers start at multiples of :data:`BLAS_ALIGN` bytes.
     """
     d, n = W.shape
@@ -1223,7 +1254,65 @@ def _blas_scratch(W, rows):
             aligned_zeros(n * Dg, W).reshape(n, Dg),
             aligned_zeros(n * Dg, W).reshape(n, Dg),
         )
+        + _gram_scratch(W, n if gram else 0)
     )
+
+
+@kernel_njit
+def _gram_scratch(W, m):
+    """The Gram-space buffers of :func:`_blas_scratch`, with ``m`` (``n`` or 0) rows."""
+    d, n = W.shape
+    w = padded_columns(n, W.itemsize)
+    zero64 = np.zeros(1)
+    return (
+        aligned_zeros(m * w, W).reshape(m, w),
+        aligned_zeros(m * w, W).reshape(m, w),
+        aligned_zeros(m * w, zero64).reshape(m, w),
+        aligned_zeros(m * m, W).reshape(m, m),
+        aligned_zeros(m * m, zero64).reshape(m, m),
+        np.zeros((d if m else 0, n)),
+        np.zeros((d if m else 0, n)),
+    )
+
+
+@kernel_njit
+def gram_weights(W, work):
+    """Start a step in the Gram space: ``M = W^T W`` (compute dtype, BLAS) into the padded
+    ``Mg`` of the scratch of :func:`_blas_scratch`, its sums ``Sg`` and ``S64`` zeroed."""
+    Mg, Sg, S64, Mn = work[23], work[24], work[25], work[26]
+    n = W.shape[1]
+    np.dot(W.T, W, Mn)
+    for i in range(n):
+        for j in range(n):
+            Mg[i, j] = Mn[i, j]
+        for j in range(Sg.shape[1]):
+            Sg[i, j] = 0
+            S64[i, j] = 0.0
+
+
+@kernel_njit
+def gram_gradient(W, work, gW):
+    """End a step in the Gram space: ``gW += W (S + S^T)`` in float64 (BLAS).
+
+    ``S`` is the float64 ``Sg`` of a float64 step, else ``S64`` (the float32
+    sub-batch sums added in float64).
+    """
+    Sg, S64, Ss, W64, GW = work[24], work[25], work[27], work[28], work[29]
+    d, n = W.shape
+    double = Sg.itemsize == 8
+    for i in range(n):
+        for j in range(n):
+            if double:
+                Ss[i, j] = np.float64(Sg[i, j]) + np.float64(Sg[j, i])
+            else:
+                Ss[i, j] = S64[i, j] + S64[j, i]
+    for r in range(d):
+        for j in range(n):
+            W64[r, j] = W[r, j]
+    np.dot(W64, Ss, GW)
+    for r in range(d):
+        for j in range(n):
+            gW[r, j] += GW[r, j]
 
 
 @kernel_njit
@@ -1243,7 +1332,7 @@ def fill_blas_weights(W, work):
 @parallel_njit
 def adam_kernel(
     W, B, mW, vW, mb, vb, imp, use_bias, act, skeys, laws, t_start, n_steps, batch, adam,
-    log_every, hist, status, groups, blas_rows, dense_x, chunked,
+    log_every, hist, status, groups, blas_rows, dense_x, gram, chunked,
 ):  # fmt: skip
     """Train every instance for steps ``t_start .. t_start+n_steps-1`` with Adam.
 
@@ -1265,7 +1354,9 @@ def adam_kernel(
     for all its steps.  Instances are independent, so the grouping changes
     only the speed.  With ``blas_rows > 0`` the batch is processed in
     sub-batches of that many rows by :func:`run_grad_blas` (``dense_x[k]``:
-    dense products for instance ``k``'s ``h`` and encoder term; ``chunked[k]``:
+    dense products for instance ``k``'s ``h`` and encoder term; ``gram[k]``:
+    instance ``k`` in the Gram space, between :func:`gram_weights` and
+    :func:`gram_gradient`; ``chunked[k]``:
     its active sets drawn by :func:`~fastsuper.core.laws.draw_bernoulli_chunked`),
     else by :func:`run_grad`.
     """
@@ -1276,7 +1367,11 @@ def adam_kernel(
     for gi in numba.prange(groups.shape[0]):
         work = _scratch(W[0], padded_width(d))
         gWt = work[-1]
-        blas_work = _blas_scratch(W[0], rows)
+        in_gram = False  # whether an instance of the group works in the Gram space
+        for gk in range(groups.shape[1]):
+            k = groups[gi, gk]
+            in_gram |= k >= 0 and blas_rows > 0 and gram[k]
+        blas_work = _blas_scratch(W[0], rows, in_gram)
         small = blas_rows <= 0 and padded_width(d) <= 4 and n <= config.DENSE_N_MAX
         dense_work = _dense_scratch(
             W[0], min(padded_width(d), 4), config.DENSE_ROWS if small else 1
@@ -1302,17 +1397,23 @@ def adam_kernel(
                 for j in range(n):
                     gb[j] = 0.0
                 if blas_rows > 0:
-                    fill_blas_weights(Wk, blas_work)
+                    in_gram = gram[k] and not dense_x[k]
+                    if in_gram:
+                        gram_weights(Wk, blas_work)
+                    else:
+                        fill_blas_weights(Wk, blas_work)
                     ls = 0.0
                     nb = 0
                     for lo in range(0, batch, blas_rows):
                         l1, n1, f1 = run_grad_blas(
                             Wk, bk, impk, imp2, act, skeys[k], t * batch + lo,
-                            min(blas_rows, batch - lo), law, dense_x[k], chunked[k], blas_work,
-                            gW, gWt, gb,
+                            min(blas_rows, batch - lo), law, dense_x[k], in_gram, chunked[k],
+                            blas_work, gW, gWt, gb,
                         )  # fmt: skip
                         ls += l1
                         nb += n1
+                    if in_gram:
+                        gram_gradient(Wk, blas_work, gW)
                 elif dense and all_finite(Wt):
                     ls, nb, f1 = run_grad_dense(
                         Wt, bk, impk, imp2, act, skeys[k], t * batch, batch, law, dense_work,
@@ -1322,7 +1423,7 @@ def adam_kernel(
                     ls, nb, f1 = run_grad(
                         Wk, Wt, bk, impk, imp2, act, skeys[k], t * batch, batch, law, work, gW, gb
                     )
-                if blas_rows <= 0 or not dense_x[k]:  # else the encoder term is in gW
+                if blas_rows <= 0 or not (dense_x[k] or gram[k]):  # else all is in gW
                     add_transposed(gW, gWt)
                 loss = ls * inv
                 if t % log_every == 0:

@@ -13,6 +13,7 @@ from naive_train import adam_step_numpy, feature_dimensionality, loss_grad_numpy
 import fastsuper as fs
 from fastsuper import FitResult, exact_loss_grad, fit, loss_grad
 from fastsuper import testing as T
+from fastsuper.core import config
 
 # every activation family, integer and real exponents
 ACTIVATIONS = [
@@ -196,6 +197,10 @@ def _adam_reference(res: FitResult, steps: int, lr: float):
         (260, 30, [0.3, 0.02], "relu_power", 1, "uniform"),
         # per-sample row loops (n d too large for BLAS)
         (200, 90, [0.05], "signed_power", 1.5, "uniform_sym"),
+        # BLAS sub-batches in the Gram space (few active features; wide and narrow rows),
+        # also with another activation and value law
+        (100, 30, [0.17, 0.02], "relu_power", 1, "uniform"),
+        (64, 30, [0.25, 0.05], "power", 2, "gaussian"),
     ],
 )
 def test_adam_steps_match_numpy(n, d, p, act, a, values):
@@ -211,6 +216,25 @@ def test_adam_steps_match_numpy(n, d, p, act, a, values):
     np.testing.assert_allclose(res.loss_history, n * hist, rtol=1e-12)
     np.testing.assert_allclose(res.loss_history_mean_over_features, hist, rtol=1e-12)
     assert np.array_equal(res.W0, T.initial_weights(n, d, len(p), seed=5))
+
+
+@pytest.mark.parametrize(
+    "n,d,p,act,a,values",
+    [
+        (100, 30, [0.17, 0.02], "relu_power", 1, "uniform"),
+        (64, 30, [0.25, 0.05], "power", 2, "gaussian"),
+    ],
+)
+def test_adam_steps_match_numpy_outside_the_gram_space(n, d, p, act, a, values, monkeypatch):
+    """The configurations above that train in the Gram space, with it turned off (the
+    sparse-row loops and BLAS products instead): NumPy's numbers to 1e-12 again."""
+    from fastsuper.train.adam import _gram_instances
+
+    active = np.asarray(p) * n
+    assert _gram_instances(n, d, 64, active, np.zeros(len(p), dtype=bool), np.float64).all()
+    monkeypatch.setattr(config, "TRAIN_GRAM_ACTIVE", 0.0)
+    assert not _gram_instances(n, d, 64, active, np.zeros(len(p), dtype=bool), np.float64).any()
+    test_adam_steps_match_numpy(n, d, p, act, a, values)
 
 
 def test_fit_same_for_any_thread_count_and_instance_count(set_numba_threads):
