@@ -8,6 +8,7 @@ import pytest
 from fastsuper.core import sparse_rows
 from fastsuper.core.sparse_rows import (
     BLOCK_VECTORS,
+    SCATTER_VECTORS,
     compact_rows,
     gather_rows,
     lanes,
@@ -62,7 +63,7 @@ def test_compact_rows_lists_the_nonzero_places(dtype, n):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("d", [1, 3, 4, 5, 8, 9, 20, 33, 70])
+@pytest.mark.parametrize("d", [1, 3, 4, 5, 8, 9, 20, 33, 70, 150])
 def test_gather_rows_is_x_times_m(dtype, d):
     """``H[:count, :d] = X M`` in every block of columns, the rest of ``H`` untouched."""
     rng = np.random.default_rng(d)
@@ -113,7 +114,7 @@ def _fma(x, m, acc):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("d", [1, 3, 8, 20, 33, 70])
+@pytest.mark.parametrize("d", [1, 3, 8, 20, 33, 70, 150, 300])
 def test_scatter_rows_adds_x_transposed_times_u(dtype, d):
     """``T += X^T U`` on the first ``d`` columns; the padding columns stay zero."""
     rng = np.random.default_rng(100 + d)
@@ -141,4 +142,4 @@ def test_padded_columns_and_lanes(dtype):
     for d in range(1, 80):
         D = padded_columns(d, size)
         assert D % w == 0 and d <= D < d + w
-    assert BLOCK_VECTORS * w >= 32
+    assert BLOCK_VECTORS * w >= 32 and SCATTER_VECTORS * w >= 128
