@@ -140,8 +140,8 @@ DENSE_X_RATIO_SINGLE = 6.0
 #: of the three ``d n`` products per sample, where the expected active features are at most
 #: ``TRAIN_GRAM_ACTIVE`` times ``d`` and the two ``n x n`` matrices it updates take at most
 #: ``TRAIN_GRAM_BYTES`` (they must stay in the core's cache: measured on AMD Zen 4, 1 MiB of
-#: L2, the break-even is near ``0.7 d`` at ``n = 100`` and ``0.15 d`` at ``n = 400``)
-TRAIN_GRAM_ACTIVE = 0.6
+#: L2, the break-even is near ``0.8 d`` at ``n = 100`` and ``0.15 d`` at ``n = 400``)
+TRAIN_GRAM_ACTIVE = 0.75
 TRAIN_GRAM_BYTES = 512 * 1024
 #: fewest rows of a training sub-batch on the BLAS path (its products run on one BLAS
 #: thread whatever their size)

@@ -67,7 +67,7 @@ def test_scratch_without_gram_space_is_empty():
 def test_gram_instances_rule():
     """Sparse-input BLAS instances with at most TRAIN_GRAM_ACTIVE d active features, where
     the two n x n matrices fit TRAIN_GRAM_BYTES; never on the per-sample code (rows 0)."""
-    active = np.array([100.0, 40.0, 12.0, 11.9, 2.0, 12.01])
+    active = np.array([100.0, 40.0, 15.0, 14.9, 2.0, 15.01])
     dense_x = np.array([True, True, False, False, False, False])
     f64 = np.float64
     assert _gram_instances(100, 20, 128, active, dense_x, f64).tolist() == [
