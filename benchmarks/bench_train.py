@@ -86,3 +86,32 @@ class SparseRows:
 
         with blas_threads(1):  # as in training: one BLAS thread per kernel thread
             np.dot(self.X, self.Wt, self.H)
+
+
+class GramSpace:
+    """One instance of n = 100, d = 20 with few active features, trained in the Gram space
+    (``z = W^T W x``, ``dW = W (S + S^T)``) or, with ``config.TRAIN_GRAM_ACTIVE = 0``, with
+    the sub-batch products and sparse-row loops: 20 steps of batch 1024."""
+
+    params = ([0.11, 0.02], ["float64", "float32"], [True, False])
+    param_names = ["p", "dtype", "gram"]
+    number = 1
+    repeat = (1, 5, 30.0)
+
+    def setup(self, p, dtype, gram):
+        from fastsuper.core import config
+
+        self.saved = config.TRAIN_GRAM_ACTIVE
+        if not gram:
+            config.TRAIN_GRAM_ACTIVE = 0.0
+        self.kw = dict(p=p, importance=0.9 ** np.arange(100), dtype=np.dtype(dtype),
+                       progress=False)  # fmt: skip
+        fs.fit(100, 20, steps=1, **self.kw)  # compile (or load the cache)
+
+    def teardown(self, p, dtype, gram):
+        from fastsuper.core import config
+
+        config.TRAIN_GRAM_ACTIVE = self.saved
+
+    def time_fit(self, p, dtype, gram):
+        fs.fit(100, 20, steps=20, **self.kw)
