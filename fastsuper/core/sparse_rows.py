@@ -51,6 +51,7 @@ __all__ = [
     "SCATTER_VECTORS",
     "compact_rows",
     "gather_rows",
+    "gram_relu_rows",
     "lanes",
     "padded_columns",
     "scatter_rows",
@@ -293,6 +294,136 @@ def scatter_rows(ptr, idx, X, U, T, count, d):
     for c0 in range(0, d, SCATTER_VECTORS * w):
         nv = min(SCATTER_VECTORS, (d - c0 + w - 1) // w)
         _scatter_block(nv, ptr, idx, X, U, T, count, c0, d)
+
+
+def _vector_at(f, builder, base, offset, k, nv, rem):
+    """Vector ``k`` of ``base[offset:]``; the last of ``nv`` only its ``rem`` lanes, zeros after."""
+    o = builder.add(offset, _i64(k * f.lanes))
+    if k < nv - 1:
+        p = builder.bitcast(builder.gep(base, [o]), f.vty.as_pointer())
+        return builder.load(p, align=f.size)
+    return _partial_load(builder, base, o, f.vty, rem)
+
+
+def _emit_gram_relu(f, builder, nv, extra):
+    """The Gram-space pass of ``nv`` vectors of columns from ``c0`` (:func:`gram_relu_rows`)."""
+    bias, imp2, gsum, rowloss = extra
+    rem = f.tail(nv)
+    acc = [[cgutils.alloca_once(builder, f.vty) for _ in range(nv)] for _ in range(2)]
+    zero = ir.Constant(f.vty, None)
+    one = ir.Constant(f.vty, [1.0] * f.lanes)
+
+    def add_entry(e, chain, x_row):
+        i = f.at(1, e)
+        x = f.value(x_row, i)
+        m_row = f.row_start(3, i)
+        for k in range(nv):
+            w = builder.load(f.vector(3, m_row, k), align=f.size)
+            builder.store(_fma(builder, w, x, builder.load(acc[chain][k])), acc[chain][k])
+
+    with cgutils.for_range(builder, f.count) as rows:
+        row = rows.index
+        for chain in acc:
+            for slot in chain:
+                builder.store(zero, slot)
+        lo, hi = f.entries(row)
+        x_row = builder.sub(f.row_start(2, row), f.c0)
+        pairs = builder.sdiv(builder.sub(hi, lo), _i64(2))
+        with cgutils.for_range(builder, pairs) as loop:
+            e = builder.add(lo, builder.mul(loop.index, _i64(2)))
+            add_entry(e, 0, x_row)
+            add_entry(builder.add(e, _i64(1)), 1, x_row)
+        last = builder.add(lo, builder.mul(pairs, _i64(2)))
+        with builder.if_then(builder.icmp_signed("<", last, hi)):
+            add_entry(last, 0, x_row)
+        # the residual of ReLU: z = (even + odd) + b, e = z [z > 0] - x, g = (2 I e) [z > 0]
+        xc = builder.add(x_row, f.c0)
+        loss = zero
+        g = []
+        for k in range(nv):
+            z = builder.fadd(builder.load(acc[0][k]), builder.load(acc[1][k]))
+            z = builder.fadd(z, _vector_at(f, builder, bias.data, f.c0, k, nv, rem))
+            on = builder.select(builder.fcmp_ordered(">", z, zero), one, zero)
+            x = _vector_at(f, builder, f.data(2), xc, k, nv, rem)
+            err = _fma(builder, z, on, builder.fneg(x))
+            ge = builder.fmul(_vector_at(f, builder, imp2.data, f.c0, k, nv, rem), err)
+            loss = _fma(builder, ge, err, loss)
+            gk = builder.fmul(ge, on)
+            g.append(gk)
+            off = builder.add(f.c0, _i64(k * f.lanes))
+            total = builder.fadd(_vector_at(f, builder, gsum.data, f.c0, k, nv, rem), gk)
+            if k < nv - 1:
+                p = builder.bitcast(builder.gep(gsum.data, [off]), f.vty.as_pointer())
+                builder.store(total, p, align=f.size)
+            else:
+                _partial_store(builder, total, gsum.data, off, rem)
+        row_loss = builder.extract_element(loss, ir.Constant(_I32, 0))
+        for lane in range(1, f.lanes):
+            term = builder.extract_element(loss, ir.Constant(_I32, lane))
+            row_loss = builder.fadd(row_loss, term)
+        if row_loss.type != ir.DoubleType():
+            row_loss = builder.fpext(row_loss, ir.DoubleType())
+        lp = builder.gep(rowloss.data, [row])
+        builder.store(builder.fadd(builder.load(lp), row_loss), lp)
+        # S[i] += x_i g over the row's entries
+        with cgutils.for_range_slice(builder, lo, hi, _i64(1)) as (e, _):
+            i = f.at(1, e)
+            x = f.value(x_row, i)
+            s_row = f.row_start(4, i)
+            for k in range(nv):
+                p = f.vector(4, s_row, k)
+                t = builder.load(p, align=f.size)
+                builder.store(_fma(builder, g[k], x, t), p, align=f.size)
+
+
+@intrinsic
+def _gram_relu_block(typingctx, nv, ptr, idx, X, M, S, count, c0, d, bias, imp2, gsum, rowloss):
+    """:func:`_emit_gram_relu` for ``nv`` (1 to :data:`BLOCK_VECTORS`) vectors, behind a switch."""
+    if any(a.dtype != X.dtype for a in (M, S, bias, imp2, gsum)) or rowloss.dtype != types.float64:
+        return None  # the arrays of one float dtype, the row losses float64
+    sig = types.void(
+        types.int64, ptr, idx, X, M, S, types.int64, types.int64, types.int64,
+        bias, imp2, gsum, rowloss,
+    )  # fmt: skip
+
+    def codegen(context, builder, signature, args):
+        f = _Loop(context, builder, signature.args[1:9], args[1:9])
+        extra = [
+            context.make_array(t)(context, builder, a) for t, a in zip(signature.args[9:], args[9:])
+        ]
+        done = builder.append_basic_block("gram.done")
+        switch = builder.switch(args[0], done)
+        for k in range(1, BLOCK_VECTORS + 1):
+            case = builder.append_basic_block(f"gram.{k}")
+            switch.add_case(_i64(k), case)
+            builder.position_at_end(case)
+            _emit_gram_relu(f, builder, k, extra)
+            builder.branch(done)
+        builder.position_at_end(done)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@njit
+def gram_relu_rows(ptr, idx, X, M, S, count, n, bias, imp2, gsum, rowloss):
+    """A sub-batch in the Gram space with ReLU, without storing ``Z`` or ``G``.
+
+    For each ``row < count`` and each block of columns: ``z = X[row] M + b``
+    (:func:`gather_rows`, the same sums), then ``e = relu(z) - X[row]``, ``g =
+    (imp2 e) [z > 0]``, ``gsum += g``, ``rowloss[row] += sum(imp2 e e)`` (in
+    the dtype of ``X``, then float64), then ``S[i] += X[row, i] g`` over the
+    row's entries, in order (:func:`scatter_rows`).  ``M`` and ``S`` (n,
+    ``padded_columns(n)``), ``bias``, ``imp2`` and ``gsum`` (n) in the dtype of
+    ``X``; ``rowloss`` float64 (``count``).  Where ``z`` is finite, ``g`` is
+    that of :func:`gather_rows`, the residual of the training kernels and
+    :func:`scatter_rows` bit for bit; a non-finite ``z`` makes the row's loss
+    non-finite.
+    """
+    w = lanes(M.itemsize)
+    for c0 in range(0, n, BLOCK_VECTORS * w):
+        nv = min(BLOCK_VECTORS, (n - c0 + w - 1) // w)
+        _gram_relu_block(nv, ptr, idx, X, M, S, count, c0, n, bias, imp2, gsum, rowloss)
 
 
 @intrinsic

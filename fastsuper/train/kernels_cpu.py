@@ -44,6 +44,8 @@ import math
 
 import numba
 import numpy as np
+from numba.core import types
+from numba.extending import overload
 
 from fastsuper.core import config
 from fastsuper.core.activations import RELU_POWER, dphi, phi
@@ -69,7 +71,13 @@ from fastsuper.core.laws import (
     settled_gap,
 )
 from fastsuper.core.rng import counter_hash, hashed_uniform, sample_key
-from fastsuper.core.sparse_rows import compact_rows, gather_rows, padded_columns, scatter_rows
+from fastsuper.core.sparse_rows import (
+    compact_rows,
+    gather_rows,
+    gram_relu_rows,
+    padded_columns,
+    scatter_rows,
+)
 from fastsuper.core.vecmath import wide_vectors
 
 #: codes of the per-instance status array of :func:`adam_kernel`
@@ -697,6 +705,52 @@ def _residual_rows(Zc, Xc, b, imp, imp2, act, count, gb, first, gbs):
     return loss_sum, nbad, first_bad
 
 
+def _bias_sums(gb, gbs):
+    """Where a sub-batch sums the bias gradient: ``gb`` (float64) itself, else ``gbs``."""
+    return gb if gbs.dtype == np.float64 else gbs
+
+
+@overload(_bias_sums, inline="always")
+def _bias_sums_typed(gb, gbs):
+    if gbs.dtype == types.float64:
+        return lambda gb, gbs: gb
+    return lambda gb, gbs: gbs
+
+
+@njit(inline="always")
+def _gram_relu(ptr, cidx, Xc, Mg, Sg, b, imp2, count, gb, first, work):
+    """The Gram-space sub-batch of :func:`run_grad_blas` for ReLU
+    (:func:`~fastsuper.core.sparse_rows.gram_relu_rows`): ``S``, ``gb`` and
+    the loss, returned as :func:`_residual_rows` returns it.  The bias
+    gradient's sums as there (float64 directly, float32 in the sub-batch's
+    float32 ``gbs``); each row's loss ``sum_j I_j e_j^2`` in the compute dtype,
+    then float64.
+    """
+    gbs, rowloss = work[20], work[30]
+    n = Xc.shape[1]
+    for row in range(count):
+        rowloss[row] = 0.0
+    single = Xc.itemsize != 8
+    if single:
+        for j in range(n):
+            gbs[j] = 0
+    gram_relu_rows(ptr, cidx, Xc, Mg, Sg, count, n, b, imp2, _bias_sums(gb, gbs), rowloss)
+    if single:
+        for j in range(n):
+            gb[j] += gbs[j]
+    loss_sum = 0.0
+    nbad = 0
+    first_bad = -1
+    for row in range(count):
+        row_loss = 0.5 * rowloss[row]
+        if not math.isfinite(row_loss):
+            if nbad == 0:
+                first_bad = first + row
+            nbad += 1
+        loss_sum += row_loss
+    return loss_sum, nbad, first_bad
+
+
 @kernel_njit
 def run_grad_blas(
     W, b, imp, imp2, act, skey, first, count, law, dense_x, gram, chunked, work, gW, gWt, gb
@@ -795,9 +849,16 @@ def run_grad_blas(
     else:
         ptr[count] = nnz
     if gram and not dense_x:  # z = W^T W x + b, then S += x g^T
-        gather_rows(ptr, cidx, Xc, Mg, Zc, count, n)
-        loss_sum, nbad, first_bad = _residual_rows(Zc, Xc, b, imp, imp2, act, count, gb, first, gbs)
-        scatter_rows(ptr, cidx, Xc, Zc, Sg, count, n)
+        if act.code == RELU_POWER and act.ia == 1:  # a row at a time, without Z
+            loss_sum, nbad, first_bad = _gram_relu(
+                ptr, cidx, Xc, Mg, Sg, b, imp2, count, gb, first, work
+            )
+        else:
+            gather_rows(ptr, cidx, Xc, Mg, Zc, count, n)
+            loss_sum, nbad, first_bad = _residual_rows(
+                Zc, Xc, b, imp, imp2, act, count, gb, first, gbs
+            )
+            scatter_rows(ptr, cidx, Xc, Zc, Sg, count, n)
         if Sg.itemsize != 8:  # the sub-batch's float32 sums into float64
             for i in range(n):
                 for j in range(n):
@@ -1218,7 +1279,7 @@ def _blas_scratch(W, rows, gram=False):
     with ``n`` rows where ``gram``, else none: ``Mg`` and ``Sg`` (n,
     ``padded_columns(n)``, compute dtype, zero padded), ``S64`` (the same,
     float64), ``Mn`` (n, n, compute dtype), ``Ss`` (n, n) and ``W64``, ``GW``
-    (d, n), float64.
+    (d, n), float64, and the float64 row losses of :func:`_gram_relu` (``rows``).
     The products' buffers start at multiples of :data:`BLAS_ALIGN` bytes.
     """
     d, n = W.shape
@@ -1254,13 +1315,14 @@ def _blas_scratch(W, rows, gram=False):
             aligned_zeros(n * Dg, W).reshape(n, Dg),
             aligned_zeros(n * Dg, W).reshape(n, Dg),
         )
-        + _gram_scratch(W, n if gram else 0)
+        + _gram_scratch(W, n if gram else 0, rows)
     )
 
 
 @kernel_njit
-def _gram_scratch(W, m):
-    """The Gram-space buffers of :func:`_blas_scratch`, with ``m`` (``n`` or 0) rows."""
+def _gram_scratch(W, m, rows):
+    """The Gram-space buffers of :func:`_blas_scratch`, with ``m`` (``n`` or 0) rows (and
+    ``rows`` row losses, or none)."""
     d, n = W.shape
     w = padded_columns(n, W.itemsize)
     zero64 = np.zeros(1)
@@ -1272,6 +1334,7 @@ def _gram_scratch(W, m):
         aligned_zeros(m * m, zero64).reshape(m, m),
         np.zeros((d if m else 0, n)),
         np.zeros((d if m else 0, n)),
+        np.zeros(rows if m else 0),
     )
 
 

@@ -9,9 +9,18 @@ from checks import assert_fit_same_on_any_thread_count
 
 import fastsuper as fs
 from fastsuper.core import config
-from fastsuper.core.sparse_rows import padded_columns
+from fastsuper.core.bundles import activation as activation_bundle
+from fastsuper.core.jit import kernel_njit
+from fastsuper.core.model import Model
+from fastsuper.core.sparse_rows import (
+    compact_rows,
+    gather_rows,
+    gram_relu_rows,
+    padded_columns,
+    scatter_rows,
+)
 from fastsuper.train.adam import _gram_instances
-from fastsuper.train.kernels_cpu import _blas_scratch, gram_gradient, gram_weights
+from fastsuper.train.kernels_cpu import _blas_scratch, _residual_rows, gram_gradient, gram_weights
 
 # the scratch of _blas_scratch: Mg, Sg, S64 at 23 to 25
 MG, SG, S64 = 23, 24, 25
@@ -105,3 +114,108 @@ def test_float32_gram_space_close_to_sparse_rows(monkeypatch):
             with_gram.loss_history[:, k], without.loss_history[:, k], rtol=1e-5
         )
     assert not np.array_equal(with_gram.W[1], without.W[1])  # the other path ran
+
+
+def _gram_problem(dtype, n, rows=40, p=0.15, seed=0):
+    """Sparse rows (one empty, one full), a padded ``M``, bias and ``2 I`` in ``dtype``."""
+    rng = np.random.default_rng([n, rows, seed])
+    X = np.where(rng.random((rows, n)) < p, 1.0 - rng.random((rows, n)), 0.0).astype(dtype)
+    X[rows // 3] = 0.0
+    X[rows // 2] = 1.0 - rng.random(n)
+    ptr = np.zeros(rows + 1, dtype=np.int64)
+    idx = np.zeros(rows * n + 8, dtype=np.int64)
+    compact_rows(X, rows, ptr, idx)
+    M = np.zeros((n, padded_columns(n, np.dtype(dtype).itemsize)), dtype=dtype)
+    M[:, :n] = rng.normal(size=(n, n)) * 0.3
+    b = (rng.normal(size=n) * 0.2).astype(dtype)
+    imp2 = (2 * 0.9 ** np.arange(n)).astype(dtype)
+    return X, ptr, idx, M, b, imp2
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("n", [1, 7, 20, 100, 131])
+def test_gram_relu_rows_against_numpy(dtype, n):
+    """``S += X^T G``, ``gsum += sum_rows G`` and the row losses ``sum_j 2 I_j e_j^2``
+    with ``z = X M + b`` (from :func:`gather_rows`), ``e = relu(z) - x``, ``G = 2 I e [z > 0]``;
+    the padding columns of ``S`` stay zero."""
+    X, ptr, idx, M, b, imp2 = _gram_problem(dtype, n)
+    count = X.shape[0] - 3  # later rows untouched
+    Z = np.zeros((count, n), dtype=dtype)
+    gather_rows(ptr, idx, X, M, Z, count, n)
+    z = Z.astype(np.float64) + b
+    x = X[:count].astype(np.float64)
+    e = np.maximum(z, 0.0) - x
+    G = imp2 * e * (z > 0)
+    rng = np.random.default_rng(n)
+    S0 = np.zeros_like(M)
+    S0[:, :n] = rng.normal(size=(n, n))
+    gs0 = rng.normal(size=n).astype(dtype)
+    S, gsum = S0.copy(), gs0.copy()
+    rowloss = np.full(X.shape[0], 0.5)
+    gram_relu_rows(ptr, idx, X, M, S, count, n, b, imp2, gsum, rowloss)
+    tol = 1e-13 if dtype == np.float64 else 2e-6
+    ref = S0[:, :n] + x.T @ G
+    scale = np.abs(S0[:, :n]) + np.abs(x).T @ np.abs(G) + 1.0
+    assert np.all(np.abs(S[:, :n] - ref) <= tol * scale)
+    assert not S[:, n:].any()
+    np.testing.assert_allclose(gsum, gs0 + G.sum(axis=0), rtol=0, atol=tol * (np.abs(G).sum() + 1))
+    loss = (imp2 * e * e).sum(axis=1)
+    np.testing.assert_allclose(rowloss[:count], 0.5 + loss, rtol=tol * 10)
+    assert np.all(rowloss[count:] == 0.5)
+
+
+@kernel_njit
+def _gram_in_three_passes(ptr, idx, X, M, Z, S, b, imp, imp2, act, gb, gbs, count, n):
+    gather_rows(ptr, idx, X, M, Z, count, n)
+    loss = _residual_rows(Z, X, b, imp, imp2, act, count, gb, 0, gbs)[0]
+    scatter_rows(ptr, idx, X, Z, S, count, n)
+    return loss
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("n", [20, 100, 131])
+def test_gram_relu_rows_same_as_gather_residual_scatter(dtype, n):
+    """The fused rows give the gradient sums of :func:`gather_rows`, the training kernels'
+    ReLU residual and :func:`scatter_rows` bit for bit (only the loss is summed in
+    another order)."""
+    X, ptr, idx, M, b, imp2 = _gram_problem(dtype, n, rows=64, seed=1)
+    count = 64
+    imp = 0.9 ** np.arange(n)
+    act = activation_bundle(Model(np.ones((2, n), dtype), np.zeros(n, dtype), activation="relu"))
+    Z = np.zeros((count, n), dtype=dtype)
+    S1, gb1, gbs = np.zeros_like(M), np.zeros(n), np.zeros(n, dtype=dtype)
+    loss1 = _gram_in_three_passes(ptr, idx, X, M, Z, S1, b, imp, imp2, act, gb1, gbs, count, n)
+    S2, rowloss = np.zeros_like(M), np.zeros(count)
+    gsum = np.zeros(n, dtype=dtype)
+    gram_relu_rows(ptr, idx, X, M, S2, count, n, b, imp2, gsum, rowloss)
+    np.testing.assert_array_equal(S2, S1)
+    if dtype == np.float64:
+        np.testing.assert_array_equal(gsum, gb1)
+    else:  # the sub-batch's float32 sums, as the residual keeps them before adding to gb
+        np.testing.assert_array_equal(gsum, gbs)
+    np.testing.assert_allclose(
+        0.5 * rowloss.sum(), loss1, rtol=1e-12 if dtype == np.float64 else 1e-6
+    )
+
+
+def test_gram_relu_rows_non_finite_z_gives_a_non_finite_row_loss():
+    """A row whose ``z`` overflows (an infinite entry of ``M``) has a non-finite loss; the
+    other rows' losses stay finite."""
+    X, ptr, idx, M, b, imp2 = _gram_problem(np.float64, 20, rows=8, p=0.5, seed=2)
+    row = 5
+    i = idx[ptr[row]]
+    M[i, 3] = np.inf
+    hit = [r for r in range(8) if i in idx[ptr[r] : ptr[r + 1]]]
+    S, gsum, rowloss = np.zeros_like(M), np.zeros(20), np.zeros(8)
+    gram_relu_rows(ptr, idx, X, M, S, 8, 20, b, imp2, gsum, rowloss)
+    assert not np.isfinite(rowloss[hit]).any()
+    assert np.isfinite(np.delete(rowloss, hit)).all()
+
+
+def test_gram_relu_rows_rejects_mixed_dtypes():
+    """The arrays must share one float dtype (the row losses float64): a typing error, not
+    a reinterpretation of the bytes."""
+    X, ptr, idx, M, b, imp2 = _gram_problem(np.float32, 20, rows=4)
+    with pytest.raises(Exception, match="gram_relu"):
+        gram_relu_rows(ptr, idx, X, M, np.zeros_like(M), 4, 20, b.astype(np.float64), imp2,
+                       np.zeros(20, np.float32), np.zeros(4))  # fmt: skip
