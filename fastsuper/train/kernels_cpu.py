@@ -1031,19 +1031,29 @@ def _draw_row_flat(key, law, Xf, at, ubuf, ubits, gbuf, vbuf, gh, vh, first_widt
     :data:`WIDE_GAPS` (``ubuf``, ``gbuf``, ``vbuf`` at least that long).  Every
     gap of a chunk writes its value at its position, clamped to ``at + n``:
     the entry after the row, set back to zero on return (``Xf`` needs it).
+    The rare gaps that :func:`~fastsuper.core.laws.settled_gap` must settle by
+    the formula are settled first, for the whole chunk, so that the loop
+    placing the values has no branch (and an unsigned index, no wraparound).
     """
     n, log1mp, bounds, _ = _row_start(law, ubuf)
-    pos = -1
+    end = at + n
+    q = at - 1  # the place of the last value written
     c = 0
     width = first_width
-    while pos < n:
+    while q < end:
         _gap_chunk(key, c, width, ubuf, ubits, gbuf, vbuf, gh, vh, bounds)
+        unsettled = False
         for j in range(width):
-            pos += settled_gap(gbuf[j], ubuf[j], log1mp, n) + 1
-            Xf[at + min(pos, n)] = vbuf[j]
+            unsettled |= gbuf[j] < 0
+        if unsettled:
+            for j in range(width):
+                gbuf[j] = settled_gap(gbuf[j], ubuf[j], log1mp, n)
+        for j in range(width):
+            q += gbuf[j] + 1
+            Xf[np.uint64(min(q, end))] = vbuf[j]
         c += width
         width = WIDE_GAPS
-    Xf[at + n] = 0
+    Xf[end] = 0
 
 
 @kernel_njit
