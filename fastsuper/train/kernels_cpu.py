@@ -1351,16 +1351,20 @@ def _gram_scratch(W, m, rows):
 @kernel_njit
 def gram_weights(W, work):
     """Start a step in the Gram space: ``M = W^T W`` (compute dtype, BLAS) into the padded
-    ``Mg`` of the scratch of :func:`_blas_scratch`, its sums ``Sg`` and ``S64`` zeroed."""
+    ``Mg`` of the scratch of :func:`_blas_scratch`, its sums ``Sg`` zeroed (and ``S64`` in
+    float32, where it sums the float32 sub-batch sums)."""
     Mg, Sg, S64, Mn = work[23], work[24], work[25], work[26]
     n = W.shape[1]
     np.dot(W.T, W, Mn)
+    single = Sg.itemsize != 8  # S64 holds the sums only then
     for i in range(n):
         for j in range(n):
             Mg[i, j] = Mn[i, j]
         for j in range(Sg.shape[1]):
             Sg[i, j] = 0
-            S64[i, j] = 0.0
+        if single:
+            for j in range(Sg.shape[1]):
+                S64[i, j] = 0.0
 
 
 @kernel_njit
