@@ -14,8 +14,10 @@ fastsuper ``fit`` (compiled before timing) in float64 and float32 with
 configuration: the median steps/s of each side over the rounds, the peer at
 its best thread count, the median of the per-round ratios fastsuper / peer,
 and the fraction of the machine's matmul rate F (a 2048-square NumPy matmul
-on ``--threads`` BLAS threads, float64 and float32, measured in the same run)
-that fastsuper reaches on the step's necessary flops
+on ``--threads`` BLAS threads, float64 and float32, measured in the same run:
+before the first configuration and again in every round, the best of these
+kept, so that one measurement slowed by other work does not lower the
+limit; their range is printed) that fastsuper reaches on the step's necessary flops
 ``batch * instances * (6 n d + 4 E[K] d)`` (forward ``W x`` over the active
 features and ``W^T h``; backward ``h g^T``, ``W g`` and the encoder term).
 The load average is printed before and after: compare only quiet runs.
@@ -167,12 +169,23 @@ def median(xs):
     return xs[k // 2] if k % 2 else 0.5 * (xs[k // 2 - 1] + xs[k // 2])
 
 
-def one_config(args, np, n, d, inst, steps):
-    """Interleaved rounds of one configuration; returns its row of results."""
+def measure_f(args, np, samples):
+    """Append a matmul rate per dtype (on ``--threads`` BLAS threads) to ``samples``."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(args.threads, user_api="blas"):
+        for dt in ("float64", "float32"):
+            samples[dt].append(matmul_flops(np, getattr(np, dt)))
+
+
+def one_config(args, np, n, d, inst, steps, f_samples):
+    """Interleaved rounds of one configuration (a matmul rate measured in each, added to
+    ``f_samples``); returns its row of results."""
     row = dict(n=n, d=d, instances=inst, steps=steps, batch=args.batch, rounds=[])
     for dt in ("float64", "float32"):
         compile_fastsuper(n, d, inst, args.batch, getattr(np, dt))
     for r in range(args.rounds):
+        measure_f(args, np, f_samples)
         rnd = {}
         for dt in ("float64", "float32"):
             rnd[dt], row[f"fastsuper_{dt}_final"] = run_fastsuper(
@@ -221,29 +234,38 @@ def main(argv=None) -> int:
     sys.path.insert(0, str(ROOT))
     import numba
     import numpy as np
-    from threadpoolctl import threadpool_limits
 
     numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
     load0 = os.getloadavg()
-    with threadpool_limits(args.threads, user_api="blas"):
-        F = {dt: matmul_flops(np, getattr(np, dt)) for dt in ("float64", "float32")}
+    f_samples = {"float64": [], "float32": []}
+    measure_f(args, np, f_samples)
     print(
         f"fastsuper fit vs PyTorch peer; fastsuper threads={numba.get_num_threads()}, "
         f"peer threads={args.peer_thread_counts}, batch={args.batch}, cpus={os.cpu_count()}, "
-        f"rounds={args.rounds}, load average={load0[0]:.2f} {load0[1]:.2f} {load0[2]:.2f}; "
-        f"F = {F['float64'] / 1e9:.1f} GFLOP/s (float64), {F['float32'] / 1e9:.1f} (float32)"
+        f"rounds={args.rounds}, load average={load0[0]:.2f} {load0[1]:.2f} {load0[2]:.2f}"
     )
     results = []
     for n, d, inst, steps in args.configs:
-        row = one_config(args, np, n, d, inst, steps)
-        flops = step_flops(n, d, inst, args.batch)
-        row["step_flops"] = flops
-        report(row, F, flops)
+        row = one_config(args, np, n, d, inst, steps, f_samples)
+        row["step_flops"] = step_flops(n, d, inst, args.batch)
         results.append(row)
+    F = {dt: max(xs) for dt, xs in f_samples.items()}
+    print(
+        f"F (best of {len(f_samples['float64'])} matmuls, one before the configurations and "
+        "one in every round) = "
+        + ", ".join(
+            f"{F[dt] / 1e9:.1f} GFLOP/s {dt} (range {min(xs) / 1e9:.1f}-{max(xs) / 1e9:.1f})"
+            for dt, xs in f_samples.items()
+        )
+    )
+    for row in results:
+        report(row, F, row["step_flops"])
     load1 = os.getloadavg()
     print(f"load average after: {load1[0]:.2f} {load1[1]:.2f} {load1[2]:.2f}")
     if args.json:
-        meta = dict(F=F, load_before=load0, load_after=load1, threads=args.threads)
+        meta = dict(
+            F=F, F_samples=f_samples, load_before=load0, load_after=load1, threads=args.threads
+        )
         args.json.write_text(json.dumps(dict(meta=meta, results=results), indent=2))
     return 0
 
