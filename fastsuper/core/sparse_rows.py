@@ -172,12 +172,17 @@ def _partial_store(builder, vec, base, offset, rem):
             builder.store(x, builder.gep(base, [builder.add(offset, _i64(lane))]))
 
 
-def _emit_gather(f, builder, nv):
-    """The gather of ``nv`` vectors of columns from ``c0`` (:func:`gather_rows`)."""
-    rem = f.tail(nv)
-    acc = [[cgutils.alloca_once(builder, f.vty) for _ in range(nv)] for _ in range(2)]
+def _chains(f, builder, nv):
+    """The two chains of accumulators (``nv`` vectors each) of a row's gather."""
+    return [[cgutils.alloca_once(builder, f.vty) for _ in range(nv)] for _ in range(2)]
 
-    def add_entry(e, chain, x_row):
+
+def _gather_row(f, builder, nv, acc, row):
+    """Row ``row``'s sums ``X[row, i] M[i]`` over its entries into the chains ``acc`` (zeroed
+    first; the even places in the first, the odd ones in the second).  Returns ``(lo, hi,
+    x_row)``: the row's entries and the offset of ``X[row, 0]``."""
+
+    def add_entry(e, chain):
         i = f.at(1, e)
         x = f.value(x_row, i)
         m_row = f.row_start(3, i)
@@ -185,21 +190,29 @@ def _emit_gather(f, builder, nv):
             w = builder.load(f.vector(3, m_row, k), align=f.size)
             builder.store(_fma(builder, w, x, builder.load(acc[chain][k])), acc[chain][k])
 
+    for chain in acc:
+        for slot in chain:
+            builder.store(ir.Constant(f.vty, None), slot)
+    lo, hi = f.entries(row)
+    x_row = builder.sub(f.row_start(2, row), f.c0)
+    pairs = builder.sdiv(builder.sub(hi, lo), _i64(2))
+    with cgutils.for_range(builder, pairs) as loop:
+        e = builder.add(lo, builder.mul(loop.index, _i64(2)))
+        add_entry(e, 0)
+        add_entry(builder.add(e, _i64(1)), 1)
+    last = builder.add(lo, builder.mul(pairs, _i64(2)))
+    with builder.if_then(builder.icmp_signed("<", last, hi)):
+        add_entry(last, 0)
+    return lo, hi, x_row
+
+
+def _emit_gather(f, builder, nv):
+    """The gather of ``nv`` vectors of columns from ``c0`` (:func:`gather_rows`)."""
+    rem = f.tail(nv)
+    acc = _chains(f, builder, nv)
     with cgutils.for_range(builder, f.count) as rows:
         row = rows.index
-        for chain in acc:
-            for slot in chain:
-                builder.store(ir.Constant(f.vty, None), slot)
-        lo, hi = f.entries(row)
-        x_row = builder.sub(f.row_start(2, row), f.c0)
-        pairs = builder.sdiv(builder.sub(hi, lo), _i64(2))
-        with cgutils.for_range(builder, pairs) as loop:
-            e = builder.add(lo, builder.mul(loop.index, _i64(2)))
-            add_entry(e, 0, x_row)
-            add_entry(builder.add(e, _i64(1)), 1, x_row)
-        last = builder.add(lo, builder.mul(pairs, _i64(2)))
-        with builder.if_then(builder.icmp_signed("<", last, hi)):
-            add_entry(last, 0, x_row)
+        _gather_row(f, builder, nv, acc, row)
         h_row = f.row_start(4, row)
         for k in range(nv):
             s = builder.fadd(builder.load(acc[0][k]), builder.load(acc[1][k]))
@@ -220,15 +233,20 @@ def _emit_scatter(f, builder, nv):
         off = builder.add(u_row, _i64((nv - 1) * f.lanes))
         u.append(_partial_load(builder, f.data(3), off, f.vty, rem))
         lo, hi = f.entries(row)
-        x_row = builder.sub(f.row_start(2, row), f.c0)
-        with cgutils.for_range_slice(builder, lo, hi, _i64(1)) as (e, _):
-            i = f.at(1, e)
-            x = f.value(x_row, i)
-            t_row = f.row_start(4, i)
-            for k in range(nv):
-                p = f.vector(4, t_row, k)
-                t = builder.load(p, align=f.size)
-                builder.store(_fma(builder, u[k], x, t), p, align=f.size)
+        _scatter_row(f, builder, u, lo, hi, builder.sub(f.row_start(2, row), f.c0))
+
+
+def _scatter_row(f, builder, u, lo, hi, x_row):
+    """``B[i] += X[row, i] u`` (the vectors ``u``) over the row's entries ``lo .. hi - 1``
+    (``x_row``: the offset of ``X[row, 0]``)."""
+    with cgutils.for_range_slice(builder, lo, hi, _i64(1)) as (e, _):
+        i = f.at(1, e)
+        x = f.value(x_row, i)
+        t_row = f.row_start(4, i)
+        for k, uk in enumerate(u):
+            p = f.vector(4, t_row, k)
+            t = builder.load(p, align=f.size)
+            builder.store(_fma(builder, uk, x, t), p, align=f.size)
 
 
 def _make_block(emit, most):
@@ -309,33 +327,12 @@ def _emit_gram_relu(f, builder, nv, extra):
     """The Gram-space pass of ``nv`` vectors of columns from ``c0`` (:func:`gram_relu_rows`)."""
     bias, imp2, gsum, rowloss = extra
     rem = f.tail(nv)
-    acc = [[cgutils.alloca_once(builder, f.vty) for _ in range(nv)] for _ in range(2)]
+    acc = _chains(f, builder, nv)
     zero = ir.Constant(f.vty, None)
     one = ir.Constant(f.vty, [1.0] * f.lanes)
-
-    def add_entry(e, chain, x_row):
-        i = f.at(1, e)
-        x = f.value(x_row, i)
-        m_row = f.row_start(3, i)
-        for k in range(nv):
-            w = builder.load(f.vector(3, m_row, k), align=f.size)
-            builder.store(_fma(builder, w, x, builder.load(acc[chain][k])), acc[chain][k])
-
     with cgutils.for_range(builder, f.count) as rows:
         row = rows.index
-        for chain in acc:
-            for slot in chain:
-                builder.store(zero, slot)
-        lo, hi = f.entries(row)
-        x_row = builder.sub(f.row_start(2, row), f.c0)
-        pairs = builder.sdiv(builder.sub(hi, lo), _i64(2))
-        with cgutils.for_range(builder, pairs) as loop:
-            e = builder.add(lo, builder.mul(loop.index, _i64(2)))
-            add_entry(e, 0, x_row)
-            add_entry(builder.add(e, _i64(1)), 1, x_row)
-        last = builder.add(lo, builder.mul(pairs, _i64(2)))
-        with builder.if_then(builder.icmp_signed("<", last, hi)):
-            add_entry(last, 0, x_row)
+        lo, hi, x_row = _gather_row(f, builder, nv, acc, row)
         # the residual of ReLU: z = (even + odd) + b, e = z [z > 0] - x, g = (2 I e) [z > 0]
         xc = builder.add(x_row, f.c0)
         loss = zero
@@ -365,15 +362,7 @@ def _emit_gram_relu(f, builder, nv, extra):
             row_loss = builder.fpext(row_loss, ir.DoubleType())
         lp = builder.gep(rowloss.data, [row])
         builder.store(builder.fadd(builder.load(lp), row_loss), lp)
-        # S[i] += x_i g over the row's entries
-        with cgutils.for_range_slice(builder, lo, hi, _i64(1)) as (e, _):
-            i = f.at(1, e)
-            x = f.value(x_row, i)
-            s_row = f.row_start(4, i)
-            for k in range(nv):
-                p = f.vector(4, s_row, k)
-                t = builder.load(p, align=f.size)
-                builder.store(_fma(builder, g[k], x, t), p, align=f.size)
+        _scatter_row(f, builder, g, lo, hi, x_row)  # S[i] += x_i g over the row's entries
 
 
 @intrinsic

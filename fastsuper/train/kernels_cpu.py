@@ -279,10 +279,7 @@ def run_grad(W, Wt, b, imp, imp2, act, skey, first, count, law, work, gW, gb):
                     gWt[i, r] += np.float64(u[r]) * x
         for q in range(k):
             xd[idx[q]] = 0
-        if not math.isfinite(loss):
-            if nbad == 0:
-                first_bad = s
-            nbad += 1
+        nbad, first_bad = _tally(loss, s, nbad, first_bad)
         loss_sum += loss
     return loss_sum, nbad, first_bad
 
@@ -633,6 +630,17 @@ def _dense_scratch(W, D, rows):
 
 
 @njit(inline="always")
+def _tally(row_loss, sample, nbad, first_bad):
+    """``(nbad, first_bad)`` after a row (sample number ``sample``) of loss ``row_loss``: the
+    rows whose loss is not finite counted, the first one's sample kept."""
+    if not math.isfinite(row_loss):
+        if nbad == 0:
+            first_bad = sample
+        nbad += 1
+    return nbad, first_bad
+
+
+@njit(inline="always")
 def _residual_rows_single(Zc, Xc, b, imp2, count, gb, first, gbs):
     """:func:`_residual_rows` for ReLU in float32: each row's loss summed in float32.
 
@@ -661,10 +669,7 @@ def _residual_rows_single(Zc, Xc, b, imp2, count, gb, first, gbs):
             Zc[row, j] = gj
             gbs[j] += gj
         row_loss = 0.5 * np.float64(loss)
-        if not math.isfinite(row_loss):
-            if nbad == 0:
-                first_bad = first + row
-            nbad += 1
+        nbad, first_bad = _tally(row_loss, first + row, nbad, first_bad)
         loss_sum += row_loss
     for j in range(n):
         gb[j] += gbs[j]
@@ -697,10 +702,7 @@ def _residual_rows(Zc, Xc, b, imp, imp2, act, count, gb, first, gbs):
             loss += lj
             Zc[row, j] = gj
             gb[j] += gj
-        if not math.isfinite(loss):
-            if nbad == 0:
-                first_bad = first + row
-            nbad += 1
+        nbad, first_bad = _tally(loss, first + row, nbad, first_bad)
         loss_sum += loss
     return loss_sum, nbad, first_bad
 
@@ -743,10 +745,7 @@ def _gram_relu(ptr, cidx, Xc, Mg, Sg, b, imp2, count, gb, first, work):
     first_bad = -1
     for row in range(count):
         row_loss = 0.5 * rowloss[row]
-        if not math.isfinite(row_loss):
-            if nbad == 0:
-                first_bad = first + row
-            nbad += 1
+        nbad, first_bad = _tally(row_loss, first + row, nbad, first_bad)
         loss_sum += row_loss
     return loss_sum, nbad, first_bad
 
