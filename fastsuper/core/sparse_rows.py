@@ -249,6 +249,20 @@ def _scatter_row(f, builder, u, lo, hi, x_row):
             builder.store(_fma(builder, uk, x, t), p, align=f.size)
 
 
+def _by_vector_count(builder, nv, most, emit):
+    """A switch on ``nv``: for each count ``k`` from 1 to ``most`` the loop ``emit(k)`` builds
+    (compiled for that many vectors of columns); other counts do nothing."""
+    done = builder.append_basic_block("vectors.done")
+    switch = builder.switch(nv, done)
+    for k in range(1, most + 1):
+        case = builder.append_basic_block(f"vectors.{k}")
+        switch.add_case(_i64(k), case)
+        builder.position_at_end(case)
+        emit(k)
+        builder.branch(done)
+    builder.position_at_end(done)
+
+
 def _make_block(emit, most):
     """The intrinsic ``block(nv, ptr, idx, X, A, B, count, c0, d)``: ``emit``'s loop for
     ``nv`` (1 to ``most``) vectors of columns from ``c0``, one loop per ``nv`` behind a
@@ -260,15 +274,7 @@ def _make_block(emit, most):
 
         def codegen(context, builder, signature, args):
             f = _Loop(context, builder, signature.args[1:], args[1:])
-            done = builder.append_basic_block("block.done")
-            switch = builder.switch(args[0], done)
-            for k in range(1, most + 1):
-                case = builder.append_basic_block(f"block.{k}")
-                switch.add_case(_i64(k), case)
-                builder.position_at_end(case)
-                emit(f, builder, k)
-                builder.branch(done)
-            builder.position_at_end(done)
+            _by_vector_count(builder, args[0], most, lambda k: emit(f, builder, k))
             return context.get_dummy_value()
 
         return sig, codegen
@@ -380,15 +386,9 @@ def _gram_relu_block(typingctx, nv, ptr, idx, X, M, S, count, c0, d, bias, imp2,
         extra = [
             context.make_array(t)(context, builder, a) for t, a in zip(signature.args[9:], args[9:])
         ]
-        done = builder.append_basic_block("gram.done")
-        switch = builder.switch(args[0], done)
-        for k in range(1, BLOCK_VECTORS + 1):
-            case = builder.append_basic_block(f"gram.{k}")
-            switch.add_case(_i64(k), case)
-            builder.position_at_end(case)
-            _emit_gram_relu(f, builder, k, extra)
-            builder.branch(done)
-        builder.position_at_end(done)
+        _by_vector_count(
+            builder, args[0], BLOCK_VECTORS, lambda k: _emit_gram_relu(f, builder, k, extra)
+        )
         return context.get_dummy_value()
 
     return sig, codegen
