@@ -9,7 +9,8 @@ instance alone (``fit`` with that instance's ``p``), then:
 * the bound: the instances split over ``--threads`` work items by the greedy
   rule of ``fit`` (largest first, to the least loaded) using these measured
   costs; the largest item's sum is the shortest a step can take with the
-  instances' current costs;
+  instances' current costs; beside it, the largest item of the split that
+  ``fit`` makes from its estimated costs, with the measured ones;
 * the measured rate of the whole configuration on ``--threads`` threads and
   its fraction of the bound (each round times every instance alone, then
   the whole configuration, so that a change in the machine's speed reaches
@@ -42,7 +43,8 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from fastsuper.core import config
-from fastsuper.train.adam import _blas_rows, _gram_instances, _groups, fit
+from fastsuper.core.arguments import check_law
+from fastsuper.train.adam import _blas_rows, _gram_instances, _groups, _plan, fit
 from fastsuper.train.kernels_cpu import blas_width
 
 
@@ -147,6 +149,10 @@ def main(argv=None) -> int:
             peak1 = matmul_rate(dtype)
     load1 = os.getloadavg()
     bound = greedy_split(costs, min(args.threads, inst))
+    P = np.repeat(ps[:, None], n, axis=1)
+    groups = _plan(n, d, 1024, P, check_law("values", "uniform"), dtype, False,
+                   min(args.threads, inst))[-1]  # fmt: skip
+    fit_split = max(float(costs[g[g >= 0]].sum()) for g in groups)
     print(f"n={n} d={d} instances={inst} {dtype.name}; load average {load0[0]:.2f} before, "
           f"{load1[0]:.2f} after")  # fmt: skip
     ratio = config.DENSE_X_RATIO if dtype == np.float64 else config.DENSE_X_RATIO_SINGLE
@@ -157,8 +163,9 @@ def main(argv=None) -> int:
         path = ("dense x" if dx else "Gram" if gr else "sparse x") if rows else "per sample"
         print(f"{p:8.4f} {p * n:7.2f} {path:>10} {c * 1e6:20.1f}")
     print(
-        f"sum of the instances' costs: {costs.sum() * 1e6:.0f} us; fit's split over "
-        f"{min(args.threads, inst)} threads: {bound * 1e6:.0f} us = {1 / bound:.1f} steps/s"
+        f"sum of the instances' costs: {costs.sum() * 1e6:.0f} us; split over "
+        f"{min(args.threads, inst)} threads: {bound * 1e6:.0f} us = {1 / bound:.1f} steps/s "
+        f"(fit's own split, from its estimated costs: {fit_split * 1e6:.0f} us)"
     )
     print(f"measured on {args.threads} threads: {whole * 1e6:.0f} us = {1 / whole:.1f} steps/s, "
           f"{bound / whole:.2f} of the bound")  # fmt: skip

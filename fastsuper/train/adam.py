@@ -836,33 +836,84 @@ def _gram_instances(n, d, rows, active, dense_x, dtype) -> np.ndarray:
     return np.asarray(~dense_x & (active <= config.TRAIN_GRAM_ACTIVE * d), dtype=np.bool_)
 
 
-def _instance_costs(n, d, rows, pmax, active, chunked, thin, law, grouped) -> np.ndarray:
-    """Estimated cost of a step of each instance (for :func:`_groups`).
+def _instance_costs(n, d, pmax, active, thin, grouped) -> np.ndarray:
+    """Estimated cost of a step of each instance (for :func:`_groups`), per-sample code.
 
-    Per sample, in units of one value draw (measured at n=5, d=2, n=100, d=20 and
-    n=400, d=30); a gap drawn in a chunk costs about a value draw, else four; U[0, 1]
-    values of sub-batch rows with every feature active go straight into x (a third).
-    On the dense path of small models (:func:`~fastsuper.train.kernels_cpu.run_grad_dense`)
-    every sample costs its key and first gap, and only the samples with an active
-    feature (a fraction ``1 - (1 - p)^n``) their passes, gaps and values (measured at
-    n=5, d=2).
+    Per sample, in units of one value draw; a gap costs about four.  On the dense
+    path of small models (:func:`~fastsuper.train.kernels_cpu.run_grad_dense`)
+    every sample costs its key and first gap, and only the samples with an
+    active feature (a fraction ``1 - (1 - p)^n``) their passes, gaps and values
+    (measured at n=5, d=2).  The BLAS path has its own model
+    (:func:`_blas_costs`); only the costs of one call are compared.
     """
     draws = np.where(pmax >= 1.0, 0.0, active + 1.0)  # geometric gaps drawn per sample
-    per_gap = np.where(chunked & (rows > 0), 1.0, 4.0)
-    direct = (pmax >= 1.0) & (rows > 0) & (law.name == "uniform") & (not grouped)
-    values = np.where(direct, 0.3, 1.0) * active
-    costs = 10.0 + n * padded_width(d) * (0.05 if rows else 1.0) + values + per_gap * draws
-    if rows == 0 and padded_width(d) <= 4 and n <= config.DENSE_N_MAX and not grouped:
+    costs = 10.0 + n * padded_width(d) + active + 4.0 * draws
+    if padded_width(d) <= 4 and n <= config.DENSE_N_MAX and not grouped:
         nonempty = 1.0 - (1.0 - np.minimum(pmax, 1.0)) ** n
         dense = np.where(pmax >= 1.0, 4.5 + 2.4 * n, 4.5 + 4.0 * n * nonempty + 3.5 * active)
         costs = np.where(thin, costs, dense)
     return costs
 
 
-def _gram_saving(n, d, active) -> np.ndarray:
-    """What the Gram space saves of a step's cost in :func:`_instance_costs`' units: the
-    products' ``0.05 n d`` against about ``n (0.3 + 0.07 E[K])`` (measured at ``n = 100``)."""
-    return n * padded_width(d) * 0.05 - n * (0.3 + 0.07 * active)
+#: per-sample costs of the BLAS path in ns (one thread, AMD Zen 4, measured at n = 100,
+#: d = 20 and n = 400, d = 30): the five products per ``n d``; the sampling per active
+#: feature (chunked gaps and U[0, 1] values); the values per feature where every feature
+#: is active; the three products of sparse inputs as a fraction of the five, and their
+#: sparse-row loops per ``d`` and active feature; the Gram space per feature, and per
+#: feature and active feature.  Keyed by the itemsize (float64, float32).
+_BLAS_COSTS = {
+    8: (0.211, 2.9, 0.39, 0.74, 0.19, 1.24, 0.22),
+    4: (0.147, 1.3, 0.0, 0.59, 0.15, 1.10, 0.138),
+}
+
+
+def _blas_costs(n, d, active, chunked, direct, dense_x, gram, itemsize) -> np.ndarray:
+    """Estimated cost of a step of each instance on the BLAS path (for :func:`_groups`).
+
+    A sub-batch row costs its products (five of ``n d`` multiply-adds with
+    dense inputs; three and the sparse-row loops, ``d`` per active feature,
+    with sparse ones) and its sampling (per active feature, three times as
+    much where the gaps are not drawn in chunks); in the Gram space (no
+    products) ``n (c0 + c1 E[K])``, the sampling included.  The constants
+    (:data:`_BLAS_COSTS`) were measured per instance: they set how the
+    instances are split over threads, never the numbers.
+    """
+    prod, per_active, every, sparse, loops, g0, g1 = _BLAS_COSTS[itemsize]
+    sampling = per_active * np.where(chunked, 1.0, 3.0) * active
+    costs = prod * n * d + np.where(direct, every * n, sampling)
+    sparse_costs = sparse * prod * n * d + loops * d * active + sampling
+    gram_costs = n * (g0 + g1 * active) + sampling - per_active * active
+    return np.where(gram, gram_costs, np.where(dense_x, costs, sparse_costs))
+
+
+def _plan(n, d, batch, P, law, dtype, grouped, n_groups) -> tuple:
+    """How ``fit`` runs its instances: ``(rows, dense_x, gram, chunked, groups)``.
+
+    The sub-batch rows of the BLAS path (:func:`_blas_rows`, 0: per-sample
+    code); per instance, whether its inputs are dense products (``dense_x``),
+    whether it trains in the Gram space (:func:`_gram_instances`) and whether
+    its gaps are drawn in chunks; and the instances split into ``n_groups``
+    work items by estimated cost (:func:`_groups`).  ``P`` (n_instances, n)
+    holds the feature probabilities, ``law`` is the value law, ``grouped``
+    whether the inputs have groups.
+    """
+    rows = _blas_rows(n, d, batch)
+    active = P.sum(axis=1)
+    pmax = P.max(axis=1)
+    thin = np.array([not np.all(row == row[0]) for row in P], dtype=np.bool_)
+    ratio = config.DENSE_X_RATIO if dtype == np.float64 else config.DENSE_X_RATIO_SINGLE
+    dense_x = np.asarray(ratio * active >= n, dtype=np.bool_)
+    gram = _gram_instances(n, d, rows, active, dense_x, dtype)
+    # active sets drawn a chunk of gaps at a time where a sample has enough of them
+    chunked = (pmax < 1.0) & (pmax > 0.0) & ~thin & (pmax * n >= config.CHUNKED_GAPS_FROM)
+    if grouped:
+        chunked[:] = False
+    if rows > 0:
+        direct = (pmax >= 1.0) & (law.name == "uniform") & (not grouped)
+        costs = _blas_costs(n, d, active, chunked, direct, dense_x, gram, np.dtype(dtype).itemsize)
+    else:
+        costs = _instance_costs(n, d, pmax, active, thin, grouped)
+    return rows, dense_x, gram, chunked, _groups(costs, n_groups)
 
 
 def _fit_adam(o: FitOptions) -> FitResult:
@@ -888,21 +939,11 @@ def _fit_adam(o: FitOptions) -> FitResult:
     # the group fields of a grouped law (shared by the instances), else placeholders
     fit_inputs = SparseInputs(n, p=P[0], values=law, **settings.get("groups", {}))
     laws = stacked_law(P, law, fit_inputs)  # sampler parameters per instance
-    pmax, thin = laws.pmax, laws.thin
     skeys = instance_keys(settings["seed"], n_inst)
     # work split: instances grouped by estimated cost, one group per thread
-    rows = _blas_rows(n, d, batch)
-    active = P.sum(axis=1)
-    ratio = config.DENSE_X_RATIO if W.dtype == np.float64 else config.DENSE_X_RATIO_SINGLE
-    dense_x = np.asarray(ratio * active >= n, dtype=np.bool_)
-    gram = _gram_instances(n, d, rows, active, dense_x, W.dtype)
-    # active sets drawn a chunk of gaps at a time where a sample has enough of them
-    chunked = (pmax < 1.0) & (pmax > 0.0) & ~thin & (pmax * n >= config.CHUNKED_GAPS_FROM)
-    if "groups" in settings:
-        chunked[:] = False
-    costs = _instance_costs(n, d, rows, pmax, active, chunked, thin, law, "groups" in settings)
-    costs = np.where(gram, costs - _gram_saving(n, d, active), costs)
-    groups = _groups(costs, min(numba.get_num_threads(), n_inst))
+    rows, dense_x, gram, chunked, groups = _plan(
+        n, d, batch, P, law, W.dtype, "groups" in settings, min(numba.get_num_threads(), n_inst)
+    )
     n_log = (steps + log_every - 1) // log_every
     hist = np.full((n_log, n_inst), np.nan)
     status = np.full(n_inst, OK, dtype=np.int64)
