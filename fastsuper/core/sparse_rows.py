@@ -236,12 +236,17 @@ def _emit_scatter(f, builder, nv):
         _scatter_row(f, builder, u, lo, hi, builder.sub(f.row_start(2, row), f.c0))
 
 
-def _scatter_row(f, builder, u, lo, hi, x_row):
+def _scatter_row(f, builder, u, lo, hi, x_row, clear=None):
     """``B[i] += X[row, i] u`` (the vectors ``u``) over the row's entries ``lo .. hi - 1``
-    (``x_row``: the offset of ``X[row, 0]``)."""
+    (``x_row``: the offset of ``X[row, 0]``); where the flag ``clear`` (an LLVM ``i1``)
+    is set, ``X[row, i] = 0`` once read."""
     with cgutils.for_range_slice(builder, lo, hi, _i64(1)) as (e, _):
         i = f.at(1, e)
         x = f.value(x_row, i)
+        if clear is not None:
+            with builder.if_then(clear, likely=True):
+                xp = builder.gep(f.data(2), [builder.add(x_row, i)])
+                builder.store(ir.Constant(xp.type.pointee, 0.0), xp)
         t_row = f.row_start(4, i)
         for k, uk in enumerate(u):
             p = f.vector(4, t_row, k)
@@ -331,7 +336,7 @@ def _vector_at(f, builder, base, offset, k, nv, rem):
 
 def _emit_gram_relu(f, builder, nv, extra):
     """The Gram-space pass of ``nv`` vectors of columns from ``c0`` (:func:`gram_relu_rows`)."""
-    bias, imp2, gsum, rowloss = extra
+    bias, imp2, gsum, rowloss, clear = extra
     rem = f.tail(nv)
     acc = _chains(f, builder, nv)
     zero = ir.Constant(f.vty, None)
@@ -368,24 +373,33 @@ def _emit_gram_relu(f, builder, nv, extra):
             row_loss = builder.fpext(row_loss, ir.DoubleType())
         lp = builder.gep(rowloss.data, [row])
         builder.store(builder.fadd(builder.load(lp), row_loss), lp)
-        _scatter_row(f, builder, g, lo, hi, x_row)  # S[i] += x_i g over the row's entries
+        # S[i] += x_i g over the row's entries (and x_i = 0 after the last block)
+        _scatter_row(f, builder, g, lo, hi, x_row, clear)
 
 
 @intrinsic
-def _gram_relu_block(typingctx, nv, ptr, idx, X, M, S, count, c0, d, bias, imp2, gsum, rowloss):
-    """:func:`_emit_gram_relu` for ``nv`` (1 to :data:`BLOCK_VECTORS`) vectors, behind a switch."""
+def _gram_relu_block(
+    typingctx, nv, ptr, idx, X, M, S, count, c0, d, bias, imp2, gsum, rowloss, clear
+):
+    """:func:`_emit_gram_relu` for ``nv`` (1 to :data:`BLOCK_VECTORS`) vectors, behind a switch
+    (``clear``: zero the listed entries of ``X`` once read)."""
     if any(a.dtype != X.dtype for a in (M, S, bias, imp2, gsum)) or rowloss.dtype != types.float64:
         return None  # the arrays of one float dtype, the row losses float64
     sig = types.void(
         types.int64, ptr, idx, X, M, S, types.int64, types.int64, types.int64,
-        bias, imp2, gsum, rowloss,
+        bias, imp2, gsum, rowloss, types.boolean,
     )  # fmt: skip
 
     def codegen(context, builder, signature, args):
         f = _Loop(context, builder, signature.args[1:9], args[1:9])
         extra = [
-            context.make_array(t)(context, builder, a) for t, a in zip(signature.args[9:], args[9:])
+            context.make_array(t)(context, builder, a)
+            for t, a in zip(signature.args[9:13], args[9:13])
         ]
+        flag = args[13]  # a boolean value (i1; compared with zero if stored wider)
+        if flag.type.width != 1:
+            flag = builder.icmp_unsigned("!=", flag, ir.Constant(flag.type, 0))
+        extra.append(flag)
         _by_vector_count(
             builder, args[0], BLOCK_VECTORS, lambda k: _emit_gram_relu(f, builder, k, extra)
         )
@@ -395,7 +409,7 @@ def _gram_relu_block(typingctx, nv, ptr, idx, X, M, S, count, c0, d, bias, imp2,
 
 
 @njit
-def gram_relu_rows(ptr, idx, X, M, S, count, n, bias, imp2, gsum, rowloss):
+def gram_relu_rows(ptr, idx, X, M, S, count, n, bias, imp2, gsum, rowloss, clear=False):
     """A sub-batch in the Gram space with ReLU, without storing ``Z`` or ``G``.
 
     For each ``row < count`` and each block of columns: ``z = X[row] M + b``
@@ -407,12 +421,15 @@ def gram_relu_rows(ptr, idx, X, M, S, count, n, bias, imp2, gsum, rowloss):
     ``X``; ``rowloss`` float64 (``count``).  Where ``z`` is finite, ``g`` is
     that of :func:`gather_rows`, the residual of the training kernels and
     :func:`scatter_rows` bit for bit; a non-finite ``z`` makes the row's loss
-    non-finite.
+    non-finite.  With ``clear`` the listed entries of ``X``'s rows are zero on
+    return (each set to zero in the row's last pass, once read).
     """
     w = lanes(M.itemsize)
-    for c0 in range(0, n, BLOCK_VECTORS * w):
+    step = BLOCK_VECTORS * w
+    for c0 in range(0, n, step):
         nv = min(BLOCK_VECTORS, (n - c0 + w - 1) // w)
-        _gram_relu_block(nv, ptr, idx, X, M, S, count, c0, n, bias, imp2, gsum, rowloss)
+        last = clear and c0 + step >= n
+        _gram_relu_block(nv, ptr, idx, X, M, S, count, c0, n, bias, imp2, gsum, rowloss, last)
 
 
 @intrinsic

@@ -726,7 +726,7 @@ def _gram_relu(ptr, cidx, Xc, Mg, Sg, b, imp2, count, gb, first, work):
     the loss, returned as :func:`_residual_rows` returns it.  The bias
     gradient's sums as there (float64 directly, float32 in the sub-batch's
     float32 ``gbs``); each row's loss ``sum_j I_j e_j^2`` in the compute dtype,
-    then float64.
+    then float64.  The listed entries of ``Xc`` are zero on return.
     """
     gbs, rowloss = work[20], work[30]
     n = Xc.shape[1]
@@ -736,7 +736,7 @@ def _gram_relu(ptr, cidx, Xc, Mg, Sg, b, imp2, count, gb, first, work):
     if single:
         for j in range(n):
             gbs[j] = 0
-    gram_relu_rows(ptr, cidx, Xc, Mg, Sg, count, n, b, imp2, _bias_sums(gb, gbs), rowloss)
+    gram_relu_rows(ptr, cidx, Xc, Mg, Sg, count, n, b, imp2, _bias_sums(gb, gbs), rowloss, True)
     if single:
         for j in range(n):
             gb[j] += gbs[j]
@@ -848,7 +848,7 @@ def run_grad_blas(
     else:
         ptr[count] = nnz
     if gram and not dense_x:  # z = W^T W x + b, then S += x g^T
-        if act.code == RELU_POWER and act.ia == 1:  # a row at a time, without Z
+        if act.code == RELU_POWER and act.ia == 1:  # a row at a time, without Z; X reset
             loss_sum, nbad, first_bad = _gram_relu(
                 ptr, cidx, Xc, Mg, Sg, b, imp2, count, gb, first, work
             )
@@ -858,14 +858,14 @@ def run_grad_blas(
                 Zc, Xc, b, imp, imp2, act, count, gb, first, gbs
             )
             scatter_rows(ptr, cidx, Xc, Zc, Sg, count, n)
+            for row in range(count):
+                for e in range(ptr[row], ptr[row + 1]):
+                    Xc[row, cidx[e]] = 0
         if Sg.itemsize != 8:  # the sub-batch's float32 sums into float64
             for i in range(n):
                 for j in range(n):
                     S64[i, j] += Sg[i, j]
                     Sg[i, j] = 0
-        for row in range(count):
-            for e in range(ptr[row], ptr[row + 1]):
-                Xc[row, cidx[e]] = 0
         return loss_sum, nbad, first_bad
     # ---- h = W x
     if dense_x:

@@ -203,6 +203,28 @@ def test_gram_relu_rows_same_as_gather_residual_scatter(dtype, n):
     )
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("n", [20, 100, 131])
+def test_gram_relu_rows_clear_zeroes_the_listed_entries_only(dtype, n):
+    """With ``clear`` the sums are those without it, bit for bit (the entries are zeroed
+    only in a row's last pass over the column blocks), the first ``count`` rows of ``X``
+    are zero on return and the rows after them untouched."""
+    X, ptr, idx, M, b, imp2 = _gram_problem(dtype, n, rows=40, p=0.3, seed=3)
+    count = 37
+    out = {}
+    for clear in (False, True):
+        Xc = X.copy()
+        S, gsum, rowloss = np.zeros_like(M), np.zeros(n, dtype=dtype), np.zeros(count)
+        gram_relu_rows(ptr, idx, Xc, M, S, count, n, b, imp2, gsum, rowloss, clear)
+        out[clear] = (S, gsum, rowloss, Xc)
+    for a, c in zip(out[False][:3], out[True][:3]):
+        np.testing.assert_array_equal(a, c)
+    np.testing.assert_array_equal(out[False][3], X)
+    assert X[:count].any()
+    assert not out[True][3][:count].any()
+    np.testing.assert_array_equal(out[True][3][count:], X[count:])
+
+
 def test_gram_relu_rows_non_finite_z_gives_a_non_finite_row_loss():
     """A row whose ``z`` overflows (an infinite entry of ``M``) has a non-finite loss; the
     other rows' losses stay finite."""
