@@ -50,6 +50,12 @@ def _controller():
 
 @functools.cache
 def _blas_libraries() -> tuple:
+    # load the BLAS that Numba's ``np.dot`` calls (SciPy's) before the look-up, or a
+    # limit set before anything loaded it would never reach it
+    from numba.np.linalg import ensure_blas
+
+    ensure_blas()
+
     return tuple(_controller().select(user_api="blas").lib_controllers)
 
 

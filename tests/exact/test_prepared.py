@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 import pytest
@@ -142,6 +143,18 @@ def test_blas_threads_restores_the_counts():
             assert all(t == 1 for t in inside)
     after = [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
     assert after == before
+
+
+def test_blas_threads_reach_the_blas_of_numba():
+    """The limit covers every BLAS loaded, SciPy's included: Numba's ``np.dot`` calls it."""
+    import scipy.linalg.cython_blas  # noqa: F401
+    from threadpoolctl import threadpool_info
+
+    from fastsuper.core.blas import _blas_libraries
+
+    loaded = {os.path.realpath(i["filepath"]) for i in threadpool_info() if i["user_api"] == "blas"}
+    assert loaded
+    assert loaded <= {os.path.realpath(lib.filepath) for lib in _blas_libraries()}
 
 
 # --------------------------------------------------------------------------
